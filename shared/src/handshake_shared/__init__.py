@@ -1,0 +1,1 @@
+"""Mechanisms every Handshake service shares. Business rules live in the services."""

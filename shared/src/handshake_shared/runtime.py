@@ -1,0 +1,91 @@
+"""One service's moving parts in one process: database, broker, consumers and the outbox relay."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
+
+from handshake_shared.consumer import EventConsumer, Handler, RawMessage, RetryPolicy
+from handshake_shared.db import Database, MessagingTables
+from handshake_shared.http import Check
+from handshake_shared.kafka import make_broker, relay_sender
+from handshake_shared.outbox import Outbox, OutboxRelay
+from handshake_shared.settings import ServiceSettings
+
+
+class Runtime:
+    def __init__(self, *, service: str, settings: ServiceSettings, tables: MessagingTables) -> None:
+        self.service = service
+        self.settings = settings
+        self.tables = tables
+        self.db = Database(settings.database_url.get_secret_value(), pool_size=settings.db_pool_size)
+        self.broker = make_broker(settings, client_id=f"handshake-{service}")
+        self.outbox = Outbox(tables, service)
+        self.relay = OutboxRelay(
+            self.db,
+            tables,
+            relay_sender(self.broker),
+            service=service,
+            batch_size=settings.outbox_batch_size,
+            idle_poll_seconds=settings.outbox_idle_poll_seconds,
+        )
+        self.retry_policy = RetryPolicy(
+            max_attempts=settings.consumer_max_attempts,
+            initial_backoff=settings.consumer_initial_backoff_seconds,
+            max_backoff=settings.consumer_max_backoff_seconds,
+        )
+        self.consumers: list[EventConsumer] = []
+        self._relay_task: asyncio.Task[None] | None = None
+
+    def consume(self, topic: str, *, group: str, handlers: dict[str, Handler]) -> EventConsumer:
+        consumer = EventConsumer(
+            name=group, db=self.db, tables=self.tables, outbox=self.outbox, handlers=handlers, policy=self.retry_policy
+        )
+        subscriber = self.broker.subscriber(
+            topic,
+            group_id=group,
+            auto_offset_reset="earliest",
+            # the offset is committed only after handle() returned, i.e. after the database commit;
+            # an exception seeks back so the broker delivers the message again
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+        )
+
+        @subscriber
+        async def on_message(message: KafkaMessage) -> None:
+            raw = message.raw_message
+            await consumer.handle(
+                RawMessage(topic=raw.topic, partition=raw.partition, offset=raw.offset, key=raw.key, value=raw.value)
+            )
+
+        self.consumers.append(consumer)
+        return consumer
+
+    async def start(self) -> None:
+        await self.broker.start()
+        self._relay_task = asyncio.create_task(self.relay.run(), name=f"{self.service}-outbox-relay")
+
+    async def stop(self) -> None:
+        self.relay.stop()
+        if self._relay_task:
+            await self._relay_task
+        await self.broker.stop()
+        await self.db.dispose()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Runtime]:
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
+
+    def readiness_checks(self) -> dict[str, Check]:
+        async def broker() -> None:
+            if not await self.broker.ping(timeout=2.0):
+                raise ConnectionError("broker unreachable")
+
+        return {"database": self.db.ping, "broker": broker}
