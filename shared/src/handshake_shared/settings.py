@@ -8,7 +8,7 @@ from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # values that only make sense on a developer machine; refused when environment=production
-DEV_PLACEHOLDERS = {"dev-jwt-key-change-me", "dev-internal-token-change-me"}
+DEV_PLACEHOLDERS = {"dev-jwt-key-change-me-not-for-production", "dev-internal-token-change-me"}
 
 
 class ServiceSettings(BaseSettings):
@@ -21,6 +21,8 @@ class ServiceSettings(BaseSettings):
 
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
     db_pool_size: int = 10
+    # run Alembic to head before serving (off when a Kubernetes job or init container migrates)
+    migrate_on_start: bool = True
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     # on for real Kafka; the embedded broker has no InitProducerId, so the embedded stack turns it off
@@ -34,7 +36,7 @@ class ServiceSettings(BaseSettings):
     consumer_initial_backoff_seconds: float = 0.2
     consumer_max_backoff_seconds: float = 5.0
 
-    jwt_key: SecretStr = SecretStr("dev-jwt-key-change-me")
+    jwt_key: SecretStr = SecretStr("dev-jwt-key-change-me-not-for-production")
     jwt_issuer: str = "handshake-dev"
     jwt_audience: str = "handshake"
     # bearer token the services use on each other's internal HTTP API

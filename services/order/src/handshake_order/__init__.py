@@ -1,0 +1,3 @@
+"""Handshake order service."""
+
+SERVICE = "order"

@@ -1,0 +1,195 @@
+"""Quotes and the idempotent checkout: price on the server, store the snapshot, emit order.placed."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from handshake_order import repository as repo
+from handshake_order.db import coupons, idempotency_keys, orders, products, shipping_rates, tax_rates
+from handshake_order.domain.pricing import Coupon, PriceSnapshot, PricingError, Product, RequestedLine, price
+from handshake_order.domain.states import OrderState
+from handshake_order.settings import OrderSettings
+from handshake_shared.auth import Principal
+from handshake_shared.db import Database
+from handshake_shared.events import ORDER_EVENTS
+from handshake_shared.events.base import Line
+from handshake_shared.events.order import OrderPlaced
+from handshake_shared.http import Problem
+from handshake_shared.outbox import Outbox
+
+CHECKOUTS = Counter("handshake_checkouts_created_total", "Orders created by checkout")
+IDEMPOTENT_REPLAYS = Counter("handshake_idempotency_replays_total", "Checkout retries answered from the stored response")
+
+
+class LineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=1000)
+
+
+class CheckoutRequest(BaseModel):
+    """Extra fields are refused, so a client can never send a price or a total."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lines: list[LineIn] = Field(min_length=1, max_length=100)
+    region: str = Field(min_length=2, max_length=16)
+    shipping_method: str = Field(min_length=1, max_length=32)
+    coupon_code: str | None = Field(default=None, max_length=64)
+
+
+async def quote(conn: AsyncConnection, req: CheckoutRequest) -> PriceSnapshot:
+    skus = {line.sku for line in req.lines}
+    catalogue = {
+        r.sku: Product(r.sku, r.name, r.unit_price, r.currency, r.active)
+        for r in (await conn.execute(select(products).where(products.c.sku.in_(skus)))).all()
+    }
+    rate = (await conn.execute(select(tax_rates.c.rate_bp).where(tax_rates.c.region == req.region))).scalar()
+    ship = (
+        await conn.execute(
+            select(shipping_rates.c.amount, shipping_rates.c.currency).where(shipping_rates.c.code == req.shipping_method)
+        )
+    ).first()
+    coupon = None
+    if req.coupon_code:
+        row = (await conn.execute(select(coupons).where(coupons.c.code == req.coupon_code))).first()
+        if row is None:
+            raise PricingError("unknown-coupon", f"coupon {req.coupon_code} does not exist")
+        coupon = Coupon(
+            code=row.code, kind=row.kind, percent_bp=row.percent_bp, amount_off=row.amount_off, currency=row.currency,
+            max_redemptions=row.max_redemptions, redemptions=row.redemptions, expires_at=row.expires_at, active=row.active,
+        )  # fmt: skip
+    return price(
+        [RequestedLine(line.sku, line.quantity) for line in req.lines],
+        catalogue,
+        region=req.region,
+        tax_rate_bp=rate,
+        shipping_method=req.shipping_method,
+        shipping_amount=(ship.amount, ship.currency) if ship else None,
+        coupon=coupon,
+        now=datetime.now(UTC),
+    )
+
+
+def pricing_problem(err: PricingError) -> Problem:
+    return Problem(422, "Cannot price this order", err.detail, type=err.code)
+
+
+def lookup_token(settings: OrderSettings, order_id: uuid.UUID) -> str:
+    # derived, not stored: an idempotent replay can return the same token; only its hash is kept
+    mac = hmac.new(settings.lookup_token_key.get_secret_value().encode(), order_id.bytes, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_traceparent() -> str:
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+class Checkout:
+    def __init__(self, db: Database, outbox: Outbox, settings: OrderSettings) -> None:
+        self.db = db
+        self.outbox = outbox
+        self.settings = settings
+
+    async def place(
+        self, principal: Principal | None, idempotency_key: str, req: CheckoutRequest, traceparent: str | None
+    ) -> tuple[int, dict[str, Any], bool]:
+        """Returns (status, body, replayed). The idempotency row, the order, its audit row and order.placed
+        commit in one transaction: a concurrent retry with the same key blocks on the key's unique index
+        until the first commits, then replays its answer; a request whose process died left nothing."""
+        scope = f"customer:{principal.subject}" if principal else "guest"
+        request_hash = hashlib.sha256(json.dumps(req.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        async with self.db.transaction() as conn:
+            claimed = (
+                await conn.execute(
+                    pg_insert(idempotency_keys)
+                    .values(scope=scope, key=idempotency_key, request_hash=request_hash, status_code=0, response={})
+                    .on_conflict_do_nothing()
+                    .returning(idempotency_keys.c.key)
+                )
+            ).first()
+            if claimed is None:
+                stored = (
+                    await conn.execute(
+                        select(idempotency_keys).where(
+                            idempotency_keys.c.scope == scope, idempotency_keys.c.key == idempotency_key
+                        )
+                    )
+                ).one()
+                if stored.request_hash != request_hash:
+                    raise Problem(
+                        422, "Idempotency-Key reused", "this Idempotency-Key was used with a different request body",
+                        type="idempotency-key-reused",
+                    )  # fmt: skip
+                IDEMPOTENT_REPLAYS.inc()
+                return stored.status_code, stored.response, True
+
+            try:
+                snapshot = await quote(conn, req)
+            except PricingError as err:
+                raise pricing_problem(err) from None
+            order_id = uuid.uuid4()
+            token = lookup_token(self.settings, order_id) if principal is None else None
+            await conn.execute(
+                insert(orders).values(
+                    id=order_id,
+                    customer_id=principal.subject if principal else None,
+                    lookup_token_hash=token_hash(token) if token else None,
+                    state=OrderState.DRAFT,
+                    currency=snapshot.currency,
+                    total=snapshot.total,
+                    snapshot=snapshot.model_dump(mode="json"),
+                )
+            )
+            await repo.record_creation(conn, order_id, actor=principal.subject if principal else "guest")
+            await self.outbox.emit(
+                conn,
+                topic=ORDER_EVENTS,
+                type="order.placed",
+                order_id=str(order_id),
+                data=OrderPlaced(
+                    order_id=str(order_id),
+                    currency=snapshot.currency,
+                    total=snapshot.total,
+                    lines=[Line(sku=line.sku, quantity=line.quantity) for line in snapshot.lines],
+                ),
+                traceparent=traceparent or new_traceparent(),
+            )
+            body: dict[str, Any] = {
+                "order_id": str(order_id),
+                "state": OrderState.DRAFT.value,
+                "total": snapshot.total,
+                "currency": snapshot.currency,
+                "snapshot": snapshot.model_dump(mode="json"),
+                "links": {
+                    "self": f"/v1/orders/{order_id}",
+                    "payment_session": f"/v1/orders/{order_id}/payment-session",
+                },
+            }
+            if token:
+                body["lookup_token"] = token
+            await conn.execute(
+                update(idempotency_keys)
+                .where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == idempotency_key)
+                .values(status_code=202, response=body, order_id=order_id)
+            )
+        CHECKOUTS.inc()
+        return 202, body, False

@@ -1,0 +1,122 @@
+"""Order service tables. Money columns are integer minor units; every table says what it is for."""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from handshake_shared.db import add_messaging_tables, make_metadata
+
+metadata = make_metadata()
+messaging = add_messaging_tables(metadata)
+
+products = Table(
+    "products",
+    metadata,
+    Column("sku", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("unit_price", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    CheckConstraint("unit_price >= 0", name="unit_price_non_negative"),
+    comment="The catalogue: the only source of prices. Clients never send a price.",
+)
+
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("code", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("percent_bp", Integer, nullable=True),
+    Column("amount_off", BigInteger, nullable=True),
+    Column("currency", String(3), nullable=True),
+    Column("max_redemptions", Integer, nullable=True),
+    Column("redemptions", Integer, nullable=False, server_default=text("0")),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    CheckConstraint("kind IN ('percent', 'fixed')", name="kind_known"),
+    CheckConstraint("percent_bp IS NULL OR (percent_bp > 0 AND percent_bp <= 10000)", name="percent_range"),
+    CheckConstraint("amount_off IS NULL OR amount_off > 0", name="amount_off_positive"),
+    comment="Discount codes: percent (basis points) or fixed amount in one currency.",
+)
+
+tax_rates = Table(
+    "tax_rates",
+    metadata,
+    Column("region", String(16), primary_key=True),
+    Column("rate_bp", Integer, nullable=False),
+    CheckConstraint("rate_bp >= 0 AND rate_bp <= 10000", name="rate_range"),
+    comment="Tax rate per region in basis points, applied to the discounted subtotal.",
+)
+
+shipping_rates = Table(
+    "shipping_rates",
+    metadata,
+    Column("code", String(32), primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    comment="Flat shipping price per shipping method.",
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("customer_id", Text, nullable=True),
+    Column("lookup_token_hash", String(64), nullable=True),
+    Column("state", String(32), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("snapshot", JSONB, nullable=False),
+    Column("reservation_id", Text, nullable=True),
+    Column("payment_attempt_id", Text, nullable=True),
+    Column("payment_intent_id", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("total >= 0", name="total_non_negative"),
+    comment="One row per order: lifecycle state plus the immutable price snapshot taken at checkout.",
+)
+Index("ix_orders_customer", orders.c.customer_id, orders.c.created_at)
+Index("ix_orders_state_updated", orders.c.state, orders.c.updated_at)
+
+order_transitions = Table(
+    "order_transitions",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("order_id", UUID(as_uuid=True), ForeignKey("orders.id"), nullable=False),
+    Column("from_state", String(32), nullable=True),
+    Column("to_state", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("event_id", Text, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment="Audit trail: one row per applied lifecycle transition (from, to, why, who, causing event).",
+)
+Index("ix_order_transitions_order", order_transitions.c.order_id, order_transitions.c.id)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", Text, primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response", JSONB, nullable=False),
+    Column("order_id", UUID(as_uuid=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment="Checkout requests by (customer scope, Idempotency-Key): a retry gets the first answer back.",
+)
+Index("ix_idempotency_keys_created", idempotency_keys.c.created_at)

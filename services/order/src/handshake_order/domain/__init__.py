@@ -1,0 +1,1 @@
+"""Pure order domain: lifecycle table, pricing. No I/O."""

@@ -1,0 +1,153 @@
+"""The four services as separate OS processes on top of an embedded (or external) stack."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from handshake_shared.devstack.processes import ManagedProcess, free_port, wait_until
+from handshake_shared.devstack.stack import EmbeddedStack
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str
+    directory: str
+    database: str
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("order", "handshake_order", "services/order", "handshake_order"),
+    ServiceSpec("payment", "handshake_payment", "services/payment", "handshake_payment"),
+    ServiceSpec("inventory", "handshake_inventory", "services/inventory", "handshake_inventory"),
+    ServiceSpec("webhook-ingest", "handshake_webhook_ingest", "services/webhook-ingest", "handshake_webhook_ingest"),
+)
+
+
+class System:
+    def __init__(
+        self,
+        stack: EmbeddedStack,
+        project_root: Path,
+        *,
+        ports: dict[str, int] | None = None,
+        extra_env: dict[str, dict[str, str]] | None = None,
+        database_prefix: str = "",
+        recreate_databases: bool = False,
+    ) -> None:
+        self.stack = stack
+        self.root = project_root
+        self.ports = ports or {s.name: free_port() for s in SERVICES}
+        self.extra_env = extra_env or {}
+        self.database_prefix = database_prefix
+        self.recreate = recreate_databases
+        self.jwt_key = secrets.token_urlsafe(32)
+        self.internal_token = secrets.token_urlsafe(32)
+        self.lookup_key = secrets.token_urlsafe(32)
+        self.processes: dict[str, ManagedProcess] = {}
+        self.database_urls: dict[str, str] = {}
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    @property
+    def webhook_url(self) -> str:
+        return self.url("webhook-ingest") + "/webhooks/stripe"
+
+    def env_for(self, spec: ServiceSpec) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HANDSHAKE_")}
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "HANDSHAKE_ENVIRONMENT": "development",
+                "HANDSHAKE_LOG_LEVEL": os.environ.get("HANDSHAKE_LOG_LEVEL", "INFO"),
+                "HANDSHAKE_HTTP_PORT": str(self.ports[spec.name]),
+                "HANDSHAKE_DATABASE_URL": self.database_urls[spec.name],
+                "HANDSHAKE_KAFKA_BOOTSTRAP_SERVERS": self.stack.broker.bootstrap_servers,
+                "HANDSHAKE_KAFKA_ENABLE_IDEMPOTENCE": "false",
+                "HANDSHAKE_KAFKA_PARTITIONS": str(self.stack.broker.partitions),
+                "HANDSHAKE_JWT_KEY": self.jwt_key,
+                "HANDSHAKE_INTERNAL_TOKEN": self.internal_token,
+                "HANDSHAKE_SERVICE_DIR": str(self.root / spec.directory),
+                "HANDSHAKE_PAYMENT_INTERNAL_URL": self.url("payment"),
+                "HANDSHAKE_LOOKUP_TOKEN_KEY": self.lookup_key,
+                "HANDSHAKE_STRIPE_API_KEY": self.stack.stripe.api_key,
+                "HANDSHAKE_STRIPE_API_BASE": self.stack.stripe.api_base,
+                "HANDSHAKE_STRIPE_WEBHOOK_SECRETS": self.stack.stripe.webhook_secret,
+            }
+        )
+        env.update(self.extra_env.get(spec.name, {}))
+        return env
+
+    def start(self, timeout: float = 60.0) -> None:
+        for spec in SERVICES:
+            self.database_urls[spec.name] = self.stack.postgres.create_database(
+                self.database_prefix + spec.database, recreate=self.recreate
+            )
+        try:
+            for spec in SERVICES:
+                self.start_service(spec.name, wait=False)
+            for spec in SERVICES:
+                self.wait_ready(spec.name, timeout)
+            self.stack.stripe.register_webhook(self.webhook_url)
+        except BaseException:
+            self.stop()
+            raise
+
+    def spec(self, name: str) -> ServiceSpec:
+        return next(s for s in SERVICES if s.name == name)
+
+    def start_service(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None:
+        spec = self.spec(name)
+        process = ManagedProcess(
+            spec.name,
+            [sys.executable, "-m", spec.module, "serve"],
+            log_path=self.stack.logs / f"{spec.name}.log",
+            env=self.env_for(spec),
+            cwd=self.root,
+        )
+        process.start()
+        self.processes[name] = process
+        if wait:
+            self.wait_ready(name, timeout)
+
+    def wait_ready(self, name: str, timeout: float) -> None:
+        process = self.processes[name]
+
+        def ready() -> bool:
+            try:
+                return httpx.get(self.url(name) + "/readyz", timeout=1.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_until(ready, timeout, f"service {name}", process.proc)
+        except (TimeoutError, RuntimeError) as exc:
+            raise RuntimeError(f"{exc}\n--- last lines of {name}.log ---\n{process.tail()}") from None
+
+    def stop_service(self, name: str) -> None:
+        self.processes[name].stop()
+
+    def stop(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.processes[name].stop()
+        self.processes.clear()
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    """Poll predicate() until it returns something truthy; return that value or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout}s (last value: {last!r})")

@@ -1,0 +1,1 @@
+"""Pytest fixtures for the embedded stack (loaded by the root conftest)."""

@@ -1,0 +1,61 @@
+"""Session-wide real infrastructure for tests: PostgreSQL, the Kafka-protocol broker, the Stripe emulator.
+
+HANDSHAKE_TEST_INFRA=embedded (default) starts the embedded stack; =containers uses testcontainers'
+PostgreSQL and Apache Kafka (needs Docker) with the Stripe emulator still local."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from handshake_shared.devstack.stack import EmbeddedStack, StackPorts
+from handshake_shared.migrations import upgrade
+
+PROJECT_ROOT = Path(__file__).resolve().parents[4]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    infra = os.environ.get("HANDSHAKE_TEST_INFRA", "embedded")
+    root = tmp_path_factory.mktemp("stack")
+    if infra == "containers":
+        from handshake_shared.testing.containers import container_stack
+
+        with container_stack(root) as s:
+            yield s
+        return
+    s = EmbeddedStack(root, StackPorts.free())
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def fresh_database(stack: EmbeddedStack):  # type: ignore[no-untyped-def]
+    """fresh_database("services/order") -> URL of a new, migrated database for that service."""
+
+    def make(service_dir: str) -> str:
+        name = f"t_{Path(service_dir).name.replace('-', '_')}_{uuid.uuid4().hex[:10]}"
+        url = stack.postgres.create_database(name)
+        upgrade(PROJECT_ROOT / service_dir, url)
+        return url
+
+    return make
+
+
+@asynccontextmanager
+async def serve_in_process(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run an app's lifespan (broker, consumers, relay) and talk to it over ASGI."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            yield client
