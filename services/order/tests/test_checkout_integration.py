@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -14,7 +13,7 @@ from handshake_order.db import order_transitions, orders
 from handshake_order.settings import OrderSettings
 from handshake_shared.auth import issue_token
 from handshake_shared.envelope import parse_event
-from handshake_shared.testing.fixtures import serve_in_process
+from handshake_shared.testing.fixtures import serve_in_process, isolated_kafka_settings
 
 CATALOGUE = {
     "reason": "test catalogue",
@@ -31,12 +30,7 @@ CATALOGUE = {
 @pytest.fixture
 def settings(stack, fresh_database) -> OrderSettings:
     return OrderSettings(
-        database_url=fresh_database("services/order"),
-        kafka_bootstrap_servers=stack.broker.bootstrap_servers,
-        kafka_enable_idempotence=False,
-        kafka_client_id_suffix="-" + uuid.uuid4().hex[:6],
-        outbox_idle_poll_seconds=0.1,
-    )
+database_url=fresh_database("services/order"), **isolated_kafka_settings(stack))
 
 
 async def placed_events(bootstrap: str, order_id: str, timeout: float = 10.0) -> list:

@@ -47,8 +47,10 @@ class Runtime:
         )
         subscriber = self.broker.subscriber(
             topic,
-            group_id=group,
+            group_id=self.settings.kafka_group_prefix + group,
             auto_offset_reset="earliest",
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
             # the offset is committed only after handle() returned, i.e. after the database commit;
             # an exception seeks back so the broker delivers the message again
             ack_policy=AckPolicy.NACK_ON_ERROR,

@@ -29,6 +29,10 @@ class ServiceSettings(BaseSettings):
     kafka_enable_idempotence: bool = True
     kafka_partitions: int = 6
     kafka_client_id_suffix: str = ""
+    # prepended to every consumer group id (environments sharing one cluster; isolated test runs)
+    kafka_group_prefix: str = ""
+    kafka_session_timeout_ms: int = 10_000
+    kafka_heartbeat_interval_ms: int = 3_000
 
     outbox_idle_poll_seconds: float = 0.5
     outbox_batch_size: int = 200

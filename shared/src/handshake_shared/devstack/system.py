@@ -73,6 +73,9 @@ class System:
                 "HANDSHAKE_KAFKA_BOOTSTRAP_SERVERS": self.stack.broker.bootstrap_servers,
                 "HANDSHAKE_KAFKA_ENABLE_IDEMPOTENCE": "false",
                 "HANDSHAKE_KAFKA_PARTITIONS": str(self.stack.broker.partitions),
+                # the embedded broker makes a joining member wait half the session timeout
+                "HANDSHAKE_KAFKA_SESSION_TIMEOUT_MS": "6000",
+                "HANDSHAKE_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
                 "HANDSHAKE_JWT_KEY": self.jwt_key,
                 "HANDSHAKE_INTERNAL_TOKEN": self.internal_token,
                 "HANDSHAKE_SERVICE_DIR": str(self.root / spec.directory),

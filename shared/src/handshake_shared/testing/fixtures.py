@@ -59,3 +59,18 @@ async def serve_in_process(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
             yield client
+
+
+def isolated_kafka_settings(stack: EmbeddedStack) -> dict[str, object]:
+    """Broker settings for a service started inside a test: its own consumer groups (a group that
+    another test just left would first wait for that member's session to expire) and a short session."""
+    tag = uuid.uuid4().hex[:8]
+    return {
+        "kafka_bootstrap_servers": stack.broker.bootstrap_servers,
+        "kafka_enable_idempotence": False,
+        "kafka_client_id_suffix": "-" + tag,
+        "kafka_group_prefix": f"t{tag}.",
+        "kafka_session_timeout_ms": 2000,
+        "kafka_heartbeat_interval_ms": 300,
+        "outbox_idle_poll_seconds": 0.1,
+    }

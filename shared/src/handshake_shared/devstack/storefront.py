@@ -1,0 +1,138 @@
+"""A browser and an operator, scripted: seed a demo catalogue and stock, check out, pay with the
+stripe SDK exactly as the storefront would after fetching the client secret, follow the order."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import stripe
+
+from handshake_shared.auth import issue_token
+from handshake_shared.devstack.system import System
+from handshake_shared.settings import ServiceSettings
+
+DEMO_CATALOGUE: dict[str, Any] = {
+    "reason": "demo catalogue",
+    "products": [
+        {"sku": "HS-MUG", "name": "Handshake mug", "unit_price": 1250, "currency": "EUR"},
+        {"sku": "HS-TEE", "name": "Handshake T-shirt", "unit_price": 2400, "currency": "EUR"},
+        {"sku": "HS-CAP", "name": "Handshake cap", "unit_price": 1800, "currency": "EUR"},
+    ],
+    "tax_rates": [{"region": "DE", "rate_bp": 1900}, {"region": "FR", "rate_bp": 2000}],
+    "shipping_rates": [{"code": "standard", "amount": 495, "currency": "EUR"}],
+    "coupons": [{"code": "WELCOME10", "kind": "percent", "percent_bp": 1000}],
+}
+DEMO_STOCK = {"HS-MUG": 1000, "HS-TEE": 1000, "HS-CAP": 1000}
+TEST_CARD = "4242424242424242"
+DECLINED_CARD = "4000000000000002"
+
+
+@dataclass
+class CheckoutTimings:
+    checkout_seconds: float = 0.0
+    client_secret_seconds: float = 0.0
+    confirm_seconds: float = 0.0
+    paid_after_confirm_seconds: float = 0.0
+    end_to_end_seconds: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Storefront:
+    def __init__(self, system: System, http: httpx.Client | None = None) -> None:
+        self.system = system
+        self.http = http or httpx.Client(timeout=10.0)
+        settings = ServiceSettings(jwt_key=system.jwt_key)
+        self.admin_token = issue_token(settings, "demo-operator", ["admin", "support", "finance"])
+        self.stripe = stripe.StripeClient(
+            system.stack.stripe.api_key, base_addresses={"api": system.stack.stripe.api_base}
+        )
+
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    def seed(self, catalogue: dict[str, Any] | None = None, stock: dict[str, int] | None = None) -> None:
+        r = self.http.put(self.system.url("order") + "/v1/admin/catalogue", json=catalogue or DEMO_CATALOGUE, headers=self.admin())
+        r.raise_for_status()
+        for sku, available in (stock or DEMO_STOCK).items():
+            r = self.http.put(
+                self.system.url("inventory") + f"/v1/admin/stock/{sku}",
+                json={"available": available, "reason": "demo stock"},
+                headers=self.admin(),
+            )
+            r.raise_for_status()
+
+    def stock(self, sku: str) -> dict[str, Any]:
+        r = self.http.get(self.system.url("inventory") + f"/v1/admin/stock/{sku}", headers=self.admin())
+        r.raise_for_status()
+        return dict(r.json())
+
+    def checkout(self, lines: list[dict[str, Any]], *, region: str = "DE", coupon: str | None = None,
+                 key: str | None = None) -> dict[str, Any]:  # fmt: skip
+        body: dict[str, Any] = {"lines": lines, "region": region, "shipping_method": "standard"}
+        if coupon:
+            body["coupon_code"] = coupon
+        r = self.http.post(
+            self.system.url("order") + "/v1/checkout", json=body, headers={"Idempotency-Key": key or str(uuid.uuid4())}
+        )
+        r.raise_for_status()
+        return dict(r.json())
+
+    def order(self, order_id: str, token: str) -> dict[str, Any]:
+        r = self.http.get(self.system.url("order") + f"/v1/orders/{order_id}", headers={"X-Order-Token": token})
+        r.raise_for_status()
+        return dict(r.json())
+
+    def payment_session(self, order_id: str, token: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Poll like a storefront: 409 means the payment intent is not created yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.http.get(
+                self.system.url("order") + f"/v1/orders/{order_id}/payment-session", headers={"X-Order-Token": token}
+            )
+            if r.status_code == 200:
+                return dict(r.json())
+            if r.status_code not in (409, 503) or time.monotonic() > deadline:
+                raise RuntimeError(f"payment session for {order_id}: {r.status_code} {r.text}")
+            time.sleep(0.05)
+
+    def pay(self, payment_intent_id: str, card: str = TEST_CARD) -> Any:
+        """What stripe.js does in the browser: attach the card, then confirm."""
+        pm = self.stripe.v1.payment_methods.create(
+            params={"type": "card", "card": {"number": card, "exp_month": 12, "exp_year": 2034, "cvc": "123"}}
+        )
+        self.stripe.v1.payment_intents.update(payment_intent_id, params={"payment_method": pm.id})
+        try:
+            return self.stripe.v1.payment_intents.confirm(payment_intent_id)
+        except stripe.CardError as exc:
+            return exc
+
+    def wait_for_state(self, order_id: str, token: str, states: set[str], timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            order = self.order(order_id, token)
+            if order["state"] in states:
+                return order
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"order {order_id} is {order['state']}, expected one of {sorted(states)}")
+            time.sleep(0.05)
+
+    def full_checkout(self, lines: list[dict[str, Any]], timings: CheckoutTimings | None = None, **kw: Any) -> dict[str, Any]:
+        t = timings or CheckoutTimings()
+        start = time.monotonic()
+        placed = self.checkout(lines, **kw)
+        t.checkout_seconds = time.monotonic() - start
+        session = self.payment_session(placed["order_id"], placed["lookup_token"])
+        t.client_secret_seconds = time.monotonic() - start
+        confirm_start = time.monotonic()
+        self.pay(session["payment_intent_id"])
+        t.confirm_seconds = time.monotonic() - confirm_start
+        paid_start = time.monotonic()
+        self.wait_for_state(placed["order_id"], placed["lookup_token"], {"paid", "fulfillment_pending"})
+        t.paid_after_confirm_seconds = time.monotonic() - paid_start
+        order = self.wait_for_state(placed["order_id"], placed["lookup_token"], {"fulfillment_pending"})
+        t.end_to_end_seconds = time.monotonic() - start
+        return {"placed": placed, "session": session, "order": order}

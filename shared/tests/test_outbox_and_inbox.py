@@ -1,0 +1,159 @@
+"""Outbox relay and inbox consumer against real PostgreSQL and the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy import func, select
+
+from handshake_shared.consumer import EventConsumer, RawMessage, RetryPolicy
+from handshake_shared.db import Database, add_messaging_tables, make_metadata
+from handshake_shared.envelope import parse_event
+from handshake_shared.kafka import ensure_topics
+from handshake_shared.outbox import Outbox, OutboxRelay
+
+metadata = make_metadata()
+tables = add_messaging_tables(metadata)
+
+
+@pytest.fixture
+async def db(stack):  # type: ignore[no-untyped-def]
+    url = stack.postgres.create_database(f"t_shared_{uuid.uuid4().hex[:10]}")
+    database = Database(url)
+    async with database.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    yield database
+    await database.dispose()
+
+
+def producer_send(producer: AIOKafkaProducer):  # type: ignore[no-untyped-def]
+    async def send(topic: str, key: bytes, value: bytes, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+        return await producer.send(topic, value=value, key=key, headers=[(k, v.encode()) for k, v in headers.items()])
+
+    return send
+
+
+async def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    out: list = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(out) < expected and loop.time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                out.extend(records)
+        # a little longer, to catch duplicates
+        for records in (await consumer.getmany(timeout_ms=500)).values():
+            out.extend(records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def test_two_relay_replicas_publish_everything_once_and_never_reorder_an_order(db, stack):  # type: ignore[no-untyped-def]
+    topic = f"test.outbox.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(stack.broker.bootstrap_servers, [topic], 3)
+    outbox = Outbox(tables, "order")
+    orders = [str(uuid.uuid4()) for _ in range(8)]
+
+    async def write(order_id: str, n: int) -> None:
+        for i in range(n):
+            async with db.transaction() as conn:
+                await outbox.emit(conn, topic=topic, type="order.test", order_id=order_id, data={"i": i})
+
+    producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap_servers, acks="all")
+    await producer.start()
+    relays = [OutboxRelay(db, tables, producer_send(producer), service="order", batch_size=7, idle_poll_seconds=0.05)
+              for _ in range(2)]  # fmt: skip
+    tasks = [asyncio.create_task(r.run()) for r in relays]
+    try:
+        await asyncio.gather(*(write(o, 15) for o in orders))
+        records = await read_all(stack.broker.bootstrap_servers, topic, expected=len(orders) * 15)
+    finally:
+        for r in relays:
+            r.stop()
+        await asyncio.gather(*tasks)
+        await producer.stop()
+
+    per_order: dict[str, list[int]] = defaultdict(list)
+    for record in records:
+        event = parse_event(record.value)
+        assert record.key == event.subject.encode()
+        per_order[event.subject].append(event.data["i"])
+    assert set(per_order) == set(orders)
+    for seen in per_order.values():
+        assert seen == list(range(15))  # all of them, once each, in commit order
+    async with db.engine.connect() as conn:
+        unpublished = await conn.execute(select(func.count()).where(tables.outbox.c.published_at.is_(None)))
+        assert unpublished.scalar() == 0
+
+
+def consumer_for(db: Database, handler, name: str = "test-consumer") -> EventConsumer:  # type: ignore[no-untyped-def]
+    return EventConsumer(
+        name=name,
+        db=db,
+        tables=tables,
+        outbox=Outbox(tables, "inventory"),
+        handlers={"order.placed": handler},
+        policy=RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02),
+    )
+
+
+def placed_message(order_id: str) -> RawMessage:
+    from handshake_shared.envelope import build_event
+
+    event = build_event(service="order", type="order.placed", order_id=order_id, sequence=1,
+                        data={"order_id": order_id, "currency": "EUR", "total": 100, "lines": [{"sku": "A", "quantity": 1}]})  # fmt: skip
+    return RawMessage(topic="order.events.v1", partition=0, offset=1, key=order_id.encode(), value=event.to_bytes())
+
+
+async def test_a_redelivered_event_is_applied_once(db):  # type: ignore[no-untyped-def]
+    applied: list[str] = []
+
+    async def handler(conn, event, payload):  # type: ignore[no-untyped-def]
+        applied.append(payload.order_id)
+
+    consumer = consumer_for(db, handler)
+    msg = placed_message(str(uuid.uuid4()))
+    assert await consumer.handle(msg) == "applied"
+    assert await consumer.handle(msg) == "duplicate"
+    assert len(applied) == 1
+
+
+async def test_a_failing_handler_is_retried_then_dead_lettered_with_its_effects_rolled_back(db):  # type: ignore[no-untyped-def]
+    attempts = 0
+
+    async def handler(conn, event, payload):  # type: ignore[no-untyped-def]
+        nonlocal attempts
+        attempts += 1
+        await Outbox(tables, "inventory").emit(conn, topic="inventory.events.v1", type="x.y", order_id=payload.order_id, data={})
+        raise RuntimeError("database constraint says no")
+
+    consumer = consumer_for(db, handler)
+    msg = placed_message(str(uuid.uuid4()))
+    assert await consumer.handle(msg) == "dead_lettered"
+    assert attempts == 3
+    async with db.engine.connect() as conn:
+        dead = (await conn.execute(select(tables.dead_letters))).one()
+        assert dead.attempts == 3 and "database constraint says no" in dead.error and dead.payload == msg.value
+        topics = (await conn.execute(select(tables.outbox.c.topic))).scalars().all()
+        assert topics == ["order.events.v1.dlq"]  # the failed attempts' events were rolled back
+    # redelivery after dead-lettering does not run the handler again
+    assert await consumer.handle(msg) == "duplicate"
+
+
+async def test_unparseable_message_is_dead_lettered_without_retries(db):  # type: ignore[no-untyped-def]
+    async def handler(conn, event, payload):  # type: ignore[no-untyped-def]
+        raise AssertionError("never called")
+
+    consumer = consumer_for(db, handler)
+    msg = RawMessage(topic="order.events.v1", partition=2, offset=7, key=b"k", value=b"{not json")
+    assert await consumer.handle(msg) == "dead_lettered"
+    async with db.engine.connect() as conn:
+        dead = (await conn.execute(select(tables.dead_letters))).one()
+        assert dead.attempts == 1 and dead.partition == 2 and dead.kafka_offset == 7
