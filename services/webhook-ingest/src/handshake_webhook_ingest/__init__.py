@@ -1,0 +1,3 @@
+"""Handshake webhook-ingest service."""
+
+SERVICE = "webhook-ingest"

@@ -1,0 +1,159 @@
+"""HTTP routes of webhook-ingest: the Stripe webhook endpoint and read-only admin views."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Header, Query, Request
+from sqlalchemy import Row, func, select
+
+from handshake_shared.auth import require_roles
+from handshake_shared.db import Database, MessagingTables
+from handshake_shared.http import Problem
+from handshake_webhook_ingest.db import provider_events as pe
+from handshake_webhook_ingest.ingest import StripeIngest
+from handshake_webhook_ingest.metrics import WEBHOOK_ACK_SECONDS, WEBHOOK_REJECTED
+from handshake_webhook_ingest.settings import WebhookIngestSettings
+from handshake_webhook_ingest.stripe_events import StripeEvent
+from handshake_webhook_ingest.verification import Rejected, verify
+
+log = structlog.get_logger("api")
+
+Authorization = Annotated[str | None, Header()]
+
+_PAYLOAD_REASONS = {"invalid_json", "not_an_event", "invalid_content_length"}
+
+
+@dataclass
+class IngestContext:
+    db: Database
+    settings: WebhookIngestSettings
+    messaging: MessagingTables
+    ingest: StripeIngest
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The raw body, refused as soon as it is known to exceed the limit (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Rejected("invalid_content_length", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise Rejected("too_large", f"the body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Rejected("too_large", f"the body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def rejection_problem(rejected: Rejected) -> Problem:
+    if rejected.reason == "too_large":
+        return Problem(413, "Payload too large", rejected.detail, type="webhook-payload-too-large")
+    if rejected.reason in _PAYLOAD_REASONS:
+        title, kind = "Invalid webhook payload", "webhook-payload-invalid"
+    else:
+        title, kind = "Invalid webhook signature", "webhook-signature-invalid"
+    return Problem(400, title, rejected.detail, type=kind, reason=rejected.reason)
+
+
+def summary(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "provider_event_id": row.provider_event_id,
+        "type": row.type,
+        "api_version": row.api_version,
+        "livemode": row.livemode,
+        "created": row.created,
+        "object_type": row.object_type,
+        "object_id": row.object_id,
+        "payment_intent_id": row.payment_intent_id,
+        "order_id": row.order_id,
+        "attempt_id": row.attempt_id,
+        "delivery_count": row.delivery_count,
+        "first_received_at": row.first_received_at.isoformat(),
+        "last_received_at": row.last_received_at.isoformat(),
+        "forwarded_event_id": str(row.forwarded_event_id) if row.forwarded_event_id else None,
+        "forwarded_at": row.forwarded_at.isoformat() if row.forwarded_at else None,
+    }
+
+
+def build_router(ctx: IngestContext) -> APIRouter:
+    router = APIRouter()
+    secrets = [s.get_secret_value() for s in ctx.settings.stripe_webhook_secrets]
+    ob = ctx.messaging.outbox
+    # forwarded_at: when the broker acknowledged the forwarded event (null while it waits in the outbox)
+    listed = select(
+        *[c for c in pe.c if c.name not in ("raw_body", "payload")],
+        ob.c.published_at.label("forwarded_at"),
+    ).select_from(pe.outerjoin(ob, ob.c.event_id == pe.c.forwarded_event_id))
+
+    @router.post("/webhooks/stripe")
+    async def stripe_webhook(
+        request: Request,
+        stripe_signature: Annotated[str | None, Header()] = None,
+        traceparent: Annotated[str | None, Header()] = None,
+    ) -> dict[str, bool]:
+        started = time.perf_counter()
+        outcome = "rejected"
+        try:
+            body = await read_limited(request, ctx.settings.webhook_max_body_bytes)
+            event = StripeEvent.from_verified(
+                verify(body, stripe_signature, secrets, ctx.settings.webhook_tolerance_seconds)
+            )
+            inserted = await ctx.ingest.store(event, body, traceparent)
+            outcome = "accepted" if inserted else "duplicate"
+            return {"received": True, "duplicate": not inserted}
+        except Rejected as rejected:
+            WEBHOOK_REJECTED.labels("stripe", rejected.reason).inc()
+            log.warning("webhook rejected", reason=rejected.reason)
+            raise rejection_problem(rejected) from None
+        finally:
+            WEBHOOK_ACK_SECONDS.labels("stripe", outcome).observe(time.perf_counter() - started)
+
+    @router.get("/v1/admin/provider-events")
+    async def list_provider_events(
+        authorization: Authorization = None,
+        order_id: str | None = None,
+        payment_intent_id: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> dict[str, Any]:
+        require_roles(ctx.settings, authorization, "support", "admin")
+        if not order_id and not payment_intent_id:
+            raise Problem(400, "Filter required", "pass order_id or payment_intent_id", type="filter-required")
+        query = listed
+        if order_id:
+            query = query.where(pe.c.order_id == order_id)
+        if payment_intent_id:
+            query = query.where(pe.c.payment_intent_id == payment_intent_id)
+        query = query.order_by(pe.c.created, pe.c.first_received_at, pe.c.provider_event_id).limit(limit)
+        async with ctx.db.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {"provider_events": [summary(r) for r in rows]}
+
+    @router.get("/v1/admin/provider-events/{provider_event_id}")
+    async def get_provider_event(provider_event_id: str, authorization: Authorization = None) -> dict[str, Any]:
+        require_roles(ctx.settings, authorization, "support", "admin")
+        query = listed.add_columns(
+            pe.c.payload,
+            func.octet_length(pe.c.raw_body).label("raw_body_bytes"),
+            func.encode(func.sha256(pe.c.raw_body), "hex").label("raw_body_sha256"),
+        ).where(pe.c.provider_event_id == provider_event_id)
+        async with ctx.db.engine.connect() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        if row is None:
+            raise Problem(404, "Provider event not found", type="provider-event-not-found")
+        # the payload is stored without client secrets; the raw body (which has them) is never served
+        return {
+            **summary(row),
+            "payload": row.payload,
+            "raw_body_bytes": row.raw_body_bytes,
+            "raw_body_sha256": row.raw_body_sha256,
+        }
+
+    return router

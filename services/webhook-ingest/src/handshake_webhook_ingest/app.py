@@ -1,0 +1,39 @@
+"""Composition root of webhook-ingest: settings, database, broker (publish only), relay, HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from handshake_shared.http import install_problem_handlers, ops_router
+from handshake_shared.logging import configure_logging
+from handshake_shared.runtime import Runtime
+from handshake_webhook_ingest import SERVICE
+from handshake_webhook_ingest.api import IngestContext, build_router
+from handshake_webhook_ingest.db import messaging
+from handshake_webhook_ingest.ingest import StripeIngest
+from handshake_webhook_ingest.settings import WebhookIngestSettings, get_settings
+
+
+def create_app(settings: WebhookIngestSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(SERVICE, settings.log_level)
+    # consumes no topic: the runtime is here for the database, the broker and the outbox relay
+    runtime = Runtime(service=SERVICE, settings=settings, tables=messaging)
+    ctx = IngestContext(
+        db=runtime.db, settings=settings, messaging=messaging, ingest=StripeIngest(runtime.db, runtime.outbox)
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime.running():
+            yield
+
+    app = FastAPI(title="Handshake webhook-ingest service", version="1", lifespan=lifespan)
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+    app.include_router(ops_router(runtime.readiness_checks()))
+    app.include_router(build_router(ctx))
+    return app

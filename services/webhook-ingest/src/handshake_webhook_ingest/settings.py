@@ -1,0 +1,46 @@
+from functools import lru_cache
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from handshake_shared.settings import ServiceSettings
+
+# only good for a developer machine whose emulator was registered with it; refused in production
+DEV_WEBHOOK_SECRET = "whsec_dev-webhook-secret-change-me"
+
+
+class WebhookIngestSettings(ServiceSettings):
+    http_port: int = 8004
+    # HANDSHAKE_STRIPE_WEBHOOK_SECRETS="whsec_new,whsec_old": during a rotation Stripe signs with both
+    # endpoint secrets, and a delivery is accepted when any configured secret verifies it
+    stripe_webhook_secrets: Annotated[list[SecretStr], NoDecode] = [SecretStr(DEV_WEBHOOK_SECRET)]
+    # Stripe's own default: a signature older than this is a possible replay and refused
+    webhook_tolerance_seconds: int = Field(default=300, gt=0)
+    # Stripe events are a few KB; a megabyte leaves room for large invoices and stops memory abuse
+    webhook_max_body_bytes: int = Field(default=1_048_576, gt=0)
+
+    @field_validator("stripe_webhook_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: Any) -> Any:
+        if isinstance(value, str | SecretStr):
+            value = (value.get_secret_value() if isinstance(value, SecretStr) else value).split(",")
+        if isinstance(value, list | tuple):
+            items = [v.get_secret_value() if isinstance(v, SecretStr) else str(v) for v in value]
+            return [s.strip() for s in items if s.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _real_secrets(self) -> "WebhookIngestSettings":
+        if not self.stripe_webhook_secrets:
+            raise ValueError("HANDSHAKE_STRIPE_WEBHOOK_SECRETS must name at least one webhook signing secret")
+        if self.environment == "production" and any(
+            s.get_secret_value() == DEV_WEBHOOK_SECRET for s in self.stripe_webhook_secrets
+        ):
+            raise ValueError("HANDSHAKE_STRIPE_WEBHOOK_SECRETS must be set to the real endpoint secret in production")
+        return self
+
+
+@lru_cache
+def get_settings() -> WebhookIngestSettings:
+    return WebhookIngestSettings()
