@@ -1,0 +1,3 @@
+"""Handshake inventory service."""
+
+SERVICE = "inventory"

@@ -1,0 +1,51 @@
+"""Composition root of the inventory service: settings, database, broker, consumer, relay, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from handshake_inventory import SERVICE
+from handshake_inventory.api import InventoryContext, build_router
+from handshake_inventory.db import messaging
+from handshake_inventory.handlers import InventorySaga
+from handshake_inventory.metrics import run_gauge_refresher
+from handshake_inventory.settings import InventorySettings, get_settings
+from handshake_shared.events import ORDER_EVENTS
+from handshake_shared.http import install_problem_handlers, ops_router
+from handshake_shared.logging import configure_logging
+from handshake_shared.runtime import Runtime
+
+
+def create_app(settings: InventorySettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(SERVICE, settings.log_level)
+    runtime = Runtime(service=SERVICE, settings=settings, tables=messaging)
+    saga = InventorySaga(runtime.outbox, settings)
+    runtime.consume(ORDER_EVENTS, group="inventory.order-events", handlers=saga.order_handlers())
+    ctx = InventoryContext(db=runtime.db, settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime.running():
+            gauges = asyncio.create_task(
+                run_gauge_refresher(runtime.db, settings.gauge_refresh_seconds), name="inventory-gauges"
+            )
+            try:
+                yield
+            finally:
+                gauges.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gauges
+
+    app = FastAPI(title="Handshake inventory service", version="1", lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.saga = saga
+    install_problem_handlers(app)
+    app.include_router(ops_router(runtime.readiness_checks()))
+    app.include_router(build_router(ctx))
+    return app

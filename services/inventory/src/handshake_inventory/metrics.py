@@ -1,0 +1,56 @@
+"""Inventory metrics. Counters move with each saga step; gauges are recomputed from the database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from prometheus_client import Counter, Gauge
+from sqlalchemy import text
+
+from handshake_shared.db import Database
+
+log = structlog.get_logger("inventory")
+
+RESERVATIONS = Counter(
+    "handshake_inventory_reservations_total",
+    "Reservation outcomes: reserved, rejected, committed, commit_failed, released",
+    ["outcome"],
+)
+REJECTED_LINES = Counter(
+    "handshake_inventory_rejected_lines_total", "Order lines that could not be reserved, by reason", ["reason"]
+)
+UNITS_MOVED = Counter(
+    "handshake_inventory_units_moved_total", "Units moved between stock columns by saga steps", ["kind"]
+)
+ADJUSTMENTS = Counter("handshake_inventory_stock_adjustments_total", "Admin stock adjustments applied")
+HELD_RESERVATIONS = Gauge("handshake_inventory_held_reservations", "Reservations currently holding stock")
+OVERDUE_RESERVATIONS = Gauge(
+    "handshake_inventory_overdue_reservations",
+    "Held reservations past expires_at: units nobody can buy until the order is cancelled, expired or paid",
+)
+OUT_OF_STOCK_SKUS = Gauge("handshake_inventory_out_of_stock_skus", "SKUs with nothing available to reserve")
+
+
+async def refresh_gauges(db: Database) -> None:
+    async with db.engine.connect() as conn:
+        held, overdue = (
+            await conn.execute(
+                text(
+                    "SELECT count(*), count(*) FILTER (WHERE expires_at < now()) FROM reservations WHERE state = 'held'"
+                )
+            )
+        ).one()
+        out_of_stock = (await conn.execute(text("SELECT count(*) FROM stock_items WHERE available = 0"))).scalar_one()
+    HELD_RESERVATIONS.set(held)
+    OVERDUE_RESERVATIONS.set(overdue)
+    OUT_OF_STOCK_SKUS.set(out_of_stock)
+
+
+async def run_gauge_refresher(db: Database, interval_seconds: float) -> None:
+    while True:
+        try:
+            await refresh_gauges(db)
+        except Exception as exc:  # the database may be down; the gauges keep their last value
+            log.warning("gauge refresh failed", error=repr(exc))
+        await asyncio.sleep(interval_seconds)

@@ -1,0 +1,229 @@
+"""Stock and reservation queries, and the one place stock columns change: a conditional update plus
+its ledger row, in the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from handshake_inventory.db import reservation_lines, reservations, stock_items, stock_movements
+from handshake_inventory.domain.reservations import RESERVATION_LIFECYCLE, ReservationState
+from handshake_inventory.domain.stock import Deltas, MovementKind, transfer
+
+log = structlog.get_logger("inventory")
+
+# advisory-lock namespace for per-order reservation work ("INVR" as an int), distinct from the outbox relay's
+_ORDER_LOCK_NAMESPACE = 0x494E5652
+
+
+class StockInvariantViolated(Exception):
+    """A movement found fewer units than it must take: applying it would drive a column negative.
+    Raised inside the transaction, so nothing of the step is kept."""
+
+
+class AvailableChanged(Exception):
+    """An admin set the available count against a figure that has changed since they read it."""
+
+    def __init__(self, current: int) -> None:
+        super().__init__(f"available is now {current}")
+        self.current = current
+
+
+# -- stock ----------------------------------------------------------------------------------------
+
+
+async def lock_stock(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, int]:
+    """Row-lock the known SKUs among `skus` in SKU order (the one lock order every writer uses);
+    returns the available count of each. Unknown SKUs are simply absent."""
+    rows = await conn.execute(
+        select(stock_items.c.sku, stock_items.c.available)
+        .where(stock_items.c.sku.in_(sorted(set(skus))))
+        .order_by(stock_items.c.sku)
+        .with_for_update()
+    )
+    return {r.sku: r.available for r in rows}
+
+
+async def available_of(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, int]:
+    rows = await conn.execute(
+        select(stock_items.c.sku, stock_items.c.available).where(stock_items.c.sku.in_(set(skus)))
+    )
+    return {r.sku: r.available for r in rows}
+
+
+async def move(
+    conn: AsyncConnection,
+    sku: str,
+    kind: MovementKind,
+    quantity: int,
+    *,
+    reason: str,
+    actor: str,
+    order_id: str | None = None,
+    event_id: str | None = None,
+) -> None:
+    """Shift units between columns with a conditional update: every column that loses units must
+    still hold them (for a reservation: WHERE available >= quantity)."""
+    deltas = transfer(kind, quantity)
+    c = stock_items.c
+    guards = [c[name] >= -delta for name, delta in _columns(deltas) if delta < 0]
+    result = await conn.execute(
+        update(stock_items)
+        .where(c.sku == sku, *guards)
+        .values(
+            available=c.available + deltas.available,
+            reserved=c.reserved + deltas.reserved,
+            sold=c.sold + deltas.sold,
+            updated_at=func.now(),
+        )
+    )
+    if result.rowcount != 1:
+        raise StockInvariantViolated(f"{kind} of {quantity} x {sku} for order {order_id}: the units are not there")
+    await _record(conn, sku, kind, deltas, reason=reason, actor=actor, order_id=order_id, event_id=event_id)
+
+
+async def set_available(
+    conn: AsyncConnection, sku: str, available: int, *, reason: str, actor: str, expected: int | None = None
+) -> tuple[Row[Any], int]:
+    """Set a SKU's available count (creating the SKU at zero first if it is new); returns the row and
+    the delta, which the ledger records as an adjustment. Reserved and sold units are untouched."""
+    await conn.execute(pg_insert(stock_items).values(sku=sku).on_conflict_do_nothing(index_elements=["sku"]))
+    current = (
+        await conn.execute(select(stock_items.c.available).where(stock_items.c.sku == sku).with_for_update())
+    ).scalar_one()
+    if expected is not None and expected != current:
+        raise AvailableChanged(current)
+    row = (
+        await conn.execute(
+            update(stock_items)
+            .where(stock_items.c.sku == sku)
+            .values(available=available, updated_at=func.now())
+            .returning(*stock_items.c)
+        )
+    ).one()
+    delta = available - current
+    await _record(conn, sku, MovementKind.ADJUST, Deltas(delta, 0, 0), reason=reason, actor=actor)
+    return row, delta
+
+
+async def get_stock(conn: AsyncConnection, sku: str) -> Row[Any] | None:
+    return (await conn.execute(select(stock_items).where(stock_items.c.sku == sku))).first()
+
+
+async def list_stock(conn: AsyncConnection, *, after: str | None, limit: int) -> list[Row[Any]]:
+    query = select(stock_items).order_by(stock_items.c.sku).limit(limit)
+    if after is not None:
+        query = query.where(stock_items.c.sku > after)
+    return list((await conn.execute(query)).all())
+
+
+async def recent_movements(conn: AsyncConnection, sku: str, limit: int) -> list[Row[Any]]:
+    query = (
+        select(stock_movements).where(stock_movements.c.sku == sku).order_by(stock_movements.c.id.desc()).limit(limit)
+    )
+    return list((await conn.execute(query)).all())
+
+
+async def _record(
+    conn: AsyncConnection,
+    sku: str,
+    kind: MovementKind,
+    deltas: Deltas,
+    *,
+    reason: str,
+    actor: str,
+    order_id: str | None = None,
+    event_id: str | None = None,
+) -> None:
+    await conn.execute(
+        insert(stock_movements).values(
+            sku=sku,
+            kind=kind,
+            delta_available=deltas.available,
+            delta_reserved=deltas.reserved,
+            delta_sold=deltas.sold,
+            reason=reason,
+            order_id=order_id,
+            event_id=event_id,
+            actor=actor,
+        )
+    )
+
+
+def _columns(deltas: Deltas) -> list[tuple[str, int]]:
+    return [("available", deltas.available), ("reserved", deltas.reserved), ("sold", deltas.sold)]
+
+
+# -- reservations ---------------------------------------------------------------------------------
+
+
+async def lock_order(conn: AsyncConnection, order_id: str) -> None:
+    """Serialise reservation attempts for one order until the transaction ends, so a second order.placed
+    for the same order (another event id) waits, then finds the reservation instead of racing it."""
+    await conn.execute(
+        text("SELECT pg_advisory_xact_lock(:ns, hashtext(:order_id))"),
+        {"ns": _ORDER_LOCK_NAMESPACE, "order_id": order_id},
+    )
+
+
+async def find_reservation(conn: AsyncConnection, order_id: str, *, lock: bool = False) -> Row[Any] | None:
+    query = select(reservations).where(reservations.c.order_id == order_id)
+    if lock:
+        query = query.with_for_update()
+    return (await conn.execute(query)).first()
+
+
+async def lines_of(conn: AsyncConnection, reservation_id: uuid.UUID) -> dict[str, int]:
+    """Quantity per SKU, in SKU order (the lock order)."""
+    rows = await conn.execute(
+        select(reservation_lines.c.sku, reservation_lines.c.quantity)
+        .where(reservation_lines.c.reservation_id == reservation_id)
+        .order_by(reservation_lines.c.sku)
+    )
+    return {r.sku: r.quantity for r in rows}
+
+
+async def create_reservation(
+    conn: AsyncConnection, order_id: str, lines: Mapping[str, int], *, ttl_seconds: int
+) -> Row[Any]:
+    """Insert a held reservation. Callers hold lock_order; the unique order_id is the backstop."""
+    row = (
+        await conn.execute(
+            insert(reservations)
+            .values(
+                id=uuid.uuid4(),
+                order_id=order_id,
+                state=ReservationState.HELD,
+                # database time, like the expiry checks that will compare against it
+                expires_at=func.now() + timedelta(seconds=ttl_seconds),
+            )
+            .returning(*reservations.c)
+        )
+    ).one()
+    await conn.execute(
+        insert(reservation_lines), [{"reservation_id": row.id, "sku": sku, "quantity": q} for sku, q in lines.items()]
+    )
+    return row
+
+
+async def transition(conn: AsyncConnection, reservation: Row[Any], target: ReservationState) -> None:
+    """Apply a lifecycle step the caller already checked with RESERVATION_LIFECYCLE.can (before
+    touching stock); checking again here means no code path can skip the table."""
+    current = ReservationState(reservation.state)
+    RESERVATION_LIFECYCLE.check(current, target)
+    result = await conn.execute(
+        update(reservations)
+        .where(reservations.c.id == reservation.id, reservations.c.state == current)
+        .values(state=target, updated_at=func.now())
+    )
+    if result.rowcount != 1:
+        raise StockInvariantViolated(f"reservation {reservation.id} left {current} under our lock")
+    log.info("reservation transition", order_id=reservation.order_id, from_state=current, to_state=target)

@@ -1,0 +1,18 @@
+from functools import lru_cache
+
+from pydantic import Field
+
+from handshake_shared.settings import ServiceSettings
+
+
+class InventorySettings(ServiceSettings):
+    http_port: int = 8003
+    # how long a reservation holds stock for an unpaid order (the saga's 15 minutes)
+    reservation_ttl_seconds: int = Field(default=900, ge=1)
+    # how often the held/overdue reservation gauges are recomputed from the database
+    gauge_refresh_seconds: float = Field(default=15.0, gt=0)
+
+
+@lru_cache
+def get_settings() -> InventorySettings:
+    return InventorySettings()

@@ -1,0 +1,139 @@
+"""Inventory test wiring: settings on a fresh migrated database, and a harness that delivers order
+events through the real inbox consumer (no broker) and reads back stock, ledger and outbox."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from handshake_inventory import SERVICE
+from handshake_inventory import repository as repo
+from handshake_inventory.db import messaging, stock_items, stock_movements
+from handshake_inventory.handlers import InventorySaga
+from handshake_inventory.settings import InventorySettings
+from handshake_shared.consumer import EventConsumer, RawMessage, RetryPolicy
+from handshake_shared.db import Database
+from handshake_shared.envelope import CloudEvent, build_event
+from handshake_shared.events import ORDER_EVENTS
+from handshake_shared.outbox import Outbox
+
+
+@pytest.fixture
+def settings(stack, fresh_database) -> InventorySettings:  # type: ignore[no-untyped-def]
+    return InventorySettings(
+        database_url=fresh_database("services/inventory"),
+        kafka_bootstrap_servers=stack.broker.bootstrap_servers,
+        kafka_enable_idempotence=False,
+        kafka_client_id_suffix="-" + uuid.uuid4().hex[:6],
+        outbox_idle_poll_seconds=0.1,
+        reservation_ttl_seconds=600,
+        db_pool_size=16,
+    )
+
+
+def order_event(type: str, order_id: str, data: dict[str, Any], sequence: int = 1) -> CloudEvent:
+    return build_event(service="order", type=type, order_id=order_id, data=data, sequence=sequence)
+
+
+def placed(order_id: str, *lines: tuple[str, int]) -> CloudEvent:
+    data = {
+        "order_id": order_id,
+        "currency": "EUR",
+        "total": 1000,
+        "lines": [{"sku": s, "quantity": q} for s, q in lines],
+    }
+    return order_event("order.placed", order_id, data)
+
+
+def paid(order_id: str) -> CloudEvent:
+    return order_event(
+        "order.paid", order_id,
+        {"order_id": order_id, "attempt_id": "att-1", "payment_intent_id": "pi_1", "amount": 1000, "currency": "EUR"},
+        sequence=3,
+    )  # fmt: skip
+
+
+def state_changed(type: str, order_id: str, to_state: str) -> CloudEvent:
+    data = {"order_id": order_id, "from_state": "payment_pending", "to_state": to_state, "reason": "test"}
+    return order_event(type, order_id, data, sequence=3)
+
+
+@dataclass
+class Inventory:
+    db: Database
+    saga: InventorySaga
+    consumer: EventConsumer
+
+    async def deliver(self, event: CloudEvent) -> str:
+        """Through the consumer the app uses: inbox dedup, payload validation, one transaction."""
+        return await self.consumer.handle(
+            RawMessage(topic=ORDER_EVENTS, partition=0, offset=None, key=event.subject.encode(), value=event.to_bytes())
+        )
+
+    async def applied(self, event: CloudEvent) -> CloudEvent:
+        outcome = await self.deliver(event)
+        assert outcome == "applied", f"{event.type} was {outcome}"
+        return event
+
+    async def place(self, order_id: str, *lines: tuple[str, int]) -> CloudEvent:
+        return await self.applied(placed(order_id, *lines))
+
+    async def pay(self, order_id: str) -> CloudEvent:
+        return await self.applied(paid(order_id))
+
+    async def cancel(self, order_id: str) -> CloudEvent:
+        return await self.applied(state_changed("order.cancelled", order_id, "cancelled"))
+
+    async def expire(self, order_id: str) -> CloudEvent:
+        return await self.applied(state_changed("order.expired", order_id, "expired"))
+
+    async def set_stock(self, sku: str, available: int) -> None:
+        async with self.db.transaction() as conn:
+            await repo.set_available(conn, sku, available, reason="test stock", actor="test")
+
+    async def stock(self, sku: str) -> tuple[int, int, int]:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(select(stock_items).where(stock_items.c.sku == sku))).one()
+        return row.available, row.reserved, row.sold
+
+    async def ledger(self, sku: str) -> tuple[int, int, int]:
+        """What the audit ledger says the stock is: the sums of every movement."""
+        m = stock_movements.c
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(func.sum(m.delta_available), func.sum(m.delta_reserved), func.sum(m.delta_sold)).where(
+                        m.sku == sku
+                    )
+                )
+            ).one()
+        return tuple(int(v or 0) for v in row)  # type: ignore[return-value]
+
+    async def emitted(self, order_id: str | None = None) -> list[CloudEvent]:
+        """Events this service committed to its outbox, in outbox order."""
+        ob = messaging.outbox
+        query = select(ob.c.payload).order_by(ob.c.id)
+        if order_id is not None:
+            query = query.where(ob.c.message_key == order_id)
+        async with self.db.engine.connect() as conn:
+            payloads = (await conn.execute(query)).scalars().all()
+        return [CloudEvent.model_validate(json.loads(p)) for p in payloads]
+
+
+@pytest.fixture
+async def inventory(settings: InventorySettings) -> AsyncIterator[Inventory]:
+    db = Database(settings.database_url.get_secret_value(), pool_size=settings.db_pool_size)
+    outbox = Outbox(messaging, SERVICE)
+    saga = InventorySaga(outbox, settings)
+    consumer = EventConsumer(
+        name="inventory.order-events", db=db, tables=messaging, outbox=outbox, handlers=saga.order_handlers(),
+        policy=RetryPolicy(max_attempts=1),
+    )  # fmt: skip
+    yield Inventory(db, saga, consumer)
+    await db.dispose()
