@@ -1,0 +1,4 @@
+from handshake_payment.db import metadata
+from handshake_shared.migrations import run_env
+
+run_env(metadata)

@@ -1,0 +1,3 @@
+"""Handshake payment service."""
+
+SERVICE = "payment"

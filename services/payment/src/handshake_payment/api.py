@@ -1,0 +1,81 @@
+"""HTTP routes of the payment service (thin: parse, call one thing, answer).
+
+The client secret is read from Stripe on every request and passed straight through: it is never stored,
+logged or put on a topic."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import stripe
+import structlog
+from fastapi import APIRouter, Header, Response
+
+from handshake_payment import repository as repo
+from handshake_payment.settings import PaymentSettings
+from handshake_payment.stripe_gateway import StripeGateway
+from handshake_shared.auth import check_internal_token, require_roles
+from handshake_shared.db import Database
+from handshake_shared.http import Problem
+
+log = structlog.get_logger("payment")
+
+Authorization = Annotated[str | None, Header()]
+
+
+@dataclass
+class PaymentContext:
+    db: Database
+    settings: PaymentSettings
+    gateway: StripeGateway
+
+
+def _order_uuid(order_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(order_id)
+    except ValueError:
+        raise Problem(404, "Order not found", type="order-not-found") from None
+
+
+def build_router(ctx: PaymentContext) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/internal/v1/orders/{order_id}/payment-session")
+    async def payment_session(order_id: str, response: Response, authorization: Authorization = None) -> dict[str, Any]:
+        check_internal_token(ctx.settings, authorization)
+        oid = _order_uuid(order_id)
+        async with ctx.db.engine.connect() as conn:
+            attempt = await repo.session_attempt(conn, oid)
+        if attempt is None:
+            raise Problem(
+                404, "No payment session", "the order has no payment intent yet", type="payment-session-not-found"
+            )
+        try:
+            intent = await ctx.gateway.retrieve_intent(attempt.provider_intent_id)
+        except stripe.StripeError as exc:
+            log.warning("payment intent retrieval failed", attempt_id=str(attempt.id), error=type(exc).__name__)
+            raise Problem(
+                503, "Payment provider unavailable", "try again shortly", type="provider-unavailable"
+            ) from None
+        response.headers["Cache-Control"] = "no-store"
+        return {
+            "order_id": str(attempt.order_id),
+            "attempt_id": str(attempt.id),
+            "payment_intent_id": intent.id,
+            "client_secret": intent.client_secret,
+            "amount": intent.amount,
+            "currency": intent.currency.upper(),
+            "status": intent.status,
+        }
+
+    @router.get("/v1/admin/orders/{order_id}/payments")
+    async def admin_payments(order_id: str, authorization: Authorization = None) -> dict[str, Any]:
+        require_roles(ctx.settings, authorization, "support", "finance", "admin")
+        oid = _order_uuid(order_id)
+        async with ctx.db.engine.connect() as conn:
+            attempts = await repo.attempts_of_order(conn, oid)
+        return {"order_id": str(oid), "attempts": attempts}
+
+    return router

@@ -1,0 +1,51 @@
+"""Composition root of the payment service: settings, database, broker, consumers, relay, Stripe, HTTP."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from handshake_payment import SERVICE
+from handshake_payment.api import PaymentContext, build_router
+from handshake_payment.db import messaging
+from handshake_payment.handlers import PaymentHandlers
+from handshake_payment.settings import PaymentSettings, get_settings
+from handshake_payment.stripe_gateway import StripeGateway
+from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
+from handshake_shared.http import install_problem_handlers, ops_router
+from handshake_shared.logging import configure_logging
+from handshake_shared.runtime import Runtime
+
+
+def create_app(settings: PaymentSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(SERVICE, settings.log_level)
+    # the SDK logs whole response bodies at DEBUG, client secrets included; its INFO lines are not JSON
+    for chatty in ("stripe", "httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    runtime = Runtime(service=SERVICE, settings=settings, tables=messaging)
+    gateway = StripeGateway(settings)
+    handlers = PaymentHandlers(runtime.db, runtime.outbox, gateway, settings)
+    runtime.consume(ORDER_EVENTS, group="payment.order-events", handlers=handlers.order_handlers())
+    runtime.consume(PROVIDER_EVENTS, group="payment.provider-events", handlers=handlers.provider_handlers())
+    ctx = PaymentContext(db=runtime.db, settings=settings, gateway=gateway)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with runtime.running():
+                yield
+        finally:
+            await gateway.aclose()
+
+    app = FastAPI(title="Handshake payment service", version="1", lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.handlers = handlers
+    app.state.gateway = gateway
+    install_problem_handlers(app)
+    app.include_router(ops_router(runtime.readiness_checks()))
+    app.include_router(build_router(ctx))
+    return app

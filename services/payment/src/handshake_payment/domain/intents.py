@@ -1,0 +1,34 @@
+"""What a Stripe PaymentIntent object says, reduced to the facts the attempt lifecycle needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class IntentFacts:
+    amount: int | None
+    currency: str | None
+    failure_code: str | None
+    failure_message: str | None
+    attempt_id: str | None
+    order_id: str | None
+
+
+def intent_facts(obj: dict[str, Any]) -> IntentFacts:
+    # amount_received is what was actually taken (a partial capture takes less than amount);
+    # localstripe does not send it, so fall back to amount
+    amount = obj.get("amount_received") or obj.get("amount")
+    currency = obj.get("currency")
+    error = obj.get("last_payment_error") or {}
+    metadata = obj.get("metadata") or {}
+    return IntentFacts(
+        amount=int(amount) if amount is not None else None,
+        currency=currency.upper() if isinstance(currency, str) else None,
+        # decline_code is the more precise reason when the code is the generic card_declined
+        failure_code=error.get("decline_code") or error.get("code") or obj.get("cancellation_reason"),
+        failure_message=error.get("message"),
+        attempt_id=metadata.get("attempt_id"),
+        order_id=metadata.get("order_id"),
+    )

@@ -1,0 +1,210 @@
+"""Attempt queries and the one place an attempt transition is applied (state + audit row together)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from prometheus_client import Counter
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from handshake_payment.db import attempt_transitions, payment_attempts
+from handshake_payment.domain.attempts import ATTEMPT_LIFECYCLE, AttemptState
+
+log = structlog.get_logger("payment")
+
+ATTEMPTS = Counter(
+    "handshake_payment_attempts_total",
+    "Payment attempts by outcome (created, intent_created, processing, succeeded, failed, canceled)",
+    ["outcome"],
+)
+REFUSED = Counter(
+    "handshake_payment_transitions_refused_total",
+    "Transitions refused by the attempt lifecycle table",
+    ["from_state", "to_state"],
+)
+
+
+async def insert_attempt(
+    conn: AsyncConnection, *, order_id: uuid.UUID, request_id: str, amount: int, currency: str, event_id: str
+) -> bool:
+    """Create the attempt for a payment request unless it exists; True when this call created it."""
+    attempt_id = uuid.uuid4()
+    created = (
+        await conn.execute(
+            pg_insert(payment_attempts)
+            .values(
+                id=attempt_id, order_id=order_id, request_id=request_id, amount=amount, currency=currency,
+                state=AttemptState.CREATING,
+            )
+            .on_conflict_do_nothing(index_elements=[payment_attempts.c.request_id])
+            .returning(payment_attempts.c.id)
+        )
+    ).first()  # fmt: skip
+    if created is None:
+        return False
+    await conn.execute(
+        insert(attempt_transitions).values(
+            attempt_id=attempt_id, from_state=None, to_state=AttemptState.CREATING, reason="payment requested",
+            event_id=event_id,
+        )
+    )  # fmt: skip
+    ATTEMPTS.labels("created").inc()
+    return True
+
+
+async def by_request(conn: AsyncConnection, request_id: str) -> Row[Any] | None:
+    return (await conn.execute(select(payment_attempts).where(payment_attempts.c.request_id == request_id))).first()
+
+
+async def get(conn: AsyncConnection, attempt_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+    query = select(payment_attempts).where(payment_attempts.c.id == attempt_id)
+    return (await conn.execute(query.with_for_update() if lock else query)).first()
+
+
+async def lock_by_intent(conn: AsyncConnection, intent_id: str) -> Row[Any] | None:
+    query = select(payment_attempts).where(payment_attempts.c.provider_intent_id == intent_id).with_for_update()
+    return (await conn.execute(query)).first()
+
+
+async def lease_intent_creation(conn: AsyncConnection, attempt_id: uuid.UUID, lease_seconds: float) -> bool:
+    """Take the attempt's intent-creation lease: False while another handler holds an unexpired one or
+    once the intent is stored. The lease outlives a crashed holder only by lease_seconds."""
+    taken = (
+        await conn.execute(
+            update(payment_attempts)
+            .where(
+                payment_attempts.c.id == attempt_id,
+                payment_attempts.c.provider_intent_id.is_(None),
+                or_(
+                    payment_attempts.c.locked_at.is_(None),
+                    payment_attempts.c.locked_at < func.now() - timedelta(seconds=lease_seconds),
+                ),
+            )
+            .values(locked_at=func.now())
+            .returning(payment_attempts.c.id)
+        )
+    ).first()
+    return taken is not None
+
+
+async def release_lease(conn: AsyncConnection, attempt_id: uuid.UUID) -> None:
+    await conn.execute(update(payment_attempts).where(payment_attempts.c.id == attempt_id).values(locked_at=None))
+
+
+async def store_intent(conn: AsyncConnection, attempt_id: uuid.UUID, intent_id: str) -> bool:
+    """Recovery point 2: from here on no handler calls the provider to create an intent for this attempt."""
+    stored = (
+        await conn.execute(
+            update(payment_attempts)
+            .where(payment_attempts.c.id == attempt_id, payment_attempts.c.provider_intent_id.is_(None))
+            .values(provider_intent_id=intent_id, locked_at=None, updated_at=func.now())
+            .returning(payment_attempts.c.id)
+        )
+    ).first()
+    return stored is not None
+
+
+async def session_attempt(conn: AsyncConnection, order_id: uuid.UUID) -> Row[Any] | None:
+    """The order's latest attempt whose intent was announced: a secret is never handed out for an attempt
+    still in `creating`, so a provider fact can never overtake payment.intent_created."""
+    return (
+        await conn.execute(
+            select(payment_attempts)
+            .where(
+                and_(
+                    payment_attempts.c.order_id == order_id,
+                    payment_attempts.c.provider_intent_id.is_not(None),
+                    payment_attempts.c.state != AttemptState.CREATING,
+                )
+            )
+            .order_by(payment_attempts.c.created_at.desc(), payment_attempts.c.id)
+            .limit(1)
+        )
+    ).first()
+
+
+async def attempts_of_order(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str, Any]]:
+    query = select(payment_attempts).where(payment_attempts.c.order_id == order_id)
+    attempts = (await conn.execute(query.order_by(payment_attempts.c.created_at))).all()
+    audit = (
+        await conn.execute(
+            select(attempt_transitions)
+            .where(attempt_transitions.c.attempt_id.in_([a.id for a in attempts]))
+            .order_by(attempt_transitions.c.id)
+        )
+    ).all()
+    return [
+        {
+            "attempt_id": str(a.id),
+            "request_id": a.request_id,
+            "state": a.state,
+            "amount": a.amount,
+            "currency": a.currency,
+            "payment_intent_id": a.provider_intent_id,
+            "failure_code": a.failure_code,
+            "failure_message": a.failure_message,
+            "created_at": a.created_at.isoformat(),
+            "updated_at": a.updated_at.isoformat(),
+            "transitions": [
+                {
+                    "from": t.from_state,
+                    "to": t.to_state,
+                    "reason": t.reason,
+                    "event_id": t.event_id,
+                    "provider_event_id": t.provider_event_id,
+                    "at": t.at.isoformat(),
+                }
+                for t in audit
+                if t.attempt_id == a.id
+            ],
+        }
+        for a in attempts
+    ]
+
+
+async def transition(
+    conn: AsyncConnection,
+    attempt: Row[Any],
+    target: AttemptState,
+    *,
+    reason: str,
+    event_id: str | None = None,
+    provider_event_id: str | None = None,
+    **columns: Any,
+) -> bool:
+    """Apply target if the table allows it from the attempt's current state; refuse and log otherwise.
+    The caller holds the attempt's row lock (or the update's state guard makes a lost race a no-op)."""
+    current = AttemptState(attempt.state)
+    if not ATTEMPT_LIFECYCLE.can(current, target):
+        REFUSED.labels(current, target).inc()
+        log.warning(
+            "attempt transition refused", attempt_id=str(attempt.id), current=current, target=target, reason=reason,
+            provider_event_id=provider_event_id,
+        )  # fmt: skip
+        return False
+    moved = (
+        await conn.execute(
+            update(payment_attempts)
+            .where(payment_attempts.c.id == attempt.id, payment_attempts.c.state == current)
+            .values(state=target, updated_at=func.now(), **columns)
+            .returning(payment_attempts.c.id)
+        )
+    ).first()
+    if moved is None:
+        log.warning("attempt changed under us, transition skipped", attempt_id=str(attempt.id), target=target)
+        return False
+    await conn.execute(
+        insert(attempt_transitions).values(
+            attempt_id=attempt.id, from_state=current, to_state=target, reason=reason, event_id=event_id,
+            provider_event_id=provider_event_id,
+        )
+    )  # fmt: skip
+    ATTEMPTS.labels(target.value if target != AttemptState.REQUIRES_PAYMENT else "intent_created").inc()
+    log.info("attempt transition", attempt_id=str(attempt.id), from_state=current, to_state=target, reason=reason)
+    return True

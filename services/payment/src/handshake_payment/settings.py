@@ -1,0 +1,38 @@
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+
+from handshake_shared.settings import ServiceSettings
+
+# localstripe accepts any key; a real deployment must set HANDSHAKE_STRIPE_API_KEY
+DEV_STRIPE_KEY = "sk_test_handshake_dev_change_me"
+
+
+class PaymentSettings(ServiceSettings):
+    http_port: int = 8002
+
+    stripe_api_key: SecretStr = SecretStr(DEV_STRIPE_KEY)
+    # None talks to api.stripe.com; the embedded stack points it at localstripe
+    stripe_api_base: str | None = None
+    # one Stripe HTTP request; the SDK retries network errors, 409 and 5xx with the same idempotency key
+    stripe_timeout_seconds: float = 10.0
+    stripe_max_network_retries: int = 2
+    capture_method: Literal["automatic", "automatic_async", "manual"] = "automatic"
+
+    @model_validator(mode="after")
+    def _real_stripe_key_in_production(self) -> "PaymentSettings":
+        if self.environment == "production" and self.stripe_api_key.get_secret_value() == DEV_STRIPE_KEY:
+            raise ValueError("HANDSHAKE_STRIPE_API_KEY must be set to a real key in production")
+        return self
+
+    @property
+    def intent_creation_lease_seconds(self) -> float:
+        """How long one handler may own an attempt's PaymentIntent creation before another may take over:
+        longer than the SDK can spend on the call including its retries and their backoff."""
+        return self.stripe_timeout_seconds * (self.stripe_max_network_retries + 1) + 10.0
+
+
+@lru_cache
+def get_settings() -> PaymentSettings:
+    return PaymentSettings()

@@ -1,0 +1,76 @@
+"""Every call this service makes to Stripe, through the official SDK, timed and counted.
+
+Nothing here touches the database: callers never hold a transaction open across a provider call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+import stripe
+from prometheus_client import Counter, Histogram
+
+from handshake_payment.settings import PaymentSettings
+
+PROVIDER_SECONDS = Histogram(
+    "handshake_payment_provider_request_seconds",
+    "Latency of Stripe API calls, including the SDK's own retries",
+    ["operation"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+PROVIDER_ERRORS = Counter(
+    "handshake_payment_provider_errors_total", "Stripe API calls that raised, by error class", ["operation", "error"]
+)
+
+
+def is_permanent(exc: stripe.StripeError) -> bool:
+    """The provider refused the request itself (bad amount, currency, card): repeating it cannot help.
+    Authentication, permission, rate-limit, 404 and 5xx errors are configuration or transient: retry."""
+    if isinstance(exc, stripe.CardError):
+        return True
+    return isinstance(exc, stripe.InvalidRequestError) and exc.http_status == 400
+
+
+class StripeGateway:
+    def __init__(self, settings: PaymentSettings) -> None:
+        self.capture_method = settings.capture_method
+        self._http = stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds)
+        base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+        self.client = stripe.StripeClient(
+            settings.stripe_api_key.get_secret_value(),
+            base_addresses=base,  # type: ignore[arg-type]
+            http_client=self._http,
+            max_network_retries=settings.stripe_max_network_retries,
+        )
+
+    @asynccontextmanager
+    async def _call(self, operation: str) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        except Exception as exc:
+            PROVIDER_ERRORS.labels(operation, type(exc).__name__).inc()
+            raise
+        finally:
+            PROVIDER_SECONDS.labels(operation).observe(time.perf_counter() - started)
+
+    async def create_intent(
+        self, *, attempt_id: str, order_id: str, amount: int, currency: str, idempotency_key: str
+    ) -> stripe.PaymentIntent:
+        async with self._call("payment_intents.create"):
+            return await self.client.v1.payment_intents.create_async(
+                params={
+                    "amount": amount,
+                    "currency": currency.lower(),
+                    "capture_method": self.capture_method,
+                    "metadata": {"order_id": order_id, "attempt_id": attempt_id},
+                },
+                options={"idempotency_key": idempotency_key},
+            )
+
+    async def retrieve_intent(self, intent_id: str) -> stripe.PaymentIntent:
+        async with self._call("payment_intents.retrieve"):
+            return await self.client.v1.payment_intents.retrieve_async(intent_id)
+
+    async def aclose(self) -> None:
+        await self._http.close_async()

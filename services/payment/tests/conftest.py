@@ -1,0 +1,181 @@
+"""Payment test wiring: the real service graph (create_app) against real PostgreSQL and the Stripe emulator.
+
+Handler-level tests drive the service's own EventConsumers directly (inbox, retries and handler in one real
+transaction, no broker); the broker test runs the whole app in-process."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import stripe
+from fastapi import FastAPI
+from sqlalchemy import select, text
+
+from handshake_payment.app import create_app
+from handshake_payment.db import attempt_transitions, payment_attempts
+from handshake_payment.settings import PaymentSettings
+from handshake_shared.consumer import EventConsumer, RawMessage
+from handshake_shared.envelope import CloudEvent, build_event, parse_event
+from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
+from handshake_shared.events.order import OrderPaymentRequested
+from handshake_shared.events.provider import ProviderStripeEvent
+
+@pytest.fixture
+def settings(stack, fresh_database) -> PaymentSettings:
+    return PaymentSettings(
+        database_url=fresh_database("services/payment"),
+        kafka_bootstrap_servers=stack.broker.bootstrap_servers,
+        kafka_enable_idempotence=False,
+        kafka_client_id_suffix="-" + uuid.uuid4().hex[:6],
+        outbox_idle_poll_seconds=0.1,
+        consumer_initial_backoff_seconds=0.05,
+        stripe_api_key=stack.stripe.api_key,
+        stripe_api_base=stack.stripe.api_base,
+        stripe_timeout_seconds=5.0,
+        stripe_max_network_retries=1,
+    )
+
+
+@dataclass
+class PaymentService:
+    """The service graph built by create_app, not started: no broker connection is made."""
+
+    app: FastAPI
+    settings: PaymentSettings
+
+    @property
+    def db(self):  # type: ignore[no-untyped-def]
+        return self.app.state.runtime.db
+
+    @property
+    def handlers(self):  # type: ignore[no-untyped-def]
+        return self.app.state.handlers
+
+    def consumer(self, group: str) -> EventConsumer:
+        return next(c for c in self.app.state.runtime.consumers if c.name == group)
+
+    async def deliver(self, topic: str, event: CloudEvent) -> str:
+        """Deliver one message to the consumer group that reads topic, as the broker would."""
+        group = {ORDER_EVENTS: "payment.order-events", PROVIDER_EVENTS: "payment.provider-events"}[topic]
+        return await self.consumer(group).handle(
+            RawMessage(topic=topic, partition=0, offset=None, key=event.subject.encode(), value=event.to_bytes())
+        )
+
+    async def attempts(self, order_id: str) -> list[Any]:
+        async with self.db.engine.connect() as conn:
+            query = select(payment_attempts).where(payment_attempts.c.order_id == uuid.UUID(order_id))
+            return (await conn.execute(query.order_by(payment_attempts.c.created_at))).all()
+
+    async def audit(self, attempt_id: uuid.UUID) -> list[tuple[str | None, str]]:
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(
+                select(attempt_transitions.c.from_state, attempt_transitions.c.to_state)
+                .where(attempt_transitions.c.attempt_id == attempt_id)
+                .order_by(attempt_transitions.c.id)
+            )
+            return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    async def emitted(self, order_id: str) -> list[CloudEvent]:
+        """Events in the outbox for this order, in commit order."""
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT payload FROM outbox WHERE message_key = :k ORDER BY id"), {"k": order_id}
+            )
+            return [parse_event(r.payload) for r in rows]
+
+    async def forget(self, event: CloudEvent) -> None:
+        """Delete the inbox row, so the same event is applied again (a lost inbox write, a replay)."""
+        async with self.db.transaction() as conn:
+            await conn.execute(text("DELETE FROM inbox WHERE event_id = :id"), {"id": event.id})
+
+
+@pytest.fixture
+async def service(settings) -> AsyncIterator[PaymentService]:
+    app = create_app(settings)
+    yield PaymentService(app, settings)
+    await app.state.runtime.db.dispose()
+    await app.state.gateway.aclose()
+
+
+@pytest.fixture
+async def http(service) -> AsyncIterator[httpx.AsyncClient]:
+    """The service's HTTP surface over ASGI; the routes need the database and Stripe, not the broker."""
+    transport = httpx.ASGITransport(app=service.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://payment") as client:
+        yield client
+
+
+class Browser:
+    """What a customer's browser (Stripe.js) and the Stripe dashboard do, through the real SDK."""
+
+    def __init__(self, api_base: str, api_key: str) -> None:
+        self.http = stripe.HTTPXClient(timeout=10)
+        self.client = stripe.StripeClient(api_key, base_addresses={"api": api_base}, http_client=self.http)
+
+    async def intents_for(self, order_id: str) -> list[stripe.PaymentIntent]:
+        page = await self.client.v1.payment_intents.list_async(params={"limit": 100})
+        return [pi async for pi in page.auto_paging_iter() if pi.metadata.to_dict().get("order_id") == order_id]
+
+    async def retrieve(self, intent_id: str) -> stripe.PaymentIntent:
+        return await self.client.v1.payment_intents.retrieve_async(intent_id)
+
+    async def pay(self, intent_id: str, card_number: str) -> stripe.PaymentIntent:
+        """Attach a card and confirm, as Stripe.js does with the client secret. A decline is not an error
+        here: the intent then carries last_payment_error."""
+        pm = await self.client.v1.payment_methods.create_async(
+            params={"type": "card", "card": {"number": card_number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+        )
+        await self.client.v1.payment_intents.update_async(intent_id, params={"payment_method": pm.id})
+        try:
+            await self.client.v1.payment_intents.confirm_async(intent_id)
+        except stripe.CardError:
+            pass
+        return await self.retrieve(intent_id)
+
+
+@pytest.fixture
+async def browser(stack) -> AsyncIterator[Browser]:
+    b = Browser(stack.stripe.api_base, stack.stripe.api_key)
+    yield b
+    await b.http.close_async()
+
+
+def payment_requested(order_id: str, request_id: str, amount: int, currency: str = "EUR") -> CloudEvent:
+    return build_event(
+        service="order", type="order.payment_requested", order_id=order_id, sequence=2,
+        data=OrderPaymentRequested(order_id=order_id, request_id=request_id, amount=amount, currency=currency),
+    )  # fmt: skip
+
+
+def stripe_event(stripe_type: str, intent: stripe.PaymentIntent) -> CloudEvent:
+    """provider.stripe.event as webhook-ingest forwards it: the real PaymentIntent, minus its client secret."""
+    obj = intent.to_dict(for_json=True)
+    obj.pop("client_secret", None)
+    metadata = obj.get("metadata") or {}
+    order_id = metadata["order_id"]
+    return build_event(
+        service="webhook-ingest", type="provider.stripe.event", order_id=order_id, sequence=1,
+        data=ProviderStripeEvent(
+            provider_event_id="evt_" + uuid.uuid4().hex[:16], provider_type=stripe_type, created=int(time.time()),
+            livemode=False, object_type="payment_intent", object_id=obj["id"], order_id=order_id,
+            attempt_id=metadata.get("attempt_id"), amount=obj["amount"], currency=obj["currency"],
+            status=obj["status"], object=obj,
+        ),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def events():  # type: ignore[no-untyped-def]
+    """Builders for incoming events (test modules cannot import conftest under importlib mode)."""
+
+    class Events:
+        requested = staticmethod(payment_requested)
+        stripe = staticmethod(stripe_event)
+
+    return Events
