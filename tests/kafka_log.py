@@ -30,7 +30,13 @@ async def _read(bootstrap: str, topics: list[str]) -> list[Record]:
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         out: list[Record] = []
-        while any((await consumer.position(tp)) < end for tp, end in ends.items()):
+        async def behind() -> bool:
+            for tp, end in ends.items():
+                if await consumer.position(tp) < end:
+                    return True
+            return False
+
+        while await behind():
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 out.extend(

@@ -13,7 +13,7 @@ from tests.kafka_log import read_topics
 
 def succeeded_intents_for(shop, order_id: str) -> list:  # type: ignore[no-untyped-def]
     intents = shop.stripe.v1.payment_intents.list(params={"limit": 100})
-    return [pi for pi in intents.auto_paging_iter() if pi.metadata.get("order_id") == order_id]
+    return [pi for pi in intents.auto_paging_iter() if pi.metadata.to_dict().get("order_id") == order_id]
 
 
 def test_checkout_to_fulfillment_pending_through_events_only(shop, system):  # type: ignore[no-untyped-def]

@@ -49,7 +49,7 @@ def test_events_pending_during_a_broker_outage_are_published_once_it_returns(sho
     intents = [
         pi
         for pi in shop.stripe.v1.payment_intents.list(params={"limit": 100}).auto_paging_iter()
-        if pi.metadata.get("order_id") == order_id
+        if pi.metadata.to_dict().get("order_id") == order_id
     ]
     assert [pi.status for pi in intents] == ["succeeded"]
     # every outbox drained again
