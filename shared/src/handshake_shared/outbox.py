@@ -125,6 +125,7 @@ class OutboxRelay:
         batch_size: int = 200,
         idle_poll_seconds: float = 0.5,
         max_backoff_seconds: float = 5.0,
+        publish_timeout_seconds: float = 15.0,
     ) -> None:
         self.db = db
         self.t = tables
@@ -133,6 +134,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.idle_poll = idle_poll_seconds
         self.max_backoff = max_backoff_seconds
+        self.publish_timeout = publish_timeout_seconds
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -144,6 +146,8 @@ class OutboxRelay:
         while not self._stopping.is_set():
             try:
                 published = await self.publish_once()
+                if failures:
+                    log.info("outbox relay recovered", failed_rounds=failures)
                 failures = 0
             except Exception as exc:  # broker or database down: back off and try again
                 failures += 1
@@ -183,6 +187,11 @@ class OutboxRelay:
         metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(float(age))
 
     async def publish_once(self) -> int:
+        # a batch that the producer can neither deliver nor fail (broker gone mid-flight) must not hold
+        # the bucket locks forever: give up on the round; unmarked rows go again (consumers dedupe)
+        return await asyncio.wait_for(self._publish_batch(), timeout=self.publish_timeout)
+
+    async def _publish_batch(self) -> int:
         ob = self.t.outbox
         async with self.db.engine.begin() as conn:
             pending_buckets = (
