@@ -87,6 +87,9 @@ def main() -> int:
         say("\nStopping ...")
         return 0
     finally:
+        # a second Ctrl-C must not abandon the orderly stop half-way
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         system.stop()
         stack.stop()
         say("Stopped: no Handshake process is left running.")
