@@ -6,6 +6,8 @@ Create Date: 2026-11-22 03:10:39.598768
 """
 from alembic import op
 import sqlalchemy as sa
+
+from handshake_shared.migration_ops import create_messaging_tables_v1, drop_messaging_tables_v1
 from sqlalchemy.dialects import postgresql
 
 revision = '0001'
@@ -15,6 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    create_messaging_tables_v1()
     op.create_table('coupons',
     sa.Column('code', sa.String(length=64), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
@@ -31,23 +34,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('code', name=op.f('pk_coupons')),
     comment='Discount codes: percent (basis points) or fixed amount in one currency.'
     )
-    op.create_table('dead_letters',
-    sa.Column('id', sa.BigInteger(), sa.Identity(always=True), nullable=False),
-    sa.Column('consumer', sa.Text(), nullable=False),
-    sa.Column('topic', sa.Text(), nullable=False),
-    sa.Column('partition', sa.Integer(), nullable=True),
-    sa.Column('kafka_offset', sa.BigInteger(), nullable=True),
-    sa.Column('message_key', sa.Text(), nullable=True),
-    sa.Column('event_id', sa.Text(), nullable=True),
-    sa.Column('event_type', sa.Text(), nullable=True),
-    sa.Column('payload', sa.LargeBinary(), nullable=False),
-    sa.Column('error', sa.Text(), nullable=False),
-    sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_dead_letters')),
-    comment='Messages a consumer gave up on after bounded retries; also published to <topic>.dlq.'
-    )
     op.create_table('idempotency_keys',
     sa.Column('scope', sa.Text(), nullable=False),
     sa.Column('key', sa.String(length=255), nullable=False),
@@ -60,14 +46,6 @@ def upgrade() -> None:
     comment='Checkout requests by (customer scope, Idempotency-Key): a retry gets the first answer back.'
     )
     op.create_index('ix_idempotency_keys_created', 'idempotency_keys', ['created_at'], unique=False)
-    op.create_table('inbox',
-    sa.Column('consumer', sa.Text(), nullable=False),
-    sa.Column('event_id', sa.UUID(), nullable=False),
-    sa.Column('event_type', sa.Text(), nullable=False),
-    sa.Column('processed_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.PrimaryKeyConstraint('consumer', 'event_id', name=op.f('pk_inbox')),
-    comment='Every consumed event id, written in the same transaction as its effects: a redelivery finds it and does nothing.'
-    )
     op.create_table('orders',
     sa.Column('id', sa.UUID(), nullable=False),
     sa.Column('customer_id', sa.Text(), nullable=True),
@@ -87,31 +65,6 @@ def upgrade() -> None:
     )
     op.create_index('ix_orders_customer', 'orders', ['customer_id', 'created_at'], unique=False)
     op.create_index('ix_orders_state_updated', 'orders', ['state', 'updated_at'], unique=False)
-    op.create_table('outbox',
-    sa.Column('id', sa.BigInteger(), sa.Identity(always=True), nullable=False),
-    sa.Column('event_id', sa.UUID(), nullable=False),
-    sa.Column('topic', sa.Text(), nullable=False),
-    sa.Column('message_key', sa.Text(), nullable=False),
-    sa.Column('bucket', sa.SmallInteger(), nullable=False),
-    sa.Column('event_type', sa.Text(), nullable=False),
-    sa.Column('sequence', sa.Integer(), nullable=True),
-    sa.Column('payload', sa.LargeBinary(), nullable=False),
-    sa.Column('headers', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('attempts', sa.Integer(), server_default=sa.text('0'), nullable=False),
-    sa.Column('last_error', sa.Text(), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox')),
-    sa.UniqueConstraint('event_id', name=op.f('uq_outbox_event_id')),
-    comment='Events committed with the state change that caused them, waiting for the relay to publish.'
-    )
-    op.create_index('ix_outbox_unpublished', 'outbox', ['bucket', 'id'], unique=False, postgresql_where=sa.text('published_at IS NULL'))
-    op.create_table('outbox_sequences',
-    sa.Column('aggregate_id', sa.Text(), nullable=False),
-    sa.Column('last_sequence', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('aggregate_id', name=op.f('pk_outbox_sequences')),
-    comment='Per-order event sequence of this service; the row lock also orders concurrent writers.'
-    )
     op.create_table('products',
     sa.Column('sku', sa.String(length=64), nullable=False),
     sa.Column('name', sa.Text(), nullable=False),
@@ -158,14 +111,10 @@ def downgrade() -> None:
     op.drop_table('tax_rates')
     op.drop_table('shipping_rates')
     op.drop_table('products')
-    op.drop_table('outbox_sequences')
-    op.drop_index('ix_outbox_unpublished', table_name='outbox', postgresql_where=sa.text('published_at IS NULL'))
-    op.drop_table('outbox')
     op.drop_index('ix_orders_state_updated', table_name='orders')
     op.drop_index('ix_orders_customer', table_name='orders')
     op.drop_table('orders')
-    op.drop_table('inbox')
     op.drop_index('ix_idempotency_keys_created', table_name='idempotency_keys')
     op.drop_table('idempotency_keys')
-    op.drop_table('dead_letters')
     op.drop_table('coupons')
+    drop_messaging_tables_v1()

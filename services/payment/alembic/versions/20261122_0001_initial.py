@@ -6,6 +6,8 @@ Create Date: 2026-11-22 03:19:27.294940
 """
 from alembic import op
 import sqlalchemy as sa
+
+from handshake_shared.migration_ops import create_messaging_tables_v1, drop_messaging_tables_v1
 from sqlalchemy.dialects import postgresql
 
 revision = '0001'
@@ -15,56 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table('dead_letters',
-    sa.Column('id', sa.BigInteger(), sa.Identity(always=True), nullable=False),
-    sa.Column('consumer', sa.Text(), nullable=False),
-    sa.Column('topic', sa.Text(), nullable=False),
-    sa.Column('partition', sa.Integer(), nullable=True),
-    sa.Column('kafka_offset', sa.BigInteger(), nullable=True),
-    sa.Column('message_key', sa.Text(), nullable=True),
-    sa.Column('event_id', sa.Text(), nullable=True),
-    sa.Column('event_type', sa.Text(), nullable=True),
-    sa.Column('payload', sa.LargeBinary(), nullable=False),
-    sa.Column('error', sa.Text(), nullable=False),
-    sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_dead_letters')),
-    comment='Messages a consumer gave up on after bounded retries; also published to <topic>.dlq.'
-    )
-    op.create_table('inbox',
-    sa.Column('consumer', sa.Text(), nullable=False),
-    sa.Column('event_id', sa.UUID(), nullable=False),
-    sa.Column('event_type', sa.Text(), nullable=False),
-    sa.Column('processed_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.PrimaryKeyConstraint('consumer', 'event_id', name=op.f('pk_inbox')),
-    comment='Every consumed event id, written in the same transaction as its effects: a redelivery finds it and does nothing.'
-    )
-    op.create_table('outbox',
-    sa.Column('id', sa.BigInteger(), sa.Identity(always=True), nullable=False),
-    sa.Column('event_id', sa.UUID(), nullable=False),
-    sa.Column('topic', sa.Text(), nullable=False),
-    sa.Column('message_key', sa.Text(), nullable=False),
-    sa.Column('bucket', sa.SmallInteger(), nullable=False),
-    sa.Column('event_type', sa.Text(), nullable=False),
-    sa.Column('sequence', sa.Integer(), nullable=True),
-    sa.Column('payload', sa.LargeBinary(), nullable=False),
-    sa.Column('headers', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('attempts', sa.Integer(), server_default=sa.text('0'), nullable=False),
-    sa.Column('last_error', sa.Text(), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox')),
-    sa.UniqueConstraint('event_id', name=op.f('uq_outbox_event_id')),
-    comment='Events committed with the state change that caused them, waiting for the relay to publish.'
-    )
-    op.create_index('ix_outbox_unpublished', 'outbox', ['bucket', 'id'], unique=False, postgresql_where=sa.text('published_at IS NULL'))
-    op.create_table('outbox_sequences',
-    sa.Column('aggregate_id', sa.Text(), nullable=False),
-    sa.Column('last_sequence', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('aggregate_id', name=op.f('pk_outbox_sequences')),
-    comment='Per-order event sequence of this service; the row lock also orders concurrent writers.'
-    )
+    create_messaging_tables_v1()
     op.create_table('payment_attempts',
     sa.Column('id', sa.UUID(), nullable=False),
     sa.Column('order_id', sa.UUID(), nullable=False),
@@ -106,8 +59,4 @@ def downgrade() -> None:
     op.drop_table('attempt_transitions')
     op.drop_index('ix_payment_attempts_order', table_name='payment_attempts')
     op.drop_table('payment_attempts')
-    op.drop_table('outbox_sequences')
-    op.drop_index('ix_outbox_unpublished', table_name='outbox', postgresql_where=sa.text('published_at IS NULL'))
-    op.drop_table('outbox')
-    op.drop_table('inbox')
-    op.drop_table('dead_letters')
+    drop_messaging_tables_v1()
