@@ -51,6 +51,7 @@ class Runtime:
             auto_offset_reset="earliest",
             session_timeout_ms=self.settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
             # the offset is committed only after handle() returned, i.e. after the database commit;
             # an exception seeks back so the broker delivers the message again
             ack_policy=AckPolicy.NACK_ON_ERROR,

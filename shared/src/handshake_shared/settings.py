@@ -33,6 +33,9 @@ class ServiceSettings(BaseSettings):
     kafka_group_prefix: str = ""
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 3_000
+    # how long the broker may hold an empty fetch; a broker that does not answer early when data
+    # arrives turns this into per-hop latency
+    kafka_fetch_max_wait_ms: int = 500
 
     outbox_idle_poll_seconds: float = 0.5
     outbox_batch_size: int = 200

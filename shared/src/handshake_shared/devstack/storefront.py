@@ -42,8 +42,9 @@ class CheckoutTimings:
 
 
 class Storefront:
-    def __init__(self, system: System, http: httpx.Client | None = None) -> None:
+    def __init__(self, system: System, http: httpx.Client | None = None, *, poll_interval: float = 0.05) -> None:
         self.system = system
+        self.poll_interval = poll_interval
         self.http = http or httpx.Client(timeout=10.0)
         settings = ServiceSettings(jwt_key=system.jwt_key)
         self.admin_token = issue_token(settings, "demo-operator", ["admin", "support", "finance"])
@@ -97,7 +98,7 @@ class Storefront:
                 return dict(r.json())
             if r.status_code not in (409, 503) or time.monotonic() > deadline:
                 raise RuntimeError(f"payment session for {order_id}: {r.status_code} {r.text}")
-            time.sleep(0.05)
+            time.sleep(self.poll_interval)
 
     def pay(self, payment_intent_id: str, card: str = TEST_CARD) -> Any:
         """What stripe.js does in the browser: attach the card, then confirm."""
@@ -118,7 +119,7 @@ class Storefront:
                 return order
             if time.monotonic() > deadline:
                 raise TimeoutError(f"order {order_id} is {order['state']}, expected one of {sorted(states)}")
-            time.sleep(0.05)
+            time.sleep(self.poll_interval)
 
     def full_checkout(self, lines: list[dict[str, Any]], timings: CheckoutTimings | None = None, **kw: Any) -> dict[str, Any]:
         t = timings or CheckoutTimings()

@@ -76,6 +76,8 @@ class System:
                 # the embedded broker makes a joining member wait half the session timeout
                 "HANDSHAKE_KAFKA_SESSION_TIMEOUT_MS": "6000",
                 "HANDSHAKE_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+                # the embedded broker holds an empty fetch for the full wait even when data arrives
+                "HANDSHAKE_KAFKA_FETCH_MAX_WAIT_MS": os.environ.get("HANDSHAKE_KAFKA_FETCH_MAX_WAIT_MS", "50"),
                 "HANDSHAKE_JWT_KEY": self.jwt_key,
                 "HANDSHAKE_INTERNAL_TOKEN": self.internal_token,
                 "HANDSHAKE_SERVICE_DIR": str(self.root / spec.directory),
