@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import Field
+
 from handshake_shared.events.base import Line, Payload
 
 
@@ -29,6 +31,21 @@ class InventoryRejected(Payload):
 class InventoryCommitted(Payload):
     order_id: str
     reservation_id: str
+    rereserved: bool = Field(default=False, description="stock was reserved again after the hold had lapsed")
+
+
+class InventoryCommitFailed(Payload):
+    """A paid (or authorized) order whose stock can no longer be held: the money must go back."""
+
+    order_id: str
+    reason: str
+    lines: list[RejectedLine] = []
+
+
+class InventoryRestocked(Payload):
+    order_id: str
+    reason: str
+    lines: list[Line]
 
 
 class InventoryReleased(Payload):

@@ -46,3 +46,42 @@ class OrderStateChanged(Payload):
     from_state: str
     to_state: str
     reason: str
+
+
+class OrderPaymentAuthorized(Payload):
+    """Manual capture: funds are held; inventory commits the reservation before we capture."""
+
+    order_id: str
+    attempt_id: str
+    payment_intent_id: str
+    amount: int
+    currency: str
+
+
+class OrderCaptureRequested(Payload):
+    order_id: str
+    attempt_id: str
+    payment_intent_id: str
+    amount: int
+    currency: str
+
+
+class OrderRefundRequested(Payload):
+    order_id: str
+    refund_id: str = Field(description="our id; the provider idempotency key derives from it")
+    amount: int = Field(gt=0)
+    currency: str
+    reason: str
+    restock: bool = False
+    requested_by: str
+
+
+class OrderRefunded(Payload):
+    """order.refunded / order.partially_refunded: a refund the provider confirmed."""
+
+    order_id: str
+    refund_id: str
+    amount: int
+    currency: str
+    refunded_total: int = Field(description="all confirmed refunds of the order so far")
+    restock: bool = False
