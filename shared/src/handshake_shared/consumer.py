@@ -26,6 +26,38 @@ log = structlog.get_logger("consumer")
 
 # handler(conn, event, payload): runs inside the transaction that also records the inbox row
 Handler = Callable[[AsyncConnection, CloudEvent, Any], Awaitable[None]]
+# on_dead_letter(conn, event, error): runs inside the dead-letter transaction (e.g. flag the order)
+DeadLetterHook = Callable[[AsyncConnection, CloudEvent, str], Awaitable[None]]
+
+# SQLSTATE classes that mean "the database is not reachable right now", not "this message is bad":
+# 08 connection exception, 53 insufficient resources, 57 operator intervention (shutdown, terminated)
+_INFRA_SQLSTATE_CLASSES = ("08", "53", "57")
+_INFRA_SQLSTATES = {"55000"}  # object not in prerequisite state: database not accepting connections
+
+
+def is_infrastructure_error(exc: BaseException) -> bool:
+    """True when the failure is about reaching the database or broker, so retrying later will work and
+    dead-lettering would be wrong: such a message waits (offset not committed) until things recover."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionError, TimeoutError, OSError)):
+            return True
+        if getattr(current, "connection_invalidated", False):
+            return True
+        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(sqlstate, str) and (sqlstate[:2] in _INFRA_SQLSTATE_CLASSES or sqlstate in _INFRA_SQLSTATES):
+            return True
+        name = type(current).__name__
+        if name in ("InterfaceError", "ConnectionDoesNotExistError", "CannotConnectNowError", "InternalClientError"):
+            return True
+        current = current.__cause__ or current.__context__ or getattr(current, "orig", None)
+    return False
+
+
+class InfrastructureUnavailable(Exception):
+    """Raised to the broker adapter so the message is redelivered later instead of dead-lettered."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +107,10 @@ class EventConsumer:
         outbox: Outbox,
         handlers: dict[str, Handler],
         policy: RetryPolicy | None = None,
+        on_dead_letter: DeadLetterHook | None = None,
     ) -> None:
         self.name = name
+        self.on_dead_letter = on_dead_letter
         self.db = db
         self.t = tables
         self.outbox = outbox
@@ -131,6 +165,11 @@ class EventConsumer:
                     log.warning("event handler failed", attempt=attempt, error=repr(exc))
                     if attempt < self.policy.max_attempts:
                         await asyncio.sleep(self.policy.delay(attempt))
+            if error is not None and is_infrastructure_error(error):
+                # not the message's fault: leave the offset where it is and let the broker bring it back
+                metrics.EVENTS_CONSUMED.labels(self.name, event.type, "deferred").inc()
+                await asyncio.sleep(self.policy.max_backoff)
+                raise InfrastructureUnavailable(repr(error)) from error
             await self.dead_letter(msg, event, repr(error), attempts=attempt)
             return "dead_lettered"
 
@@ -155,6 +194,8 @@ class EventConsumer:
             )
             if event is not None:
                 await claim(conn, self.t, self.name, event)
+                if self.on_dead_letter is not None:
+                    await self.on_dead_letter(conn, event, error)
             await self.outbox.put_raw(
                 conn,
                 topic=dlq_topic(msg.topic),

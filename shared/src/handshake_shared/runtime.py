@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 
-from handshake_shared.consumer import EventConsumer, Handler, RawMessage, RetryPolicy
+from handshake_shared.consumer import DeadLetterHook, EventConsumer, Handler, RawMessage, RetryPolicy
 from handshake_shared.db import Database, MessagingTables
 from handshake_shared.http import Check
 from handshake_shared.kafka import make_broker, relay_sender
@@ -41,10 +41,13 @@ class Runtime:
         self.consumers: list[EventConsumer] = []
         self._relay_task: asyncio.Task[None] | None = None
 
-    def consume(self, topic: str, *, group: str, handlers: dict[str, Handler]) -> EventConsumer:
+    def consume(
+        self, topic: str, *, group: str, handlers: dict[str, Handler], on_dead_letter: DeadLetterHook | None = None
+    ) -> EventConsumer:
         consumer = EventConsumer(
-            name=group, db=self.db, tables=self.tables, outbox=self.outbox, handlers=handlers, policy=self.retry_policy
-        )
+            name=group, db=self.db, tables=self.tables, outbox=self.outbox, handlers=handlers,
+            policy=self.retry_policy, on_dead_letter=on_dead_letter,
+        )  # fmt: skip
         subscriber = self.broker.subscriber(
             topic,
             group_id=self.settings.kafka_group_prefix + group,

@@ -12,17 +12,21 @@ import httpx
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from handshake_order import idempotency as idem
 from handshake_order import repository as repo
+from handshake_order.domain import saga
+from handshake_order.domain.states import OrderState
 from handshake_order.checkout import Checkout, CheckoutRequest, pricing_problem, quote, token_hash
-from handshake_order.db import coupons, products, shipping_rates, tax_rates
+from handshake_order.db import coupons, products, refunds, shipping_rates, tax_rates
 from handshake_order.domain.pricing import PricingError
 from handshake_order.settings import OrderSettings
 from handshake_shared.auth import principal_from_header, require_roles
 from handshake_shared.db import Database
 from handshake_shared.http import Problem
+from handshake_shared.outbox import Outbox
 
 Authorization = Annotated[str | None, Header()]
 
@@ -32,6 +36,7 @@ class OrderContext:
     db: Database
     settings: OrderSettings
     checkout: Checkout
+    outbox: Outbox
     http: httpx.AsyncClient | None = None
 
 
@@ -54,6 +59,7 @@ class CouponIn(BaseModel):
     max_redemptions: int | None = Field(default=None, ge=1)
     expires_at: datetime | None = None
     active: bool = True
+    once_per_customer: bool = False
 
 
 class TaxRateIn(BaseModel):
@@ -65,6 +71,28 @@ class ShippingRateIn(BaseModel):
     code: str
     amount: int = Field(ge=0)
     currency: str = Field(min_length=3, max_length=3)
+
+
+class EmptyBody(BaseModel):
+    pass
+
+
+class RefundIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: int = Field(gt=0, description="minor units")
+    reason: str = Field(min_length=3, max_length=500)
+    restock: bool = False
+
+
+# states a person may set by hand; money-moving states are reached only through the saga
+MANUAL_TARGETS = {OrderState.NEEDS_REVIEW, OrderState.CANCELLED, OrderState.FULFILLED, OrderState.PARTIALLY_FULFILLED,
+                  OrderState.CLOSED}  # fmt: skip
+
+
+class TransitionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: OrderState
+    reason: str = Field(min_length=3, max_length=500)
 
 
 class CatalogueIn(BaseModel):
@@ -101,17 +129,13 @@ def build_router(ctx: OrderContext) -> APIRouter:
         idempotency_key: Annotated[str | None, Header()] = None,
         traceparent: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
-        if not idempotency_key or len(idempotency_key) > 255:
-            raise Problem(
-                400, "Idempotency-Key required", "send a unique Idempotency-Key header (at most 255 characters) per checkout",
-                type="idempotency-key-required",
-            )  # fmt: skip
+        key = idem.require_key(idempotency_key)
         principal = principal_from_header(ctx.settings, authorization)
-        status, body, replayed = await ctx.checkout.place(principal, idempotency_key, req, traceparent)
+        status, body, replayed = await ctx.checkout.place(principal, key, req, traceparent)
         headers = {"Location": body["links"]["self"]}
         if replayed:
             headers["Idempotent-Replayed"] = "true"
-        return JSONResponse(body, status_code=status, headers=headers)
+        return idem.CanonicalJSONResponse(body, status_code=status, headers=headers)
 
     async def readable_order(order_id: str, authorization: str | None, token: str | None) -> Any:
         """Owner or lookup-token holder only; anyone else gets the same 404 as for a missing order."""
@@ -185,10 +209,121 @@ def build_router(ctx: OrderContext) -> APIRouter:
         # the client secret is passed through, never logged or stored here
         return upstream.json()
 
+    async def command(
+        order_id: uuid.UUID, decide: Any, *, actor: str, scope: str | None = None, key: str | None = None,
+        request: BaseModel | None = None, command_name: str = "", status: int = 200,
+        respond: Any = None,
+    ) -> JSONResponse:
+        """Lock the order, let the saga decide, apply; with a key, answer a retry from the stored response."""
+        async with ctx.db.transaction() as conn:
+            if key is not None:
+                assert scope is not None and request is not None
+                stored = await idem.claim(conn, scope=scope, key=key, request_hash=idem.fingerprint(command_name, request),
+                                          command=command_name)  # fmt: skip
+                if stored is not None:
+                    return idem.CanonicalJSONResponse(stored[1], status_code=stored[0],
+                                                      headers={"Idempotent-Replayed": "true"})  # fmt: skip
+            row = await repo.lock_order(conn, order_id)
+            if row is None:
+                raise Problem(404, "Order not found", type="order-not-found")
+            try:
+                decision = decide(repo.view_of(row))
+            except saga.CommandRefused as refused:
+                raise Problem(409, "Not possible in this state", refused.detail, type=refused.code,
+                              state=row.state) from None  # fmt: skip
+            body = {"order_id": str(order_id), "state": decision.view.state.value}
+            if respond is not None:
+                body.update(await respond(conn, decision))
+            await repo.apply(conn, ctx.outbox, decision, actor=actor)
+            if key is not None:
+                assert scope is not None
+                await idem.store(conn, scope=scope, key=key, status=status, body=body, order_id=order_id)
+        return idem.CanonicalJSONResponse(body, status_code=status)
+
+    @router.post("/v1/orders/{order_id}/cancel")
+    async def cancel_order(
+        order_id: str, authorization: Authorization = None, x_order_token: Annotated[str | None, Header()] = None,
+        token: Annotated[str | None, Query()] = None,
+    ) -> JSONResponse:
+        order, _ = await readable_order(order_id, authorization, x_order_token or token)
+        if order.state == OrderState.CANCELLED:
+            return JSONResponse({"order_id": str(order.id), "state": order.state})
+        return await command(order.id, saga.cancel_by_customer, actor=order.customer_id or "guest")
+
+    @router.post("/v1/orders/{order_id}/payment-attempts", status_code=202)
+    async def new_payment_attempt(
+        order_id: str, authorization: Authorization = None, x_order_token: Annotated[str | None, Header()] = None,
+        token: Annotated[str | None, Query()] = None, idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        key = idem.require_key(idempotency_key)
+        order, _ = await readable_order(order_id, authorization, x_order_token or token)
+        return await command(
+            order.id, lambda view: saga.retry_payment(view, seed=f"retry:{key}"), actor=order.customer_id or "guest",
+            scope=f"order:{order.id}", key=key, request=EmptyBody(), command_name="payment-attempt", status=202,
+        )  # fmt: skip
+
     @router.get("/v1/admin/orders/{order_id}")
     async def admin_get_order(order_id: str, authorization: Authorization = None) -> dict[str, Any]:
         require_roles(ctx.settings, authorization, "support", "finance", "admin")
-        return await get_order(order_id, authorization=authorization, x_order_token=None, token=None)
+        body = await get_order(order_id, authorization=authorization, x_order_token=None, token=None)
+        async with ctx.db.engine.connect() as conn:
+            oid = uuid.UUID(body["order_id"])
+            body["notes"] = await repo.notes(conn, oid)
+            body["refunds"] = await repo.refunds_of(conn, oid)
+            row = await repo.get_order(conn, oid)
+        assert row is not None
+        body.update(customer_id=row.customer_id, captured_amount=row.captured_amount, refunded_amount=row.refunded_amount,
+                    refund_pending_amount=row.refund_pending_amount, stock_committed=row.stock_committed)  # fmt: skip
+        return body
+
+    @router.post("/v1/admin/orders/{order_id}/refunds", status_code=202)
+    async def request_refund(
+        order_id: str, body: RefundIn, authorization: Authorization = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        principal = require_roles(ctx.settings, authorization, "support", "finance")
+        key = idem.require_key(idempotency_key)
+        if not principal.has_role("finance") and body.amount > ctx.settings.support_refund_limit:
+            raise Problem(403, "Refund above your limit",
+                          f"support may refund up to {ctx.settings.support_refund_limit}; ask finance",
+                          type="refund-limit-exceeded")  # fmt: skip
+        oid = repo.parse_order_id(order_id)
+        if oid is None:
+            raise Problem(404, "Order not found", type="order-not-found")
+        refund_id = uuid.uuid4()
+
+        async def record(conn: Any, decision: saga.Decision) -> dict[str, Any]:
+            await conn.execute(insert(refunds).values(
+                id=refund_id, order_id=oid, amount=body.amount, currency=decision.view.currency, reason=body.reason,
+                restock=body.restock, requested_by=principal.subject, state="requested"))  # fmt: skip
+            return {"refund_id": str(refund_id), "refund_state": "requested", "amount": body.amount}
+
+        return await command(
+            oid,
+            lambda view: saga.request_refund(view, refund_id=str(refund_id), amount=body.amount, reason=body.reason,
+                                             restock=body.restock, actor=principal.subject),
+            actor=principal.subject, scope=f"staff:{principal.subject}", key=key, request=body,
+            command_name=f"refund:{oid}", status=202, respond=record,
+        )  # fmt: skip
+
+    @router.post("/v1/admin/orders/{order_id}/transitions")
+    async def manual_transition(order_id: str, body: TransitionIn, authorization: Authorization = None) -> JSONResponse:
+        principal = require_roles(ctx.settings, authorization, "support", "admin")
+        oid = repo.parse_order_id(order_id)
+        if oid is None:
+            raise Problem(404, "Order not found", type="order-not-found")
+
+        def decide(view: saga.OrderView) -> saga.Decision:
+            if body.to not in MANUAL_TARGETS:
+                raise saga.CommandRefused("transition-not-manual", f"{body.to} is reached only through the saga")
+            if body.to == OrderState.CANCELLED and view.captured_amount > view.refunded_amount:
+                raise saga.CommandRefused("money-held", "refund the captured money before cancelling")
+            decision = saga.manual_transition(view, body.to, f"{body.reason} (manual)")
+            if body.to in (OrderState.CANCELLED, OrderState.NEEDS_REVIEW):
+                decision.announce(f"order.{body.to.value}", body.reason, view.state)
+            return decision
+
+        return await command(oid, decide, actor=principal.subject)
 
     @router.put("/v1/admin/catalogue")
     async def upsert_catalogue(body: CatalogueIn, authorization: Authorization = None) -> dict[str, int]:

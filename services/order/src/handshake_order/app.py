@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import structlog
 from fastapi import FastAPI
 
 from handshake_order import SERVICE
+from handshake_order import idempotency as idem
 from handshake_order.api import OrderContext, build_router
 from handshake_order.checkout import Checkout
 from handshake_order.db import messaging
@@ -20,20 +23,40 @@ from handshake_shared.logging import configure_logging
 from handshake_shared.runtime import Runtime
 
 
+log = structlog.get_logger("order")
+
+
 def create_app(settings: OrderSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(SERVICE, settings.log_level)
     runtime = Runtime(service=SERVICE, settings=settings, tables=messaging)
     saga = OrderSaga(runtime.outbox)
     runtime.consume(INVENTORY_EVENTS, group="order.inventory-events", handlers=saga.inventory_handlers())
-    runtime.consume(PAYMENT_EVENTS, group="order.payment-events", handlers=saga.payment_handlers())
-    ctx = OrderContext(db=runtime.db, settings=settings, checkout=Checkout(runtime.db, runtime.outbox, settings))
+    runtime.consume(
+        PAYMENT_EVENTS, group="order.payment-events", handlers=saga.payment_handlers(), on_dead_letter=saga.flag_dead_letter
+    )
+    ctx = OrderContext(
+        db=runtime.db, settings=settings, checkout=Checkout(runtime.db, runtime.outbox, settings), outbox=runtime.outbox
+    )
+
+    async def purge_idempotency_keys() -> None:
+        while True:
+            await asyncio.sleep(settings.idempotency_purge_interval_seconds)
+            try:
+                async with runtime.db.transaction() as conn:
+                    await idem.purge_older_than(conn, settings.idempotency_retention_hours)
+            except Exception as exc:  # noqa: BLE001 - retried at the next interval
+                log.warning("idempotency purge failed", error=repr(exc))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.running(), httpx.AsyncClient() as http:
             ctx.http = http
-            yield
+            purger = asyncio.create_task(purge_idempotency_keys())
+            try:
+                yield
+            finally:
+                purger.cancel()
 
     app = FastAPI(title="Handshake order service", version="1", lifespan=lifespan)
     app.state.runtime = runtime

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -18,7 +17,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_order import repository as repo
-from handshake_order.db import coupons, idempotency_keys, orders, products, shipping_rates, tax_rates
+from handshake_order import idempotency as idem
+from handshake_order.db import coupon_redemptions, coupons, orders, products, shipping_rates, tax_rates
 from handshake_order.domain.pricing import Coupon, PriceSnapshot, PricingError, Product, RequestedLine, price
 from handshake_order.domain.states import OrderState
 from handshake_order.settings import OrderSettings
@@ -31,7 +31,6 @@ from handshake_shared.http import Problem
 from handshake_shared.outbox import Outbox
 
 CHECKOUTS = Counter("handshake_checkouts_created_total", "Orders created by checkout")
-IDEMPOTENT_REPLAYS = Counter("handshake_idempotency_replays_total", "Checkout retries answered from the stored response")
 
 
 class LineIn(BaseModel):
@@ -112,36 +111,14 @@ class Checkout:
     async def place(
         self, principal: Principal | None, idempotency_key: str, req: CheckoutRequest, traceparent: str | None
     ) -> tuple[int, dict[str, Any], bool]:
-        """Returns (status, body, replayed). The idempotency row, the order, its audit row and order.placed
-        commit in one transaction: a concurrent retry with the same key blocks on the key's unique index
-        until the first commits, then replays its answer; a request whose process died left nothing."""
+        """Returns (status, body, replayed). The idempotency claim, the order, its audit row, the coupon
+        redemption and order.placed commit in one transaction (see idempotency.py)."""
         scope = f"customer:{principal.subject}" if principal else "guest"
-        request_hash = hashlib.sha256(json.dumps(req.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        request_hash = idem.fingerprint("checkout", req)
         async with self.db.transaction() as conn:
-            claimed = (
-                await conn.execute(
-                    pg_insert(idempotency_keys)
-                    .values(scope=scope, key=idempotency_key, request_hash=request_hash, status_code=0, response={})
-                    .on_conflict_do_nothing()
-                    .returning(idempotency_keys.c.key)
-                )
-            ).first()
-            if claimed is None:
-                stored = (
-                    await conn.execute(
-                        select(idempotency_keys).where(
-                            idempotency_keys.c.scope == scope, idempotency_keys.c.key == idempotency_key
-                        )
-                    )
-                ).one()
-                if stored.request_hash != request_hash:
-                    raise Problem(
-                        422, "Idempotency-Key reused", "this Idempotency-Key was used with a different request body",
-                        type="idempotency-key-reused",
-                    )  # fmt: skip
-                IDEMPOTENT_REPLAYS.inc()
-                return stored.status_code, stored.response, True
-
+            stored = await idem.claim(conn, scope=scope, key=idempotency_key, request_hash=request_hash, command="checkout")
+            if stored is not None:
+                return stored[0], stored[1], True
             try:
                 snapshot = await quote(conn, req)
             except PricingError as err:
@@ -159,6 +136,8 @@ class Checkout:
                     snapshot=snapshot.model_dump(mode="json"),
                 )
             )
+            if snapshot.coupon_code:
+                await redeem_coupon(conn, snapshot.coupon_code, order_id, principal)
             await repo.record_creation(conn, order_id, actor=principal.subject if principal else "guest")
             await self.outbox.emit(
                 conn,
@@ -186,10 +165,39 @@ class Checkout:
             }
             if token:
                 body["lookup_token"] = token
-            await conn.execute(
-                update(idempotency_keys)
-                .where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == idempotency_key)
-                .values(status_code=202, response=body, order_id=order_id)
-            )
+            await idem.store(conn, scope=scope, key=idempotency_key, status=202, body=body, order_id=order_id)
         CHECKOUTS.inc()
         return 202, body, False
+
+
+async def redeem_coupon(conn: AsyncConnection, code: str, order_id: uuid.UUID, principal: Principal | None) -> None:
+    """Counted atomically with the order: the conditional update holds the coupon row, so concurrent
+    checkouts can never redeem past the limit; once-per-customer is a unique index."""
+    row = (
+        await conn.execute(
+            update(coupons)
+            .where(
+                coupons.c.code == code,
+                coupons.c.active,
+                (coupons.c.max_redemptions.is_(None)) | (coupons.c.redemptions < coupons.c.max_redemptions),
+            )
+            .values(redemptions=coupons.c.redemptions + 1)
+            .returning(coupons.c.once_per_customer)
+        )
+    ).first()
+    if row is None:
+        raise Problem(422, "Cannot price this order", f"coupon {code} has been fully redeemed", type="coupon-exhausted")
+    if row.once_per_customer and principal is None:
+        raise Problem(422, "Cannot price this order", f"coupon {code} needs a signed-in customer",
+                      type="coupon-requires-account")  # fmt: skip
+    redeemed = (
+        await conn.execute(
+            pg_insert(coupon_redemptions)
+            .values(code=code, order_id=order_id, customer_id=principal.subject if row.once_per_customer else None)
+            .on_conflict_do_nothing()
+            .returning(coupon_redemptions.c.order_id)
+        )
+    ).first()
+    if redeemed is None:
+        raise Problem(422, "Cannot price this order", f"coupon {code} can be used once per customer",
+                      type="coupon-already-used")  # fmt: skip

@@ -47,7 +47,9 @@ coupons = Table(
     Column("redemptions", Integer, nullable=False, server_default=text("0")),
     Column("expires_at", DateTime(timezone=True), nullable=True),
     Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("once_per_customer", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint("kind IN ('percent', 'fixed')", name="kind_known"),
+    CheckConstraint("max_redemptions IS NULL OR redemptions <= max_redemptions", name="redemptions_within_limit"),
     CheckConstraint("percent_bp IS NULL OR (percent_bp > 0 AND percent_bp <= 10000)", name="percent_range"),
     CheckConstraint("amount_off IS NULL OR amount_off > 0", name="amount_off_positive"),
     comment="Discount codes: percent (basis points) or fixed amount in one currency.",
@@ -84,9 +86,19 @@ orders = Table(
     Column("reservation_id", Text, nullable=True),
     Column("payment_attempt_id", Text, nullable=True),
     Column("payment_intent_id", Text, nullable=True),
+    Column("payment_requested", Boolean, nullable=False, server_default=text("false")),
+    Column("captured_amount", BigInteger, nullable=False, server_default=text("0")),
+    Column("stock_committed", Boolean, nullable=False, server_default=text("false")),
+    Column("refunded_amount", BigInteger, nullable=False, server_default=text("0")),
+    Column("refund_pending_amount", BigInteger, nullable=False, server_default=text("0")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("total >= 0", name="total_non_negative"),
+    # the database itself refuses to promise back more than was taken
+    CheckConstraint(
+        "refunded_amount >= 0 AND refund_pending_amount >= 0 AND refunded_amount + refund_pending_amount <= captured_amount",
+        name="refunds_within_capture",
+    ),
     comment="One row per order: lifecycle state plus the immutable price snapshot taken at checkout.",
 )
 Index("ix_orders_customer", orders.c.customer_id, orders.c.created_at)
@@ -120,3 +132,54 @@ idempotency_keys = Table(
     comment="Checkout requests by (customer scope, Idempotency-Key): a retry gets the first answer back.",
 )
 Index("ix_idempotency_keys_created", idempotency_keys.c.created_at)
+
+coupon_redemptions = Table(
+    "coupon_redemptions",
+    metadata,
+    Column("code", String(64), ForeignKey("coupons.code"), primary_key=True),
+    Column("order_id", UUID(as_uuid=True), ForeignKey("orders.id"), primary_key=True),
+    Column("customer_id", Text, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment="One row per order that used a coupon; unique per customer for once-per-customer coupons.",
+)
+Index(
+    "uq_coupon_redemptions_once_per_customer",
+    coupon_redemptions.c.code,
+    coupon_redemptions.c.customer_id,
+    unique=True,
+    postgresql_where=coupon_redemptions.c.customer_id.isnot(None),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("order_id", UUID(as_uuid=True), ForeignKey("orders.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("restock", Boolean, nullable=False),
+    Column("requested_by", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("provider_refund_id", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("state IN ('requested', 'succeeded', 'failed')", name="state_known"),
+    comment="Refunds the order asked payment for (by staff or after a late payment without stock), and their outcome.",
+)
+Index("ix_refunds_order", refunds.c.order_id)
+
+order_notes = Table(
+    "order_notes",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("order_id", UUID(as_uuid=True), ForeignKey("orders.id"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("event_id", Text, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment="Facts about an order that change no state (an automatic refund, an ignored duplicate): part of its timeline.",
+)
+Index("ix_order_notes_order", order_notes.c.order_id, order_notes.c.id)

@@ -1,22 +1,28 @@
-"""The order side of the saga: inventory and payment facts move the lifecycle; each handler runs in
-the consumer's transaction (inbox row + state + audit + outbox commit together)."""
+"""The order side of the saga: each consumed fact locks the order, asks the pure saga what follows
+(domain/saga.py) and applies it in the consumer's transaction (inbox + state + audit + outbox)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+import structlog
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_order import repository as repo
+from handshake_order.db import refunds
+from handshake_order.domain import saga
+from handshake_order.domain.saga import Decision, OrderView
+from handshake_order.domain.states import ORDER_LIFECYCLE
 from handshake_order.domain.states import OrderState as S
 from handshake_shared.consumer import Handler
 from handshake_shared.envelope import CloudEvent
-from handshake_shared.events import ORDER_EVENTS
-from handshake_shared.events import inventory as inv
-from handshake_shared.events import order as o
 from handshake_shared.events import payment as pay
 from handshake_shared.outbox import Outbox
+
+log = structlog.get_logger("order")
 
 ACTOR = "order-service"
 
@@ -25,115 +31,94 @@ class OrderSaga:
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
 
-    async def emit(self, conn: AsyncConnection, type: str, order_id: str, data: Any, cause: CloudEvent | None) -> None:
-        await self.outbox.emit(conn, topic=ORDER_EVENTS, type=type, order_id=order_id, data=data, cause=cause)
+    def reacting(self, react: Callable[[OrderView, Any, CloudEvent], Decision]) -> Handler:
+        async def handle(conn: AsyncConnection, event: CloudEvent, payload: Any) -> None:
+            row = await repo.lock_order(conn, payload.order_id)
+            if row is None:
+                log.warning("event for an unknown order ignored", order_id=payload.order_id)
+                return
+            decision = react(repo.view_of(row), payload, event)
+            await self.after(conn, decision, payload, event)
+            await repo.apply(conn, self.outbox, decision, actor=ACTOR, cause=event)
 
-    async def move(
-        self, conn: AsyncConnection, order: Any, target: S, *, reason: str, cause: CloudEvent | None, actor: str = ACTOR,
-        announce: str | None = None, **columns: Any,
-    ) -> bool:
-        """Transition and, if it applied, publish the matching order event (state-change payload)."""
-        applied = await repo.transition(
-            conn, order, target, reason=reason, actor=actor, event_id=str(cause.id) if cause else None, **columns
-        )
-        if applied and announce:
-            await self.emit(
-                conn, announce, str(order.id),
-                o.OrderStateChanged(order_id=str(order.id), from_state=order.state, to_state=target, reason=reason),
-                cause,
+        return handle
+
+    async def after(self, conn: AsyncConnection, decision: Decision, payload: Any, event: CloudEvent) -> None:
+        """Rows the saga's decision implies beyond the order itself (the refund ledger)."""
+        for type_, data in decision.emits:
+            if type_ == "order.refund_requested":
+                await conn.execute(
+                    insert(refunds).values(
+                        id=uuid.UUID(data.refund_id), order_id=uuid.UUID(data.order_id), amount=data.amount,
+                        currency=data.currency, reason=data.reason, restock=data.restock,
+                        requested_by=data.requested_by, state="requested",
+                    )
+                )  # fmt: skip
+
+    async def on_refunded(self, conn: AsyncConnection, event: CloudEvent, p: pay.PaymentRefunded) -> None:
+        row = await repo.lock_order(conn, p.order_id)
+        if row is None:
+            return
+        refund = (
+            await conn.execute(select(refunds).where(refunds.c.id == _uuid_or_none(p.refund_id)).with_for_update())
+        ).first() if _uuid_or_none(p.refund_id) else None  # fmt: skip
+        if refund is not None and refund.state == "succeeded":
+            return
+        decision = saga.on_refunded(repo.view_of(row), p, requested_here=refund is not None,
+                                    restock=bool(refund and refund.restock))  # fmt: skip
+        if refund is not None:
+            await conn.execute(
+                update(refunds).where(refunds.c.id == refund.id)
+                .values(state="succeeded", provider_refund_id=p.provider_refund_id, updated_at=func.now())
             )  # fmt: skip
-        return applied
+        await repo.apply(conn, self.outbox, decision, actor=ACTOR, cause=event)
 
-    # -- inventory.events.v1 ------------------------------------------------------------------
-
-    async def on_reserved(self, conn: AsyncConnection, event: CloudEvent, p: inv.InventoryReserved) -> None:
-        order = await repo.lock_order(conn, p.order_id)
-        if order is None or order.state != S.DRAFT:
+    async def on_refund_failed(self, conn: AsyncConnection, event: CloudEvent, p: pay.PaymentRefundFailed) -> None:
+        row = await repo.lock_order(conn, p.order_id)
+        refund_id = _uuid_or_none(p.refund_id)
+        if row is None or refund_id is None:
             return
-        await conn.execute(
-            repo.orders.update().where(repo.orders.c.id == order.id).values(reservation_id=p.reservation_id)
-        )
-        # one payment request per reservation: derived from the causing event, so a replay asks for the same one
-        request_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"payment-request:{event.id}"))
-        await self.emit(
-            conn, "order.payment_requested", p.order_id,
-            o.OrderPaymentRequested(order_id=p.order_id, request_id=request_id, amount=order.total, currency=order.currency),
-            event,
-        )  # fmt: skip
-
-    async def on_rejected(self, conn: AsyncConnection, event: CloudEvent, p: inv.InventoryRejected) -> None:
-        order = await repo.lock_order(conn, p.order_id)
-        if order is None:
+        refund = (await conn.execute(select(refunds).where(refunds.c.id == refund_id).with_for_update())).first()
+        if refund is None or refund.state != "requested":
             return
-        skus = ", ".join(f"{line.sku} (wanted {line.requested}, {line.available} available)" for line in p.lines)
-        await self.move(conn, order, S.CANCELLED, reason=f"out of stock: {skus}", cause=event, announce="order.cancelled")
+        await conn.execute(update(refunds).where(refunds.c.id == refund_id).values(state="failed", updated_at=func.now()))
+        await repo.apply(conn, self.outbox, saga.on_refund_failed(repo.view_of(row), p), actor=ACTOR, cause=event)
 
-    async def on_committed(self, conn: AsyncConnection, event: CloudEvent, p: inv.InventoryCommitted) -> None:
-        order = await repo.lock_order(conn, p.order_id)
-        if order is None:
+    async def flag_dead_letter(self, conn: AsyncConnection, event: CloudEvent, error: str) -> None:
+        """A payment fact we could not apply is money we cannot account for: a human must look."""
+        row = await repo.lock_order(conn, event.subject) if _uuid_or_none(event.subject) else None
+        if row is None:
             return
-        if await self.move(conn, order, S.FULFILLMENT_PENDING, reason="stock committed", cause=event):
-            await self.emit(
-                conn, "order.fulfillment_pending", p.order_id, o.OrderFulfillmentPending(order_id=p.order_id), event
-            )
-
-    # -- payment.events.v1 --------------------------------------------------------------------
-
-    async def on_intent_created(self, conn: AsyncConnection, event: CloudEvent, p: pay.PaymentIntentCreated) -> None:
-        order = await repo.lock_order(conn, p.order_id)
-        if order is None:
-            return
-        moved = await self.move(
-            conn, order, S.PAYMENT_PENDING, reason="payment intent created", cause=event,
-            payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id,
-        )  # fmt: skip
-        if moved:
-            await self.emit(
-                conn, "order.payment_pending", p.order_id,
-                o.OrderPaymentPending(order_id=p.order_id, attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id),
-                event,
-            )  # fmt: skip
-
-    async def on_payment_succeeded(self, conn: AsyncConnection, event: CloudEvent, p: pay.PaymentSucceeded) -> None:
-        order = await repo.lock_order(conn, p.order_id)
-        if order is None:
-            return
-        if p.amount != order.total or p.currency.upper() != order.currency:
-            # never fulfil an order whose charge does not match its snapshot
-            await self.move(
-                conn, order, S.NEEDS_REVIEW, cause=event, announce="order.needs_review",
-                reason=f"charged {p.amount} {p.currency.upper()} but the order total is {order.total} {order.currency}",
-            )  # fmt: skip
-            return
-        moved = await self.move(
-            conn, order, S.PAID, reason="payment succeeded", cause=event,
-            payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id,
-        )  # fmt: skip
-        if moved:
-            await self.emit(
-                conn, "order.paid", p.order_id,
-                o.OrderPaid(order_id=p.order_id, attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id,
-                            amount=p.amount, currency=p.currency.upper()),
-                event,
-            )  # fmt: skip
-
-    async def on_payment_failed(self, conn: AsyncConnection, event: CloudEvent, p: pay.PaymentFailed) -> None:
-        order = await repo.lock_order(conn, p.order_id)
-        if order is None or order.payment_attempt_id not in (None, p.attempt_id):
-            return  # a stale attempt's failure says nothing about the current one
-        reason = f"payment failed: {p.failure_code or 'unknown'}"
-        await self.move(conn, order, S.PAYMENT_FAILED, reason=reason, cause=event)
+        view = repo.view_of(row)
+        decision = Decision(view)
+        reason = f"{event.type} could not be applied and was dead-lettered"
+        if ORDER_LIFECYCLE.can(view.state, S.NEEDS_REVIEW):
+            decision.move(S.NEEDS_REVIEW, reason)
+            decision.announce("order.needs_review", reason, view.state)
+        decision.note("dead-letter", f"{reason}: {error[:300]}")
+        await repo.apply(conn, self.outbox, decision, actor=ACTOR, cause=event)
 
     def inventory_handlers(self) -> dict[str, Handler]:
         return {
-            "inventory.reserved": self.on_reserved,
-            "inventory.rejected": self.on_rejected,
-            "inventory.committed": self.on_committed,
+            "inventory.reserved": self.reacting(lambda v, p, e: saga.on_reserved(v, p, str(e.id))),
+            "inventory.rejected": self.reacting(lambda v, p, e: saga.on_rejected(v, p)),
+            "inventory.reservation_expired": self.reacting(lambda v, p, e: saga.on_reservation_expired(v, p)),
+            "inventory.committed": self.reacting(lambda v, p, e: saga.on_committed(v, p)),
+            "inventory.commit_failed": self.reacting(lambda v, p, e: saga.on_commit_failed(v, p)),
         }
 
     def payment_handlers(self) -> dict[str, Handler]:
         return {
-            "payment.intent_created": self.on_intent_created,
-            "payment.succeeded": self.on_payment_succeeded,
-            "payment.failed": self.on_payment_failed,
+            "payment.intent_created": self.reacting(lambda v, p, e: saga.on_intent_created(v, p)),
+            "payment.authorized": self.reacting(lambda v, p, e: saga.on_authorized(v, p)),
+            "payment.succeeded": self.reacting(lambda v, p, e: saga.on_succeeded(v, p)),
+            "payment.failed": self.reacting(lambda v, p, e: saga.on_failed(v, p)),
+            "payment.canceled": self.reacting(lambda v, p, e: saga.on_canceled(v, p)),
+            "payment.capture_failed": self.reacting(lambda v, p, e: saga.on_capture_failed(v, p)),
+            "payment.refunded": self.on_refunded,
+            "payment.refund_failed": self.on_refund_failed,
         }
+
+
+def _uuid_or_none(value: str) -> uuid.UUID | None:
+    return repo.parse_order_id(value)

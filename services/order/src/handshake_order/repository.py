@@ -1,4 +1,5 @@
-"""Order queries and the one place a lifecycle transition is applied (state + audit row together)."""
+"""Order queries, and the one place a saga Decision is applied: transitions with their audit rows,
+column updates, notes and outbox events, all in the caller's transaction."""
 
 from __future__ import annotations
 
@@ -11,13 +12,28 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handshake_order.db import order_transitions, orders
-from handshake_order.domain.states import ORDER_LIFECYCLE, OrderState
+from handshake_order.db import order_notes, order_transitions, orders, refunds
+from handshake_order.domain.saga import Decision, OrderView
+from handshake_order.domain.states import OrderState
+from handshake_shared.envelope import CloudEvent
+from handshake_shared.events import ORDER_EVENTS
+from handshake_shared.outbox import Outbox
 
 log = structlog.get_logger("order")
 
 TRANSITIONS = Counter("handshake_order_transitions_total", "Applied order transitions", ["from_state", "to_state"])
 REFUSED = Counter("handshake_order_transitions_refused_total", "Transitions refused by the lifecycle table", ["from_state", "to_state"])
+
+
+def _uuid(value: str | uuid.UUID) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def parse_order_id(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, TypeError):
+        return None
 
 
 async def lock_order(conn: AsyncConnection, order_id: str | uuid.UUID) -> Row[Any] | None:
@@ -28,23 +44,20 @@ async def get_order(conn: AsyncConnection, order_id: str | uuid.UUID) -> Row[Any
     return (await conn.execute(select(orders).where(orders.c.id == _uuid(order_id)))).first()
 
 
-async def timeline(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str, Any]]:
-    rows = (
-        await conn.execute(
-            select(order_transitions).where(order_transitions.c.order_id == order_id).order_by(order_transitions.c.id)
-        )
-    ).all()
-    return [
-        {
-            "from": r.from_state,
-            "to": r.to_state,
-            "reason": r.reason,
-            "actor": r.actor,
-            "event_id": r.event_id,
-            "at": r.at.isoformat(),
-        }
-        for r in rows
-    ]
+def view_of(row: Row[Any]) -> OrderView:
+    return OrderView(
+        id=str(row.id),
+        state=OrderState(row.state),
+        total=row.total,
+        currency=row.currency,
+        payment_attempt_id=row.payment_attempt_id,
+        payment_intent_id=row.payment_intent_id,
+        payment_requested=row.payment_requested,
+        captured_amount=row.captured_amount,
+        stock_committed=row.stock_committed,
+        refunded_amount=row.refunded_amount,
+        refund_pending_amount=row.refund_pending_amount,
+    )
 
 
 async def record_creation(conn: AsyncConnection, order_id: uuid.UUID, *, actor: str) -> None:
@@ -55,36 +68,61 @@ async def record_creation(conn: AsyncConnection, order_id: uuid.UUID, *, actor: 
     )
 
 
-async def transition(
-    conn: AsyncConnection,
-    order: Row[Any],
-    target: OrderState,
-    *,
-    reason: str,
-    actor: str,
-    event_id: str | None = None,
-    **columns: Any,
-) -> bool:
-    """Apply target if the table allows it from the order's current state; refuse and log otherwise."""
-    current = OrderState(order.state)
-    if not ORDER_LIFECYCLE.can(current, target):
+async def apply(
+    conn: AsyncConnection, outbox: Outbox, decision: Decision, *, actor: str, cause: CloudEvent | None = None
+) -> None:
+    order_id = _uuid(decision.view.id)
+    event_id = str(cause.id) if cause else None
+    for current, target, reason in decision.refused:
         REFUSED.labels(current, target).inc()
-        log.warning("order transition refused", order_id=str(order.id), current=current, target=target, reason=reason)
-        return False
-    await conn.execute(
-        update(orders)
-        .where(orders.c.id == order.id, orders.c.state == current)
-        .values(state=target, updated_at=func.now(), **columns)
-    )
-    await conn.execute(
-        insert(order_transitions).values(
-            order_id=order.id, from_state=current, to_state=target, reason=reason, actor=actor, event_id=event_id
+        log.warning("order transition refused", order_id=str(order_id), current=current, target=target, reason=reason)
+    columns = dict(decision.updates)
+    if decision.transitions:
+        columns["state"] = decision.view.state
+    if columns:
+        await conn.execute(update(orders).where(orders.c.id == order_id).values(updated_at=func.now(), **columns))
+    for current, target, reason in decision.transitions:
+        await conn.execute(
+            insert(order_transitions).values(
+                order_id=order_id, from_state=current, to_state=target, reason=reason, actor=actor, event_id=event_id
+            )
         )
-    )
-    TRANSITIONS.labels(current, target).inc()
-    log.info("order transition", order_id=str(order.id), from_state=current, to_state=target, reason=reason)
-    return True
+        TRANSITIONS.labels(current, target).inc()
+        log.info("order transition", order_id=str(order_id), from_state=current, to_state=target, reason=reason)
+    for kind, detail in decision.notes:
+        await conn.execute(
+            insert(order_notes).values(order_id=order_id, kind=kind, detail=detail, actor=actor, event_id=event_id)
+        )
+    for type_, data in decision.emits:
+        await outbox.emit(conn, topic=ORDER_EVENTS, type=type_, order_id=str(order_id), data=data, cause=cause)
 
 
-def _uuid(value: str | uuid.UUID) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+async def timeline(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = (
+        await conn.execute(
+            select(order_transitions).where(order_transitions.c.order_id == order_id).order_by(order_transitions.c.id)
+        )
+    ).all()
+    return [
+        {"from": r.from_state, "to": r.to_state, "reason": r.reason, "actor": r.actor, "event_id": r.event_id,
+         "at": r.at.isoformat()}
+        for r in rows
+    ]  # fmt: skip
+
+
+async def notes(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = (
+        await conn.execute(select(order_notes).where(order_notes.c.order_id == order_id).order_by(order_notes.c.id))
+    ).all()
+    return [{"kind": r.kind, "detail": r.detail, "actor": r.actor, "event_id": r.event_id, "at": r.at.isoformat()}
+            for r in rows]  # fmt: skip
+
+
+async def refunds_of(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = (await conn.execute(select(refunds).where(refunds.c.order_id == order_id).order_by(refunds.c.created_at))).all()
+    return [
+        {"refund_id": str(r.id), "amount": r.amount, "currency": r.currency, "reason": r.reason, "restock": r.restock,
+         "requested_by": r.requested_by, "state": r.state, "provider_refund_id": r.provider_refund_id,
+         "created_at": r.created_at.isoformat(), "updated_at": r.updated_at.isoformat()}
+        for r in rows
+    ]  # fmt: skip

@@ -10,7 +10,11 @@ class OrderSettings(ServiceSettings):
     payment_internal_url: str = "http://127.0.0.1:8002"
     # key for guest lookup tokens (HMAC of the order id): a token is never stored, only its hash
     lookup_token_key: SecretStr = SecretStr("dev-lookup-key-change-me")
+    # idempotency keys are kept at least this long (the promise to clients is 24 h)
     idempotency_retention_hours: int = 48
+    idempotency_purge_interval_seconds: float = 3600
+    # the largest refund (minor units) role "support" may grant; "finance" has no limit
+    support_refund_limit: int = 10_000
 
 
 @lru_cache

@@ -1,0 +1,93 @@
+"""Idempotency keys for commands that must happen once however often they are sent (checkout,
+payment attempts, refunds). The key row is claimed in the command's own transaction: a concurrent
+duplicate blocks on the unique index until the first commits, then replays its stored answer; a
+command whose process died rolled back its claim and is simply done again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from prometheus_client import Counter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from handshake_order.db import idempotency_keys
+from handshake_shared.http import Problem
+
+IDEMPOTENT_REPLAYS = Counter("handshake_idempotency_replays_total", "Commands answered from a stored response", ["command"])
+
+MAX_KEY_LENGTH = 255
+
+
+class CanonicalJSONResponse(JSONResponse):
+    """Sorted keys: the first answer and its replays (read back from JSONB, which reorders keys)
+    are byte-for-byte identical."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def require_key(key: str | None) -> str:
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise Problem(
+            400, "Idempotency-Key required",
+            f"send a unique Idempotency-Key header (at most {MAX_KEY_LENGTH} characters) with this request",
+            type="idempotency-key-required",
+        )  # fmt: skip
+    return key
+
+
+def fingerprint(command: str, body: BaseModel | dict[str, Any]) -> str:
+    data = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+    return hashlib.sha256(json.dumps({"command": command, "body": data}, sort_keys=True).encode()).hexdigest()
+
+
+async def claim(
+    conn: AsyncConnection, *, scope: str, key: str, request_hash: str, command: str
+) -> tuple[int, dict[str, Any]] | None:
+    """None: this request owns the key, do the work and call store(). Otherwise the stored answer."""
+    claimed = (
+        await conn.execute(
+            pg_insert(idempotency_keys)
+            .values(scope=scope, key=key, request_hash=request_hash, status_code=0, response={})
+            .on_conflict_do_nothing()
+            .returning(idempotency_keys.c.key)
+        )
+    ).first()
+    if claimed is not None:
+        return None
+    stored = (
+        await conn.execute(
+            select(idempotency_keys).where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
+        )
+    ).one()
+    if stored.request_hash != request_hash:
+        raise Problem(
+            422, "Idempotency-Key reused", "this Idempotency-Key was already used with a different request",
+            type="idempotency-key-reused",
+        )  # fmt: skip
+    IDEMPOTENT_REPLAYS.labels(command).inc()
+    return stored.status_code, stored.response
+
+
+async def store(
+    conn: AsyncConnection, *, scope: str, key: str, status: int, body: dict[str, Any], order_id: uuid.UUID | None
+) -> None:
+    await conn.execute(
+        update(idempotency_keys)
+        .where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
+        .values(status_code=status, response=body, order_id=order_id)
+    )
+
+
+async def purge_older_than(conn: AsyncConnection, hours: int) -> int:
+    result = await conn.execute(
+        delete(idempotency_keys).where(idempotency_keys.c.created_at < func.now() - text(f"interval '{int(hours)} hours'"))
+    )
+    return result.rowcount or 0

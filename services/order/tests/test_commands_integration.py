@@ -1,0 +1,148 @@
+"""Checkout idempotency, who may read what, coupon limits, refunds and cancellation against real
+PostgreSQL with the app running in-process."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import func, select
+
+from handshake_order.db import coupons, messaging, orders
+
+MUG_ORDER = {"lines": [{"sku": "MUG", "quantity": 2}], "region": "DE", "shipping_method": "standard"}
+MUG_TOTAL = 2500 + 475 + 495
+
+
+async def count(shop, stmt) -> int:  # type: ignore[no-untyped-def]
+    async with shop.runtime.db.engine.connect() as conn:
+        return int((await conn.execute(stmt)).scalar_one())
+
+
+async def test_same_key_in_flight_at_once_creates_one_order_and_one_answer(shop):  # type: ignore[no-untyped-def]
+    responses = await asyncio.gather(*(shop.checkout(key="double-click") for _ in range(12)))
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.text for r in responses}) == 1
+    assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in responses) == 11
+    assert await count(shop, select(func.count()).select_from(orders)) == 1
+    placed = select(func.count()).select_from(messaging.outbox).where(messaging.outbox.c.event_type == "order.placed")
+    assert await count(shop, placed) == 1
+
+
+async def test_key_rules_missing_reused_with_another_body_and_scoped_per_customer(shop):  # type: ignore[no-untyped-def]
+    r = await shop.client.post("/v1/checkout", json=MUG_ORDER)
+    assert r.status_code == 400 and r.json()["type"].endswith("idempotency-key-required")
+    assert (await shop.checkout(key="k1")).status_code == 202
+    other = dict(MUG_ORDER, lines=[{"sku": "TEE", "quantity": 1}])
+    r = await shop.checkout(other, key="k1")
+    assert r.status_code == 422 and r.json()["type"].endswith("idempotency-key-reused")
+    # the same key from two customers is two checkouts
+    a = await shop.checkout(key="shared", **shop.token("alice"))
+    b = await shop.checkout(key="shared", **shop.token("bob"))
+    assert a.json()["order_id"] != b.json()["order_id"]
+    assert await count(shop, select(func.count()).select_from(orders)) == 3
+
+
+async def test_only_the_owner_or_the_lookup_token_holder_can_read_an_order(shop):  # type: ignore[no-untyped-def]
+    mine = (await shop.checkout(key="a", **shop.token("alice"))).json()
+    assert "lookup_token" not in mine
+    assert (await shop.client.get(f"/v1/orders/{mine['order_id']}", headers=shop.token("alice"))).status_code == 200
+    theirs = await shop.client.get(f"/v1/orders/{mine['order_id']}", headers=shop.token("mallory"))
+    assert theirs.status_code == 404 and "alice" not in theirs.text
+
+    guest = (await shop.checkout(key="g")).json()
+    token = guest["lookup_token"]
+    assert len(token) >= 43  # 256 bits, base64url
+    assert (await shop.client.get(f"/v1/orders/{guest['order_id']}", headers={"X-Order-Token": token})).status_code == 200
+    assert (await shop.client.get(f"/v1/orders/{guest['order_id']}")).status_code == 404
+    wrong = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert (await shop.client.get(f"/v1/orders/{guest['order_id']}", headers={"X-Order-Token": wrong})).status_code == 404
+    # only the hash is stored
+    async with shop.runtime.db.engine.connect() as conn:
+        stored = (await conn.execute(select(orders.c.lookup_token_hash).where(orders.c.lookup_token_hash.isnot(None)))).scalar_one()
+    assert stored != token and token not in stored
+    forged = await shop.client.get(f"/v1/orders/{guest['order_id']}", headers={"Authorization": "Bearer not.a.jwt"})
+    assert forged.status_code == 401
+
+
+async def test_coupon_limit_holds_under_concurrent_checkouts(shop):  # type: ignore[no-untyped-def]
+    body = dict(MUG_ORDER, coupon_code="FIVE-ONLY")
+    responses = await asyncio.gather(*(shop.checkout(body, key=f"c{i}", **shop.token(f"cust{i}")) for i in range(20)))
+    accepted = [r for r in responses if r.status_code == 202]
+    refused = [r for r in responses if r.status_code != 202]
+    assert len(accepted) == 5
+    assert {r.status_code for r in refused} == {422}
+    assert {r.json()["type"].rsplit("/", 1)[1] for r in refused} <= {"coupon-exhausted"}
+    assert all(r.json()["snapshot"]["discount"] == 500 for r in accepted)
+    assert await count(shop, select(coupons.c.redemptions).where(coupons.c.code == "FIVE-ONLY")) == 5
+    quote = await shop.client.post("/v1/quotes", json=body)
+    assert quote.status_code == 422 and quote.json()["type"].endswith("coupon-exhausted")
+
+
+async def test_once_per_customer_coupon(shop):  # type: ignore[no-untyped-def]
+    body = dict(MUG_ORDER, coupon_code="ONCE")
+    assert (await shop.checkout(body, key="o1", **shop.token("carol"))).status_code == 202
+    again = await shop.checkout(body, key="o2", **shop.token("carol"))
+    assert again.status_code == 422 and again.json()["type"].endswith("coupon-already-used")
+    assert (await shop.checkout(body, key="o3", **shop.token("dave"))).status_code == 202
+    guest = await shop.checkout(body, key="o4")
+    assert guest.status_code == 422 and guest.json()["type"].endswith("coupon-requires-account")
+    assert await count(shop, select(coupons.c.redemptions).where(coupons.c.code == "ONCE")) == 2
+
+
+async def test_customer_cancel_before_payment_announces_it(shop):  # type: ignore[no-untyped-def]
+    placed = (await shop.checkout(key="cancel-me")).json()
+    r = await shop.client.post(f"/v1/orders/{placed['order_id']}/cancel", headers={"X-Order-Token": placed["lookup_token"]})
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    cancelled = select(func.count()).select_from(messaging.outbox).where(messaging.outbox.c.event_type == "order.cancelled")
+    assert await count(shop, cancelled) == 1
+    # cancelling again is harmless; cancelling a paid order is not possible
+    again = await shop.client.post(f"/v1/orders/{placed['order_id']}/cancel", headers={"X-Order-Token": placed["lookup_token"]})
+    assert again.status_code == 200 and await count(shop, cancelled) == 1
+    paid = await shop.paid_order()
+    refused = await shop.client.post(f"/v1/orders/{paid}/cancel", headers=shop.token("ops", "support"))
+    assert refused.status_code == 409 and refused.json()["state"] == "fulfillment_pending"
+
+
+async def test_refunds_never_exceed_the_capture_even_when_requested_at_once(shop):  # type: ignore[no-untyped-def]
+    order_id = await shop.paid_order()
+    finance = shop.token("fiona", "finance")
+
+    async def refund(amount: int, key: str, headers=finance, **extra):  # type: ignore[no-untyped-def]
+        return await shop.client.post(f"/v1/admin/orders/{order_id}/refunds",
+                                      json={"amount": amount, "reason": "damaged in transit", **extra},
+                                      headers={**headers, "Idempotency-Key": key})  # fmt: skip
+
+    big = MUG_TOTAL - 500
+    results = await asyncio.gather(refund(big, "r1"), refund(big, "r2"), refund(big, "r3"))
+    assert sorted(r.status_code for r in results) == [202, 409, 409]
+    accepted = next(r for r in results if r.status_code == 202).json()
+    replay = await refund(big, next(f"r{i + 1}" for i, r in enumerate(results) if r.status_code == 202))
+    assert replay.json()["refund_id"] == accepted["refund_id"]
+
+    support = shop.token("sam", "support")
+    assert (await refund(1001, "s1", headers=support)).status_code == 403  # above the support limit
+    assert (await refund(500, "s2", headers=support, restock=True)).status_code == 202
+    assert (await refund(1, "s3", headers=support)).status_code == 409  # nothing left to refund
+    r = await shop.client.post(f"/v1/admin/orders/{order_id}/refunds", json={"amount": 1, "reason": ""},
+                               headers={**finance, "Idempotency-Key": "s4"})  # fmt: skip
+    assert r.status_code == 422
+    assert (await shop.client.post(f"/v1/admin/orders/{order_id}/refunds", json={"amount": 1, "reason": "x" * 5},
+                                   headers={"Idempotency-Key": "s5"})).status_code == 401  # fmt: skip
+
+    view = await shop.order(order_id)
+    assert view["refund_pending_amount"] == MUG_TOTAL and view["state"] == "fulfillment_pending"
+    # payment confirms them: partial, then the rest -> refunded
+    first, second = view["refunds"]
+    for refund_row, expected in ((first, "partially_refunded"), (second, "refunded")):
+        await shop.deliver("payment.refunded", order_id, {
+            "order_id": order_id, "refund_id": refund_row["refund_id"], "attempt_id": "a1", "payment_intent_id": "pi_1",
+            "provider_refund_id": f"re_{refund_row['refund_id'][:8]}", "amount": refund_row["amount"], "currency": "eur",
+            "reason": refund_row["reason"]})  # fmt: skip
+        assert (await shop.order(order_id))["state"] == expected
+    view = await shop.order(order_id)
+    assert view["refunded_amount"] == MUG_TOTAL and view["refund_pending_amount"] == 0
+    assert [r["state"] for r in view["refunds"]] == ["succeeded", "succeeded"]
+    refunded_events = select(messaging.outbox.c.payload).where(messaging.outbox.c.event_type == "order.refunded")
+    async with shop.runtime.db.engine.connect() as conn:
+        payload = (await conn.execute(refunded_events)).scalar_one()
+    assert b'"restock":true' in payload and f'"refunded_total":{MUG_TOTAL}'.encode() in payload

@@ -1,0 +1,170 @@
+"""The order lifecycle under any stream of facts: random order, duplicates, late and unexpected events.
+
+Drives the pure saga (domain/saga.py) the handlers use, so every property here holds for the service."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from handshake_order.domain import saga
+from handshake_order.domain.states import ORDER_LIFECYCLE
+from handshake_order.domain.states import OrderState as S
+from handshake_shared.events import inventory as inv
+from handshake_shared.events import payment as pay
+
+TOTAL = 5000
+ORDER = "00000000-0000-4000-8000-000000000001"
+FULFILLED_LIKE = {S.FULFILLMENT_PENDING, S.PARTIALLY_FULFILLED, S.FULFILLED}
+
+
+class OrderLifecycle(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.view = saga.OrderView(id=ORDER, state=S.DRAFT, total=TOTAL, currency="EUR")
+        self.captures = 0  # successes the order accepted as its payment
+        self.requested_refunds: dict[str, int] = {}  # refund_id -> amount, asked of payment
+        self.answered: set[str] = set()
+        self.history: list[tuple[S, S]] = []
+        self.n = 0
+
+    def apply(self, decision: saga.Decision) -> None:
+        for current, target, _ in decision.transitions:
+            assert ORDER_LIFECYCLE.can(current, target), (current, target)
+            self.history.append((current, target))
+        for type_, data in decision.emits:
+            if type_ == "order.refund_requested":
+                self.requested_refunds[data.refund_id] = data.amount
+            if type_ == "order.fulfillment_pending":
+                assert decision.view.stock_committed and decision.view.captured_amount == TOTAL
+        if any(t == S.PAID for _, t, _ in decision.transitions):
+            self.captures += 1
+        self.view = decision.view
+
+    def fresh(self) -> str:
+        self.n += 1
+        return f"evt-{self.n}"
+
+    # -- inventory facts -------------------------------------------------------------------
+    @rule()
+    def reserved(self) -> None:
+        p = inv.InventoryReserved(order_id=ORDER, reservation_id="r1", expires_at=datetime.now(UTC), lines=[])
+        self.apply(saga.on_reserved(self.view, p, self.fresh()))
+
+    @rule()
+    def rejected(self) -> None:
+        p = inv.InventoryRejected(order_id=ORDER, lines=[inv.RejectedLine(sku="A", requested=1, available=0, reason="x")])
+        self.apply(saga.on_rejected(self.view, p))
+
+    @rule()
+    def expired(self) -> None:
+        self.apply(saga.on_reservation_expired(self.view, inv.InventoryReleased(order_id=ORDER, reservation_id="r1", reason="expired")))
+
+    @rule(rereserved=st.booleans())
+    def committed(self, rereserved: bool) -> None:
+        self.apply(saga.on_committed(self.view, inv.InventoryCommitted(order_id=ORDER, reservation_id="r1", rereserved=rereserved)))
+
+    @rule()
+    def commit_failed(self) -> None:
+        self.apply(saga.on_commit_failed(self.view, inv.InventoryCommitFailed(order_id=ORDER, reason="insufficient_stock")))
+
+    # -- payment facts ---------------------------------------------------------------------
+    @rule(attempt=st.sampled_from(["a1", "a2"]))
+    def intent_created(self, attempt: str) -> None:
+        p = pay.PaymentIntentCreated(order_id=ORDER, attempt_id=attempt, payment_intent_id=f"pi_{attempt}", amount=TOTAL, currency="EUR")
+        self.apply(saga.on_intent_created(self.view, p))
+
+    @rule(attempt=st.sampled_from(["a1", "a2"]), amount=st.sampled_from([TOTAL, TOTAL, TOTAL - 1]))
+    def authorized(self, attempt: str, amount: int) -> None:
+        p = pay.PaymentSucceeded(order_id=ORDER, attempt_id=attempt, payment_intent_id=f"pi_{attempt}", amount=amount, currency="eur")
+        self.apply(saga.on_authorized(self.view, p))
+
+    @rule(attempt=st.sampled_from(["a1", "a2"]), amount=st.sampled_from([TOTAL, TOTAL, TOTAL, TOTAL + 100]))
+    def succeeded(self, attempt: str, amount: int) -> None:
+        p = pay.PaymentSucceeded(order_id=ORDER, attempt_id=attempt, payment_intent_id=f"pi_{attempt}", amount=amount, currency="eur")
+        self.apply(saga.on_succeeded(self.view, p))
+
+    @rule(attempt=st.sampled_from(["a1", "a2"]))
+    def failed(self, attempt: str) -> None:
+        self.apply(saga.on_failed(self.view, pay.PaymentFailed(order_id=ORDER, attempt_id=attempt, failure_code="card_declined")))
+
+    @rule(attempt=st.sampled_from(["a1", "a2"]))
+    def capture_failed(self, attempt: str) -> None:
+        self.apply(saga.on_capture_failed(self.view, pay.PaymentFailed(order_id=ORDER, attempt_id=attempt)))
+
+    @precondition(lambda self: bool(set(self.requested_refunds) - self.answered))
+    @rule(data=st.data(), ok=st.booleans())
+    def refund_answered(self, data: st.DataObject, ok: bool) -> None:
+        refund_id = data.draw(st.sampled_from(sorted(set(self.requested_refunds) - self.answered)))
+        amount = self.requested_refunds[refund_id]
+        self.answered.add(refund_id)
+        if ok:
+            p = pay.PaymentRefunded(order_id=ORDER, refund_id=refund_id, attempt_id="a1", payment_intent_id="pi_a1",
+                                    provider_refund_id=f"re_{refund_id}", amount=amount, currency="eur", reason="r")
+            self.apply(saga.on_refunded(self.view, p, requested_here=True, restock=False))
+        else:
+            p = pay.PaymentRefundFailed(order_id=ORDER, refund_id=refund_id, amount=amount, currency="EUR", reason="r")
+            self.apply(saga.on_refund_failed(self.view, p))
+
+    @rule()
+    def automatic_refund_of_a_second_capture(self) -> None:
+        p = pay.PaymentRefunded(order_id=ORDER, refund_id="auto", attempt_id="a2", payment_intent_id="pi_a2",
+                                provider_refund_id="re_auto", amount=TOTAL, currency="eur", reason="duplicate_capture",
+                                automatic=True)  # fmt: skip
+        before = self.view
+        self.apply(saga.on_refunded(self.view, p, requested_here=False, restock=False))
+        assert self.view == before  # recorded as a note, never counted against this order's capture
+
+    # -- commands --------------------------------------------------------------------------
+    @rule()
+    def customer_cancels(self) -> None:
+        try:
+            self.apply(saga.cancel_by_customer(self.view))
+        except saga.CommandRefused:
+            assert self.view.state not in saga.CUSTOMER_CANCELLABLE
+
+    @rule()
+    def customer_retries_payment(self) -> None:
+        try:
+            self.apply(saga.retry_payment(self.view, seed=self.fresh()))
+        except saga.CommandRefused:
+            assert self.view.state != S.PAYMENT_FAILED
+
+    @rule(amount=st.integers(min_value=1, max_value=TOTAL + 10))
+    def staff_refunds(self, amount: int) -> None:
+        try:
+            self.apply(saga.request_refund(self.view, refund_id=self.fresh(), amount=amount, reason="r", restock=False, actor="s"))
+        except saga.CommandRefused:
+            pass
+
+    # -- invariants ------------------------------------------------------------------------
+    @invariant()
+    def never_fulfilled_without_money_and_stock(self) -> None:
+        if self.view.state in FULFILLED_LIKE:
+            assert self.view.captured_amount == TOTAL
+            assert self.view.stock_committed
+
+    @invariant()
+    def refunds_never_exceed_captures(self) -> None:
+        v = self.view
+        assert 0 <= v.refunded_amount
+        assert 0 <= v.refund_pending_amount
+        assert v.refunded_amount + v.refund_pending_amount <= v.captured_amount
+
+    @invariant()
+    def money_is_taken_at_most_once(self) -> None:
+        assert self.captures <= 1
+
+    @invariant()
+    def a_mismatched_charge_is_never_fulfilled(self) -> None:
+        if self.view.captured_amount not in (0, TOTAL):
+            assert self.view.state not in FULFILLED_LIKE
+
+
+OrderLifecycle.TestCase.settings = settings(
+    max_examples=1000, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TestOrderLifecycle = OrderLifecycle.TestCase
