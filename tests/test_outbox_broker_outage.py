@@ -25,7 +25,7 @@ def test_events_pending_during_a_broker_outage_are_published_once_it_returns(sho
     before = shop.stock(sku)
     errors_before = metric(system, "order", "handshake_outbox_publish_errors_total")
 
-    system.stack.broker.stop()
+    system.broker.stop()
     try:
         placed = shop.checkout([{"sku": sku, "quantity": 3}])  # accepted: only the order database is needed
         order_id, token = placed["order_id"], placed["lookup_token"]
@@ -35,7 +35,7 @@ def test_events_pending_during_a_broker_outage_are_published_once_it_returns(sho
         assert shop.order(order_id, token)["state"] == "draft"
         assert shop.stock(sku) == before
     finally:
-        system.stack.broker.start()  # memory storage: topics are recreated empty
+        system.broker.start()  # memory storage: topics are recreated empty
 
     session = shop.payment_session(order_id, token, timeout=60)
     shop.pay(session["payment_intent_id"])

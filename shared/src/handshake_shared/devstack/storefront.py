@@ -28,7 +28,8 @@ DEMO_CATALOGUE: dict[str, Any] = {
 }
 DEMO_STOCK = {"HS-MUG": 1000, "HS-TEE": 1000, "HS-CAP": 1000}
 TEST_CARD = "4242424242424242"
-DECLINED_CARD = "4000000000000002"
+# the emulator declines this card when the charge is attempted (4000000000000002 only on attach)
+DECLINED_CARD = "4000000000000341"
 
 
 @dataclass
@@ -110,6 +111,34 @@ class Storefront:
             return self.stripe.v1.payment_intents.confirm(payment_intent_id)
         except stripe.CardError as exc:
             return exc
+
+    def cancel(self, order_id: str, token: str) -> httpx.Response:
+        return self.http.post(self.system.url("order") + f"/v1/orders/{order_id}/cancel", headers={"X-Order-Token": token})
+
+    def new_payment_attempt(self, order_id: str, token: str, key: str | None = None) -> httpx.Response:
+        return self.http.post(
+            self.system.url("order") + f"/v1/orders/{order_id}/payment-attempts",
+            headers={"X-Order-Token": token, "Idempotency-Key": key or str(uuid.uuid4())},
+        )
+
+    def refund(self, order_id: str, amount: int, reason: str, *, restock: bool = False, key: str | None = None) -> httpx.Response:
+        return self.http.post(
+            self.system.url("order") + f"/v1/admin/orders/{order_id}/refunds",
+            json={"amount": amount, "reason": reason, "restock": restock},
+            headers={**self.admin(), "Idempotency-Key": key or str(uuid.uuid4())},
+        )
+
+    def admin_order(self, order_id: str) -> dict[str, Any]:
+        r = self.http.get(self.system.url("order") + f"/v1/admin/orders/{order_id}", headers=self.admin())
+        r.raise_for_status()
+        return dict(r.json())
+
+    def intents_for(self, order_id: str) -> list[Any]:
+        listed = self.stripe.v1.payment_intents.list(params={"limit": 100})
+        return [pi for pi in listed.auto_paging_iter() if pi.metadata.to_dict().get("order_id") == order_id]
+
+    def refunds_for(self, payment_intent_id: str) -> list[Any]:
+        return list(self.stripe.v1.refunds.list(params={"payment_intent": payment_intent_id, "limit": 100}).data)
 
     def wait_for_state(self, order_id: str, token: str, states: set[str], timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

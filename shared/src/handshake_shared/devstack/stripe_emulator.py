@@ -32,9 +32,10 @@ class StripeEmulator:
         proc = self.process.start()
         wait_until(lambda: port_open(self.port), 30, "stripe emulator", proc)
 
-    def register_webhook(self, url: str, secret: str | None = None) -> None:
+    def register_webhook(self, url: str, secret: str | None = None, *, webhook_id: str = WEBHOOK_ID) -> None:
+        """Every registered endpoint receives every event; each system registers under its own id."""
         response = httpx.post(
-            f"{self.api_base}/_config/webhooks/{WEBHOOK_ID}",
+            f"{self.api_base}/_config/webhooks/{webhook_id}",
             data={"url": url, "secret": secret or self.webhook_secret},
         )
         response.raise_for_status()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from handshake_shared.devstack.broker import EmbeddedBroker
 from handshake_shared.devstack.processes import ManagedProcess, free_port, wait_until
 from handshake_shared.devstack.stack import EmbeddedStack
 
@@ -41,8 +42,14 @@ class System:
         extra_env: dict[str, dict[str, str]] | None = None,
         database_prefix: str = "",
         recreate_databases: bool = False,
+        broker: EmbeddedBroker | None = None,
+        register_webhook: bool = True,
     ) -> None:
         self.stack = stack
+        # a system of its own broker shares nothing on the bus with another system on the same stack
+        self.broker = broker or stack.broker
+        self.register_webhook = register_webhook
+        self.webhook_id = (database_prefix.strip("_") or "handshake")
         self.root = project_root
         self.ports = ports or {s.name: free_port() for s in SERVICES}
         self.extra_env = extra_env or {}
@@ -70,9 +77,9 @@ class System:
                 "HANDSHAKE_LOG_LEVEL": os.environ.get("HANDSHAKE_LOG_LEVEL", "INFO"),
                 "HANDSHAKE_HTTP_PORT": str(self.ports[spec.name]),
                 "HANDSHAKE_DATABASE_URL": self.database_urls[spec.name],
-                "HANDSHAKE_KAFKA_BOOTSTRAP_SERVERS": self.stack.broker.bootstrap_servers,
+                "HANDSHAKE_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
                 "HANDSHAKE_KAFKA_ENABLE_IDEMPOTENCE": "false",
-                "HANDSHAKE_KAFKA_PARTITIONS": str(self.stack.broker.partitions),
+                "HANDSHAKE_KAFKA_PARTITIONS": str(self.broker.partitions),
                 # the embedded broker makes a joining member wait half the session timeout
                 "HANDSHAKE_KAFKA_SESSION_TIMEOUT_MS": "6000",
                 "HANDSHAKE_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
@@ -101,7 +108,8 @@ class System:
                 self.start_service(spec.name, wait=False)
             for spec in SERVICES:
                 self.wait_ready(spec.name, timeout)
-            self.stack.stripe.register_webhook(self.webhook_url)
+            if self.register_webhook:
+                self.stack.stripe.register_webhook(self.webhook_url, webhook_id=self.webhook_id)
         except BaseException:
             self.stop()
             raise
