@@ -7,16 +7,19 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
+from sqlalchemy.engine import Row
 
 from handshake_inventory import SERVICE
 from handshake_inventory import repository as repo
-from handshake_inventory.db import messaging, stock_items, stock_movements
+from handshake_inventory.db import messaging, reservations, stock_items, stock_movements
 from handshake_inventory.handlers import InventorySaga
 from handshake_inventory.settings import InventorySettings
+from handshake_inventory.sweeper import ReservationSweeper
 from handshake_shared.consumer import EventConsumer, RawMessage, RetryPolicy
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent, build_event
@@ -59,8 +62,22 @@ def paid(order_id: str) -> CloudEvent:
     )  # fmt: skip
 
 
-def state_changed(type: str, order_id: str, to_state: str) -> CloudEvent:
-    data = {"order_id": order_id, "from_state": "payment_pending", "to_state": to_state, "reason": "test"}
+def authorized(order_id: str) -> CloudEvent:
+    return order_event(
+        "order.payment_authorized", order_id,
+        {"order_id": order_id, "attempt_id": "att-1", "payment_intent_id": "pi_1", "amount": 1000, "currency": "EUR"},
+        sequence=3,
+    )  # fmt: skip
+
+
+def refunded(order_id: str, refund_id: str, *, restock: bool, partial: bool = False) -> CloudEvent:
+    data = {"order_id": order_id, "refund_id": refund_id, "amount": 400, "currency": "EUR", "refunded_total": 400,
+            "restock": restock}  # fmt: skip
+    return order_event("order.partially_refunded" if partial else "order.refunded", order_id, data, sequence=5)
+
+
+def state_changed(type: str, order_id: str, to_state: str, reason: str = "test") -> CloudEvent:
+    data = {"order_id": order_id, "from_state": "payment_pending", "to_state": to_state, "reason": reason}
     return order_event(type, order_id, data, sequence=3)
 
 
@@ -69,6 +86,11 @@ class Inventory:
     db: Database
     saga: InventorySaga
     consumer: EventConsumer
+
+    # event builders, for tests that deliver an event themselves (races, the broker)
+    events = SimpleNamespace(
+        placed=placed, paid=paid, authorized=authorized, refunded=refunded, state_changed=state_changed
+    )
 
     async def deliver(self, event: CloudEvent) -> str:
         """Through the consumer the app uses: inbox dedup, payload validation, one transaction."""
@@ -87,8 +109,47 @@ class Inventory:
     async def pay(self, order_id: str) -> CloudEvent:
         return await self.applied(paid(order_id))
 
-    async def cancel(self, order_id: str) -> CloudEvent:
-        return await self.applied(state_changed("order.cancelled", order_id, "cancelled"))
+    async def authorize(self, order_id: str) -> CloudEvent:
+        return await self.applied(authorized(order_id))
+
+    async def cancel(self, order_id: str, reason: str = "test") -> CloudEvent:
+        return await self.applied(state_changed("order.cancelled", order_id, "cancelled", reason))
+
+    async def refund(self, order_id: str, refund_id: str, *, restock: bool, partial: bool = False) -> CloudEvent:
+        return await self.applied(refunded(order_id, refund_id, restock=restock, partial=partial))
+
+    async def overdue(self, *order_ids: str) -> None:
+        """Move these reservations' expiry into the past (instead of waiting out the TTL)."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                update(reservations)
+                .where(reservations.c.order_id.in_(order_ids))
+                .values(expires_at=func.now() - text("interval '1 second'"))
+            )
+
+    def sweeper(self, batch_size: int = 100) -> ReservationSweeper:
+        return ReservationSweeper(self.db, self.saga, batch_size=batch_size, interval_seconds=0.05)
+
+    async def sweep(self) -> int:
+        return await self.sweeper().sweep_once()
+
+    async def reservation(self, order_id: str) -> Row[Any]:
+        async with self.db.engine.connect() as conn:
+            row = await repo.find_reservation(conn, order_id)
+        assert row is not None, f"no reservation for {order_id}"
+        return row
+
+    async def history(self, order_id: str) -> list[tuple[str | None, str]]:
+        """The reservation's recorded transitions, oldest first."""
+        async with self.db.engine.connect() as conn:
+            rows = await repo.history_of(conn, (await self.reservation(order_id)).id)
+        return [(r.from_state, r.to_state) for r in rows]
+
+    async def movements(self, order_id: str) -> list[tuple[str, str, int]]:
+        """The ledger rows of one order: (kind, sku, units), oldest first."""
+        async with self.db.engine.connect() as conn:
+            rows = await repo.movements_of_order(conn, order_id)
+        return [(m.kind, m.sku, max(abs(m.delta_available), abs(m.delta_reserved), abs(m.delta_sold))) for m in rows]
 
     async def expire(self, order_id: str) -> CloudEvent:
         return await self.applied(state_changed("order.expired", order_id, "expired"))

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from handshake_inventory.app import create_app
 from handshake_shared.auth import issue_token
@@ -93,3 +94,42 @@ async def test_a_reservation_is_shown_with_its_lines(admin_api) -> None:
     mug = (await client.get("/v1/admin/stock/MUG")).json()
     assert (mug["available"], mug["reserved"]) == (1, 2)
     assert mug["recent_movements"][0]["order_id"] == order_id
+
+
+async def test_support_sees_a_reservations_state_history_and_the_units_behind_each_step(admin_api, settings) -> None:
+    client, app = admin_api
+    saga, sweeper, db = app.state.saga, app.state.sweeper, app.state.runtime.db
+    order_id = str(uuid.uuid4())
+    await client.put("/v1/admin/stock/MUG", json={"available": 3, "reason": "initial count"})
+    async with db.transaction() as conn:
+        await saga.reserve(conn, order_id, [("MUG", 2)], cause=None)
+    async with db.transaction() as conn:
+        await conn.execute(text("UPDATE reservations SET expires_at = now() - interval '1 second'"))
+    assert await sweeper.sweep_once() == 1
+    async with db.transaction() as conn:
+        assert await saga.commit(conn, order_id, cause=None, trigger="order paid") == "rereserved"
+    async with db.transaction() as conn:
+        assert await saga.cancel(conn, order_id, "capture failed", cause=None) == "restocked"
+
+    support = {"Authorization": f"Bearer {issue_token(settings, 'sam', ['support'])}"}
+    r = await client.get(f"/v1/admin/reservations/{order_id}", headers=support)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["state"] == "restocked"
+    assert [(h["from_state"], h["to_state"], h["reason"], h["actor"]) for h in body["history"]] == [
+        (None, "held", "order placed", "inventory-service"),
+        ("held", "expired", "reservation expired", "inventory-expiry-sweeper"),
+        ("expired", "committed", "order paid: re-reserved, the reservation was expired", "inventory-service"),
+        ("committed", "restocked", "capture failed", "inventory-service"),
+    ]
+    columns = ("kind", "sku", "delta_available", "delta_reserved", "delta_sold")
+    assert [tuple(m[c] for c in columns) for m in body["movements"]] == [
+        ("reserve", "MUG", -2, 2, 0), ("expire", "MUG", 2, -2, 0), ("reserve", "MUG", -2, 2, 0),
+        ("commit", "MUG", 0, -2, 2), ("restock", "MUG", 2, 0, -2),
+    ]  # fmt: skip
+    mug = (await client.get("/v1/admin/stock/MUG")).json()
+    assert (mug["available"], mug["reserved"], mug["sold"]) == (3, 0, 0)
+
+    customer = {"Authorization": f"Bearer {issue_token(settings, 'carol', [])}"}
+    assert (await client.get(f"/v1/admin/reservations/{order_id}", headers=customer)).status_code == 403
+    assert (await client.get("/v1/admin/stock/MUG", headers=support)).status_code == 403  # stock stays admin-only

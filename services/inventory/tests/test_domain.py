@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handshake_inventory.domain.reservations import RESERVATION_LIFECYCLE
+from handshake_inventory.domain.reservations import LAPSED, MOVEMENTS, RESERVATION_LIFECYCLE, UNITS_IN
 from handshake_inventory.domain.reservations import ReservationState as R
 from handshake_inventory.domain.stock import Deltas, MovementKind, ShortageReason, merge_lines, shortages, transfer
 from handshake_shared.statemachine import InvalidTransition
@@ -17,23 +17,54 @@ def test_a_held_reservation_can_be_committed_released_or_expired(target: R) -> N
     assert RESERVATION_LIFECYCLE.can(R.HELD, target)
 
 
-@pytest.mark.parametrize("done", [R.COMMITTED, R.RELEASED, R.EXPIRED])
-def test_a_reservation_leaves_held_only_once(done: R) -> None:
-    # a released reservation can never be committed (that would sell unreserved stock), nor a sold one released
-    assert RESERVATION_LIFECYCLE.is_terminal(done)
-    for target in R:
-        assert not RESERVATION_LIFECYCLE.can(done, target)
-        with pytest.raises(InvalidTransition):
-            RESERVATION_LIFECYCLE.check(done, target)
-
-
 def test_the_table_covers_every_state_and_nothing_returns_to_held() -> None:
-    assert RESERVATION_LIFECYCLE.states() == set(R)
-    assert not RESERVATION_LIFECYCLE.can(R.HELD, R.HELD)
+    assert RESERVATION_LIFECYCLE.states() == set(R) == set(UNITS_IN)
     assert all(not RESERVATION_LIFECYCLE.can(s, R.HELD) for s in R)
 
 
-@pytest.mark.parametrize("kind", [MovementKind.RESERVE, MovementKind.COMMIT, MovementKind.RELEASE, MovementKind.EXPIRE])
+@pytest.mark.parametrize("lapsed", sorted(LAPSED))
+def test_a_lapsed_reservation_can_only_be_committed_and_only_by_reserving_again(lapsed: R) -> None:
+    # money is truth: a late payment may still buy the lines, but only from available stock
+    assert LAPSED == {R.RELEASED, R.EXPIRED, R.RESTOCKED}
+    assert RESERVATION_LIFECYCLE.allowed(lapsed) == {R.COMMITTED}
+    assert MOVEMENTS[(lapsed, R.COMMITTED)] == (MovementKind.RESERVE, MovementKind.COMMIT)
+
+
+def test_only_a_committed_reservation_is_restocked_and_a_sold_one_is_never_released() -> None:
+    assert {s for s in R if RESERVATION_LIFECYCLE.can(s, R.RESTOCKED)} == {R.COMMITTED}
+    assert RESERVATION_LIFECYCLE.allowed(R.COMMITTED) == {R.RESTOCKED}
+    for target in (R.RELEASED, R.EXPIRED, R.COMMITTED):
+        with pytest.raises(InvalidTransition):
+            RESERVATION_LIFECYCLE.check(R.COMMITTED, target)  # its units are sold, not reserved
+
+
+ALLOWED = sorted((s, t) for s in R for t in RESERVATION_LIFECYCLE.allowed(s))
+
+
+@pytest.mark.parametrize(("current", "target"), ALLOWED)
+@given(quantity=st.integers(min_value=1, max_value=1000))
+def test_each_transition_moves_the_units_to_where_its_target_state_keeps_them(
+    current: R, target: R, quantity: int
+) -> None:
+    # the reservation's units start where `current` keeps them (available when it holds nothing);
+    # the transition's movements must take them exactly to where `target` keeps them, never below zero
+    columns = {"available": 0, "reserved": 0, "sold": 0}
+    columns[UNITS_IN[current] or "available"] = quantity
+    for kind in MOVEMENTS[(current, target)]:
+        d = transfer(kind, quantity)
+        columns = {"available": columns["available"] + d.available, "reserved": columns["reserved"] + d.reserved,
+                   "sold": columns["sold"] + d.sold}  # fmt: skip
+        assert min(columns.values()) >= 0, (current, target, kind)
+    expected = {"available": 0, "reserved": 0, "sold": 0}
+    expected[UNITS_IN[target] or "available"] = quantity
+    assert columns == expected
+
+
+def test_every_allowed_transition_declares_its_movements() -> None:
+    assert set(MOVEMENTS) == set(ALLOWED)
+
+
+@pytest.mark.parametrize("kind", [k for k in MovementKind if k != MovementKind.ADJUST])
 @given(quantity=st.integers(min_value=1, max_value=10_000))
 def test_saga_movements_only_move_units_between_columns(kind: MovementKind, quantity: int) -> None:
     d = transfer(kind, quantity)
@@ -41,10 +72,12 @@ def test_saga_movements_only_move_units_between_columns(kind: MovementKind, quan
     assert sorted([d.available, d.reserved, d.sold]) == [-quantity, 0, quantity]
 
 
-def test_reserve_takes_from_available_commit_sells_release_returns() -> None:
+def test_reserve_takes_from_available_commit_sells_release_returns_restock_unsells() -> None:
     assert transfer(MovementKind.RESERVE, 3) == Deltas(available=-3, reserved=3, sold=0)
     assert transfer(MovementKind.COMMIT, 3) == Deltas(available=0, reserved=-3, sold=3)
     assert transfer(MovementKind.RELEASE, 3) == Deltas(available=3, reserved=-3, sold=0)
+    assert transfer(MovementKind.EXPIRE, 3) == Deltas(available=3, reserved=-3, sold=0)
+    assert transfer(MovementKind.RESTOCK, 3) == Deltas(available=3, reserved=0, sold=-3)
     with pytest.raises(ValueError):
         transfer(MovementKind.ADJUST, 3)  # an adjustment is not a transfer: only admins create or remove units
     with pytest.raises(ValueError):

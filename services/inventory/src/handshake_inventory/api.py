@@ -49,6 +49,32 @@ def stock_view(row: Row[Any]) -> dict[str, Any]:
     }
 
 
+def movement_view(m: Row[Any]) -> dict[str, Any]:
+    return {
+        "sku": m.sku,
+        "kind": m.kind,
+        "delta_available": m.delta_available,
+        "delta_reserved": m.delta_reserved,
+        "delta_sold": m.delta_sold,
+        "reason": m.reason,
+        "order_id": m.order_id,
+        "event_id": m.event_id,
+        "actor": m.actor,
+        "at": m.at.isoformat(),
+    }
+
+
+def transition_view(t: Row[Any]) -> dict[str, Any]:
+    return {
+        "from_state": t.from_state,
+        "to_state": t.to_state,
+        "reason": t.reason,
+        "actor": t.actor,
+        "event_id": t.event_id,
+        "at": t.at.isoformat(),
+    }
+
+
 def build_router(ctx: InventoryContext) -> APIRouter:
     router = APIRouter(prefix="/v1/admin")
 
@@ -73,20 +99,7 @@ def build_router(ctx: InventoryContext) -> APIRouter:
             movements = await repo.recent_movements(conn, sku, RECENT_MOVEMENTS)
         return {
             **stock_view(row),
-            "recent_movements": [
-                {
-                    "kind": m.kind,
-                    "delta_available": m.delta_available,
-                    "delta_reserved": m.delta_reserved,
-                    "delta_sold": m.delta_sold,
-                    "reason": m.reason,
-                    "order_id": m.order_id,
-                    "event_id": m.event_id,
-                    "actor": m.actor,
-                    "at": m.at.isoformat(),
-                }
-                for m in movements
-            ],
+            "recent_movements": [movement_view(m) for m in movements],
         }
 
     @router.put("/stock/{sku}")
@@ -110,7 +123,8 @@ def build_router(ctx: InventoryContext) -> APIRouter:
     async def get_reservation(
         order_id: Annotated[str, Path(min_length=1, max_length=200)], authorization: Authorization = None
     ) -> dict[str, Any]:
-        require_roles(ctx.settings, authorization, "admin")
+        # read-only, so support may look too: "why was this order not shipped / where did the units go"
+        require_roles(ctx.settings, authorization, "admin", "support")
         async with ctx.db.engine.connect() as conn:
             reservation = await repo.find_reservation(conn, order_id)
             if reservation is None:
@@ -118,6 +132,8 @@ def build_router(ctx: InventoryContext) -> APIRouter:
                     404, "Reservation not found", f"order {order_id} holds no reservation", type="reservation-not-found"
                 )
             lines = await repo.lines_of(conn, reservation.id)
+            history = await repo.history_of(conn, reservation.id)
+            movements = await repo.movements_of_order(conn, order_id)
         return {
             "reservation_id": str(reservation.id),
             "order_id": reservation.order_id,
@@ -126,6 +142,10 @@ def build_router(ctx: InventoryContext) -> APIRouter:
             "created_at": reservation.created_at.isoformat(),
             "updated_at": reservation.updated_at.isoformat(),
             "lines": [{"sku": sku, "quantity": q} for sku, q in lines.items()],
+            # every state the reservation went through, oldest first, with why, who and which event
+            "history": [transition_view(t) for t in history],
+            # every stock movement made for the order, oldest first: the units behind each step
+            "movements": [movement_view(m) for m in movements],
         }
 
     return router

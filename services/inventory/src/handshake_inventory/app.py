@@ -15,6 +15,7 @@ from handshake_inventory.db import messaging
 from handshake_inventory.handlers import InventorySaga
 from handshake_inventory.metrics import run_gauge_refresher
 from handshake_inventory.settings import InventorySettings, get_settings
+from handshake_inventory.sweeper import ReservationSweeper
 from handshake_shared.events import ORDER_EVENTS
 from handshake_shared.http import install_problem_handlers, ops_router
 from handshake_shared.logging import configure_logging
@@ -27,24 +28,36 @@ def create_app(settings: InventorySettings | None = None) -> FastAPI:
     runtime = Runtime(service=SERVICE, settings=settings, tables=messaging)
     saga = InventorySaga(runtime.outbox, settings)
     runtime.consume(ORDER_EVENTS, group="inventory.order-events", handlers=saga.order_handlers())
+    sweeper = ReservationSweeper(
+        runtime.db,
+        saga,
+        batch_size=settings.expiry_sweep_batch_size,
+        interval_seconds=settings.expiry_sweep_interval_seconds,
+    )
     ctx = InventoryContext(db=runtime.db, settings=settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.running():
-            gauges = asyncio.create_task(
-                run_gauge_refresher(runtime.db, settings.gauge_refresh_seconds), name="inventory-gauges"
-            )
+            tasks = [
+                asyncio.create_task(
+                    run_gauge_refresher(runtime.db, settings.gauge_refresh_seconds), name="inventory-gauges"
+                ),
+                asyncio.create_task(sweeper.run(), name="inventory-expiry-sweeper"),
+            ]
             try:
                 yield
             finally:
-                gauges.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await gauges
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     app = FastAPI(title="Handshake inventory service", version="1", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.saga = saga
+    app.state.sweeper = sweeper
     install_problem_handlers(app)
     app.include_router(ops_router(runtime.readiness_checks()))
     app.include_router(build_router(ctx))

@@ -1,7 +1,7 @@
 """Inventory service tables. Quantities are integer units; every table says what it is for.
 
-Per SKU, available + reserved + sold changes only through admin adjustments: reserving, committing
-and releasing move units between the columns. The CHECK constraints are the last line of defence
+Per SKU, available + reserved + sold changes only through admin adjustments: reserving, committing,
+releasing, expiring and restocking move units between the columns. The CHECK constraints are the last line of defence
 against overselling; the stock_movements CHECK refuses a non-adjustment that creates or destroys units.
 """
 
@@ -56,9 +56,12 @@ reservations = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("state IN (" + ", ".join(f"'{s.value}'" for s in ReservationState) + ")", name="state_known"),
-    comment="One all-or-nothing stock hold per order: held until the order is paid (committed) or not (released, expired).",
+    comment=(
+        "One all-or-nothing stock hold per order: held until the order is paid (committed) or not (released, "
+        "expired); a late payment re-reserves and commits, a sale undone is restocked."
+    ),
 )
-# the future expiry sweeper and the overdue gauge read held reservations by expiry only
+# the expiry sweeper and the overdue gauge read held reservations by expiry only
 Index(
     "ix_reservations_held_expiry",
     reservations.c.expires_at,
@@ -97,3 +100,24 @@ stock_movements = Table(
 )
 Index("ix_stock_movements_sku", stock_movements.c.sku, stock_movements.c.id)
 Index("ix_stock_movements_order", stock_movements.c.order_id)
+
+_STATES = ", ".join(f"'{s.value}'" for s in ReservationState)
+
+reservation_transitions = Table(
+    "reservation_transitions",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("reservation_id", UUID(as_uuid=True), ForeignKey("reservations.id"), nullable=False),
+    # NULL for the row that created the reservation (held)
+    Column("from_state", String(16), nullable=True),
+    Column("to_state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    # the consumed event that caused the step; NULL for the sweeper (the TTL is the cause)
+    Column("event_id", Text, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(f"to_state IN ({_STATES})", name="to_state_known"),
+    CheckConstraint(f"from_state IS NULL OR from_state IN ({_STATES})", name="from_state_known"),
+    comment="Audit trail of each reservation's lifecycle: every applied transition with why, who and which event.",
+)
+Index("ix_reservation_transitions_reservation", reservation_transitions.c.reservation_id, reservation_transitions.c.id)

@@ -1,6 +1,11 @@
-"""The inventory side of the saga: order facts reserve, commit and release stock. Each handler runs
-in the consumer's transaction, so the inbox row, stock changes, ledger rows, reservation and outbox
-rows commit together or not at all."""
+"""The inventory side of the saga: order facts reserve, commit, release and restock stock. Each handler
+runs in the consumer's transaction, so the inbox row, stock changes, ledger rows, reservation (and its
+history row) and outbox rows commit together or not at all. The expiry sweeper calls `expire` in its
+own transaction with the same guarantees.
+
+Lock order, the same on every path so no two writers wait on each other: the reservation row, then
+stock rows in SKU order, then the order's outbox sequence row.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import structlog
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_inventory import metrics
 from handshake_inventory import repository as repo
-from handshake_inventory.domain.reservations import RESERVATION_LIFECYCLE
+from handshake_inventory.domain.reservations import LAPSED, MOVEMENTS, RESERVATION_LIFECYCLE
 from handshake_inventory.domain.reservations import ReservationState as R
 from handshake_inventory.domain.stock import MovementKind, Shortage, merge_lines, shortages
 from handshake_inventory.settings import InventorySettings
@@ -27,6 +33,11 @@ from handshake_shared.outbox import Outbox
 log = structlog.get_logger("inventory")
 
 ACTOR = "inventory-service"
+SWEEPER_ACTOR = "inventory-expiry-sweeper"
+
+
+def _event_id(cause: CloudEvent | None) -> str | None:
+    return str(cause.id) if cause else None
 
 
 class InventorySaga:
@@ -37,7 +48,31 @@ class InventorySaga:
     async def emit(self, conn: AsyncConnection, type: str, order_id: str, data: Any, cause: CloudEvent | None) -> None:
         await self.outbox.emit(conn, topic=INVENTORY_EVENTS, type=type, order_id=order_id, data=data, cause=cause)
 
-    # -- the three stock operations -------------------------------------------------------------
+    async def _step(
+        self,
+        conn: AsyncConnection,
+        reservation: Row[Any],
+        lines: dict[str, int],
+        target: R,
+        *,
+        reason: str,
+        actor: str = ACTOR,
+        cause: CloudEvent | None,
+    ) -> None:
+        """Move the reservation to `target`: the transition's stock movements for every line (SKU
+        order, the one lock order every writer uses), its ledger rows, and its history row."""
+        current = R(reservation.state)
+        RESERVATION_LIFECYCLE.check(current, target)
+        for kind in MOVEMENTS[(current, target)]:
+            for sku, quantity in lines.items():
+                await repo.move(
+                    conn, sku, kind, quantity, reason=reason, actor=actor, order_id=reservation.order_id,
+                    event_id=_event_id(cause),
+                )  # fmt: skip
+                metrics.UNITS_MOVED.labels(kind).inc(quantity)
+        await repo.transition(conn, reservation, target, reason=reason, actor=actor, event_id=_event_id(cause))
+
+    # -- stock operations -----------------------------------------------------------------------
 
     async def reserve(
         self, conn: AsyncConnection, order_id: str, lines: Iterable[tuple[str, int]], cause: CloudEvent | None
@@ -60,14 +95,16 @@ class InventorySaga:
                 metrics.REJECTED_LINES.labels(s.reason).inc()
             log.info("reservation rejected", order_id=order_id, short=[s.sku for s in short])
             return "rejected"
-        event_id = str(cause.id) if cause else None
         for sku, quantity in requested.items():
             await repo.move(
                 conn, sku, MovementKind.RESERVE, quantity, reason="order placed", actor=ACTOR, order_id=order_id,
-                event_id=event_id,
+                event_id=_event_id(cause),
             )  # fmt: skip
             metrics.UNITS_MOVED.labels(MovementKind.RESERVE).inc(quantity)
-        reservation = await repo.create_reservation(conn, order_id, requested, ttl_seconds=self.ttl_seconds)
+        reservation = await repo.create_reservation(
+            conn, order_id, requested, ttl_seconds=self.ttl_seconds, reason="order placed", actor=ACTOR,
+            event_id=_event_id(cause),
+        )  # fmt: skip
         await self.emit(
             conn, "inventory.reserved", order_id,
             inv.InventoryReserved(
@@ -79,49 +116,86 @@ class InventorySaga:
         metrics.RESERVATIONS.labels("reserved").inc()
         return "reserved"
 
-    async def commit(self, conn: AsyncConnection, order_id: str, cause: CloudEvent | None) -> str:
-        """Sell what the order's held reservation holds. Anything else is a commit failure: units
-        that are not reserved for this order are never sold. A held reservation past expires_at that
-        no sweeper has released yet still holds its units, so committing it sells only reserved stock."""
+    async def commit(
+        self, conn: AsyncConnection, order_id: str, cause: CloudEvent | None, *, trigger: str = "order paid"
+    ) -> str:
+        """Sell the order's reservation, once. A held one (even past expires_at, if no sweeper got to
+        it) sells its reserved units. One whose hold lapsed (released, expired, restocked) is
+        reserved again from available stock, all lines or none, and sold at once: money is truth,
+        but units that are not there are never sold; then the answer is inventory.commit_failed."""
         reservation = await repo.find_reservation(conn, order_id, lock=True)
-        if reservation is not None and reservation.state == R.COMMITTED:
-            log.info("reservation already committed", order_id=order_id)
-            return "duplicate"
-        if reservation is None or not RESERVATION_LIFECYCLE.can(R(reservation.state), R.COMMITTED):
-            await self._commit_failed(conn, order_id, reservation, cause)
+        if reservation is None:
+            await self._commit_failed(conn, order_id, "reservation_missing", [], cause)
             return "commit_failed"
+        state = R(reservation.state)
+        if state == R.COMMITTED:
+            log.info("reservation already committed", order_id=order_id, trigger=trigger)
+            return "duplicate"
         lines = await repo.lines_of(conn, reservation.id)
-        event_id = str(cause.id) if cause else None
-        for sku, quantity in lines.items():
-            await repo.move(
-                conn, sku, MovementKind.COMMIT, quantity, reason="order paid", actor=ACTOR, order_id=order_id,
-                event_id=event_id,
-            )  # fmt: skip
-            metrics.UNITS_MOVED.labels(MovementKind.COMMIT).inc(quantity)
-        await repo.transition(conn, reservation, R.COMMITTED)
+        rereserved = state in LAPSED
+        if rereserved:
+            # lock and check every line before moving any: a shortfall changes nothing
+            short = shortages(lines, await repo.lock_stock(conn, lines))
+            if short:
+                rejected = [_rejected_line(s) for s in short]
+                await self._commit_failed(conn, order_id, "insufficient_stock", rejected, cause)
+                return "commit_failed"
+        reason = f"{trigger}: re-reserved, the reservation was {state}" if rereserved else trigger
+        await self._step(conn, reservation, lines, R.COMMITTED, reason=reason, cause=cause)
         await self.emit(
             conn, "inventory.committed", order_id,
-            inv.InventoryCommitted(order_id=order_id, reservation_id=str(reservation.id)), cause,
+            inv.InventoryCommitted(order_id=order_id, reservation_id=str(reservation.id), rereserved=rereserved),
+            cause,
         )  # fmt: skip
-        metrics.RESERVATIONS.labels("committed").inc()
-        return "committed"
+        outcome = "rereserved" if rereserved else "committed"
+        metrics.RESERVATIONS.labels(outcome).inc()
+        return outcome
+
+    async def cancel(self, conn: AsyncConnection, order_id: str, reason: str, cause: CloudEvent | None) -> str:
+        """The order was cancelled: a held reservation is released (inventory.released keeps its
+        reason code, order_cancelled); a committed one, whose capture failed after the stock was sold,
+        is restocked with the order's own reason. Anything else holds nothing and is left as it is."""
+        reservation = await repo.find_reservation(conn, order_id, lock=True)
+        if reservation is not None and reservation.state == R.COMMITTED:
+            return await self._restock(conn, reservation, reason, cause)
+        return await self._release(conn, order_id, reservation, "order_cancelled", cause)
 
     async def release(self, conn: AsyncConnection, order_id: str, reason: str, cause: CloudEvent | None) -> str:
-        """Return a held reservation's units to available. A missing (rejected order), committed
-        (sold) or already released reservation is left as it is."""
         reservation = await repo.find_reservation(conn, order_id, lock=True)
+        return await self._release(conn, order_id, reservation, reason, cause)
+
+    async def restock(self, conn: AsyncConnection, order_id: str, reason: str, cause: CloudEvent | None) -> str:
+        """Return a committed reservation's sold units to available, once. Only a committed
+        reservation has sold units of this order; every other state leaves stock as it is."""
+        reservation = await repo.find_reservation(conn, order_id, lock=True)
+        if reservation is None or reservation.state != R.COMMITTED:
+            log.info("nothing sold to restock", order_id=order_id, state=reservation.state if reservation else None)
+            return "noop"
+        return await self._restock(conn, reservation, reason, cause)
+
+    async def expire(self, conn: AsyncConnection, reservation: Row[Any]) -> None:
+        """The sweeper found this held reservation past expires_at and holds its row lock."""
+        lines = await repo.lines_of(conn, reservation.id)
+        await self._step(
+            conn, reservation, lines, R.EXPIRED, reason="reservation expired", actor=SWEEPER_ACTOR, cause=None
+        )
+        await self.emit(
+            conn, "inventory.reservation_expired", reservation.order_id,
+            inv.InventoryReleased(order_id=reservation.order_id, reservation_id=str(reservation.id), reason="expired"),
+            None,
+        )  # fmt: skip
+        metrics.RESERVATIONS.labels("expired").inc()
+
+    async def _release(
+        self, conn: AsyncConnection, order_id: str, reservation: Row[Any] | None, reason: str, cause: CloudEvent | None
+    ) -> str:
+        """Return a held reservation's units to available. A missing (rejected order), committed
+        (sold) or already released or expired reservation is left as it is."""
         if reservation is None or not RESERVATION_LIFECYCLE.can(R(reservation.state), R.RELEASED):
             log.info("nothing to release", order_id=order_id, state=reservation.state if reservation else None)
             return "noop"
         lines = await repo.lines_of(conn, reservation.id)
-        event_id = str(cause.id) if cause else None
-        for sku, quantity in lines.items():
-            await repo.move(
-                conn, sku, MovementKind.RELEASE, quantity, reason=reason, actor=ACTOR, order_id=order_id,
-                event_id=event_id,
-            )  # fmt: skip
-            metrics.UNITS_MOVED.labels(MovementKind.RELEASE).inc(quantity)
-        await repo.transition(conn, reservation, R.RELEASED)
+        await self._step(conn, reservation, lines, R.RELEASED, reason=reason, cause=cause)
         await self.emit(
             conn, "inventory.released", order_id,
             inv.InventoryReleased(order_id=order_id, reservation_id=str(reservation.id), reason=reason), cause,
@@ -129,24 +203,29 @@ class InventorySaga:
         metrics.RESERVATIONS.labels("released").inc()
         return "released"
 
+    async def _restock(
+        self, conn: AsyncConnection, reservation: Row[Any], reason: str, cause: CloudEvent | None
+    ) -> str:
+        lines = await repo.lines_of(conn, reservation.id)
+        await self._step(conn, reservation, lines, R.RESTOCKED, reason=reason, cause=cause)
+        await self.emit(
+            conn, "inventory.restocked", reservation.order_id,
+            inv.InventoryRestocked(
+                order_id=reservation.order_id, reason=reason,
+                lines=[Line(sku=sku, quantity=q) for sku, q in lines.items()],
+            ),
+            cause,
+        )  # fmt: skip
+        metrics.RESERVATIONS.labels("restocked").inc()
+        return "restocked"
+
     async def _commit_failed(
-        self, conn: AsyncConnection, order_id: str, reservation: Any, cause: CloudEvent | None
+        self, conn: AsyncConnection, order_id: str, reason: str, lines: list[inv.RejectedLine], cause: CloudEvent | None
     ) -> None:
-        if reservation is None:
-            reason, lines = "reservation_missing", {}
-        else:
-            reason, lines = f"reservation_{reservation.state}", await repo.lines_of(conn, reservation.id)
-        # what is free now tells the order service whether re-reserving could still succeed
-        available = await repo.available_of(conn, lines)
-        rejected = [
-            inv.RejectedLine(sku=sku, requested=q, available=available.get(sku, 0), reason=reason)
-            for sku, q in lines.items()
-        ]
-        # InventoryRejected keeps extra fields: the top-level reason also covers a reservation with no lines to name
-        payload = inv.InventoryRejected(order_id=order_id, lines=rejected, reason=reason)  # type: ignore[call-arg]
+        payload = inv.InventoryCommitFailed(order_id=order_id, reason=reason, lines=lines)
         await self.emit(conn, "inventory.commit_failed", order_id, payload, cause)
         metrics.RESERVATIONS.labels("commit_failed").inc()
-        log.warning("paid order has no held reservation", order_id=order_id, reason=reason)
+        log.warning("paid order's stock could not be committed", order_id=order_id, reason=reason)
 
     # -- order.events.v1 ------------------------------------------------------------------------
 
@@ -156,20 +235,36 @@ class InventorySaga:
         await self.reserve(conn, p.order_id, [(line.sku, line.quantity) for line in p.lines], event)
 
     async def on_paid(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderPaid) -> None:
-        await self.commit(conn, p.order_id, event)
+        await self.commit(conn, p.order_id, event, trigger="order paid")
+
+    async def on_payment_authorized(
+        self, conn: AsyncConnection, event: CloudEvent, p: o.OrderPaymentAuthorized
+    ) -> None:
+        # manual capture: the stock is sold before the money is captured; the later order.paid is a no-op
+        await self.commit(conn, p.order_id, event, trigger="payment authorized")
 
     async def on_cancelled(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderStateChanged) -> None:
-        await self.release(conn, p.order_id, "order_cancelled", event)
+        await self.cancel(conn, p.order_id, p.reason, event)
 
     async def on_expired(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderStateChanged) -> None:
         await self.release(conn, p.order_id, "order_expired", event)
+
+    async def on_refunded(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderRefunded) -> None:
+        if not p.restock:
+            log.info("refund without restock", order_id=p.order_id, refund_id=p.refund_id)
+            return
+        # the refund names no lines, so a restock returns every unit the order bought (see README)
+        await self.restock(conn, p.order_id, f"refund {p.refund_id}", event)
 
     def order_handlers(self) -> dict[str, Handler]:
         return {
             "order.placed": self.on_placed,
             "order.paid": self.on_paid,
+            "order.payment_authorized": self.on_payment_authorized,
             "order.cancelled": self.on_cancelled,
             "order.expired": self.on_expired,
+            "order.refunded": self.on_refunded,
+            "order.partially_refunded": self.on_refunded,
         }
 
 

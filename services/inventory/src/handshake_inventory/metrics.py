@@ -14,7 +14,8 @@ log = structlog.get_logger("inventory")
 
 RESERVATIONS = Counter(
     "handshake_inventory_reservations_total",
-    "Reservation outcomes: reserved, rejected, committed, commit_failed, released",
+    "Reservation outcomes: reserved, rejected, committed, rereserved (committed after the hold lapsed), "
+    "commit_failed, released, expired (by the sweeper), restocked",
     ["outcome"],
 )
 REJECTED_LINES = Counter(
@@ -23,11 +24,19 @@ REJECTED_LINES = Counter(
 UNITS_MOVED = Counter(
     "handshake_inventory_units_moved_total", "Units moved between stock columns by saga steps", ["kind"]
 )
+EXPIRY_SWEEP_FAILURES = Counter(
+    "handshake_inventory_expiry_sweep_failures_total",
+    "Overdue reservations the sweeper failed to expire (retried next sweep), and sweeps that failed outright",
+)
+EXPIRY_SWEEP_LAST_SUCCESS = Gauge(
+    "handshake_inventory_expiry_sweep_last_success_timestamp_seconds",
+    "When a sweep last finished without errors: alert when it falls behind the sweep interval",
+)
 ADJUSTMENTS = Counter("handshake_inventory_stock_adjustments_total", "Admin stock adjustments applied")
 HELD_RESERVATIONS = Gauge("handshake_inventory_held_reservations", "Reservations currently holding stock")
 OVERDUE_RESERVATIONS = Gauge(
     "handshake_inventory_overdue_reservations",
-    "Held reservations past expires_at: units nobody can buy until the order is cancelled, expired or paid",
+    "Held reservations past expires_at that no sweep has expired yet: near zero unless the sweeper is behind",
 )
 OUT_OF_STOCK_SKUS = Gauge("handshake_inventory_out_of_stock_skus", "SKUs with nothing available to reserve")
 

@@ -14,7 +14,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handshake_inventory.db import reservation_lines, reservations, stock_items, stock_movements
+from handshake_inventory.db import (
+    reservation_lines,
+    reservation_transitions,
+    reservations,
+    stock_items,
+    stock_movements,
+)
 from handshake_inventory.domain.reservations import RESERVATION_LIFECYCLE, ReservationState
 from handshake_inventory.domain.stock import Deltas, MovementKind, transfer
 
@@ -192,9 +198,17 @@ async def lines_of(conn: AsyncConnection, reservation_id: uuid.UUID) -> dict[str
 
 
 async def create_reservation(
-    conn: AsyncConnection, order_id: str, lines: Mapping[str, int], *, ttl_seconds: int
+    conn: AsyncConnection,
+    order_id: str,
+    lines: Mapping[str, int],
+    *,
+    ttl_seconds: int,
+    reason: str,
+    actor: str,
+    event_id: str | None = None,
 ) -> Row[Any]:
-    """Insert a held reservation. Callers hold lock_order; the unique order_id is the backstop."""
+    """Insert a held reservation and the first row of its history. Callers hold lock_order; the
+    unique order_id is the backstop."""
     row = (
         await conn.execute(
             insert(reservations)
@@ -211,12 +225,39 @@ async def create_reservation(
     await conn.execute(
         insert(reservation_lines), [{"reservation_id": row.id, "sku": sku, "quantity": q} for sku, q in lines.items()]
     )
+    await _record_transition(conn, row.id, None, ReservationState.HELD, reason=reason, actor=actor, event_id=event_id)
     return row
 
 
-async def transition(conn: AsyncConnection, reservation: Row[Any], target: ReservationState) -> None:
+async def lock_overdue_held(conn: AsyncConnection, *, skip: Iterable[uuid.UUID] = ()) -> Row[Any] | None:
+    """Row-lock the held reservation that expired first, skipping rows another transaction holds:
+    a replica's sweeper or a payment committing it. Whichever locks the row first decides its fate;
+    the other finds it no longer held (a payment blocked behind us then sees `expired`)."""
+    query = (
+        select(reservations)
+        .where(reservations.c.state == ReservationState.HELD, reservations.c.expires_at < func.now())
+        .order_by(reservations.c.expires_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    skipped = list(skip)
+    if skipped:
+        query = query.where(reservations.c.id.not_in(skipped))
+    return (await conn.execute(query)).first()
+
+
+async def transition(
+    conn: AsyncConnection,
+    reservation: Row[Any],
+    target: ReservationState,
+    *,
+    reason: str,
+    actor: str,
+    event_id: str | None = None,
+) -> None:
     """Apply a lifecycle step the caller already checked with RESERVATION_LIFECYCLE.can (before
-    touching stock); checking again here means no code path can skip the table."""
+    touching stock); checking again here means no code path can skip the table. Every applied step
+    is a history row."""
     current = ReservationState(reservation.state)
     RESERVATION_LIFECYCLE.check(current, target)
     result = await conn.execute(
@@ -226,4 +267,34 @@ async def transition(conn: AsyncConnection, reservation: Row[Any], target: Reser
     )
     if result.rowcount != 1:
         raise StockInvariantViolated(f"reservation {reservation.id} left {current} under our lock")
+    await _record_transition(conn, reservation.id, current, target, reason=reason, actor=actor, event_id=event_id)
     log.info("reservation transition", order_id=reservation.order_id, from_state=current, to_state=target)
+
+
+async def history_of(conn: AsyncConnection, reservation_id: uuid.UUID) -> list[Row[Any]]:
+    t = reservation_transitions
+    query = select(t).where(t.c.reservation_id == reservation_id).order_by(t.c.id)
+    return list((await conn.execute(query)).all())
+
+
+async def movements_of_order(conn: AsyncConnection, order_id: str) -> list[Row[Any]]:
+    query = select(stock_movements).where(stock_movements.c.order_id == order_id).order_by(stock_movements.c.id)
+    return list((await conn.execute(query)).all())
+
+
+async def _record_transition(
+    conn: AsyncConnection,
+    reservation_id: uuid.UUID,
+    current: ReservationState | None,
+    target: ReservationState,
+    *,
+    reason: str,
+    actor: str,
+    event_id: str | None,
+) -> None:
+    await conn.execute(
+        insert(reservation_transitions).values(
+            reservation_id=reservation_id, from_state=current, to_state=target, reason=reason, actor=actor,
+            event_id=event_id,
+        )  # fmt: skip
+    )

@@ -12,6 +12,7 @@ class MovementKind(StrEnum):
     COMMIT = "commit"
     RELEASE = "release"
     EXPIRE = "expire"
+    RESTOCK = "restock"
     ADJUST = "adjust"
 
 
@@ -34,6 +35,9 @@ def transfer(kind: MovementKind, quantity: int) -> Deltas:
             return Deltas(available=0, reserved=-quantity, sold=quantity)
         case MovementKind.RELEASE | MovementKind.EXPIRE:
             return Deltas(available=quantity, reserved=-quantity, sold=0)
+        case MovementKind.RESTOCK:
+            # a sale undone (capture failed after commit, refund with restock): sold units are free again
+            return Deltas(available=quantity, reserved=0, sold=-quantity)
     raise ValueError(f"{kind} is not a transfer between columns")
 
 
