@@ -18,12 +18,17 @@ from fastapi import FastAPI
 from sqlalchemy import select, text
 
 from handshake_payment.app import create_app
-from handshake_payment.db import attempt_transitions, payment_attempts
+from handshake_payment.db import attempt_transitions, payment_attempts, refunds
 from handshake_payment.settings import PaymentSettings
 from handshake_shared.consumer import EventConsumer, RawMessage
 from handshake_shared.envelope import CloudEvent, build_event, parse_event
 from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
-from handshake_shared.events.order import OrderPaymentRequested
+from handshake_shared.events.order import (
+    OrderCaptureRequested,
+    OrderPaymentRequested,
+    OrderRefundRequested,
+    OrderStateChanged,
+)
 from handshake_shared.events.provider import ProviderStripeEvent
 
 @pytest.fixture
@@ -89,6 +94,11 @@ class PaymentService:
             )
             return [parse_event(r.payload) for r in rows]
 
+    async def refunds(self, order_id: str) -> list[Any]:
+        async with self.db.engine.connect() as conn:
+            query = select(refunds).where(refunds.c.order_id == uuid.UUID(order_id))
+            return (await conn.execute(query.order_by(refunds.c.created_at))).all()
+
     async def forget(self, event: CloudEvent) -> None:
         """Delete the inbox row, so the same event is applied again (a lost inbox write, a replay)."""
         async with self.db.transaction() as conn:
@@ -99,6 +109,16 @@ class PaymentService:
 async def service(settings) -> AsyncIterator[PaymentService]:
     app = create_app(settings)
     yield PaymentService(app, settings)
+    await app.state.runtime.db.dispose()
+    await app.state.gateway.aclose()
+
+
+@pytest.fixture
+async def manual_service(settings) -> AsyncIterator[PaymentService]:
+    """The same service configured for manual capture (HANDSHAKE_CAPTURE_METHOD=manual)."""
+    manual = settings.model_copy(update={"capture_method": "manual"})
+    app = create_app(manual)
+    yield PaymentService(app, manual)
     await app.state.runtime.db.dispose()
     await app.state.gateway.aclose()
 
@@ -138,6 +158,11 @@ class Browser:
             pass
         return await self.retrieve(intent_id)
 
+    async def refunds_of(self, intent_id: str) -> list[stripe.Refund]:
+        """Every refund the provider made on this intent: what the customer actually got back."""
+        page = await self.client.v1.refunds.list_async(params={"payment_intent": intent_id, "limit": 100})
+        return [r async for r in page.auto_paging_iter()]
+
 
 @pytest.fixture
 async def browser(stack) -> AsyncIterator[Browser]:
@@ -170,6 +195,68 @@ def stripe_event(stripe_type: str, intent: stripe.PaymentIntent) -> CloudEvent:
     )  # fmt: skip
 
 
+def order_closed(order_id: str, type: str = "order.cancelled", reason: str = "cancelled by the customer") -> CloudEvent:
+    to_state = "expired" if type == "order.expired" else "cancelled"
+    return build_event(
+        service="order", type=type, order_id=order_id, sequence=5,
+        data=OrderStateChanged(order_id=order_id, from_state="payment_pending", to_state=to_state, reason=reason),
+    )  # fmt: skip
+
+
+def refund_requested(order_id: str, amount: int, refund_id: str | None = None, currency: str = "EUR") -> CloudEvent:
+    return build_event(
+        service="order", type="order.refund_requested", order_id=order_id, sequence=7,
+        data=OrderRefundRequested(order_id=order_id, refund_id=refund_id or str(uuid.uuid4()), amount=amount,
+                                  currency=currency, reason="customer_request", requested_by="agent-7"),
+    )  # fmt: skip
+
+
+def capture_requested(order_id: str, attempt: Any, amount: int | None = None) -> CloudEvent:
+    return build_event(
+        service="order", type="order.capture_requested", order_id=order_id, sequence=6,
+        data=OrderCaptureRequested(order_id=order_id, attempt_id=str(attempt.id),
+                                   payment_intent_id=attempt.provider_intent_id,
+                                   amount=attempt.amount if amount is None else amount, currency=attempt.currency),
+    )  # fmt: skip
+
+
+CARD_OK = "4242424242424242"
+
+
+class Checkout:
+    """The usual steps before the behaviour under test: an attempt with its intent, a browser paying it."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+
+    async def attempt(self, service: PaymentService, order_id: str, amount: int) -> Any:
+        request_id = str(uuid.uuid4())
+        assert await service.deliver(ORDER_EVENTS, payment_requested(order_id, request_id, amount)) == "applied"
+        async with service.db.engine.connect() as conn:
+            query = select(payment_attempts).where(payment_attempts.c.request_id == request_id)
+            return (await conn.execute(query)).one()
+
+    async def pay(self, service: PaymentService, attempt: Any, webhook: str | None = None) -> stripe.PaymentIntent:
+        """Confirm with a good card; deliver the webhook Stripe then sends (none for manual capture unless
+        asked: localstripe never sends amount_capturable_updated)."""
+        intent = await self.browser.pay(attempt.provider_intent_id, CARD_OK)
+        if webhook is not None:
+            assert await service.deliver(PROVIDER_EVENTS, stripe_event(webhook, intent)) == "applied"
+        return intent
+
+    async def paid(self, service: PaymentService, amount: int) -> tuple[str, Any, stripe.PaymentIntent]:
+        order_id = str(uuid.uuid4())
+        attempt = await self.attempt(service, order_id, amount)
+        intent = await self.pay(service, attempt, "payment_intent.succeeded")
+        assert intent.status == "succeeded"
+        return order_id, attempt, intent
+
+
+@pytest.fixture
+def checkout(browser) -> Checkout:  # type: ignore[no-untyped-def]
+    return Checkout(browser)
+
+
 @pytest.fixture
 def events():  # type: ignore[no-untyped-def]
     """Builders for incoming events (test modules cannot import conftest under importlib mode)."""
@@ -177,5 +264,8 @@ def events():  # type: ignore[no-untyped-def]
     class Events:
         requested = staticmethod(payment_requested)
         stripe = staticmethod(stripe_event)
+        closed = staticmethod(order_closed)
+        refund = staticmethod(refund_requested)
+        capture = staticmethod(capture_requested)
 
     return Events

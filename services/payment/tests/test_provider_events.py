@@ -10,10 +10,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 
+from handshake_payment.app import create_app
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_shared.envelope import CloudEvent, parse_event
 from handshake_shared.events import ORDER_EVENTS, PAYMENT_EVENTS, PROVIDER_EVENTS
-from handshake_shared.testing.fixtures import serve_in_process
+from handshake_shared.testing.fixtures import isolated_kafka_settings, serve_in_process
 
 CARD_OK = "4242424242424242"
 # localstripe declines a PaymentIntent charge only for 4000000000000341 and two 3-D Secure numbers; Stripe's
@@ -54,10 +55,12 @@ async def published(bootstrap: str, topic: str, order_id: str, types: set[str], 
 async def test_a_browser_payment_through_the_broker_succeeds_the_attempt_exactly_once(service, browser, events, stack) -> None:
     bootstrap = stack.broker.bootstrap_servers
     order_id = str(uuid.uuid4())
+    # its own consumer groups and a short session: joining a group another test just left waits less
+    app = create_app(service.settings.model_copy(update=isolated_kafka_settings(stack)))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        async with serve_in_process(service.app):
+        async with serve_in_process(app):
             await publish(producer, ORDER_EVENTS, events.requested(order_id, str(uuid.uuid4()), amount=7450))
 
             async def intent_ready() -> Any:

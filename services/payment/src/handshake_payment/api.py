@@ -13,6 +13,7 @@ import stripe
 import structlog
 from fastapi import APIRouter, Header, Response
 
+from handshake_payment import refund_repository as refund_repo
 from handshake_payment import repository as repo
 from handshake_payment.settings import PaymentSettings
 from handshake_payment.stripe_gateway import StripeGateway
@@ -76,6 +77,7 @@ def build_router(ctx: PaymentContext) -> APIRouter:
         oid = _order_uuid(order_id)
         async with ctx.db.engine.connect() as conn:
             attempts = await repo.attempts_of_order(conn, oid)
-        return {"order_id": str(oid), "attempts": attempts}
+            refunds = await refund_repo.refunds_of_order(conn, oid)
+        return {"order_id": str(oid), "attempts": attempts, "refunds": refunds}
 
     return router

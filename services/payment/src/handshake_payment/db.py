@@ -2,6 +2,7 @@
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -11,7 +12,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import UUID
 
@@ -35,6 +38,11 @@ payment_attempts = Table(
     Column("locked_at", DateTime(timezone=True), nullable=True),
     Column("failure_code", Text, nullable=True),
     Column("failure_message", Text, nullable=True),
+    # what the provider took (a partial capture takes less than amount); refunds are checked against it
+    Column("amount_captured", BigInteger, nullable=True),
+    # set when this attempt was paid or authorized after another attempt of the order already held the
+    # payment: its money is given back automatically and it never counts as the order's payment
+    Column("duplicate_of", UUID(as_uuid=True), ForeignKey("payment_attempts.id"), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("amount >= 0", name="amount_non_negative"),
@@ -42,6 +50,13 @@ payment_attempts = Table(
     "(at most one). Client secrets are never stored.",
 )
 Index("ix_payment_attempts_order", payment_attempts.c.order_id, payment_attempts.c.created_at)
+# at most one attempt per order holds its money (authorized or captured); any other is a marked duplicate
+Index(
+    "uq_payment_attempts_one_payment_per_order",
+    payment_attempts.c.order_id,
+    unique=True,
+    postgresql_where=text("state IN ('authorized', 'succeeded') AND duplicate_of IS NULL"),
+)
 
 attempt_transitions = Table(
     "attempt_transitions",
@@ -58,3 +73,46 @@ attempt_transitions = Table(
     comment="Audit trail: one row per applied attempt transition (from, to, why, causing event, provider event).",
 )
 Index("ix_attempt_transitions_attempt", attempt_transitions.c.attempt_id, attempt_transitions.c.id)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    # the order's refund_id (order.refund_requested), or one derived from the attempt for an automatic refund
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("order_id", UUID(as_uuid=True), nullable=False),
+    # the captured attempt refunded; null only for a request refused because nothing was captured
+    Column("attempt_id", UUID(as_uuid=True), ForeignKey("payment_attempts.id"), nullable=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("automatic", Boolean, nullable=False, server_default=false()),
+    Column("requested_by", Text, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("provider_refund_id", Text, nullable=True, unique=True),
+    # lease on the provider call: one handler at a time looks the refund up at Stripe and creates it
+    Column("locked_at", DateTime(timezone=True), nullable=True),
+    Column("failure_code", Text, nullable=True),
+    Column("failure_message", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("state IN ('requested', 'succeeded', 'failed')", name="state_known"),
+    comment="One row per refund of a captured attempt (asked by the order, or automatic for a second capture) "
+    "and the Stripe refund that carried it out. Requested and succeeded rows never sum above the capture.",
+)
+Index("ix_refunds_attempt", refunds.c.attempt_id)
+Index("ix_refunds_order", refunds.c.order_id, refunds.c.created_at)
+
+refund_transitions = Table(
+    "refund_transitions",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("refund_id", UUID(as_uuid=True), ForeignKey("refunds.id"), nullable=False),
+    Column("from_state", String(16), nullable=True),
+    Column("to_state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("event_id", Text, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment="Audit trail: one row per refund state change (from, to, why, causing event).",
+)
+Index("ix_refund_transitions_refund", refund_transitions.c.refund_id, refund_transitions.c.id)

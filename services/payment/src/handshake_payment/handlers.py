@@ -10,14 +10,15 @@ from (the rocket-rides-atomic idea):
   3. requires_payment + payment.intent_created, in the consumer's transaction with the inbox row.
 
 A crash after 1 creates the intent for the same attempt; after 2 it only announces the stored intent.
+An order cancelled meanwhile cancels the attempt; creation then never starts, or cancels what it made.
+
 Provider facts (provider.stripe.event) move the attempt through the lifecycle table and are announced
-in the consumer's transaction."""
+in the consumer's transaction; successes and authorizations go through settlement.py (at most one attempt
+per order holds its money). Cancellation, capture and refunds live in their own modules, wired here."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import stripe
@@ -27,17 +28,22 @@ from sqlalchemy import update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from handshake_payment import leases
 from handshake_payment import repository as repo
+from handshake_payment.cancellation import Cancellation
+from handshake_payment.captures import Captures
 from handshake_payment.db import payment_attempts
-from handshake_payment.domain.attempts import PROVIDER_EVENT_STATES
+from handshake_payment.domain.attempts import HOLDS_PAYMENT, provider_target
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.intents import intent_facts
+from handshake_payment.facts import Facts
+from handshake_payment.refunds import Refunds
 from handshake_payment.settings import PaymentSettings
-from handshake_payment.stripe_gateway import StripeGateway, is_permanent
+from handshake_payment.settlement import Settled, Settlement, cancel_key
+from handshake_payment.stripe_gateway import Refusal, StripeGateway, is_permanent
 from handshake_shared.consumer import Handler, PoisonMessage
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent
-from handshake_shared.events import PAYMENT_EVENTS
 from handshake_shared.events import order as o
 from handshake_shared.events import payment as pay
 from handshake_shared.events import provider as prov
@@ -48,27 +54,23 @@ log = structlog.get_logger("payment")
 
 PROVIDER_FACTS = Counter(
     "handshake_payment_provider_events_total",
-    "Provider events by Stripe type and outcome (applied, refused, unmatched, ignored)",
+    "Provider events by Stripe type and outcome (applied, refused, duplicate: a second attempt's payment, "
+    "given back; unmatched, ignored)",
     ["type", "outcome"],
 )
 LOST_LEASES = Counter(
     "handshake_payment_intent_lease_lost_total",
     "PaymentIntents created after another handler had already stored one for the attempt (provider ignored the key)",
 )
-
-LEASE_POLL_SECONDS = 0.25
+UNCANCELLABLE = Counter(
+    "handshake_payment_cancelled_attempt_intent_open_total",
+    "Intents of attempts cancelled while being created that the provider would not cancel (already paid or "
+    "settling): reconciliation must look at them",
+)
 
 
 class AttemptBusy(Exception):
     """Another handler holds the attempt's intent-creation lease; the consumer retries later."""
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Stripe refused to create the intent (amount too small, currency not enabled, ...): final."""
-
-    code: str | None
-    message: str | None
 
 
 def idempotency_key(attempt_id: uuid.UUID) -> str:
@@ -78,12 +80,16 @@ def idempotency_key(attempt_id: uuid.UUID) -> str:
 class PaymentHandlers:
     def __init__(self, db: Database, outbox: Outbox, gateway: StripeGateway, settings: PaymentSettings) -> None:
         self.db = db
-        self.outbox = outbox
+        self.facts = Facts(outbox)
         self.gateway = gateway
-        self.lease_seconds = settings.intent_creation_lease_seconds
+        self.lease_seconds = settings.provider_call_lease_seconds
+        self.refunds = Refunds(db, self.facts, gateway, self.lease_seconds)
+        self.settlement = Settlement(db, self.facts, gateway, self.refunds)
+        self.captures = Captures(db, self.facts, gateway, self.settlement)
+        self.cancellation = Cancellation(db, self.facts, gateway, self.settlement)
 
     async def emit(self, conn: AsyncConnection, type: str, order_id: str, data: Any, cause: CloudEvent) -> None:
-        await self.outbox.emit(conn, topic=PAYMENT_EVENTS, type=type, order_id=order_id, data=data, cause=cause)
+        await self.facts.emit(conn, type, order_id, data, cause)
 
     # -- order.events.v1 ------------------------------------------------------------------------
 
@@ -105,6 +111,14 @@ class PaymentHandlers:
         refusal: Refusal | None = None
         if attempt.state == A.CREATING and attempt.provider_intent_id is None:
             attempt, refusal = await self.create_intent(attempt)
+        if attempt.state == A.CANCELED and attempt.provider_intent_id is not None:
+            # the order closed while the intent was being created: it must not stay payable
+            intent = await self.gateway.close_intent(attempt.provider_intent_id, idempotency_key=cancel_key(attempt.id))
+            if intent.status != "canceled":
+                UNCANCELLABLE.inc()
+                log.error("intent of a cancelled attempt could not be cancelled", attempt_id=str(attempt.id),
+                          payment_intent_id=intent.id, status=intent.status)  # fmt: skip
+            return
         await self.announce_intent(conn, event, attempt.id, refusal)
 
     async def record_attempt(
@@ -156,19 +170,22 @@ class PaymentHandlers:
         return current, None
 
     async def _take_lease(self, attempt_id: uuid.UUID) -> bool:
-        """True once this handler may call the provider; False when another handler stored the intent.
-        Waits at most one lease period for a holder that may have crashed mid-call."""
-        deadline = asyncio.get_running_loop().time() + self.lease_seconds + 1.0
-        while True:
+        """True once this handler may call the provider; False when another handler stored the intent or the
+        attempt was cancelled. Waits at most one lease period for a holder that may have crashed mid-call."""
+
+        async def take() -> bool:
             async with self.db.transaction() as tx:
-                if await repo.lease_intent_creation(tx, attempt_id, self.lease_seconds):
-                    return True
-                current = await repo.get(tx, attempt_id)
-            if current is None or current.provider_intent_id is not None or current.state != A.CREATING:
-                return False
-            if asyncio.get_running_loop().time() > deadline:
-                raise AttemptBusy(f"attempt {attempt_id} intent creation is leased by another handler")
-            await asyncio.sleep(LEASE_POLL_SECONDS)
+                return await repo.lease_intent_creation(tx, attempt_id, self.lease_seconds)
+
+        async def still_needed() -> bool:
+            async with self.db.engine.connect() as c:
+                current = await repo.get(c, attempt_id)
+            return current is not None and current.provider_intent_id is None and current.state == A.CREATING
+
+        return await leases.acquire(
+            take, still_needed, lease_seconds=self.lease_seconds,
+            busy=lambda: AttemptBusy(f"attempt {attempt_id} intent creation is leased by another handler"),
+        )  # fmt: skip
 
     async def _release_lease(self, attempt_id: uuid.UUID) -> None:
         try:
@@ -191,13 +208,10 @@ class PaymentHandlers:
                 conn, attempt, A.FAILED, reason=f"provider refused the payment intent: {refusal.code or 'unknown'}",
                 event_id=str(event.id), failure_code=refusal.code, failure_message=refusal.message,
             ):  # fmt: skip
-                # no intent exists, so the intent id is empty (the contract has no optional field for it)
-                await self.emit(
-                    conn, "payment.failed", order_id,
-                    pay.PaymentFailed(order_id=order_id, attempt_id=str(attempt.id), payment_intent_id="",
-                                      failure_code=refusal.code, failure_message=refusal.message),
-                    event,
-                )  # fmt: skip
+                await self.facts.attempt_ended(
+                    conn, "payment.failed", attempt, intent_id=None, code=refusal.code, message=refusal.message,
+                    cause=event,
+                )
             return
         if attempt.provider_intent_id is None:
             raise AttemptBusy(f"attempt {attempt.id} has no payment intent yet")
@@ -216,7 +230,7 @@ class PaymentHandlers:
     # -- provider.events.v1 ---------------------------------------------------------------------
 
     async def on_provider_event(self, conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeEvent) -> None:
-        target = PROVIDER_EVENT_STATES.get(p.provider_type)
+        target = provider_target(p.provider_type, p.status or p.object.get("status"))
         if target is None or p.object_type not in (None, "payment_intent"):
             PROVIDER_FACTS.labels(p.provider_type, "ignored").inc()
             return
@@ -224,7 +238,7 @@ class PaymentHandlers:
         intent_id = p.object_id or p.object.get("id")
         if not intent_id:
             raise PoisonMessage(f"{p.provider_type} {p.provider_event_id} names no payment intent")
-        attempt = await self._attempt_for_intent(conn, intent_id, p.attempt_id or facts.attempt_id)
+        attempt = await self._attempt_for_intent(intent_id, p.attempt_id or facts.attempt_id)
         if attempt is None:
             PROVIDER_FACTS.labels(p.provider_type, "unmatched").inc()
             log.warning(
@@ -232,68 +246,70 @@ class PaymentHandlers:
                 provider_type=p.provider_type, payment_intent_id=intent_id,
             )  # fmt: skip
             return
+        if target in HOLDS_PAYMENT:
+            amount = facts.amount if target == A.SUCCEEDED else facts.amount_capturable
+            amount = amount if amount is not None else p.amount
+            currency = facts.currency or (p.currency.upper() if p.currency else None)
+            if amount is None or currency is None:
+                raise PoisonMessage(f"{p.provider_event_id}: a {target} without amount or currency")
+            fact = Settled(target=target, amount=amount, currency=currency, intent_id=intent_id,
+                           reason=f"stripe {p.provider_type}", provider_event_id=p.provider_event_id)  # fmt: skip
+            remedy = await self.settlement.prepare(attempt.id, fact, event)
+            outcome = await self.settlement.apply(conn, event, attempt.id, fact, remedy)
+            PROVIDER_FACTS.labels(p.provider_type, outcome).inc()
+            return
+        await repo.lock_order(conn, attempt.order_id)
+        attempt = await repo.get(conn, attempt.id, lock=True)
+        assert attempt is not None
         columns: dict[str, Any] = {}
         if target in (A.FAILED, A.CANCELED):
             columns = {"failure_code": facts.failure_code, "failure_message": facts.failure_message}
-        amount = facts.amount if facts.amount is not None else p.amount
-        currency = facts.currency or (p.currency.upper() if p.currency else None)
-        if target == A.SUCCEEDED and (amount is None or currency is None):
-            raise PoisonMessage(f"{p.provider_event_id}: a success without amount or currency")
         applied = await repo.transition(
             conn, attempt, target, reason=f"stripe {p.provider_type}", event_id=str(event.id),
             provider_event_id=p.provider_event_id, **columns,
         )  # fmt: skip
         PROVIDER_FACTS.labels(p.provider_type, "applied" if applied else "refused").inc()
-        if not applied:
-            return
-        order_id, attempt_id = str(attempt.order_id), str(attempt.id)
-        if target == A.SUCCEEDED:
-            assert amount is not None and currency is not None
-            if (amount, currency) != (attempt.amount, attempt.currency):
-                # reported as charged; the order service compares with its snapshot and flags the order
-                log.warning(
-                    "charged amount differs from the attempt", attempt_id=attempt_id, charged=amount,
-                    charged_currency=currency, requested=attempt.amount, requested_currency=attempt.currency,
-                )  # fmt: skip
-            await self.emit(
-                conn, "payment.succeeded", order_id,
-                pay.PaymentSucceeded(order_id=order_id, attempt_id=attempt_id, payment_intent_id=intent_id,
-                                     amount=amount, currency=currency),
-                event,
-            )  # fmt: skip
-        elif target in (A.FAILED, A.CANCELED):
-            await self.emit(
-                conn, "payment.failed" if target == A.FAILED else "payment.canceled", order_id,
-                pay.PaymentFailed(order_id=order_id, attempt_id=attempt_id, payment_intent_id=intent_id,
-                                  failure_code=facts.failure_code, failure_message=facts.failure_message),
-                event,
+        if applied and target in (A.FAILED, A.CANCELED):
+            await self.facts.attempt_ended(
+                conn, "payment.failed" if target == A.FAILED else "payment.canceled", attempt, intent_id=intent_id,
+                code=facts.failure_code, message=facts.failure_message, cause=event,
             )  # fmt: skip
 
-    async def _attempt_for_intent(
-        self, conn: AsyncConnection, intent_id: str, attempt_id: str | None
-    ) -> Row[Any] | None:
-        attempt = await repo.lock_by_intent(conn, intent_id)
+    async def _attempt_for_intent(self, intent_id: str, attempt_id: str | None) -> Row[Any] | None:
+        """Read without a lock: every lock of this handler is taken later, under the order lock."""
+        async with self.db.engine.connect() as c:
+            attempt = await repo.by_intent(c, intent_id)
         if attempt is not None or not attempt_id:
             return attempt
         # the intent's metadata names the attempt: the process died between creating the intent and
-        # storing its id (recovery point 2 never reached), so adopt it now
+        # storing its id (recovery point 2 never reached), so adopt it now, in a transaction of its own
         try:
-            attempt = await repo.get(conn, uuid.UUID(attempt_id), lock=True)
+            key = uuid.UUID(attempt_id)
         except ValueError:
             return None
-        if attempt is None:
-            return None
-        if attempt.provider_intent_id is not None:
-            log.error("event for a second intent of one attempt", attempt_id=attempt_id, payment_intent_id=intent_id,
-                      stored_intent_id=attempt.provider_intent_id)  # fmt: skip
-            return None
-        await conn.execute(
-            update(payment_attempts).where(payment_attempts.c.id == attempt.id).values(provider_intent_id=intent_id)
-        )
-        return await repo.get(conn, attempt.id)
+        async with self.db.transaction() as tx:
+            attempt = await repo.get(tx, key, lock=True)
+            if attempt is None:
+                return None
+            if attempt.provider_intent_id is not None:
+                log.error(
+                    "event for a second intent of one attempt", attempt_id=attempt_id, payment_intent_id=intent_id,
+                    stored_intent_id=attempt.provider_intent_id,
+                )  # fmt: skip
+                return None
+            await tx.execute(
+                update(payment_attempts).where(payment_attempts.c.id == attempt.id).values(provider_intent_id=intent_id)
+            )
+            return await repo.get(tx, attempt.id)
 
     def order_handlers(self) -> dict[str, Handler]:
-        return {"order.payment_requested": self.on_payment_requested}
+        return {
+            "order.payment_requested": self.on_payment_requested,
+            "order.cancelled": self.cancellation.on_order_closed,
+            "order.expired": self.cancellation.on_order_closed,
+            "order.capture_requested": self.captures.on_capture_requested,
+            "order.refund_requested": self.refunds.on_refund_requested,
+        }
 
     def provider_handlers(self) -> dict[str, Handler]:
         return {"provider.stripe.event": self.on_provider_event}

@@ -8,19 +8,20 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment.db import attempt_transitions, payment_attempts
-from handshake_payment.domain.attempts import ATTEMPT_LIFECYCLE, AttemptState
+from handshake_payment.domain.attempts import ATTEMPT_LIFECYCLE, HOLDS_PAYMENT, AttemptState
 
 log = structlog.get_logger("payment")
 
 ATTEMPTS = Counter(
     "handshake_payment_attempts_total",
-    "Payment attempts by outcome (created, intent_created, processing, succeeded, failed, canceled)",
+    "Payment attempts by outcome (created, intent_created, processing, authorized, succeeded, capture_failed, "
+    "failed, canceled)",
     ["outcome"],
 )
 REFUSED = Counter(
@@ -28,6 +29,19 @@ REFUSED = Counter(
     "Transitions refused by the attempt lifecycle table",
     ["from_state", "to_state"],
 )
+
+# advisory-lock namespace for per-order payment decisions ("PAYO" as an int), distinct from the outbox relay's
+_ORDER_LOCK_NAMESPACE = 0x5041594F
+
+
+async def lock_order(conn: AsyncConnection, order_id: uuid.UUID) -> None:
+    """Serialise decisions that span an order's attempts (which attempt holds the payment, how much is left
+    to refund) until the transaction ends. Taken before any attempt row lock, so it cannot deadlock with
+    another order-level decision."""
+    await conn.execute(
+        text("SELECT pg_advisory_xact_lock(:ns, hashtext(:order_id))"),
+        {"ns": _ORDER_LOCK_NAMESPACE, "order_id": str(order_id)},
+    )
 
 
 async def insert_attempt(
@@ -67,20 +81,41 @@ async def get(conn: AsyncConnection, attempt_id: uuid.UUID, *, lock: bool = Fals
     return (await conn.execute(query.with_for_update() if lock else query)).first()
 
 
-async def lock_by_intent(conn: AsyncConnection, intent_id: str) -> Row[Any] | None:
-    query = select(payment_attempts).where(payment_attempts.c.provider_intent_id == intent_id).with_for_update()
+async def by_intent(conn: AsyncConnection, intent_id: str) -> Row[Any] | None:
+    query = select(payment_attempts).where(payment_attempts.c.provider_intent_id == intent_id)
+    return (await conn.execute(query)).first()
+
+
+async def order_attempts(conn: AsyncConnection, order_id: uuid.UUID) -> list[Row[Any]]:
+    query = select(payment_attempts).where(payment_attempts.c.order_id == order_id)
+    return list((await conn.execute(query.order_by(payment_attempts.c.created_at, payment_attempts.c.id))).all())
+
+
+async def payment_holder(
+    conn: AsyncConnection, order_id: uuid.UUID, *, other_than: uuid.UUID | None = None
+) -> Row[Any] | None:
+    """The attempt that holds the order's money (authorized or captured, not a duplicate), if any."""
+    query = select(payment_attempts).where(
+        payment_attempts.c.order_id == order_id,
+        payment_attempts.c.state.in_([s.value for s in HOLDS_PAYMENT]),
+        payment_attempts.c.duplicate_of.is_(None),
+    )
+    if other_than is not None:
+        query = query.where(payment_attempts.c.id != other_than)
     return (await conn.execute(query)).first()
 
 
 async def lease_intent_creation(conn: AsyncConnection, attempt_id: uuid.UUID, lease_seconds: float) -> bool:
-    """Take the attempt's intent-creation lease: False while another handler holds an unexpired one or
-    once the intent is stored. The lease outlives a crashed holder only by lease_seconds."""
+    """Take the attempt's intent-creation lease: False while another handler holds an unexpired one, once
+    the intent is stored, or once the attempt left `creating` (an order cancelled before its intent existed
+    never gets one). The lease outlives a crashed holder only by lease_seconds."""
     taken = (
         await conn.execute(
             update(payment_attempts)
             .where(
                 payment_attempts.c.id == attempt_id,
                 payment_attempts.c.provider_intent_id.is_(None),
+                payment_attempts.c.state == AttemptState.CREATING,
                 or_(
                     payment_attempts.c.locked_at.is_(None),
                     payment_attempts.c.locked_at < func.now() - timedelta(seconds=lease_seconds),
@@ -112,7 +147,17 @@ async def store_intent(conn: AsyncConnection, attempt_id: uuid.UUID, intent_id: 
 
 async def session_attempt(conn: AsyncConnection, order_id: uuid.UUID) -> Row[Any] | None:
     """The order's latest attempt whose intent was announced: a secret is never handed out for an attempt
-    still in `creating`, so a provider fact can never overtake payment.intent_created."""
+    still in `creating`, so a provider fact can never overtake payment.intent_created, nor for one the order
+    cancelled before its intent was announced (the intent a creator stored just after the cancel is being
+    cancelled at the provider; nobody may pay it meanwhile)."""
+    announced = (
+        select(attempt_transitions.c.id)
+        .where(
+            attempt_transitions.c.attempt_id == payment_attempts.c.id,
+            attempt_transitions.c.to_state == AttemptState.REQUIRES_PAYMENT,
+        )
+        .exists()
+    )
     return (
         await conn.execute(
             select(payment_attempts)
@@ -121,6 +166,7 @@ async def session_attempt(conn: AsyncConnection, order_id: uuid.UUID) -> Row[Any
                     payment_attempts.c.order_id == order_id,
                     payment_attempts.c.provider_intent_id.is_not(None),
                     payment_attempts.c.state != AttemptState.CREATING,
+                    or_(payment_attempts.c.state != AttemptState.CANCELED, announced),
                 )
             )
             .order_by(payment_attempts.c.created_at.desc(), payment_attempts.c.id)
@@ -149,6 +195,8 @@ async def attempts_of_order(conn: AsyncConnection, order_id: uuid.UUID) -> list[
             "payment_intent_id": a.provider_intent_id,
             "failure_code": a.failure_code,
             "failure_message": a.failure_message,
+            "amount_captured": a.amount_captured,
+            "duplicate_of": str(a.duplicate_of) if a.duplicate_of else None,
             "created_at": a.created_at.isoformat(),
             "updated_at": a.updated_at.isoformat(),
             "transitions": [

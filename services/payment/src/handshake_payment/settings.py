@@ -18,6 +18,8 @@ class PaymentSettings(ServiceSettings):
     # one Stripe HTTP request; the SDK retries network errors, 409 and 5xx with the same idempotency key
     stripe_timeout_seconds: float = 10.0
     stripe_max_network_retries: int = 2
+    # manual: intents only authorize; the order asks for the capture (order.capture_requested) once stock
+    # is committed, and a cancelled order releases the authorization instead of refunding a charge
     capture_method: Literal["automatic", "automatic_async", "manual"] = "automatic"
 
     @model_validator(mode="after")
@@ -27,10 +29,15 @@ class PaymentSettings(ServiceSettings):
         return self
 
     @property
-    def intent_creation_lease_seconds(self) -> float:
-        """How long one handler may own an attempt's PaymentIntent creation before another may take over:
-        longer than the SDK can spend on the call including its retries and their backoff."""
+    def provider_call_lease_seconds(self) -> float:
+        """How long one handler may own a provider call (creating an attempt's PaymentIntent, making a refund)
+        before another may take over: longer than the SDK can spend on the call including its retries and
+        their backoff."""
         return self.stripe_timeout_seconds * (self.stripe_max_network_retries + 1) + 10.0
+
+    @property
+    def intent_creation_lease_seconds(self) -> float:
+        return self.provider_call_lease_seconds
 
 
 @lru_cache

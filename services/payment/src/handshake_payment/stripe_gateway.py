@@ -7,9 +7,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
 import stripe
 from prometheus_client import Counter, Histogram
 
+from handshake_payment.domain.attempts import OPEN_INTENT_STATUSES
 from handshake_payment.settings import PaymentSettings
 
 PROVIDER_SECONDS = Histogram(
@@ -29,6 +32,18 @@ def is_permanent(exc: stripe.StripeError) -> bool:
     if isinstance(exc, stripe.CardError):
         return True
     return isinstance(exc, stripe.InvalidRequestError) and exc.http_status == 400
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The provider refused a request itself (amount, currency, card, state of the object): final."""
+
+    code: str | None
+    message: str | None
+
+
+def refusal_of(exc: stripe.StripeError) -> Refusal:
+    return Refusal(code=exc.code, message=exc.user_message or str(exc))
 
 
 class StripeGateway:
@@ -71,6 +86,59 @@ class StripeGateway:
     async def retrieve_intent(self, intent_id: str) -> stripe.PaymentIntent:
         async with self._call("payment_intents.retrieve"):
             return await self.client.v1.payment_intents.retrieve_async(intent_id)
+
+    async def cancel_intent(self, intent_id: str, *, idempotency_key: str) -> stripe.PaymentIntent:
+        # no cancellation_reason: localstripe refuses any parameter on cancel
+        async with self._call("payment_intents.cancel"):
+            return await self.client.v1.payment_intents.cancel_async(
+                intent_id, options={"idempotency_key": idempotency_key}
+            )
+
+    async def close_intent(self, intent_id: str, *, idempotency_key: str) -> stripe.PaymentIntent:
+        """Cancel the intent if Stripe still lets us (nothing taken yet) and return it as it now stands. A
+        payment that landed between our look and our cancel makes the cancel fail: the payment stands."""
+        intent = await self.retrieve_intent(intent_id)
+        if intent.status not in OPEN_INTENT_STATUSES:
+            return intent
+        try:
+            return await self.cancel_intent(intent_id, idempotency_key=idempotency_key)
+        except stripe.StripeError as exc:
+            if not is_permanent(exc):
+                raise
+            current = await self.retrieve_intent(intent_id)
+            if current.status in OPEN_INTENT_STATUSES:
+                raise
+            return current
+
+    async def capture_intent(self, intent_id: str, *, amount: int, idempotency_key: str) -> stripe.PaymentIntent:
+        async with self._call("payment_intents.capture"):
+            return await self.client.v1.payment_intents.capture_async(
+                intent_id, params={"amount_to_capture": amount}, options={"idempotency_key": idempotency_key}
+            )
+
+    async def find_refund(self, intent_id: str, refund_id: str) -> stripe.Refund | None:
+        """The provider refund we asked for under refund_id, if one exists: the metadata carries our id, so
+        this finds a refund made just before a crash even where the idempotency key does not (localstripe
+        ignores it, Stripe forgets it after 24 hours)."""
+        async with self._call("refunds.list"):
+            page = await self.client.v1.refunds.list_async(params={"payment_intent": intent_id, "limit": 100})
+            async for refund in page.auto_paging_iter():
+                if (refund.to_dict().get("metadata") or {}).get("refund_id") == refund_id:
+                    return refund
+        return None
+
+    async def create_refund(
+        self, *, intent_id: str, amount: int, order_id: str, refund_id: str, idempotency_key: str
+    ) -> stripe.Refund:
+        async with self._call("refunds.create"):
+            return await self.client.v1.refunds.create_async(
+                params={
+                    "payment_intent": intent_id,
+                    "amount": amount,
+                    "metadata": {"order_id": order_id, "refund_id": refund_id},
+                },
+                options={"idempotency_key": idempotency_key},
+            )
 
     async def aclose(self) -> None:
         await self._http.close_async()

@@ -1,0 +1,128 @@
+"""order.cancelled / order.expired: no attempt of the order may take money any more.
+
+  1. in its own transaction under the order lock: attempts still `creating` without an intent are
+     cancelled, so no handler creates one later (the creation lease requires `creating`) and a handler
+     already calling Stripe cancels what it gets (handlers.create_intent);
+  2. with no transaction of ours open: every attempt whose intent may still be open is looked at the
+     provider and cancelled there if Stripe still allows it. An intent that was paid meanwhile is not
+     cancelled: it is a success like any other (settlement.py; a late payment is the order's business);
+  3. in the consumer's transaction under the order lock: the cancellations and successes, with their facts.
+
+Redelivery finds the attempts cancelled and does nothing; a crash after 2 finds the intents cancelled at the
+provider and records them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import structlog
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from handshake_payment import repository as repo
+from handshake_payment.domain.attempts import AttemptState as A
+from handshake_payment.facts import Facts
+from handshake_payment.settlement import Remedy, Settled, Settlement, cancel_key, settled_from_intent
+from handshake_payment.stripe_gateway import StripeGateway
+from handshake_shared.consumer import PoisonMessage
+from handshake_shared.db import Database
+from handshake_shared.envelope import CloudEvent
+from handshake_shared.events import order as o
+
+log = structlog.get_logger("payment")
+
+CANCELLATIONS = Counter(
+    "handshake_payment_order_close_attempts_total",
+    "Attempts of cancelled or expired orders, by outcome (canceled: intent cancelled at the provider; "
+    "never_created: cancelled before an intent existed; paid: the provider had taken the money; "
+    "processing: still settling, left to its webhook)",
+    ["outcome"],
+)
+
+# an attempt in these states has nothing left open at the provider
+_CLOSED = (A.SUCCEEDED, A.CANCELED, A.CAPTURE_FAILED)
+
+
+@dataclass(frozen=True)
+class _Closed:
+    attempt_id: uuid.UUID
+    intent_id: str
+    paid: Settled | None = None
+    remedy: Remedy | None = None
+
+
+class Cancellation:
+    def __init__(self, db: Database, facts: Facts, gateway: StripeGateway, settlement: Settlement) -> None:
+        self.db = db
+        self.facts = facts
+        self.gateway = gateway
+        self.settlement = settlement
+
+    async def on_order_closed(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderStateChanged) -> None:
+        try:
+            order_id = uuid.UUID(p.order_id)
+        except ValueError:
+            raise PoisonMessage(f"unusable order id {p.order_id!r}") from None
+        why = "order_expired" if event.type == "order.expired" else "order_cancelled"
+        await self._cancel_unborn(order_id, why, p.reason, event)
+        closed = await self._close_at_provider(order_id, why, event)
+        await repo.lock_order(conn, order_id)
+        for c in closed:
+            if c.paid is not None:
+                assert c.remedy is not None
+                await self.settlement.apply(conn, event, c.attempt_id, c.paid, c.remedy)
+                continue
+            attempt = await repo.get(conn, c.attempt_id, lock=True)
+            assert attempt is not None
+            if await repo.transition(
+                conn, attempt, A.CANCELED, reason=f"{why}: payment intent cancelled", event_id=str(event.id),
+                failure_code=why, failure_message=p.reason,
+            ):  # fmt: skip
+                await self.facts.attempt_ended(
+                    conn, "payment.canceled", attempt, intent_id=c.intent_id, code=why, message=p.reason, cause=event
+                )
+
+    async def _cancel_unborn(self, order_id: uuid.UUID, why: str, reason: str, event: CloudEvent) -> None:
+        """Step 1: its own transaction, so the cancel is visible to creators before any provider call."""
+        async with self.db.transaction() as tx:
+            await repo.lock_order(tx, order_id)
+            for attempt in await repo.order_attempts(tx, order_id):
+                if attempt.state != A.CREATING or attempt.provider_intent_id is not None:
+                    continue
+                attempt = await repo.get(tx, attempt.id, lock=True)
+                if attempt is None or attempt.state != A.CREATING or attempt.provider_intent_id is not None:
+                    continue
+                if await repo.transition(
+                    tx, attempt, A.CANCELED, reason=f"{why} before its payment intent existed",
+                    event_id=str(event.id), failure_code=why, failure_message=reason,
+                ):  # fmt: skip
+                    CANCELLATIONS.labels("never_created").inc()
+                    await self.facts.attempt_ended(
+                        tx, "payment.canceled", attempt, intent_id=None, code=why, message=reason, cause=event
+                    )
+
+    async def _close_at_provider(self, order_id: uuid.UUID, why: str, event: CloudEvent) -> list[_Closed]:
+        """Step 2: provider calls, no transaction of ours open."""
+        async with self.db.engine.connect() as c:
+            attempts = await repo.order_attempts(c, order_id)
+        closed: list[_Closed] = []
+        for attempt in attempts:
+            if attempt.provider_intent_id is None or attempt.state in _CLOSED:
+                continue
+            intent = await self.gateway.close_intent(attempt.provider_intent_id, idempotency_key=cancel_key(attempt.id))
+            if intent.status == "canceled":
+                CANCELLATIONS.labels("canceled").inc()
+                closed.append(_Closed(attempt.id, intent.id))
+            elif intent.status == "succeeded":
+                CANCELLATIONS.labels("paid").inc()
+                log.warning("payment landed before the order closed", attempt_id=str(attempt.id), why=why)
+                paid = settled_from_intent(intent.to_dict(), f"paid at the provider before the {why.replace('_', ' ')}")
+                remedy = await self.settlement.prepare(attempt.id, paid, event)
+                closed.append(_Closed(attempt.id, intent.id, paid, remedy))
+            else:
+                # processing: Stripe cannot cancel it; its webhook says how it ends
+                CANCELLATIONS.labels("processing").inc()
+                log.warning("payment still settling when the order closed", attempt_id=str(attempt.id),
+                            status=intent.status)  # fmt: skip
+        return closed

@@ -1,0 +1,138 @@
+"""Manual capture: order.capture_requested captures the authorized attempt's PaymentIntent.
+
+The provider is asked first what is true (retrieve): an intent already captured is only recorded, so a
+redelivered request never captures twice. The capture itself carries an idempotency key from the attempt.
+A capture the provider refuses releases the authorization and ends the attempt capture_failed; a capture
+that went through is a success like any other (settlement.py), so a later payment_intent.succeeded
+webhook is a refused duplicate transition. No transaction of ours is open during the provider calls."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import stripe
+import structlog
+from prometheus_client import Counter
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from handshake_payment import repository as repo
+from handshake_payment.domain.attempts import AttemptState as A
+from handshake_payment.facts import Facts
+from handshake_payment.settlement import Settled, Settlement, cancel_key, settled_from_intent
+from handshake_payment.stripe_gateway import Refusal, StripeGateway, is_permanent, refusal_of
+from handshake_shared.consumer import PoisonMessage
+from handshake_shared.db import Database
+from handshake_shared.envelope import CloudEvent
+from handshake_shared.events import order as o
+from handshake_shared.money import CurrencyError, check_currency
+
+log = structlog.get_logger("payment")
+
+CAPTURES = Counter(
+    "handshake_payment_captures_total",
+    "Capture requests by outcome (captured; already_captured: found captured at the provider; refused: the "
+    "provider refused or nothing was capturable, authorization released; not_capturable: the attempt's "
+    "authorization was gone before the request)",
+    ["outcome"],
+)
+AUTHORIZATION_GONE = "authorization_canceled"
+
+
+class CaptureNotSettled(Exception):
+    """The provider is still settling the intent; the consumer retries."""
+
+
+def capture_key(attempt_id: uuid.UUID) -> str:
+    return f"handshake-attempt-{attempt_id}-capture"
+
+
+class Captures:
+    def __init__(self, db: Database, facts: Facts, gateway: StripeGateway, settlement: Settlement) -> None:
+        self.db = db
+        self.facts = facts
+        self.gateway = gateway
+        self.settlement = settlement
+
+    async def on_capture_requested(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderCaptureRequested) -> None:
+        attempt = await self._attempt_of(p)
+        if attempt.state in (A.SUCCEEDED, A.CAPTURE_FAILED):
+            return  # answered before: payment.succeeded or payment.capture_failed is already out
+        if attempt.state == A.CANCELED or attempt.duplicate_of is not None:
+            # the authorization was released (expired at the provider, or a second attempt's): say so
+            CAPTURES.labels("not_capturable").inc()
+            await self.facts.attempt_ended(
+                conn, "payment.capture_failed", attempt, intent_id=attempt.provider_intent_id, code=AUTHORIZATION_GONE,
+                message=f"the attempt is {attempt.state}; nothing to capture", cause=event,
+            )  # fmt: skip
+            return
+        if attempt.state != A.AUTHORIZED:
+            raise PoisonMessage(f"capture requested for attempt {attempt.id} which is {attempt.state}, not authorized")
+        outcome = await self._capture(attempt, p.amount)
+        if isinstance(outcome, Settled):
+            remedy = await self.settlement.prepare(attempt.id, outcome, event)
+            await self.settlement.apply(conn, event, attempt.id, outcome, remedy)
+            return
+        await repo.lock_order(conn, attempt.order_id)
+        attempt = await repo.get(conn, attempt.id, lock=True)
+        assert attempt is not None
+        code = outcome.code or "capture_refused"
+        if await repo.transition(
+            conn, attempt, A.CAPTURE_FAILED, reason=f"provider refused the capture: {code}", event_id=str(event.id),
+            failure_code=code, failure_message=outcome.message,
+        ):  # fmt: skip
+            await self.facts.attempt_ended(
+                conn, "payment.capture_failed", attempt, intent_id=attempt.provider_intent_id, code=code,
+                message=outcome.message, cause=event,
+            )  # fmt: skip
+
+    async def _attempt_of(self, p: o.OrderCaptureRequested) -> Row[Any]:
+        try:
+            order_id, attempt_id = uuid.UUID(p.order_id), uuid.UUID(p.attempt_id)
+            currency = check_currency(p.currency)
+        except (ValueError, CurrencyError) as exc:
+            raise PoisonMessage(f"unusable capture request: {exc}") from None
+        async with self.db.engine.connect() as c:
+            attempt = await repo.get(c, attempt_id)
+        if attempt is None or attempt.order_id != order_id or attempt.provider_intent_id != p.payment_intent_id:
+            raise PoisonMessage(f"capture request names attempt {p.attempt_id} / {p.payment_intent_id} we do not hold")
+        if currency != attempt.currency or p.amount <= 0:
+            raise PoisonMessage(
+                f"capture of {p.amount} {currency} for an attempt of {attempt.amount} {attempt.currency}"
+            )
+        return attempt
+
+    async def _capture(self, attempt: Row[Any], amount: int) -> Settled | Refusal:
+        """The provider calls, no transaction open: captured (or found captured), else refused with the
+        authorization released."""
+        intent_id = attempt.provider_intent_id
+        intent = await self.gateway.retrieve_intent(intent_id)
+        if intent.status == "succeeded":
+            CAPTURES.labels("already_captured").inc()
+            return settled_from_intent(intent.to_dict(), "found captured at the provider", amount)
+        if intent.status == "requires_capture":
+            try:
+                captured = await self.gateway.capture_intent(
+                    intent_id, amount=amount, idempotency_key=capture_key(attempt.id)
+                )
+            except stripe.StripeError as exc:
+                if not is_permanent(exc):
+                    raise
+                refusal = refusal_of(exc)
+            else:
+                CAPTURES.labels("captured").inc()
+                log.info("payment captured", attempt_id=str(attempt.id), payment_intent_id=intent_id, amount=amount)
+                return settled_from_intent(captured.to_dict(), "captured on the order's request", amount)
+        else:
+            refusal = Refusal(code=f"intent_{intent.status}", message=f"the payment intent is {intent.status}")
+        # release what is still held, unless the money was taken after all
+        current = await self.gateway.close_intent(intent_id, idempotency_key=cancel_key(attempt.id))
+        if current.status == "succeeded":
+            CAPTURES.labels("already_captured").inc()
+            return settled_from_intent(current.to_dict(), "found captured at the provider", amount)
+        if current.status != "canceled":
+            raise CaptureNotSettled(f"payment intent {intent_id} is {current.status}")
+        CAPTURES.labels("refused").inc()
+        log.warning("capture refused, authorization released", attempt_id=str(attempt.id), code=refusal.code)
+        return refusal

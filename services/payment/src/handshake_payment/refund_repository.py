@@ -1,0 +1,158 @@
+"""Refund queries and the one place a refund's state changes (state + audit row together)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from handshake_payment.db import refund_transitions, refunds
+from handshake_payment.domain.refunds import REFUND_LIFECYCLE, RefundState
+
+log = structlog.get_logger("payment")
+
+
+async def insert_refund(
+    conn: AsyncConnection,
+    *,
+    refund_id: uuid.UUID,
+    order_id: uuid.UUID,
+    attempt_id: uuid.UUID | None,
+    amount: int,
+    currency: str,
+    reason: str,
+    automatic: bool,
+    requested_by: str | None,
+    state: RefundState,
+    event_id: str | None,
+    failure_code: str | None = None,
+    failure_message: str | None = None,
+) -> bool:
+    """Record a refund unless its id exists; True when this call created it (with its first audit row)."""
+    created = (
+        await conn.execute(
+            pg_insert(refunds)
+            .values(
+                id=refund_id, order_id=order_id, attempt_id=attempt_id, amount=amount, currency=currency,
+                reason=reason, automatic=automatic, requested_by=requested_by, state=state,
+                failure_code=failure_code, failure_message=failure_message,
+            )
+            .on_conflict_do_nothing(index_elements=[refunds.c.id])
+            .returning(refunds.c.id)
+        )
+    ).first()  # fmt: skip
+    if created is None:
+        return False
+    await conn.execute(
+        insert(refund_transitions).values(
+            refund_id=refund_id, from_state=None, to_state=state,
+            reason="refund requested" if state == RefundState.REQUESTED else f"refused: {failure_code}",
+            event_id=event_id,
+        )
+    )  # fmt: skip
+    return True
+
+
+async def get(conn: AsyncConnection, refund_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+    query = select(refunds).where(refunds.c.id == refund_id)
+    return (await conn.execute(query.with_for_update() if lock else query)).first()
+
+
+async def committed_amount(conn: AsyncConnection, attempt_id: uuid.UUID) -> int:
+    """What is refunded or may be being refunded from a capture: every refund that has not failed."""
+    total = await conn.execute(
+        select(func.coalesce(func.sum(refunds.c.amount), 0)).where(
+            refunds.c.attempt_id == attempt_id, refunds.c.state != RefundState.FAILED
+        )
+    )
+    return int(total.scalar_one())
+
+
+async def lease_provider_call(conn: AsyncConnection, refund_id: uuid.UUID, lease_seconds: float) -> bool:
+    """Take the refund's provider-call lease: False while another handler holds an unexpired one, or once
+    the refund is no longer waiting for the provider."""
+    taken = (
+        await conn.execute(
+            update(refunds)
+            .where(
+                refunds.c.id == refund_id,
+                refunds.c.state == RefundState.REQUESTED,
+                refunds.c.provider_refund_id.is_(None),
+                or_(refunds.c.locked_at.is_(None), refunds.c.locked_at < func.now() - timedelta(seconds=lease_seconds)),
+            )
+            .values(locked_at=func.now())
+            .returning(refunds.c.id)
+        )
+    ).first()
+    return taken is not None
+
+
+async def release_lease(conn: AsyncConnection, refund_id: uuid.UUID) -> None:
+    await conn.execute(update(refunds).where(refunds.c.id == refund_id).values(locked_at=None))
+
+
+async def store_provider_refund(conn: AsyncConnection, refund_id: uuid.UUID, provider_refund_id: str) -> bool:
+    """Recovery point 2: the provider refunded; from here on nobody asks it again for this refund."""
+    stored = (
+        await conn.execute(
+            update(refunds)
+            .where(refunds.c.id == refund_id, refunds.c.provider_refund_id.is_(None))
+            .values(provider_refund_id=provider_refund_id, locked_at=None, updated_at=func.now())
+            .returning(refunds.c.id)
+        )
+    ).first()
+    return stored is not None
+
+
+async def transition(
+    conn: AsyncConnection, refund: Row[Any], target: RefundState, *, reason: str, event_id: str | None, **columns: Any
+) -> bool:
+    current = RefundState(refund.state)
+    if not REFUND_LIFECYCLE.can(current, target):
+        log.warning("refund transition refused", refund_id=str(refund.id), current=current, target=target)
+        return False
+    moved = (
+        await conn.execute(
+            update(refunds)
+            .where(refunds.c.id == refund.id, refunds.c.state == current)
+            .values(state=target, locked_at=None, updated_at=func.now(), **columns)
+            .returning(refunds.c.id)
+        )
+    ).first()
+    if moved is None:
+        return False
+    await conn.execute(
+        insert(refund_transitions).values(
+            refund_id=refund.id, from_state=current, to_state=target, reason=reason, event_id=event_id
+        )
+    )
+    log.info("refund transition", refund_id=str(refund.id), from_state=current, to_state=target, reason=reason)
+    return True
+
+
+async def refunds_of_order(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.execute(select(refunds).where(refunds.c.order_id == order_id).order_by(refunds.c.created_at))
+    return [
+        {
+            "refund_id": str(r.id),
+            "attempt_id": str(r.attempt_id) if r.attempt_id else None,
+            "amount": r.amount,
+            "currency": r.currency,
+            "reason": r.reason,
+            "automatic": r.automatic,
+            "requested_by": r.requested_by,
+            "state": r.state,
+            "provider_refund_id": r.provider_refund_id,
+            "failure_code": r.failure_code,
+            "failure_message": r.failure_message,
+            "created_at": r.created_at.isoformat(),
+            "updated_at": r.updated_at.isoformat(),
+        }
+        for r in rows
+    ]

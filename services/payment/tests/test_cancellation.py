@@ -1,0 +1,130 @@
+"""order.cancelled / order.expired against real PostgreSQL and the Stripe emulator: once an order closes, no
+intent of it can take money, and money it already took is reported, never cancelled away."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import stripe
+
+from handshake_payment.domain.attempts import AttemptState as A
+from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
+from handshake_shared.events.order import OrderPaymentRequested
+
+CARD_OK = "4242424242424242"
+CARD_DECLINED = "4000000000000341"
+
+
+async def test_a_cancelled_order_leaves_no_intent_that_can_take_money(service, browser, events, checkout) -> None:
+    order_id = str(uuid.uuid4())
+    open_attempt = await checkout.attempt(service, order_id, 2000)
+    declined_attempt = await checkout.attempt(service, order_id, 2000)
+    declined = await browser.pay(declined_attempt.provider_intent_id, CARD_DECLINED)
+    assert await service.deliver(PROVIDER_EVENTS, events.stripe("payment_intent.payment_failed", declined)) == "applied"
+    # a third request whose process died after its attempt row, before Stripe was called
+    unborn_request = events.requested(order_id, str(uuid.uuid4()), amount=2000)
+    unborn = await service.handlers.record_attempt(
+        unborn_request, OrderPaymentRequested.model_validate(unborn_request.data), uuid.UUID(order_id), "EUR"
+    )
+
+    cancelled = events.closed(order_id)
+    assert await service.deliver(ORDER_EVENTS, cancelled) == "applied"
+
+    for attempt in (open_attempt, declined_attempt):
+        assert (await browser.retrieve(attempt.provider_intent_id)).status == "canceled"
+    with pytest.raises(stripe.InvalidRequestError):
+        await browser.pay(open_attempt.provider_intent_id, CARD_OK)
+    # the request that died before Stripe, redelivered, creates nothing
+    assert await service.deliver(ORDER_EVENTS, unborn_request) == "applied"
+    assert {i.id for i in await browser.intents_for(order_id)} == {
+        open_attempt.provider_intent_id, declined_attempt.provider_intent_id,
+    }  # fmt: skip
+    rows = await service.attempts(order_id)
+    assert [(r.id, r.state, r.failure_code) for r in rows] == [
+        (open_attempt.id, A.CANCELED, "order_cancelled"), (declined_attempt.id, A.CANCELED, "order_cancelled"),
+        (unborn.id, A.CANCELED, "order_cancelled"),
+    ]  # fmt: skip
+    emitted = await service.emitted(order_id)
+    canceled = {e.data["attempt_id"]: e.data["payment_intent_id"] for e in emitted if e.type == "payment.canceled"}
+    assert canceled == {
+        str(open_attempt.id): open_attempt.provider_intent_id,
+        str(declined_attempt.id): declined_attempt.provider_intent_id, str(unborn.id): None,
+    }  # fmt: skip
+
+    # the same cancellation again (a lost inbox row): nothing more happens
+    await service.forget(cancelled)
+    assert await service.deliver(ORDER_EVENTS, cancelled) == "applied"
+    assert await service.emitted(order_id) == emitted
+
+
+async def test_a_creator_that_read_the_attempt_before_the_cancel_creates_no_intent(service, browser, events) -> None:
+    """A second handler of the payment request (a rebalance) still holds the attempt as `creating`."""
+    order_id = str(uuid.uuid4())
+    request = events.requested(order_id, str(uuid.uuid4()), amount=1200)
+    stale = await service.handlers.record_attempt(
+        request, OrderPaymentRequested.model_validate(request.data), uuid.UUID(order_id), "EUR"
+    )
+    assert await service.deliver(ORDER_EVENTS, events.closed(order_id)) == "applied"
+
+    after, refusal = await service.handlers.create_intent(stale)
+
+    assert refusal is None
+    assert (after.state, after.provider_intent_id) == (A.CANCELED, None)
+    assert await browser.intents_for(order_id) == []
+
+
+async def test_a_payment_that_landed_before_the_expiry_is_reported_not_cancelled(service, browser, events, checkout) -> None:
+    order_id = str(uuid.uuid4())
+    attempt = await checkout.attempt(service, order_id, 3100)
+    paid = await checkout.pay(service, attempt)  # Stripe's webhook has not arrived yet
+
+    assert await service.deliver(ORDER_EVENTS, events.closed(order_id, "order.expired", "reservation expired")) == "applied"
+
+    assert (await browser.retrieve(paid.id)).status == "succeeded"
+    assert await browser.refunds_of(paid.id) == []
+    [row] = await service.attempts(order_id)
+    assert (row.state, row.amount_captured) == (A.SUCCEEDED, 3100)
+    emitted = await service.emitted(order_id)
+    assert [e.type for e in emitted] == ["payment.intent_created", "payment.succeeded"]
+    assert (emitted[1].data["amount"], emitted[1].data["currency"]) == (3100, "EUR")
+    # the webhook arriving afterwards announces nothing twice
+    assert await service.deliver(PROVIDER_EVENTS, events.stripe("payment_intent.succeeded", paid)) == "applied"
+    assert await service.emitted(order_id) == emitted
+
+
+async def test_an_authorization_is_released_when_the_order_is_cancelled(manual_service, browser, events, checkout) -> None:
+    order_id = str(uuid.uuid4())
+    attempt = await checkout.attempt(manual_service, order_id, 4500)
+    held = await checkout.pay(manual_service, attempt, "payment_intent.amount_capturable_updated")
+    assert held.status == "requires_capture"
+
+    assert await manual_service.deliver(ORDER_EVENTS, events.closed(order_id)) == "applied"
+
+    released = await browser.retrieve(held.id)
+    assert released.status == "canceled"
+    assert await browser.refunds_of(held.id) == []  # nothing was ever taken, so nothing needs refunding
+    assert [r.state for r in await manual_service.attempts(order_id)] == [A.CANCELED]
+    assert [e.type for e in await manual_service.emitted(order_id)] == [
+        "payment.intent_created", "payment.authorized", "payment.canceled",
+    ]  # fmt: skip
+
+
+async def test_an_intent_cancelled_before_it_was_announced_is_never_handed_out(service, http, browser, events) -> None:
+    """The process stored the intent (recovery point 2) but never announced it; then the order closed."""
+    order_id = str(uuid.uuid4())
+    request = events.requested(order_id, str(uuid.uuid4()), amount=1800)
+    recorded = await service.handlers.record_attempt(
+        request, OrderPaymentRequested.model_validate(request.data), uuid.UUID(order_id), "EUR"
+    )
+    stored, _ = await service.handlers.create_intent(recorded)
+
+    assert await service.deliver(ORDER_EVENTS, events.closed(order_id)) == "applied"
+    assert await service.deliver(ORDER_EVENTS, request) == "applied"  # the request redelivered announces nothing
+
+    assert (await browser.retrieve(stored.provider_intent_id)).status == "canceled"
+    [row] = await service.attempts(order_id)
+    assert row.state == A.CANCELED
+    internal = {"Authorization": "Bearer " + service.settings.internal_token.get_secret_value()}
+    assert (await http.get(f"/internal/v1/orders/{order_id}/payment-session", headers=internal)).status_code == 404
+    assert [e.type for e in await service.emitted(order_id)] == ["payment.canceled"]
