@@ -1,14 +1,25 @@
 """The broker goes away while events are waiting in the outboxes: nothing is lost, nothing doubles.
 
-Runs after the happy path (file order): restarting the embedded broker empties every topic."""
+On a system with a broker of its own: the embedded broker keeps nothing across a restart, which
+must not disturb the other end-to-end tests."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx
+import pytest
 
+from handshake_shared.devstack.storefront import Storefront
 from handshake_shared.devstack.system import wait_for
+from tests.conftest import system_of_its_own
+
+
+@pytest.fixture(scope="module")
+def outage(stack) -> Iterator[Storefront]:  # type: ignore[no-untyped-def]
+    with system_of_its_own(stack, "outage") as shop:
+        yield shop
 
 
 def metric(system, service: str, name: str) -> float:  # type: ignore[no-untyped-def]
@@ -20,9 +31,10 @@ def metric(system, service: str, name: str) -> float:  # type: ignore[no-untyped
     return total
 
 
-def test_events_pending_during_a_broker_outage_are_published_once_it_returns(shop, system):  # type: ignore[no-untyped-def]
+def test_events_pending_during_a_broker_outage_are_published_once_it_returns(outage):  # type: ignore[no-untyped-def]
+    shop, system = outage, outage.system
     sku = "HS-CAP"
-    before = shop.stock(sku)
+    before = shop.levels(sku)
     errors_before = metric(system, "order", "handshake_outbox_publish_errors_total")
 
     system.broker.stop()
@@ -33,7 +45,7 @@ def test_events_pending_during_a_broker_outage_are_published_once_it_returns(sho
         wait_for(lambda: metric(system, "order", "handshake_outbox_publish_errors_total") > errors_before, 30)
         time.sleep(1.0)
         assert shop.order(order_id, token)["state"] == "draft"
-        assert shop.stock(sku) == before
+        assert shop.levels(sku) == before
     finally:
         system.broker.start()  # memory storage: topics are recreated empty
 
@@ -41,17 +53,9 @@ def test_events_pending_during_a_broker_outage_are_published_once_it_returns(sho
     shop.pay(session["payment_intent_id"])
     order = shop.wait_for_state(order_id, token, {"fulfillment_pending"}, timeout=60)
 
-    after = shop.stock(sku)
-    assert after["available"] == before["available"] - 3
-    assert after["reserved"] == 0
-    assert after["sold"] == before["sold"] + 3
+    assert shop.levels(sku) == (before[0] - 3, 0, before[2] + 3)
     assert [step["to"] for step in order["timeline"]] == ["draft", "payment_pending", "paid", "fulfillment_pending"]
-    intents = [
-        pi
-        for pi in shop.stripe.v1.payment_intents.list(params={"limit": 100}).auto_paging_iter()
-        if pi.metadata.to_dict().get("order_id") == order_id
-    ]
-    assert [pi.status for pi in intents] == ["succeeded"]
+    assert [pi.status for pi in shop.intents_for(order_id)] == ["succeeded"]
     # every outbox drained again
     for service in ("order", "inventory", "payment", "webhook-ingest"):
         wait_for(lambda s=service: metric(system, s, "handshake_outbox_pending") == 0, 30)

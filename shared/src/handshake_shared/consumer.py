@@ -50,7 +50,12 @@ def is_infrastructure_error(exc: BaseException) -> bool:
         if isinstance(sqlstate, str) and (sqlstate[:2] in _INFRA_SQLSTATE_CLASSES or sqlstate in _INFRA_SQLSTATES):
             return True
         name = type(current).__name__
-        if name in ("InterfaceError", "ConnectionDoesNotExistError", "CannotConnectNowError", "InternalClientError"):
+        if name in ("InterfaceError", "ConnectionDoesNotExistError", "CannotConnectNowError", "InternalClientError",
+                    "APIConnectionError", "RateLimitError", "TransientError"):  # fmt: skip
+            return True
+        # a provider answering 429 or 5xx is down or overloaded, not refusing this message
+        status = getattr(current, "http_status", None)
+        if isinstance(status, int) and (status == 429 or status >= 500):
             return True
         current = current.__cause__ or current.__context__ or getattr(current, "orig", None)
     return False

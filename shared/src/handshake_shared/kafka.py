@@ -24,6 +24,7 @@ def make_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
         enable_idempotence=settings.kafka_enable_idempotence,
         request_timeout_ms=10_000,
         retry_backoff_ms=200,
+        metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
         logger=None,
     )
 
@@ -39,6 +40,7 @@ async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partition
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
     await admin.start()
     try:
+        topics = list(topics)
         existing = set(await admin.list_topics())
         missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
         if missing:
@@ -47,5 +49,10 @@ async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partition
             except TopicAlreadyExistsError:
                 pass
             log.info("topics created", topics=[t.name for t in missing], partitions=partitions)
+        described = await admin.describe_topics([t for t in topics if t in existing])
+        other = sorted(d["topic"] for d in described if len(d["partitions"]) != partitions)
+        if other:
+            # e.g. auto-created by a producer that reached the broker first; per-key order still holds
+            log.warning("topics exist with another partition count", topics=other, wanted=partitions)
     finally:
         await admin.close()

@@ -36,6 +36,8 @@ class ServiceSettings(BaseSettings):
     # how long the broker may hold an empty fetch; a broker that does not answer early when data
     # arrives turns this into per-hop latency
     kafka_fetch_max_wait_ms: int = 500
+    # how soon a consumer notices new topics or partitions (and re-balances onto them)
+    kafka_metadata_max_age_ms: int = 30_000
 
     outbox_idle_poll_seconds: float = 0.5
     outbox_batch_size: int = 200

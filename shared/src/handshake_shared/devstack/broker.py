@@ -31,7 +31,9 @@ class EmbeddedBroker:
     def start(self) -> None:
         proc = self.process.start()
         wait_until(lambda: port_open(self.port), 30, "kafka broker", proc)
-        # memory storage keeps nothing across a restart, so topics are (re)created on every start
+        # memory storage keeps nothing across a restart, so topics are (re)created on every start; a
+        # client that reconnects first may already have auto-created one with the broker's default
+        # partition count, which consumers pick up at their next metadata refresh
         asyncio.run(ensure_topics(self.bootstrap_servers, ALL_TOPICS, self.partitions))
 
     def stop(self) -> None:

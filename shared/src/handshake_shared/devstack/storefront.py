@@ -72,6 +72,11 @@ class Storefront:
         r.raise_for_status()
         return dict(r.json())
 
+    def levels(self, sku: str) -> tuple[int, int, int]:
+        """(available, reserved, sold) of one SKU."""
+        s = self.stock(sku)
+        return s["available"], s["reserved"], s["sold"]
+
     def checkout(self, lines: list[dict[str, Any]], *, region: str = "DE", coupon: str | None = None,
                  key: str | None = None) -> dict[str, Any]:  # fmt: skip
         body: dict[str, Any] = {"lines": lines, "region": region, "shipping_method": "standard"}

@@ -50,6 +50,8 @@ class System:
         self.broker = broker or stack.broker
         self.register_webhook = register_webhook
         self.webhook_id = (database_prefix.strip("_") or "handshake")
+        # each system on a shared stack logs to a folder of its own
+        self.logs = stack.logs / database_prefix.strip("_") if database_prefix else stack.logs
         self.root = project_root
         self.ports = ports or {s.name: free_port() for s in SERVICES}
         self.extra_env = extra_env or {}
@@ -82,6 +84,8 @@ class System:
                 "HANDSHAKE_KAFKA_PARTITIONS": str(self.broker.partitions),
                 # the embedded broker makes a joining member wait half the session timeout
                 "HANDSHAKE_KAFKA_SESSION_TIMEOUT_MS": "6000",
+                # the embedded broker forgets its topics on restart: notice their re-creation soon
+                "HANDSHAKE_KAFKA_METADATA_MAX_AGE_MS": "5000",
                 "HANDSHAKE_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
                 # the embedded broker holds an empty fetch for the full wait even when data arrives
                 "HANDSHAKE_KAFKA_FETCH_MAX_WAIT_MS": os.environ.get("HANDSHAKE_KAFKA_FETCH_MAX_WAIT_MS", "50"),
@@ -122,7 +126,7 @@ class System:
         process = ManagedProcess(
             spec.name,
             [sys.executable, "-m", spec.module, "serve"],
-            log_path=self.stack.logs / f"{spec.name}.log",
+            log_path=self.logs / f"{spec.name}.log",
             env=self.env_for(spec),
             cwd=self.root,
         )
