@@ -146,3 +146,38 @@ async def test_refunds_never_exceed_the_capture_even_when_requested_at_once(shop
     async with shop.runtime.db.engine.connect() as conn:
         payload = (await conn.execute(refunded_events)).scalar_one()
     assert b'"restock":true' in payload and f'"refunded_total":{MUG_TOTAL}'.encode() in payload
+
+
+async def test_a_checkout_whose_process_died_mid_way_is_simply_done_again(shop):  # type: ignore[no-untyped-def]
+    from handshake_order import idempotency as idem
+
+    # a request claimed the key and died before committing: its connection goes away, nothing is left
+    conn = await shop.runtime.db.engine.connect()
+    tx = await conn.begin()
+    assert await idem.claim(conn, scope="guest", key="crashy", request_hash="h", command="checkout") is None
+    await tx.rollback()
+    await conn.close()
+
+    retried = await shop.checkout(key="crashy")
+    assert retried.status_code == 202 and "Idempotent-Replayed" not in retried.headers
+    assert (await shop.checkout(key="crashy")).headers["Idempotent-Replayed"] == "true"
+    assert await count(shop, select(func.count()).select_from(orders)) == 1
+
+
+async def test_idempotency_keys_are_kept_for_the_retention_period_then_purged(shop):  # type: ignore[no-untyped-def]
+    from sqlalchemy import text, update
+
+    from handshake_order import idempotency as idem
+    from handshake_order.db import idempotency_keys
+
+    for key in ("fresh", "day-old", "stale"):
+        assert (await shop.checkout(key=key)).status_code == 202
+    async with shop.runtime.db.transaction() as conn:
+        await conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "day-old")
+                           .values(created_at=func.now() - text("interval '25 hours'")))  # fmt: skip
+        await conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "stale")
+                           .values(created_at=func.now() - text("interval '49 hours'")))  # fmt: skip
+        assert await idem.purge_older_than(conn, shop.settings.idempotency_retention_hours) == 1
+    assert shop.settings.idempotency_retention_hours >= 24
+    assert (await shop.checkout(key="day-old")).headers.get("Idempotent-Replayed") == "true"
+    assert (await shop.checkout(key="fresh")).headers.get("Idempotent-Replayed") == "true"
