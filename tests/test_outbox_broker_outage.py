@@ -1,7 +1,9 @@
 """The broker goes away while events are waiting in the outboxes: nothing is lost, nothing doubles.
 
 On a system with a broker of its own: the embedded broker keeps nothing across a restart, which
-must not disturb the other end-to-end tests."""
+must not disturb the other end-to-end tests. It also auto-creates a topic (with its own partition
+count) for the first producer that asks, so the services are frozen while it restarts and only
+thaw once the topics exist again, as they always would on a durable Kafka."""
 
 from __future__ import annotations
 
@@ -47,7 +49,11 @@ def test_events_pending_during_a_broker_outage_are_published_once_it_returns(out
         assert shop.order(order_id, token)["state"] == "draft"
         assert shop.levels(sku) == before
     finally:
-        system.broker.start()  # memory storage: topics are recreated empty
+        system.freeze()
+        try:
+            system.broker.start()  # memory storage: topics are recreated empty
+        finally:
+            system.thaw()
 
     session = shop.payment_session(order_id, token, timeout=60)
     shop.pay(session["payment_intent_id"])

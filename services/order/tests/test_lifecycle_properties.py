@@ -29,6 +29,7 @@ class OrderLifecycle(RuleBasedStateMachine):
         self.requested_refunds: dict[str, int] = {}  # refund_id -> amount, asked of payment
         self.answered: set[str] = set()
         self.history: list[tuple[S, S]] = []
+        self.flagged = False  # a mismatch or a dispute was reported
         self.n = 0
 
     def apply(self, decision: saga.Decision) -> None:
@@ -95,6 +96,21 @@ class OrderLifecycle(RuleBasedStateMachine):
     def capture_failed(self, attempt: str) -> None:
         self.apply(saga.on_capture_failed(self.view, pay.PaymentFailed(order_id=ORDER, attempt_id=attempt)))
 
+    @rule()
+    def mismatch_found(self) -> None:
+        p = pay.PaymentMismatch(order_id=ORDER, attempt_id="a1", payment_intent_id="pi_a1", expected_amount=TOTAL,
+                                expected_currency="EUR", provider_amount=TOTAL - 7, provider_currency="eur",
+                                detected_by="reconciliation")  # fmt: skip
+        self.apply(saga.on_mismatch(self.view, p))
+        self.flagged = True
+
+    @rule()
+    def disputed(self) -> None:
+        p = pay.PaymentDisputed(order_id=ORDER, attempt_id="a1", payment_intent_id="pi_a1", dispute_id="dp_1",
+                                amount=TOTAL, currency="eur", reason="fraudulent")  # fmt: skip
+        self.apply(saga.on_disputed(self.view, p))
+        self.flagged = True
+
     @precondition(lambda self: bool(set(self.requested_refunds) - self.answered))
     @rule(data=st.data(), ok=st.booleans())
     def refund_answered(self, data: st.DataObject, ok: bool) -> None:
@@ -157,6 +173,13 @@ class OrderLifecycle(RuleBasedStateMachine):
     @invariant()
     def money_is_taken_at_most_once(self) -> None:
         assert self.captures <= 1
+
+    @invariant()
+    def only_a_person_takes_an_order_out_of_review(self) -> None:
+        # after a mismatch, a dispute or a dead letter, no fact moves the order on by itself
+        assert not any(current == S.NEEDS_REVIEW for current, _ in self.history)
+        if self.flagged:  # flagged for review unless the order had already reached an end with nothing to review
+            assert self.view.state == S.NEEDS_REVIEW or not ORDER_LIFECYCLE.can(self.view.state, S.NEEDS_REVIEW)
 
     @invariant()
     def a_mismatched_charge_is_never_fulfilled(self) -> None:

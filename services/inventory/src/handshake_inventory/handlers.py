@@ -80,8 +80,20 @@ class InventorySaga:
         """Hold every line or none. Rows are locked in SKU order, the whole order is checked against
         the locked figures, and only then moved with conditional updates: a rejection changes nothing."""
         await repo.lock_order(conn, order_id)
-        if await repo.find_reservation(conn, order_id) is not None:
-            log.info("order already has a reservation", order_id=order_id)
+        existing = await repo.find_reservation(conn, order_id)
+        if existing is not None:
+            # a placement sent again (the order re-drives a draft that never heard back) gets the
+            # answer it missed; nothing is reserved twice
+            if existing.state == R.HELD:
+                held = await repo.lines_of(conn, existing.id)
+                await self.emit(
+                    conn, "inventory.reserved", order_id,
+                    inv.InventoryReserved(order_id=order_id, reservation_id=str(existing.id),
+                                          expires_at=existing.expires_at,
+                                          lines=[Line(sku=sku, quantity=q) for sku, q in held.items()]),
+                    cause,
+                )  # fmt: skip
+            log.info("order already has a reservation", order_id=order_id, state=existing.state)
             return "duplicate"
         requested = merge_lines(lines)
         short = shortages(requested, await repo.lock_stock(conn, requested))

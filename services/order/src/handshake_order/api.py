@@ -38,6 +38,7 @@ class OrderContext:
     checkout: Checkout
     outbox: Outbox
     http: httpx.AsyncClient | None = None
+    scanner: Any = None
 
 
 class ProductIn(BaseModel):
@@ -305,6 +306,11 @@ def build_router(ctx: OrderContext) -> APIRouter:
             actor=principal.subject, scope=f"staff:{principal.subject}", key=key, request=body,
             command_name=f"refund:{oid}", status=202, respond=record,
         )  # fmt: skip
+
+    @router.post("/v1/admin/stuck-orders/scan")
+    async def scan_stuck_orders(authorization: Authorization = None) -> dict[str, Any]:
+        require_roles(ctx.settings, authorization, "support", "admin")
+        return {"stuck": await ctx.scanner.scan_once()}
 
     @router.post("/v1/admin/orders/{order_id}/transitions")
     async def manual_transition(order_id: str, body: TransitionIn, authorization: Authorization = None) -> JSONResponse:

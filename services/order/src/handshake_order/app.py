@@ -17,6 +17,7 @@ from handshake_order.checkout import Checkout
 from handshake_order.db import messaging
 from handshake_order.handlers import OrderSaga
 from handshake_order.settings import OrderSettings, get_settings
+from handshake_order.stuck import StuckOrderScanner
 from handshake_shared.events import INVENTORY_EVENTS, PAYMENT_EVENTS
 from handshake_shared.http import install_problem_handlers, ops_router
 from handshake_shared.logging import configure_logging
@@ -39,6 +40,9 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
         db=runtime.db, settings=settings, checkout=Checkout(runtime.db, runtime.outbox, settings), outbox=runtime.outbox
     )
 
+    scanner = StuckOrderScanner(runtime.db, runtime.outbox, settings)
+    ctx.scanner = scanner
+
     async def purge_idempotency_keys() -> None:
         while True:
             await asyncio.sleep(settings.idempotency_purge_interval_seconds)
@@ -52,14 +56,16 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.running(), httpx.AsyncClient() as http:
             ctx.http = http
-            purger = asyncio.create_task(purge_idempotency_keys())
+            background = [asyncio.create_task(purge_idempotency_keys()), asyncio.create_task(scanner.run())]
             try:
                 yield
             finally:
-                purger.cancel()
+                for task in background:
+                    task.cancel()
 
     app = FastAPI(title="Handshake order service", version="1", lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.scanner = scanner
     install_problem_handlers(app)
     app.include_router(ops_router(runtime.readiness_checks()))
     app.include_router(build_router(ctx))

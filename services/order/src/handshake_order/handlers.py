@@ -115,6 +115,8 @@ class OrderSaga:
             "payment.failed": self.reacting(lambda v, p, e: saga.on_failed(v, p)),
             "payment.canceled": self.reacting(lambda v, p, e: saga.on_canceled(v, p)),
             "payment.capture_failed": self.reacting(lambda v, p, e: saga.on_capture_failed(v, p)),
+            "payment.mismatch": self.reacting(lambda v, p, e: saga.on_mismatch(v, p)),
+            "payment.disputed": self.reacting(lambda v, p, e: saga.on_disputed(v, p)),
             "payment.refunded": self.on_refunded,
             "payment.refund_failed": self.on_refund_failed,
         }

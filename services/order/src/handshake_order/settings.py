@@ -15,6 +15,10 @@ class OrderSettings(ServiceSettings):
     idempotency_purge_interval_seconds: float = 3600
     # the largest refund (minor units) role "support" may grant; "finance" has no limit
     support_refund_limit: int = 10_000
+    # stuck orders: a draft with no stock answer is re-driven; a long payment_pending is flagged
+    stuck_draft_after_seconds: int = 300
+    stuck_payment_pending_after_seconds: int = 1800
+    stuck_scan_interval_seconds: float = 60
 
 
 @lru_cache

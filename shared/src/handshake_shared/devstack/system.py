@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -148,6 +149,17 @@ class System:
             wait_until(ready, timeout, f"service {name}", process.proc)
         except (TimeoutError, RuntimeError) as exc:
             raise RuntimeError(f"{exc}\n--- last lines of {name}.log ---\n{process.tail()}") from None
+
+    def freeze(self) -> None:
+        """SIGSTOP every service: no request, relay or consumer runs until thaw()."""
+        for process in self.processes.values():
+            if process.proc is not None:
+                process.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for process in self.processes.values():
+            if process.proc is not None:
+                process.proc.send_signal(signal.SIGCONT)
 
     def stop_service(self, name: str) -> None:
         self.processes[name].stop()

@@ -51,3 +51,27 @@ class PaymentRefundFailed(Payload):
     amount: int
     currency: str
     reason: str
+
+
+class PaymentMismatch(Payload):
+    """The provider holds a different amount or currency than the attempt asked for: never fulfil."""
+
+    order_id: str
+    attempt_id: str
+    payment_intent_id: str
+    expected_amount: int
+    expected_currency: str
+    provider_amount: int
+    provider_currency: str
+    detected_by: str = Field(description="webhook or reconciliation")
+
+
+class PaymentDisputed(Payload):
+    order_id: str
+    attempt_id: str
+    payment_intent_id: str
+    dispute_id: str
+    amount: int
+    currency: str
+    reason: str | None = None
+    status: str | None = None

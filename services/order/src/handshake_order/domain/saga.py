@@ -269,6 +269,25 @@ def on_refund_failed(view: OrderView, p: pay.PaymentRefundFailed) -> Decision:
     return d
 
 
+def on_mismatch(view: OrderView, p: pay.PaymentMismatch) -> Decision:
+    d = Decision(view)
+    reason = (f"provider holds {p.provider_amount} {p.provider_currency.upper()} for attempt {p.attempt_id}, "
+              f"expected {p.expected_amount} {p.expected_currency.upper()} (found by {p.detected_by})")  # fmt: skip
+    _needs_review(d, reason)
+    if d.view.state != S.NEEDS_REVIEW:
+        d.note("payment", reason)
+    return d
+
+
+def on_disputed(view: OrderView, p: pay.PaymentDisputed) -> Decision:
+    d = Decision(view)
+    reason = f"dispute {p.dispute_id} opened for {p.amount} {p.currency.upper()}: {p.reason or 'no reason given'}"
+    _needs_review(d, reason)
+    if d.view.state != S.NEEDS_REVIEW:
+        d.note("dispute", reason)
+    return d
+
+
 # -- commands ------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,110 @@
+"""Orders that stopped moving. A draft that never heard back from inventory is re-driven (order.placed
+again: inventory answers a duplicate placement with the reservation it already holds); an order
+waiting for payment far beyond the reservation's life is flagged for a person, and payment's
+reconciliation asks the provider. A gauge per state counts them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Gauge
+from sqlalchemy import and_, exists, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from handshake_order.db import order_notes, orders
+from handshake_order.domain.states import OrderState as S
+from handshake_order.settings import OrderSettings
+from handshake_shared.db import Database
+from handshake_shared.events import ORDER_EVENTS
+from handshake_shared.events.base import Line
+from handshake_shared.events.order import OrderPlaced
+from handshake_shared.outbox import Outbox
+
+log = structlog.get_logger("order.stuck")
+
+STUCK = Gauge("handshake_orders_stuck", "Orders older than their state's threshold, by state", ["state"])
+REDRIVEN = Counter("handshake_orders_redriven_total", "Stuck orders re-driven, by state", ["state"])
+FLAGGED = Counter("handshake_orders_flagged_stuck_total", "Stuck orders flagged for a person, by state", ["state"])
+
+ACTOR = "stuck-order-scanner"
+
+
+class StuckOrderScanner:
+    def __init__(self, db: Database, outbox: Outbox, settings: OrderSettings) -> None:
+        self.db = db
+        self.outbox = outbox
+        self.thresholds = {
+            S.DRAFT: settings.stuck_draft_after_seconds,
+            S.PAYMENT_PENDING: settings.stuck_payment_pending_after_seconds,
+        }
+        self.interval = settings.stuck_scan_interval_seconds
+        self.batch = 100
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.scan_once()
+            except Exception as exc:  # noqa: BLE001 - the next scan tries again
+                log.warning("stuck order scan failed", error=repr(exc))
+
+    async def scan_once(self) -> dict[str, Any]:
+        found: dict[str, list[str]] = {}
+        for state, seconds in self.thresholds.items():
+            async with self.db.transaction() as conn:
+                rows = (
+                    await conn.execute(
+                        select(orders)
+                        .where(orders.c.state == state, orders.c.updated_at < func.now() - _seconds(seconds))
+                        .order_by(orders.c.updated_at)
+                        .limit(self.batch)
+                        .with_for_update(skip_locked=True)
+                    )
+                ).all()
+                STUCK.labels(state).set(len(rows))
+                found[state] = [str(r.id) for r in rows]
+                for row in rows:
+                    if state == S.DRAFT:
+                        await self._redrive(conn, row, seconds)
+                    else:
+                        await self._flag(conn, row, seconds)
+        return found
+
+    async def _already(self, conn: AsyncConnection, order_id: uuid.UUID, kind: str, seconds: int) -> bool:
+        recent = select(order_notes.c.id).where(
+            and_(order_notes.c.order_id == order_id, order_notes.c.kind == kind,
+                 order_notes.c.at > func.now() - _seconds(seconds))
+        )  # fmt: skip
+        return bool((await conn.execute(select(exists(recent)))).scalar())
+
+    async def _redrive(self, conn: AsyncConnection, row: Any, seconds: int) -> None:
+        # at most one re-drive per threshold (and never more often than once a minute)
+        if await self._already(conn, row.id, "redrive", max(seconds, 60)):
+            return
+        snapshot = row.snapshot
+        await self.outbox.emit(
+            conn, topic=ORDER_EVENTS, type="order.placed", order_id=str(row.id),
+            data=OrderPlaced(order_id=str(row.id), currency=row.currency, total=row.total,
+                             lines=[Line(sku=line["sku"], quantity=line["quantity"]) for line in snapshot["lines"]]),
+        )  # fmt: skip
+        await conn.execute(insert(order_notes).values(
+            order_id=row.id, kind="redrive", detail=f"no stock answer after {seconds}s: order.placed sent again",
+            actor=ACTOR))  # fmt: skip
+        REDRIVEN.labels(S.DRAFT).inc()
+        log.warning("stuck draft re-driven", order_id=str(row.id))
+
+    async def _flag(self, conn: AsyncConnection, row: Any, seconds: int) -> None:
+        if await self._already(conn, row.id, "stuck", 10 * 365 * 24 * 3600):
+            return
+        await conn.execute(insert(order_notes).values(
+            order_id=row.id, kind="stuck", actor=ACTOR,
+            detail=f"{row.state} for more than {seconds}s; payment reconciliation asks the provider"))  # fmt: skip
+        FLAGGED.labels(row.state).inc()
+        log.warning("stuck order flagged", order_id=str(row.id), state=row.state)
+
+
+def _seconds(seconds: int):  # type: ignore[no-untyped-def]
+    return text(f"interval '{int(seconds)} seconds'")
