@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
+from pydantic import BaseModel, Field
 from sqlalchemy import Row, func, select
 
-from handshake_shared.auth import require_roles
+from handshake_shared.auth import Principal, require_roles
 from handshake_shared.db import Database, MessagingTables
 from handshake_shared.http import Problem
 from handshake_webhook_ingest.db import provider_events as pe
@@ -23,6 +24,12 @@ from handshake_webhook_ingest.verification import Rejected, verify
 log = structlog.get_logger("api")
 
 Authorization = Annotated[str | None, Header()]
+
+
+
+class ReplayRequest(BaseModel):
+    reason: str = Field(min_length=3, max_length=2000, description="why the event is forwarded again (audited)")
+
 
 _PAYLOAD_REASONS = {"invalid_json", "not_an_event", "invalid_content_length"}
 
@@ -80,6 +87,7 @@ def summary(row: Row[Any]) -> dict[str, Any]:
         "last_received_at": row.last_received_at.isoformat(),
         "forwarded_event_id": str(row.forwarded_event_id) if row.forwarded_event_id else None,
         "forwarded_at": row.forwarded_at.isoformat() if row.forwarded_at else None,
+        "source": row.source,
     }
 
 
@@ -154,6 +162,33 @@ def build_router(ctx: IngestContext) -> APIRouter:
             "payload": row.payload,
             "raw_body_bytes": row.raw_body_bytes,
             "raw_body_sha256": row.raw_body_sha256,
+        }
+
+    def support_or_admin(authorization: Authorization = None) -> Principal:
+        # a dependency, so it is decided before the body is validated: a customer gets 403, not 422
+        return require_roles(ctx.settings, authorization, "support", "admin")
+
+    @router.post("/v1/admin/provider-events/{provider_event_id}/replay", status_code=202)
+    async def replay_provider_event(
+        provider_event_id: str,
+        body: ReplayRequest,
+        traceparent: Annotated[str | None, Header()] = None,
+        principal: Principal = Depends(support_or_admin),  # noqa: B008 - a local dependency
+    ) -> dict[str, Any]:
+        reason = body.reason.strip()
+        if len(reason) < 3:
+            raise Problem(422, "Invalid request", "reason must have at least 3 characters", type="invalid-request")
+        replay = await ctx.ingest.replay(
+            provider_event_id, actor=principal.subject, reason=reason, traceparent=traceparent
+        )
+        if replay is None:
+            raise Problem(404, "Provider event not found", type="provider-event-not-found")
+        return {
+            "replay_id": replay.id,
+            "provider_event_id": replay.provider_event_id,
+            "forwarded_event_id": str(replay.forwarded_event_id),
+            "actor": principal.subject,
+            "reason": reason,
         }
 
     return router

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 
 from handshake_shared.http import install_problem_handlers, ops_router
@@ -13,6 +15,7 @@ from handshake_shared.runtime import Runtime
 from handshake_webhook_ingest import SERVICE
 from handshake_webhook_ingest.api import IngestContext, build_router
 from handshake_webhook_ingest.db import messaging
+from handshake_webhook_ingest.gap_scan import GapScanner
 from handshake_webhook_ingest.ingest import StripeIngest
 from handshake_webhook_ingest.settings import WebhookIngestSettings, get_settings
 
@@ -22,17 +25,30 @@ def create_app(settings: WebhookIngestSettings | None = None) -> FastAPI:
     configure_logging(SERVICE, settings.log_level)
     # consumes no topic: the runtime is here for the database, the broker and the outbox relay
     runtime = Runtime(service=SERVICE, settings=settings, tables=messaging)
-    ctx = IngestContext(
-        db=runtime.db, settings=settings, messaging=messaging, ingest=StripeIngest(runtime.db, runtime.outbox)
-    )
+    ingest = StripeIngest(runtime.db, runtime.outbox)
+    ctx = IngestContext(db=runtime.db, settings=settings, messaging=messaging, ingest=ingest)
+    scanner = GapScanner(runtime.db, ingest, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.running():
-            yield
+            task = None
+            if scanner.enabled:
+                task = asyncio.create_task(scanner.run(), name="webhook-gap-scan")
+            elif settings.gap_scan_interval_seconds > 0:
+                structlog.get_logger("app").warning(
+                    "webhook gap scan is off: HANDSHAKE_STRIPE_API_KEY is not set, missed webhooks go unnoticed"
+                )
+            try:
+                yield
+            finally:
+                scanner.stop()
+                if task is not None:
+                    await task
 
     app = FastAPI(title="Handshake webhook-ingest service", version="1", lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.gap_scanner = scanner
     install_problem_handlers(app)
     app.include_router(ops_router(runtime.readiness_checks()))
     app.include_router(build_router(ctx))

@@ -6,6 +6,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -46,7 +47,10 @@ provider_events = Table(
     Column("last_received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # id of the provider.stripe.event written to the outbox with the first delivery
     Column("forwarded_event_id", UUID(as_uuid=True), nullable=True),
+    # how we learned of it: a signed webhook delivery, or the gap scan listing the provider's events
+    Column("source", Text, nullable=False, server_default=text("'webhook'")),
     CheckConstraint("delivery_count >= 1", name="delivery_count_positive"),
+    CheckConstraint("source IN ('webhook', 'gap_scan')", name="source_known"),
     comment=(
         "Every verified provider webhook event, one row per provider event id however often it is delivered; "
         "the first delivery is forwarded to provider.events.v1 in the same transaction."
@@ -55,3 +59,49 @@ provider_events = Table(
 Index("ix_provider_events_order_id", provider_events.c.order_id)
 Index("ix_provider_events_object_id", provider_events.c.object_id)
 Index("ix_provider_events_payment_intent_id", provider_events.c.payment_intent_id)
+
+provider_event_replays = Table(
+    "provider_event_replays",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column(
+        "provider_event_id",
+        Text,
+        ForeignKey("provider_events.provider_event_id", ondelete="RESTRICT"),
+        nullable=False,
+    ),
+    Column("actor", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("replayed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # the new provider.stripe.event written to the outbox by this replay
+    Column("forwarded_event_id", UUID(as_uuid=True), nullable=False),
+    CheckConstraint("length(reason) >= 3", name="reason_given"),
+    comment="Audit of support/admin replays: each re-forwards a stored provider event as a new CloudEvent.",
+)
+Index("ix_provider_event_replays_provider_event_id", provider_event_replays.c.provider_event_id)
+
+provider_event_cursor = Table(
+    "provider_event_cursor",
+    metadata,
+    Column("provider", Text, primary_key=True),
+    # the largest provider `created` (epoch seconds) seen by a completed gap scan
+    Column("last_created", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment="Where the next gap scan starts listing the provider's events.",
+)
+
+gap_scans = Table(
+    "provider_event_gap_scans",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("provider", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    # the `created` lower bound the scan listed from, and the cursor it left behind
+    Column("listed_from", BigInteger, nullable=False),
+    Column("cursor_after", BigInteger, nullable=True),
+    Column("listed", Integer, nullable=False, server_default=text("0")),
+    Column("ingested", Integer, nullable=False, server_default=text("0")),
+    Column("error", Text, nullable=True),
+    comment="One row per gap scan: events listed at the provider and how many were missing (ingested).",
+)

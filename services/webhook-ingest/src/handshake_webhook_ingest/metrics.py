@@ -24,3 +24,18 @@ WEBHOOK_ACK_SECONDS = Histogram(
     ["provider", "outcome"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+WEBHOOK_REPLAYS = Counter(
+    "handshake_webhook_replays_total",
+    "Stored provider events re-forwarded on a support/admin replay",
+    ["provider"],
+)
+GAP_EVENTS = Counter(
+    "handshake_webhook_gap_events_total",
+    "Provider events the gap scan found missing (never delivered by webhook) and ingested",
+    ["provider"],
+)
+GAP_SCANS = Counter(
+    "handshake_webhook_gap_scans_total",
+    "Gap scans run, by outcome (completed, failed, skipped: another replica holds the scan lock)",
+    ["provider", "outcome"],
+)

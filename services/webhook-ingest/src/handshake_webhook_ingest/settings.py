@@ -20,6 +20,18 @@ class WebhookIngestSettings(ServiceSettings):
     # Stripe events are a few KB; a megabyte leaves room for large invoices and stops memory abuse
     webhook_max_body_bytes: int = Field(default=1_048_576, gt=0)
 
+    # The gap scan lists the provider's events through the API (HANDSHAKE_STRIPE_API_KEY /
+    # HANDSHAKE_STRIPE_API_BASE, the names the payment service uses) and ingests any that no webhook
+    # brought. Without a key it stays off (with a warning at start); 0 disables it.
+    stripe_api_key: SecretStr | None = None
+    stripe_api_base: str | None = None
+    stripe_timeout_seconds: float = Field(default=10.0, gt=0)
+    gap_scan_interval_seconds: float = Field(default=300, ge=0)
+    # where the very first scan starts; Stripe keeps events for 30 days
+    gap_scan_initial_lookback_seconds: int = Field(default=3 * 24 * 3600, ge=0)
+    # each scan re-lists this far behind its cursor: events of one second, or made visible late, are not missed
+    gap_scan_overlap_seconds: int = Field(default=60, ge=0)
+
     @field_validator("stripe_webhook_secrets", mode="before")
     @classmethod
     def _split_secrets(cls, value: Any) -> Any:
