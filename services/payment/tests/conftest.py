@@ -5,8 +5,11 @@ transaction, no broker); the broker test runs the whole app in-process."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import time
 import uuid
+from pathlib import Path
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +34,14 @@ from handshake_shared.events.order import (
 )
 from handshake_shared.events.provider import ProviderStripeEvent
 
+# test modules are imported by path (importlib mode), so the proxy module is too
+_spec = importlib.util.spec_from_file_location("payment_test_faults", Path(__file__).with_name("faults.py"))
+assert _spec is not None and _spec.loader is not None
+faults_module = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = faults_module
+_spec.loader.exec_module(faults_module)
+FaultProxy = faults_module.FaultProxy
+
 @pytest.fixture
 def settings(stack, fresh_database) -> PaymentSettings:
     return PaymentSettings(
@@ -44,6 +55,9 @@ def settings(stack, fresh_database) -> PaymentSettings:
         stripe_api_base=stack.stripe.api_base,
         stripe_timeout_seconds=5.0,
         stripe_max_network_retries=1,
+        # a run is asked for by the test; everything waiting counts as waiting long enough
+        reconciliation_interval_seconds=0,
+        reconciliation_pending_after_seconds=0,
     )
 
 
@@ -119,6 +133,27 @@ async def manual_service(settings) -> AsyncIterator[PaymentService]:
     manual = settings.model_copy(update={"capture_method": "manual"})
     app = create_app(manual)
     yield PaymentService(app, manual)
+    await app.state.runtime.db.dispose()
+    await app.state.gateway.aclose()
+
+
+@pytest.fixture
+async def faults(stack) -> AsyncIterator[Any]:
+    """A fault-injecting proxy in front of the Stripe emulator (tests/faults.py)."""
+    proxy = await FaultProxy(stack.stripe.api_base).start()
+    yield proxy
+    await proxy.stop()
+
+
+@pytest.fixture
+async def faulty_service(settings, faults) -> AsyncIterator[PaymentService]:
+    """The service talking to Stripe through the fault proxy, with a short client timeout and short consumer
+    backoff (a redelivery after an infrastructure failure comes at once)."""
+    faulty = settings.model_copy(update={
+        "stripe_api_base": faults.base, "stripe_timeout_seconds": 1.0, "consumer_max_backoff_seconds": 0.2,
+    })  # fmt: skip
+    app = create_app(faulty)
+    yield PaymentService(app, faulty)
     await app.state.runtime.db.dispose()
     await app.state.gateway.aclose()
 

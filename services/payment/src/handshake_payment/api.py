@@ -11,10 +11,11 @@ from typing import Annotated, Any
 
 import stripe
 import structlog
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Body, Header, Response
 
 from handshake_payment import refund_repository as refund_repo
 from handshake_payment import repository as repo
+from handshake_payment.reconciliation import Reconciler, list_runs
 from handshake_payment.settings import PaymentSettings
 from handshake_payment.stripe_gateway import StripeGateway
 from handshake_shared.auth import check_internal_token, require_roles
@@ -31,6 +32,7 @@ class PaymentContext:
     db: Database
     settings: PaymentSettings
     gateway: StripeGateway
+    reconciler: Reconciler
 
 
 def _order_uuid(order_id: str) -> uuid.UUID:
@@ -79,5 +81,26 @@ def build_router(ctx: PaymentContext) -> APIRouter:
             attempts = await repo.attempts_of_order(conn, oid)
             refunds = await refund_repo.refunds_of_order(conn, oid)
         return {"order_id": str(oid), "attempts": attempts, "refunds": refunds}
+
+    @router.post("/v1/admin/reconciliation-runs", status_code=201)
+    async def start_reconciliation(
+        body: Annotated[dict[str, Any] | None, Body()] = None, authorization: Authorization = None
+    ) -> dict[str, Any]:
+        """Run reconciliation now and answer with the run's record (what it checked, repaired, flagged)."""
+        principal = require_roles(ctx.settings, authorization, "finance", "admin")
+        note = (body or {}).get("reason")
+        log.info("reconciliation run requested", requested_by=principal.subject, reason=note)
+        try:
+            return await ctx.reconciler.run_once(trigger="manual", requested_by=principal.subject,
+                                                 note=str(note) if note else None)  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - recorded on the run row already
+            raise Problem(503, "Reconciliation failed", repr(exc)[:300], type="reconciliation-failed") from None
+
+    @router.get("/v1/admin/reconciliation-runs")
+    async def reconciliation_runs(limit: int = 50, authorization: Authorization = None) -> dict[str, Any]:
+        require_roles(ctx.settings, authorization, "finance", "admin")
+        async with ctx.db.engine.connect() as conn:
+            runs = await list_runs(conn, max(1, min(limit, 500)))
+        return {"runs": runs}
 
     return router

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +14,7 @@ from handshake_payment import SERVICE
 from handshake_payment.api import PaymentContext, build_router
 from handshake_payment.db import messaging
 from handshake_payment.handlers import PaymentHandlers
+from handshake_payment.reconciliation import Reconciler
 from handshake_payment.settings import PaymentSettings, get_settings
 from handshake_payment.stripe_gateway import StripeGateway
 from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
@@ -31,13 +34,23 @@ def create_app(settings: PaymentSettings | None = None) -> FastAPI:
     handlers = PaymentHandlers(runtime.db, runtime.outbox, gateway, settings)
     runtime.consume(ORDER_EVENTS, group="payment.order-events", handlers=handlers.order_handlers())
     runtime.consume(PROVIDER_EVENTS, group="payment.provider-events", handlers=handlers.provider_handlers())
-    ctx = PaymentContext(db=runtime.db, settings=settings, gateway=gateway)
+    reconciler = Reconciler(runtime.db, handlers, gateway, settings)
+    ctx = PaymentContext(db=runtime.db, settings=settings, gateway=gateway, reconciler=reconciler)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             async with runtime.running():
-                yield
+                task = None
+                if settings.reconciliation_interval_seconds > 0:
+                    task = asyncio.create_task(reconciler.run_forever(), name="payment-reconciliation")
+                try:
+                    yield
+                finally:
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
         finally:
             await gateway.aclose()
 
@@ -45,6 +58,7 @@ def create_app(settings: PaymentSettings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.handlers = handlers
     app.state.gateway = gateway
+    app.state.reconciler = reconciler
     install_problem_handlers(app)
     app.include_router(ops_router(runtime.readiness_checks()))
     app.include_router(build_router(ctx))

@@ -9,6 +9,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     String,
     Table,
     Text,
@@ -16,7 +17,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from handshake_shared.db import add_messaging_tables, make_metadata
 
@@ -40,6 +41,11 @@ payment_attempts = Table(
     Column("failure_message", Text, nullable=True),
     # what the provider took (a partial capture takes less than amount); refunds are checked against it
     Column("amount_captured", BigInteger, nullable=True),
+    # how many times a handler called the provider to create this attempt's PaymentIntent: from the second
+    # on, a lost answer may have left one behind, so it is looked for (metadata.attempt_id) before creating
+    Column("intent_create_calls", Integer, nullable=False, server_default=text("0")),
+    # what the provider reported when it held a different amount or currency than asked (never fulfilled)
+    Column("provider_mismatch", JSONB, nullable=True),
     # set when this attempt was paid or authorized after another attempt of the order already held the
     # payment: its money is given back automatically and it never counts as the order's payment
     Column("duplicate_of", UUID(as_uuid=True), ForeignKey("payment_attempts.id"), nullable=True),
@@ -116,3 +122,24 @@ refund_transitions = Table(
     comment="Audit trail: one row per refund state change (from, to, why, causing event).",
 )
 Index("ix_refund_transitions_refund", refund_transitions.c.refund_id, refund_transitions.c.id)
+
+reconciliation_runs = Table(
+    "reconciliation_runs",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("trigger", String(16), nullable=False),
+    # who asked for a manual run (token subject); null for scheduled runs
+    Column("requested_by", Text, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("checked", Integer, nullable=False, server_default=text("0")),
+    Column("repaired", Integer, nullable=False, server_default=text("0")),
+    Column("flagged", Integer, nullable=False, server_default=text("0")),
+    Column("errors", Integer, nullable=False, server_default=text("0")),
+    Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    CheckConstraint("trigger IN ('scheduled', 'manual')", name="trigger_known"),
+    comment="One row per reconciliation run (scheduled or asked by finance/admin): what it looked at at the "
+    "provider, what it repaired, what it flagged for review, and what it could not check.",
+)
+Index("ix_reconciliation_runs_started", reconciliation_runs.c.started_at)

@@ -36,6 +36,7 @@ from handshake_payment.db import payment_attempts
 from handshake_payment.domain.attempts import HOLDS_PAYMENT, provider_target
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.intents import intent_facts
+from handshake_payment.disputes import Disputes
 from handshake_payment.facts import Facts
 from handshake_payment.refunds import Refunds
 from handshake_payment.settings import PaymentSettings
@@ -69,6 +70,19 @@ UNCANCELLABLE = Counter(
 )
 
 
+RECOVERED_INTENTS = Counter(
+    "handshake_payment_intents_recovered_total",
+    "PaymentIntents found at the provider (metadata.attempt_id) after a create whose answer was lost, instead "
+    "of creating a second one",
+)
+MISMATCHES = Counter(
+    "handshake_payment_mismatches_total",
+    "Attempts whose provider amount or currency differs from what was asked, by who noticed (webhook, "
+    "reconciliation): never announced as paid",
+    ["detected_by"],
+)
+
+
 class AttemptBusy(Exception):
     """Another handler holds the attempt's intent-creation lease; the consumer retries later."""
 
@@ -87,6 +101,7 @@ class PaymentHandlers:
         self.settlement = Settlement(db, self.facts, gateway, self.refunds)
         self.captures = Captures(db, self.facts, gateway, self.settlement)
         self.cancellation = Cancellation(db, self.facts, gateway, self.settlement)
+        self.disputes = Disputes(db, self.facts)
 
     async def emit(self, conn: AsyncConnection, type: str, order_id: str, data: Any, cause: CloudEvent) -> None:
         await self.facts.emit(conn, type, order_id, data, cause)
@@ -143,10 +158,7 @@ class PaymentHandlers:
             assert current is not None
             return current, None  # another handler stored the intent while we waited
         try:
-            intent = await self.gateway.create_intent(
-                attempt_id=str(attempt.id), order_id=str(attempt.order_id), amount=attempt.amount,
-                currency=attempt.currency, idempotency_key=idempotency_key(attempt.id),
-            )  # fmt: skip
+            intent = await self._find_or_create_intent(attempt)
         except stripe.StripeError as exc:
             await self._release_lease(attempt.id)
             if not is_permanent(exc):
@@ -168,6 +180,38 @@ class PaymentHandlers:
         else:
             log.info("payment intent created", attempt_id=str(attempt.id), payment_intent_id=intent.id)
         return current, None
+
+    async def _find_or_create_intent(self, attempt: Row[Any]) -> stripe.PaymentIntent:
+        """Called under the creation lease. Never a second PaymentIntent for one attempt: from the second
+        call on (a timeout, a dropped answer, a crash may have left one at the provider) the intent is looked
+        for by metadata.attempt_id first, and a create whose answer was lost is followed by that look too."""
+        async with self.db.engine.connect() as c:
+            current = await repo.get(c, attempt.id)
+        assert current is not None
+        not_before = attempt.created_at.timestamp() - 600
+        if current.intent_create_calls > 1:
+            found = await self.gateway.find_intent(str(attempt.id), not_before=not_before)
+            if found is not None:
+                RECOVERED_INTENTS.inc()
+                log.warning("payment intent found after a lost answer", attempt_id=str(attempt.id),
+                            payment_intent_id=found.id)  # fmt: skip
+                return found
+        try:
+            return await self.gateway.create_intent(
+                attempt_id=str(attempt.id), order_id=str(attempt.order_id), amount=attempt.amount,
+                currency=attempt.currency, idempotency_key=idempotency_key(attempt.id),
+            )  # fmt: skip
+        except stripe.StripeError as exc:
+            if is_permanent(exc):
+                raise
+            # the provider may have created it before its answer was lost
+            found = await self.gateway.find_intent(str(attempt.id), not_before=not_before)
+            if found is None:
+                raise
+            RECOVERED_INTENTS.inc()
+            log.warning("payment intent found after a lost answer", attempt_id=str(attempt.id),
+                        payment_intent_id=found.id, error=type(exc).__name__)  # fmt: skip
+            return found
 
     async def _take_lease(self, attempt_id: uuid.UUID) -> bool:
         """True once this handler may call the provider; False when another handler stored the intent or the
@@ -230,34 +274,57 @@ class PaymentHandlers:
     # -- provider.events.v1 ---------------------------------------------------------------------
 
     async def on_provider_event(self, conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeEvent) -> None:
-        target = provider_target(p.provider_type, p.status or p.object.get("status"))
-        if target is None or p.object_type not in (None, "payment_intent"):
-            PROVIDER_FACTS.labels(p.provider_type, "ignored").inc()
-            return
-        facts = intent_facts(p.object)
-        intent_id = p.object_id or p.object.get("id")
-        if not intent_id:
-            raise PoisonMessage(f"{p.provider_type} {p.provider_event_id} names no payment intent")
-        attempt = await self._attempt_for_intent(intent_id, p.attempt_id or facts.attempt_id)
-        if attempt is None:
-            PROVIDER_FACTS.labels(p.provider_type, "unmatched").inc()
-            log.warning(
-                "provider event for an unknown payment intent", provider_event_id=p.provider_event_id,
-                provider_type=p.provider_type, payment_intent_id=intent_id,
-            )  # fmt: skip
-            return
-        if target in HOLDS_PAYMENT:
-            amount = facts.amount if target == A.SUCCEEDED else facts.amount_capturable
-            amount = amount if amount is not None else p.amount
-            currency = facts.currency or (p.currency.upper() if p.currency else None)
-            if amount is None or currency is None:
-                raise PoisonMessage(f"{p.provider_event_id}: a {target} without amount or currency")
-            fact = Settled(target=target, amount=amount, currency=currency, intent_id=intent_id,
-                           reason=f"stripe {p.provider_type}", provider_event_id=p.provider_event_id)  # fmt: skip
-            remedy = await self.settlement.prepare(attempt.id, fact, event)
-            outcome = await self.settlement.apply(conn, event, attempt.id, fact, remedy)
+        if p.provider_type == "charge.dispute.created":
+            outcome = await self.disputes.on_dispute(conn, event, p)
             PROVIDER_FACTS.labels(p.provider_type, outcome).inc()
             return
+        if p.object_type not in (None, "payment_intent"):
+            PROVIDER_FACTS.labels(p.provider_type, "ignored").inc()
+            return
+        outcome = await self.apply_intent_fact(
+            conn, event, provider_type=p.provider_type, obj=p.object, status=p.status,
+            intent_id=p.object_id or p.object.get("id"), attempt_hint=p.attempt_id, amount_hint=p.amount,
+            currency_hint=p.currency, provider_event_id=p.provider_event_id, reason=f"stripe {p.provider_type}",
+            detected_by="webhook",
+        )  # fmt: skip
+        PROVIDER_FACTS.labels(p.provider_type, outcome).inc()
+
+    async def apply_intent_fact(
+        self, conn: AsyncConnection, event: CloudEvent, *, provider_type: str, obj: dict[str, Any],
+        status: str | None, intent_id: str | None, attempt_hint: str | None, amount_hint: int | None,
+        currency_hint: str | None, provider_event_id: str | None, reason: str, detected_by: str,
+    ) -> str:  # fmt: skip
+        """What a PaymentIntent at the provider says, applied to its attempt in conn's transaction: the one
+        path for a webhook and for reconciliation (which passes the intent it retrieved). Returns ignored,
+        unmatched, applied, refused (the table did not allow it: nothing new), duplicate or mismatch."""
+        target = provider_target(provider_type, status or obj.get("status"))
+        if target is None:
+            return "ignored"
+        facts = intent_facts(obj)
+        if not intent_id:
+            raise PoisonMessage(f"{provider_type} {provider_event_id} names no payment intent")
+        attempt = await self._attempt_for_intent(intent_id, attempt_hint or facts.attempt_id)
+        if attempt is None:
+            log.warning(
+                "provider event for an unknown payment intent", provider_event_id=provider_event_id,
+                provider_type=provider_type, payment_intent_id=intent_id,
+            )  # fmt: skip
+            return "unmatched"
+        if target in HOLDS_PAYMENT:
+            amount = facts.amount if target == A.SUCCEEDED else facts.amount_capturable
+            amount = amount if amount is not None else amount_hint
+            currency = facts.currency or (currency_hint.upper() if currency_hint else None)
+            if amount is None or currency is None:
+                raise PoisonMessage(f"{provider_event_id}: a {target} without amount or currency")
+            mismatch = _mismatch(attempt, target, amount, currency, manual=obj.get("capture_method") == "manual")
+            fact = Settled(target=target, amount=amount, currency=currency, intent_id=intent_id, reason=reason,
+                           provider_event_id=provider_event_id,
+                           mismatch_detected_by=detected_by if mismatch else None)  # fmt: skip
+            remedy = await self.settlement.prepare(attempt.id, fact, event)
+            outcome = await self.settlement.apply(conn, event, attempt.id, fact, remedy)
+            if outcome == "mismatch":
+                MISMATCHES.labels(detected_by).inc()
+            return outcome
         await repo.lock_order(conn, attempt.order_id)
         attempt = await repo.get(conn, attempt.id, lock=True)
         assert attempt is not None
@@ -265,15 +332,15 @@ class PaymentHandlers:
         if target in (A.FAILED, A.CANCELED):
             columns = {"failure_code": facts.failure_code, "failure_message": facts.failure_message}
         applied = await repo.transition(
-            conn, attempt, target, reason=f"stripe {p.provider_type}", event_id=str(event.id),
-            provider_event_id=p.provider_event_id, **columns,
+            conn, attempt, target, reason=reason, event_id=str(event.id), provider_event_id=provider_event_id,
+            **columns,
         )  # fmt: skip
-        PROVIDER_FACTS.labels(p.provider_type, "applied" if applied else "refused").inc()
         if applied and target in (A.FAILED, A.CANCELED):
             await self.facts.attempt_ended(
                 conn, "payment.failed" if target == A.FAILED else "payment.canceled", attempt, intent_id=intent_id,
                 code=facts.failure_code, message=facts.failure_message, cause=event,
             )  # fmt: skip
+        return "applied" if applied else "refused"
 
     async def _attempt_for_intent(self, intent_id: str, attempt_id: str | None) -> Row[Any] | None:
         """Read without a lock: every lock of this handler is taken later, under the order lock."""
@@ -313,3 +380,13 @@ class PaymentHandlers:
 
     def provider_handlers(self) -> dict[str, Handler]:
         return {"provider.stripe.event": self.on_provider_event}
+
+
+def _mismatch(attempt: Row[Any], target: A, amount: int, currency: str, *, manual: bool) -> bool:
+    """The provider holds other money than the attempt asked for. A manual capture may take less than
+    was authorized (the order asks for a partial capture), never more."""
+    if currency.upper() != attempt.currency.upper():
+        return True
+    if target == A.SUCCEEDED and manual:
+        return amount > attempt.amount
+    return amount != attempt.amount

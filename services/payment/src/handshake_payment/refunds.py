@@ -151,10 +151,7 @@ class Refunds:
             made = await self.gateway.find_refund(attempt.provider_intent_id, str(refund_id))
             recovered = made is not None
             if made is None:
-                made = await self.gateway.create_refund(
-                    intent_id=attempt.provider_intent_id, amount=refund.amount, order_id=str(refund.order_id),
-                    refund_id=str(refund_id), idempotency_key=idempotency_key(refund_id),
-                )  # fmt: skip
+                made, recovered = await self._create(refund, attempt.provider_intent_id)
         except stripe.StripeError as exc:
             await self._release_lease(refund_id)
             if not is_permanent(exc):
@@ -179,6 +176,23 @@ class Refunds:
                 "provider refund found after a lost answer", refund_id=str(refund_id), provider_refund_id=made.id
             )
         return None
+
+    async def _create(self, refund: Row[Any], intent_id: str) -> tuple[stripe.Refund, bool]:
+        """Create the provider refund; when the answer is lost (timeout, severed connection, 5xx) the
+        provider may have refunded anyway, so look for it by metadata before letting the error retry."""
+        try:
+            made = await self.gateway.create_refund(
+                intent_id=intent_id, amount=refund.amount, order_id=str(refund.order_id), refund_id=str(refund.id),
+                idempotency_key=idempotency_key(refund.id),
+            )  # fmt: skip
+            return made, False
+        except stripe.StripeError as exc:
+            if is_permanent(exc):
+                raise
+            found = await self.gateway.find_refund(intent_id, str(refund.id))
+            if found is None:
+                raise
+            return found, True
 
     async def _take_lease(self, refund_id: uuid.UUID) -> bool:
         async def take() -> bool:
@@ -205,7 +219,8 @@ class Refunds:
     # -- phase 3 --------------------------------------------------------------------------------
 
     async def finish(
-        self, conn: AsyncConnection, refund_id: uuid.UUID, refusal: Refusal | None, cause: CloudEvent
+        self, conn: AsyncConnection, refund_id: uuid.UUID, refusal: Refusal | None, cause: CloudEvent,
+        *, via: str | None = None,
     ) -> None:
         """In the consumer's transaction: the refund's outcome and the fact that announces it, once."""
         refund = await refund_repo.get(conn, refund_id)
@@ -219,7 +234,7 @@ class Refunds:
         if refusal is not None:
             code = refusal.code or "refund_refused"
             if await refund_repo.transition(
-                conn, refund, RefundState.FAILED, reason=f"provider refused: {code}", event_id=str(cause.id),
+                conn, refund, RefundState.FAILED, reason=_via(via, f"provider refused: {code}"), event_id=str(cause.id),
                 failure_code=code, failure_message=refusal.message,
             ):  # fmt: skip
                 REFUNDS.labels("failed", _kind(refund)).inc()
@@ -238,7 +253,7 @@ class Refunds:
         attempt = await repo.get(conn, refund.attempt_id)
         assert attempt is not None
         if await refund_repo.transition(
-            conn, refund, RefundState.SUCCEEDED, reason=f"provider refund {refund.provider_refund_id}",
+            conn, refund, RefundState.SUCCEEDED, reason=_via(via, f"provider refund {refund.provider_refund_id}"),
             event_id=str(cause.id),
         ):  # fmt: skip
             REFUNDS.labels("succeeded", _kind(refund)).inc()
@@ -257,3 +272,7 @@ def _captured(attempt: Row[Any] | None) -> int | None:
     if attempt is None:
         return None
     return attempt.amount_captured if attempt.amount_captured is not None else attempt.amount
+
+
+def _via(via: str | None, reason: str) -> str:
+    return f"{via}: {reason}" if via else reason

@@ -121,7 +121,7 @@ async def lease_intent_creation(conn: AsyncConnection, attempt_id: uuid.UUID, le
                     payment_attempts.c.locked_at < func.now() - timedelta(seconds=lease_seconds),
                 ),
             )
-            .values(locked_at=func.now())
+            .values(locked_at=func.now(), intent_create_calls=payment_attempts.c.intent_create_calls + 1)
             .returning(payment_attempts.c.id)
         )
     ).first()

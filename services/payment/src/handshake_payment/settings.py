@@ -21,6 +21,10 @@ class PaymentSettings(ServiceSettings):
     # manual: intents only authorize; the order asks for the capture (order.capture_requested) once stock
     # is committed, and a cancelled order releases the authorization instead of refunding a charge
     capture_method: Literal["automatic", "automatic_async", "manual"] = "automatic"
+    # reconciliation with the provider: every this many seconds (0: only when finance/admin ask for a run),
+    # looking at attempts and refunds left waiting for the provider longer than pending_after
+    reconciliation_interval_seconds: float = 300.0
+    reconciliation_pending_after_seconds: float = 120.0
 
     @model_validator(mode="after")
     def _real_stripe_key_in_production(self) -> "PaymentSettings":

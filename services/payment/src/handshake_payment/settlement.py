@@ -59,6 +59,9 @@ class Settled:
     intent_id: str
     reason: str
     provider_event_id: str | None = None
+    # set (webhook, reconciliation) when the provider holds another amount or currency than the attempt
+    # asked for: the money is recorded as held, payment.mismatch is announced, never payment.succeeded
+    mismatch_detected_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,20 +182,36 @@ class Settlement:
         holder = await repo.payment_holder(conn, attempt.order_id, other_than=attempt.id)
         if holder is not None and ATTEMPT_LIFECYCLE.can(AttemptState(attempt.state), fact.target):
             raise SettlementRace(f"attempt {holder.id} took the payment of order {attempt.order_id} first")
-        columns = {"amount_captured": fact.amount} if fact.target == A.SUCCEEDED else {}
+        columns: dict[str, Any] = {"amount_captured": fact.amount} if fact.target == A.SUCCEEDED else {}
+        reason = fact.reason
+        if fact.mismatch_detected_by is not None:
+            columns["provider_mismatch"] = {
+                "amount": fact.amount, "currency": fact.currency, "state": fact.target.value,
+                "detected_by": fact.mismatch_detected_by,
+            }  # fmt: skip
+            reason = (f"{fact.reason}; amount mismatch: the provider holds {fact.amount} {fact.currency}, "
+                      f"the attempt asked {attempt.amount} {attempt.currency}")  # fmt: skip
         if not await repo.transition(
-            conn, attempt, fact.target, reason=fact.reason, event_id=str(event.id),
+            conn, attempt, fact.target, reason=reason, event_id=str(event.id),
             provider_event_id=fact.provider_event_id, **columns,
         ):  # fmt: skip
             return "refused"
         order_id, attempt_key = str(attempt.order_id), str(attempt.id)
-        if (fact.amount, fact.currency) != (attempt.amount, attempt.currency):
-            # reported as it is; the order service compares with its snapshot and flags the order
-            log.warning(
+        if fact.mismatch_detected_by is not None:
+            log.error(
                 "provider amount differs from the attempt", attempt_id=attempt_key, state=fact.target,
                 provider_amount=fact.amount, provider_currency=fact.currency, requested=attempt.amount,
-                requested_currency=attempt.currency,
+                requested_currency=attempt.currency, detected_by=fact.mismatch_detected_by,
             )  # fmt: skip
+            await self.facts.emit(
+                conn, "payment.mismatch", order_id,
+                pay.PaymentMismatch(order_id=order_id, attempt_id=attempt_key, payment_intent_id=fact.intent_id,
+                                    expected_amount=attempt.amount, expected_currency=attempt.currency,
+                                    provider_amount=fact.amount, provider_currency=fact.currency,
+                                    detected_by=fact.mismatch_detected_by),
+                event,
+            )  # fmt: skip
+            return "mismatch"
         await self.facts.emit(
             conn, "payment.succeeded" if fact.target == A.SUCCEEDED else "payment.authorized", order_id,
             pay.PaymentSucceeded(order_id=order_id, attempt_id=attempt_key, payment_intent_id=fact.intent_id,

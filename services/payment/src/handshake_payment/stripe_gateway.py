@@ -80,8 +80,27 @@ class StripeGateway:
                     "capture_method": self.capture_method,
                     "metadata": {"order_id": order_id, "attempt_id": attempt_id},
                 },
-                options={"idempotency_key": idempotency_key},
+                # no SDK retry: a retry after a lost answer creates a second intent wherever the idempotency
+                # key is not honoured (localstripe; Stripe after 24 hours). The caller looks first, then retries
+                options={"idempotency_key": idempotency_key, "max_network_retries": 0},
             )
+
+    async def find_intent(self, attempt_id: str, *, not_before: float | None = None) -> stripe.PaymentIntent | None:
+        """The PaymentIntent created for attempt_id, if one exists, found by its metadata (the search API
+        is not everywhere: localstripe lacks it). Stripe lists newest first: once the listing is seen to
+        descend and reaches intents older than not_before (epoch seconds), nothing older can be ours."""
+        async with self._call("payment_intents.list"):
+            page = await self.client.v1.payment_intents.list_async(params={"limit": 100})
+            previous: int | None = None
+            async for intent in page.auto_paging_iter():
+                if (intent.to_dict().get("metadata") or {}).get("attempt_id") == attempt_id:
+                    return intent
+                created = int(intent.created or 0)
+                descending = previous is not None and created < previous
+                if descending and not_before is not None and created < not_before:
+                    return None
+                previous = created
+        return None
 
     async def retrieve_intent(self, intent_id: str) -> stripe.PaymentIntent:
         async with self._call("payment_intents.retrieve"):
@@ -137,7 +156,8 @@ class StripeGateway:
                     "amount": amount,
                     "metadata": {"order_id": order_id, "refund_id": refund_id},
                 },
-                options={"idempotency_key": idempotency_key},
+                # no SDK retry after a lost answer: the caller's retry looks the refund up by metadata first
+                options={"idempotency_key": idempotency_key, "max_network_retries": 0},
             )
 
     async def aclose(self) -> None:

@@ -1,0 +1,68 @@
+"""charge.dispute.*: the customer's bank disputes a charge. A fact about money already taken, kept apart from
+the attempt lifecycle: the attempt is found by the dispute's payment_intent (else its charge's intent) and
+payment.disputed is announced; the order service puts the order in needs_review. A dispute of an intent we do
+not know is kept in the log and counted, never a crash or a dead letter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from handshake_payment import repository as repo
+from handshake_payment.facts import Facts
+from handshake_shared.db import Database
+from handshake_shared.envelope import CloudEvent
+from handshake_shared.events import payment as pay
+from handshake_shared.events import provider as prov
+
+log = structlog.get_logger("payment")
+
+DISPUTES = Counter(
+    "handshake_payment_disputes_total",
+    "Provider dispute events by Stripe type and outcome (announced; unmatched: no attempt of ours holds the "
+    "disputed intent; incomplete: the dispute names no intent)",
+    ["type", "outcome"],
+)
+
+
+class Disputes:
+    def __init__(self, db: Database, facts: Facts) -> None:
+        self.db = db
+        self.facts = facts
+
+    async def on_dispute(self, conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeEvent) -> str:
+        obj: dict[str, Any] = p.object
+        dispute_id = str(obj.get("id") or p.object_id or "")
+        intent_id = obj.get("payment_intent")
+        charge = obj.get("charge")
+        if isinstance(intent_id, dict):
+            intent_id = intent_id.get("id")
+        if not intent_id and isinstance(charge, dict):
+            intent_id = charge.get("payment_intent")
+        attempt = await repo.by_intent(conn, intent_id) if intent_id else None
+        if attempt is None:
+            outcome = "unmatched" if intent_id else "incomplete"
+            DISPUTES.labels(p.provider_type, outcome).inc()
+            log.error(
+                "dispute of a payment we cannot match", provider_event_id=p.provider_event_id,
+                dispute_id=dispute_id, payment_intent_id=intent_id, amount=obj.get("amount"),
+                currency=obj.get("currency"), reason=obj.get("reason"),
+            )  # fmt: skip
+            return outcome
+        order_id = str(attempt.order_id)
+        currency = obj.get("currency") or attempt.currency
+        await self.facts.emit(
+            conn, "payment.disputed", order_id,
+            pay.PaymentDisputed(
+                order_id=order_id, attempt_id=str(attempt.id), payment_intent_id=str(intent_id), dispute_id=dispute_id,
+                amount=int(obj.get("amount") if obj.get("amount") is not None else attempt.amount),
+                currency=str(currency).upper(), reason=obj.get("reason"), status=obj.get("status"),
+            ),
+            event,
+        )  # fmt: skip
+        DISPUTES.labels(p.provider_type, "announced").inc()
+        log.warning("payment disputed", attempt_id=str(attempt.id), dispute_id=dispute_id, status=obj.get("status"))
+        return "applied"

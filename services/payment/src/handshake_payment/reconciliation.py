@@ -1,0 +1,302 @@
+"""Reconciliation with the provider: what Stripe holds is the truth, our rows catch up with it.
+
+A run (scheduled every reconciliation_interval_seconds, or asked for by finance/admin) looks at:
+
+  * attempts left waiting (requires_payment, processing, authorized; failed ones for a day, as Stripe lets
+    the customer retry a declined intent) longer than reconciliation_pending_after_seconds: the PaymentIntent is retrieved and what it says is applied through
+    the very path a webhook takes (PaymentHandlers.apply_intent_fact): a success we never heard of (the
+    browser paid, the webhook never came) becomes succeeded + payment.succeeded, a cancel or decline
+    likewise, an amount or currency other than asked becomes payment.mismatch (never payment.succeeded);
+  * refunds left `requested` that long: looked up at the provider by metadata.refund_id and, when none
+    exists, created through the usual refund path (same lease and guards), then succeeded + payment.refunded.
+
+Each repair is its own transaction, with the run id as the causing event id in the audit rows (reason
+`reconciliation: ...`); whatever a second run finds was already applied is refused by the lifecycle tables,
+so runs are idempotent and two replicas running at once announce nothing twice. Every run is a row in
+reconciliation_runs and a sample in the handshake_reconciliation_* metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from prometheus_client import Counter
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from handshake_payment import SERVICE
+from handshake_payment import refund_repository as refund_repo
+from handshake_payment.db import payment_attempts, reconciliation_runs, refunds
+from handshake_payment.domain.attempts import AttemptState as A
+from handshake_payment.domain.attempts import provider_target
+from handshake_payment.domain.refunds import RefundState
+from handshake_payment.handlers import PaymentHandlers
+from handshake_payment.settings import PaymentSettings
+from handshake_payment.stripe_gateway import StripeGateway
+from handshake_shared.db import Database
+from handshake_shared.envelope import CloudEvent, build_event
+
+log = structlog.get_logger("payment")
+
+RUNS = Counter(
+    "handshake_reconciliation_runs_total",
+    "Reconciliation runs by outcome (clean: nothing to do; repaired; flagged: a mismatch for review; "
+    "errors: some items could not be checked; failed: the run itself broke off)",
+    ["outcome"],
+)
+REPAIRS = Counter(
+    "handshake_reconciliation_repairs_total",
+    "Rows reconciliation brought in line with the provider, by kind (payment_succeeded, payment_authorized, "
+    "payment_processing, payment_failed, payment_canceled, refund_succeeded, refund_failed)",
+    ["kind"],
+)
+MISMATCHES = Counter(
+    "handshake_reconciliation_mismatches_total",
+    "Attempts reconciliation found the provider holding another amount or currency for",
+)
+
+KIND = "provider"
+PENDING_STATES = (A.REQUIRES_PAYMENT, A.PROCESSING, A.AUTHORIZED)
+# Stripe hands a declined intent back to requires_payment_method: the customer may still pay it with
+# another card, so a failed attempt is looked at too while its checkout can still be going on
+FAILED_WATCH = timedelta(hours=24)
+
+# PaymentIntent status -> the provider event type that reports it (a webhook we may never have received)
+_STATUS_EVENTS = {
+    "succeeded": "payment_intent.succeeded",
+    "canceled": "payment_intent.canceled",
+    "processing": "payment_intent.processing",
+    "requires_capture": "payment_intent.amount_capturable_updated",
+}
+
+
+def _event_type_for(intent: dict[str, Any]) -> str | None:
+    status = intent.get("status")
+    if status == "requires_payment_method" and intent.get("last_payment_error"):
+        return "payment_intent.payment_failed"
+    return _STATUS_EVENTS.get(str(status))
+
+
+@dataclass
+class _Tally:
+    checked: int = 0
+    repaired: int = 0
+    flagged: int = 0
+    errors: int = 0
+    detail: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {"repairs": [], "flagged": [], "errors": []}
+    )
+
+
+def run_record(row: Any) -> dict[str, Any]:
+    return {
+        "run_id": str(row.id),
+        "kind": row.kind,
+        "trigger": row.trigger,
+        "requested_by": row.requested_by,
+        "started_at": row.started_at.isoformat(),
+        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        "checked": row.checked,
+        "repaired": row.repaired,
+        "flagged": row.flagged,
+        "errors": row.errors,
+        "detail": row.detail,
+    }
+
+
+class Reconciler:
+    def __init__(
+        self, db: Database, handlers: PaymentHandlers, gateway: StripeGateway, settings: PaymentSettings
+    ) -> None:
+        self.db = db
+        self.handlers = handlers
+        self.gateway = gateway
+        self.interval = settings.reconciliation_interval_seconds
+        self.pending_after = settings.reconciliation_pending_after_seconds
+        self.lease_seconds = settings.provider_call_lease_seconds
+        self._lock = asyncio.Lock()  # one run at a time per process; replicas are safe by the tables
+
+    async def run_forever(self) -> None:
+        """The app's background task: one scheduled run per interval; a failing run is logged and counted."""
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.run_once(trigger="scheduled")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the next run tries again
+                log.error("reconciliation run failed", error=repr(exc))
+
+    async def run_once(
+        self, trigger: str = "manual", *, requested_by: str | None = None, note: str | None = None
+    ) -> dict[str, Any]:
+        async with self._lock:
+            run_id = uuid.uuid4()
+            async with self.db.transaction() as tx:
+                await tx.execute(
+                    insert(reconciliation_runs).values(
+                        id=run_id, kind=KIND, trigger=trigger, requested_by=requested_by,
+                        detail={"note": note} if note else {},
+                    )
+                )  # fmt: skip
+            tally = _Tally()
+            if note:
+                tally.detail["note"] = note  # type: ignore[assignment]
+            failure: BaseException | None = None
+            try:
+                await self._sweep_attempts(run_id, tally)
+                await self._sweep_refunds(run_id, tally)
+            except Exception as exc:  # noqa: BLE001 - recorded on the run, then raised
+                failure = exc
+                tally.errors += 1
+                tally.detail["errors"].append({"error": repr(exc)[:500]})
+            async with self.db.transaction() as tx:
+                await tx.execute(
+                    update(reconciliation_runs)
+                    .where(reconciliation_runs.c.id == run_id)
+                    .values(
+                        finished_at=func.now(), checked=tally.checked, repaired=tally.repaired,
+                        flagged=tally.flagged, errors=tally.errors, detail=tally.detail,
+                    )
+                )  # fmt: skip
+                row = (await tx.execute(select(reconciliation_runs).where(reconciliation_runs.c.id == run_id))).one()
+            outcome = (
+                "failed" if failure else "errors" if tally.errors else "flagged" if tally.flagged
+                else "repaired" if tally.repaired else "clean"
+            )  # fmt: skip
+            RUNS.labels(outcome).inc()
+            log.info(
+                "reconciliation run", run_id=str(run_id), trigger=trigger, outcome=outcome, checked=tally.checked,
+                repaired=tally.repaired, flagged=tally.flagged, errors=tally.errors,
+            )  # fmt: skip
+            if failure is not None:
+                raise failure
+            return run_record(row)
+
+    def _cause(self, run_id: uuid.UUID, order_id: uuid.UUID, data: dict[str, Any]) -> CloudEvent:
+        """The run, as the causing event of what it applies: its id is the audit rows' event_id and the
+        causationid of the facts it emits, so each repair points at its reconciliation_runs row."""
+        return build_event(
+            service=SERVICE, type="payment.reconciliation_run", order_id=str(order_id), sequence=1,
+            data={"run_id": str(run_id), **data}, event_id=run_id,
+        )  # fmt: skip
+
+    # -- attempts waiting for the provider ------------------------------------------------------
+
+    async def _sweep_attempts(self, run_id: uuid.UUID, tally: _Tally) -> None:
+        async with self.db.engine.connect() as c:
+            waiting = (
+                await c.execute(
+                    select(payment_attempts)
+                    .where(
+                        or_(
+                            payment_attempts.c.state.in_([s.value for s in PENDING_STATES]),
+                            and_(
+                                payment_attempts.c.state == A.FAILED,
+                                payment_attempts.c.updated_at > func.now() - FAILED_WATCH,
+                            ),
+                        ),
+                        payment_attempts.c.provider_intent_id.is_not(None),
+                        payment_attempts.c.updated_at <= func.now() - timedelta(seconds=self.pending_after),
+                    )
+                    .order_by(payment_attempts.c.updated_at)
+                )
+            ).all()
+        for attempt in waiting:
+            tally.checked += 1
+            try:
+                await self._check_attempt(run_id, attempt, tally)
+            except Exception as exc:  # noqa: BLE001 - one attempt's trouble does not stop the run
+                tally.errors += 1
+                tally.detail["errors"].append({"attempt_id": str(attempt.id), "error": repr(exc)[:500]})
+                log.warning("reconciliation could not check an attempt", attempt_id=str(attempt.id), error=repr(exc))
+
+    async def _check_attempt(self, run_id: uuid.UUID, attempt: Any, tally: _Tally) -> None:
+        intent = (await self.gateway.retrieve_intent(attempt.provider_intent_id)).to_dict()
+        provider_type = _event_type_for(intent)
+        if provider_type is None:
+            return  # still waiting for the customer at the provider too
+        status = str(intent.get("status"))
+        if provider_target(provider_type, status) == attempt.state:
+            return  # what we already know
+        cause = self._cause(run_id, attempt.order_id, {"attempt_id": str(attempt.id), "provider_status": status})
+        async with self.db.transaction() as conn:
+            outcome = await self.handlers.apply_intent_fact(
+                conn, cause, provider_type=provider_type, obj=intent, status=status, intent_id=intent["id"],
+                attempt_hint=str(attempt.id), amount_hint=None, currency_hint=None, provider_event_id=None,
+                reason=f"reconciliation: the provider reports the payment intent {status}",
+                detected_by="reconciliation",
+            )  # fmt: skip
+            current = await self._attempt(conn, attempt.id)
+        item = {
+            "attempt_id": str(attempt.id), "order_id": str(attempt.order_id), "payment_intent_id": intent["id"],
+            "from": attempt.state, "to": current.state, "provider_status": status,
+        }  # fmt: skip
+        if outcome == "mismatch":
+            tally.flagged += 1
+            MISMATCHES.inc()
+            tally.detail["flagged"].append({**item, **(current.provider_mismatch or {})})
+        elif current.state != attempt.state:
+            tally.repaired += 1
+            REPAIRS.labels(f"payment_{current.state}").inc()
+            tally.detail["repairs"].append({**item, "outcome": outcome})
+
+    @staticmethod
+    async def _attempt(conn: AsyncConnection, attempt_id: uuid.UUID) -> Any:
+        return (await conn.execute(select(payment_attempts).where(payment_attempts.c.id == attempt_id))).one()
+
+    # -- refunds waiting for the provider -------------------------------------------------------
+
+    async def _sweep_refunds(self, run_id: uuid.UUID, tally: _Tally) -> None:
+        async with self.db.engine.connect() as c:
+            waiting = (
+                await c.execute(
+                    select(refunds)
+                    .where(
+                        refunds.c.state == RefundState.REQUESTED,
+                        refunds.c.attempt_id.is_not(None),
+                        refunds.c.updated_at <= func.now() - timedelta(seconds=self.pending_after),
+                        # one a handler is calling the provider for right now is that handler's business
+                        or_(
+                            refunds.c.locked_at.is_(None),
+                            refunds.c.locked_at < func.now() - timedelta(seconds=self.lease_seconds),
+                        ),
+                    )
+                    .order_by(refunds.c.updated_at)
+                )
+            ).all()
+        for refund in waiting:
+            tally.checked += 1
+            try:
+                await self._settle_refund(run_id, refund, tally)
+            except Exception as exc:  # noqa: BLE001
+                tally.errors += 1
+                tally.detail["errors"].append({"refund_id": str(refund.id), "error": repr(exc)[:500]})
+                log.warning("reconciliation could not settle a refund", refund_id=str(refund.id), error=repr(exc))
+
+    async def _settle_refund(self, run_id: uuid.UUID, refund: Any, tally: _Tally) -> None:
+        refunds_ = self.handlers.refunds
+        refusal = await refunds_.execute(refund.id)  # finds it by metadata.refund_id, else creates it
+        cause = self._cause(run_id, refund.order_id, {"refund_id": str(refund.id)})
+        async with self.db.transaction() as conn:
+            await refunds_.finish(conn, refund.id, refusal, cause, via="reconciliation")
+            current = await refund_repo.get(conn, refund.id)
+        assert current is not None
+        if current.state != refund.state:
+            tally.repaired += 1
+            REPAIRS.labels(f"refund_{current.state}").inc()
+            tally.detail["repairs"].append({
+                "refund_id": str(refund.id), "order_id": str(refund.order_id), "from": refund.state,
+                "to": current.state, "provider_refund_id": current.provider_refund_id,
+            })  # fmt: skip
+
+
+async def list_runs(conn: AsyncConnection, limit: int = 50) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        select(reconciliation_runs).order_by(reconciliation_runs.c.started_at.desc()).limit(limit)
+    )
+    return [run_record(r) for r in rows]
