@@ -42,6 +42,8 @@ class StuckOrderScanner:
         }
         self.interval = settings.stuck_scan_interval_seconds
         self.batch = 100
+        for state in self.thresholds:  # exported from the start, not only after the first scan
+            STUCK.labels(state).set(0)
 
     async def run(self) -> None:
         while True:
