@@ -65,3 +65,17 @@ async def test_a_dispute_of_an_unknown_intent_is_kept_not_crashed_on(service, br
 
     assert disputes("unmatched") == before + 1
     assert await service.emitted(event.subject) == []
+
+
+async def test_a_dispute_replayed_past_the_inbox_is_not_announced_again(service, browser, checkout) -> None:
+    """Support replays the stored event (a new inbox row): one dispute, one payment.disputed."""
+    order_id, _, paid = await checkout.paid(service, 4300)
+    event, _ = dispute_event(paid.id, None, 4300)
+    before = disputes("duplicate")
+
+    assert await service.deliver(PROVIDER_EVENTS, event) == "applied"
+    await service.forget(event)
+    assert await service.deliver(PROVIDER_EVENTS, event) == "applied"
+
+    assert [e.type for e in await service.emitted(order_id)].count("payment.disputed") == 1
+    assert disputes("duplicate") == before + 1

@@ -143,3 +143,36 @@ reconciliation_runs = Table(
     "provider, what it repaired, what it flagged for review, and what it could not check.",
 )
 Index("ix_reconciliation_runs_started", reconciliation_runs.c.started_at)
+
+parked_provider_events = Table(
+    "parked_provider_events",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("provider_event_id", Text, nullable=False, unique=True),
+    Column("payment_intent_id", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    # the provider's `created` (epoch seconds): parked events of one intent are applied in this order
+    Column("provider_created", BigInteger, nullable=False),
+    # the whole provider.stripe.event envelope as it arrived: applied later through the live webhook path
+    Column("payload", JSONB, nullable=False),
+    Column("parked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # set in the transaction that applied it: a parked event is applied at most once
+    Column("applied_at", DateTime(timezone=True), nullable=True),
+    comment="Provider events about a PaymentIntent no attempt knows yet (it arrived before the intent id was "
+    "stored): kept and applied once an attempt stores or adopts that intent, in the provider's order.",
+)
+Index("ix_parked_provider_events_intent", parked_provider_events.c.payment_intent_id, parked_provider_events.c.provider_created)
+
+provider_disputes = Table(
+    "provider_disputes",
+    metadata,
+    # the provider's dispute id: charge.dispute.created is announced once per dispute, however often it comes
+    Column("dispute_id", Text, primary_key=True),
+    Column("attempt_id", UUID(as_uuid=True), ForeignKey("payment_attempts.id"), nullable=False),
+    Column("payment_intent_id", Text, nullable=False),
+    Column("provider_event_id", Text, nullable=True),
+    Column("announced_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment="One row per provider dispute announced as payment.disputed (written with the outbox row): a "
+    "replayed or redelivered dispute event announces nothing again.",
+)
+Index("ix_provider_disputes_attempt", provider_disputes.c.attempt_id)

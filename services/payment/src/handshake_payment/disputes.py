@@ -1,7 +1,7 @@
 """charge.dispute.*: the customer's bank disputes a charge. A fact about money already taken, kept apart from
 the attempt lifecycle: the attempt is found by the dispute's payment_intent (else its charge's intent) and
-payment.disputed is announced; the order service puts the order in needs_review. A dispute of an intent we do
-not know is kept in the log and counted, never a crash or a dead letter."""
+payment.disputed is announced, once per dispute id (provider_disputes, written with the outbox row); the order service puts the order in needs_review. A dispute of an intent we do
+not know is counted and parked by the handler (parking.py), never a crash or a dead letter."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment import repository as repo
+from handshake_payment.db import provider_disputes
 from handshake_payment.facts import Facts
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent
@@ -22,10 +24,22 @@ log = structlog.get_logger("payment")
 
 DISPUTES = Counter(
     "handshake_payment_disputes_total",
-    "Provider dispute events by Stripe type and outcome (announced; unmatched: no attempt of ours holds the "
-    "disputed intent; incomplete: the dispute names no intent)",
+    "Provider dispute events by Stripe type and outcome (announced; duplicate: that dispute was announced "
+    "before; unmatched: no attempt of ours holds the disputed intent yet, parked; incomplete: the dispute "
+    "names no intent)",
     ["type", "outcome"],
 )
+
+
+def disputed_intent(obj: dict[str, Any]) -> str | None:
+    """The PaymentIntent a Dispute object names: its payment_intent, else its (expanded) charge's."""
+    intent_id = obj.get("payment_intent")
+    charge = obj.get("charge")
+    if isinstance(intent_id, dict):
+        intent_id = intent_id.get("id")
+    if not intent_id and isinstance(charge, dict):
+        intent_id = charge.get("payment_intent")
+    return str(intent_id) if intent_id else None
 
 
 class Disputes:
@@ -36,12 +50,7 @@ class Disputes:
     async def on_dispute(self, conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeEvent) -> str:
         obj: dict[str, Any] = p.object
         dispute_id = str(obj.get("id") or p.object_id or "")
-        intent_id = obj.get("payment_intent")
-        charge = obj.get("charge")
-        if isinstance(intent_id, dict):
-            intent_id = intent_id.get("id")
-        if not intent_id and isinstance(charge, dict):
-            intent_id = charge.get("payment_intent")
+        intent_id = disputed_intent(obj)
         attempt = await repo.by_intent(conn, intent_id) if intent_id else None
         if attempt is None:
             outcome = "unmatched" if intent_id else "incomplete"
@@ -52,6 +61,20 @@ class Disputes:
                 currency=obj.get("currency"), reason=obj.get("reason"),
             )  # fmt: skip
             return outcome
+        if dispute_id:
+            first = (
+                await conn.execute(
+                    pg_insert(provider_disputes)
+                    .values(dispute_id=dispute_id, attempt_id=attempt.id, payment_intent_id=str(intent_id),
+                            provider_event_id=p.provider_event_id)
+                    .on_conflict_do_nothing(index_elements=[provider_disputes.c.dispute_id])
+                    .returning(provider_disputes.c.dispute_id)
+                )
+            ).first()  # fmt: skip
+            if first is None:
+                DISPUTES.labels(p.provider_type, "duplicate").inc()
+                log.info("dispute already announced", dispute_id=dispute_id, provider_event_id=p.provider_event_id)
+                return "refused"
         order_id = str(attempt.order_id)
         currency = obj.get("currency") or attempt.currency
         await self.facts.emit(

@@ -19,6 +19,7 @@ per order holds its money). Cancellation, capture and refunds live in their own 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import stripe
@@ -28,7 +29,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handshake_payment import leases
+from handshake_payment import leases, parking
 from handshake_payment import repository as repo
 from handshake_payment.cancellation import Cancellation
 from handshake_payment.captures import Captures
@@ -36,7 +37,7 @@ from handshake_payment.db import payment_attempts
 from handshake_payment.domain.attempts import HOLDS_PAYMENT, provider_target
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.intents import intent_facts
-from handshake_payment.disputes import Disputes
+from handshake_payment.disputes import Disputes, disputed_intent
 from handshake_payment.facts import Facts
 from handshake_payment.refunds import Refunds
 from handshake_payment.settings import PaymentSettings
@@ -56,7 +57,7 @@ log = structlog.get_logger("payment")
 PROVIDER_FACTS = Counter(
     "handshake_payment_provider_events_total",
     "Provider events by Stripe type and outcome (applied, refused, duplicate: a second attempt's payment, "
-    "given back; unmatched, ignored)",
+    "given back; parked: about an intent no attempt knows yet, applied once one stores it; unmatched, ignored)",
     ["type", "outcome"],
 )
 LOST_LEASES = Counter(
@@ -126,6 +127,13 @@ class PaymentHandlers:
         refusal: Refusal | None = None
         if attempt.state == A.CREATING and attempt.provider_intent_id is None:
             attempt, refusal = await self.create_intent(attempt)
+        if attempt.provider_intent_id is not None and attempt.state != A.CANCELED:
+            # right after recovery point 2 (and again on a redelivery, should applying have failed):
+            # provider events that came before we knew the intent
+            await self.apply_parked(attempt.provider_intent_id)
+            async with self.db.engine.connect() as c:
+                attempt = await repo.get(c, attempt.id)
+            assert attempt is not None
         if attempt.state == A.CANCELED and attempt.provider_intent_id is not None:
             # the order closed while the intent was being created: it must not stay payable
             intent = await self.gateway.close_intent(attempt.provider_intent_id, idempotency_key=cancel_key(attempt.id))
@@ -274,20 +282,71 @@ class PaymentHandlers:
     # -- provider.events.v1 ---------------------------------------------------------------------
 
     async def on_provider_event(self, conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeEvent) -> None:
+        """The one path of a provider event, live or parked earlier; an event about an intent no attempt
+        knows yet is parked (in conn's transaction) and applied once the intent is stored."""
         if p.provider_type == "charge.dispute.created":
             outcome = await self.disputes.on_dispute(conn, event, p)
+            intent_id = disputed_intent(p.object)
+            if outcome == "unmatched" and intent_id:
+                outcome = await self._park(
+                    conn, event, p, intent_id, lambda: self.disputes.on_dispute(conn, event, p)
+                )
             PROVIDER_FACTS.labels(p.provider_type, outcome).inc()
             return
         if p.object_type not in (None, "payment_intent"):
             PROVIDER_FACTS.labels(p.provider_type, "ignored").inc()
             return
-        outcome = await self.apply_intent_fact(
-            conn, event, provider_type=p.provider_type, obj=p.object, status=p.status,
-            intent_id=p.object_id or p.object.get("id"), attempt_hint=p.attempt_id, amount_hint=p.amount,
-            currency_hint=p.currency, provider_event_id=p.provider_event_id, reason=f"stripe {p.provider_type}",
-            detected_by="webhook",
-        )  # fmt: skip
+        intent_id = p.object_id or p.object.get("id")
+
+        async def apply() -> str:
+            return await self.apply_intent_fact(
+                conn, event, provider_type=p.provider_type, obj=p.object, status=p.status,
+                intent_id=intent_id, attempt_hint=p.attempt_id, amount_hint=p.amount,
+                currency_hint=p.currency, provider_event_id=p.provider_event_id, reason=f"stripe {p.provider_type}",
+                detected_by="webhook",
+            )  # fmt: skip
+
+        outcome = await apply()
+        if outcome == "unmatched" and intent_id:
+            outcome = await self._park(conn, event, p, intent_id, apply)
         PROVIDER_FACTS.labels(p.provider_type, outcome).inc()
+
+    async def _park(
+        self, conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeEvent, intent_id: str,
+        apply: Callable[[], Awaitable[str]],
+    ) -> str:  # fmt: skip
+        """Park the event unless the intent was stored meanwhile (then it is applied now). The intent lock
+        makes this and apply_parked exclusive: one of them sees the other's commit."""
+        await parking.lock_intent(conn, intent_id)
+        if await repo.by_intent(conn, intent_id) is not None:
+            return await apply()
+        await parking.park(conn, event, p, intent_id)
+        log.warning(
+            "provider event parked until its payment intent is known", provider_event_id=p.provider_event_id,
+            provider_type=p.provider_type, payment_intent_id=intent_id,
+        )  # fmt: skip
+        return "parked"
+
+    async def apply_parked(self, intent_id: str) -> int:
+        """Apply the parked events of an intent now stored on an attempt, oldest (provider `created`) first,
+        each in its own transaction with its applied_at; how many were applied. Idempotent."""
+        applied = 0
+        while True:
+            async with self.db.transaction() as tx:
+                await parking.lock_intent(tx, intent_id)
+                row = await parking.next_pending(tx, intent_id)
+                if row is None:
+                    return applied
+                event, p = parking.event_of(row)
+                try:
+                    await self.on_provider_event(tx, event, p)
+                    parking.PARKED.labels("applied").inc()
+                except PoisonMessage as exc:
+                    parking.PARKED.labels("unusable").inc()
+                    log.error("parked provider event cannot be applied", provider_event_id=row.provider_event_id,
+                              error=str(exc))  # fmt: skip
+                await parking.mark_applied(tx, row.id)
+                applied += 1
 
     async def apply_intent_fact(
         self, conn: AsyncConnection, event: CloudEvent, *, provider_type: str, obj: dict[str, Any],
@@ -367,7 +426,10 @@ class PaymentHandlers:
             await tx.execute(
                 update(payment_attempts).where(payment_attempts.c.id == attempt.id).values(provider_intent_id=intent_id)
             )
-            return await repo.get(tx, attempt.id)
+            adopted = await repo.get(tx, attempt.id)
+        # the intent is known from now on: what was parked about it comes first
+        await self.apply_parked(intent_id)
+        return adopted
 
     def order_handlers(self) -> dict[str, Handler]:
         return {
