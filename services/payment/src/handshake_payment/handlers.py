@@ -39,6 +39,7 @@ from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.intents import intent_facts
 from handshake_payment.disputes import Disputes, disputed_intent
 from handshake_payment.facts import Facts
+from handshake_payment.provider_refunds import PROVIDER_REFUND_TYPES, ProviderRefunds, refunded_intent
 from handshake_payment.refunds import Refunds
 from handshake_payment.settings import PaymentSettings
 from handshake_payment.settlement import Settled, Settlement, cancel_key
@@ -103,6 +104,7 @@ class PaymentHandlers:
         self.captures = Captures(db, self.facts, gateway, self.settlement)
         self.cancellation = Cancellation(db, self.facts, gateway, self.settlement)
         self.disputes = Disputes(db, self.facts)
+        self.provider_refunds = ProviderRefunds(self.facts)
 
     async def emit(self, conn: AsyncConnection, type: str, order_id: str, data: Any, cause: CloudEvent) -> None:
         await self.facts.emit(conn, type, order_id, data, cause)
@@ -290,6 +292,16 @@ class PaymentHandlers:
             if outcome == "unmatched" and intent_id:
                 outcome = await self._park(
                     conn, event, p, intent_id, lambda: self.disputes.on_dispute(conn, event, p)
+                )
+            PROVIDER_FACTS.labels(p.provider_type, outcome).inc()
+            return
+        if p.provider_type in PROVIDER_REFUND_TYPES:
+            # refunds made at the provider outside Handshake (provider_refunds.py)
+            outcome = await self.provider_refunds.on_refund_event(conn, event, p)
+            refunded = refunded_intent(p.provider_type, p.object)
+            if outcome == "unmatched" and refunded:
+                outcome = await self._park(
+                    conn, event, p, refunded, lambda: self.provider_refunds.on_refund_event(conn, event, p)
                 )
             PROVIDER_FACTS.labels(p.provider_type, outcome).inc()
             return

@@ -156,3 +156,45 @@ async def refunds_of_order(conn: AsyncConnection, order_id: uuid.UUID) -> list[d
         }
         for r in rows
     ]
+
+
+async def by_provider_refund(conn: AsyncConnection, provider_refund_id: str) -> Row[Any] | None:
+    query = select(refunds).where(refunds.c.provider_refund_id == provider_refund_id)
+    return (await conn.execute(query)).first()
+
+
+async def insert_provider_refund(
+    conn: AsyncConnection,
+    *,
+    refund_id: uuid.UUID,
+    order_id: uuid.UUID,
+    attempt_id: uuid.UUID,
+    amount: int,
+    currency: str,
+    reason: str,
+    provider_refund_id: str,
+    event_id: str | None,
+) -> bool:
+    """Record a refund made at the provider outside Handshake, already succeeded, unless its provider refund
+    id (or its id, derived from it) is known; True when this call created it (with its audit row)."""
+    created = (
+        await conn.execute(
+            pg_insert(refunds)
+            .values(
+                id=refund_id, order_id=order_id, attempt_id=attempt_id, amount=amount, currency=currency,
+                reason=reason, automatic=False, requested_by="provider", state=RefundState.SUCCEEDED,
+                provider_refund_id=provider_refund_id,
+            )
+            .on_conflict_do_nothing()
+            .returning(refunds.c.id)
+        )
+    ).first()  # fmt: skip
+    if created is None:
+        return False
+    await conn.execute(
+        insert(refund_transitions).values(
+            refund_id=refund_id, from_state=None, to_state=RefundState.SUCCEEDED,
+            reason=f"refunded at the provider: {provider_refund_id}", event_id=event_id,
+        )
+    )  # fmt: skip
+    return True

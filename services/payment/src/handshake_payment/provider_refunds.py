@@ -1,0 +1,181 @@
+"""Refunds made at the provider outside Handshake (the Stripe dashboard, Stripe support): charge.refunded
+(a Charge with its refunds), refund.created and refund.updated (a Refund).
+
+Each succeeded provider refund that is not ours (no metadata.refund_id: ours are finished by refunds.py)
+and whose id no refund row holds is recorded on the captured attempt of its PaymentIntent, as a succeeded
+refund (requested_by "provider", not automatic, provider_refund_id set), and announced as payment.refunded
+in the consumer's transaction, under the order lock and the attempt's row lock (the same guard as
+refunds.py). Once per provider refund id: the row id is derived from it and the unique index on
+provider_refund_id holds against a redelivery, a replay past the inbox, or charge.refunded and
+refund.created both naming it. Recorded refunds never sum above the capture: one that would is logged and
+counted (exceeds_capture), never recorded. An event about an intent no attempt knows is parked by the
+handler (unmatched), like any provider fact."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import structlog
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from handshake_payment import refund_repository as refund_repo
+from handshake_payment import repository as repo
+from handshake_payment.domain.attempts import AttemptState as A
+from handshake_payment.facts import Facts
+from handshake_shared.consumer import PoisonMessage
+from handshake_shared.envelope import CloudEvent
+from handshake_shared.events import payment as pay
+from handshake_shared.events import provider as prov
+
+log = structlog.get_logger("payment")
+
+PROVIDER_REFUND_TYPES = ("charge.refunded", "refund.created", "refund.updated")
+REFUNDED_AT_PROVIDER = "refunded at the provider"
+
+PROVIDER_REFUNDS = Counter(
+    "handshake_payment_provider_refunds_total",
+    "Refunds seen in provider events, by outcome (recorded: made outside Handshake, recorded and announced; "
+    "ours: carries our refund_id, finished by the refund path; known: already recorded; pending: not "
+    "succeeded yet; exceeds_capture: would take the recorded refunds above the capture, not recorded; "
+    "currency_mismatch; not_order_payment: on an attempt that does not hold the order's payment)",
+    ["outcome"],
+)
+
+_NAMESPACE = uuid.UUID("5b0f3c2e-7d41-5e8a-b6c9-2a1e4f7d9c03")
+
+
+class RefundBeforeCapture(PoisonMessage):
+    """A provider refund of an attempt we have not seen captured: nothing to count it against. Dead-lettered
+    (support replays it once the payment is applied); a parked one is logged as unusable."""
+
+
+def provider_refund_row_id(provider_refund_id: str) -> uuid.UUID:
+    return uuid.uuid5(_NAMESPACE, f"provider-refund:{provider_refund_id}")
+
+
+def _id(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("id")
+    return str(value) if value else None
+
+
+def refunded_intent(provider_type: str, obj: dict[str, Any]) -> str | None:
+    """The PaymentIntent a Charge or Refund object names (a Refund's, else its expanded charge's)."""
+    intent_id = _id(obj.get("payment_intent"))
+    charge = obj.get("charge")
+    if not intent_id and isinstance(charge, dict):
+        intent_id = _id(charge.get("payment_intent"))
+    return intent_id
+
+
+def provider_refunds(provider_type: str, obj: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The refunds an event carries; None when a Charge came without its refunds list."""
+    if provider_type != "charge.refunded":
+        return [obj]
+    listed = obj.get("refunds")
+    if not isinstance(listed, dict) or not isinstance(listed.get("data"), list):
+        return None
+    if listed.get("has_more"):
+        log.warning("charge.refunded lists only part of its refunds", charge_id=obj.get("id"))
+    refunds = [r for r in listed["data"] if isinstance(r, dict)]
+    return [{**r, "currency": r.get("currency") or obj.get("currency")} for r in refunds]
+
+
+class ProviderRefunds:
+    def __init__(self, facts: Facts) -> None:
+        self.facts = facts
+
+    async def on_refund_event(self, conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeEvent) -> str:
+        """applied (at least one refund recorded), refused (nothing new), unmatched (intent unknown: the
+        caller parks it) or incomplete (no intent or no refunds named)."""
+        obj: dict[str, Any] = p.object
+        intent_id = refunded_intent(p.provider_type, obj)
+        refunds = provider_refunds(p.provider_type, obj)
+        if not intent_id or refunds is None:
+            log.error("provider refund event without intent or refunds", provider_event_id=p.provider_event_id,
+                      provider_type=p.provider_type, object_id=obj.get("id"))  # fmt: skip
+            return "incomplete"
+        candidates = [r for r in refunds if self._candidate(r)]
+        attempt = await repo.by_intent(conn, intent_id)
+        if attempt is None:
+            return "unmatched"
+        if not candidates:
+            return "refused"
+        await repo.lock_order(conn, attempt.order_id)
+        attempt = await repo.get(conn, attempt.id, lock=True)
+        assert attempt is not None
+        if attempt.state != A.SUCCEEDED:
+            raise RefundBeforeCapture(
+                f"{p.provider_event_id}: provider refund of attempt {attempt.id} in state {attempt.state}"
+            )
+        recorded = 0
+        for refund in candidates:
+            recorded += await self._record(conn, event, p, attempt, intent_id, refund)
+        return "applied" if recorded else "refused"
+
+    @staticmethod
+    def _candidate(refund: dict[str, Any]) -> bool:
+        if not refund.get("id"):
+            return False
+        if (refund.get("metadata") or {}).get("refund_id"):
+            PROVIDER_REFUNDS.labels("ours").inc()
+            return False
+        if refund.get("status") != "succeeded":
+            PROVIDER_REFUNDS.labels("pending").inc()
+            return False
+        return True
+
+    async def _record(
+        self, conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeEvent, attempt: Any, intent_id: str,
+        refund: dict[str, Any],
+    ) -> int:  # fmt: skip
+        provider_refund_id = str(refund["id"])
+        if await refund_repo.by_provider_refund(conn, provider_refund_id) is not None:
+            PROVIDER_REFUNDS.labels("known").inc()
+            return 0
+        if attempt.duplicate_of is not None:
+            PROVIDER_REFUNDS.labels("not_order_payment").inc()
+            log.error("provider refund of a duplicate attempt not recorded", attempt_id=str(attempt.id),
+                      provider_refund_id=provider_refund_id, amount=refund.get("amount"))  # fmt: skip
+            return 0
+        amount = int(refund.get("amount") or 0)
+        currency = str(refund.get("currency") or attempt.currency).upper()
+        if currency != attempt.currency.upper():
+            PROVIDER_REFUNDS.labels("currency_mismatch").inc()
+            log.error("provider refund in another currency not recorded", attempt_id=str(attempt.id),
+                      provider_refund_id=provider_refund_id, currency=currency)  # fmt: skip
+            return 0
+        captured = attempt.amount_captured if attempt.amount_captured is not None else attempt.amount
+        committed = await refund_repo.committed_amount(conn, attempt.id)
+        if amount <= 0 or committed + amount > captured:
+            PROVIDER_REFUNDS.labels("exceeds_capture").inc()
+            log.error(
+                "provider refund would exceed the capture, not recorded", attempt_id=str(attempt.id),
+                provider_refund_id=provider_refund_id, amount=amount, committed=committed, captured=captured,
+                provider_event_id=p.provider_event_id,
+            )  # fmt: skip
+            return 0
+        refund_id = provider_refund_row_id(provider_refund_id)
+        if not await refund_repo.insert_provider_refund(
+            conn, refund_id=refund_id, order_id=attempt.order_id, attempt_id=attempt.id, amount=amount,
+            currency=attempt.currency, reason=REFUNDED_AT_PROVIDER, provider_refund_id=provider_refund_id,
+            event_id=str(event.id),
+        ):  # fmt: skip
+            PROVIDER_REFUNDS.labels("known").inc()
+            return 0
+        order_id = str(attempt.order_id)
+        await self.facts.emit(
+            conn, "payment.refunded", order_id,
+            pay.PaymentRefunded(
+                order_id=order_id, refund_id=str(refund_id), attempt_id=str(attempt.id), payment_intent_id=intent_id,
+                provider_refund_id=provider_refund_id, amount=amount, currency=attempt.currency,
+                reason=REFUNDED_AT_PROVIDER, automatic=False,
+            ),
+            event,
+        )  # fmt: skip
+        PROVIDER_REFUNDS.labels("recorded").inc()
+        log.warning("refund made at the provider recorded", attempt_id=str(attempt.id),
+                    provider_refund_id=provider_refund_id, amount=amount)  # fmt: skip
+        return 1
