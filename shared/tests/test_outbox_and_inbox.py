@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections import defaultdict
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import func, select
@@ -91,6 +92,66 @@ async def test_two_relay_replicas_publish_everything_once_and_never_reorder_an_o
     async with db.engine.connect() as conn:
         unpublished = await conn.execute(select(func.count()).where(tables.outbox.c.published_at.is_(None)))
         assert unpublished.scalar() == 0
+
+
+
+async def test_a_database_outage_while_the_relay_is_idle_does_not_end_it(db, stack):  # type: ignore[no-untyped-def]
+    """The outage starts right after an empty poll, before the relay reads its lag: the relay backs off
+    and then publishes what was written once the database is back; it never stops for good."""
+    topic = f"test.outbox.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(stack.broker.bootstrap_servers, [topic], 1)
+    name = db.engine.url.database
+    outage = asyncio.Event()
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(stack.postgres.url("postgres"))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap_servers, acks="all")
+    await producer.start()
+    relay = OutboxRelay(db, tables, producer_send(producer), service="shared-test", batch_size=10, idle_poll_seconds=0.05)
+    poll = relay.publish_once
+    failed_rounds: list[int] = []
+
+    async def poll_then_fail() -> int:
+        published = await poll()
+        if published == 0 and not outage.is_set():
+            outage.set()
+            await admin(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            await admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        return published
+
+    relay.publish_once = poll_then_fail  # type: ignore[method-assign]
+    original_sleep = relay._sleep
+
+    async def counting_sleep(seconds: float) -> None:
+        failed_rounds.append(1)
+        await original_sleep(seconds)
+
+    relay._sleep = counting_sleep  # type: ignore[method-assign]
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.wait_for(outage.wait(), 10)
+        for _ in range(100):
+            if len(failed_rounds) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(failed_rounds) >= 2, "the relay did not keep retrying through the outage"
+        assert not task.done(), "the relay ended during a database outage"
+        await admin(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        order_id = str(uuid.uuid4())
+        async with db.transaction() as conn:
+            await Outbox(tables, "order").emit(conn, topic=topic, type="order.test", order_id=order_id, data={"i": 1})
+        records = await read_all(stack.broker.bootstrap_servers, topic, expected=1)
+        assert [parse_event(r.value).subject for r in records] == [order_id]
+    finally:
+        await admin(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        relay.stop()
+        await asyncio.wait_for(task, 20)  # ends cleanly, without the outage's error
+        await producer.stop()
 
 
 def consumer_for(db: Database, handler, name: str = "test-consumer") -> EventConsumer:  # type: ignore[no-untyped-def]

@@ -106,7 +106,13 @@ async def test_order_placed_from_the_broker_reserves_once_and_publishes_inventor
         assert REGISTRY.get_sample_value("handshake_inventory_held_reservations") == 1
         metrics = (await client.get("/metrics")).text
         assert 'handshake_inventory_reservations_total{outcome="reserved"}' in metrics
-        assert (await client.get("/readyz")).json()["status"] == "ok"
+        ready = (await client.get("/readyz")).json()
+        assert ready["status"] == "ok" and ready["checks"]["outbox_relay"] == "ok"
+        # a relay that is no longer running would silently stop every event: the pod must say so
+        app.state.runtime._relay_task.cancel()
+        await asyncio.sleep(0)
+        not_ready = await client.get("/readyz")
+        assert not_ready.status_code == 503 and not_ready.json()["checks"]["outbox_relay"].startswith("failed")
 
 
 async def wait_for(what: str, check: Any, timeout: float = 30.0) -> Any:

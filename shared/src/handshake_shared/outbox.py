@@ -144,11 +144,15 @@ class OutboxRelay:
     async def run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
+            # everything that touches the database or the broker is inside the try: an outage at any
+            # point (also while idle, reading the lag) backs off instead of ending the relay for good
             try:
                 published = await self.publish_once()
                 if failures:
                     log.info("outbox relay recovered", failed_rounds=failures)
                 failures = 0
+                if published == 0:
+                    await self._refresh_lag()
             except Exception as exc:  # broker or database down: back off and try again
                 failures += 1
                 delay = min(self.max_backoff, 0.1 * 2**failures)
@@ -157,7 +161,6 @@ class OutboxRelay:
                 await self._sleep(delay)
                 continue
             if published == 0:
-                await self._refresh_lag()
                 self.db.outbox_written.clear()
                 await self._wait_for_work()
 

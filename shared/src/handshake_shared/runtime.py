@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 
@@ -15,6 +16,8 @@ from handshake_shared.http import Check
 from handshake_shared.kafka import make_broker, relay_sender
 from handshake_shared.outbox import Outbox, OutboxRelay
 from handshake_shared.settings import ServiceSettings
+
+log = structlog.get_logger("runtime")
 
 
 class Runtime:
@@ -76,8 +79,12 @@ class Runtime:
 
     async def stop(self) -> None:
         self.relay.stop()
-        if self._relay_task:
-            await self._relay_task
+        task = self._relay_task
+        if task is not None:
+            if not task.done():
+                await task
+            elif not task.cancelled() and task.exception() is not None:  # already reported by /readyz
+                log.error("outbox relay had ended", error=repr(task.exception()))
         await self.broker.stop()
         await self.db.dispose()
 
@@ -94,4 +101,9 @@ class Runtime:
             if not await self.broker.ping(timeout=2.0):
                 raise ConnectionError("broker unreachable")
 
-        return {"database": self.db.ping, "broker": broker}
+        async def outbox_relay() -> None:
+            task = self._relay_task
+            if task is None or task.done():  # it only ends on shutdown; anything else is a bug to see at once
+                raise RuntimeError("outbox relay is not running")
+
+        return {"database": self.db.ping, "broker": broker, "outbox_relay": outbox_relay}
