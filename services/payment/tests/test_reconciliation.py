@@ -250,3 +250,49 @@ async def test_the_running_service_reconciles_on_its_schedule_and_publishes_the_
     async with service.db.engine.connect() as conn:
         triggers = (await conn.execute(select(reconciliation_runs.c.trigger, reconciliation_runs.c.repaired))).all()
     assert {t.trigger for t in triggers} == {"scheduled"} and sum(t.repaired for t in triggers) == 1
+
+
+async def test_attempts_whose_payment_request_stopped_half_way_are_finished_with_one_intent_each(service, browser) -> None:
+    """Both payment requests were dead-lettered after the attempt row was written: one before the provider
+    was called, one after the provider made the intent but before its id was stored. The orders would wait
+    for a payment session forever; a run finishes both, and never makes a second intent."""
+    from handshake_payment import repository as repo
+    from handshake_payment.db import payment_attempts
+
+    never_called, called = str(uuid.uuid4()), str(uuid.uuid4())
+    async with service.db.transaction() as tx:
+        for order_id in (never_called, called):
+            await repo.insert_attempt(tx, order_id=uuid.UUID(order_id), request_id=f"req-{order_id}", amount=2500,
+                                      currency="EUR", event_id=str(uuid.uuid4()))  # fmt: skip
+    async with service.db.engine.connect() as conn:
+        first = (await conn.execute(select(payment_attempts).where(payment_attempts.c.order_id == uuid.UUID(never_called)))).one()
+        second = (await conn.execute(select(payment_attempts).where(payment_attempts.c.order_id == uuid.UUID(called)))).one()
+    made = await service.handlers.gateway.create_intent(
+        attempt_id=str(second.id), order_id=called, amount=2500, currency="EUR", idempotency_key=f"lost-{second.id}"
+    )
+    async with service.db.transaction() as tx:  # the handler that made it held the lease, then died
+        await tx.execute(text("UPDATE payment_attempts SET locked_at = now() - interval '1 hour', "
+                              "intent_create_calls = 1 WHERE id = :id"), {"id": second.id})  # fmt: skip
+    repairs_before = metric("handshake_reconciliation_repairs_total", {"kind": "payment_requires_payment"})
+
+    run = await service.app.state.reconciler.run_once()
+
+    assert run["errors"] == 0 and run["repaired"] == 2
+    assert {r["order_id"]: r["outcome"] for r in run["detail"]["repairs"]} == {never_called: "finished", called: "finished"}
+    assert metric("handshake_reconciliation_repairs_total", {"kind": "payment_requires_payment"}) == repairs_before + 2
+    [created] = await browser.intents_for(never_called)
+    assert (created.amount, created.currency, created.metadata["attempt_id"]) == (2500, "eur", str(first.id))
+    assert [pi.id for pi in await browser.intents_for(called)] == [made.id]  # adopted, not made again
+    for order_id, attempt, intent_id in ((never_called, first, created.id), (called, second, made.id)):
+        [row] = await service.attempts(order_id)
+        assert (row.state, row.provider_intent_id) == (A.REQUIRES_PAYMENT, intent_id)
+        [announced] = await service.emitted(order_id)
+        assert announced.type == "payment.intent_created" and announced.causationid == run["run_id"]
+        assert announced.data == {"order_id": order_id, "attempt_id": str(attempt.id), "payment_intent_id": intent_id,
+                                  "amount": 2500, "currency": "EUR"}  # fmt: skip
+
+    again = await service.app.state.reconciler.run_once()
+    assert again["repaired"] == 0
+    for order_id in (never_called, called):
+        assert len(await browser.intents_for(order_id)) == 1
+        assert [e.type for e in await service.emitted(order_id)] == ["payment.intent_created"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import stripe
 import structlog
@@ -126,6 +126,15 @@ class PaymentHandlers:
                 f"request {p.request_id} was {attempt.amount} {attempt.currency} for order {attempt.order_id}, "
                 f"now {p.amount} {currency} for order {order_id}"
             )
+        prepared = await self.prepare_intent(attempt)
+        if prepared is not False:
+            await self.announce_intent(conn, event, attempt.id, prepared)
+
+    async def prepare_intent(self, attempt: Row[Any]) -> Refusal | None | Literal[False]:
+        """Phase 2 and what follows it, outside any transaction of the caller: the intent found or created,
+        parked provider events about it applied. False when there is nothing to announce (the order closed
+        meanwhile); otherwise the provider's refusal, if any, for announce_intent. Shared by the consumer and
+        reconciliation, which finishes attempts whose payment request never got this far."""
         refusal: Refusal | None = None
         if attempt.state == A.CREATING and attempt.provider_intent_id is None:
             attempt, refusal = await self.create_intent(attempt)
@@ -143,8 +152,8 @@ class PaymentHandlers:
                 UNCANCELLABLE.inc()
                 log.error("intent of a cancelled attempt could not be cancelled", attempt_id=str(attempt.id),
                           payment_intent_id=intent.id, status=intent.status)  # fmt: skip
-            return
-        await self.announce_intent(conn, event, attempt.id, refusal)
+            return False
+        return refusal
 
     async def record_attempt(
         self, event: CloudEvent, p: o.OrderPaymentRequested, order_id: uuid.UUID, currency: str

@@ -2,6 +2,10 @@
 
 A run (scheduled every reconciliation_interval_seconds, or asked for by finance/admin) looks at:
 
+  * attempts still `creating` longer than reconciliation_pending_after_seconds (their payment request was
+    dead-lettered half-way): finished by the consumer's own steps, the intent looked for by
+    metadata.attempt_id before any is created, then payment.intent_created (or payment.failed when the
+    provider refuses it);
   * attempts left waiting (requires_payment, processing, authorized; failed ones for a day, as Stripe lets
     the customer retry a declined intent) longer than reconciliation_pending_after_seconds: the PaymentIntent is retrieved and what it says is applied through
     the very path a webhook takes (PaymentHandlers.apply_intent_fact): a success we never heard of (the
@@ -51,7 +55,8 @@ RUNS = Counter(
 REPAIRS = Counter(
     "handshake_reconciliation_repairs_total",
     "Rows reconciliation brought in line with the provider, by kind (payment_succeeded, payment_authorized, "
-    "payment_processing, payment_failed, payment_canceled, refund_succeeded, refund_failed)",
+    "payment_processing, payment_failed, payment_canceled, refund_succeeded, refund_failed; "
+    "payment_requires_payment: an unfinished attempt's intent announced)",
     ["kind"],
 )
 MISMATCHES = Counter(
@@ -148,6 +153,7 @@ class Reconciler:
                 tally.detail["note"] = note  # type: ignore[assignment]
             failure: BaseException | None = None
             try:
+                await self._sweep_unfinished_attempts(run_id, tally)
                 await self._sweep_attempts(run_id, tally)
                 await self._sweep_refunds(run_id, tally)
             except Exception as exc:  # noqa: BLE001 - recorded on the run, then raised
@@ -184,6 +190,55 @@ class Reconciler:
             service=SERVICE, type="payment.reconciliation_run", order_id=str(order_id), sequence=1,
             data={"run_id": str(run_id), **data}, event_id=run_id,
         )  # fmt: skip
+
+    # -- attempts whose payment request never finished ------------------------------------------
+
+    async def _sweep_unfinished_attempts(self, run_id: uuid.UUID, tally: _Tally) -> None:
+        """Attempts still `creating`: their payment request stopped between the attempt row and
+        payment.intent_created and is not coming back (it was dead-lettered), so the order waits for a
+        payment session that never comes. The consumer's own steps finish them: the intent is looked for
+        by metadata.attempt_id before one is created, then announced."""
+        async with self.db.engine.connect() as c:
+            unfinished = (
+                await c.execute(
+                    select(payment_attempts)
+                    .where(
+                        payment_attempts.c.state == A.CREATING,
+                        payment_attempts.c.updated_at <= func.now() - timedelta(seconds=self.pending_after),
+                        # one a handler is calling the provider for right now is that handler's business
+                        or_(
+                            payment_attempts.c.locked_at.is_(None),
+                            payment_attempts.c.locked_at < func.now() - timedelta(seconds=self.lease_seconds),
+                        ),
+                    )
+                    .order_by(payment_attempts.c.updated_at)
+                )
+            ).all()
+        for attempt in unfinished:
+            tally.checked += 1
+            try:
+                await self._finish_attempt(run_id, attempt, tally)
+            except Exception as exc:  # noqa: BLE001 - one attempt's trouble does not stop the run
+                tally.errors += 1
+                tally.detail["errors"].append({"attempt_id": str(attempt.id), "error": repr(exc)[:500]})
+                log.warning("reconciliation could not finish an attempt", attempt_id=str(attempt.id), error=repr(exc))
+
+    async def _finish_attempt(self, run_id: uuid.UUID, attempt: Any, tally: _Tally) -> None:
+        prepared = await self.handlers.prepare_intent(attempt)
+        cause = self._cause(run_id, attempt.order_id, {"attempt_id": str(attempt.id), "provider_status": None})
+        async with self.db.transaction() as conn:
+            if prepared is not False:
+                await self.handlers.announce_intent(conn, cause, attempt.id, prepared)
+            current = await self._attempt(conn, attempt.id)
+        if current.state == attempt.state:
+            return
+        tally.repaired += 1
+        REPAIRS.labels(f"payment_{current.state}").inc()
+        tally.detail["repairs"].append({
+            "attempt_id": str(attempt.id), "order_id": str(attempt.order_id),
+            "payment_intent_id": current.provider_intent_id, "from": attempt.state, "to": current.state,
+            "outcome": "finished",
+        })  # fmt: skip
 
     # -- attempts waiting for the provider ------------------------------------------------------
 
