@@ -95,6 +95,52 @@ async def test_two_relay_replicas_publish_everything_once_and_never_reorder_an_o
 
 
 
+
+async def test_a_failed_send_holds_back_the_rest_of_that_order_so_nothing_overtakes_it(db, stack):  # type: ignore[no-untyped-def]
+    """The broker refuses an order's first event once (enqueue error, then a failed delivery). Its later
+    events must not reach the topic before it: a consumer would apply, say, order.paid before
+    order.cancelled. Another order in the same batch is not held up."""
+    topic = f"test.outbox.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(stack.broker.bootstrap_servers, [topic], 1)
+    outbox = Outbox(tables, "order")
+    held, other = str(uuid.uuid4()), str(uuid.uuid4())
+    async with db.transaction() as conn:
+        for i in range(3):
+            await outbox.emit(conn, topic=topic, type="order.test", order_id=held, data={"i": i})
+        await outbox.emit(conn, topic=topic, type="order.test", order_id=other, data={"i": 0})
+
+    producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap_servers, acks="all")
+    await producer.start()
+    real_send = producer_send(producer)
+    refusals = ["enqueue", "delivery"]
+
+    async def flaky_send(topic_: str, key: bytes, value: bytes, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+        if key == held.encode() and parse_event(value).data["i"] == 0 and refusals:
+            how = refusals.pop(0)
+            if how == "enqueue":
+                raise ConnectionError("producer buffer full")
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(ConnectionError("delivery timed out"))
+            return failed
+        return await real_send(topic_, key, value, headers)
+
+    relay = OutboxRelay(db, tables, flaky_send, service="shared-test", batch_size=10, idle_poll_seconds=0.05)
+    try:
+        for expected_error in ("producer buffer full", "delivery timed out"):
+            with pytest.raises(RuntimeError, match=expected_error):
+                await relay.publish_once()
+        assert await relay.publish_once() == 3
+        records = await read_all(stack.broker.bootstrap_servers, topic, expected=4)
+    finally:
+        await producer.stop()
+
+    seen: dict[str, list[int]] = defaultdict(list)
+    for record in records:
+        event = parse_event(record.value)
+        seen[event.subject].append(event.data["i"])
+    assert seen == {held: [0, 1, 2], other: [0]}  # in order, once each: nothing of the held order went early
+
+
 async def test_a_database_outage_while_the_relay_is_idle_does_not_end_it(db, stack):  # type: ignore[no-untyped-def]
     """The outage starts right after an empty poll, before the relay reads its lag: the relay backs off
     and then publishes what was written once the database is back; it never stops for good."""

@@ -224,29 +224,23 @@ class OutboxRelay:
             ).all()
             if not rows:
                 return 0
-            futures = []
+            # one order's events in commit order: a key's next row is sent only once the broker has
+            # acknowledged the previous one, and nothing more of that key goes after a failure (else a later
+            # event could reach the topic first and the earlier one follow on the next round). Keys run
+            # concurrently, so a batch still costs about one round trip per event of its busiest key.
+            by_key: dict[str, list[Any]] = {}
             for row in rows:
-                try:
-                    futures.append(await self.send(row.topic, row.message_key.encode(), row.payload, row.headers))
-                except Exception as exc:  # could not even enqueue in the producer
-                    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                    fut.set_exception(exc)
-                    futures.append(fut)
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            published: list[int] = []
-            failed_keys: set[str] = set()
-            first_error: BaseException | None = None
-            for row, result in zip(rows, results, strict=True):
-                # after a failure, later rows of the same key are not marked: they go again after it
-                if isinstance(result, BaseException) or row.message_key in failed_keys:
-                    failed_keys.add(row.message_key)
-                    first_error = first_error or (result if isinstance(result, BaseException) else None)
-                    continue
-                published.append(row.id)
+                by_key.setdefault(row.message_key, []).append(row)
+            outcomes = await asyncio.gather(*(self._send_in_order(key_rows) for key_rows in by_key.values()))
+            published: list[int] = [row_id for sent, _ in outcomes for row_id in sent]
+            errors = [error for _, error in outcomes if error is not None]
+            first_error: BaseException | None = errors[0] if errors else None
+            failed_keys = {key for key, (_, error) in zip(by_key, outcomes, strict=True) if error is not None}
             if published:
                 await conn.execute(update(ob).where(ob.c.id.in_(published)).values(published_at=func.now()))
             if failed_keys:
-                failed_ids = [r.id for r in rows if r.id not in set(published)]
+                done = set(published)
+                failed_ids = [r.id for r in rows if r.id not in done]
                 await conn.execute(
                     update(ob)
                     .where(ob.c.id.in_(failed_ids))
@@ -256,3 +250,15 @@ class OutboxRelay:
         if failed_keys:
             raise RuntimeError(f"{len(rows) - len(published)} outbox rows not acknowledged: {first_error!r}")
         return len(published)
+
+    async def _send_in_order(self, key_rows: list[Any]) -> tuple[list[int], BaseException | None]:
+        """The rows of one key, each after the previous was acknowledged; stops at the first failure."""
+        sent: list[int] = []
+        for row in key_rows:
+            try:
+                delivery = await self.send(row.topic, row.message_key.encode(), row.payload, row.headers)
+                await delivery
+            except Exception as exc:  # noqa: BLE001 - reported by the caller; the rest of the key waits
+                return sent, exc
+            sent.append(row.id)
+        return sent, None
