@@ -30,6 +30,9 @@ class OrderLifecycle(RuleBasedStateMachine):
         self.answered: set[str] = set()
         self.history: list[tuple[S, S]] = []
         self.flagged = False  # a mismatch or a dispute was reported
+        # inventory's truth, not the order's belief: units are sold by inventory.committed and go back
+        # to the shelf when the order announces order.cancelled (inventory restocks a committed reservation)
+        self.sold = False
         self.n = 0
 
     def apply(self, decision: saga.Decision) -> None:
@@ -39,8 +42,10 @@ class OrderLifecycle(RuleBasedStateMachine):
         for type_, data in decision.emits:
             if type_ == "order.refund_requested":
                 self.requested_refunds[data.refund_id] = data.amount
+            if type_ == "order.cancelled":
+                self.sold = False
             if type_ == "order.fulfillment_pending":
-                assert decision.view.stock_committed and decision.view.captured_amount == TOTAL
+                assert self.sold and decision.view.captured_amount == TOTAL
         if any(t == S.PAID for _, t, _ in decision.transitions):
             self.captures += 1
         self.view = decision.view
@@ -66,6 +71,7 @@ class OrderLifecycle(RuleBasedStateMachine):
 
     @rule(rereserved=st.booleans())
     def committed(self, rereserved: bool) -> None:
+        self.sold = True
         self.apply(saga.on_committed(self.view, inv.InventoryCommitted(order_id=ORDER, reservation_id="r1", rereserved=rereserved)))
 
     @rule()
@@ -161,7 +167,7 @@ class OrderLifecycle(RuleBasedStateMachine):
     def never_fulfilled_without_money_and_stock(self) -> None:
         if self.view.state in FULFILLED_LIKE:
             assert self.view.captured_amount == TOTAL
-            assert self.view.stock_committed
+            assert self.view.stock_committed and self.sold
 
     @invariant()
     def refunds_never_exceed_captures(self) -> None:
@@ -185,6 +191,48 @@ class OrderLifecycle(RuleBasedStateMachine):
     def a_mismatched_charge_is_never_fulfilled(self) -> None:
         if self.view.captured_amount not in (0, TOTAL):
             assert self.view.state not in FULFILLED_LIKE
+
+
+
+def test_money_after_the_stock_went_back_waits_for_inventory_to_commit_again() -> None:
+    """Capture failed after inventory sold the units; order.cancelled put them back. A second attempt's
+    payment arriving late must not be fulfilled on the strength of the old commit."""
+    m = OrderLifecycle()
+    m.reserved()
+    m.intent_created("a1")
+    m.authorized("a1", TOTAL)
+    m.committed(rereserved=False)
+    m.capture_failed("a1")
+    assert (m.view.state, m.sold) == (S.CANCELLED, False)
+    m.succeeded("a2", TOTAL)
+    m.never_fulfilled_without_money_and_stock()
+    assert (m.view.state, m.view.stock_committed) == (S.PAID, False)
+    m.committed(rereserved=True)  # inventory reserved the units again for the late money
+    assert m.view.state == S.FULFILLMENT_PENDING
+
+
+def test_money_after_the_stock_went_back_is_refunded_when_the_units_are_gone() -> None:
+    m = OrderLifecycle()
+    m.reserved()
+    m.intent_created("a1")
+    m.authorized("a1", TOTAL)
+    m.committed(rereserved=False)
+    m.capture_failed("a1")
+    m.succeeded("a2", TOTAL)
+    m.commit_failed()
+    assert m.view.state == S.CANCELLED_WITH_REFUND
+    assert list(m.requested_refunds.values()) == [TOTAL]
+
+
+def test_inventory_denying_the_stock_of_an_order_in_fulfilment_flags_it() -> None:
+    m = OrderLifecycle()
+    m.reserved()
+    m.intent_created("a1")
+    m.succeeded("a1", TOTAL)
+    m.committed(rereserved=False)
+    assert m.view.state == S.FULFILLMENT_PENDING
+    m.commit_failed()
+    assert m.view.state == S.NEEDS_REVIEW
 
 
 OrderLifecycle.TestCase.settings = settings(

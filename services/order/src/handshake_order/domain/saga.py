@@ -58,6 +58,10 @@ class Decision:
             return False
         self.transitions.append((current, target, reason))
         self.view = replace(self.view, state=target)
+        if target == S.CANCELLED and self.view.stock_committed:
+            # order.cancelled makes inventory put sold units back on the shelf: from here on the order
+            # holds no stock, and money arriving late must wait for inventory to commit it again
+            self.set(stock_committed=False)
         return True
 
     def set(self, **columns: Any) -> None:
@@ -147,6 +151,9 @@ def on_commit_failed(view: OrderView, p: inv.InventoryCommitFailed) -> Decision:
     elif view.state == S.PAYMENT_AUTHORIZED:
         if d.move(S.CANCELLED, reason):
             d.announce("order.cancelled", reason, S.PAYMENT_AUTHORIZED)
+    elif view.state in (S.FULFILLMENT_PENDING, S.PARTIALLY_FULFILLED):
+        # inventory says the stock of an order being fulfilled is not there: a person decides
+        _needs_review(d, reason)
     return d
 
 
