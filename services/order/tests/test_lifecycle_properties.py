@@ -235,6 +235,36 @@ def test_inventory_denying_the_stock_of_an_order_in_fulfilment_flags_it() -> Non
     assert m.view.state == S.NEEDS_REVIEW
 
 
+
+def test_a_failed_automatic_refund_is_flagged_and_staff_can_give_the_money_back() -> None:
+    m = OrderLifecycle()
+    m.reserved()
+    m.intent_created("a1")
+    m.succeeded("a1", TOTAL)
+    m.commit_failed()  # the units were gone: the order asks for its money to go back
+    assert m.view.state == S.CANCELLED_WITH_REFUND
+    m.refund_answered(_Draw(next(iter(m.requested_refunds))), ok=False)
+    assert (m.view.state, m.view.refundable_amount) == (S.NEEDS_REVIEW, TOTAL)
+    m.staff_refunds(TOTAL)
+    staff_refund = [r for r in m.requested_refunds if r not in m.answered]
+    assert len(staff_refund) == 1 and m.requested_refunds[staff_refund[0]] == TOTAL
+    m.refund_answered(_Draw(staff_refund[0]), ok=True)
+    # counted, announced, and the order stays flagged until the person closes the review
+    assert (m.view.state, m.view.refunded_amount, m.view.refundable_amount) == (S.NEEDS_REVIEW, TOTAL, 0)
+    m.only_a_person_takes_an_order_out_of_review()
+    m.refunds_never_exceed_captures()
+
+
+class _Draw:
+    """Stands in for hypothesis' data object when a rule is called by hand."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def draw(self, strategy: object) -> object:
+        return self.value
+
+
 OrderLifecycle.TestCase.settings = settings(
     max_examples=1000, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -19,7 +19,8 @@ from handshake_shared.events import payment as pay
 # states from which money arriving late is still applied (money is truth)
 LATE_PAYMENT_STATES = {S.PAYMENT_FAILED, S.EXPIRED, S.CANCELLED}
 CUSTOMER_CANCELLABLE = {S.DRAFT, S.PAYMENT_PENDING, S.PAYMENT_FAILED}
-REFUNDABLE = {S.PAID, S.FULFILLMENT_PENDING, S.PARTIALLY_FULFILLED, S.FULFILLED, S.PARTIALLY_REFUNDED}
+# a flagged order keeps whatever money it holds refundable: giving it back is the usual repair
+REFUNDABLE = {S.PAID, S.FULFILLMENT_PENDING, S.PARTIALLY_FULFILLED, S.FULFILLED, S.PARTIALLY_REFUNDED, S.NEEDS_REVIEW}
 EXPIRABLE = {S.DRAFT, S.PAYMENT_PENDING, S.PAYMENT_FAILED}
 
 
@@ -261,6 +262,11 @@ def on_refunded(view: OrderView, p: pay.PaymentRefunded, *, requested_here: bool
         d.emit("order.refunded", payload)
         return d
     full = refunded >= view.captured_amount
+    if view.state == S.NEEDS_REVIEW:
+        # counted and announced; the order stays where a person put it, who closes the review
+        d.emit("order.refunded" if full else "order.partially_refunded", payload)
+        d.note("refund", f"refund {p.refund_id} of {p.amount} confirmed while under review")
+        return d
     target = S.REFUNDED if full else S.PARTIALLY_REFUNDED
     if view.state in REFUNDABLE and d.move(target, f"refund {p.refund_id} of {p.amount} confirmed"):
         d.emit("order.refunded" if full else "order.partially_refunded", payload)
@@ -273,6 +279,9 @@ def on_refund_failed(view: OrderView, p: pay.PaymentRefundFailed) -> Decision:
     d = Decision(view)
     d.set(refund_pending_amount=max(0, view.refund_pending_amount - p.amount))
     d.note("refund", f"refund {p.refund_id} of {p.amount} failed: {p.reason}")
+    if view.state == S.CANCELLED_WITH_REFUND:
+        # nobody asked for this refund but the order itself: without a flag the money would stay held
+        _needs_review(d, f"automatic refund {p.refund_id} of {p.amount} failed ({p.reason}); the money is still held")
     return d
 
 

@@ -43,7 +43,8 @@ ORDER_LIFECYCLE = TransitionTable[OrderState](
         S.EXPIRED: {S.PAYMENT_PENDING, S.PAID, S.CANCELLED, S.NEEDS_REVIEW},
         S.CANCELLED: {S.PAID, S.NEEDS_REVIEW},
         S.CAPTURE_FAILED: {S.CANCELLED, S.NEEDS_REVIEW},
-        S.CANCELLED_WITH_REFUND: {S.CLOSED},
+        # the automatic refund may fail at the provider: the money is still held, a person must see it
+        S.CANCELLED_WITH_REFUND: {S.CLOSED, S.NEEDS_REVIEW},
         S.PARTIALLY_REFUNDED: {S.PARTIALLY_REFUNDED, S.REFUNDED, S.CLOSED, S.NEEDS_REVIEW},
         S.REFUNDED: {S.CLOSED},
         # a human decides where a flagged order goes; the admin API records who and why
