@@ -148,6 +148,39 @@ async def test_refunds_never_exceed_the_capture_even_when_requested_at_once(shop
     assert b'"restock":true' in payload and f'"refunded_total":{MUG_TOTAL}'.encode() in payload
 
 
+async def test_a_refund_that_failed_after_it_was_confirmed_is_owed_again_and_flagged(shop):  # type: ignore[no-untyped-def]
+    order_id = await shop.paid_order()
+    finance = shop.token("fiona", "finance")
+
+    async def refund(key: str):  # type: ignore[no-untyped-def]
+        return await shop.client.post(f"/v1/admin/orders/{order_id}/refunds",
+                                      json={"amount": MUG_TOTAL, "reason": "customer returned it"},
+                                      headers={**finance, "Idempotency-Key": key})  # fmt: skip
+
+    refund_id = (await refund("full")).json()["refund_id"]
+    fact = {"order_id": order_id, "refund_id": refund_id, "attempt_id": "a1", "payment_intent_id": "pi_1",
+            "provider_refund_id": "re_1", "amount": MUG_TOTAL, "currency": "eur"}  # fmt: skip
+    await shop.deliver("payment.refunded", order_id, {**fact, "reason": "customer returned it"})
+    assert (await shop.order(order_id))["state"] == "refunded"
+    assert (await refund("too-much")).status_code == 409  # nothing left, as it stands
+
+    # days later the bank refuses it: the customer never got the money
+    assert await shop.deliver("payment.refund_reversed", order_id, {**fact, "reason": "expired_or_canceled_card"}) == "applied"
+
+    view = await shop.order(order_id)
+    assert (view["state"], view["refunded_amount"], view["refund_pending_amount"]) == ("needs_review", 0, 0)
+    assert [r["state"] for r in view["refunds"]] == ["reversed"]
+    assert any(t["to"] == "needs_review" and "expired_or_canceled_card" in t["reason"] for t in view["timeline"])
+    # finance gives it back another way: the amount is refundable again, once
+    again = await refund("second-try")
+    assert again.status_code == 202 and again.json()["amount"] == MUG_TOTAL
+    assert (await refund("third-try")).status_code == 409
+    # the same reversal told again changes nothing
+    assert await shop.deliver("payment.refund_reversed", order_id, {**fact, "reason": "expired_or_canceled_card"}) == "applied"
+    view = await shop.order(order_id)
+    assert (view["refunded_amount"], view["refund_pending_amount"]) == (0, MUG_TOTAL)
+
+
 async def test_a_checkout_whose_process_died_mid_way_is_simply_done_again(shop):  # type: ignore[no-untyped-def]
     from handshake_order import idempotency as idem
 

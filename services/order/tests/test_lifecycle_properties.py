@@ -28,6 +28,7 @@ class OrderLifecycle(RuleBasedStateMachine):
         self.captures = 0  # successes the order accepted as its payment
         self.requested_refunds: dict[str, int] = {}  # refund_id -> amount, asked of payment
         self.answered: set[str] = set()
+        self.confirmed: set[str] = set()  # refunds the provider confirmed (and did not reverse yet)
         self.history: list[tuple[S, S]] = []
         self.flagged = False  # a mismatch or a dispute was reported
         # inventory's truth, not the order's belief: units are sold by inventory.committed and go back
@@ -127,9 +128,23 @@ class OrderLifecycle(RuleBasedStateMachine):
             p = pay.PaymentRefunded(order_id=ORDER, refund_id=refund_id, attempt_id="a1", payment_intent_id="pi_a1",
                                     provider_refund_id=f"re_{refund_id}", amount=amount, currency="eur", reason="r")
             self.apply(saga.on_refunded(self.view, p, requested_here=True, restock=False))
+            self.confirmed.add(refund_id)
         else:
             p = pay.PaymentRefundFailed(order_id=ORDER, refund_id=refund_id, amount=amount, currency="EUR", reason="r")
             self.apply(saga.on_refund_failed(self.view, p))
+
+    @precondition(lambda self: bool(self.confirmed))
+    @rule(data=st.data())
+    def refund_reversed_by_the_bank(self, data: st.DataObject) -> None:
+        refund_id = data.draw(st.sampled_from(sorted(self.confirmed)))
+        self.confirmed.discard(refund_id)
+        p = pay.PaymentRefundReversed(order_id=ORDER, refund_id=refund_id, attempt_id="a1", payment_intent_id="pi_a1",
+                                      provider_refund_id=f"re_{refund_id}", amount=self.requested_refunds[refund_id],
+                                      currency="EUR", reason="expired_or_canceled_card")  # fmt: skip
+        refunded_before = self.view.refunded_amount
+        self.apply(saga.on_refund_reversed(self.view, p))
+        assert self.view.refunded_amount == refunded_before - p.amount  # owed to the customer again
+        assert self.view.state == S.NEEDS_REVIEW or not ORDER_LIFECYCLE.can(self.view.state, S.NEEDS_REVIEW)
 
     @rule()
     def automatic_refund_of_a_second_capture(self) -> None:

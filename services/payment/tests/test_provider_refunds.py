@@ -218,3 +218,65 @@ async def test_a_refund_of_an_unknown_intent_is_parked_then_applied(service, bro
     await service.forget(refunded)
     assert await service.deliver(PROVIDER_EVENTS, refunded) == "applied"
     assert len(await service.refunds(order_id)) == 1
+
+
+def refund_event(stripe_type: str, refund: dict[str, Any], order_id: str) -> CloudEvent:
+    """provider.stripe.event for a Refund object (refund.failed, refund.updated, charge.refund.updated)."""
+    return build_event(
+        service="webhook-ingest", type="provider.stripe.event", order_id=order_id, sequence=4,
+        data=ProviderStripeEvent(
+            provider_event_id="evt_" + uuid.uuid4().hex[:16], provider_type=stripe_type, created=int(time.time()),
+            livemode=False, object_type="refund", object_id=refund["id"], order_id=order_id, amount=refund["amount"],
+            currency=refund["currency"], status=refund["status"], object=refund,
+        ),
+    )  # fmt: skip
+
+
+async def test_a_refund_that_fails_after_it_was_accepted_is_reversed_and_can_be_made_again(
+    service, browser, events, checkout
+) -> None:
+    """Stripe accepted our refund, then the bank refused it (the emulator never fails a refund: the Refund is
+    the real one, with the status and failure_reason Stripe then reports). The customer is owed the money
+    again: the refund stops counting, the order is told once, and a new refund of it is made."""
+    order_id, attempt, paid = await checkout.paid(service, 6000)
+    request = events.refund(order_id, 6000)
+    assert await service.deliver(ORDER_EVENTS, request) == "applied"
+    [accepted] = await browser.refunds_of(paid.id)
+    failed = {**accepted.to_dict(for_json=True), "status": "failed", "failure_reason": "expired_or_canceled_card"}
+    reversals_before = REGISTRY.get_sample_value("handshake_payment_refund_reversals_total") or 0.0
+
+    assert await service.deliver(PROVIDER_EVENTS, refund_event("refund.failed", failed, order_id)) == "applied"
+
+    [row] = await service.refunds(order_id)
+    assert (str(row.id), row.state, row.failure_code) == (request.data["refund_id"], "reversed", "expired_or_canceled_card")
+    reversed_ = [e for e in await service.emitted(order_id) if e.type == "payment.refund_reversed"]
+    assert [e.data for e in reversed_] == [{
+        "order_id": order_id, "refund_id": request.data["refund_id"], "attempt_id": str(attempt.id),
+        "payment_intent_id": paid.id, "provider_refund_id": accepted.id, "amount": 6000, "currency": "EUR",
+        "reason": "expired_or_canceled_card",
+    }]  # fmt: skip
+    assert (REGISTRY.get_sample_value("handshake_payment_refund_reversals_total") or 0.0) == reversals_before + 1
+
+    # the same failure told again, by other event types: handled, nothing more
+    for again in ("refund.updated", "charge.refund.updated"):
+        assert await service.deliver(PROVIDER_EVENTS, refund_event(again, failed, order_id)) == "applied"
+    assert [e.type for e in await service.emitted(order_id)].count("payment.refund_reversed") == 1
+
+    # the 6000 no longer counts against the capture: the order's new refund of it is made at the provider
+    retry = events.refund(order_id, 6000)
+    assert await service.deliver(ORDER_EVENTS, retry) == "applied"
+    states = {str(r.id): r.state for r in await service.refunds(order_id)}
+    assert states == {request.data["refund_id"]: "reversed", retry.data["refund_id"]: "succeeded"}
+    assert sorted(r.metadata.to_dict()["refund_id"] for r in await browser.refunds_of(paid.id)) == sorted(
+        [request.data["refund_id"], retry.data["refund_id"]]
+    )
+
+
+async def test_a_failure_of_a_refund_never_counted_changes_nothing(service, browser, checkout) -> None:
+    order_id, _, paid = await checkout.paid(service, 4000)
+    made = await refund_at_dashboard(browser, (await charge_of(browser, paid.id))["id"], 1000)
+    # (Stripe names the intent on every Refund; the emulator only on those created for an intent)
+    failed = {**made.to_dict(for_json=True), "status": "failed", "failure_reason": "unknown", "payment_intent": paid.id}
+    assert await service.deliver(PROVIDER_EVENTS, refund_event("refund.failed", failed, order_id)) == "applied"
+    assert await service.refunds(order_id) == []
+    assert "payment.refund_reversed" not in [e.type for e in await service.emitted(order_id)]

@@ -18,10 +18,13 @@ from handshake_payment.domain.refunds import (
 from handshake_payment.domain.refunds import RefundState as R
 
 
-def test_a_refund_ends_once_and_never_changes_its_outcome() -> None:
+def test_a_refund_ends_once_and_only_the_bank_can_undo_a_success() -> None:
     assert REFUND_LIFECYCLE.can(R.REQUESTED, R.SUCCEEDED)
     assert REFUND_LIFECYCLE.can(R.REQUESTED, R.FAILED)
-    assert REFUND_LIFECYCLE.is_terminal(R.SUCCEEDED) and REFUND_LIFECYCLE.is_terminal(R.FAILED)
+    # a refund the provider accepted can only fail afterwards (reversed), never go back to being asked for
+    assert REFUND_LIFECYCLE.allowed(R.SUCCEEDED) == {R.REVERSED}
+    assert REFUND_LIFECYCLE.is_terminal(R.FAILED) and REFUND_LIFECYCLE.is_terminal(R.REVERSED)
+    assert not REFUND_LIFECYCLE.can(R.FAILED, R.SUCCEEDED)
     assert REFUND_LIFECYCLE.states() == set(R)
 
 

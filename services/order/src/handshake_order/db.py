@@ -165,7 +165,7 @@ refunds = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("amount > 0", name="amount_positive"),
-    CheckConstraint("state IN ('requested', 'succeeded', 'failed')", name="state_known"),
+    CheckConstraint("state IN ('requested', 'succeeded', 'failed', 'reversed')", name="state_known"),
     comment="Refunds the order asked payment for (by staff or after a late payment without stock), and their outcome.",
 )
 Index("ix_refunds_order", refunds.c.order_id)

@@ -84,6 +84,21 @@ class OrderSaga:
         await conn.execute(update(refunds).where(refunds.c.id == refund_id).values(state="failed", updated_at=func.now()))
         await repo.apply(conn, self.outbox, saga.on_refund_failed(repo.view_of(row), p), actor=ACTOR, cause=event)
 
+    async def on_refund_reversed(self, conn: AsyncConnection, event: CloudEvent, p: pay.PaymentRefundReversed) -> None:
+        row = await repo.lock_order(conn, p.order_id)
+        if row is None:
+            return
+        refund_id = _uuid_or_none(p.refund_id)
+        if refund_id is not None:
+            refund = (await conn.execute(select(refunds).where(refunds.c.id == refund_id).with_for_update())).first()
+            if refund is not None and refund.state == "reversed":
+                return
+            if refund is not None:
+                await conn.execute(
+                    update(refunds).where(refunds.c.id == refund_id).values(state="reversed", updated_at=func.now())
+                )
+        await repo.apply(conn, self.outbox, saga.on_refund_reversed(repo.view_of(row), p), actor=ACTOR, cause=event)
+
     async def flag_dead_letter(self, conn: AsyncConnection, event: CloudEvent, error: str) -> None:
         """A payment fact we could not apply is money we cannot account for: a human must look."""
         row = await repo.lock_order(conn, event.subject) if _uuid_or_none(event.subject) else None
@@ -119,6 +134,7 @@ class OrderSaga:
             "payment.disputed": self.reacting(lambda v, p, e: saga.on_disputed(v, p)),
             "payment.refunded": self.on_refunded,
             "payment.refund_failed": self.on_refund_failed,
+            "payment.refund_reversed": self.on_refund_reversed,
         }
 
 

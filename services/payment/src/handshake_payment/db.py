@@ -102,7 +102,7 @@ refunds = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("amount > 0", name="amount_positive"),
-    CheckConstraint("state IN ('requested', 'succeeded', 'failed')", name="state_known"),
+    CheckConstraint("state IN ('requested', 'succeeded', 'failed', 'reversed')", name="state_known"),
     comment="One row per refund of a captured attempt (asked by the order, or automatic for a second capture) "
     "and the Stripe refund that carried it out. Requested and succeeded rows never sum above the capture.",
 )

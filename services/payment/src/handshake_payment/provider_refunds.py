@@ -9,7 +9,12 @@ refunds.py). Once per provider refund id: the row id is derived from it and the 
 provider_refund_id holds against a redelivery, a replay past the inbox, or charge.refunded and
 refund.created both naming it. Recorded refunds never sum above the capture: one that would is logged and
 counted (exceeds_capture), never recorded. An event about an intent no attempt knows is parked by the
-handler (unmatched), like any provider fact."""
+handler (unmatched), like any provider fact.
+
+A refund can also fail after the provider accepted it (refund.failed, or refund.updated /
+charge.refund.updated with status failed or canceled): the money went back to the merchant's balance.
+Whichever row recorded it as succeeded (ours or one made at the provider) becomes `reversed`, once, and
+payment.refund_reversed tells the order that the customer did not get that money back."""
 
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from handshake_payment import refund_repository as refund_repo
 from handshake_payment import repository as repo
 from handshake_payment.domain.attempts import AttemptState as A
+from handshake_payment.domain.refunds import RefundState
 from handshake_payment.facts import Facts
 from handshake_shared.consumer import PoisonMessage
 from handshake_shared.envelope import CloudEvent
@@ -31,7 +37,8 @@ from handshake_shared.events import provider as prov
 
 log = structlog.get_logger("payment")
 
-PROVIDER_REFUND_TYPES = ("charge.refunded", "refund.created", "refund.updated")
+PROVIDER_REFUND_TYPES = ("charge.refunded", "refund.created", "refund.updated", "refund.failed", "charge.refund.updated")
+REVERSED_STATUSES = ("failed", "canceled")
 REFUNDED_AT_PROVIDER = "refunded at the provider"
 
 PROVIDER_REFUNDS = Counter(
@@ -41,6 +48,10 @@ PROVIDER_REFUNDS = Counter(
     "succeeded yet; exceeds_capture: would take the recorded refunds above the capture, not recorded; "
     "currency_mismatch; not_order_payment: on an attempt that does not hold the order's payment)",
     ["outcome"],
+)
+REVERSALS = Counter(
+    "handshake_payment_refund_reversals_total",
+    "Refunds the provider accepted and failed afterwards: recorded as reversed and announced to the order",
 )
 
 _NAMESPACE = uuid.UUID("5b0f3c2e-7d41-5e8a-b6c9-2a1e4f7d9c03")
@@ -73,7 +84,7 @@ def refunded_intent(provider_type: str, obj: dict[str, Any]) -> str | None:
 def provider_refunds(provider_type: str, obj: dict[str, Any]) -> list[dict[str, Any]] | None:
     """The refunds an event carries; None when a Charge came without its refunds list."""
     if provider_type != "charge.refunded":
-        return [obj]
+        return [obj]  # a Refund object (refund.* and charge.refund.updated)
     listed = obj.get("refunds")
     if not isinstance(listed, dict) or not isinstance(listed.get("data"), list):
         return None
@@ -97,12 +108,13 @@ class ProviderRefunds:
             log.error("provider refund event without intent or refunds", provider_event_id=p.provider_event_id,
                       provider_type=p.provider_type, object_id=obj.get("id"))  # fmt: skip
             return "incomplete"
+        reversed_ = await self._reversals(conn, event, intent_id, refunds)
         candidates = [r for r in refunds if self._candidate(r)]
         attempt = await repo.by_intent(conn, intent_id)
         if attempt is None:
-            return "unmatched"
+            return "applied" if reversed_ else "unmatched"
         if not candidates:
-            return "refused"
+            return "applied" if reversed_ else "refused"
         await repo.lock_order(conn, attempt.order_id)
         attempt = await repo.get(conn, attempt.id, lock=True)
         assert attempt is not None
@@ -114,6 +126,43 @@ class ProviderRefunds:
         for refund in candidates:
             recorded += await self._record(conn, event, p, attempt, intent_id, refund)
         return "applied" if recorded else "refused"
+
+    async def _reversals(
+        self, conn: AsyncConnection, event: CloudEvent, intent_id: str, refunds: list[dict[str, Any]]
+    ) -> int:
+        """Refunds we hold as succeeded that the provider now reports failed or canceled."""
+        done = 0
+        for refund in refunds:
+            provider_refund_id = _id(refund.get("id"))
+            if not provider_refund_id or refund.get("status") not in REVERSED_STATUSES:
+                continue
+            row = await refund_repo.by_provider_refund(conn, provider_refund_id)
+            if row is None or row.state != RefundState.SUCCEEDED:
+                continue  # never counted (still requested: the refund path sees the failure), or done before
+            await repo.lock_order(conn, row.order_id)
+            row = await refund_repo.get(conn, row.id, lock=True)
+            assert row is not None
+            why = str(refund.get("failure_reason") or refund.get("status"))
+            if not await refund_repo.transition(
+                conn, row, RefundState.REVERSED, reason=f"the provider reports the refund {refund.get('status')}: {why}",
+                event_id=str(event.id), failure_code=why,
+            ):  # fmt: skip
+                continue
+            order_id = str(row.order_id)
+            await self.facts.emit(
+                conn, "payment.refund_reversed", order_id,
+                pay.PaymentRefundReversed(
+                    order_id=order_id, refund_id=str(row.id), attempt_id=str(row.attempt_id),
+                    payment_intent_id=intent_id, provider_refund_id=provider_refund_id, amount=row.amount,
+                    currency=row.currency, reason=why,
+                ),
+                event,
+            )  # fmt: skip
+            REVERSALS.inc()
+            log.error("refund failed after the provider had accepted it: the customer did not get the money",
+                      refund_id=str(row.id), provider_refund_id=provider_refund_id, amount=row.amount, reason=why)  # fmt: skip
+            done += 1
+        return done
 
     @staticmethod
     def _candidate(refund: dict[str, Any]) -> bool:

@@ -65,10 +65,11 @@ async def get(conn: AsyncConnection, refund_id: uuid.UUID, *, lock: bool = False
 
 
 async def committed_amount(conn: AsyncConnection, attempt_id: uuid.UUID) -> int:
-    """What is refunded or may be being refunded from a capture: every refund that has not failed."""
+    """What is refunded or may be being refunded from a capture: every refund that has not failed (nor
+    failed after the provider had accepted it)."""
     total = await conn.execute(
         select(func.coalesce(func.sum(refunds.c.amount), 0)).where(
-            refunds.c.attempt_id == attempt_id, refunds.c.state != RefundState.FAILED
+            refunds.c.attempt_id == attempt_id, refunds.c.state.not_in([RefundState.FAILED, RefundState.REVERSED])
         )
     )
     return int(total.scalar_one())

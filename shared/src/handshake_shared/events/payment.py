@@ -45,6 +45,20 @@ class PaymentRefunded(Payload):
     automatic: bool = Field(default=False, description="payment refunded on its own (a second capture)")
 
 
+class PaymentRefundReversed(Payload):
+    """A refund the provider had accepted failed afterwards (closed card, bank refusal): the money went back
+    to the merchant's balance and the customer did not get it. It no longer counts as refunded."""
+
+    order_id: str
+    refund_id: str = Field(description="the refund row: the order's refund id, or payment's own")
+    attempt_id: str
+    payment_intent_id: str
+    provider_refund_id: str
+    amount: int
+    currency: str
+    reason: str = Field(description="the provider's failure_reason, or its status")
+
+
 class PaymentRefundFailed(Payload):
     order_id: str
     refund_id: str

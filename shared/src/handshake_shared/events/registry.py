@@ -40,6 +40,7 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     "payment.capture_failed": pay.PaymentFailed,
     "payment.refunded": pay.PaymentRefunded,
     "payment.refund_failed": pay.PaymentRefundFailed,
+    "payment.refund_reversed": pay.PaymentRefundReversed,
     "payment.mismatch": pay.PaymentMismatch,
     "payment.disputed": pay.PaymentDisputed,
     "provider.stripe.event": prov.ProviderStripeEvent,

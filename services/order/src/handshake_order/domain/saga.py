@@ -285,6 +285,19 @@ def on_refund_failed(view: OrderView, p: pay.PaymentRefundFailed) -> Decision:
     return d
 
 
+def on_refund_reversed(view: OrderView, p: pay.PaymentRefundReversed) -> Decision:
+    """A confirmed refund failed at the provider afterwards: the customer did not get that money back. It no
+    longer counts as refunded (so it can be refunded again) and a person looks at the order."""
+    d = Decision(view)
+    d.set(refunded_amount=max(0, view.refunded_amount - p.amount))
+    reason = (f"refund {p.refund_id} of {p.amount} {p.currency.upper()} failed at the provider after it was "
+              f"confirmed ({p.reason}); the customer did not get it")  # fmt: skip
+    _needs_review(d, reason)
+    if d.view.state != S.NEEDS_REVIEW:
+        d.note("refund", reason)
+    return d
+
+
 def on_mismatch(view: OrderView, p: pay.PaymentMismatch) -> Decision:
     d = Decision(view)
     reason = (f"provider holds {p.provider_amount} {p.provider_currency.upper()} for attempt {p.attempt_id}, "

@@ -46,7 +46,8 @@ ORDER_LIFECYCLE = TransitionTable[OrderState](
         # the automatic refund may fail at the provider: the money is still held, a person must see it
         S.CANCELLED_WITH_REFUND: {S.CLOSED, S.NEEDS_REVIEW},
         S.PARTIALLY_REFUNDED: {S.PARTIALLY_REFUNDED, S.REFUNDED, S.CLOSED, S.NEEDS_REVIEW},
-        S.REFUNDED: {S.CLOSED},
+        # a refund can fail at the provider after it was confirmed: the customer is owed the money again
+        S.REFUNDED: {S.CLOSED, S.NEEDS_REVIEW},
         # a human decides where a flagged order goes; the admin API records who and why
         S.NEEDS_REVIEW: {
             S.PAID, S.FULFILLMENT_PENDING, S.CANCELLED, S.CANCELLED_WITH_REFUND, S.REFUNDED, S.PARTIALLY_REFUNDED,

@@ -12,13 +12,16 @@ class RefundState(StrEnum):
     REQUESTED = "requested"  # row committed; the provider may or may not have refunded yet
     SUCCEEDED = "succeeded"  # the provider accepted the refund (its id is stored)
     FAILED = "failed"  # refused by our guard or by the provider: no money moved
+    # accepted by the provider, failed there afterwards (closed card, bank refusal): the money went back to
+    # the merchant's balance, the customer did not get it, and it no longer counts against the capture
+    REVERSED = "reversed"
 
 
 R = RefundState
 
 REFUND_LIFECYCLE = TransitionTable[RefundState](
     "refund",
-    {R.REQUESTED: {R.SUCCEEDED, R.FAILED}, R.SUCCEEDED: set(), R.FAILED: set()},
+    {R.REQUESTED: {R.SUCCEEDED, R.FAILED}, R.SUCCEEDED: {R.REVERSED}, R.FAILED: set(), R.REVERSED: set()},
 )
 
 DUPLICATE_CAPTURE = "duplicate_capture"
