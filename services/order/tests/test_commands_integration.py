@@ -181,6 +181,31 @@ async def test_a_refund_that_failed_after_it_was_confirmed_is_owed_again_and_fla
     assert (view["refunded_amount"], view["refund_pending_amount"]) == (0, MUG_TOTAL)
 
 
+async def test_money_taken_in_the_wrong_amount_is_held_for_review_and_can_be_given_back(shop):  # type: ignore[no-untyped-def]
+    order_id = (await shop.checkout(key="mismatch")).json()["order_id"]
+    await shop.deliver("inventory.reserved", order_id, {"order_id": order_id, "reservation_id": "r1",
+                                                        "expires_at": "2030-01-01T00:00:00Z", "lines": []})
+    await shop.deliver("payment.intent_created", order_id, {"order_id": order_id, "attempt_id": "a1",
+                                                            "payment_intent_id": "pi_1", "amount": MUG_TOTAL,
+                                                            "currency": "EUR"})  # fmt: skip
+    taken = MUG_TOTAL + 100
+    await shop.deliver("payment.mismatch", order_id, {
+        "order_id": order_id, "attempt_id": "a1", "payment_intent_id": "pi_1", "expected_amount": MUG_TOTAL,
+        "expected_currency": "EUR", "provider_amount": taken, "provider_currency": "eur", "detected_by": "webhook",
+        "captured": True})  # fmt: skip
+
+    view = await shop.order(order_id)
+    assert (view["state"], view["captured_amount"]) == ("needs_review", taken)
+    support = shop.token("sam", "support")
+    cancel = await shop.client.post(f"/v1/admin/orders/{order_id}/transitions",
+                                    json={"to": "cancelled", "reason": "wrong amount"}, headers=support)  # fmt: skip
+    assert cancel.status_code == 409  # the money is still held
+    finance = shop.token("fiona", "finance")
+    refund = await shop.client.post(f"/v1/admin/orders/{order_id}/refunds", json={"amount": taken, "reason": "wrong amount"},
+                                    headers={**finance, "Idempotency-Key": "give-back"})  # fmt: skip
+    assert refund.status_code == 202 and refund.json()["amount"] == taken
+
+
 async def test_a_checkout_whose_process_died_mid_way_is_simply_done_again(shop):  # type: ignore[no-untyped-def]
     from handshake_order import idempotency as idem
 

@@ -103,12 +103,15 @@ class OrderLifecycle(RuleBasedStateMachine):
     def capture_failed(self, attempt: str) -> None:
         self.apply(saga.on_capture_failed(self.view, pay.PaymentFailed(order_id=ORDER, attempt_id=attempt)))
 
-    @rule()
-    def mismatch_found(self) -> None:
+    @rule(captured=st.booleans())
+    def mismatch_found(self, captured: bool) -> None:
         p = pay.PaymentMismatch(order_id=ORDER, attempt_id="a1", payment_intent_id="pi_a1", expected_amount=TOTAL,
                                 expected_currency="EUR", provider_amount=TOTAL - 7, provider_currency="eur",
-                                detected_by="reconciliation")  # fmt: skip
+                                detected_by="reconciliation", captured=captured)  # fmt: skip
+        before = self.view
         self.apply(saga.on_mismatch(self.view, p))
+        if captured and not before.captured_amount:
+            assert self.view.captured_amount == TOTAL - 7  # held for the order, refundable from review
         self.flagged = True
 
     @rule()

@@ -129,6 +129,7 @@ async def test_an_amount_the_provider_holds_that_differs_is_flagged_never_paid(s
     assert emitted[1].data == {
         "order_id": order_id, "attempt_id": str(attempt.id), "payment_intent_id": paid.id, "expected_amount": 5000,
         "expected_currency": "EUR", "provider_amount": 4500, "provider_currency": "EUR", "detected_by": "reconciliation",
+        "captured": True,  # the provider took it: the order holds it for review and refunds
     }  # fmt: skip
     assert "amount mismatch" in (await transitions(service, attempt.id))[-1][1]
     assert metric("handshake_reconciliation_mismatches_total") == mismatches_before + 1

@@ -208,7 +208,7 @@ class Settlement:
                 pay.PaymentMismatch(order_id=order_id, attempt_id=attempt_key, payment_intent_id=fact.intent_id,
                                     expected_amount=attempt.amount, expected_currency=attempt.currency,
                                     provider_amount=fact.amount, provider_currency=fact.currency,
-                                    detected_by=fact.mismatch_detected_by),
+                                    detected_by=fact.mismatch_detected_by, captured=fact.target == A.SUCCEEDED),
                 event,
             )  # fmt: skip
             return "mismatch"

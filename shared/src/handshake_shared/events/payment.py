@@ -78,6 +78,7 @@ class PaymentMismatch(Payload):
     provider_amount: int
     provider_currency: str
     detected_by: str = Field(description="webhook or reconciliation")
+    captured: bool = Field(default=False, description="the provider took this money (not only authorized it)")
 
 
 class PaymentDisputed(Payload):

@@ -302,6 +302,13 @@ def on_mismatch(view: OrderView, p: pay.PaymentMismatch) -> Decision:
     d = Decision(view)
     reason = (f"provider holds {p.provider_amount} {p.provider_currency.upper()} for attempt {p.attempt_id}, "
               f"expected {p.expected_amount} {p.expected_currency.upper()} (found by {p.detected_by})")  # fmt: skip
+    if p.captured and not view.captured_amount and p.provider_currency.upper() == view.currency:
+        # money was taken, just not the right amount: it is held for this order (a manual cancel is refused,
+        # and finance can refund it from review)
+        d.set(captured_amount=p.provider_amount, payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
+    elif p.captured and not view.captured_amount:
+        d.note("payment", f"{p.provider_amount} {p.provider_currency.upper()} taken in another currency than the "
+                          f"order's: refund it at the provider")  # fmt: skip
     _needs_review(d, reason)
     if d.view.state != S.NEEDS_REVIEW:
         d.note("payment", reason)
