@@ -123,3 +123,26 @@ async def test_a_payment_fact_that_cannot_be_written_is_dead_lettered_and_the_or
         assert ("payment.events.v1.dlq", "payment.succeeded") in topics
         assert ("order.events.v1", "order.needs_review") in topics
         assert (await conn.execute(select(orders.c.state))).scalar_one() == "needs_review"
+
+
+async def test_a_stock_fact_that_cannot_be_written_is_dead_lettered_and_the_paid_order_flagged(shop):  # type: ignore[no-untyped-def]
+    """Money is held for a paid order: losing inventory's answer must not leave it waiting unseen."""
+    order_id = await pending_order(shop)
+    assert await shop.deliver("payment.succeeded", order_id, succeeded(order_id)) == "applied"
+    async with shop.runtime.db.transaction() as conn:
+        await conn.execute(text(
+            "CREATE FUNCTION refuse_fulfilment() RETURNS trigger AS $$ BEGIN "
+            "IF NEW.state = 'fulfillment_pending' THEN RAISE EXCEPTION 'simulated write failure'; END IF; "
+            "RETURN NEW; END $$ LANGUAGE plpgsql"))  # fmt: skip
+        await conn.execute(text(
+            "CREATE TRIGGER refuse_fulfilment BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION refuse_fulfilment()"))
+
+    committed = {"order_id": order_id, "reservation_id": "r1"}
+    assert await shop.deliver("inventory.committed", order_id, committed) == "dead_lettered"
+
+    view = await shop.order(order_id)
+    assert view["state"] == "needs_review"
+    assert any(n["kind"] == "dead-letter" and "inventory.committed" in n["detail"] for n in view["notes"])
+    async with shop.runtime.db.engine.connect() as conn:
+        topics = (await conn.execute(select(messaging.outbox.c.topic, messaging.outbox.c.event_type))).all()
+        assert ("inventory.events.v1.dlq", "inventory.committed") in topics

@@ -16,7 +16,8 @@ TOTAL = 2500 + 475 + 495
 @pytest.fixture
 def settings(stack, fresh_database) -> OrderSettings:  # type: ignore[no-untyped-def]
     return OrderSettings(database_url=fresh_database("services/order"), stuck_draft_after_seconds=0,
-                         stuck_payment_pending_after_seconds=0, stuck_scan_interval_seconds=3600,
+                         stuck_payment_pending_after_seconds=0, stuck_paid_after_seconds=0,
+                         stuck_scan_interval_seconds=3600,
                          **isolated_kafka_settings(stack))  # type: ignore[arg-type]
 
 
@@ -35,9 +36,20 @@ async def test_a_silent_draft_is_re_driven_once_and_a_waiting_payment_is_flagged
     await shop.deliver("payment.intent_created", pending, {"order_id": pending, "attempt_id": "a1",
                                                            "payment_intent_id": "pi_1", "amount": TOTAL, "currency": "EUR"})
 
+    paid = (await shop.checkout(key="m")).json()["order_id"]  # paid, then inventory never answered
+    await shop.deliver("inventory.reserved", paid, {"order_id": paid, "reservation_id": "r2",
+                                                    "expires_at": "2030-01-01T00:00:00Z", "lines": []})
+    await shop.deliver("payment.intent_created", paid, {"order_id": paid, "attempt_id": "a2",
+                                                        "payment_intent_id": "pi_2", "amount": TOTAL, "currency": "EUR"})
+    await shop.deliver("payment.succeeded", paid, {"order_id": paid, "attempt_id": "a2", "payment_intent_id": "pi_2",
+                                                   "amount": TOTAL, "currency": "eur"})  # fmt: skip
+
     r = await shop.client.post("/v1/admin/stuck-orders/scan", headers=shop.token("ops", "support"))
     assert r.status_code == 200
-    assert r.json()["stuck"] == {"draft": [draft], "payment_pending": [pending]}
+    assert r.json()["stuck"] == {"draft": [draft], "payment_pending": [pending], "paid": [paid]}
+    assert REGISTRY.get_sample_value("handshake_orders_stuck", {"state": "paid"}) == 1
+    paid_note = (await shop.order(paid))["notes"]
+    assert [n["kind"] for n in paid_note] == ["stuck"] and "inventory never answered" in paid_note[0]["detail"]
     assert REGISTRY.get_sample_value("handshake_orders_stuck", {"state": "draft"}) == 1
     assert REGISTRY.get_sample_value("handshake_orders_stuck", {"state": "payment_pending"}) == 1
     assert await placed_count(shop, draft) == 2  # the checkout's, and the re-drive

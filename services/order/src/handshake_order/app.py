@@ -32,7 +32,10 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
     configure_logging(SERVICE, settings.log_level)
     runtime = Runtime(service=SERVICE, settings=settings, tables=messaging)
     saga = OrderSaga(runtime.outbox)
-    runtime.consume(INVENTORY_EVENTS, group="order.inventory-events", handlers=saga.inventory_handlers())
+    runtime.consume(
+        INVENTORY_EVENTS, group="order.inventory-events", handlers=saga.inventory_handlers(),
+        on_dead_letter=saga.flag_dead_letter,
+    )
     runtime.consume(
         PAYMENT_EVENTS, group="order.payment-events", handlers=saga.payment_handlers(), on_dead_letter=saga.flag_dead_letter
     )

@@ -18,6 +18,8 @@ class OrderSettings(ServiceSettings):
     # stuck orders: a draft with no stock answer is re-driven; a long payment_pending is flagged
     stuck_draft_after_seconds: int = 300
     stuck_payment_pending_after_seconds: int = 1800
+    # paid but no answer from inventory (commit or commit_failed): money held, nothing moving
+    stuck_paid_after_seconds: int = 600
     stuck_scan_interval_seconds: float = 60
 
 

@@ -1,7 +1,8 @@
 """Orders that stopped moving. A draft that never heard back from inventory is re-driven (order.placed
 again: inventory answers a duplicate placement with the reservation it already holds); an order
 waiting for payment far beyond the reservation's life is flagged for a person, and payment's
-reconciliation asks the provider. A gauge per state counts them."""
+reconciliation asks the provider; a paid order that inventory never answered (its commit lost or
+dead-lettered) is flagged too, since money is held for it. A gauge per state counts them."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ REDRIVEN = Counter("handshake_orders_redriven_total", "Stuck orders re-driven, b
 FLAGGED = Counter("handshake_orders_flagged_stuck_total", "Stuck orders flagged for a person, by state", ["state"])
 
 ACTOR = "stuck-order-scanner"
+_FOLLOW_UP = {
+    S.PAYMENT_PENDING: "payment reconciliation asks the provider",
+    S.PAID: "the money is held but inventory never answered: check the order's inventory events and dead letters",
+}
 
 
 class StuckOrderScanner:
@@ -39,6 +44,7 @@ class StuckOrderScanner:
         self.thresholds = {
             S.DRAFT: settings.stuck_draft_after_seconds,
             S.PAYMENT_PENDING: settings.stuck_payment_pending_after_seconds,
+            S.PAID: settings.stuck_paid_after_seconds,
         }
         self.interval = settings.stuck_scan_interval_seconds
         self.batch = 100
@@ -101,9 +107,10 @@ class StuckOrderScanner:
     async def _flag(self, conn: AsyncConnection, row: Any, seconds: int) -> None:
         if await self._already(conn, row.id, "stuck", 10 * 365 * 24 * 3600):
             return
+        follow_up = _FOLLOW_UP.get(row.state, "a person decides")
         await conn.execute(insert(order_notes).values(
             order_id=row.id, kind="stuck", actor=ACTOR,
-            detail=f"{row.state} for more than {seconds}s; payment reconciliation asks the provider"))  # fmt: skip
+            detail=f"{row.state} for more than {seconds}s; {follow_up}"))  # fmt: skip
         FLAGGED.labels(row.state).inc()
         log.warning("stuck order flagged", order_id=str(row.id), state=row.state)
 
