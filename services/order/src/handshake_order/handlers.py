@@ -59,44 +59,34 @@ class OrderSaga:
         row = await repo.lock_order(conn, p.order_id)
         if row is None:
             return
-        refund = (
-            await conn.execute(select(refunds).where(refunds.c.id == _uuid_or_none(p.refund_id)).with_for_update())
-        ).first() if _uuid_or_none(p.refund_id) else None  # fmt: skip
+        refund = await _locked_refund(conn, p.refund_id)
         if refund is not None and refund.state == "succeeded":
             return
         decision = saga.on_refunded(repo.view_of(row), p, requested_here=refund is not None,
                                     restock=bool(refund and refund.restock))  # fmt: skip
         if refund is not None:
-            await conn.execute(
-                update(refunds).where(refunds.c.id == refund.id)
-                .values(state="succeeded", provider_refund_id=p.provider_refund_id, updated_at=func.now())
-            )  # fmt: skip
+            await _set_refund_state(conn, refund, "succeeded", provider_refund_id=p.provider_refund_id)
         await repo.apply(conn, self.outbox, decision, actor=ACTOR, cause=event)
 
     async def on_refund_failed(self, conn: AsyncConnection, event: CloudEvent, p: pay.PaymentRefundFailed) -> None:
         row = await repo.lock_order(conn, p.order_id)
-        refund_id = _uuid_or_none(p.refund_id)
-        if row is None or refund_id is None:
+        if row is None:
             return
-        refund = (await conn.execute(select(refunds).where(refunds.c.id == refund_id).with_for_update())).first()
+        refund = await _locked_refund(conn, p.refund_id)
         if refund is None or refund.state != "requested":
             return
-        await conn.execute(update(refunds).where(refunds.c.id == refund_id).values(state="failed", updated_at=func.now()))
+        await _set_refund_state(conn, refund, "failed")
         await repo.apply(conn, self.outbox, saga.on_refund_failed(repo.view_of(row), p), actor=ACTOR, cause=event)
 
     async def on_refund_reversed(self, conn: AsyncConnection, event: CloudEvent, p: pay.PaymentRefundReversed) -> None:
         row = await repo.lock_order(conn, p.order_id)
         if row is None:
             return
-        refund_id = _uuid_or_none(p.refund_id)
-        if refund_id is not None:
-            refund = (await conn.execute(select(refunds).where(refunds.c.id == refund_id).with_for_update())).first()
-            if refund is not None and refund.state == "reversed":
+        refund = await _locked_refund(conn, p.refund_id)  # none for a refund made at the provider
+        if refund is not None:
+            if refund.state == "reversed":
                 return
-            if refund is not None:
-                await conn.execute(
-                    update(refunds).where(refunds.c.id == refund_id).values(state="reversed", updated_at=func.now())
-                )
+            await _set_refund_state(conn, refund, "reversed")
         await repo.apply(conn, self.outbox, saga.on_refund_reversed(repo.view_of(row), p), actor=ACTOR, cause=event)
 
     async def flag_dead_letter(self, conn: AsyncConnection, event: CloudEvent, error: str) -> None:
@@ -136,6 +126,20 @@ class OrderSaga:
             "payment.refund_failed": self.on_refund_failed,
             "payment.refund_reversed": self.on_refund_reversed,
         }
+
+
+async def _locked_refund(conn: AsyncConnection, refund_id: str) -> Any:
+    """The order's own refund row (asked for through the admin API), locked; None for any other id."""
+    key = _uuid_or_none(refund_id)
+    if key is None:
+        return None
+    return (await conn.execute(select(refunds).where(refunds.c.id == key).with_for_update())).first()
+
+
+async def _set_refund_state(conn: AsyncConnection, refund: Any, state: str, **columns: Any) -> None:
+    await conn.execute(
+        update(refunds).where(refunds.c.id == refund.id).values(state=state, updated_at=func.now(), **columns)
+    )
 
 
 def _uuid_or_none(value: str) -> uuid.UUID | None:

@@ -45,7 +45,7 @@ PROVIDER_REFUNDS = Counter(
     "handshake_payment_provider_refunds_total",
     "Refunds seen in provider events, by outcome (recorded: made outside Handshake, recorded and announced; "
     "ours: carries our refund_id, finished by the refund path; known: already recorded; pending: not "
-    "succeeded yet; exceeds_capture: would take the recorded refunds above the capture, not recorded; "
+    "succeeded yet; failed: failed or canceled, never recorded here; exceeds_capture: would take the recorded refunds above the capture, not recorded; "
     "currency_mismatch; not_order_payment: on an attempt that does not hold the order's payment)",
     ["outcome"],
 )
@@ -170,6 +170,9 @@ class ProviderRefunds:
             return False
         if (refund.get("metadata") or {}).get("refund_id"):
             PROVIDER_REFUNDS.labels("ours").inc()
+            return False
+        if refund.get("status") in REVERSED_STATUSES:
+            PROVIDER_REFUNDS.labels("failed").inc()  # a reversal, if it had been recorded (_reversals)
             return False
         if refund.get("status") != "succeeded":
             PROVIDER_REFUNDS.labels("pending").inc()
