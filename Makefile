@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PKGS   := shared services/order services/payment services/inventory services/webhook-ingest
+PKGS   := shared devstack services/order services/payment services/inventory services/webhook-ingest
 DEPS   := constraints.txt requirements-dev.txt $(addsuffix /pyproject.toml,$(PKGS))
 
 .PHONY: install run test bench schemas clean

@@ -1,1 +1,1 @@
-pytest_plugins = ["handshake_shared.testing.fixtures"]
+pytest_plugins = ["handshake_devstack.testing.fixtures"]

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from handshake_shared.devstack.broker import EmbeddedBroker
-from handshake_shared.devstack.processes import free_port
-from handshake_shared.devstack.storefront import Storefront
-from handshake_shared.devstack.system import System
-from handshake_shared.testing.fixtures import PROJECT_ROOT
+from handshake_devstack.broker import EmbeddedBroker
+from handshake_devstack.processes import free_port
+from handshake_devstack.storefront import Storefront
+from handshake_devstack.system import System
+from handshake_devstack.testing.fixtures import PROJECT_ROOT
 
 
 @pytest.fixture(scope="session")

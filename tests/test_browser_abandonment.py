@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from handshake_shared.devstack.storefront import Storefront
+from handshake_devstack.storefront import Storefront
 from tests.conftest import system_of_its_own
 
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from handshake_shared.devstack.storefront import Storefront
-from handshake_shared.devstack.system import wait_for
+from handshake_devstack.storefront import Storefront
+from handshake_devstack.system import wait_for
 from tests.conftest import system_of_its_own
 
 TTL_SECONDS = 3

@@ -15,14 +15,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from handshake_shared.db import async_url
 from handshake_shared.migrations import alembic_config, upgrade
-from handshake_shared.testing.fixtures import PROJECT_ROOT
 
-SERVICES = {
-    "services/order": "handshake_order.db",
-    "services/payment": "handshake_payment.db",
-    "services/inventory": "handshake_inventory.db",
-    "services/webhook-ingest": "handshake_webhook_ingest.db",
-}
+SERVICES = ("handshake_order", "handshake_payment", "handshake_inventory", "handshake_webhook_ingest")
 
 
 async def schema_state(url: str, metadata: MetaData) -> tuple[list, set[str]]:
@@ -38,16 +32,16 @@ async def schema_state(url: str, metadata: MetaData) -> tuple[list, set[str]]:
     return diff, tables
 
 
-@pytest.mark.parametrize("service_dir", SERVICES)
-def test_migrations_match_the_declared_tables_and_downgrade_cleanly(stack, service_dir: str) -> None:
-    metadata = importlib.import_module(SERVICES[service_dir]).metadata
+@pytest.mark.parametrize("service", SERVICES)
+def test_migrations_match_the_declared_tables_and_downgrade_cleanly(stack, service: str) -> None:
+    metadata = importlib.import_module(f"{service}.db").metadata
     url = stack.postgres.create_database(f"t_mig_{uuid.uuid4().hex[:10]}")
 
-    upgrade(PROJECT_ROOT / service_dir, url)
+    upgrade(f"{service}.migrations", url)
     diff, tables = asyncio.run(schema_state(url, metadata))
     assert diff == []
     assert {"outbox", "outbox_sequences", "inbox", "dead_letters"} <= tables
 
-    command.downgrade(alembic_config(PROJECT_ROOT / service_dir, url), "base")
+    command.downgrade(alembic_config(f"{service}.migrations", url), "base")
     _, tables = asyncio.run(schema_state(url, metadata))
     assert tables <= {"alembic_version"}

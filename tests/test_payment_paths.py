@@ -3,8 +3,8 @@ checked at the provider (the emulator) and the stock checked in inventory."""
 
 from __future__ import annotations
 
-from handshake_shared.devstack.storefront import DECLINED_CARD
-from handshake_shared.devstack.system import wait_for
+from handshake_devstack.storefront import DECLINED_CARD
+from handshake_devstack.system import wait_for
 
 
 def test_a_declined_card_then_a_new_attempt_takes_the_money_once(shop):  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from handshake_shared.devstack.storefront import Storefront
+from handshake_devstack.storefront import Storefront
 
 SKU = "HS-LAST"
 UNITS = 10

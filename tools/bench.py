@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import psutil
 
-from handshake_shared.devstack.stack import EmbeddedStack, StackPorts
-from handshake_shared.devstack.storefront import CheckoutTimings, Storefront
-from handshake_shared.devstack.system import System
+from handshake_devstack.stack import EmbeddedStack, StackPorts
+from handshake_devstack.storefront import CheckoutTimings, Storefront
+from handshake_devstack.system import System
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from handshake_shared.devstack.processes import free_port, port_open
-from handshake_shared.devstack.stack import EmbeddedStack, StackPorts
-from handshake_shared.devstack.storefront import Storefront
-from handshake_shared.devstack.system import SERVICES, System
+from handshake_devstack.processes import free_port, port_open
+from handshake_devstack.stack import EmbeddedStack, StackPorts
+from handshake_devstack.storefront import Storefront
+from handshake_devstack.system import SERVICES, System
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PORTS = {"postgres": 55433, "kafka": 59093, "stripe": 58420,

@@ -34,7 +34,6 @@ from typing import Any, Iterator
 
 import httpx
 
-SERVICE_DIR = Path(__file__).resolve().parent
 
 
 def signed(secret: str) -> tuple[bytes, dict[str, str]]:
@@ -106,9 +105,9 @@ async def run(url: str, secret: str, n: int, concurrency: int, warmup: int) -> d
 @contextmanager
 def self_hosted() -> Iterator[tuple[str, str]]:
     """An embedded PostgreSQL + broker and the service as a separate uvicorn process; yields (url, secret)."""
-    from handshake_shared.devstack.broker import EmbeddedBroker
-    from handshake_shared.devstack.postgres import EmbeddedPostgres
-    from handshake_shared.devstack.processes import free_port
+    from handshake_devstack.broker import EmbeddedBroker
+    from handshake_devstack.postgres import EmbeddedPostgres
+    from handshake_devstack.processes import free_port
 
     root = Path(tempfile.mkdtemp(prefix="handshake-bench-ack-"))
     postgres = EmbeddedPostgres(root / "postgres", free_port(), log_dir=root / "logs")
@@ -128,7 +127,7 @@ def self_hosted() -> Iterator[tuple[str, str]]:
                 "HANDSHAKE_HTTP_PORT": str(port),
                 "HANDSHAKE_STRIPE_WEBHOOK_SECRETS": secret,
                 "HANDSHAKE_GAP_SCAN_INTERVAL_SECONDS": "0",
-                "HANDSHAKE_SERVICE_DIR": str(SERVICE_DIR),
+                "HANDSHAKE_ENVIRONMENT": "development",
             }
         )
         with open(root / "logs" / "webhook-ingest.log", "wb") as log:

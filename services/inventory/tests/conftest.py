@@ -30,7 +30,7 @@ from handshake_shared.outbox import Outbox
 @pytest.fixture
 def settings(stack, fresh_database) -> InventorySettings:  # type: ignore[no-untyped-def]
     return InventorySettings(
-        database_url=fresh_database("services/inventory"),
+        database_url=fresh_database("handshake_inventory"),
         kafka_bootstrap_servers=stack.broker.bootstrap_servers,
         kafka_enable_idempotence=False,
         kafka_client_id_suffix="-" + uuid.uuid4().hex[:6],

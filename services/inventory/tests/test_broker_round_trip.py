@@ -20,7 +20,7 @@ from handshake_shared.auth import issue_token
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent, build_event, parse_event
 from handshake_shared.events import INVENTORY_EVENTS, ORDER_EVENTS
-from handshake_shared.testing.fixtures import isolated_kafka_settings, serve_in_process
+from handshake_devstack.testing.fixtures import isolated_kafka_settings, serve_in_process
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from handshake_order.settings import OrderSettings
 from handshake_shared.auth import issue_token
 from handshake_shared.consumer import EventConsumer, RawMessage
 from handshake_shared.envelope import build_event
-from handshake_shared.testing.fixtures import isolated_kafka_settings, serve_in_process
+from handshake_devstack.testing.fixtures import isolated_kafka_settings, serve_in_process
 
 CATALOGUE: dict[str, Any] = {
     "reason": "test catalogue",
@@ -36,7 +36,7 @@ MUG_TOTAL = 2500 + 475 + 495  # 2 x 1250, 19 % tax, shipping
 
 @pytest.fixture
 def settings(stack, fresh_database) -> OrderSettings:  # type: ignore[no-untyped-def]
-    return OrderSettings(database_url=fresh_database("services/order"), support_refund_limit=1000,
+    return OrderSettings(database_url=fresh_database("handshake_order"), support_refund_limit=1000,
                          **isolated_kafka_settings(stack))  # type: ignore[arg-type]
 
 

@@ -13,7 +13,7 @@ from handshake_order.db import order_transitions, orders
 from handshake_order.settings import OrderSettings
 from handshake_shared.auth import issue_token
 from handshake_shared.envelope import parse_event
-from handshake_shared.testing.fixtures import serve_in_process, isolated_kafka_settings
+from handshake_devstack.testing.fixtures import serve_in_process, isolated_kafka_settings
 
 CATALOGUE = {
     "reason": "test catalogue",
@@ -30,7 +30,7 @@ CATALOGUE = {
 @pytest.fixture
 def settings(stack, fresh_database) -> OrderSettings:
     return OrderSettings(
-database_url=fresh_database("services/order"), **isolated_kafka_settings(stack))
+database_url=fresh_database("handshake_order"), **isolated_kafka_settings(stack))
 
 
 async def placed_events(bootstrap: str, order_id: str, timeout: float = 10.0) -> list:

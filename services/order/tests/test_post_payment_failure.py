@@ -19,7 +19,7 @@ from sqlalchemy import func, select, text
 from handshake_order.db import messaging, order_transitions, orders
 from handshake_order.settings import OrderSettings
 from handshake_shared.envelope import build_event
-from handshake_shared.testing.fixtures import isolated_kafka_settings
+from handshake_devstack.testing.fixtures import isolated_kafka_settings
 
 TOTAL = 2500 + 475 + 495
 
@@ -27,7 +27,7 @@ TOTAL = 2500 + 475 + 495
 @pytest.fixture
 def settings(stack, fresh_database) -> OrderSettings:  # type: ignore[no-untyped-def]
     return OrderSettings(
-        database_url=fresh_database("services/order"),
+        database_url=fresh_database("handshake_order"),
         consumer_initial_backoff_seconds=0.05,
         consumer_max_backoff_seconds=0.5,
         **isolated_kafka_settings(stack),  # type: ignore[arg-type]

@@ -8,14 +8,14 @@ from sqlalchemy import func, select
 
 from handshake_order.db import messaging
 from handshake_order.settings import OrderSettings
-from handshake_shared.testing.fixtures import isolated_kafka_settings
+from handshake_devstack.testing.fixtures import isolated_kafka_settings
 
 TOTAL = 2500 + 475 + 495
 
 
 @pytest.fixture
 def settings(stack, fresh_database) -> OrderSettings:  # type: ignore[no-untyped-def]
-    return OrderSettings(database_url=fresh_database("services/order"), stuck_draft_after_seconds=0,
+    return OrderSettings(database_url=fresh_database("handshake_order"), stuck_draft_after_seconds=0,
                          stuck_payment_pending_after_seconds=0, stuck_paid_after_seconds=0,
                          stuck_scan_interval_seconds=3600,
                          **isolated_kafka_settings(stack))  # type: ignore[arg-type]

@@ -45,7 +45,7 @@ FaultProxy = faults_module.FaultProxy
 @pytest.fixture
 def settings(stack, fresh_database) -> PaymentSettings:
     return PaymentSettings(
-        database_url=fresh_database("services/payment"),
+        database_url=fresh_database("handshake_payment"),
         kafka_bootstrap_servers=stack.broker.bootstrap_servers,
         kafka_enable_idempotence=False,
         kafka_client_id_suffix="-" + uuid.uuid4().hex[:6],

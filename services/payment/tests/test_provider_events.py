@@ -14,7 +14,7 @@ from handshake_payment.app import create_app
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_shared.envelope import CloudEvent, parse_event
 from handshake_shared.events import ORDER_EVENTS, PAYMENT_EVENTS, PROVIDER_EVENTS
-from handshake_shared.testing.fixtures import isolated_kafka_settings, serve_in_process
+from handshake_devstack.testing.fixtures import isolated_kafka_settings, serve_in_process
 
 CARD_OK = "4242424242424242"
 # localstripe declines a PaymentIntent charge only for 4000000000000341 and two 3-D Secure numbers; Stripe's

@@ -17,7 +17,7 @@ from handshake_shared.auth import issue_token
 from handshake_shared.envelope import CloudEvent, parse_event
 from handshake_shared.events import PAYMENT_EVENTS, PROVIDER_EVENTS
 from handshake_shared.events.order import OrderRefundRequested
-from handshake_shared.testing.fixtures import isolated_kafka_settings, serve_in_process
+from handshake_devstack.testing.fixtures import isolated_kafka_settings, serve_in_process
 
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000341"

@@ -85,7 +85,7 @@ def webhook_secret() -> str:
 @pytest.fixture
 def database_url(fresh_database) -> str:  # type: ignore[no-untyped-def]
     # created at setup: the shared migration helper runs its own event loop, so not inside a test's loop
-    return fresh_database("services/webhook-ingest")
+    return fresh_database("handshake_webhook_ingest")
 
 
 @pytest.fixture

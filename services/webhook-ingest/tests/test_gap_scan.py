@@ -11,7 +11,7 @@ import stripe
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from handshake_shared.testing.fixtures import isolated_kafka_settings, serve_in_process
+from handshake_devstack.testing.fixtures import isolated_kafka_settings, serve_in_process
 from handshake_webhook_ingest.app import create_app
 from handshake_webhook_ingest.settings import WebhookIngestSettings
 

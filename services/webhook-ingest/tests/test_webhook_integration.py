@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from handshake_shared.auth import issue_token
-from handshake_shared.testing.fixtures import serve_in_process
+from handshake_devstack.testing.fixtures import serve_in_process
 from handshake_webhook_ingest.app import create_app
 
 STORED = "SELECT count(*) FROM provider_events"

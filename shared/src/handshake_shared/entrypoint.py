@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -13,16 +12,16 @@ from handshake_shared.migrations import upgrade
 from handshake_shared.settings import ServiceSettings
 
 
-def main(service_dir: Path, settings: ServiceSettings, create_app: Callable[[ServiceSettings], FastAPI]) -> None:
+def main(migrations_package: str, settings: ServiceSettings, create_app: Callable[[ServiceSettings], FastAPI]) -> None:
     command = sys.argv[1] if len(sys.argv) > 1 else "serve"
     url = settings.database_url.get_secret_value()
     if command == "migrate":
-        upgrade(service_dir, url)
+        upgrade(migrations_package, url)
         return
     if command != "serve":
         raise SystemExit(f"usage: python -m <service> [serve|migrate], not {command!r}")
     if settings.migrate_on_start:
-        upgrade(service_dir, url)
+        upgrade(migrations_package, url)
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,

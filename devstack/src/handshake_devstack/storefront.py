@@ -12,7 +12,7 @@ import httpx
 import stripe
 
 from handshake_shared.auth import issue_token
-from handshake_shared.devstack.system import System
+from handshake_devstack.system import System
 from handshake_shared.settings import ServiceSettings
 
 DEMO_CATALOGUE: dict[str, Any] = {

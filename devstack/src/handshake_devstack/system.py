@@ -12,24 +12,23 @@ from pathlib import Path
 
 import httpx
 
-from handshake_shared.devstack.broker import EmbeddedBroker
-from handshake_shared.devstack.processes import ManagedProcess, free_port, wait_until
-from handshake_shared.devstack.stack import EmbeddedStack
+from handshake_devstack.broker import EmbeddedBroker
+from handshake_devstack.processes import ManagedProcess, free_port, wait_until
+from handshake_devstack.stack import EmbeddedStack
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str
     module: str
-    directory: str
     database: str
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("order", "handshake_order", "services/order", "handshake_order"),
-    ServiceSpec("payment", "handshake_payment", "services/payment", "handshake_payment"),
-    ServiceSpec("inventory", "handshake_inventory", "services/inventory", "handshake_inventory"),
-    ServiceSpec("webhook-ingest", "handshake_webhook_ingest", "services/webhook-ingest", "handshake_webhook_ingest"),
+    ServiceSpec("order", "handshake_order", "handshake_order"),
+    ServiceSpec("payment", "handshake_payment", "handshake_payment"),
+    ServiceSpec("inventory", "handshake_inventory", "handshake_inventory"),
+    ServiceSpec("webhook-ingest", "handshake_webhook_ingest", "handshake_webhook_ingest"),
 )
 
 
@@ -92,7 +91,6 @@ class System:
                 "HANDSHAKE_KAFKA_FETCH_MAX_WAIT_MS": os.environ.get("HANDSHAKE_KAFKA_FETCH_MAX_WAIT_MS", "50"),
                 "HANDSHAKE_JWT_KEY": self.jwt_key,
                 "HANDSHAKE_INTERNAL_TOKEN": self.internal_token,
-                "HANDSHAKE_SERVICE_DIR": str(self.root / spec.directory),
                 "HANDSHAKE_PAYMENT_INTERNAL_URL": self.url("payment"),
                 "HANDSHAKE_LOOKUP_TOKEN_KEY": self.lookup_key,
                 "HANDSHAKE_STRIPE_API_KEY": self.stack.stripe.api_key,

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from handshake_shared.devstack.stack import EmbeddedStack, StackPorts
+from handshake_devstack.stack import EmbeddedStack, StackPorts
 from handshake_shared.migrations import upgrade
 
 PROJECT_ROOT = Path(__file__).resolve().parents[4]
@@ -26,7 +26,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
     infra = os.environ.get("HANDSHAKE_TEST_INFRA", "embedded")
     root = tmp_path_factory.mktemp("stack")
     if infra == "containers":
-        from handshake_shared.testing.containers import container_stack
+        from handshake_devstack.testing.containers import container_stack
 
         with container_stack(root) as s:
             yield s
@@ -41,12 +41,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
 
 @pytest.fixture
 def fresh_database(stack: EmbeddedStack):  # type: ignore[no-untyped-def]
-    """fresh_database("services/order") -> URL of a new, migrated database for that service."""
+    """fresh_database("handshake_order") -> URL of a new database migrated with that service's history."""
 
-    def make(service_dir: str) -> str:
-        name = f"t_{Path(service_dir).name.replace('-', '_')}_{uuid.uuid4().hex[:10]}"
+    def make(service_package: str) -> str:
+        name = f"t_{service_package.removeprefix('handshake_')}_{uuid.uuid4().hex[:10]}"
         url = stack.postgres.create_database(name)
-        upgrade(PROJECT_ROOT / service_dir, url)
+        upgrade(f"{service_package}.migrations", url)
         return url
 
     return make

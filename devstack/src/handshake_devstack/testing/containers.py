@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
-from handshake_shared.devstack.processes import free_port
-from handshake_shared.devstack.stripe_emulator import StripeEmulator
+from handshake_devstack.processes import free_port
+from handshake_devstack.stripe_emulator import StripeEmulator
 from handshake_shared.events import ALL_TOPICS
 from handshake_shared.kafka import ensure_topics
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from handshake_shared.devstack.processes import ManagedProcess, port_open, wait_until
+from handshake_devstack.processes import ManagedProcess, port_open, wait_until
 
 WEBHOOK_ID = "handshake"
 
@@ -20,7 +20,7 @@ class StripeEmulator:
         self.webhook_secret = "whsec_" + secrets.token_hex(24)
         self.process = ManagedProcess(
             "localstripe",
-            [sys.executable, "-m", "handshake_shared.devstack.localstripe_main", "--port", str(port)],
+            [sys.executable, "-m", "handshake_devstack.localstripe_main", "--port", str(port)],
             log_path=log_dir / "stripe-emulator.log",
         )
 

