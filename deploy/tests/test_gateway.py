@@ -250,7 +250,9 @@ def test_a_body_over_one_mebibyte_gets_413_from_the_gateway_and_nothing_is_store
     assert is_gateway_refusal(chunked, 413), chunked.text
 
     # webhook-ingest never saw either: nothing stored, and its own too-large refusals did not move
-    assert stored_event(system, operator, big_id).status_code == 404
+    missing = stored_event(system, operator, big_id)
+    assert missing.status_code == 404
+    assert missing.json()["type"] == "https://handshake.dev/problems/provider-event-not-found"
     assert rejected_too_large(system) == refused_before
 
     # the boundary is the same on both sides: exactly 1 MiB passes the gateway and is stored
@@ -262,10 +264,16 @@ def test_a_body_over_one_mebibyte_gets_413_from_the_gateway_and_nothing_is_store
 
 
 def test_the_order_api_takes_at_most_64_kib(gateway):  # type: ignore[no-untyped-def]
-    body = b'{"lines": [], "region": "DE", "shipping_method": "standard", "pad": "' + b"x" * (64 * 1024) + b'"}'
-    r = httpx.post(gateway.url + "/v1/checkout", content=body,
-                   headers={"Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4())})  # fmt: skip
-    assert is_gateway_refusal(r, 413), r.text
+    def quote_of(size: int) -> httpx.Response:
+        head, tail = b'{"lines": [], "region": "DE", "shipping_method": "standard", "pad": "', b'"}'
+        body = head + b"x" * (size - len(head) - len(tail)) + tail
+        return httpx.post(gateway.url + "/v1/quotes", content=body, headers={"Content-Type": "application/json"})
+
+    assert is_gateway_refusal(quote_of(64 * 1024 + 1), 413)
+    # 64 KiB exactly passes the gateway; order itself judges the (invalid) quote
+    at_limit = quote_of(64 * 1024)
+    assert at_limit.status_code in (400, 422), at_limit.text
+    assert not at_limit.json()["type"].startswith(GATEWAY_PROBLEMS)
 
 
 # 3. A burst beyond the rate: some 429s, Stripe's retries succeed, every event stored once -------------
