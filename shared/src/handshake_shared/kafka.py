@@ -3,17 +3,61 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import ssl
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
+from faststream.kafka.security import parse_security
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from handshake_shared.settings import ServiceSettings
 
 log = structlog.get_logger("kafka")
+
+SASL_MECHANISMS: dict[str, type[SASLPlaintext | SASLScram256 | SASLScram512]] = {
+    "SCRAM-SHA-512": SASLScram512,
+    "SCRAM-SHA-256": SASLScram256,
+    "PLAIN": SASLPlaintext,
+}
+
+
+def ssl_context(settings: ServiceSettings) -> ssl.SSLContext:
+    # the standard library's defaults: certificate and hostname checks, TLS 1.2 or newer; without a CA
+    # file the system's trust store (a cluster with a publicly signed certificate)
+    context = ssl.create_default_context(cafile=settings.kafka_ssl_ca_file)
+    if settings.kafka_ssl_cert_file:
+        context.load_cert_chain(settings.kafka_ssl_cert_file, settings.kafka_ssl_key_file)
+    return context
+
+
+def broker_security(settings: ServiceSettings) -> BaseSecurity | None:
+    """TLS and SASL from the settings, in the form FastStream hands to every client it builds."""
+    protocol = settings.kafka_security_protocol
+    context = ssl_context(settings) if protocol in ("SSL", "SASL_SSL") else None
+    if not protocol.startswith("SASL_"):
+        return None if context is None else BaseSecurity(ssl_context=context, use_ssl=True)
+    mechanism = SASL_MECHANISMS.get(settings.kafka_sasl_mechanism.upper())
+    if mechanism is None:
+        raise ValueError(f"HANDSHAKE_KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}")
+    if not settings.kafka_sasl_username or settings.kafka_sasl_password is None:
+        # relaxed environments skip the settings check; never reach the broker with an empty identity
+        raise ValueError("HANDSHAKE_KAFKA_SASL_USERNAME and HANDSHAKE_KAFKA_SASL_PASSWORD are required for SASL")
+    return mechanism(
+        settings.kafka_sasl_username,
+        settings.kafka_sasl_password.get_secret_value(),
+        ssl_context=context,
+        use_ssl=context is not None,
+    )
+
+
+def client_security(settings: ServiceSettings) -> dict[str, Any]:
+    """aiokafka keyword arguments for a client built outside FastStream (the admin client), through
+    FastStream's own translation so they cannot drift from what the producer and consumers get."""
+    return parse_security(broker_security(settings))
 
 
 def make_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
@@ -25,6 +69,7 @@ def make_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
         request_timeout_ms=10_000,
         retry_backoff_ms=200,
         metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
+        security=broker_security(settings),
         logger=None,
     )
 
@@ -36,8 +81,11 @@ def relay_sender(broker: KafkaBroker):  # type: ignore[no-untyped-def]
     return send
 
 
-async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+async def ensure_topics(
+    bootstrap_servers: str, topics: Iterable[str], partitions: int, *, security: Mapping[str, Any] | None = None
+) -> None:
+    """`security`: `client_security(settings)`; absent, a plaintext connection."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000, **(security or {}))
     await admin.start()
     try:
         topics = list(topics)
@@ -49,7 +97,8 @@ async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partition
             except TopicAlreadyExistsError:
                 pass
             log.info("topics created", topics=[t.name for t in missing], partitions=partitions)
-        described = await admin.describe_topics([t for t in topics if t in existing])
+        # an empty list would describe every topic on the cluster
+        described = await admin.describe_topics(present) if (present := [t for t in topics if t in existing]) else []
         other = sorted(d["topic"] for d in described if len(d["partitions"]) != partitions)
         if other:
             # e.g. auto-created by a producer that reached the broker first; per-key order still holds
