@@ -18,7 +18,9 @@ mkdir -p "$work"
 tarball=$work/rootfs.tar
 
 # python-is-python3: the entrypoint is `python -m ...`, as in the public image
+# merged /usr set up by mmdebstrap's hook: the usrmerge package would pull perl (~50 MB) into the image
 mmdebstrap --quiet --mode=root --variant=minbase --format=tar \
+  --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
   --include=python3,python-is-python3,ca-certificates,netbase,tzdata \
   --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' \
