@@ -11,9 +11,7 @@ from typing import Any
 import httpx
 import stripe
 
-from handshake_shared.auth import issue_token
 from handshake_devstack.system import System
-from handshake_shared.settings import ServiceSettings
 
 DEMO_CATALOGUE: dict[str, Any] = {
     "reason": "demo catalogue",
@@ -47,8 +45,7 @@ class Storefront:
         self.system = system
         self.poll_interval = poll_interval
         self.http = http or httpx.Client(timeout=10.0)
-        settings = ServiceSettings(jwt_key=system.jwt_key)
-        self.admin_token = issue_token(settings, "demo-operator", ["admin", "support", "finance"])
+        self.admin_token = system.tokens.issue("demo-operator", ["admin", "support", "finance"])
         self.stripe = stripe.StripeClient(
             system.stack.stripe.api_key, base_addresses={"api": system.stack.stripe.api_base}
         )

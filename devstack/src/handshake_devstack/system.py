@@ -15,6 +15,7 @@ import httpx
 from handshake_devstack.broker import EmbeddedBroker
 from handshake_devstack.processes import ManagedProcess, free_port, wait_until
 from handshake_devstack.stack import EmbeddedStack
+from handshake_devstack.tokens import DEV_ISSUER
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,13 @@ class System:
         self.logs = stack.logs / database_prefix.strip("_") if database_prefix else stack.logs
         self.root = project_root
         self.ports = ports or {s.name: free_port() for s in SERVICES}
+        # only payment serves an internal API (the client secret, for order)
+        self.internal_ports = {"payment": free_port()}
+        # the stand-in identity provider: services get its public key, tests and tools its tokens
+        self.tokens = DEV_ISSUER
         self.extra_env = extra_env or {}
         self.database_prefix = database_prefix
         self.recreate = recreate_databases
-        self.jwt_key = secrets.token_urlsafe(32)
         self.internal_token = secrets.token_urlsafe(32)
         self.lookup_key = secrets.token_urlsafe(32)
         self.processes: dict[str, ManagedProcess] = {}
@@ -65,6 +69,9 @@ class System:
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
+
+    def internal_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.internal_ports[service]}"
 
     @property
     def webhook_url(self) -> str:
@@ -89,15 +96,21 @@ class System:
                 "HANDSHAKE_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
                 # the embedded broker holds an empty fetch for the full wait even when data arrives
                 "HANDSHAKE_KAFKA_FETCH_MAX_WAIT_MS": os.environ.get("HANDSHAKE_KAFKA_FETCH_MAX_WAIT_MS", "50"),
-                "HANDSHAKE_JWT_KEY": self.jwt_key,
-                "HANDSHAKE_INTERNAL_TOKEN": self.internal_token,
-                "HANDSHAKE_PAYMENT_INTERNAL_URL": self.url("payment"),
+                "HANDSHAKE_JWT_PUBLIC_KEY": self.tokens.public_pem,
+                "HANDSHAKE_JWT_ISSUER": self.tokens.issuer,
+                "HANDSHAKE_JWT_AUDIENCE": self.tokens.audience,
+                # order's credential for payment's internal API, and the list payment accepts
+                "HANDSHAKE_PAYMENT_INTERNAL_TOKEN": self.internal_token,
+                "HANDSHAKE_INTERNAL_API_TOKENS": self.internal_token,
+                "HANDSHAKE_PAYMENT_INTERNAL_URL": self.internal_url("payment"),
                 "HANDSHAKE_LOOKUP_TOKEN_KEY": self.lookup_key,
                 "HANDSHAKE_STRIPE_API_KEY": self.stack.stripe.api_key,
                 "HANDSHAKE_STRIPE_API_BASE": self.stack.stripe.api_base,
                 "HANDSHAKE_STRIPE_WEBHOOK_SECRETS": self.stack.stripe.webhook_secret,
             }
         )
+        if spec.name in self.internal_ports:
+            env["HANDSHAKE_INTERNAL_HTTP_PORT"] = str(self.internal_ports[spec.name])
         env.update(self.extra_env.get(spec.name, {}))
         return env
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from handshake_inventory.app import create_app
-from handshake_shared.auth import issue_token
+from handshake_devstack.tokens import issue_token
 
 PROBLEM = "application/problem+json"
 

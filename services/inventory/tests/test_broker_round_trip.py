@@ -16,7 +16,7 @@ from handshake_inventory.app import create_app
 from handshake_inventory.db import messaging, reservations
 from handshake_inventory.metrics import refresh_gauges
 from handshake_inventory.settings import InventorySettings
-from handshake_shared.auth import issue_token
+from handshake_devstack.tokens import issue_token
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent, build_event, parse_event
 from handshake_shared.events import INVENTORY_EVENTS, ORDER_EVENTS

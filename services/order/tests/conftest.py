@@ -11,7 +11,7 @@ import pytest
 
 from handshake_order.app import create_app
 from handshake_order.settings import OrderSettings
-from handshake_shared.auth import issue_token
+from handshake_devstack.tokens import issue_token
 from handshake_shared.consumer import EventConsumer, RawMessage
 from handshake_shared.envelope import build_event
 from handshake_devstack.testing.fixtures import isolated_kafka_settings, serve_in_process

@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from handshake_order.app import create_app
 from handshake_order.db import order_transitions, orders
 from handshake_order.settings import OrderSettings
-from handshake_shared.auth import issue_token
+from handshake_devstack.tokens import issue_token
 from handshake_shared.envelope import parse_event
 from handshake_devstack.testing.fixtures import serve_in_process, isolated_kafka_settings
 

@@ -166,6 +166,15 @@ async def http(service) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.fixture
+async def internal_http(service) -> AsyncIterator[httpx.AsyncClient]:
+    """The service's internal listener (the port only order may reach), over ASGI."""
+    transport = httpx.ASGITransport(app=service.app)
+    base_url = f"http://payment:{service.settings.internal_http_port}"
+    async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+        yield client
+
+
 class Browser:
     """What a customer's browser (Stripe.js) and the Stripe dashboard do, through the real SDK."""
 

@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy import text
 
-from handshake_shared.auth import issue_token
+from handshake_devstack.tokens import issue_token
 from handshake_shared.events import ORDER_EVENTS
 
 
@@ -14,20 +14,38 @@ def session_url(order_id: str) -> str:
     return f"/internal/v1/orders/{order_id}/payment-session"
 
 
-async def test_payment_session_needs_the_service_token(service, http) -> None:
+def internal_credential(service) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {"Authorization": "Bearer " + service.settings.internal_api_tokens[0].get_secret_value()}
+
+
+async def test_payment_session_needs_a_service_credential(service, internal_http) -> None:
     order_id = str(uuid.uuid4())
     for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"Authorization": "Basic x"}):
-        r = await http.get(session_url(order_id), headers=headers)
+        r = await internal_http.get(session_url(order_id), headers=headers)
         assert r.status_code == 401
         assert r.headers["content-type"] == "application/problem+json"
         assert r.json()["status"] == 401 and "client_secret" not in r.text
-    # a customer's JWT is not the service token either
-    customer = issue_token(service.settings, "customer-1", [])
-    assert (await http.get(session_url(order_id), headers={"Authorization": f"Bearer {customer}"})).status_code == 401
+    # a staff or customer token is not a service credential, whatever its roles
+    admin = issue_token(service.settings, "ops-1", ["admin", "support", "finance"])
+    assert (await internal_http.get(session_url(order_id), headers={"Authorization": f"Bearer {admin}"})).status_code == 401
 
 
-async def test_payment_session_hands_out_the_providers_client_secret_and_stores_none(service, http, browser, events) -> None:
-    internal = {"Authorization": "Bearer " + service.settings.internal_token.get_secret_value()}
+async def test_the_internal_api_answers_only_on_its_own_port(service, http, internal_http, browser, events) -> None:
+    order_id = str(uuid.uuid4())
+    assert await service.deliver(ORDER_EVENTS, events.requested(order_id, str(uuid.uuid4()), amount=1200)) == "applied"
+    assert (await internal_http.get(session_url(order_id), headers=internal_credential(service))).status_code == 200
+
+    # the public port (what a Service or gateway may expose) does not know the route, even with the credential
+    public = await http.get(session_url(order_id), headers=internal_credential(service))
+    assert public.status_code == 404 and "client_secret" not in public.text
+    # and the internal port serves nothing else
+    assert (await internal_http.get("/metrics")).status_code == 404
+    assert (await internal_http.get(f"/v1/admin/orders/{order_id}/payments")).status_code == 404
+
+
+async def test_payment_session_hands_out_the_providers_client_secret_and_stores_none(service, internal_http, browser, events) -> None:
+    http = internal_http
+    internal = internal_credential(service)
     order_id = str(uuid.uuid4())
 
     missing = await http.get(session_url(order_id), headers=internal)

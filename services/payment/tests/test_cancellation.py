@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
 import stripe
 
@@ -125,6 +126,8 @@ async def test_an_intent_cancelled_before_it_was_announced_is_never_handed_out(s
     assert (await browser.retrieve(stored.provider_intent_id)).status == "canceled"
     [row] = await service.attempts(order_id)
     assert row.state == A.CANCELED
-    internal = {"Authorization": "Bearer " + service.settings.internal_token.get_secret_value()}
-    assert (await http.get(f"/internal/v1/orders/{order_id}/payment-session", headers=internal)).status_code == 404
+    internal = {"Authorization": "Bearer " + service.settings.internal_api_tokens[0].get_secret_value()}
+    transport = httpx.ASGITransport(app=service.app)
+    async with httpx.AsyncClient(transport=transport, base_url=f"http://payment:{service.settings.internal_http_port}") as client:
+        assert (await client.get(f"/internal/v1/orders/{order_id}/payment-session", headers=internal)).status_code == 404
     assert [e.type for e in await service.emitted(order_id)] == ["payment.canceled"]

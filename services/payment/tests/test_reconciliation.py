@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 from handshake_payment.app import create_app
 from handshake_payment.db import attempt_transitions, reconciliation_runs
 from handshake_payment.domain.attempts import AttemptState as A
-from handshake_shared.auth import issue_token
+from handshake_devstack.tokens import issue_token
 from handshake_shared.envelope import CloudEvent, parse_event
 from handshake_shared.events import PAYMENT_EVENTS, PROVIDER_EVENTS
 from handshake_shared.events.order import OrderRefundRequested

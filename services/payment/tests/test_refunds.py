@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from handshake_payment.domain.attempts import AttemptState as A
-from handshake_shared.auth import issue_token
+from handshake_devstack.tokens import issue_token
 from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
 from handshake_shared.events.order import OrderRefundRequested
 

@@ -12,8 +12,9 @@ import httpx
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from handshake_shared.auth import issue_token
+from handshake_devstack.tokens import issue_token
 from handshake_devstack.testing.fixtures import serve_in_process
+from handshake_shared.events.provider import SealedDelivery, open_delivery
 from handshake_webhook_ingest.app import create_app
 
 STORED = "SELECT count(*) FROM provider_events"
@@ -42,18 +43,19 @@ async def test_a_signed_payment_event_is_stored_and_forwarded_keyed_by_order_wit
     app = create_app(settings)
     db = app.state.runtime.db
     async with serve_in_process(app) as client:
-        r = await deliver(client, stripe_like, body, webhook_secret)
+        header = stripe_like.sign(body, webhook_secret)
+        r = await client.post("/webhooks/stripe", content=body, headers={"Stripe-Signature": header})
         assert r.status_code == 200, r.text
         assert r.json() == {"received": True, "duplicate": False}
         # committed before the 200: the row is there the moment the provider has its answer
         row_sql = (
-            "SELECT delivery_count, order_id, attempt_id, raw_body, payload FROM provider_events "
+            "SELECT delivery_count, order_id, attempt_id, raw_body, signature_header, payload FROM provider_events "
             "WHERE provider_event_id = :id"
         )
         async with db.engine.connect() as conn:
             row = (await conn.execute(text(row_sql), {"id": event["id"]})).one()
         assert (row.delivery_count, row.order_id, row.attempt_id) == (1, order_id, attempt_id)
-        assert bytes(row.raw_body) == body
+        assert bytes(row.raw_body) == body and row.signature_header == header
         assert "client_secret" not in json.dumps(row.payload)
 
         await observe.outbox_drained(db)
@@ -70,6 +72,10 @@ async def test_a_signed_payment_event_is_stored_and_forwarded_keyed_by_order_wit
     )  # fmt: skip
     assert data["object"]["id"] == event["data"]["object"]["id"]
     assert b"client_secret" not in record.value and b"_secret_" not in record.value
+    # the proof: exactly the bytes and the header Stripe signed, readable only with the endpoint secret
+    sealed = SealedDelivery.model_validate(data["signed_delivery"])
+    assert open_delivery(sealed, [webhook_secret]) == (body, header, webhook_secret)
+    assert open_delivery(sealed, ["whsec_" + "0" * 48]) is None
     await db.dispose()
 
 
@@ -151,17 +157,24 @@ async def test_deliveries_that_do_not_verify_are_refused_and_nothing_is_stored(
 
 
 async def test_during_secret_rotation_an_event_signed_with_the_second_secret_is_accepted(
-    make_settings, stripe_like, observe
+    make_settings, stripe_like, observe, stack
 ):
     current, previous = "whsec_" + uuid.uuid4().hex, "whsec_" + uuid.uuid4().hex
     app = create_app(make_settings([current, previous]))
     db = app.state.runtime.db
-    body = stripe_like.body(stripe_like.event(order_id=str(uuid.uuid4())))
+    order_id = str(uuid.uuid4())
+    body = stripe_like.body(stripe_like.event(order_id=order_id))
     async with serve_in_process(app) as client:
         r = await deliver(client, stripe_like, body, previous)
         assert r.status_code == 200, r.text
         assert await observe.scalar(db, STORED) == 1
+        await observe.outbox_drained(db)
+        [(_, forwarded)] = await observe.forwarded_messages(stack.broker.bootstrap_servers, order_id)
     await db.dispose()
+    # sealed under the secret that signed it: what payment, configured with the same list, verifies with
+    sealed = SealedDelivery.model_validate(forwarded.data["signed_delivery"])
+    assert open_delivery(sealed, [current]) is None
+    assert open_delivery(sealed, [previous]) is not None
 
 
 async def test_an_oversized_body_is_refused_before_it_is_stored(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request
@@ -59,6 +60,29 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 Check = Callable[[], Awaitable[None]]
+
+INTERNAL_PREFIX = "/internal/"
+
+
+class InternalListener:
+    """One process, two listeners: `/internal/...` (service-to-service) answers only on the internal port,
+    everything else only on the public port. The Service in front of the public port can then expose the
+    pod without ever exposing an internal route, whatever a gateway or a misrouted request does.
+    Without an internal port, internal routes answer nowhere."""
+
+    def __init__(self, app: Any, internal_port: int | None) -> None:
+        self.app = app
+        self.internal_port = internal_port
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            server = scope.get("server") or (None, None)
+            on_internal_port = self.internal_port is not None and server[1] == self.internal_port
+            if scope["path"].startswith(INTERNAL_PREFIX) != on_internal_port:
+                response = problem_response(404, "Not Found", None, "about:blank", scope["path"])
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def ops_router(checks: dict[str, Check]) -> APIRouter:

@@ -16,9 +16,16 @@ import pytest
 from fastapi import FastAPI
 
 from handshake_devstack.stack import EmbeddedStack, StackPorts
+from handshake_devstack.tokens import DEV_ISSUER
 from handshake_shared.migrations import upgrade
 
 PROJECT_ROOT = Path(__file__).resolve().parents[4]
+
+# Settings built inside a test belong to the test environment (production's checks are tested on purpose,
+# with environment="production") and trust the development token issuer, as the services of `make run` do.
+# Processes started by System get an environment of their own.
+os.environ["HANDSHAKE_ENVIRONMENT"] = "test"
+os.environ["HANDSHAKE_JWT_PUBLIC_KEY"] = DEV_ISSUER.public_pem
 
 
 @pytest.fixture(scope="session")

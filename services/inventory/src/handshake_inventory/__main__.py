@@ -3,4 +3,4 @@ from handshake_inventory.app import create_app
 from handshake_inventory.settings import get_settings
 
 if __name__ == "__main__":
-    main("handshake_inventory.migrations", get_settings(), create_app)  # type: ignore[arg-type]
+    main("handshake_inventory.migrations", get_settings, create_app)  # type: ignore[arg-type]

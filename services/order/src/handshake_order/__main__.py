@@ -3,4 +3,4 @@ from handshake_order.app import create_app
 from handshake_order.settings import get_settings
 
 if __name__ == "__main__":
-    main("handshake_order.migrations", get_settings(), create_app)  # type: ignore[arg-type]
+    main("handshake_order.migrations", get_settings, create_app)  # type: ignore[arg-type]

@@ -195,7 +195,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
         try:
             upstream = await ctx.http.get(
                 f"{ctx.settings.payment_internal_url}/internal/v1/orders/{order.id}/payment-session",
-                headers={"Authorization": "Bearer " + ctx.settings.internal_token.get_secret_value()},
+                headers={"Authorization": "Bearer " + ctx.settings.payment_internal_token.get_secret_value()},
                 timeout=5.0,
             )
         except httpx.HTTPError:

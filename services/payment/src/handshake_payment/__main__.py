@@ -3,4 +3,4 @@ from handshake_payment.app import create_app
 from handshake_payment.settings import get_settings
 
 if __name__ == "__main__":
-    main("handshake_payment.migrations", get_settings(), create_app)  # type: ignore[arg-type]
+    main("handshake_payment.migrations", get_settings, create_app)  # type: ignore[arg-type]

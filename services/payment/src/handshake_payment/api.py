@@ -18,7 +18,7 @@ from handshake_payment import repository as repo
 from handshake_payment.reconciliation import Reconciler, list_runs
 from handshake_payment.settings import PaymentSettings
 from handshake_payment.stripe_gateway import StripeGateway
-from handshake_shared.auth import check_internal_token, require_roles
+from handshake_shared.auth import check_service_credential, require_roles
 from handshake_shared.db import Database
 from handshake_shared.http import Problem
 
@@ -47,7 +47,7 @@ def build_router(ctx: PaymentContext) -> APIRouter:
 
     @router.get("/internal/v1/orders/{order_id}/payment-session")
     async def payment_session(order_id: str, response: Response, authorization: Authorization = None) -> dict[str, Any]:
-        check_internal_token(ctx.settings, authorization)
+        check_service_credential(ctx.settings.internal_api_tokens, authorization)
         oid = _order_uuid(order_id)
         async with ctx.db.engine.connect() as conn:
             attempt = await repo.session_attempt(conn, oid)

@@ -1,16 +1,26 @@
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import SecretStr, field_validator
+from pydantic_settings import NoDecode
 
-from handshake_shared.settings import ServiceSettings
+from handshake_shared.settings import ServiceSettings, split_list
 
 # localstripe accepts any key; a real deployment must set HANDSHAKE_STRIPE_API_KEY
 DEV_STRIPE_KEY = "sk_test_handshake_dev_change_me"
+DEV_WEBHOOK_SECRET = "whsec_dev-webhook-secret-change-me"
+DEV_INTERNAL_TOKEN = "dev-internal-token-change-me"
 
 
 class PaymentSettings(ServiceSettings):
     http_port: int = 8002
+    # the client-secret API for order lives here, never on the public port
+    internal_http_port: int | None = 9002
+    # credentials a caller of the internal API may present (several during a rotation)
+    internal_api_tokens: Annotated[list[SecretStr], NoDecode] = [SecretStr(DEV_INTERNAL_TOKEN)]
+    # the webhook endpoint's signing secrets: a provider event is applied only when one of them verifies the
+    # signature webhook-ingest received with it, so whoever can write to the topic cannot invent money
+    stripe_webhook_secrets: Annotated[list[SecretStr], NoDecode] = [SecretStr(DEV_WEBHOOK_SECRET)]
 
     stripe_api_key: SecretStr = SecretStr(DEV_STRIPE_KEY)
     # None talks to api.stripe.com; the embedded stack points it at localstripe
@@ -26,11 +36,12 @@ class PaymentSettings(ServiceSettings):
     reconciliation_interval_seconds: float = 300.0
     reconciliation_pending_after_seconds: float = 120.0
 
-    @model_validator(mode="after")
-    def _real_stripe_key_in_production(self) -> "PaymentSettings":
-        if self.environment == "production" and self.stripe_api_key.get_secret_value() == DEV_STRIPE_KEY:
-            raise ValueError("HANDSHAKE_STRIPE_API_KEY must be set to a real key in production")
-        return self
+    required_secrets: ClassVar[tuple[str, ...]] = ("stripe_api_key", "stripe_webhook_secrets", "internal_api_tokens")
+
+    @field_validator("internal_api_tokens", "stripe_webhook_secrets", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return split_list(value)
 
     @property
     def provider_call_lease_seconds(self) -> float:
