@@ -125,6 +125,8 @@ def test_security_settings_fail_closed_too() -> None:
         ({"jwt_jwks_url": "http://id.example.com/jwks.json"}, "HANDSHAKE_JWT_JWKS_URL"),
         ({"jwt_jwks_url": ""}, "HANDSHAKE_JWT_JWKS_URL"),
         ({"kafka_sasl_username": ""}, "HANDSHAKE_KAFKA_SASL_USERNAME"),
+        ({"kafka_sasl_mechanism": "PLAIN"}, "HANDSHAKE_KAFKA_SASL_MECHANISM"),
+        ({"kafka_sasl_mechanism": "GSSAPI"}, "HANDSHAKE_KAFKA_SASL_MECHANISM"),
     ):
         with pytest.raises(ValueError, match=variable):
             OrderSettings(**{**values, **change})

@@ -280,6 +280,6 @@ def test_plaintext_settings_add_nothing() -> None:
     ],
 )
 def test_sasl_settings_that_cannot_work_stop_the_wiring(pki: Pki, overrides: dict[str, Any], problem: str) -> None:
-    settings = settings_for("127.0.0.1:9", pki, "SASL_SSL", **overrides)
+    # an unknown mechanism is refused as the settings are read, a missing username when the client is wired
     with pytest.raises(ValueError, match=problem):
-        make_broker(settings, "test")
+        make_broker(settings_for("127.0.0.1:9", pki, "SASL_SSL", **overrides), "test")

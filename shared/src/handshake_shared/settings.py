@@ -33,6 +33,7 @@ KNOWN_DEVELOPMENT_SECRETS = frozenset(
 DEVELOPMENT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 
 
 class InsecureConfiguration(ValueError):
@@ -146,6 +147,13 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"HANDSHAKE_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}")
         return value.upper()
 
+    @field_validator("kafka_sasl_mechanism")
+    @classmethod
+    def _known_mechanism(cls, value: str) -> str:
+        if value.upper() not in KAFKA_SASL_MECHANISMS:
+            raise ValueError(f"HANDSHAKE_KAFKA_SASL_MECHANISM must be one of {', '.join(KAFKA_SASL_MECHANISMS)}")
+        return value.upper()
+
     @property
     def relaxed(self) -> bool:
         """True only in an explicit development or test environment."""
@@ -189,6 +197,9 @@ class ServiceSettings(BaseSettings):
                 "(use SSL or SASL_SSL, or set HANDSHAKE_KAFKA_ALLOW_PLAINTEXT=true on purpose)"
             )
         if protocol.startswith("SASL_"):
+            if self.kafka_sasl_mechanism == "PLAIN":
+                # PLAIN sends the password itself to the broker; SCRAM proves it without sending it
+                problems.append(f"{env_name('kafka_sasl_mechanism')}=PLAIN sends the password to the broker (use SCRAM-SHA-512)")
             if not self.kafka_sasl_username:
                 problems.append(f"{env_name('kafka_sasl_username')} is missing")
             problems += secret_problems("kafka_sasl_password", self.kafka_sasl_password, required=True)
