@@ -119,6 +119,10 @@ async def test_the_gap_scan_ingests_events_no_webhook_brought_exactly_once_and_l
     assert forwarded.type == "provider.stripe.event"
     assert (forwarded.data["amount"], forwarded.data["currency"]) == (1850, "EUR")
     assert forwarded.data["object_id"] == missed_pi
+    # nothing signed it: payment confirms it with the provider before applying it
+    assert forwarded.data["signed_delivery"] is None
+    [(_, by_webhook)] = [(r, e) for r, e in delivered_msgs if e.data["provider_event_id"] == delivered["id"]]
+    assert by_webhook.data["signed_delivery"] is not None
     assert "handshake_webhook_gap_events_total" in metrics
     await db.dispose()
 

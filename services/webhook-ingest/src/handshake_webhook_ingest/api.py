@@ -114,7 +114,7 @@ def build_router(ctx: IngestContext) -> APIRouter:
             event = StripeEvent.from_verified(
                 verify(body, stripe_signature, secrets, ctx.settings.webhook_tolerance_seconds)
             )
-            inserted = await ctx.ingest.store(event, body, traceparent)
+            inserted = await ctx.ingest.store(event, body, traceparent, signature_header=stripe_signature)
             outcome = "accepted" if inserted else "duplicate"
             return {"received": True, "duplicate": not inserted}
         except Rejected as rejected:

@@ -25,7 +25,9 @@ def create_app(settings: WebhookIngestSettings | None = None) -> FastAPI:
     configure_logging(SERVICE, settings.log_level)
     # consumes no topic: the runtime is here for the database, the broker and the outbox relay
     runtime = Runtime(service=SERVICE, settings=settings, tables=messaging)
-    ingest = StripeIngest(runtime.db, runtime.outbox)
+    # the secrets seal each forwarded delivery, the proof payment checks before it applies the event
+    webhook_secrets = [s.get_secret_value() for s in settings.stripe_webhook_secrets]
+    ingest = StripeIngest(runtime.db, runtime.outbox, webhook_secrets)
     ctx = IngestContext(db=runtime.db, settings=settings, messaging=messaging, ingest=ingest)
     scanner = GapScanner(runtime.db, ingest, settings)
 

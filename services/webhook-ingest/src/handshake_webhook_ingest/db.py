@@ -40,6 +40,9 @@ provider_events = Table(
     Column("attempt_id", Text, nullable=True),
     # the exact bytes that were signed, for audit and re-verification; never served by the API
     Column("raw_body", LargeBinary, nullable=False),
+    # the Stripe-Signature header that came with it: raw_body and this header are the proof payment checks
+    # before it applies the event; null for events the gap scan fetched (nothing signed them)
+    Column("signature_header", Text, nullable=True),
     # the verified body parsed, with client secrets removed
     Column("payload", JSONB, nullable=False),
     Column("delivery_count", Integer, nullable=False, server_default=text("1")),

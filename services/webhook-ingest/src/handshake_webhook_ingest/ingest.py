@@ -6,6 +6,7 @@ an audited replay: every provider.stripe.event leaves through `forward`, i.e. th
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,18 +17,25 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from handshake_shared.db import Database
 from handshake_shared.events import PROVIDER_EVENTS
+from handshake_shared.events.provider import SealedDelivery, seal_delivery
 from handshake_shared.envelope import CloudEvent
 from handshake_shared.outbox import Outbox
 from handshake_webhook_ingest.db import provider_event_replays
 from handshake_webhook_ingest.db import provider_events as pe
 from handshake_webhook_ingest.metrics import WEBHOOK_DELIVERIES, WEBHOOK_DUPLICATES, WEBHOOK_REPLAYS
 from handshake_webhook_ingest.stripe_events import StripeEvent
+from handshake_webhook_ingest.verification import signing_secret
 
 log = structlog.get_logger("ingest")
 
 EVENT_TYPE = "provider.stripe.event"
 
 Source = Literal["webhook", "gap_scan"]
+
+# Larger deliveries go without their proof (the consumer then confirms them with the provider): sealed and
+# next to the parsed object they would push the message past the broker's 1 MB default. Stripe's events
+# are a few KB.
+MAX_SEALED_BODY_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -38,23 +46,49 @@ class Replay:
 
 
 class StripeIngest:
-    def __init__(self, db: Database, outbox: Outbox) -> None:
+    def __init__(self, db: Database, outbox: Outbox, webhook_secrets: Sequence[str]) -> None:
         self.db = db
         self.outbox = outbox
+        self.webhook_secrets = list(webhook_secrets)
 
-    async def forward(self, conn: AsyncConnection, event: StripeEvent, traceparent: str | None = None) -> CloudEvent:
-        """Write the provider.stripe.event for this provider event to the outbox, in the caller's transaction."""
+    def proof(self, raw_body: bytes, signature_header: str | None) -> SealedDelivery | None:
+        """The delivery sealed under the secret that signed it; None when nothing we hold signed it (the
+        gap scan's events, an event signed with a secret rotated away since) or it is too large to carry."""
+        if len(raw_body) > MAX_SEALED_BODY_BYTES:
+            return None
+        secret = signing_secret(raw_body, signature_header, self.webhook_secrets)
+        if secret is None or signature_header is None:
+            return None
+        return seal_delivery(raw_body, signature_header, secret)
+
+    async def forward(
+        self,
+        conn: AsyncConnection,
+        event: StripeEvent,
+        traceparent: str | None = None,
+        *,
+        raw_body: bytes,
+        signature_header: str | None,
+    ) -> CloudEvent:
+        """Write the provider.stripe.event for this provider event to the outbox, in the caller's transaction,
+        with the signed delivery it came in as its proof."""
         return await self.outbox.emit(
             conn,
             topic=PROVIDER_EVENTS,
             type=EVENT_TYPE,
             order_id=event.message_key,
-            data=event.forwarded(),
+            data=event.forwarded(self.proof(raw_body, signature_header)),
             traceparent=traceparent,
         )
 
     async def store(
-        self, event: StripeEvent, raw_body: bytes, traceparent: str | None = None, *, source: Source = "webhook"
+        self,
+        event: StripeEvent,
+        raw_body: bytes,
+        traceparent: str | None = None,
+        *,
+        source: Source = "webhook",
+        signature_header: str | None = None,
     ) -> bool:
         """True when this was the first time we saw the event (it is then forwarded); a repeated webhook
         delivery is only counted, and a gap scan finding an event we already have changes nothing."""
@@ -70,6 +104,7 @@ class StripeIngest:
             order_id=event.order_id,
             attempt_id=event.attempt_id,
             raw_body=raw_body,
+            signature_header=signature_header,
             payload=event.payload,
             source=source,
         )
@@ -87,7 +122,9 @@ class StripeIngest:
         async with self.db.transaction() as conn:
             inserted = bool((await conn.execute(upsert)).scalar_one())
             if inserted:
-                forwarded = await self.forward(conn, event, traceparent)
+                forwarded = await self.forward(
+                    conn, event, traceparent, raw_body=raw_body, signature_header=signature_header
+                )
                 await conn.execute(
                     update(pe)
                     .where(pe.c.provider_event_id == event.provider_event_id)
@@ -113,16 +150,21 @@ class StripeIngest:
         """Forward a stored event again as a new CloudEvent (same provider_event_id, same normalised data)
         and audit it, in one transaction. None when no such event is stored."""
         async with self.db.transaction() as conn:
-            payload = (
+            stored = (
                 await conn.execute(
-                    select(pe.c.payload).where(pe.c.provider_event_id == provider_event_id).with_for_update()
+                    select(pe.c.payload, pe.c.raw_body, pe.c.signature_header)
+                    .where(pe.c.provider_event_id == provider_event_id)
+                    .with_for_update()
                 )
-            ).scalar_one_or_none()
-            if payload is None:
+            ).one_or_none()
+            if stored is None:
                 return None
-            # the stored payload is the verified event with secrets removed; it normalises to the same data
-            event = StripeEvent.from_verified(payload)
-            forwarded = await self.forward(conn, event, traceparent)
+            # the stored payload is the verified event with secrets removed; it normalises to the same data,
+            # and the stored delivery is its proof again
+            event = StripeEvent.from_verified(stored.payload)
+            forwarded = await self.forward(
+                conn, event, traceparent, raw_body=bytes(stored.raw_body), signature_header=stored.signature_header
+            )
             replay_id = (
                 await conn.execute(
                     insert(provider_event_replays)

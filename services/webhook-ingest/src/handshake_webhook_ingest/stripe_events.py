@@ -7,22 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from handshake_shared.events.provider import ProviderStripeEvent
+from handshake_shared.events.provider import ProviderStripeEvent, SealedDelivery, scrub
 from handshake_webhook_ingest.verification import Rejected
-
-# never forwarded or served: whoever holds it can confirm the payment from a browser
-SECRET_KEYS = frozenset({"client_secret"})
-
-
-def scrub(value: Any) -> Any:
-    """A copy without client secrets at any depth, and without NUL characters (which jsonb refuses)."""
-    if isinstance(value, dict):
-        return {k.replace("\x00", ""): scrub(v) for k, v in value.items() if k not in SECRET_KEYS}
-    if isinstance(value, list):
-        return [scrub(v) for v in value]
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    return value
 
 
 def _text(value: Any) -> str | None:
@@ -94,19 +80,6 @@ class StripeEvent:
         """Kafka key: the order when the payment service tagged the object, so its events stay in order."""
         return self.order_id or self.object_id or self.provider_event_id
 
-    def forwarded(self) -> ProviderStripeEvent:
-        return ProviderStripeEvent(
-            provider_event_id=self.provider_event_id,
-            provider_type=self.type,
-            created=self.created,
-            livemode=self.livemode,
-            object_type=self.object_type,
-            object_id=self.object_id,
-            order_id=self.order_id,
-            attempt_id=self.attempt_id,
-            amount=_int(self.object.get("amount")),
-            # ISO 4217 upper case like every other Handshake amount; Stripe sends lower case
-            currency=(_text(self.object.get("currency")) or "").upper() or None,
-            status=_text(self.object.get("status")),
-            object=self.object,
-        )
+    def forwarded(self, signed_delivery: SealedDelivery | None = None) -> ProviderStripeEvent:
+        """The provider.stripe.event payload; signed_delivery is the proof the consumer applies it on."""
+        return ProviderStripeEvent.of(self.payload, signed_delivery=signed_delivery)

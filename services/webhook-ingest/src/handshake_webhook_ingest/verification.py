@@ -71,3 +71,18 @@ def verify(body: bytes, header: str | None, secrets: Sequence[str], tolerance: i
         reasons, key=lambda r: _PRIORITY.index(r) if r in _PRIORITY else len(_PRIORITY), default="invalid_signature"
     )
     raise Rejected(reason, f"the Stripe-Signature does not verify ({reason.replace('_', ' ')})")
+
+
+def signing_secret(body: bytes, header: str | None, secrets: Sequence[str]) -> str | None:
+    """The configured secret that signed this delivery, whatever its age (None when none did). The oldest
+    wins while Stripe signs with two during a rotation: the consumer checks the same signature with the
+    same list, and the older secret is the one every replica has."""
+    if not header:
+        return None
+    for secret in reversed(secrets):
+        try:
+            stripe.WebhookSignature.verify_header(body.decode("utf-8"), header, secret, tolerance=None)
+        except (stripe.SignatureVerificationError, UnicodeDecodeError):
+            continue
+        return secret
+    return None
