@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import time
 import uuid
 from pathlib import Path
 from collections.abc import AsyncIterator
@@ -32,7 +31,6 @@ from handshake_shared.events.order import (
     OrderRefundRequested,
     OrderStateChanged,
 )
-from handshake_shared.events.provider import ProviderStripeEvent
 
 # test modules are imported by path (importlib mode), so the proxy module is too
 _spec = importlib.util.spec_from_file_location("payment_test_faults", Path(__file__).with_name("faults.py"))
@@ -41,6 +39,15 @@ faults_module = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = faults_module
 _spec.loader.exec_module(faults_module)
 FaultProxy = faults_module.FaultProxy
+
+_signing_spec = importlib.util.spec_from_file_location(
+    "payment_test_provider_signing", Path(__file__).with_name("provider_signing.py")
+)
+assert _signing_spec is not None and _signing_spec.loader is not None
+provider_signing = importlib.util.module_from_spec(_signing_spec)
+sys.modules[_signing_spec.name] = provider_signing
+_signing_spec.loader.exec_module(provider_signing)
+
 
 @pytest.fixture
 def settings(stack, fresh_database) -> PaymentSettings:
@@ -53,6 +60,8 @@ def settings(stack, fresh_database) -> PaymentSettings:
         consumer_initial_backoff_seconds=0.05,
         stripe_api_key=stack.stripe.api_key,
         stripe_api_base=stack.stripe.api_base,
+        # provider events are applied only when this secret verifies them (provider_signing.py signs with it)
+        stripe_webhook_secrets=[provider_signing.WEBHOOK_SECRET],
         stripe_timeout_seconds=5.0,
         stripe_max_network_retries=1,
         # a run is asked for by the test; everything waiting counts as waiting long enough
@@ -223,20 +232,10 @@ def payment_requested(order_id: str, request_id: str, amount: int, currency: str
 
 
 def stripe_event(stripe_type: str, intent: stripe.PaymentIntent) -> CloudEvent:
-    """provider.stripe.event as webhook-ingest forwards it: the real PaymentIntent, minus its client secret."""
+    """provider.stripe.event as webhook-ingest forwards it: the real PaymentIntent in a delivery signed with
+    the endpoint secret (sealed: its client secret travels only inside the proof)."""
     obj = intent.to_dict(for_json=True)
-    obj.pop("client_secret", None)
-    metadata = obj.get("metadata") or {}
-    order_id = metadata["order_id"]
-    return build_event(
-        service="webhook-ingest", type="provider.stripe.event", order_id=order_id, sequence=1,
-        data=ProviderStripeEvent(
-            provider_event_id="evt_" + uuid.uuid4().hex[:16], provider_type=stripe_type, created=int(time.time()),
-            livemode=False, object_type="payment_intent", object_id=obj["id"], order_id=order_id,
-            attempt_id=metadata.get("attempt_id"), amount=obj["amount"], currency=obj["currency"],
-            status=obj["status"], object=obj,
-        ),
-    )  # fmt: skip
+    return provider_signing.forwarded(stripe_type, obj, key=(obj.get("metadata") or {})["order_id"])
 
 
 def order_closed(order_id: str, type: str = "order.cancelled", reason: str = "cancelled by the customer") -> CloudEvent:
@@ -311,5 +310,7 @@ def events():  # type: ignore[no-untyped-def]
         closed = staticmethod(order_closed)
         refund = staticmethod(refund_requested)
         capture = staticmethod(capture_requested)
+        # any Stripe object in a signed delivery: provider(stripe_type, obj, key=..., created=...)
+        provider = staticmethod(provider_signing.forwarded)
 
     return Events

@@ -3,15 +3,13 @@ Stripe sends it, against a PaymentIntent really paid at the emulator."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from prometheus_client import REGISTRY
 
 from handshake_payment.domain.attempts import AttemptState as A
-from handshake_shared.envelope import build_event
 from handshake_shared.events import PROVIDER_EVENTS
-from handshake_shared.events.provider import ProviderStripeEvent
+from payment_test_provider_signing import forwarded  # loaded by conftest
 
 
 def dispute_event(intent_id: str, order_id: str | None, amount: int, charge: str | None = None):  # type: ignore[no-untyped-def]
@@ -20,14 +18,7 @@ def dispute_event(intent_id: str, order_id: str | None, amount: int, charge: str
         "payment_intent": intent_id, "amount": amount, "currency": "eur", "reason": "fraudulent",
         "status": "needs_response",
     }  # fmt: skip
-    return build_event(
-        service="webhook-ingest", type="provider.stripe.event", order_id=order_id or str(uuid.uuid4()), sequence=2,
-        data=ProviderStripeEvent(
-            provider_event_id="evt_" + uuid.uuid4().hex[:16], provider_type="charge.dispute.created",
-            created=int(time.time()), livemode=False, object_type="dispute", object_id=dispute["id"],
-            order_id=order_id, amount=amount, currency="eur", status="needs_response", object=dispute,
-        ),
-    ), dispute  # fmt: skip
+    return forwarded("charge.dispute.created", dispute, key=order_id or str(uuid.uuid4()), sequence=2), dispute
 
 
 def disputes(outcome: str) -> float:

@@ -19,26 +19,16 @@ from sqlalchemy import insert, select
 
 from handshake_payment.db import parked_provider_events, payment_attempts
 from handshake_payment.domain.attempts import AttemptState as A
-from handshake_shared.envelope import CloudEvent, build_event
+from handshake_shared.envelope import CloudEvent
 from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
-from handshake_shared.events.provider import ProviderStripeEvent
+from payment_test_provider_signing import forwarded  # loaded by conftest
 
 CARD_OK = "4242424242424242"
 
 
 def provider_event(provider_type: str, obj: dict[str, Any], order_id: str, created: int) -> CloudEvent:
-    """provider.stripe.event as webhook-ingest forwards it, for a PaymentIntent snapshot."""
-    obj = {k: v for k, v in obj.items() if k != "client_secret"}
-    metadata = obj.get("metadata") or {}
-    return build_event(
-        service="webhook-ingest", type="provider.stripe.event", order_id=order_id, sequence=1,
-        data=ProviderStripeEvent(
-            provider_event_id="evt_" + uuid.uuid4().hex[:16], provider_type=provider_type, created=created,
-            livemode=False, object_type="payment_intent", object_id=obj["id"], order_id=order_id,
-            attempt_id=metadata.get("attempt_id"), amount=obj["amount"], currency=obj["currency"],
-            status=obj["status"], object=obj,
-        ),
-    )  # fmt: skip
+    """provider.stripe.event as webhook-ingest forwards it, for a PaymentIntent snapshot Stripe signed."""
+    return forwarded(provider_type, obj, key=order_id, created=created)
 
 
 def dispute_event(intent_id: str, order_id: str, amount: int, created: int) -> CloudEvent:
@@ -47,14 +37,7 @@ def dispute_event(intent_id: str, order_id: str, amount: int, created: int) -> C
         "payment_intent": intent_id, "amount": amount, "currency": "eur", "reason": "fraudulent",
         "status": "needs_response",
     }  # fmt: skip
-    return build_event(
-        service="webhook-ingest", type="provider.stripe.event", order_id=order_id, sequence=2,
-        data=ProviderStripeEvent(
-            provider_event_id="evt_" + uuid.uuid4().hex[:16], provider_type="charge.dispute.created",
-            created=created, livemode=False, object_type="dispute", object_id=dispute["id"], order_id=None,
-            amount=amount, currency="eur", status="needs_response", object=dispute,
-        ),
-    )  # fmt: skip
+    return forwarded("charge.dispute.created", dispute, key=order_id, created=created, sequence=2)
 
 
 class Unborn:

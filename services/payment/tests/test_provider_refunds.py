@@ -13,9 +13,9 @@ from sqlalchemy import insert, select
 from handshake_payment.db import parked_provider_events, payment_attempts
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.provider_refunds import provider_refund_row_id
-from handshake_shared.envelope import CloudEvent, build_event
+from handshake_shared.envelope import CloudEvent
 from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
-from handshake_shared.events.provider import ProviderStripeEvent
+from payment_test_provider_signing import forwarded  # loaded by conftest
 
 CARD_OK = "4242424242424242"
 
@@ -31,15 +31,7 @@ async def charge_of(browser, intent_id: str) -> dict[str, Any]:  # type: ignore[
 
 def charge_refunded(charge: dict[str, Any], order_id: str | None = None, created: int | None = None) -> CloudEvent:
     """provider.stripe.event for charge.refunded as webhook-ingest forwards it."""
-    return build_event(
-        service="webhook-ingest", type="provider.stripe.event", order_id=order_id or str(uuid.uuid4()), sequence=3,
-        data=ProviderStripeEvent(
-            provider_event_id="evt_" + uuid.uuid4().hex[:16], provider_type="charge.refunded",
-            created=created or int(time.time()), livemode=False, object_type="charge", object_id=charge["id"],
-            order_id=order_id, amount=charge["amount"], currency=charge["currency"], status=charge["status"],
-            object=charge,
-        ),
-    )  # fmt: skip
+    return forwarded("charge.refunded", charge, key=order_id or str(uuid.uuid4()), created=created, sequence=3)
 
 
 async def deliver_charge_refunded(service, browser, intent_id: str, order_id: str) -> str:  # type: ignore[no-untyped-def]
@@ -158,14 +150,7 @@ async def test_a_refund_created_event_is_recorded_like_charge_refunded(service, 
     order_id, attempt, paid = await checkout.paid(service, 3000)
     made = await browser.client.v1.refunds.create_async(params={"payment_intent": paid.id, "amount": 1200})
     refund = made.to_dict(for_json=True)
-    event = build_event(
-        service="webhook-ingest", type="provider.stripe.event", order_id=order_id, sequence=3,
-        data=ProviderStripeEvent(
-            provider_event_id="evt_" + uuid.uuid4().hex[:16], provider_type="refund.created", created=int(time.time()),
-            livemode=False, object_type="refund", object_id=made.id, amount=1200, currency="eur",
-            status=refund["status"], object=refund,
-        ),
-    )  # fmt: skip
+    event = forwarded("refund.created", refund, key=order_id, sequence=3)
 
     assert await service.deliver(PROVIDER_EVENTS, event) == "applied"
     # the same refund in charge.refunded later: nothing new
@@ -222,14 +207,7 @@ async def test_a_refund_of_an_unknown_intent_is_parked_then_applied(service, bro
 
 def refund_event(stripe_type: str, refund: dict[str, Any], order_id: str) -> CloudEvent:
     """provider.stripe.event for a Refund object (refund.failed, refund.updated, charge.refund.updated)."""
-    return build_event(
-        service="webhook-ingest", type="provider.stripe.event", order_id=order_id, sequence=4,
-        data=ProviderStripeEvent(
-            provider_event_id="evt_" + uuid.uuid4().hex[:16], provider_type=stripe_type, created=int(time.time()),
-            livemode=False, object_type="refund", object_id=refund["id"], order_id=order_id, amount=refund["amount"],
-            currency=refund["currency"], status=refund["status"], object=refund,
-        ),
-    )  # fmt: skip
+    return forwarded(stripe_type, refund, key=order_id, sequence=4)
 
 
 async def test_a_refund_that_fails_after_it_was_accepted_is_reversed_and_can_be_made_again(

@@ -39,6 +39,7 @@ from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.intents import intent_facts
 from handshake_payment.disputes import Disputes, disputed_intent
 from handshake_payment.facts import Facts
+from handshake_payment.provider_proof import ProviderProof
 from handshake_payment.provider_refunds import PROVIDER_REFUND_TYPES, ProviderRefunds, refunded_intent
 from handshake_payment.refunds import Refunds
 from handshake_payment.settings import PaymentSettings
@@ -105,6 +106,7 @@ class PaymentHandlers:
         self.cancellation = Cancellation(db, self.facts, gateway, self.settlement)
         self.disputes = Disputes(db, self.facts)
         self.provider_refunds = ProviderRefunds(self.facts)
+        self.proof = ProviderProof([s.get_secret_value() for s in settings.stripe_webhook_secrets], gateway)
 
     async def emit(self, conn: AsyncConnection, type: str, order_id: str, data: Any, cause: CloudEvent) -> None:
         await self.facts.emit(conn, type, order_id, data, cause)
@@ -292,9 +294,14 @@ class PaymentHandlers:
 
     # -- provider.events.v1 ---------------------------------------------------------------------
 
-    async def on_provider_event(self, conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeEvent) -> None:
+    async def on_provider_event(
+        self, conn: AsyncConnection, event: CloudEvent, forwarded: prov.ProviderStripeEvent
+    ) -> None:
         """The one path of a provider event, live or parked earlier; an event about an intent no attempt
-        knows yet is parked (in conn's transaction) and applied once the intent is stored."""
+        knows yet is parked (in conn's transaction, as it was forwarded, proof included) and applied once the
+        intent is stored. Only the event the proof shows the provider sent is applied (provider_proof.py);
+        without proof the message is refused and dead-lettered, and nothing changes."""
+        p = await self.proof.verified(forwarded)
         if p.provider_type == "charge.dispute.created":
             outcome = await self.disputes.on_dispute(conn, event, p)
             intent_id = disputed_intent(p.object)

@@ -4,10 +4,12 @@ Nothing here touches the database: callers never hold a transaction open across 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import stripe
 from prometheus_client import Counter, Histogram
@@ -105,6 +107,19 @@ class StripeGateway:
     async def retrieve_intent(self, intent_id: str) -> stripe.PaymentIntent:
         async with self._call("payment_intents.retrieve"):
             return await self.client.v1.payment_intents.retrieve_async(intent_id)
+
+    async def retrieve_event(self, event_id: str) -> dict[str, Any] | None:
+        """The event as the provider holds it, as plain JSON (the SDK's objects are not a faithful copy of
+        it); None when the provider has no such event (never had it, or it is older than its 30 days)."""
+        try:
+            async with self._call("events.retrieve"):
+                event = await self.client.v1.events.retrieve_async(event_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        response = event.last_response
+        return json.loads(response.body) if response is not None else event.to_dict()
 
     async def cancel_intent(self, intent_id: str, *, idempotency_key: str) -> stripe.PaymentIntent:
         # no cancellation_reason: localstripe refuses any parameter on cancel
