@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from handshake_shared.http import install_problem_handlers, ops_router
+from handshake_shared.http import InternalListener, install_problem_handlers, ops_router
 from handshake_shared.logging import configure_logging
 from handshake_shared.runtime import Runtime
 from handshake_webhook_ingest import SERVICE
@@ -52,6 +52,7 @@ def create_app(settings: WebhookIngestSettings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.gap_scanner = scanner
     install_problem_handlers(app)
+    app.add_middleware(InternalListener, internal_port=settings.internal_http_port)
     app.include_router(ops_router(runtime.readiness_checks()))
     app.include_router(build_router(ctx))
     return app
