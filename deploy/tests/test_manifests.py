@@ -1,0 +1,604 @@
+"""The Kubernetes manifests (deploy/kubernetes) say what the design says: rendered by kustomize, valid for
+the API server and the operators' schemas, passed by checkov, and checked here for the facts that keep
+money and customers safe: locked-down pods, secrets only by reference, Kafka ACLs exactly as the topic
+table, only the public paths routed, default-deny networking, autoscalers that cannot fight.
+
+Needs kubectl (for `kubectl kustomize`); the validators come from deploy/tests/manifests_tools.py."""
+
+from __future__ import annotations
+
+import os
+import re
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from deploy.tests.manifests_tools import KUSTOMIZE_ROOT, PROJECT_ROOT, checkov, kustomize, render_and_validate, tools_venv
+from handshake_shared.events.topics import ALL_TOPICS, SAGA_TOPICS, dlq_topic
+
+SERVICES = ("order", "payment", "inventory", "webhook-ingest")
+OVERLAYS = ("dev", "production")
+
+# The contract's topic table: producer, and each consumer with its consumer group id.
+TOPIC_TABLE: dict[str, tuple[str, dict[str, str]]] = {
+    "order.events.v1": ("order", {"inventory": "inventory.order-events", "payment": "payment.order-events"}),
+    "inventory.events.v1": ("inventory", {"order": "order.inventory-events"}),
+    "payment.events.v1": ("payment", {"order": "order.payment-events"}),
+    "provider.events.v1": ("webhook-ingest", {"payment": "payment.provider-events"}),
+}
+
+# The only order paths a client may reach, with their one method (contract, "Processes and ports").
+ORDER_CUSTOMER_API = {
+    ("GET", "/v1/products"),
+    ("POST", "/v1/quotes"),
+    ("POST", "/v1/checkout"),
+    ("GET", "/v1/orders/{id}"),
+    ("GET", "/v1/orders/{id}/payment-session"),
+    ("POST", "/v1/orders/{id}/cancel"),
+    ("POST", "/v1/orders/{id}/payment-attempts"),
+}
+NEVER_ROUTED = ("/v1/admin", "/internal", "/metrics", "/healthz", "/readyz")
+PRIVATE_RANGES = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"}
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+# checkov findings skipped on purpose; each skip carries its reason in the object's annotation
+ALLOWED_CHECKOV_SKIPS = {"CKV_K8S_11", "CKV_K8S_35"}
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def venv() -> Path:
+    return tools_venv()
+
+
+@pytest.fixture(scope="module")
+def report(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    # the subscribing team's template is a component no overlay includes: render it on production
+    with_subscriber = tmp_path_factory.mktemp("subscriber")
+    # (kustomize takes only relative paths)
+    production = os.path.relpath(KUSTOMIZE_ROOT / "overlays" / "production", with_subscriber)
+    component = os.path.relpath(KUSTOMIZE_ROOT / "components" / "subscriber-team", with_subscriber)
+    (with_subscriber / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {production}\ncomponents:\n  - {component}\n"
+    )
+    targets = {name: KUSTOMIZE_ROOT / "overlays" / name for name in OVERLAYS}
+    return render_and_validate(venv, {**targets, "production+subscriber-team": with_subscriber})
+
+
+@pytest.fixture(scope="module")
+def checkov_report(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    rendered = tmp_path_factory.mktemp("checkov") / "production.yaml"
+    rendered.write_text(kustomize(KUSTOMIZE_ROOT / "overlays" / "production"))
+    return checkov(venv, rendered)
+
+
+def objects(report: dict[str, Any], overlay: str, kind: str | None = None) -> list[dict[str, Any]]:
+    return [o for o in report[overlay]["objects"] if kind is None or o["kind"] == kind]
+
+
+def one(report: dict[str, Any], overlay: str, kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in objects(report, overlay, kind) if o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{overlay}: expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def workloads(report: dict[str, Any], overlay: str) -> Iterator[dict[str, Any]]:
+    yield from (o for o in report[overlay]["objects"] if o["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet"))
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """matchLabels/matchExpressions(In, Exists) against a pod's labels; {} selects everything."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        if expr["operator"] == "In" and labels.get(expr["key"]) not in expr["values"]:
+            return False
+        if expr["operator"] == "Exists" and expr["key"] not in labels:
+            return False
+    return True
+
+
+def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    return workload["spec"]["template"]["metadata"]["labels"]
+
+
+def policies_for(report: dict[str, Any], overlay: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    return [p for p in objects(report, overlay, "NetworkPolicy") if selects(p["spec"]["podSelector"], labels)]
+
+
+def server_labels(service: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": service, "app.kubernetes.io/component": "server", "app.kubernetes.io/part-of": "handshake"}
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def env_of(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+# ----------------------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("overlay", [*OVERLAYS, "production+subscriber-team"])
+def test_every_rendered_object_validates(report: dict[str, Any], overlay: str) -> None:
+    checks = report[overlay]["checks"]
+    assert len(checks) == len(report[overlay]["objects"]) > 50
+    unchecked = [c["object"] for c in checks if c["validator"] == "none"]
+    assert not unchecked, f"objects no schema knows: {unchecked}"
+    failures = {c["object"]: c["errors"] for c in checks if c["errors"]}
+    assert not failures, failures
+    core = sum(c["validator"] == "kubernetes-validate" for c in checks)
+    assert 0 < core < len(checks)  # both validators were exercised
+
+
+def test_crd_schema_copy_holds_exactly_the_schemas_in_use(report: dict[str, Any]) -> None:
+    used = {c["validator"] for r in report.values() for c in r["checks"] if c["validator"].endswith(".json")}
+    schemas = KUSTOMIZE_ROOT / "crd-schemas"
+    present = {str(p.relative_to(schemas)) for p in schemas.rglob("*.json")}
+    assert present == used
+    assert (schemas / "LICENSE").read_text().startswith("MIT License")
+    readme = (schemas / "README.md").read_text()
+    assert "datreeio/CRDs-catalog" in readme and "7b1e26ef9deea49293714d204c1a2270aab1178f" in readme
+
+
+def test_checkov_passes_production_with_every_skip_explained(checkov_report: dict[str, Any]) -> None:
+    summary = checkov_report["summary"]
+    results = checkov_report["results"]
+    failed = [(f["check_id"], f["resource"]) for f in results["failed_checks"]]
+    assert summary["failed"] == 0 and not failed, failed
+    assert summary["parsing_errors"] == 0
+    assert summary["passed"] > 500
+    skipped = results.get("skipped_checks", [])
+    assert {s["check_id"] for s in skipped} <= ALLOWED_CHECKOV_SKIPS
+    unexplained = [s["check_id"] for s in skipped if len(s["check_result"].get("suppress_comment") or "") < 30]
+    assert not unexplained, f"skips without a reason: {unexplained}"
+
+
+# ------------------------------------------------------------------------------------------------ pods
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_is_locked_down(report: dict[str, Any], overlay: str) -> None:
+    seen = 0
+    for w in workloads(report, overlay):
+        spec = w["spec"]["template"]["spec"]
+        pod_sc = spec.get("securityContext", {})
+        name = f"{w['kind']}/{w['metadata']['name']}"
+        assert spec.get("automountServiceAccountToken") is False, name
+        assert pod_sc.get("fsGroup") == 10001, name
+        for c in spec["containers"] + spec.get("initContainers", []):
+            sc = c.get("securityContext", {})
+            effective = {**pod_sc, **sc}
+            assert effective.get("runAsNonRoot") is True, name
+            assert effective.get("runAsUser") == 10001 and effective.get("runAsGroup") == 10001, name
+            assert effective.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+            assert sc.get("readOnlyRootFilesystem") is True, name
+            assert sc.get("allowPrivilegeEscalation") is False, name
+            assert sc.get("privileged", False) is False, name
+            assert "ALL" in sc.get("capabilities", {}).get("drop", []), name
+            assert not sc.get("capabilities", {}).get("add"), name
+            assert "memory" in c.get("resources", {}).get("limits", {}), name
+            assert {"cpu", "memory"} <= set(c.get("resources", {}).get("requests", {})), name
+            tmp = [m for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            assert tmp and "emptyDir" in volumes[tmp[0]["name"]], f"{name}: /tmp must be an emptyDir"
+            seen += 1
+    assert seen == 2 * len(SERVICES)  # a Deployment and a migration Job per service
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_deployments_have_probes_settings_pdb_and_network_policy(report: dict[str, Any], overlay: str) -> None:
+    deployments = objects(report, overlay, "Deployment")
+    assert sorted(d["metadata"]["name"] for d in deployments) == sorted(SERVICES)
+    pdbs = objects(report, overlay, "PodDisruptionBudget")
+    for d in deployments:
+        name, c, labels = d["metadata"]["name"], container(d), pod_labels(d)
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports["http"] == 8080
+        for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = c[probe]["httpGet"]
+            assert get["path"] == path and ports.get(get["port"], get["port"]) == 8080, (name, probe)
+        env = env_of(c)
+        for var, value in (
+            ("HANDSHAKE_ENVIRONMENT", "production"),
+            ("HANDSHAKE_HTTP_HOST", "0.0.0.0"),
+            ("HANDSHAKE_HTTP_PORT", "8080"),
+            ("HANDSHAKE_MIGRATE_ON_START", "false"),
+        ):
+            assert env[var].get("value") == value, (name, var)
+        assert c["args"] == ["serve"]
+        assert d["spec"]["template"]["spec"].get("topologySpreadConstraints"), name
+        covering = [p for p in pdbs if selects(p["spec"]["selector"], labels)]
+        assert len(covering) == 1, f"{name}: {len(covering)} PDBs"
+        # maxUnavailable keeps a one-replica environment drainable
+        assert covering[0]["spec"].get("maxUnavailable") == 1
+        own = [p for p in policies_for(report, overlay, labels) if p["spec"]["podSelector"]]
+        assert own, f"{name}: no NetworkPolicy of its own"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_migration_job_per_service_runs_migrate_with_the_same_image(report: dict[str, Any], overlay: str) -> None:
+    jobs = {j["metadata"]["name"]: j for j in objects(report, overlay, "Job")}
+    for service in SERVICES:
+        job = jobs[f"{service}-migrate"]
+        c = job["spec"]["template"]["spec"]["containers"][0]
+        assert c["args"] == ["migrate"]
+        assert c["image"] == container(one(report, overlay, "Deployment", service))["image"]
+        assert env_of(c)["HANDSHAKE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": f"{service}-db-app", "key": "uri"}
+        assert policies_for(report, overlay, pod_labels(job)), f"{service}-migrate has no NetworkPolicy"
+        # never selected by the Deployment, the PDB or the Service
+        assert not selects(one(report, overlay, "Deployment", service)["spec"]["selector"], pod_labels(job))
+
+
+def test_production_runs_at_least_two_replicas(report: dict[str, Any]) -> None:
+    for d in objects(report, "production", "Deployment"):
+        assert d["spec"]["replicas"] >= 2, d["metadata"]["name"]
+    for so in objects(report, "production", "ScaledObject"):
+        assert so["spec"]["minReplicaCount"] >= 2
+    for hpa in objects(report, "production", "HorizontalPodAutoscaler"):
+        assert hpa["spec"]["minReplicas"] >= 2
+
+
+def test_dev_runs_one_replica_that_can_be_drained(report: dict[str, Any]) -> None:
+    for d in objects(report, "dev", "Deployment"):
+        assert d["spec"]["replicas"] == 1
+    assert not objects(report, "dev", "ScaledObject") and not objects(report, "dev", "HorizontalPodAutoscaler")
+
+
+# --------------------------------------------------------------------------------------------- secrets
+
+
+def secret_settings(service: str) -> tuple[set[str], set[str]]:
+    """(every HANDSHAKE_ variable the service treats as a secret, those it cannot start without)."""
+    from handshake_inventory.settings import InventorySettings
+    from handshake_order.settings import OrderSettings
+    from handshake_payment.settings import PaymentSettings
+    from handshake_webhook_ingest.settings import WebhookIngestSettings
+
+    cls = {"order": OrderSettings, "payment": PaymentSettings, "inventory": InventorySettings,
+           "webhook-ingest": WebhookIngestSettings}[service]  # fmt: skip
+    secret = set()
+    for field, info in cls.model_fields.items():
+        if "SecretStr" in repr(info.annotation) or SecretStr in typing.get_args(info.annotation):
+            secret.add(f"HANDSHAKE_{field.upper()}")
+    required = {f"HANDSHAKE_{n.upper()}" for n in cls.required_secrets}
+    # the database credential, and the Kafka password (the manifests use SASL_SSL)
+    required |= {"HANDSHAKE_DATABASE_URL", "HANDSHAKE_KAFKA_SASL_PASSWORD"}
+    return secret, required
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_secrets_come_only_from_secret_references(report: dict[str, Any], overlay: str) -> None:
+    assert not objects(report, overlay, "Secret"), "a Secret in git: use an ExternalSecret"
+    for cm in objects(report, overlay, "ConfigMap"):
+        assert not any("SECRET" in k or "PASSWORD" in k or "TOKEN" in k for k in cm.get("data", {})), cm["metadata"]
+    for service in SERVICES:
+        env = env_of(container(one(report, overlay, "Deployment", service)))
+        secret, required = secret_settings(service)
+        assert secret >= required - {"HANDSHAKE_KAFKA_SASL_PASSWORD"}
+        assert required <= set(env), f"{service} lacks {required - set(env)}"
+        for var in secret & set(env):
+            assert "value" not in env[var] and "secretKeyRef" in env[var].get("valueFrom", {}), (service, var)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_referenced_secret_is_made_by_an_operator_or_external_secret(report: dict[str, Any], overlay: str) -> None:
+    made = {es["spec"]["target"]["name"] for es in objects(report, overlay, "ExternalSecret")}
+    made |= {f"{c['metadata']['name']}-app" for c in objects(report, overlay, "Cluster")}
+    made |= {u["metadata"]["name"] for u in objects(report, overlay, "KafkaUser")}
+    made |= {f"{k['metadata']['name']}-cluster-ca-cert" for k in objects(report, overlay, "Kafka")}
+    referenced = set()
+    for w in workloads(report, overlay):
+        spec = w["spec"]["template"]["spec"]
+        referenced |= {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+        for c in spec["containers"]:
+            referenced |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+    for gw in objects(report, overlay, "Gateway"):
+        referenced |= {r["name"] for li in gw["spec"]["listeners"] for r in li.get("tls", {}).get("certificateRefs", [])}
+    for ta in objects(report, overlay, "TriggerAuthentication"):
+        referenced |= {r["name"] for r in ta["spec"].get("secretTargetRef", [])}
+    assert referenced and referenced <= made, f"nothing makes {referenced - made}"
+    # the contract's external secrets: Stripe key, webhook secrets, JWKS, internal credentials, lookup key
+    keys = {d["secretKey"] for es in objects(report, overlay, "ExternalSecret") for d in es["spec"]["data"]}
+    assert {"stripe-api-key", "stripe-webhook-secrets", "jwks.json", "internal-api-tokens", "payment-internal-token",
+            "lookup-token-key"} <= keys  # fmt: skip
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_has_its_own_database(report: dict[str, Any], overlay: str) -> None:
+    clusters = {c["metadata"]["name"]: c for c in objects(report, overlay, "Cluster")}
+    assert set(clusters) == {f"{s}-db" for s in SERVICES}
+    for service in SERVICES:
+        url = env_of(container(one(report, overlay, "Deployment", service)))["HANDSHAKE_DATABASE_URL"]
+        assert url["valueFrom"]["secretKeyRef"] == {"name": f"{service}-db-app", "key": "uri"}
+
+
+# ----------------------------------------------------------------------------------------------- Kafka
+
+
+def expected_acls() -> dict[str, set[tuple[str, str, str, str]]]:
+    """Per service: (resource type, name, pattern, operation) from the topic table and nothing else."""
+    acls: dict[str, set[tuple[str, str, str, str]]] = {s: set() for s in SERVICES}
+    for topic, (producer, consumers) in TOPIC_TABLE.items():
+        acls[producer] |= {("topic", topic, "literal", op) for op in ("Write", "Describe")}
+        for consumer in consumers:
+            acls[consumer] |= {("topic", topic, "literal", op) for op in ("Read", "Describe")}
+            acls[consumer] |= {("topic", dlq_topic(topic), "literal", op) for op in ("Write", "Describe")}
+            acls[consumer] |= {("group", f"{consumer}.", "prefix", op) for op in ("Read", "Describe")}
+    return acls
+
+
+def acl_set(user: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    out = set()
+    for acl in user["spec"]["authorization"]["acls"]:
+        assert acl.get("type", "allow") == "allow" and acl.get("host", "*") == "*"
+        r = acl["resource"]
+        out |= {(r["type"], r["name"], r.get("patternType", "literal"), op) for op in acl["operations"]}
+    return out
+
+
+def test_topic_table_matches_the_code() -> None:
+    assert set(TOPIC_TABLE) == set(SAGA_TOPICS)
+    assert set(ALL_TOPICS) == set(TOPIC_TABLE) | {dlq_topic(t) for t in TOPIC_TABLE}
+    # the consumer groups the services really subscribe with
+    in_code = {}
+    for app in PROJECT_ROOT.glob("services/*/src/*/app.py"):
+        service = app.parents[2].name
+        for group in re.findall(r'group="([^"]+)"', app.read_text()):
+            in_code[group] = service
+    in_table = {group: svc for _, consumers in TOPIC_TABLE.values() for svc, group in consumers.items()}
+    assert in_code == in_table
+    for group, service in in_table.items():
+        assert group.startswith(f"{service}.")  # covered by the service's group prefix ACL
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_topic_has_a_kafkatopic(report: dict[str, Any], overlay: str) -> None:
+    topics = {t["spec"]["topicName"]: t for t in objects(report, overlay, "KafkaTopic")}
+    assert set(topics) == set(ALL_TOPICS)
+    for name, t in topics.items():
+        assert int(t["spec"]["config"]["retention.ms"]) >= 7 * 24 * 3600 * 1000, name
+        if overlay == "production":
+            assert t["spec"]["replicas"] == 3 and t["spec"]["config"]["min.insync.replicas"] == 2, name
+            assert t["spec"]["partitions"] >= 12 or name.endswith(".dlq"), name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kafka_users_have_exactly_the_acls_of_the_topic_table(report: dict[str, Any], overlay: str) -> None:
+    users = {u["metadata"]["name"]: u for u in objects(report, overlay, "KafkaUser")}
+    assert set(users) == set(SERVICES)
+    for service, expected in expected_acls().items():
+        user = users[service]
+        assert user["spec"]["authentication"]["type"] == "scram-sha-512"
+        assert acl_set(user) == expected, service
+        env = env_of(container(one(report, overlay, "Deployment", service)))
+        assert env["HANDSHAKE_KAFKA_SASL_USERNAME"]["value"] == service
+        assert env["HANDSHAKE_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": service, "key": "password"}
+    kafka = one(report, overlay, "Kafka", "handshake")["spec"]["kafka"]
+    assert kafka["authorization"]["type"] == "simple"
+    assert kafka["config"]["auto.create.topics.enable"] is False
+    listeners = kafka["listeners"]
+    assert [(li["port"], li["tls"], li["authentication"]["type"]) for li in listeners] == [(9093, True, "scram-sha-512")]
+
+
+def test_subscribing_team_template_is_read_only_on_the_public_topic(report: dict[str, Any]) -> None:
+    overlay = "production+subscriber-team"
+    subscribers = [u for u in objects(report, overlay, "KafkaUser") if u["metadata"]["name"] not in SERVICES]
+    assert len(subscribers) == 1
+    acls = acl_set(subscribers[0])
+    assert {op for *_, op in acls} == {"Read", "Describe"}
+    assert {(t, n, p) for t, n, p, _ in acls if t == "topic"} == {("topic", "order.events.v1", "literal")}
+    groups = {n for t, n, p, _ in acls if t == "group"}
+    assert len(groups) == 1 and not any(g.startswith(f"{s}.") for g in groups for s in SERVICES)
+    assert all(p == "prefix" for t, _, p, _ in acls if t == "group")
+
+
+# --------------------------------------------------------------------------------------------- gateway
+
+
+def route_matches(report: dict[str, Any], overlay: str) -> dict[str, list[tuple[str, str, str, str, int]]]:
+    """Per HTTPRoute: (method, path type, path, backend, port) for every match of every rule."""
+    out = {}
+    for r in objects(report, overlay, "HTTPRoute"):
+        rows = []
+        for rule in r["spec"]["rules"]:
+            backends = [(b["name"], b["port"]) for b in rule["backendRefs"]]
+            assert len(backends) == 1
+            for m in rule["matches"]:
+                rows.append((m.get("method", "*"), m["path"]["type"], m["path"]["value"], *backends[0]))
+        out[r["metadata"]["name"]] = rows
+    return out
+
+
+def path_matches(kind: str, value: str, path: str) -> bool:
+    if kind == "Exact":
+        return path == value
+    if kind == "PathPrefix":
+        return path == value or path.startswith(value.rstrip("/") + "/")
+    return re.fullmatch(value, path) is not None  # Envoy's RE2 path match is a full match
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_public_paths_are_routed(report: dict[str, Any], overlay: str) -> None:
+    routes = route_matches(report, overlay)
+    assert routes["stripe-webhooks"] == [("POST", "Exact", "/webhooks/stripe", "webhook-ingest", 8080)]
+    order = routes["order-customer-api"]
+    assert {backend for *_, backend, _ in order} == {"order"} and {port for *_, port in order} == {8080}
+    samples = {p: p.replace("{id}", "0b7c3f4e-8f1a-4a55-9d7e-2b1c9a7f5e10") for _, p in ORDER_CUSTOMER_API}
+    allowed = {(m, samples[p]) for m, p in ORDER_CUSTOMER_API}
+    for method, kind, value, *_ in order:
+        assert kind in ("Exact", "RegularExpression") and method != "*"
+        assert any(m == method and path_matches(kind, value, s) for m, s in allowed), (method, value)
+    for m, s in allowed:
+        assert any(method == m and path_matches(kind, value, s) for method, kind, value, *_ in order), (m, s)
+    forbidden = [f"{p}{suffix}" for p in NEVER_ROUTED for suffix in ("", "/", "/x", "/v1/refunds")]
+    forbidden += ["/v1/orders/x/refunds", "/v1/orders/x/y/cancel", "/v1/orders/", "/v1/admin/orders/x",
+                  "/v1/orders/x/../../internal/v1/x"]  # fmt: skip
+    for rows in routes.values():
+        for _, kind, value, *_ in rows:
+            assert not any(value.startswith(p) for p in NEVER_ROUTED)
+            hits = [p for p in forbidden if path_matches(kind, value, p)]
+            assert not hits, (value, hits)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gateway_terminates_tls_and_applies_the_contract_limits(report: dict[str, Any], overlay: str) -> None:
+    gateway = one(report, overlay, "Gateway", "handshake")
+    assert [(li["protocol"], li["tls"]["mode"]) for li in gateway["spec"]["listeners"]] == [("HTTPS", "Terminate")]
+    units = {"Ki": 1024, "Mi": 1024 * 1024}
+    limits = {}
+    for policy in objects(report, overlay, "BackendTrafficPolicy"):
+        (target,) = policy["spec"]["targetRefs"]
+        size = str(policy["spec"]["requestBuffer"]["limit"])
+        number, unit = re.fullmatch(r"(\d+)(Ki|Mi)?", size).groups()  # type: ignore[union-attr]
+        (rule,) = policy["spec"]["rateLimit"]["local"]["rules"]
+        assert policy["spec"]["rateLimit"]["type"] == "Local" and "clientSelectors" not in rule
+        limits[target["name"]] = (int(number) * units.get(unit or "", 1), rule["limit"]["requests"], rule["limit"]["unit"])
+    assert limits == {"stripe-webhooks": (1048576, 100, "Second"), "order-customer-api": (65536, 200, "Second")}
+    (client,) = objects(report, overlay, "ClientTrafficPolicy")
+    assert client["spec"]["tls"]["minVersion"] in ("1.2", "1.3")
+
+
+# ------------------------------------------------------------------------------------------ networking
+
+
+def egress_peers(report: dict[str, Any], overlay: str, labels: dict[str, str]) -> list[tuple[dict[str, Any], set[int]]]:
+    out = []
+    for p in policies_for(report, overlay, labels):
+        for rule in p["spec"].get("egress", []):
+            ports = {port["port"] for port in rule.get("ports", [])}
+            out += [(peer, ports) for peer in rule.get("to", [{}])]
+    return out
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_allow_exactly_the_designed_paths(report: dict[str, Any], overlay: str) -> None:
+    nps = {p["metadata"]["name"]: p["spec"] for p in objects(report, overlay, "NetworkPolicy")}
+    deny = nps["default-deny-all"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    dns = nps["allow-dns"]["egress"]
+    assert dns[0]["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-system"}
+    assert sorted((p["port"], p["protocol"]) for p in dns[0]["ports"]) == [(53, "TCP"), (53, "UDP")]
+    brokers = {"strimzi.io/cluster": "handshake", "strimzi.io/broker-role": "true", "strimzi.io/kind": "Kafka"}
+    for service in SERVICES:
+        labels = server_labels(service)
+        peers = egress_peers(report, overlay, labels)
+        databases = {p["podSelector"]["matchLabels"]["cnpg.io/cluster"] for p, _ in peers
+                     if "cnpg.io/cluster" in p.get("podSelector", {}).get("matchLabels", {})}  # fmt: skip
+        assert databases == {f"{service}-db"}, service
+        assert any(selects(p.get("podSelector", {"matchLabels": {"x": "y"}}), brokers) and ports == {9093} for p, ports in peers)
+        internet = [(p, ports) for p, ports in peers if "ipBlock" in p and p.get("podSelector") is None]
+        if service in ("payment", "webhook-ingest"):
+            assert internet and all(ports == {443} and PRIVATE_RANGES <= set(p["ipBlock"]["except"]) for p, ports in internet)
+        else:
+            assert not internet, service
+        to_payment_internal = [p for p, ports in peers if 8081 in ports]
+        assert bool(to_payment_internal) == (service == "order")
+    # payment's internal port admits order only; the gateway reaches only order and webhook-ingest
+    for service in SERVICES:
+        for p in policies_for(report, overlay, server_labels(service)):
+            for rule in p["spec"].get("ingress", []):
+                ports = {port["port"] for port in rule.get("ports", [])}
+                assert ports, f"{p['metadata']['name']}: an ingress rule without ports"
+                if 8081 in ports:
+                    assert service == "payment" and rule["from"] == [
+                        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "order", "app.kubernetes.io/component": "server"}}}
+                    ]
+                for peer in rule["from"]:
+                    ns = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                    if ns == "envoy-gateway-system":
+                        assert service in ("order", "webhook-ingest") and ports == {8080}
+                    if ns == "monitoring":
+                        assert ports == {8080}
+    # each database admits its own service, its migration Job, its own instances and the CNPG operator
+    for service in SERVICES:
+        db = nps[f"{service}-db"]
+        sources = [peer for rule in db["ingress"] for peer in rule["from"]]
+        names = {peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") for peer in sources}
+        assert names - {None} == {service, "cloudnative-pg"}
+
+
+# -------------------------------------------------------------------------------------- autoscaling
+
+
+def test_autoscalers_never_overlap_and_never_exceed_partitions(report: dict[str, Any]) -> None:
+    overlay = "production"
+    keda = {s["spec"]["scaleTargetRef"]["name"]: s for s in objects(report, overlay, "ScaledObject")}
+    hpa = {h["spec"]["scaleTargetRef"]["name"] for h in objects(report, overlay, "HorizontalPodAutoscaler")}
+    assert set(keda) == {"order", "payment", "inventory"} and hpa == {"webhook-ingest"}
+    assert not set(keda) & hpa
+    partitions = {t["spec"]["topicName"]: t["spec"]["partitions"] for t in objects(report, overlay, "KafkaTopic")}
+    auths = {a["metadata"]["name"] for a in objects(report, overlay, "TriggerAuthentication")}
+    for service, so in keda.items():
+        triggers = so["spec"]["triggers"]
+        consumed = {(t, g) for t, (_, consumers) in TOPIC_TABLE.items() for s, g in consumers.items() if s == service}
+        assert {(t["metadata"]["topic"], t["metadata"]["consumerGroup"]) for t in triggers} == consumed
+        for t in triggers:
+            assert t["type"] == "kafka" and t["authenticationRef"]["name"] in auths
+            assert (t["metadata"]["sasl"], t["metadata"]["tls"]) == ("scram_sha512", "enable")
+            assert so["spec"]["maxReplicaCount"] <= partitions[t["metadata"]["topic"]]
+
+
+# --------------------------------------------------------------------------------- images, monitoring
+
+
+def test_production_images_are_pinned_by_digest_and_dev_by_tag(report: dict[str, Any]) -> None:
+    for overlay, pinned in (("production", True), ("dev", False)):
+        for w in workloads(report, overlay):
+            for c in w["spec"]["template"]["spec"]["containers"]:
+                assert bool(DIGEST.search(c["image"])) == pinned, (overlay, c["image"])
+                if not pinned:
+                    assert re.search(r":[\w.-]+$", c["image"]), c["image"]
+
+
+def declared_metrics() -> set[str]:
+    names = set()
+    for source in [*PROJECT_ROOT.glob("shared/src/**/*.py"), *PROJECT_ROOT.glob("services/*/src/**/*.py")]:
+        for kind, name in re.findall(r'(Counter|Gauge|Histogram)\(\s*"(handshake_\w+)"', source.read_text()):
+            base = name.removesuffix("_total")
+            names |= {name} | ({base + "_total"} if kind == "Counter" else set())
+            if kind == "Histogram":
+                names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return names
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_monitoring_scrapes_every_service_and_alerts_on_real_metrics(report: dict[str, Any], overlay: str) -> None:
+    monitors = {m["metadata"]["name"]: m for m in objects(report, overlay, "ServiceMonitor")}
+    assert set(monitors) == set(SERVICES)
+    services = objects(report, overlay, "Service")
+    for name, m in monitors.items():
+        scraped = [s for s in services if selects(m["spec"]["selector"], s["metadata"].get("labels", {}))]
+        assert [s["metadata"]["name"] for s in scraped] == [name]  # never payment-internal
+        assert [(e["port"], e["path"]) for e in m["spec"]["endpoints"]] == [("http", "/metrics")]
+    known = declared_metrics()
+    exprs = [r["expr"] for rule in objects(report, overlay, "PrometheusRule") for g in rule["spec"]["groups"] for r in g["rules"]]
+    used = {name for e in exprs for name in re.findall(r"\bhandshake_\w+", e)}
+    assert used and used <= known, f"alerts on metrics no code exports: {used - known}"
+    assert {
+        "handshake_orders_stuck", "handshake_dead_letters_total", "handshake_outbox_oldest_pending_seconds",
+        "handshake_reconciliation_mismatches_total", "handshake_webhook_rejected_total",
+        "handshake_consumer_last_processed_timestamp_seconds",
+    } <= used  # fmt: skip
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_payment_internal_api_has_its_own_service(report: dict[str, Any], overlay: str) -> None:
+    internal = one(report, overlay, "Service", "payment-internal")
+    assert [(p["port"], p["targetPort"]) for p in internal["spec"]["ports"]] == [(8081, "internal")]
+    ports = {p["name"]: p["containerPort"] for p in container(one(report, overlay, "Deployment", "payment"))["ports"]}
+    assert ports["internal"] == 8081
+    for name in SERVICES:
+        assert [p["port"] for p in one(report, overlay, "Service", name)["spec"]["ports"]] == [8080]
+    order_env = env_of(container(one(report, overlay, "Deployment", "order")))
+    assert order_env["HANDSHAKE_PAYMENT_INTERNAL_URL"]["value"] == "http://payment-internal:8081"
