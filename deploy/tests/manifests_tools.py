@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,8 @@ def checkov(venv: Path, rendered: Path) -> dict[str, Any]:
 
 
 def kustomize(path: Path) -> str:
+    if shutil.which("kubectl") is None:
+        raise RuntimeError("kubectl is needed to render the manifests (kubectl kustomize, kustomize v5)")
     out = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {path} failed: {out.stderr.strip()}")

@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from deploy.tests.manifests_tools import KUSTOMIZE_ROOT, PROJECT_ROOT, checkov, kustomize, render_and_validate, tools_venv
+from deploy.tests.manifests_tools import (
+    KUSTOMIZE_ROOT,
+    PROJECT_ROOT,
+    checkov,
+    kustomize,
+    render_and_validate,
+    tools_venv,
+)
 from handshake_shared.events.topics import ALL_TOPICS, SAGA_TOPICS, dlq_topic
 
 SERVICES = ("order", "payment", "inventory", "webhook-ingest")
@@ -113,7 +120,11 @@ def policies_for(report: dict[str, Any], overlay: str, labels: dict[str, str]) -
 
 
 def server_labels(service: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": service, "app.kubernetes.io/component": "server", "app.kubernetes.io/part-of": "handshake"}
+    return {
+        "app.kubernetes.io/name": service,
+        "app.kubernetes.io/component": "server",
+        "app.kubernetes.io/part-of": "handshake",
+    }
 
 
 def container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -234,7 +245,8 @@ def test_a_migration_job_per_service_runs_migrate_with_the_same_image(report: di
         c = job["spec"]["template"]["spec"]["containers"][0]
         assert c["args"] == ["migrate"]
         assert c["image"] == container(one(report, overlay, "Deployment", service))["image"]
-        assert env_of(c)["HANDSHAKE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": f"{service}-db-app", "key": "uri"}
+        database_url = env_of(c)["HANDSHAKE_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert database_url == {"name": f"{service}-db-app", "key": "uri"}
         assert policies_for(report, overlay, pod_labels(job)), f"{service}-migrate has no NetworkPolicy"
         # never selected by the Deployment, the PDB or the Service
         assert not selects(one(report, overlay, "Deployment", service)["spec"]["selector"], pod_labels(job))
@@ -292,7 +304,9 @@ def test_secrets_come_only_from_secret_references(report: dict[str, Any], overla
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_referenced_secret_is_made_by_an_operator_or_external_secret(report: dict[str, Any], overlay: str) -> None:
+def test_every_referenced_secret_is_made_by_an_operator_or_external_secret(
+    report: dict[str, Any], overlay: str
+) -> None:
     made = {es["spec"]["target"]["name"] for es in objects(report, overlay, "ExternalSecret")}
     made |= {f"{c['metadata']['name']}-app" for c in objects(report, overlay, "Cluster")}
     made |= {u["metadata"]["name"] for u in objects(report, overlay, "KafkaUser")}
@@ -302,9 +316,12 @@ def test_every_referenced_secret_is_made_by_an_operator_or_external_secret(repor
         spec = w["spec"]["template"]["spec"]
         referenced |= {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
         for c in spec["containers"]:
-            referenced |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+            from_env = [e.get("valueFrom", {}) for e in c.get("env", [])]
+            refs = [v["secretKeyRef"] for v in from_env if "secretKeyRef" in v]
+            referenced |= {r["name"] for r in refs}
     for gw in objects(report, overlay, "Gateway"):
-        referenced |= {r["name"] for li in gw["spec"]["listeners"] for r in li.get("tls", {}).get("certificateRefs", [])}
+        for listener in gw["spec"]["listeners"]:
+            referenced |= {r["name"] for r in listener.get("tls", {}).get("certificateRefs", [])}
     for ta in objects(report, overlay, "TriggerAuthentication"):
         referenced |= {r["name"] for r in ta["spec"].get("secretTargetRef", [])}
     assert referenced and referenced <= made, f"nothing makes {referenced - made}"
@@ -388,7 +405,8 @@ def test_kafka_users_have_exactly_the_acls_of_the_topic_table(report: dict[str, 
     assert kafka["authorization"]["type"] == "simple"
     assert kafka["config"]["auto.create.topics.enable"] is False
     listeners = kafka["listeners"]
-    assert [(li["port"], li["tls"], li["authentication"]["type"]) for li in listeners] == [(9093, True, "scram-sha-512")]
+    only = [(li["port"], li["tls"], li["authentication"]["type"]) for li in listeners]
+    assert only == [(9093, True, "scram-sha-512")]
 
 
 def test_subscribing_team_template_is_read_only_on_the_public_topic(report: dict[str, Any]) -> None:
@@ -463,7 +481,8 @@ def test_gateway_terminates_tls_and_applies_the_contract_limits(report: dict[str
         number, unit = re.fullmatch(r"(\d+)(Ki|Mi)?", size).groups()  # type: ignore[union-attr]
         (rule,) = policy["spec"]["rateLimit"]["local"]["rules"]
         assert policy["spec"]["rateLimit"]["type"] == "Local" and "clientSelectors" not in rule
-        limits[target["name"]] = (int(number) * units.get(unit or "", 1), rule["limit"]["requests"], rule["limit"]["unit"])
+        size_bytes = int(number) * units.get(unit or "", 1)
+        limits[target["name"]] = (size_bytes, rule["limit"]["requests"], rule["limit"]["unit"])
     assert limits == {"stripe-webhooks": (1048576, 100, "Second"), "order-customer-api": (65536, 200, "Second")}
     (client,) = objects(report, overlay, "ClientTrafficPolicy")
     assert client["spec"]["tls"]["minVersion"] in ("1.2", "1.3")
@@ -496,10 +515,12 @@ def test_network_policies_allow_exactly_the_designed_paths(report: dict[str, Any
         databases = {p["podSelector"]["matchLabels"]["cnpg.io/cluster"] for p, _ in peers
                      if "cnpg.io/cluster" in p.get("podSelector", {}).get("matchLabels", {})}  # fmt: skip
         assert databases == {f"{service}-db"}, service
-        assert any(selects(p.get("podSelector", {"matchLabels": {"x": "y"}}), brokers) and ports == {9093} for p, ports in peers)
+        to_brokers = [ports for p, ports in peers if "podSelector" in p and selects(p["podSelector"], brokers)]
+        assert to_brokers == [{9093}], service
         internet = [(p, ports) for p, ports in peers if "ipBlock" in p and p.get("podSelector") is None]
         if service in ("payment", "webhook-ingest"):
-            assert internet and all(ports == {443} and PRIVATE_RANGES <= set(p["ipBlock"]["except"]) for p, ports in internet)
+            assert internet
+            assert all(ports == {443} and PRIVATE_RANGES <= set(p["ipBlock"]["except"]) for p, ports in internet)
         else:
             assert not internet, service
         to_payment_internal = [p for p, ports in peers if 8081 in ports]
@@ -511,9 +532,8 @@ def test_network_policies_allow_exactly_the_designed_paths(report: dict[str, Any
                 ports = {port["port"] for port in rule.get("ports", [])}
                 assert ports, f"{p['metadata']['name']}: an ingress rule without ports"
                 if 8081 in ports:
-                    assert service == "payment" and rule["from"] == [
-                        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "order", "app.kubernetes.io/component": "server"}}}
-                    ]
+                    order = {"app.kubernetes.io/name": "order", "app.kubernetes.io/component": "server"}
+                    assert service == "payment" and rule["from"] == [{"podSelector": {"matchLabels": order}}]
                 for peer in rule["from"]:
                     ns = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
                     if ns == "envoy-gateway-system":
@@ -582,7 +602,8 @@ def test_monitoring_scrapes_every_service_and_alerts_on_real_metrics(report: dic
         assert [s["metadata"]["name"] for s in scraped] == [name]  # never payment-internal
         assert [(e["port"], e["path"]) for e in m["spec"]["endpoints"]] == [("http", "/metrics")]
     known = declared_metrics()
-    exprs = [r["expr"] for rule in objects(report, overlay, "PrometheusRule") for g in rule["spec"]["groups"] for r in g["rules"]]
+    groups = [g for rule in objects(report, overlay, "PrometheusRule") for g in rule["spec"]["groups"]]
+    exprs = [r["expr"] for g in groups for r in g["rules"]]
     used = {name for e in exprs for name in re.findall(r"\bhandshake_\w+", e)}
     assert used and used <= known, f"alerts on metrics no code exports: {used - known}"
     assert {
