@@ -7,6 +7,7 @@ the reason and does not mistake it for a crash worth retrying quickly."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -16,7 +17,8 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from handshake_shared.migrations import upgrade
+from handshake_shared.logging import configure_logging
+from handshake_shared.migrations import upgrade, wait_for_schema
 from handshake_shared.settings import InsecureConfiguration, MigrationSettings, ServiceSettings
 
 EX_CONFIG = 78
@@ -34,8 +36,11 @@ def main(migrations_package: str, load_settings: Callable[[], ServiceSettings], 
     if command != "serve":
         raise SystemExit(f"usage: python -m {service} [serve|migrate], not {command!r}")
     settings = read_settings(service, load_settings)
+    configure_logging(service.removeprefix("handshake_").replace("_", "-"), settings.log_level)
     if settings.migrate_on_start:
         upgrade(migrations_package, settings.database_url.get_secret_value())
+    else:
+        wait_for_schema(migrations_package, settings.database_url.get_secret_value())
     serve(create_app(settings), settings)
 
 
@@ -82,4 +87,9 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     sockets = [listening_socket(settings.http_host, settings.http_port)]
     if settings.internal_http_port is not None:
         sockets.append(listening_socket(settings.http_host, settings.internal_http_port))
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again against the handler it
+    # found: with the default one the process would die by the signal after an orderly stop. An orderly
+    # stop exits 0, so an orchestrator (and a test) can tell it from a crash.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
     uvicorn.Server(config).run(sockets=sockets)

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from importlib.resources import files
 
+import structlog
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from handshake_shared.db import async_url
@@ -55,3 +60,38 @@ def alembic_config(migrations_package: str, url: str) -> Config:
 
 def upgrade(migrations_package: str, url: str) -> None:
     command.upgrade(alembic_config(migrations_package, url), "head")
+
+
+def pending_revisions(migrations_package: str, url: str) -> set[str]:
+    """The heads of the code's history that the database has not reached (empty: the schema is current)."""
+    heads = set(ScriptDirectory.from_config(alembic_config(migrations_package, url)).get_heads())
+
+    async def current() -> set[str]:
+        engine = create_async_engine(async_url(url), poolclass=pool.NullPool)
+        try:
+            async with engine.connect() as conn:
+                return set(await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_heads()))
+        finally:
+            await engine.dispose()
+
+    return heads - asyncio.run(current())
+
+
+def wait_for_schema(migrations_package: str, url: str, *, poll_seconds: float = 2.0) -> None:
+    """A serving process that does not migrate waits for the release's migration job: consumers that met
+    a table or column they expect but the database lacks would dead-letter good messages."""
+    log = structlog.get_logger("migrations")
+    waiting = False
+    while True:
+        try:
+            missing = pending_revisions(migrations_package, url)
+        except (OSError, SQLAlchemyError) as exc:  # database not reachable yet: the same wait
+            missing = {f"unknown ({type(exc).__name__})"}
+        if not missing:
+            if waiting:
+                log.info("schema is current; starting")
+            return
+        if not waiting:
+            log.warning("waiting for the migration job: the database lacks revisions", missing=sorted(missing))
+            waiting = True
+        time.sleep(poll_seconds)
