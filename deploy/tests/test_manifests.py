@@ -484,8 +484,27 @@ def test_gateway_terminates_tls_and_applies_the_contract_limits(report: dict[str
         size_bytes = int(number) * units.get(unit or "", 1)
         limits[target["name"]] = (size_bytes, rule["limit"]["requests"], rule["limit"]["unit"])
     assert limits == {"stripe-webhooks": (1048576, 100, "Second"), "order-customer-api": (65536, 200, "Second")}
+    # the nginx edge the end-to-end test runs carries the very same numbers
+    assert limits == nginx_limits()
     (client,) = objects(report, overlay, "ClientTrafficPolicy")
     assert client["spec"]["tls"]["minVersion"] in ("1.2", "1.3")
+
+
+def nginx_limits() -> dict[str, tuple[int, int, str]]:
+    """Body size, rate and bucket per route of deploy/gateway/nginx.conf.template, in the policies' terms."""
+    text = (Path(__file__).resolve().parents[1] / "gateway" / "nginx.conf.template").read_text()
+    rates = {z: int(r) for z, r in re.findall(r"limit_req_zone \S+ zone=(\w+):\S+ rate=(\d+)r/s;", text)}
+    units = {"k": 1024, "m": 1024 * 1024}
+    routes = {"stripe-webhooks": r"location = /webhooks/stripe \{(.*?)\n        \}", "order-customer-api": r"location /v1/ \{(.*?)\n        \}"}
+    out = {}
+    for route, pattern in routes.items():
+        block = re.search(pattern, text, re.S).group(1)  # type: ignore[union-attr]
+        number, unit = re.search(r"client_max_body_size (\d+)([km]);", block).groups()  # type: ignore[union-attr]
+        zone, burst = re.search(r"limit_req zone=(\w+) burst=(\d+) nodelay;", block).groups()  # type: ignore[union-attr]
+        # a token bucket of N refilled N per second is nginx's rate=N/s with burst=N
+        assert int(burst) == rates[zone], route
+        out[route] = (int(number) * units[unit], rates[zone], "Second")
+    return out
 
 
 # ------------------------------------------------------------------------------------------ networking
