@@ -67,8 +67,9 @@ for package in "${packages[@]}"; do
   tar -C "$root/$package" --exclude=build --exclude='*.egg-info' --exclude=__pycache__ --exclude=tests \
     -cf - . | tar -C "$sources/$package" -xf -
 done
-# the same commit gives byte-identical wheels, so an unchanged tree reuses the cached image layers
-SOURCE_DATE_EPOCH=$(git -C "$root" log -1 --format=%ct) \
+# one fixed timestamp in every wheel: the same sources give byte-identical wheels, so an unchanged
+# tree reuses the cached image layers (commits elsewhere in the repository do not invalidate them)
+SOURCE_DATE_EPOCH=315532800 \
   "$python" -m pip wheel --quiet --disable-pip-version-check \
     --constraint "$root/constraints.txt" --wheel-dir "$context/wheels" \
     "${packages[@]/#/$sources/}"
@@ -76,6 +77,8 @@ SOURCE_DATE_EPOCH=$(git -C "$root" log -1 --format=%ct) \
   --dest "$context/pip" "pip==$pip_version"
 mv "$context"/pip/pip-*.whl "$context/pip/pip.whl"
 cp "$root/constraints.txt" "$here/install-venv" "$context/"
+# podman's layer cache also compares file times: a rebuilt but identical context must look identical
+find "$context" -exec touch --no-dereference --date=@315532800 {} +
 wheels_done=$SECONDS
 
 revision=$(git -C "$root" rev-parse HEAD)
@@ -83,7 +86,8 @@ for service in "${services[@]}"; do
   version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/services/$service/pyproject.toml")
   "$engine" build "${engine_args[@]}" "${base_args[@]}" \
     --network none \
-    --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
+    --label "org.opencontainers.image.version=$version" \
+    --label "org.opencontainers.image.revision=$revision" \
     --target "$service" --tag "$prefix$service:$tag" \
     --file "$here/Dockerfile" "$context" >&2
 done

