@@ -229,6 +229,9 @@ def test_migrate_serve_ready_and_stop_cleanly_on_sigterm(
     assert served.returncode == 0, served.stderr
     ready_seconds = wait_ready(container_name, port, started)
 
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    assert "# TYPE" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
     state = inspect_state(container_name)
     pid = state["Pid"]
     assert process_ids(pid) == (10001, 10001), "the service does not run as 10001:10001"
