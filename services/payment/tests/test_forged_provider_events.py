@@ -6,10 +6,8 @@ event still works."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -23,7 +21,7 @@ from handshake_shared.consumer import InfrastructureUnavailable
 from handshake_shared.envelope import CloudEvent, build_event
 from handshake_shared.events import PAYMENT_EVENTS, PROVIDER_EVENTS, dlq_topic
 from handshake_shared.events.provider import ProviderStripeEvent, seal_delivery
-from handshake_devstack.testing.fixtures import isolated_kafka_settings, serve_in_process
+from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings, serve_in_process
 from payment_test_provider_signing import WEBHOOK_SECRET, forwarded, sign, stripe_event_body  # loaded by conftest
 
 CARD_OK = "4242424242424242"
@@ -68,16 +66,6 @@ def gap_scan_message(provider_event: dict[str, Any], order_id: str) -> CloudEven
         service="webhook-ingest", type="provider.stripe.event", order_id=order_id, sequence=1,
         data=ProviderStripeEvent.of(provider_event),
     )
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def rows(service, sql: str, **params: Any) -> list[Any]:  # type: ignore[no-untyped-def]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -14,23 +13,13 @@ from handshake_payment.app import create_app
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_shared.envelope import CloudEvent, parse_event
 from handshake_shared.events import ORDER_EVENTS, PAYMENT_EVENTS, PROVIDER_EVENTS
-from handshake_devstack.testing.fixtures import isolated_kafka_settings, serve_in_process
+from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings, serve_in_process
 
 CARD_OK = "4242424242424242"
 # localstripe declines a PaymentIntent charge only for 4000000000000341 and two 3-D Secure numbers; Stripe's
 # generic decline 4000000000000002 is refused by localstripe only when attached to a customer, and a
 # PaymentIntent confirmed with it succeeds
 CARD_DECLINED = "4000000000000341"
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def publish(producer: AIOKafkaProducer, topic: str, event: CloudEvent) -> None:

@@ -5,11 +5,13 @@ PostgreSQL and Apache Kafka (needs Docker) with the Stripe emulator still local.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -81,3 +83,14 @@ def isolated_kafka_settings(stack: EmbeddedStack) -> dict[str, object]:
         "kafka_heartbeat_interval_ms": 300,
         "outbox_idle_poll_seconds": 0.1,
     }
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
+    """Await check() until it returns something truthy (what another task or process does, seen from a test)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
