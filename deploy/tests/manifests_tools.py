@@ -1,4 +1,4 @@
-"""The manifest tools (checkov, kubernetes-validate, jsonschema, PyYAML) and how the test reaches them.
+"""The manifest tools (kubectl, checkov, kubernetes-validate, jsonschema, PyYAML) and how the test reaches them.
 
 They live in a virtual environment of their own, .data/manifests-venv (git-ignored), made from
 deploy/requirements-manifests.txt the first time and whenever that file changes: checkov pins
@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,10 +62,8 @@ def checkov(venv: Path, rendered: Path) -> dict[str, Any]:
     return report[0] if isinstance(report, list) else report
 
 
-def kustomize(path: Path) -> str:
-    if shutil.which("kubectl") is None:
-        raise RuntimeError("kubectl is needed to render the manifests (kubectl kustomize, kustomize v5)")
-    out = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True, timeout=120)
+def kustomize(venv: Path, path: Path) -> str:
+    out = subprocess.run([str(venv / "bin" / "kubectl"), "kustomize", str(path)], capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {path} failed: {out.stderr.strip()}")
     return out.stdout

@@ -3,7 +3,7 @@ the API server and the operators' schemas, passed by checkov, and checked here f
 money and customers safe: locked-down pods, secrets only by reference, Kafka ACLs exactly as the topic
 table, only the public paths routed, default-deny networking, autoscalers that cannot fight.
 
-Needs kubectl (for `kubectl kustomize`); the validators come from deploy/tests/manifests_tools.py."""
+kubectl (for `kubectl kustomize`) and the validators come from PyPI into a venv of their own (manifests_tools.py)."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def report(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
 @pytest.fixture(scope="module")
 def checkov_report(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     rendered = tmp_path_factory.mktemp("checkov") / "production.yaml"
-    rendered.write_text(kustomize(KUSTOMIZE_ROOT / "overlays" / "production"))
+    rendered.write_text(kustomize(venv, KUSTOMIZE_ROOT / "overlays" / "production"))
     return checkov(venv, rendered)
 
 
