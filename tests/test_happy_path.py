@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.formats.json import JSONFormat
+
 from handshake_shared.envelope import CONTENT_TYPE, parse_event
 from handshake_shared.events.topics import SAGA_TOPICS
 from tests.kafka_log import read_topics
@@ -47,13 +50,20 @@ def test_checkout_to_fulfillment_pending_through_events_only(shop, system):  # t
         ("paid", "fulfillment_pending"),
     ]
 
-    # contract: every message on the saga topics is a valid CloudEvent keyed by its order id
+    # contract: every message on the saga topics is a valid CloudEvent keyed by its order id, in structured
+    # mode as the Kafka protocol binding defines it, so the CloudEvents SDK's auto-detection reads it as is
     records = read_topics(system.stack.broker.bootstrap_servers, list(SAGA_TOPICS))
     assert records, "nothing was published"
     for record in records:
         event = parse_event(record.value)
         assert record.key == event.subject.encode() == event.correlationid.encode()
         assert record.headers["content-type"] == CONTENT_TYPE.encode()
+        # no ce_ headers (they mean binary mode) and no client-library headers of its own beside the body's
+        assert set(record.headers) <= {"content-type", "traceparent"}, record.headers
+        read = ce_kafka.from_kafka(ce_kafka.KafkaMessage(headers=record.headers, key=record.key, value=record.value),
+                                   JSONFormat())  # fmt: skip
+        assert (read.get_id(), read.get_type(), read.get_source()) == (str(event.id), event.type, event.source)
+        assert read.get_extension("sequence") == f"{event.sequence:020d}"
 
     mine = [parse_event(r.value) for r in records if r.key == order_id.encode()]
     # each producing service numbers this order's events 1, 2, 3, ... in the order it emitted them

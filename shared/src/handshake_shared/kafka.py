@@ -71,7 +71,15 @@ def make_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
         metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
         security=broker_security(settings),
         logger=None,
+        # FastStream would add a `correlation_id` header of its own to every message it publishes; our
+        # messages are CloudEvents in structured mode, identified and correlated by their body's `id` and
+        # `correlationid`, so the only headers are the ones the envelope sets (envelope.kafka_headers)
+        id_generator=_no_correlation_id,
     )
+
+
+def _no_correlation_id() -> str:
+    return ""
 
 
 def relay_sender(broker: KafkaBroker):  # type: ignore[no-untyped-def]

@@ -8,6 +8,9 @@ from handshake_shared.events.base import Payload
 
 
 class PaymentIntentCreated(Payload):
+    """The attempt's PaymentIntent exists at the provider."""
+
+    event_type = "payment.intent_created"
     order_id: str
     attempt_id: str
     payment_intent_id: str
@@ -16,6 +19,9 @@ class PaymentIntentCreated(Payload):
 
 
 class PaymentSucceeded(Payload):
+    """The provider took the attempt's money."""
+
+    event_type = "payment.succeeded"
     order_id: str
     attempt_id: str
     payment_intent_id: str
@@ -24,8 +30,9 @@ class PaymentSucceeded(Payload):
 
 
 class PaymentFailed(Payload):
-    """payment.failed / payment.canceled / payment.capture_failed."""
+    """The attempt was declined (also the base of payment.canceled and payment.capture_failed)."""
 
+    event_type = "payment.failed"
     order_id: str
     attempt_id: str
     payment_intent_id: str | None = None
@@ -33,7 +40,28 @@ class PaymentFailed(Payload):
     failure_message: str | None = None
 
 
+class PaymentAuthorized(PaymentSucceeded):
+    """Manual capture: the provider holds the money; it is taken when the order asks for the capture."""
+
+    event_type = "payment.authorized"
+
+
+class PaymentCanceled(PaymentFailed):
+    """The attempt's PaymentIntent was cancelled at the provider."""
+
+    event_type = "payment.canceled"
+
+
+class PaymentCaptureFailed(PaymentFailed):
+    """The provider refused to capture an authorized attempt."""
+
+    event_type = "payment.capture_failed"
+
+
 class PaymentRefunded(Payload):
+    """The provider confirmed a refund."""
+
+    event_type = "payment.refunded"
     order_id: str
     refund_id: str = Field(description="the order's refund id, or payment's own for an automatic refund")
     attempt_id: str
@@ -49,6 +77,7 @@ class PaymentRefundReversed(Payload):
     """A refund the provider had accepted failed afterwards (closed card, bank refusal): the money went back
     to the merchant's balance and the customer did not get it. It no longer counts as refunded."""
 
+    event_type = "payment.refund_reversed"
     order_id: str
     refund_id: str = Field(description="the refund row: the order's refund id, or payment's own")
     attempt_id: str
@@ -60,6 +89,9 @@ class PaymentRefundReversed(Payload):
 
 
 class PaymentRefundFailed(Payload):
+    """The provider refused a refund; the money is still held."""
+
+    event_type = "payment.refund_failed"
     order_id: str
     refund_id: str
     amount: int
@@ -70,6 +102,7 @@ class PaymentRefundFailed(Payload):
 class PaymentMismatch(Payload):
     """The provider holds a different amount or currency than the attempt asked for: never fulfil."""
 
+    event_type = "payment.mismatch"
     order_id: str
     attempt_id: str
     payment_intent_id: str
@@ -82,6 +115,9 @@ class PaymentMismatch(Payload):
 
 
 class PaymentDisputed(Payload):
+    """The customer disputed the payment with their bank."""
+
+    event_type = "payment.disputed"
     order_id: str
     attempt_id: str
     payment_intent_id: str

@@ -99,6 +99,9 @@ def open_delivery(sealed: SealedDelivery, secrets: Sequence[str]) -> tuple[bytes
 
 
 class ProviderStripeEvent(Payload):
+    """A Stripe event as webhook-ingest received it, with the sealed signed delivery as proof."""
+
+    event_type = "provider.stripe.event"
     provider_event_id: str
     provider_type: str
     created: int

@@ -1,50 +1,36 @@
-"""Which payload model and topic belong to each event type."""
+"""Which payload model and topic belong to each event type: built from the payload classes, each of which
+carries its own type, so a type can never be listed with another type's model."""
 
 from __future__ import annotations
-
-from pydantic import BaseModel
 
 from handshake_shared.events import inventory as inv
 from handshake_shared.events import order as o
 from handshake_shared.events import payment as pay
 from handshake_shared.events import provider as prov
+from handshake_shared.events.base import Payload
 from handshake_shared.events.topics import INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, PROVIDER_EVENTS
 
-EVENT_MODELS: dict[str, type[BaseModel]] = {
-    "order.placed": o.OrderPlaced,
-    "order.payment_requested": o.OrderPaymentRequested,
-    "order.payment_pending": o.OrderPaymentPending,
-    "order.paid": o.OrderPaid,
-    "order.fulfillment_pending": o.OrderFulfillmentPending,
-    "order.fulfilled": o.OrderStateChanged,
-    "order.cancelled": o.OrderStateChanged,
-    "order.expired": o.OrderStateChanged,
-    "order.refund_requested": o.OrderRefundRequested,
-    "order.refunded": o.OrderRefunded,
-    "order.partially_refunded": o.OrderRefunded,
-    "order.payment_authorized": o.OrderPaymentAuthorized,
-    "order.capture_requested": o.OrderCaptureRequested,
-    "order.needs_review": o.OrderStateChanged,
-    "inventory.reserved": inv.InventoryReserved,
-    "inventory.rejected": inv.InventoryRejected,
-    "inventory.committed": inv.InventoryCommitted,
-    "inventory.commit_failed": inv.InventoryCommitFailed,
-    "inventory.restocked": inv.InventoryRestocked,
-    "inventory.released": inv.InventoryReleased,
-    "inventory.reservation_expired": inv.InventoryReleased,
-    "payment.intent_created": pay.PaymentIntentCreated,
-    "payment.authorized": pay.PaymentSucceeded,
-    "payment.succeeded": pay.PaymentSucceeded,
-    "payment.failed": pay.PaymentFailed,
-    "payment.canceled": pay.PaymentFailed,
-    "payment.capture_failed": pay.PaymentFailed,
-    "payment.refunded": pay.PaymentRefunded,
-    "payment.refund_failed": pay.PaymentRefundFailed,
-    "payment.refund_reversed": pay.PaymentRefundReversed,
-    "payment.mismatch": pay.PaymentMismatch,
-    "payment.disputed": pay.PaymentDisputed,
-    "provider.stripe.event": prov.ProviderStripeEvent,
-}
+_MODELS: tuple[type[Payload], ...] = (
+    *o.ORDER_EVENT_MODELS,
+    inv.InventoryReserved, inv.InventoryRejected, inv.InventoryCommitted, inv.InventoryCommitFailed,
+    inv.InventoryRestocked, inv.InventoryReleased, inv.InventoryReservationExpired,
+    pay.PaymentIntentCreated, pay.PaymentAuthorized, pay.PaymentSucceeded, pay.PaymentFailed, pay.PaymentCanceled,
+    pay.PaymentCaptureFailed, pay.PaymentRefunded, pay.PaymentRefundFailed, pay.PaymentRefundReversed,
+    pay.PaymentMismatch, pay.PaymentDisputed,
+    prov.ProviderStripeEvent,
+)  # fmt: skip
+
+
+def _by_type(models: tuple[type[Payload], ...]) -> dict[str, type[Payload]]:
+    registry: dict[str, type[Payload]] = {}
+    for model in models:
+        if not model.event_type or model.event_type in registry:
+            raise RuntimeError(f"{model.__name__}: every payload class needs an event type of its own")
+        registry[model.event_type] = model
+    return registry
+
+
+EVENT_MODELS: dict[str, type[Payload]] = _by_type(_MODELS)
 
 TOPIC_OF: dict[str, str] = {
     t: {"order": ORDER_EVENTS, "inventory": INVENTORY_EVENTS, "payment": PAYMENT_EVENTS, "provider": PROVIDER_EVENTS}[
@@ -54,7 +40,7 @@ TOPIC_OF: dict[str, str] = {
 }
 
 
-def payload_model(event_type: str) -> type[BaseModel]:
+def payload_model(event_type: str) -> type[Payload]:
     try:
         return EVENT_MODELS[event_type]
     except KeyError:
