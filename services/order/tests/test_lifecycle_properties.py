@@ -13,6 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from handshake_order.domain import saga
 from handshake_order.domain.states import ORDER_LIFECYCLE
 from handshake_order.domain.states import OrderState as S
+from handshake_shared.events import ORDER_EVENTS, TOPIC_OF, payload_model
 from handshake_shared.events import inventory as inv
 from handshake_shared.events import payment as pay
 
@@ -35,17 +36,28 @@ class OrderLifecycle(RuleBasedStateMachine):
         # to the shelf when the order announces order.cancelled (inventory restocks a committed reservation)
         self.sold = False
         self.n = 0
+        # what a subscriber of order.events.v1 knows: the state rebuilt from the announced transitions alone
+        self.topic_state = S.DRAFT.value
 
     def apply(self, decision: saga.Decision) -> None:
         for current, target, _ in decision.transitions:
             assert ORDER_LIFECYCLE.can(current, target), (current, target)
             self.history.append((current, target))
-        for type_, data in decision.emits:
-            if type_ == "order.refund_requested":
+        announced = [e.transition for e in decision.emits if e.transition is not None]
+        assert [(t.from_state, t.to_state, t.reason) for t in announced] == decision.transitions
+        for data in decision.emits:
+            # what goes on the topic is a registered order event whose payload survives the wire
+            assert TOPIC_OF[data.event_type] == ORDER_EVENTS
+            assert payload_model(data.event_type).model_validate(data.model_dump(mode="json")) == data
+            if data.transition is not None:
+                assert data.transition.from_state == self.topic_state
+                assert data.event_type == f"order.{data.transition.to_state}"
+                self.topic_state = data.transition.to_state
+            if data.event_type == "order.refund_requested":
                 self.requested_refunds[data.refund_id] = data.amount
-            if type_ == "order.cancelled":
+            if data.event_type == "order.cancelled":
                 self.sold = False
-            if type_ == "order.fulfillment_pending":
+            if data.event_type == "order.fulfillment_pending":
                 assert self.sold and decision.view.captured_amount == TOTAL
         if any(t == S.PAID for _, t, _ in decision.transitions):
             self.captures += 1
@@ -181,6 +193,10 @@ class OrderLifecycle(RuleBasedStateMachine):
             pass
 
     # -- invariants ------------------------------------------------------------------------
+    @invariant()
+    def a_subscriber_knows_the_state_from_the_topic_alone(self) -> None:
+        assert self.topic_state == self.view.state
+
     @invariant()
     def never_fulfilled_without_money_and_stock(self) -> None:
         if self.view.state in FULFILLED_LIKE:

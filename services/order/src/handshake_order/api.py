@@ -324,10 +324,8 @@ def build_router(ctx: OrderContext) -> APIRouter:
                 raise saga.CommandRefused("transition-not-manual", f"{body.to} is reached only through the saga")
             if body.to == OrderState.CANCELLED and view.captured_amount > view.refunded_amount:
                 raise saga.CommandRefused("money-held", "refund the captured money before cancelling")
-            decision = saga.manual_transition(view, body.to, f"{body.reason} (manual)")
-            if body.to in (OrderState.CANCELLED, OrderState.NEEDS_REVIEW):
-                decision.announce(f"order.{body.to.value}", body.reason, view.state)
-            return decision
+            # announced on order.events.v1 like every transition (Decision.move)
+            return saga.manual_transition(view, body.to, f"{body.reason} (manual)")
 
         return await command(oid, decide, actor=principal.subject)
 

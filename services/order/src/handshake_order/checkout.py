@@ -24,7 +24,6 @@ from handshake_order.domain.states import OrderState
 from handshake_order.settings import OrderSettings
 from handshake_shared.auth import Principal
 from handshake_shared.db import Database
-from handshake_shared.events import ORDER_EVENTS
 from handshake_shared.events.base import Line
 from handshake_shared.events.order import OrderPlaced
 from handshake_shared.http import Problem
@@ -138,18 +137,16 @@ class Checkout:
             )
             if snapshot.coupon_code:
                 await redeem_coupon(conn, snapshot.coupon_code, order_id, principal)
-            await repo.record_creation(conn, order_id, actor=principal.subject if principal else "guest")
-            await self.outbox.emit(
+            await repo.record_creation(
                 conn,
-                topic=ORDER_EVENTS,
-                type="order.placed",
-                order_id=str(order_id),
-                data=OrderPlaced(
+                self.outbox,
+                OrderPlaced(
                     order_id=str(order_id),
                     currency=snapshot.currency,
                     total=snapshot.total,
                     lines=[Line(sku=line.sku, quantity=line.quantity) for line in snapshot.lines],
                 ),
+                actor=principal.subject if principal else "guest",
                 traceparent=traceparent or new_traceparent(),
             )
             body: dict[str, Any] = {

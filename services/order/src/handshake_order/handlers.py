@@ -19,6 +19,7 @@ from handshake_order.domain.states import ORDER_LIFECYCLE
 from handshake_order.domain.states import OrderState as S
 from handshake_shared.consumer import Handler
 from handshake_shared.envelope import CloudEvent
+from handshake_shared.events import order as o
 from handshake_shared.events import payment as pay
 from handshake_shared.outbox import Outbox
 
@@ -45,8 +46,8 @@ class OrderSaga:
 
     async def after(self, conn: AsyncConnection, decision: Decision, payload: Any, event: CloudEvent) -> None:
         """Rows the saga's decision implies beyond the order itself (the refund ledger)."""
-        for type_, data in decision.emits:
-            if type_ == "order.refund_requested":
+        for data in decision.emits:
+            if isinstance(data, o.OrderRefundRequested):
                 await conn.execute(
                     insert(refunds).values(
                         id=uuid.UUID(data.refund_id), order_id=uuid.UUID(data.order_id), amount=data.amount,
@@ -99,7 +100,6 @@ class OrderSaga:
         reason = f"{event.type} could not be applied and was dead-lettered"
         if ORDER_LIFECYCLE.can(view.state, S.NEEDS_REVIEW):
             decision.move(S.NEEDS_REVIEW, reason)
-            decision.announce("order.needs_review", reason, view.state)
         decision.note("dead-letter", f"{reason}: {error[:300]}")
         await repo.apply(conn, self.outbox, decision, actor=ACTOR, cause=event)
 

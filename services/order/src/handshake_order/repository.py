@@ -1,5 +1,8 @@
 """Order queries, and the one place a saga Decision is applied: transitions with their audit rows,
-column updates, notes and outbox events, all in the caller's transaction."""
+column updates, notes and outbox events, all in the caller's transaction.
+
+Every applied transition is one audit row and one order.* event on order.events.v1, written here together:
+the order's creation (record_creation) and every Decision (apply). Nothing else writes an order's state."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from handshake_order.domain.saga import Decision, OrderView
 from handshake_order.domain.states import OrderState
 from handshake_shared.envelope import CloudEvent
 from handshake_shared.events import ORDER_EVENTS
+from handshake_shared.events import order as o
 from handshake_shared.outbox import Outbox
 
 log = structlog.get_logger("order")
@@ -60,12 +64,19 @@ def view_of(row: Row[Any]) -> OrderView:
     )
 
 
-async def record_creation(conn: AsyncConnection, order_id: uuid.UUID, *, actor: str) -> None:
+async def record_creation(
+    conn: AsyncConnection, outbox: Outbox, placed: o.OrderPlaced, *, actor: str, traceparent: str | None
+) -> None:
+    """The order's first transition (into draft): its audit row and order.placed, which announces it."""
+    reason = "checkout"
     await conn.execute(
         insert(order_transitions).values(
-            order_id=order_id, from_state=None, to_state=OrderState.DRAFT, reason="checkout", actor=actor
+            order_id=_uuid(placed.order_id), from_state=None, to_state=OrderState.DRAFT, reason=reason, actor=actor
         )
     )
+    placed = placed.model_copy(update={"transition": o.Transition(from_state=None, to_state="draft", reason=reason)})
+    await outbox.emit(conn, topic=ORDER_EVENTS, type=placed.event_type, order_id=placed.order_id, data=placed,
+                      traceparent=traceparent)  # fmt: skip
 
 
 async def apply(
@@ -73,6 +84,12 @@ async def apply(
 ) -> None:
     order_id = _uuid(decision.view.id)
     event_id = str(cause.id) if cause else None
+    announced = [(e.transition.from_state, e.transition.to_state, e.transition.reason) for e in decision.emits
+                 if e.transition is not None]  # fmt: skip
+    if announced != [(str(current), str(target), reason) for current, target, reason in decision.transitions]:
+        # Decision.move makes both together; anything else would put a state change on the topic that
+        # the order never made, or make one the topic never hears of
+        raise RuntimeError(f"order {order_id}: transitions {decision.transitions} announced as {announced}")
     for current, target, reason in decision.refused:
         REFUSED.labels(current, target).inc()
         log.warning("order transition refused", order_id=str(order_id), current=current, target=target, reason=reason)
@@ -93,8 +110,8 @@ async def apply(
         await conn.execute(
             insert(order_notes).values(order_id=order_id, kind=kind, detail=detail, actor=actor, event_id=event_id)
         )
-    for type_, data in decision.emits:
-        await outbox.emit(conn, topic=ORDER_EVENTS, type=type_, order_id=str(order_id), data=data, cause=cause)
+    for data in decision.emits:
+        await outbox.emit(conn, topic=ORDER_EVENTS, type=data.event_type, order_id=str(order_id), data=data, cause=cause)
 
 
 async def timeline(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str, Any]]:

@@ -2,7 +2,10 @@
 
 Handlers load the view under a row lock, call react(), and apply the Decision (transitions with
 their audit rows, column updates, outbox events) in the consumer's transaction. Because this is
-pure, the lifecycle property test drives it with random, duplicated and reordered event streams."""
+pure, the lifecycle property test drives it with random, duplicated and reordered event streams.
+
+A transition exists only through Decision.move, which also makes the one order.<state> event that
+announces it (carrying it as `transition`), so order.events.v1 is the order's complete history."""
 
 from __future__ import annotations
 
@@ -48,16 +51,28 @@ class Decision:
     view: OrderView
     transitions: list[tuple[S, S, str]] = field(default_factory=list)
     refused: list[tuple[S, S, str]] = field(default_factory=list)
-    emits: list[tuple[str, Any]] = field(default_factory=list)
+    # in the order they happen; a transition's announcement carries it in `transition`
+    emits: list[o.OrderEvent] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)
     updates: dict[str, Any] = field(default_factory=dict)
 
-    def move(self, target: S, reason: str) -> bool:
+    def move(self, target: S, reason: str, announce: o.OrderEvent | None = None) -> bool:
+        """Apply a transition of the lifecycle table and announce it with one order.<target> event: `announce`
+        is that event's payload; without it, the plain state-change payload of the target's type."""
         current = self.view.state
+        event_type = f"order.{target.value}"
+        if announce is None:
+            if event_type not in o.STATE_CHANGE_EVENTS:
+                raise TypeError(f"a move to {target} is announced by an {event_type} payload the caller builds")
+            announce = o.state_change(target.value, order_id=self.view.id, from_state=current.value, reason=reason)
+        if announce.event_type != event_type or announce.transition is not None:
+            raise TypeError(f"a move to {target} is announced by a fresh {event_type} payload, not {announce!r}")
         if not ORDER_LIFECYCLE.can(current, target):
             self.refused.append((current, target, reason))
             return False
         self.transitions.append((current, target, reason))
+        self.emits.append(announce.model_copy(
+            update={"transition": o.Transition(from_state=current.value, to_state=target.value, reason=reason)}))  # fmt: skip
         self.view = replace(self.view, state=target)
         if target == S.CANCELLED and self.view.stock_committed:
             # order.cancelled makes inventory put sold units back on the shelf: from here on the order
@@ -69,12 +84,11 @@ class Decision:
         self.updates.update(columns)
         self.view = replace(self.view, **columns)
 
-    def emit(self, type: str, data: Any) -> None:
-        self.emits.append((type, data))
-
-    def announce(self, type: str, reason: str, from_state: S) -> None:
-        self.emit(type, o.OrderStateChanged(order_id=self.view.id, from_state=from_state, to_state=self.view.state,
-                                            reason=reason))  # fmt: skip
+    def emit(self, data: o.OrderEvent) -> None:
+        """An event that changes no state (a request to another service, a refund confirmed under review)."""
+        if not data.event_type or data.transition is not None:
+            raise TypeError(f"transitions are announced by move(), not emit(): {data!r}")
+        self.emits.append(data)
 
     def note(self, kind: str, detail: str) -> None:
         self.notes.append((kind, detail))
@@ -97,7 +111,7 @@ def on_reserved(view: OrderView, p: inv.InventoryReserved, event_id: str) -> Dec
     d = Decision(view)
     if view.state == S.DRAFT and not view.payment_requested:
         d.set(payment_requested=True)
-        d.emit("order.payment_requested", payment_request(view, event_id))
+        d.emit(payment_request(view, event_id))
     return d
 
 
@@ -105,17 +119,15 @@ def on_rejected(view: OrderView, p: inv.InventoryRejected) -> Decision:
     d = Decision(view)
     skus = ", ".join(f"{line.sku} (wanted {line.requested}, {line.available} available)" for line in p.lines)
     reason = f"out of stock: {skus}"
-    if view.state == S.DRAFT and d.move(S.CANCELLED, reason):
-        d.announce("order.cancelled", reason, S.DRAFT)
+    if view.state == S.DRAFT:
+        d.move(S.CANCELLED, reason)
     return d
 
 
 def on_reservation_expired(view: OrderView, p: inv.InventoryReleased) -> Decision:
     d = Decision(view)
     if view.state in EXPIRABLE:
-        before = view.state
-        if d.move(S.EXPIRED, "reservation expired before payment"):
-            d.announce("order.expired", "reservation expired before payment", before)
+        d.move(S.EXPIRED, "reservation expired before payment")
     return d
 
 
@@ -127,11 +139,10 @@ def on_committed(view: OrderView, p: inv.InventoryCommitted) -> Decision:
     if p.rereserved:
         d.note("stock", "stock reserved again and committed after the hold had lapsed")
     if view.state == S.PAID:
-        if d.move(S.FULFILLMENT_PENDING, "stock committed"):
-            d.emit("order.fulfillment_pending", o.OrderFulfillmentPending(order_id=view.id))
+        d.move(S.FULFILLMENT_PENDING, "stock committed", o.OrderFulfillmentPending(order_id=view.id))
     elif view.state == S.PAYMENT_AUTHORIZED:
         assert view.payment_attempt_id and view.payment_intent_id
-        d.emit("order.capture_requested", o.OrderCaptureRequested(
+        d.emit(o.OrderCaptureRequested(
             order_id=view.id, attempt_id=view.payment_attempt_id, payment_intent_id=view.payment_intent_id,
             amount=view.total, currency=view.currency))  # fmt: skip
     return d
@@ -146,12 +157,11 @@ def on_commit_failed(view: OrderView, p: inv.InventoryCommitFailed) -> Decision:
         if d.move(S.CANCELLED_WITH_REFUND, reason) and amount > 0:
             refund_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"auto-refund:{view.id}"))
             d.set(refund_pending_amount=view.refund_pending_amount + amount)
-            d.emit("order.refund_requested", o.OrderRefundRequested(
+            d.emit(o.OrderRefundRequested(
                 order_id=view.id, refund_id=refund_id, amount=amount, currency=view.currency, reason=reason,
                 restock=False, requested_by="order-service"))  # fmt: skip
     elif view.state == S.PAYMENT_AUTHORIZED:
-        if d.move(S.CANCELLED, reason):
-            d.announce("order.cancelled", reason, S.PAYMENT_AUTHORIZED)
+        d.move(S.CANCELLED, reason)
     elif view.state in (S.FULFILLMENT_PENDING, S.PARTIALLY_FULFILLED):
         # inventory says the stock of an order being fulfilled is not there: a person decides
         _needs_review(d, reason)
@@ -168,18 +178,15 @@ def _mismatch(view: OrderView, amount: int, currency: str) -> str | None:
 
 
 def _needs_review(d: Decision, reason: str) -> None:
-    before = d.view.state
-    if d.move(S.NEEDS_REVIEW, reason):
-        d.announce("order.needs_review", reason, before)
+    d.move(S.NEEDS_REVIEW, reason)
 
 
 def on_intent_created(view: OrderView, p: pay.PaymentIntentCreated) -> Decision:
     d = Decision(view)
     if view.state in (S.DRAFT, S.PAYMENT_FAILED):
-        if d.move(S.PAYMENT_PENDING, "payment intent created"):
+        if d.move(S.PAYMENT_PENDING, "payment intent created", o.OrderPaymentPending(
+                order_id=view.id, attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)):  # fmt: skip
             d.set(payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
-            d.emit("order.payment_pending", o.OrderPaymentPending(
-                order_id=view.id, attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id))  # fmt: skip
     return d
 
 
@@ -190,11 +197,10 @@ def on_authorized(view: OrderView, p: pay.PaymentSucceeded) -> Decision:
         _needs_review(d, mismatch)
         return d
     if view.state in (S.PAYMENT_PENDING, S.PAYMENT_FAILED):
-        if d.move(S.PAYMENT_AUTHORIZED, "payment authorized"):
-            d.set(payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
-            d.emit("order.payment_authorized", o.OrderPaymentAuthorized(
+        if d.move(S.PAYMENT_AUTHORIZED, "payment authorized", o.OrderPaymentAuthorized(
                 order_id=view.id, attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id,
-                amount=p.amount, currency=p.currency.upper()))  # fmt: skip
+                amount=p.amount, currency=p.currency.upper())):  # fmt: skip
+            d.set(payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
     return d
 
 
@@ -216,12 +222,12 @@ def on_succeeded(view: OrderView, p: pay.PaymentSucceeded) -> Decision:
         d.set(captured_amount=p.amount)
         return d
     reason = "payment succeeded" if before not in LATE_PAYMENT_STATES else f"payment succeeded after the order was {before}"
-    if d.move(S.PAID, reason):
+    paid = o.OrderPaid(order_id=view.id, attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id,
+                       amount=p.amount, currency=p.currency.upper())  # fmt: skip
+    if d.move(S.PAID, reason, paid):
         d.set(captured_amount=p.amount, payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
-        d.emit("order.paid", o.OrderPaid(order_id=view.id, attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id,
-                                         amount=p.amount, currency=p.currency.upper()))  # fmt: skip
-        if d.view.stock_committed and d.move(S.FULFILLMENT_PENDING, "stock committed"):
-            d.emit("order.fulfillment_pending", o.OrderFulfillmentPending(order_id=view.id))
+        if d.view.stock_committed:
+            d.move(S.FULFILLMENT_PENDING, "stock committed", o.OrderFulfillmentPending(order_id=view.id))
     return d
 
 
@@ -244,8 +250,8 @@ def on_capture_failed(view: OrderView, p: pay.PaymentFailed) -> Decision:
     d = Decision(view)
     if view.state == S.PAYMENT_AUTHORIZED:
         reason = f"capture failed: {p.failure_code or 'unknown'}"
-        if d.move(S.CAPTURE_FAILED, reason) and d.move(S.CANCELLED, "authorization cancelled after capture failure"):
-            d.announce("order.cancelled", "authorization cancelled after capture failure", S.CAPTURE_FAILED)
+        if d.move(S.CAPTURE_FAILED, reason):
+            d.move(S.CANCELLED, "authorization cancelled after capture failure")
     return d
 
 
@@ -256,21 +262,20 @@ def on_refunded(view: OrderView, p: pay.PaymentRefunded, *, requested_here: bool
         return d
     refunded = view.refunded_amount + p.amount
     d.set(refunded_amount=refunded, refund_pending_amount=max(0, view.refund_pending_amount - p.amount))
-    payload = o.OrderRefunded(order_id=view.id, refund_id=p.refund_id, amount=p.amount, currency=p.currency.upper(),
-                              refunded_total=refunded, restock=restock)  # fmt: skip
+    full = refunded >= view.captured_amount or view.state == S.CANCELLED_WITH_REFUND
+    kind = o.OrderRefunded if full else o.OrderPartiallyRefunded
+    payload = kind(order_id=view.id, refund_id=p.refund_id, amount=p.amount, currency=p.currency.upper(),
+                   refunded_total=refunded, restock=restock)  # fmt: skip
     if view.state == S.CANCELLED_WITH_REFUND:
-        d.emit("order.refunded", payload)
+        d.emit(payload)
         return d
-    full = refunded >= view.captured_amount
     if view.state == S.NEEDS_REVIEW:
         # counted and announced; the order stays where a person put it, who closes the review
-        d.emit("order.refunded" if full else "order.partially_refunded", payload)
+        d.emit(payload)
         d.note("refund", f"refund {p.refund_id} of {p.amount} confirmed while under review")
         return d
     target = S.REFUNDED if full else S.PARTIALLY_REFUNDED
-    if view.state in REFUNDABLE and d.move(target, f"refund {p.refund_id} of {p.amount} confirmed"):
-        d.emit("order.refunded" if full else "order.partially_refunded", payload)
-    else:
+    if not (view.state in REFUNDABLE and d.move(target, f"refund {p.refund_id} of {p.amount} confirmed", payload)):
         d.note("refund", f"refund {p.refund_id} confirmed while {view.state}")
     return d
 
@@ -339,7 +344,6 @@ def cancel_by_customer(view: OrderView) -> Decision:
         raise CommandRefused("order-not-cancellable", f"an order that is {view.state} cannot be cancelled")
     d = Decision(view)
     d.move(S.CANCELLED, "cancelled by the customer")
-    d.announce("order.cancelled", "cancelled by the customer", view.state)
     return d
 
 
@@ -347,7 +351,7 @@ def retry_payment(view: OrderView, seed: str) -> Decision:
     if view.state != S.PAYMENT_FAILED:
         raise CommandRefused("payment-attempt-not-allowed", f"a new payment attempt needs a failed payment, not {view.state}")
     d = Decision(view)
-    d.emit("order.payment_requested", payment_request(view, seed))
+    d.emit(payment_request(view, seed))
     d.note("payment", "customer started a new payment attempt")
     return d
 
@@ -364,7 +368,7 @@ def request_refund(view: OrderView, *, refund_id: str, amount: int, reason: str,
         raise CommandRefused("restock-needs-full-refund", "restocking is only possible with a refund of everything left")
     d = Decision(view)
     d.set(refund_pending_amount=view.refund_pending_amount + amount)
-    d.emit("order.refund_requested", o.OrderRefundRequested(
+    d.emit(o.OrderRefundRequested(
         order_id=view.id, refund_id=refund_id, amount=amount, currency=view.currency, reason=reason, restock=restock,
         requested_by=actor))  # fmt: skip
     return d
