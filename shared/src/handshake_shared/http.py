@@ -10,6 +10,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger("http")
@@ -42,7 +44,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {404: "Not Found", 405: "Method Not Allowed", 401: "Unauthorized"}.get(exc.status_code, "HTTP error")
+        title = {404: "Not Found", 405: "Method Not Allowed", 401: "Unauthorized", 413: "Payload Too Large"}.get(
+            exc.status_code, "HTTP error"
+        )
         return problem_response(exc.status_code, title, str(exc.detail), "about:blank", request.url.path)
 
     @app.exception_handler(RequestValidationError)
@@ -52,6 +56,54 @@ def install_problem_handlers(app: FastAPI) -> None:
             422, "Invalid request", "the request body or parameters are not valid",
             PROBLEM_TYPE_BASE + "invalid-request", request.url.path, errors=errors,
         )
+
+    # A database error never reaches a client as a 500 or as SQL. SQLSTATE decides who is at fault:
+    # the database being away (or a transaction that lost a race) is worth retrying -> 503; stored data the
+    # request collides with (a duplicate key, a row it references or that references it) -> 409; a value
+    # the database cannot hold or a CHECK/NOT NULL it breaks -> 422. Anything else is a bug of ours: 503
+    # without detail, logged in full.
+    unavailable_classes = ("08", "40", "53", "57")  # connection, rollback (serialization, deadlock), resources, shutdown
+    conflict_states = {"23001", "23503", "23505", "23P01"}  # restrict, foreign key, unique, exclusion
+    invalid_states = {"23502", "23514"}  # not null, check
+
+    def _database_problem(request: Request, exc: Exception) -> JSONResponse:
+        orig = getattr(exc, "orig", None)
+        sqlstate = str(getattr(orig, "sqlstate", None) or "")
+        # asyncpg refuses a value it cannot encode (an int beyond int64) before PostgreSQL sees it
+        client_value_error = isinstance(orig, ValueError) or isinstance(getattr(orig, "__cause__", None), ValueError)
+        path = request.url.path
+        if (
+            isinstance(exc, OSError | PoolTimeoutError | DisconnectionError)
+            or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+            or sqlstate[:2] in unavailable_classes
+        ):
+            log.warning("database unavailable", path=path, sqlstate=sqlstate or None, error=type(exc).__name__)
+            response = problem_response(503, "Service unavailable", "the database cannot be reached; try again shortly",
+                                        PROBLEM_TYPE_BASE + "database-unavailable", path)  # fmt: skip
+            response.headers["Retry-After"] = "1"
+            return response
+        if sqlstate in conflict_states:
+            log.info("request conflicts with stored data", path=path, sqlstate=sqlstate)
+            return problem_response(409, "Conflict", "the request conflicts with data stored meanwhile",
+                                    PROBLEM_TYPE_BASE + "conflict", path)  # fmt: skip
+        if sqlstate[:2] == "22" or sqlstate in invalid_states or client_value_error:
+            log.info("request holds a value the database refuses", path=path, sqlstate=sqlstate or None)
+            return problem_response(422, "Invalid request", "a value in the request cannot be stored",
+                                    PROBLEM_TYPE_BASE + "invalid-request", path)  # fmt: skip
+        log.error("database error", path=path, sqlstate=sqlstate or None, exc_info=exc)
+        response = problem_response(503, "Service unavailable", "the request could not be completed; try again later",
+                                    PROBLEM_TYPE_BASE + "database-error", path)  # fmt: skip
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        return _database_problem(request, exc)
+
+    # the driver's own socket errors (refused, reset, timed out) are not always wrapped by SQLAlchemy
+    @app.exception_handler(OSError)
+    async def _unreachable(request: Request, exc: OSError) -> JSONResponse:
+        return _database_problem(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
