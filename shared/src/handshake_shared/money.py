@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 # Currencies we price in, with their minor-unit exponent. A currency missing here
 # is refused rather than guessed: a wrong exponent is a hundredfold pricing error.
 MINOR_UNITS: dict[str, int] = {"EUR": 2, "USD": 2, "GBP": 2, "CHF": 2, "JPY": 0, "SEK": 2}
+
+# The largest amount (minor units) any price, line, total or refund may have: every JSON reader holds it
+# exactly (JavaScript numbers end at 2**53), and a sum of many such amounts still fits a BIGINT column.
+MAX_AMOUNT = 2**53 - 1
 
 
 class CurrencyError(ValueError):
@@ -18,6 +24,18 @@ def check_currency(code: str) -> str:
     if code not in MINOR_UNITS:
         raise CurrencyError(f"unsupported currency {code!r}")
     return code
+
+
+def _normalised_currency(value: Any) -> Any:
+    return check_currency(value) if isinstance(value, str) else value
+
+
+# a currency in an API request: case-insensitive on the way in, upper case (and supported) once parsed
+Currency = Annotated[
+    str,
+    BeforeValidator(_normalised_currency),
+    WithJsonSchema({"type": "string", "enum": sorted(MINOR_UNITS), "description": "ISO 4217 code"}),
+]
 
 
 class Money(BaseModel):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import hmac
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -19,13 +18,14 @@ from handshake_order import idempotency as idem
 from handshake_order import repository as repo
 from handshake_order.domain import saga
 from handshake_order.domain.states import OrderState
-from handshake_order.checkout import Checkout, CheckoutRequest, pricing_problem, quote, token_hash
+from handshake_order.checkout import PRINTABLE, Checkout, CheckoutRequest, pricing_problem, quote, token_hash
 from handshake_order.db import coupons, products, refunds, shipping_rates, tax_rates
 from handshake_order.domain.pricing import PricingError
 from handshake_order.settings import OrderSettings
 from handshake_shared.auth import principal_from_header, require_roles
 from handshake_shared.db import Database
 from handshake_shared.http import Problem
+from handshake_shared.money import MAX_AMOUNT, Currency
 from handshake_shared.outbox import Outbox
 
 Authorization = Annotated[str | None, Header()]
@@ -41,37 +41,58 @@ class OrderContext:
     scanner: Any = None
 
 
+# an INTEGER column
+MAX_INT = 2**31 - 1
+
+
 class ProductIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    sku: str = Field(min_length=1, max_length=64)
-    name: str
-    unit_price: int = Field(ge=0)
-    currency: str = Field(min_length=3, max_length=3)
+    sku: str = Field(min_length=1, max_length=64, pattern=PRINTABLE)
+    name: str = Field(min_length=1, max_length=200, pattern=PRINTABLE)
+    unit_price: int = Field(ge=0, le=MAX_AMOUNT)
+    currency: Currency
     active: bool = True
 
 
-class CouponIn(BaseModel):
+class CouponFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    code: str
-    kind: str = Field(pattern="^(percent|fixed)$")
-    percent_bp: int | None = Field(default=None, gt=0, le=10_000)
-    amount_off: int | None = Field(default=None, gt=0)
-    currency: str | None = None
-    max_redemptions: int | None = Field(default=None, ge=1)
-    expires_at: datetime | None = None
+    code: str = Field(min_length=1, max_length=64, pattern=PRINTABLE)
+    max_redemptions: int | None = Field(default=None, ge=1, le=MAX_INT)
+    expires_at: AwareDatetime | None = None
     active: bool = True
     once_per_customer: bool = False
 
 
+# Each kind carries exactly the fields it is priced with; the other kind's fields are stored empty, so an
+# upsert that changes a coupon's kind leaves nothing of the old one behind.
+class PercentCouponIn(CouponFields):
+    kind: Literal["percent"]
+    percent_bp: int = Field(gt=0, le=10_000)
+    amount_off: None = None
+    currency: None = None
+
+
+class FixedCouponIn(CouponFields):
+    kind: Literal["fixed"]
+    amount_off: int = Field(gt=0, le=MAX_AMOUNT)
+    currency: Currency
+    percent_bp: None = None
+
+
+CouponIn = Annotated[PercentCouponIn | FixedCouponIn, Field(discriminator="kind")]
+
+
 class TaxRateIn(BaseModel):
-    region: str
+    model_config = ConfigDict(extra="forbid")
+    region: str = Field(min_length=2, max_length=16, pattern=PRINTABLE)
     rate_bp: int = Field(ge=0, le=10_000)
 
 
 class ShippingRateIn(BaseModel):
-    code: str
-    amount: int = Field(ge=0)
-    currency: str = Field(min_length=3, max_length=3)
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(min_length=1, max_length=32, pattern=PRINTABLE)
+    amount: int = Field(ge=0, le=MAX_AMOUNT)
+    currency: Currency
 
 
 class EmptyBody(BaseModel):
@@ -80,8 +101,8 @@ class EmptyBody(BaseModel):
 
 class RefundIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount: int = Field(gt=0, description="minor units")
-    reason: str = Field(min_length=3, max_length=500)
+    amount: int = Field(gt=0, le=MAX_AMOUNT, description="minor units")
+    reason: str = Field(min_length=3, max_length=500, pattern=PRINTABLE)
     restock: bool = False
 
 
@@ -93,16 +114,17 @@ MANUAL_TARGETS = {OrderState.NEEDS_REVIEW, OrderState.CANCELLED, OrderState.FULF
 class TransitionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     to: OrderState
-    reason: str = Field(min_length=3, max_length=500)
+    reason: str = Field(min_length=3, max_length=500, pattern=PRINTABLE)
 
 
 class CatalogueIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=3)
-    products: list[ProductIn] = []
-    coupons: list[CouponIn] = []
-    tax_rates: list[TaxRateIn] = []
-    shipping_rates: list[ShippingRateIn] = []
+    reason: str = Field(min_length=3, max_length=500, pattern=PRINTABLE)
+    # one upsert is one transaction; larger catalogues go in several
+    products: list[ProductIn] = Field(default=[], max_length=1000)
+    coupons: list[CouponIn] = Field(default=[], max_length=1000)
+    tax_rates: list[TaxRateIn] = Field(default=[], max_length=1000)
+    shipping_rates: list[ShippingRateIn] = Field(default=[], max_length=1000)
 
 
 def build_router(ctx: OrderContext) -> APIRouter:

@@ -19,7 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from handshake_order import repository as repo
 from handshake_order import idempotency as idem
 from handshake_order.db import coupon_redemptions, coupons, orders, products, shipping_rates, tax_rates
-from handshake_order.domain.pricing import Coupon, PriceSnapshot, PricingError, Product, RequestedLine, price
+from handshake_order.domain.pricing import (
+    MAX_LINE_QUANTITY,
+    Coupon,
+    PriceSnapshot,
+    PricingError,
+    Product,
+    RequestedLine,
+    price,
+)
 from handshake_order.domain.states import OrderState
 from handshake_order.settings import OrderSettings
 from handshake_shared.auth import Principal
@@ -31,12 +39,16 @@ from handshake_shared.outbox import Outbox
 
 CHECKOUTS = Counter("handshake_checkouts_created_total", "Orders created by checkout")
 
+# Text a request may carry: no control characters. PostgreSQL cannot store NUL in text at all, and the
+# others end up in audit rows, logs and events. Lengths below are those of the columns the text goes to.
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
 
 class LineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sku: str = Field(min_length=1, max_length=64)
-    quantity: int = Field(ge=1, le=1000)
+    sku: str = Field(min_length=1, max_length=64, pattern=PRINTABLE)
+    quantity: int = Field(ge=1, le=MAX_LINE_QUANTITY)
 
 
 class CheckoutRequest(BaseModel):
@@ -45,9 +57,9 @@ class CheckoutRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lines: list[LineIn] = Field(min_length=1, max_length=100)
-    region: str = Field(min_length=2, max_length=16)
-    shipping_method: str = Field(min_length=1, max_length=32)
-    coupon_code: str | None = Field(default=None, max_length=64)
+    region: str = Field(min_length=2, max_length=16, pattern=PRINTABLE)
+    shipping_method: str = Field(min_length=1, max_length=32, pattern=PRINTABLE)
+    coupon_code: str | None = Field(default=None, max_length=64, pattern=PRINTABLE)
 
 
 async def quote(conn: AsyncConnection, req: CheckoutRequest) -> PriceSnapshot:

@@ -7,7 +7,11 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from handshake_shared.money import basis_points_of
+from handshake_shared.money import MAX_AMOUNT, basis_points_of
+
+# units of one SKU in one order, after repeated lines are merged: the limit of a line in the order.placed
+# contract (events/base.py Line), which inventory reserves in one row
+MAX_LINE_QUANTITY = 1000
 
 
 class PricingError(Exception):
@@ -89,6 +93,11 @@ def price(
         if line.quantity < 1:
             raise PricingError("invalid-quantity", f"quantity for {line.sku} must be at least 1")
         merged[line.sku] = merged.get(line.sku, 0) + line.quantity
+    for sku, qty in merged.items():
+        if qty > MAX_LINE_QUANTITY:
+            raise PricingError(
+                "quantity-too-large", f"at most {MAX_LINE_QUANTITY} units of {sku} per order (all its lines together)"
+            )
     currency: str | None = None
     snapshot_lines: list[SnapshotLine] = []
     for sku in sorted(merged):
@@ -106,6 +115,10 @@ def price(
         )  # fmt: skip
     assert currency is not None
     subtotal = sum(line.line_total for line in snapshot_lines)
+    # Python integers never overflow; the BIGINT columns, asyncpg and JSON readers downstream do. Every
+    # amount is non-negative, so bounding the subtotal bounds each line, and the total bounds tax and shipping.
+    if subtotal > MAX_AMOUNT:
+        raise PricingError("amount-too-large", f"the order's goods would exceed {MAX_AMOUNT} minor units")
 
     discount = 0
     if coupon is not None:
@@ -121,6 +134,9 @@ def price(
 
     taxable = subtotal - discount
     tax = basis_points_of(taxable, tax_rate_bp)
+    total = taxable + tax + shipping
+    if total > MAX_AMOUNT:
+        raise PricingError("amount-too-large", f"the order total would exceed {MAX_AMOUNT} minor units")
     return PriceSnapshot(
         currency=currency,
         lines=snapshot_lines,
@@ -132,7 +148,7 @@ def price(
         tax=tax,
         shipping_method=shipping_method,
         shipping=shipping,
-        total=taxable + tax + shipping,
+        total=total,
     )
 
 
@@ -143,10 +159,11 @@ def _discount(coupon: Coupon, subtotal: int, currency: str, now: datetime) -> in
         raise PricingError("coupon-expired", f"coupon {coupon.code} has expired")
     if coupon.max_redemptions is not None and coupon.redemptions >= coupon.max_redemptions:
         raise PricingError("coupon-exhausted", f"coupon {coupon.code} has been fully redeemed")
-    if coupon.kind == "percent":
-        assert coupon.percent_bp is not None
+    # rows written before the catalogue API checked kind against its fields may lack the one they need
+    if coupon.kind == "percent" and coupon.percent_bp is not None:
         return basis_points_of(subtotal, coupon.percent_bp)
-    assert coupon.amount_off is not None
+    if coupon.kind != "fixed" or coupon.amount_off is None:
+        raise PricingError("coupon-misconfigured", f"coupon {coupon.code} cannot be applied; ask the shop to fix it")
     if coupon.currency != currency:
         raise PricingError("coupon-currency", f"coupon {coupon.code} is in {coupon.currency}, the order in {currency}")
     # a fixed coupon never takes the goods below zero
