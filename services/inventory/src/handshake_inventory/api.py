@@ -16,8 +16,12 @@ from handshake_shared.auth import require_roles
 from handshake_shared.db import Database
 from handshake_shared.http import Problem
 
+# Text a request may carry: no control characters (PostgreSQL cannot store NUL in text; the others end up
+# in the ledger and logs). Lengths are those of the columns the text goes to.
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
 Authorization = Annotated[str | None, Header()]
-Sku = Annotated[str, Path(min_length=1, max_length=64)]
+Sku = Annotated[str, Path(min_length=1, max_length=64, pattern=PRINTABLE)]
 
 # an int column; far above any real shelf, far below where reserved + sold could overflow it
 MAX_UNITS = 1_000_000_000
@@ -34,9 +38,9 @@ class StockLevelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     available: int = Field(ge=0, le=MAX_UNITS)
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)]
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500, pattern=PRINTABLE)]
     # optional optimistic check: refuse with 409 if available is no longer what the operator saw
-    expected_available: int | None = Field(default=None, ge=0)
+    expected_available: int | None = Field(default=None, ge=0, le=MAX_UNITS)
 
 
 def stock_view(row: Row[Any]) -> dict[str, Any]:
@@ -81,7 +85,7 @@ def build_router(ctx: InventoryContext) -> APIRouter:
     @router.get("/stock")
     async def list_stock(
         authorization: Authorization = None,
-        after: Annotated[str | None, Query(max_length=64)] = None,
+        after: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 500,
     ) -> dict[str, Any]:
         require_roles(ctx.settings, authorization, "admin")
@@ -121,7 +125,7 @@ def build_router(ctx: InventoryContext) -> APIRouter:
 
     @router.get("/reservations/{order_id}")
     async def get_reservation(
-        order_id: Annotated[str, Path(min_length=1, max_length=200)], authorization: Authorization = None
+        order_id: Annotated[str, Path(min_length=1, max_length=200, pattern=PRINTABLE)], authorization: Authorization = None
     ) -> dict[str, Any]:
         # read-only, so support may look too: "why was this order not shipped / where did the units go"
         require_roles(ctx.settings, authorization, "admin", "support")

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import stripe
 import structlog
 from fastapi import APIRouter, Body, Header, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from handshake_payment import refund_repository as refund_repo
 from handshake_payment import repository as repo
@@ -25,6 +26,14 @@ from handshake_shared.http import Problem
 log = structlog.get_logger("payment")
 
 Authorization = Annotated[str | None, Header()]
+
+# Text a request may carry: no control characters (PostgreSQL cannot store NUL, not even inside JSONB).
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+
+class ReconciliationRunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=500, pattern=PRINTABLE, description="kept on the run record")
 
 
 @dataclass
@@ -84,17 +93,20 @@ def build_router(ctx: PaymentContext) -> APIRouter:
 
     @router.post("/v1/admin/reconciliation-runs", status_code=201)
     async def start_reconciliation(
-        body: Annotated[dict[str, Any] | None, Body()] = None, authorization: Authorization = None
+        body: Annotated[ReconciliationRunIn | None, Body()] = None, authorization: Authorization = None
     ) -> dict[str, Any]:
         """Run reconciliation now and answer with the run's record (what it checked, repaired, flagged)."""
         principal = require_roles(ctx.settings, authorization, "finance", "admin")
-        note = (body or {}).get("reason")
+        note = body.reason if body else None
         log.info("reconciliation run requested", requested_by=principal.subject, reason=note)
         try:
             return await ctx.reconciler.run_once(trigger="manual", requested_by=principal.subject,
-                                                 note=str(note) if note else None)  # fmt: skip
+                                                 note=note or None)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - recorded on the run row already
-            raise Problem(503, "Reconciliation failed", repr(exc)[:300], type="reconciliation-failed") from None
+            # the exception's text may quote SQL or the provider's answer: it stays in the log and on the run
+            log.warning("manual reconciliation run failed", error=repr(exc)[:300])
+            raise Problem(503, "Reconciliation failed", f"{type(exc).__name__}; see the run record",
+                          type="reconciliation-failed") from None  # fmt: skip
 
     @router.get("/v1/admin/reconciliation-runs")
     async def reconciliation_runs(limit: int = 50, authorization: Authorization = None) -> dict[str, Any]:

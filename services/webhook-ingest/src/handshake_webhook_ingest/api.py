@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import Row, func, select
 
@@ -25,10 +25,18 @@ log = structlog.get_logger("api")
 
 Authorization = Annotated[str | None, Header()]
 
+# Text a request may carry: no control characters (PostgreSQL cannot store NUL in text; the others end up
+# in the audit rows and logs).
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+# provider ids (evt_..., pi_...) and the order ids of their metadata are far shorter
+ProviderId = Annotated[str, Path(min_length=1, max_length=255, pattern=PRINTABLE)]
+IdFilter = Annotated[str | None, Query(max_length=255, pattern=PRINTABLE)]
 
 
 class ReplayRequest(BaseModel):
-    reason: str = Field(min_length=3, max_length=2000, description="why the event is forwarded again (audited)")
+    reason: str = Field(
+        min_length=3, max_length=2000, pattern=PRINTABLE, description="why the event is forwarded again (audited)"
+    )
 
 
 _PAYLOAD_REASONS = {"invalid_json", "not_an_event", "invalid_content_length"}
@@ -127,8 +135,8 @@ def build_router(ctx: IngestContext) -> APIRouter:
     @router.get("/v1/admin/provider-events")
     async def list_provider_events(
         authorization: Authorization = None,
-        order_id: str | None = None,
-        payment_intent_id: str | None = None,
+        order_id: IdFilter = None,
+        payment_intent_id: IdFilter = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> dict[str, Any]:
         require_roles(ctx.settings, authorization, "support", "admin")
@@ -145,7 +153,7 @@ def build_router(ctx: IngestContext) -> APIRouter:
         return {"provider_events": [summary(r) for r in rows]}
 
     @router.get("/v1/admin/provider-events/{provider_event_id}")
-    async def get_provider_event(provider_event_id: str, authorization: Authorization = None) -> dict[str, Any]:
+    async def get_provider_event(provider_event_id: ProviderId, authorization: Authorization = None) -> dict[str, Any]:
         require_roles(ctx.settings, authorization, "support", "admin")
         query = listed.add_columns(
             pe.c.payload,
@@ -170,7 +178,7 @@ def build_router(ctx: IngestContext) -> APIRouter:
 
     @router.post("/v1/admin/provider-events/{provider_event_id}/replay", status_code=202)
     async def replay_provider_event(
-        provider_event_id: str,
+        provider_event_id: ProviderId,
         body: ReplayRequest,
         traceparent: Annotated[str | None, Header()] = None,
         principal: Principal = Depends(support_or_admin),  # noqa: B008 - a local dependency
