@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy.exc
 import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import insert
@@ -16,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_shared import metrics
-from handshake_shared.db import Database, MessagingTables
+from handshake_shared.db import Database, MessagingTables, describe_error, error_chain, sqlstate_of
 from handshake_shared.envelope import CloudEvent, EnvelopeError, parse_event
 from handshake_shared.events import dlq_topic, payload_model
 from handshake_shared.logging import event_context
@@ -29,35 +33,67 @@ Handler = Callable[[AsyncConnection, CloudEvent, Any], Awaitable[None]]
 # on_dead_letter(conn, event, error): runs inside the dead-letter transaction (e.g. flag the order)
 DeadLetterHook = Callable[[AsyncConnection, CloudEvent, str], Awaitable[None]]
 
-# SQLSTATE classes that mean "the database is not reachable right now", not "this message is bad":
-# 08 connection exception, 53 insufficient resources, 57 operator intervention (shutdown, terminated)
-_INFRA_SQLSTATE_CLASSES = ("08", "53", "57")
-_INFRA_SQLSTATES = {"55000"}  # object not in prerequisite state: database not accepting connections
+# Which failures are not the message's fault. Only these leave the message on the broker (offset not
+# committed) instead of dead-lettering it; everything else is retried a bounded number of times and then
+# dead-lettered, because retrying a message for ever stalls its whole partition.
+#
+# Outage (the database cannot be reached or cannot take work; a retry later will do it):
+#   08xxx connection exception; 53xxx insufficient resources (53300 too many connections, disk full, out of
+#   memory); 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now (starting, recovering),
+#   57P05 idle session timeout (the server dropped a pooled connection); 55000, how PostgreSQL refuses
+#   connections to a database that takes none (ALLOW_CONNECTIONS false, maintenance).
+# Not an outage, although it can pass: 57014 statement timeout / query cancelled and 55P03 lock timeout (the
+#   database answered: this message's work ran past its limit, and will most likely do so again), 40001
+#   serialization failure and 40P01 deadlock (contention: the retries within one delivery resolve it, and a
+#   message that loses every time is better dead-lettered than repeated for ever), 25P03 idle in transaction
+#   (the handler held its transaction open too long). These are retried within the delivery's attempts and
+#   then dead-lettered like any other failure.
+_OUTAGE_SQLSTATE_CLASSES = ("08", "53")
+_OUTAGE_SQLSTATES = {"57P01", "57P02", "57P03", "57P05", "55000"}
+_NOT_OUTAGE_SQLSTATES = {"57014", "55P03", "40001", "40P01", "25P03"}
+# the network failing under us; other OSErrors (a missing file, a permission) are bugs or bad data
+_OUTAGE_ERRNOS = {
+    errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT,
+    errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTDOWN,
+}  # fmt: skip
+# provider SDK (stripe) names for "could not reach it" and "slow down"
+_OUTAGE_ERROR_NAMES = {"ConnectionDoesNotExistError", "APIConnectionError", "RateLimitError"}
+
+
+def _is_network_oserror(exc: BaseException) -> bool:
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
+        return True  # refused, reset, aborted, broken pipe; a connect that timed out; a name not resolving
+    if isinstance(exc, OSError):
+        if exc.errno in _OUTAGE_ERRNOS:
+            return True
+        # asyncio's create_connection folds the failures of several addresses into one errno-less OSError
+        return exc.errno is None and "Connect call failed" in str(exc)
+    return False
 
 
 def is_infrastructure_error(exc: BaseException) -> bool:
-    """True when the failure is about reaching the database or broker, so retrying later will work and
-    dead-lettering would be wrong: such a message waits (offset not committed) until things recover."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (ConnectionError, TimeoutError, OSError)):
+    """True when the failure is about reaching the database or provider, so retrying later will work and
+    dead-lettering would be wrong: such a message waits (offset not committed) until things recover, up to
+    the consumer's deferral cap."""
+    chain = error_chain(exc)
+    states = [s for s in map(sqlstate_of, chain) if s]
+    if any(s in _NOT_OUTAGE_SQLSTATES for s in states):
+        return False
+    if any(s[:2] in _OUTAGE_SQLSTATE_CLASSES or s in _OUTAGE_SQLSTATES for s in states):
+        return True
+    for current in chain:
+        if _is_network_oserror(current):
             return True
-        if getattr(current, "connection_invalidated", False):
+        if getattr(current, "connection_invalidated", False):  # SQLAlchemy saw the connection drop
             return True
-        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
-        if isinstance(sqlstate, str) and (sqlstate[:2] in _INFRA_SQLSTATE_CLASSES or sqlstate in _INFRA_SQLSTATES):
+        if isinstance(current, sqlalchemy.exc.TimeoutError):  # no pool connection came free in time
             return True
-        name = type(current).__name__
-        if name in ("InterfaceError", "ConnectionDoesNotExistError", "CannotConnectNowError", "InternalClientError",
-                    "APIConnectionError", "RateLimitError", "TransientError"):  # fmt: skip
+        if type(current).__name__ in _OUTAGE_ERROR_NAMES:
             return True
         # a provider answering 429 or 5xx is down or overloaded, not refusing this message
         status = getattr(current, "http_status", None)
         if isinstance(status, int) and (status == 429 or status >= 500):
             return True
-        current = current.__cause__ or current.__context__ or getattr(current, "orig", None)
     return False
 
 
@@ -70,6 +106,8 @@ class RetryPolicy:
     max_attempts: int = 5
     initial_backoff: float = 0.2
     max_backoff: float = 5.0
+    # deliveries that failed only for infrastructure before the message is dead-lettered anyway
+    max_deferrals: int = 400
 
     def delay(self, attempt: int) -> float:
         return min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
@@ -121,6 +159,9 @@ class EventConsumer:
         self.outbox = outbox
         self.handlers = handlers
         self.policy = policy or RetryPolicy()
+        # event id -> deliveries deferred for infrastructure; in memory, since the database may be what is
+        # down. A restart or a rebalance starts the count again, so the cap is a lower bound.
+        self._deferrals: OrderedDict[str, int] = OrderedDict()
 
     async def handle(self, msg: RawMessage) -> str:
         started = time.perf_counter()
@@ -157,9 +198,11 @@ class EventConsumer:
                         if not await claim(conn, self.t, self.name, event):
                             metrics.EVENTS_CONSUMED.labels(self.name, event.type, "duplicate").inc()
                             log.info("duplicate event ignored")
+                            self._deferrals.pop(str(event.id), None)
                             return "duplicate"
                         await handler(conn, event, payload)
                     metrics.EVENTS_CONSUMED.labels(self.name, event.type, "applied").inc()
+                    self._deferrals.pop(str(event.id), None)
                     return "applied"
                 except PoisonMessage as exc:
                     error = exc
@@ -167,16 +210,30 @@ class EventConsumer:
                 except Exception as exc:
                     error = exc
                     metrics.EVENT_HANDLER_RETRIES.labels(self.name).inc()
-                    log.warning("event handler failed", attempt=attempt, error=repr(exc))
+                    log.warning("event handler failed", attempt=attempt, error=describe_error(exc))
                     if attempt < self.policy.max_attempts:
                         await asyncio.sleep(self.policy.delay(attempt))
-            if error is not None and is_infrastructure_error(error):
-                # not the message's fault: leave the offset where it is and let the broker bring it back
-                metrics.EVENTS_CONSUMED.labels(self.name, event.type, "deferred").inc()
-                await asyncio.sleep(self.policy.max_backoff)
-                raise InfrastructureUnavailable(repr(error)) from error
-            await self.dead_letter(msg, event, repr(error), attempts=attempt)
+            described = describe_error(error) if error is not None else "unknown error"
+            if error is not None and not isinstance(error, PoisonMessage) and is_infrastructure_error(error):
+                deferrals = self._deferred(str(event.id))
+                if deferrals <= self.policy.max_deferrals:
+                    # not the message's fault: leave the offset where it is and let the broker bring it back
+                    metrics.EVENTS_CONSUMED.labels(self.name, event.type, "deferred").inc()
+                    await asyncio.sleep(self.policy.max_backoff)
+                    raise InfrastructureUnavailable(described) from error
+                # bounded even so: a dependency that stays away this long needs a person, and the partition
+                # behind this message must move. Should the database be what is away, the dead letter cannot
+                # be written either, and the message stays on the broker.
+                described = f"infrastructure still unavailable after {deferrals - 1} deferred deliveries: {described}"
+            await self.dead_letter(msg, event, described, attempts=attempt)
             return "dead_lettered"
+
+    def _deferred(self, event_id: str) -> int:
+        count = self._deferrals.pop(event_id, 0) + 1
+        self._deferrals[event_id] = count
+        while len(self._deferrals) > 10_000:  # messages that went to another consumer after a rebalance
+            self._deferrals.popitem(last=False)
+        return count
 
     async def dead_letter(self, msg: RawMessage, event: CloudEvent | None, error: str, *, attempts: int) -> None:
         """Store the message and queue it for <topic>.dlq in one transaction. If the database itself is
@@ -210,6 +267,8 @@ class EventConsumer:
                 payload=msg.value,
                 headers={"x-dead-letter-consumer": self.name, "x-dead-letter-error": error[:500]},
             )
+        if event is not None:
+            self._deferrals.pop(str(event.id), None)
         metrics.DEAD_LETTERS.labels(self.name, msg.topic).inc()
         metrics.EVENTS_CONSUMED.labels(self.name, event.type if event else "unparseable", "dead_lettered").inc()
         log.error("message dead-lettered", topic=msg.topic, error=error[:500], attempts=attempts)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import sqlalchemy.exc
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -110,6 +111,56 @@ def add_messaging_tables(metadata: MetaData) -> MessagingTables:
     return MessagingTables(outbox, outbox_sequences, inbox, dead_letters)
 
 
+def error_chain(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it, as Python shows them (an explicitly suppressed context left out)."""
+    seen: set[int] = set()
+    out: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        out.append(current)
+        context = None if current.__suppress_context__ else current.__context__
+        current = current.__cause__ or context or getattr(current, "orig", None)
+    return out
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return state if isinstance(state, str) else None
+
+
+def describe_error(exc: BaseException) -> str:
+    """The error as logs and dead letters show it, never with a value that was bound to a SQL statement.
+
+    `hide_parameters` keeps SQLAlchemy from printing the parameters, but the driver's own message may still
+    quote one (asyncpg: "invalid input for query argument $1: 'value'"; PostgreSQL's data exceptions:
+    'invalid input syntax for type uuid: "value"'), and DETAIL lines quote whole rows. So a database error
+    is described by its class, SQLSTATE, constraint and primary message, and the message is left out for
+    data exceptions (class 22)."""
+    if isinstance(exc, sqlalchemy.exc.StatementError):
+        driver = next((e for e in error_chain(exc)[1:] if sqlstate_of(e) and type(e).__module__.startswith("asyncpg")), None)
+        described = _describe_database_error(driver) if driver is not None else _describe_database_error(exc.orig)
+        statement = " ".join((exc.statement or "").split())[:200]
+        return f"{type(exc).__name__}: {described}" + (f" [SQL: {statement}]" if statement else "")
+    if sqlstate_of(exc) and type(exc).__module__.startswith("asyncpg"):
+        return _describe_database_error(exc)
+    return repr(exc)
+
+
+def _describe_database_error(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown database error"
+    state = sqlstate_of(exc)
+    name = type(exc).__name__
+    if state is None:
+        return f"{name}: {exc}" if not isinstance(exc, sqlalchemy.exc.StatementError) else name
+    if state.startswith("22"):
+        return f"{name} (SQLSTATE {state}): value not shown"
+    message = getattr(exc, "message", None) or (str(exc.args[0]) if exc.args else "")
+    constraint = getattr(exc, "constraint_name", None)
+    return f"{name} (SQLSTATE {state}): {message}" + (f" [constraint {constraint}]" if constraint else "")
+
+
 def async_url(url: str) -> str:
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
@@ -117,12 +168,51 @@ def async_url(url: str) -> str:
     raise ValueError("database URL must be a postgresql:// URL")
 
 
+# Server-side limits on every connection (0 turns one off). A statement or lock wait that runs away would
+# otherwise hold a pool connection, and with it a consumer's partition, for as long as it likes; a transaction
+# left idle holds its locks and blocks vacuum. The idle limit must stay above the relay's longest round,
+# which holds its transaction open while the broker acknowledges.
+DEFAULT_STATEMENT_TIMEOUT_MS = 15_000
+DEFAULT_LOCK_TIMEOUT_MS = 5_000
+DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+
+
+def server_settings(*, statement_timeout_ms: int, lock_timeout_ms: int, idle_in_transaction_timeout_ms: int) -> dict[str, str]:
+    return {
+        "statement_timeout": str(statement_timeout_ms),
+        "lock_timeout": str(lock_timeout_ms),
+        "idle_in_transaction_session_timeout": str(idle_in_transaction_timeout_ms),
+    }
+
+
 class Database:
     """An engine plus the unit of work: state, audit, outbox and inbox rows commit together."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
+        lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
+        idle_in_transaction_timeout_ms: int = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    ) -> None:
         self.engine: AsyncEngine = create_async_engine(
-            async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, echo=echo
+            async_url(url),
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            echo=echo,
+            # bound values (amounts, emails, tokens) never reach a log line, an error text or a dead letter
+            hide_parameters=True,
+            connect_args={
+                "server_settings": server_settings(
+                    statement_timeout_ms=statement_timeout_ms,
+                    lock_timeout_ms=lock_timeout_ms,
+                    idle_in_transaction_timeout_ms=idle_in_transaction_timeout_ms,
+                )
+            },
         )
         # set after a commit that wrote outbox rows, so the relay publishes at once instead of at its next poll
         self.outbox_written = asyncio.Event()

@@ -25,7 +25,13 @@ class Runtime:
         self.service = service
         self.settings = settings
         self.tables = tables
-        self.db = Database(settings.database_url.get_secret_value(), pool_size=settings.db_pool_size)
+        self.db = Database(
+            settings.database_url.get_secret_value(),
+            pool_size=settings.db_pool_size,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+            lock_timeout_ms=settings.db_lock_timeout_ms,
+            idle_in_transaction_timeout_ms=settings.db_idle_in_transaction_timeout_ms,
+        )
         self.broker = make_broker(settings, client_id=f"handshake-{service}")
         self.outbox = Outbox(tables, service)
         self.relay = OutboxRelay(
@@ -40,6 +46,7 @@ class Runtime:
             max_attempts=settings.consumer_max_attempts,
             initial_backoff=settings.consumer_initial_backoff_seconds,
             max_backoff=settings.consumer_max_backoff_seconds,
+            max_deferrals=settings.consumer_max_deferrals,
         )
         self.consumers: list[EventConsumer] = []
         self._relay_task: asyncio.Task[None] | None = None

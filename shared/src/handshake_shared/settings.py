@@ -70,12 +70,14 @@ class ServiceSettings(BaseSettings):
     # a second listener for service-to-service APIs (/internal/...), which the public port refuses;
     # None: this service serves no internal API
     internal_http_port: int | None = None
-    # request bodies above this are refused with 413 on every route (the Stripe webhook has its own limit);
-    # a catalogue upsert of a thousand products fits, and nothing larger is ever held in memory
-    http_max_body_bytes: int = Field(default=1_048_576, gt=0)
 
     database_url: SecretStr = SecretStr(DEVELOPMENT_DATABASE_URL)
     db_pool_size: int = 10
+    # server-side limits set on every connection, in milliseconds (0: off). The idle-in-transaction limit
+    # must stay above the outbox relay's longest round (it holds its transaction while the broker acks).
+    db_statement_timeout_ms: int = Field(default=15_000, ge=0)
+    db_lock_timeout_ms: int = Field(default=5_000, ge=0)
+    db_idle_in_transaction_timeout_ms: int = Field(default=60_000, ge=0)
     # run Alembic to head before serving (off when a Kubernetes job or init container migrates)
     migrate_on_start: bool = True
 
@@ -110,6 +112,10 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = 5
     consumer_initial_backoff_seconds: float = 0.2
     consumer_max_backoff_seconds: float = 5.0
+    # a message that fails only because the database or the provider cannot be reached is left on the broker
+    # and comes again; after this many such rounds (about an hour at the default backoff) it is dead-lettered
+    # and alerted. While the database itself is down nothing can be dead-lettered, so it keeps waiting.
+    consumer_max_deferrals: int = Field(default=400, ge=1)
 
     # Bearer tokens of customers and staff are signed by an identity provider with an asymmetric key;
     # services only verify. The keys come from a JWKS URL, or a file (PEM public key or JWKS JSON), or
