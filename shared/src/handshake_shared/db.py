@@ -46,6 +46,7 @@ class MessagingTables:
     outbox_sequences: Table
     inbox: Table
     dead_letters: Table
+    outbox_releases: Table
 
 
 def add_messaging_tables(metadata: MetaData) -> MessagingTables:
@@ -64,8 +65,14 @@ def add_messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("headers", JSONB, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("published_at", DateTime(timezone=True), nullable=True),
+        # sends the broker refused because of the row itself (too large, unknown topic, not authorised);
+        # an outage counts for nothing here
         Column("attempts", Integer, nullable=False, server_default=text("0")),
         Column("last_error", Text, nullable=True),
+        # after a refused send the row, and with it every later row of its key, waits until then
+        Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+        # refused too often: the key waits for a person (GET /v1/admin/outbox/parked, then release)
+        Column("parked_at", DateTime(timezone=True), nullable=True),
         comment="Events committed with the state change that caused them, waiting for the relay to publish.",
     )
     Index(
@@ -73,6 +80,12 @@ def add_messaging_tables(metadata: MetaData) -> MessagingTables:
         outbox.c.bucket,
         outbox.c.id,
         postgresql_where=outbox.c.published_at.is_(None),
+    )
+    # the few keys held back by a refused or parked row, read every relay round
+    Index(
+        "ix_outbox_held",
+        outbox.c.message_key,
+        postgresql_where=text("published_at IS NULL AND (next_attempt_at IS NOT NULL OR parked_at IS NOT NULL)"),
     )
     outbox_sequences = Table(
         "outbox_sequences",
@@ -108,7 +121,21 @@ def add_messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("resolved_at", DateTime(timezone=True), nullable=True),
         comment="Messages a consumer gave up on after bounded retries; also published to <topic>.dlq.",
     )
-    return MessagingTables(outbox, outbox_sequences, inbox, dead_letters)
+    outbox_releases = Table(
+        "outbox_releases",
+        metadata,
+        Column("id", BigInteger, Identity(always=True), primary_key=True),
+        Column("outbox_id", BigInteger, nullable=False),
+        Column("event_id", UUID(as_uuid=True), nullable=False),
+        Column("actor", Text, nullable=False),
+        Column("reason", Text, nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("last_error", Text, nullable=True),
+        Column("parked_at", DateTime(timezone=True), nullable=True),
+        Column("released_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        comment="Audit trail of parked outbox rows an admin released for another publish attempt.",
+    )
+    return MessagingTables(outbox, outbox_sequences, inbox, dead_letters, outbox_releases)
 
 
 def error_chain(exc: BaseException) -> list[BaseException]:

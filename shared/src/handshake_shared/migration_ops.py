@@ -65,3 +65,33 @@ def drop_messaging_tables_v1() -> None:
     op.drop_table("outbox")
     op.drop_table("inbox")
     op.drop_table("dead_letters")
+
+
+def add_outbox_parking_v2() -> None:
+    """A row the broker keeps refusing holds back only its own key, with a backoff, and is parked after
+    bounded attempts until an admin releases it (audited). Nullable columns without a default: no rewrite."""
+    op.add_column('outbox', sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True))
+    op.add_column('outbox', sa.Column('parked_at', sa.DateTime(timezone=True), nullable=True))
+    op.create_index('ix_outbox_held', 'outbox', ['message_key'], unique=False,
+                    postgresql_where=sa.text('published_at IS NULL AND (next_attempt_at IS NOT NULL OR parked_at IS NOT NULL)'))
+    op.create_table('outbox_releases',
+    sa.Column('id', sa.BigInteger(), sa.Identity(always=True), nullable=False),
+    sa.Column('outbox_id', sa.BigInteger(), nullable=False),
+    sa.Column('event_id', sa.UUID(), nullable=False),
+    sa.Column('actor', sa.Text(), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('parked_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('released_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_releases')),
+    comment='Audit trail of parked outbox rows an admin released for another publish attempt.'
+    )
+
+
+def drop_outbox_parking_v2() -> None:
+    op.drop_table('outbox_releases')
+    op.drop_index('ix_outbox_held', table_name='outbox',
+                  postgresql_where=sa.text('published_at IS NULL AND (next_attempt_at IS NOT NULL OR parked_at IS NOT NULL)'))
+    op.drop_column('outbox', 'parked_at')
+    op.drop_column('outbox', 'next_attempt_at')

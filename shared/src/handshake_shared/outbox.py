@@ -4,19 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import structlog
+from aiokafka.errors import KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError
+from prometheus_client import Counter, Gauge
 from pydantic import BaseModel
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_shared import metrics
-from handshake_shared.db import Database, MessagingTables
+from handshake_shared.db import Database, MessagingTables, describe_error
 from handshake_shared.envelope import CloudEvent, build_event
 
 log = structlog.get_logger("outbox")
+
+# the relay's refusal and parking metrics (the shared lag and throughput ones are in metrics.py)
+OUTBOX_PARKED = Gauge(
+    "handshake_outbox_parked", "Outbox rows parked after repeated refusals, each holding back its key", ["service"]
+)
+OUTBOX_ROWS_PARKED = Counter(
+    "handshake_outbox_rows_parked_total", "Outbox rows parked after repeated refusals", ["service", "topic"]
+)
+OUTBOX_REFUSED = Counter(
+    "handshake_outbox_refused_total",
+    "Sends the broker refused for the row itself (too large, unknown topic, not authorised)",
+    ["service", "topic"],
+)
 
 BUCKETS = 16
 # advisory-lock namespace for relay buckets ("OUTB" as an int), distinct from any other lock we take
@@ -108,11 +125,39 @@ class Outbox:
         conn.info["outbox_dirty"] = True
 
 
+def broker_unavailable(exc: BaseException) -> bool:
+    """True when a send failed because the broker, or the way to it, is unavailable: every row would fail
+    alike, and none of them is to blame. False when the broker refused this row for what it is (too large,
+    a topic that does not exist or that this service may not write, anything unexpected): the row is charged
+    with an attempt and eventually parked."""
+    if isinstance(exc, UnknownTopicOrPartitionError):
+        return False  # retriable to Kafka (the topic may be on its way), but only a person can create it
+    if isinstance(exc, KafkaTimeoutError):
+        return True
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable)
+    return isinstance(exc, (ConnectionError, TimeoutError, OSError))
+
+
+@dataclass(frozen=True)
+class _KeyOutcome:
+    sent: list[int]
+    failed: Any | None = None  # the row the broker did not acknowledge; nothing after it was sent
+    error: BaseException | None = None
+
+
 class OutboxRelay:
     """Publishes committed outbox rows in id order per key-hash bucket; marks them after the broker acks.
 
     Several replicas may run: each batch runs in one transaction holding transaction-level advisory
     locks on the buckets it serves, so one bucket (and so one order) is published by one replica at a time.
+
+    A row the broker refuses holds back only its own key: it and every later row of that key wait out a
+    backoff (`next_attempt_at`) while other keys go on, and after `max_attempts` refusals the row is parked
+    until an admin releases it. A broker outage charges no row: the round fails and the relay backs off.
+    A key whose send is still unanswered after `slow_send_seconds` (a topic the client is still looking for)
+    no longer holds up the round: its answer is collected in a later round, and nothing more of that key is
+    sent meanwhile.
     """
 
     def __init__(
@@ -126,6 +171,10 @@ class OutboxRelay:
         idle_poll_seconds: float = 0.5,
         max_backoff_seconds: float = 5.0,
         publish_timeout_seconds: float = 15.0,
+        max_attempts: int = 10,
+        retry_max_backoff_seconds: float = 60.0,
+        slow_send_seconds: float = 2.0,
+        broker_reachable: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.db = db
         self.t = tables
@@ -135,7 +184,14 @@ class OutboxRelay:
         self.idle_poll = idle_poll_seconds
         self.max_backoff = max_backoff_seconds
         self.publish_timeout = publish_timeout_seconds
+        self.max_attempts = max_attempts
+        self.retry_max_backoff = retry_max_backoff_seconds
+        self.slow_send = slow_send_seconds
+        self.broker_reachable = broker_reachable
         self._stopping = asyncio.Event()
+        # key -> (its send task from an earlier round, the signal to send nothing after the current row)
+        self._inflight: dict[str, tuple[asyncio.Task[_KeyOutcome], asyncio.Event]] = {}
+        self._lag_read_at = float("-inf")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -143,26 +199,33 @@ class OutboxRelay:
 
     async def run(self) -> None:
         failures = 0
-        while not self._stopping.is_set():
-            # everything that touches the database or the broker is inside the try: an outage at any
-            # point (also while idle, reading the lag) backs off instead of ending the relay for good
-            try:
-                published = await self.publish_once()
-                if failures:
-                    log.info("outbox relay recovered", failed_rounds=failures)
-                failures = 0
-                if published == 0:
+        try:
+            while not self._stopping.is_set():
+                # everything that touches the database or the broker is inside the try: an outage at any
+                # point backs off instead of ending the relay for good
+                try:
+                    published = await self.publish_once()
+                    if failures:
+                        log.info("outbox relay recovered", failed_rounds=failures)
+                    failures = 0
+                except Exception as exc:  # broker or database down: back off and try again
+                    failures += 1
+                    delay = min(self.max_backoff, 0.1 * 2**failures)
+                    metrics.OUTBOX_PUBLISH_ERRORS.labels(self.service).inc()
+                    log.warning("outbox relay failed", error=describe_error(exc), retry_in=delay)
                     await self._refresh_lag()
-            except Exception as exc:  # broker or database down: back off and try again
-                failures += 1
-                delay = min(self.max_backoff, 0.1 * 2**failures)
-                metrics.OUTBOX_PUBLISH_ERRORS.labels(self.service).inc()
-                log.warning("outbox relay failed", error=repr(exc), retry_in=delay)
-                await self._sleep(delay)
-                continue
-            if published == 0:
-                self.db.outbox_written.clear()
-                await self._wait_for_work()
+                    await self._sleep(delay)
+                    continue
+                # after every round, whatever it did: a lag that only moved when the outbox was empty would
+                # read 0 for as long as one row keeps failing
+                await self._refresh_lag()
+                if published == 0:
+                    self.db.outbox_written.clear()
+                    await self._wait_for_work()
+        finally:
+            for task, _ in self._inflight.values():
+                task.cancel()  # unmarked rows go again after a restart (consumers dedupe)
+            self._inflight.clear()
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -177,53 +240,77 @@ class OutboxRelay:
             pass
 
     async def _refresh_lag(self) -> None:
-        async with self.db.engine.connect() as conn:
-            count, age = (
-                await conn.execute(
-                    text(
-                        "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
-                        "FROM outbox WHERE published_at IS NULL"
+        """At most once per idle poll interval; a database that cannot be read leaves the last values (the
+        round's own failure is what gets reported)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._lag_read_at < self.idle_poll:
+            return
+        self._lag_read_at = now
+        try:
+            async with self.db.engine.connect() as conn:
+                count, age, parked = (
+                    await conn.execute(
+                        text(
+                            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0), "
+                            "count(*) FILTER (WHERE parked_at IS NOT NULL) FROM outbox WHERE published_at IS NULL"
+                        )
                     )
-                )
-            ).one()
+                ).one()
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.debug("outbox lag not read", error=describe_error(exc))
+            return
         metrics.OUTBOX_PENDING.labels(self.service).set(count)
         metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(float(age))
+        OUTBOX_PARKED.labels(self.service).set(parked)
 
     async def publish_once(self) -> int:
-        # a batch that the producer can neither deliver nor fail (broker gone mid-flight) must not hold
-        # the bucket locks forever: give up on the round; unmarked rows go again (consumers dedupe)
+        # a round the database does not answer must not hold the bucket locks forever: give up on it;
+        # unmarked rows go again (consumers dedupe)
         return await asyncio.wait_for(self._publish_batch(), timeout=self.publish_timeout)
 
     async def _publish_batch(self) -> int:
         ob = self.t.outbox
         async with self.db.engine.begin() as conn:
-            pending_buckets = (
-                (await conn.execute(select(ob.c.bucket).where(ob.c.published_at.is_(None)).distinct())).scalars().all()
-            )
-            if not pending_buckets:
-                return 0
-            locked = (
+            # answers that came after their round first, so their keys' state is current before selecting
+            published, outage = await self._record(conn, self._harvest())
+            held = (
                 (
                     await conn.execute(
-                        text("SELECT b FROM unnest(CAST(:buckets AS int[])) AS b WHERE pg_try_advisory_xact_lock(:ns, b)"),
-                        {"buckets": list(pending_buckets), "ns": _LOCK_NAMESPACE},
+                        text(
+                            "SELECT DISTINCT message_key FROM outbox WHERE published_at IS NULL "
+                            "AND (next_attempt_at IS NOT NULL OR parked_at IS NOT NULL) "
+                            "AND (parked_at IS NOT NULL OR next_attempt_at > now())"
+                        )
                     )
                 )
                 .scalars()
                 .all()
             )
-            if not locked:
-                return 0  # another replica holds them; it will publish
-            rows = (
-                await conn.execute(
-                    select(ob.c.id, ob.c.topic, ob.c.message_key, ob.c.payload, ob.c.headers)
-                    .where(ob.c.published_at.is_(None), ob.c.bucket.in_(locked))
-                    .order_by(ob.c.id)
-                    .limit(self.batch_size)
+            excluded = set(held) | set(self._inflight)
+            pending_buckets = (
+                (await conn.execute(select(ob.c.bucket).where(ob.c.published_at.is_(None)).distinct())).scalars().all()
+            )
+            locked: Sequence[int] = []
+            if pending_buckets:
+                locked = (
+                    (
+                        await conn.execute(
+                            text("SELECT b FROM unnest(CAST(:buckets AS int[])) AS b WHERE pg_try_advisory_xact_lock(:ns, b)"),
+                            {"buckets": list(pending_buckets), "ns": _LOCK_NAMESPACE},
+                        )
+                    )
+                    .scalars()
+                    .all()
                 )
-            ).all()
-            if not rows:
-                return 0
+            rows: Sequence[Any] = []
+            if locked:  # else another replica holds them; it will publish
+                query = select(ob.c.id, ob.c.topic, ob.c.message_key, ob.c.payload, ob.c.headers, ob.c.attempts).where(
+                    ob.c.published_at.is_(None), ob.c.bucket.in_(locked)
+                )
+                if excluded:
+                    # a held key is skipped whole: nothing of it may overtake the row it waits for
+                    query = query.where(ob.c.message_key.not_in(excluded))
+                rows = (await conn.execute(query.order_by(ob.c.id).limit(self.batch_size))).all()
             # one order's events in commit order: a key's next row is sent only once the broker has
             # acknowledged the previous one, and nothing more of that key goes after a failure (else a later
             # event could reach the topic first and the earlier one follow on the next round). Keys run
@@ -231,34 +318,105 @@ class OutboxRelay:
             by_key: dict[str, list[Any]] = {}
             for row in rows:
                 by_key.setdefault(row.message_key, []).append(row)
-            outcomes = await asyncio.gather(*(self._send_in_order(key_rows) for key_rows in by_key.values()))
-            published: list[int] = [row_id for sent, _ in outcomes for row_id in sent]
-            errors = [error for _, error in outcomes if error is not None]
-            first_error: BaseException | None = errors[0] if errors else None
-            failed_keys = {key for key, (_, error) in zip(by_key, outcomes, strict=True) if error is not None}
-            if published:
-                await conn.execute(update(ob).where(ob.c.id.in_(published)).values(published_at=func.now()))
-            if failed_keys:
-                done = set(published)
-                failed_ids = [r.id for r in rows if r.id not in done]
-                await conn.execute(
-                    update(ob)
-                    .where(ob.c.id.in_(failed_ids))
-                    .values(attempts=ob.c.attempts + 1, last_error=repr(first_error)[:500])
-                )
-        metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(published))
-        if failed_keys:
-            raise RuntimeError(f"{len(rows) - len(published)} outbox rows not acknowledged: {first_error!r}")
-        return len(published)
+            for key, key_rows in by_key.items():
+                abandon = asyncio.Event()
+                task = asyncio.create_task(self._send_in_order(key_rows, abandon))
+                task.add_done_callback(lambda _: self.db.outbox_written.set())  # its answer wakes the relay
+                self._inflight[key] = (task, abandon)
+            if by_key:
+                await asyncio.wait([self._inflight[key][0] for key in by_key], timeout=self.slow_send)
+            for _, abandon in self._inflight.values():
+                abandon.set()  # this round's locks end with it: a late key finishes its current row, no more
+            more, late_outage = await self._record(conn, self._harvest())
+            published += more
+            outage = outage or late_outage
+        if outage is not None:
+            raise RuntimeError(f"outbox rows not acknowledged: {outage!r}")
+        return published
 
-    async def _send_in_order(self, key_rows: list[Any]) -> tuple[list[int], BaseException | None]:
-        """The rows of one key, each after the previous was acknowledged; stops at the first failure."""
+    def _harvest(self) -> list[_KeyOutcome]:
+        outcomes: list[_KeyOutcome] = []
+        for key in [k for k, (task, _) in self._inflight.items() if task.done()]:
+            task, _ = self._inflight.pop(key)
+            if not task.cancelled():
+                outcomes.append(task.result())
+        return outcomes
+
+    async def _record(self, conn: AsyncConnection, outcomes: list[_KeyOutcome]) -> tuple[int, BaseException | None]:
+        """Marks what the broker acknowledged and charges each refusal to its row. Returns how many rows were
+        published and the first failure that was the broker's, not a row's."""
+        ob = self.t.outbox
+        published = [row_id for outcome in outcomes for row_id in outcome.sent]
+        if published:
+            await conn.execute(update(ob).where(ob.c.id.in_(published)).values(published_at=func.now()))
+            metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(published))
+        failed = [o for o in outcomes if o.error is not None]
+        outage = [o for o in failed if broker_unavailable(o.error)]  # type: ignore[arg-type]
+        refused = [o for o in failed if o not in outage]
+        # "refused" is believed only from a broker that works: nothing acknowledged and no answer to a ping
+        # means it is the broker (a client that cannot fetch metadata reports every topic as unknown)
+        if refused and not published and not await self._broker_answers():
+            outage, refused = outage + refused, []
+        for o in outage:
+            await conn.execute(
+                update(ob).where(ob.c.id == o.failed.id).values(last_error=describe_error(o.error)[:500])  # type: ignore[union-attr,arg-type]
+            )
+        for o in refused:
+            await self._charge(conn, o)
+        return len(published), outage[0].error if outage else None
+
+    async def _broker_answers(self) -> bool:
+        if self.broker_reachable is None:
+            return True
+        try:
+            return await self.broker_reachable()
+        except Exception:  # noqa: BLE001 - not reachable, then
+            return False
+
+    async def _charge(self, conn: AsyncConnection, outcome: _KeyOutcome) -> None:
+        ob = self.t.outbox
+        row, error = outcome.failed, describe_error(outcome.error)  # type: ignore[arg-type]
+        # the count as stored: an admin may have released the row (a fresh budget) since it was selected
+        attempts = (
+            await conn.execute(
+                update(ob)
+                .where(ob.c.id == row.id, ob.c.published_at.is_(None))
+                .values(attempts=ob.c.attempts + 1, last_error=error[:500])
+                .returning(ob.c.attempts)
+            )
+        ).scalar()
+        if attempts is None:
+            return  # published meanwhile (another replica)
+        parked = attempts >= self.max_attempts
+        delay = min(self.retry_max_backoff, 2.0 ** (attempts - 1))
+        await conn.execute(
+            update(ob)
+            .where(ob.c.id == row.id)
+            .values(
+                next_attempt_at=None if parked else func.now() + timedelta(seconds=delay),
+                parked_at=func.now() if parked else None,
+            )
+        )
+        OUTBOX_REFUSED.labels(self.service, row.topic).inc()
+        if parked:
+            OUTBOX_ROWS_PARKED.labels(self.service, row.topic).inc()
+            log.error("outbox row parked: its key waits for an admin", outbox_id=row.id, topic=row.topic,
+                      key=row.message_key, attempts=attempts, error=error[:500])  # fmt: skip
+        else:
+            log.warning("outbox row refused by the broker; its key waits", outbox_id=row.id, topic=row.topic,
+                        key=row.message_key, attempts=attempts, retry_in=delay, error=error[:500])  # fmt: skip
+
+    async def _send_in_order(self, key_rows: list[Any], abandon: asyncio.Event) -> _KeyOutcome:
+        """The rows of one key, each after the previous was acknowledged; stops at the first failure, and
+        after the current row once its round has ended."""
         sent: list[int] = []
         for row in key_rows:
+            if abandon.is_set():
+                break
             try:
                 delivery = await self.send(row.topic, row.message_key.encode(), row.payload, row.headers)
                 await delivery
-            except Exception as exc:  # noqa: BLE001 - reported by the caller; the rest of the key waits
-                return sent, exc
+            except Exception as exc:  # noqa: BLE001 - recorded by the round; the rest of the key waits
+                return _KeyOutcome(sent, row, exc)
             sent.append(row.id)
-        return sent, None
+        return _KeyOutcome(sent)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
+from fastapi import APIRouter
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 
@@ -15,6 +16,7 @@ from handshake_shared.db import Database, MessagingTables
 from handshake_shared.http import Check
 from handshake_shared.kafka import make_broker, relay_sender
 from handshake_shared.outbox import Outbox, OutboxRelay
+from handshake_shared.outbox_admin import outbox_admin_router
 from handshake_shared.settings import ServiceSettings
 
 log = structlog.get_logger("runtime")
@@ -41,6 +43,10 @@ class Runtime:
             service=service,
             batch_size=settings.outbox_batch_size,
             idle_poll_seconds=settings.outbox_idle_poll_seconds,
+            max_attempts=settings.outbox_max_attempts,
+            retry_max_backoff_seconds=settings.outbox_retry_max_backoff_seconds,
+            slow_send_seconds=settings.outbox_slow_send_seconds,
+            broker_reachable=lambda: self.broker.ping(timeout=2.0),
         )
         self.retry_policy = RetryPolicy(
             max_attempts=settings.consumer_max_attempts,
@@ -102,6 +108,10 @@ class Runtime:
             yield self
         finally:
             await self.stop()
+
+    def outbox_admin_router(self) -> APIRouter:
+        """The admin routes over this service's outbox (parked rows, audited release)."""
+        return outbox_admin_router(self)
 
     def readiness_checks(self) -> dict[str, Check]:
         async def broker() -> None:

@@ -109,6 +109,14 @@ class ServiceSettings(BaseSettings):
 
     outbox_idle_poll_seconds: float = 0.5
     outbox_batch_size: int = 200
+    # a row the broker refuses for what it is (too large, unknown topic, not authorised) holds back only its
+    # own key, retried with backoff up to the maximum, and is parked after this many refusals until an admin
+    # releases it; a broker outage counts for nothing here
+    outbox_max_attempts: int = Field(default=10, ge=1)
+    outbox_retry_max_backoff_seconds: float = Field(default=60.0, gt=0)
+    # a key whose send is still unanswered after this long stops holding up the round; its answer is
+    # collected in a later round, and nothing of that key is sent meanwhile
+    outbox_slow_send_seconds: float = Field(default=2.0, gt=0)
     consumer_max_attempts: int = 5
     consumer_initial_backoff_seconds: float = 0.2
     consumer_max_backoff_seconds: float = 5.0
