@@ -70,6 +70,9 @@ class ServiceSettings(BaseSettings):
     # a second listener for service-to-service APIs (/internal/...), which the public port refuses;
     # None: this service serves no internal API
     internal_http_port: int | None = None
+    # request bodies above this are refused with 413 on every route (the Stripe webhook has its own limit);
+    # a catalogue upsert of a thousand products fits, and nothing larger is ever held in memory
+    http_max_body_bytes: int = Field(default=1_048_576, gt=0)
 
     database_url: SecretStr = SecretStr(DEVELOPMENT_DATABASE_URL)
     db_pool_size: int = 10

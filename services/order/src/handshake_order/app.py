@@ -19,6 +19,7 @@ from handshake_order.handlers import OrderSaga
 from handshake_order.settings import OrderSettings, get_settings
 from handshake_order.stuck import StuckOrderScanner
 from handshake_shared.events import INVENTORY_EVENTS, PAYMENT_EVENTS
+from handshake_shared.body_limit import BodySizeLimit
 from handshake_shared.http import InternalListener, install_problem_handlers, ops_router
 from handshake_shared.logging import configure_logging
 from handshake_shared.runtime import Runtime
@@ -71,6 +72,7 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
     app.state.scanner = scanner
     install_problem_handlers(app)
     app.add_middleware(InternalListener, internal_port=settings.internal_http_port)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes)
     app.include_router(ops_router(runtime.readiness_checks()))
     app.include_router(runtime.outbox_admin_router())
     app.include_router(build_router(ctx))

@@ -18,6 +18,7 @@ from handshake_payment.reconciliation import Reconciler
 from handshake_payment.settings import PaymentSettings, get_settings
 from handshake_payment.stripe_gateway import StripeGateway
 from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
+from handshake_shared.body_limit import BodySizeLimit
 from handshake_shared.http import InternalListener, install_problem_handlers, ops_router
 from handshake_shared.logging import configure_logging
 from handshake_shared.runtime import Runtime
@@ -61,6 +62,7 @@ def create_app(settings: PaymentSettings | None = None) -> FastAPI:
     app.state.reconciler = reconciler
     install_problem_handlers(app)
     app.add_middleware(InternalListener, internal_port=settings.internal_http_port)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes)
     app.include_router(ops_router(runtime.readiness_checks()))
     app.include_router(runtime.outbox_admin_router())
     app.include_router(build_router(ctx))

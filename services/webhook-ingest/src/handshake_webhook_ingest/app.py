@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
+from handshake_shared.body_limit import BodySizeLimit
 from handshake_shared.http import InternalListener, install_problem_handlers, ops_router
 from handshake_shared.logging import configure_logging
 from handshake_shared.runtime import Runtime
@@ -53,6 +54,7 @@ def create_app(settings: WebhookIngestSettings | None = None) -> FastAPI:
     app.state.gap_scanner = scanner
     install_problem_handlers(app)
     app.add_middleware(InternalListener, internal_port=settings.internal_http_port)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes, routes={"/webhooks/stripe": settings.webhook_max_body_bytes})
     app.include_router(ops_router(runtime.readiness_checks()))
     app.include_router(runtime.outbox_admin_router())
     app.include_router(build_router(ctx))
