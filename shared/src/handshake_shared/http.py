@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -137,25 +138,58 @@ class InternalListener:
         await self.app(scope, receive, send)
 
 
-def ops_router(checks: dict[str, Check]) -> APIRouter:
+class HealthChecks(dict[str, Check]):
+    """The readiness checks (the mapping itself: what the pod needs to take traffic), plus `liveness` checks
+    (a failure only a restart repairs, such as a background task that has died: cheap, no I/O, so an outage
+    never restarts pods) and `advisory` ones (reported by /readyz, never failing it)."""
+
+    def __init__(
+        self,
+        readiness: Mapping[str, Check],
+        *,
+        liveness: Mapping[str, Check] | None = None,
+        advisory: Mapping[str, Check] | None = None,
+    ) -> None:
+        super().__init__(readiness)
+        self.liveness = dict(liveness or {})
+        self.advisory = dict(advisory or {})
+
+
+async def _run_checks(checks: Mapping[str, Check]) -> tuple[bool, dict[str, str]]:
+    async def one(check: Check) -> str:
+        try:
+            await check()
+        except Exception as exc:  # noqa: BLE001 - the probe reports it
+            return f"failed: {type(exc).__name__}"
+        return "ok"
+
+    # together, so one slow dependency does not push the others past the probe's timeout
+    outcomes = await asyncio.gather(*(one(check) for check in checks.values()))
+    results = dict(zip(checks, outcomes, strict=True))
+    return all(r == "ok" for r in outcomes), results
+
+
+def ops_router(checks: Mapping[str, Check]) -> APIRouter:
+    """`checks`: readiness checks, or a HealthChecks that also carries liveness and advisory checks."""
     router = APIRouter(tags=["operations"])
+    liveness: Mapping[str, Check] = getattr(checks, "liveness", {})
+    advisory: Mapping[str, Check] = getattr(checks, "advisory", {})
 
     @router.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> JSONResponse:
+        ok, results = await _run_checks(liveness)
+        body: dict[str, object] = {"status": "ok" if ok else "failed"}
+        if results:
+            body["checks"] = results
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
-        results: dict[str, str] = {}
-        ok = True
-        for name, check in checks.items():
-            try:
-                await check()
-                results[name] = "ok"
-            except Exception as exc:
-                ok = False
-                results[name] = f"failed: {type(exc).__name__}"
-        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": results}, status_code=200 if ok else 503)
+        (ok, results), (_, advice) = await asyncio.gather(_run_checks(checks), _run_checks(advisory))
+        body: dict[str, object] = {"status": "ok" if ok else "unavailable", "checks": results}
+        if advice:
+            body["advisory"] = advice
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @router.get("/metrics")
     async def metrics() -> Response:

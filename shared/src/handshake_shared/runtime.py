@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import APIRouter
@@ -13,7 +14,7 @@ from faststream.kafka.annotations import KafkaMessage
 
 from handshake_shared.consumer import DeadLetterHook, EventConsumer, Handler, RawMessage, RetryPolicy
 from handshake_shared.db import Database, MessagingTables
-from handshake_shared.http import Check
+from handshake_shared.http import HealthChecks
 from handshake_shared.kafka import make_broker, relay_sender
 from handshake_shared.outbox import Outbox, OutboxRelay
 from handshake_shared.outbox_admin import outbox_admin_router
@@ -55,6 +56,8 @@ class Runtime:
             max_deferrals=settings.consumer_max_deferrals,
         )
         self.consumers: list[EventConsumer] = []
+        # the broker's consumer loops (one task list per subscriber), watched by liveness
+        self._subscribers: list[Any] = []
         self._relay_task: asyncio.Task[None] | None = None
 
     def consume(
@@ -84,6 +87,7 @@ class Runtime:
             )
 
         self.consumers.append(consumer)
+        self._subscribers.append(subscriber)
         return consumer
 
     async def start(self) -> None:
@@ -96,7 +100,7 @@ class Runtime:
         if task is not None:
             if not task.done():
                 await task
-            elif not task.cancelled() and task.exception() is not None:  # already reported by /readyz
+            elif not task.cancelled() and task.exception() is not None:  # already reported by the probes
                 log.error("outbox relay had ended", error=repr(task.exception()))
         await self.broker.stop()
         await self.db.dispose()
@@ -113,14 +117,37 @@ class Runtime:
         """The admin routes over this service's outbox (parked rows, audited release)."""
         return outbox_admin_router(self)
 
-    def readiness_checks(self) -> dict[str, Check]:
+    def readiness_checks(self) -> HealthChecks:
+        """What the probes ask. Ready: the database answers and the relay runs. The broker is advisory only:
+        while it is away, checkout and webhooks still commit to the database and the outbox keeps their events
+        (the outbox's age is the alert), so taking every pod out of rotation would only turn an absorbed outage
+        into a full one. Live: the relay and every consumer loop are still running; one that has ended never
+        comes back by itself, so the pod must be restarted."""
+
         async def broker() -> None:
-            if not await self.broker.ping(timeout=2.0):
+            if not await self.broker.ping(timeout=1.0):
                 raise ConnectionError("broker unreachable")
+
+        def ending(task: asyncio.Task[None]) -> bool:
+            return task.done() or task.cancelling() > 0  # cancelled: it may still be unwinding
 
         async def outbox_relay() -> None:
             task = self._relay_task
-            if task is None or task.done():  # it only ends on shutdown; anything else is a bug to see at once
+            if task is None or ending(task):  # it only ends on shutdown; anything else is a bug to see at once
                 raise RuntimeError("outbox relay is not running")
 
-        return {"database": self.db.ping, "broker": broker, "outbox_relay": outbox_relay}
+        async def relay_alive() -> None:
+            task = self._relay_task
+            if task is not None and ending(task):  # not started yet is not dead
+                raise RuntimeError("outbox relay has ended")
+
+        async def consumers_alive() -> None:
+            ended = [t.get_name() for s in self._subscribers for t in getattr(s, "tasks", []) if ending(t)]
+            if ended:
+                raise RuntimeError(f"consumer loops have ended: {ended}")
+
+        return HealthChecks(
+            {"database": self.db.ping, "outbox_relay": outbox_relay},
+            liveness={"outbox_relay": relay_alive, "consumers": consumers_alive},
+            advisory={"broker": broker},
+        )
