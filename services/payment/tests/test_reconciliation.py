@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
@@ -13,6 +14,7 @@ from sqlalchemy import select, text
 from handshake_payment.app import create_app
 from handshake_payment.db import attempt_transitions, reconciliation_runs
 from handshake_payment.domain.attempts import AttemptState as A
+from handshake_payment.reconciliation import Reconciler
 from handshake_devstack.tokens import issue_token
 from handshake_shared.envelope import CloudEvent, parse_event
 from handshake_shared.events import PAYMENT_EVENTS, PROVIDER_EVENTS
@@ -249,8 +251,75 @@ async def test_the_running_service_reconciles_on_its_schedule_and_publishes_the_
     [succeeded] = [e for e in found if e.type == "payment.succeeded"]
     assert (succeeded.data["payment_intent_id"], succeeded.data["amount"]) == (paid.id, 3300)
     async with service.db.engine.connect() as conn:
-        triggers = (await conn.execute(select(reconciliation_runs.c.trigger, reconciliation_runs.c.repaired))).all()
-    assert {t.trigger for t in triggers} == {"scheduled"} and sum(t.repaired for t in triggers) == 1
+        runs = (await conn.execute(select(reconciliation_runs))).all()
+    assert {r.trigger for r in runs} == {"scheduled"}
+    # the service stopped as soon as the event was seen, maybe mid-run: every run still says what it repaired
+    assert all(r.finished_at is not None and r.repaired == len(r.detail["repairs"]) for r in runs)
+    # the running service consumes whatever the shared broker holds: count this payment's repair, not others'
+    [(run_id, repair)] = [(r.id, x) for r in runs for x in r.detail["repairs"] if x["attempt_id"] == str(attempt.id)]
+    assert (repair["from"], repair["to"], repair["outcome"]) == ("requires_payment", "succeeded", "applied")
+    assert succeeded.causationid == str(run_id) and (await transitions(service, attempt.id))[-1][2] == str(run_id)
+
+
+class HeldAtProvider:
+    """The service's Stripe gateway, except that the second intent a run retrieves waits at the provider
+    until the test lets it go."""
+
+    def __init__(self, gateway) -> None:  # type: ignore[no-untyped-def]
+        self.gateway = gateway
+        self.retrieved = 0
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.gateway, name)
+
+    async def retrieve_intent(self, intent_id: str):  # type: ignore[no-untyped-def]
+        self.retrieved += 1
+        if self.retrieved == 2:
+            self.holding.set()
+            await self.release.wait()
+        return await self.gateway.retrieve_intent(intent_id)
+
+
+async def test_a_service_stopping_mid_run_leaves_every_repair_the_run_made_on_its_record(service, browser, checkout) -> None:
+    """Stopping the service cancels the scheduled task while a run may have committed a repair and not yet
+    its own record: cancelled there, the payment was repaired by a run whose row says it repaired nothing.
+    The run finishes the item at hand, records what it did, and leaves the rest to the next run."""
+    orders = [str(uuid.uuid4()) for _ in range(3)]
+    attempts = {o: await checkout.attempt(service, o, 1000 + i) for i, o in enumerate(orders)}
+    for attempt in attempts.values():
+        assert (await browser.pay(attempt.provider_intent_id, CARD_OK)).status == "succeeded"
+    held = HeldAtProvider(service.app.state.gateway)
+    scheduled = service.settings.model_copy(update={"reconciliation_interval_seconds": 0.05})
+    reconciler = Reconciler(service.db, service.handlers, held, scheduled)  # type: ignore[arg-type]
+
+    task = asyncio.create_task(reconciler.run_forever())
+    await asyncio.wait_for(held.holding.wait(), 30)
+    states = {o: (await service.attempts(o))[0].state for o in orders}
+    # the first repair is committed, the run's row not yet written: the service is told to stop now
+    assert sorted(states.values()) == [A.REQUIRES_PAYMENT, A.REQUIRES_PAYMENT, A.SUCCEEDED]
+    task.cancel()
+    held.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    async with service.db.engine.connect() as conn:
+        [run] = (await conn.execute(select(reconciliation_runs))).all()
+    assert (run.trigger, run.checked, run.repaired, run.errors) == ("scheduled", 2, 2, 0)
+    assert run.finished_at is not None and run.detail["stopped"].startswith("asked to stop")
+    repaired = {x["order_id"] for x in run.detail["repairs"]}
+    left = [o for o in orders if o not in repaired]
+    assert len(repaired) == 2 and [(await service.attempts(o))[0].state for o in left] == [A.REQUIRES_PAYMENT]
+    for order_id in repaired:
+        assert (await service.attempts(order_id))[0].state == A.SUCCEEDED
+        assert (await transitions(service, attempts[order_id].id))[-1][2] == str(run.id)
+
+    # what the stop left is the next run's, and no payment is announced twice
+    nxt = await service.app.state.reconciler.run_once(trigger="scheduled")
+    assert (nxt["checked"], nxt["repaired"]) == (1, 1) and nxt["detail"]["repairs"][0]["order_id"] == left[0]
+    for order_id in orders:
+        assert [e.type for e in await service.emitted(order_id)] == ["payment.intent_created", "payment.succeeded"]
 
 
 async def test_attempts_whose_payment_request_stopped_half_way_are_finished_with_one_intent_each(service, browser) -> None:

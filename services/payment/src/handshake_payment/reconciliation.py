@@ -92,7 +92,7 @@ class _Tally:
     repaired: int = 0
     flagged: int = 0
     errors: int = 0
-    detail: dict[str, list[dict[str, Any]]] = field(
+    detail: dict[str, Any] = field(
         default_factory=lambda: {"repairs": [], "flagged": [], "errors": []}
     )
 
@@ -126,19 +126,38 @@ class Reconciler:
         self._lock = asyncio.Lock()  # one run at a time per process; replicas are safe by the tables
 
     async def run_forever(self) -> None:
-        """The app's background task: one scheduled run per interval; a failing run is logged and counted."""
+        """The app's background task: one scheduled run per interval; a failing run is logged and counted.
+
+        Stopping the service cancels this task. The run in progress is not cancelled with it: a cancel landing
+        between a repair's commit and the run's own record (or on the commit itself) would leave repairs made
+        with nothing saying so, and the run's row claiming zero. It is asked to stop after the item at hand
+        instead and records what it did; only a second cancel breaks it off."""
         while True:
             await asyncio.sleep(self.interval)
+            stop = asyncio.Event()
+            run = asyncio.create_task(self.run_once(trigger="scheduled", stop=stop), name="payment-reconciliation-run")
             try:
-                await self.run_once(trigger="scheduled")
+                await asyncio.shield(run)
             except asyncio.CancelledError:
+                stop.set()
+                try:
+                    await asyncio.wait({run})
+                finally:
+                    if not run.done():
+                        run.cancel()
+                    elif not run.cancelled() and run.exception() is not None:
+                        log.error("reconciliation run failed", error=repr(run.exception()))
                 raise
             except Exception as exc:  # noqa: BLE001 - the next run tries again
                 log.error("reconciliation run failed", error=repr(exc))
 
     async def run_once(
-        self, trigger: str = "manual", *, requested_by: str | None = None, note: str | None = None
-    ) -> dict[str, Any]:
+        self, trigger: str = "manual", *, requested_by: str | None = None, note: str | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """One run over everything due. With stop set it ends after the item at hand and says so in its detail;
+        cancelled outright, it still records the repairs it had counted before the cancel goes on."""
+        stop = stop if stop is not None else asyncio.Event()
         async with self._lock:
             run_id = uuid.uuid4()
             async with self.db.transaction() as tx:
@@ -150,16 +169,23 @@ class Reconciler:
                 )  # fmt: skip
             tally = _Tally()
             if note:
-                tally.detail["note"] = note  # type: ignore[assignment]
+                tally.detail["note"] = note
             failure: BaseException | None = None
             try:
-                await self._sweep_unfinished_attempts(run_id, tally)
-                await self._sweep_attempts(run_id, tally)
-                await self._sweep_refunds(run_id, tally)
+                for sweep in (self._sweep_unfinished_attempts, self._sweep_attempts, self._sweep_refunds):
+                    if stop.is_set():
+                        break
+                    await sweep(run_id, tally, stop)
+            except asyncio.CancelledError as exc:  # broken off: what it counted so far is still recorded
+                failure = exc
             except Exception as exc:  # noqa: BLE001 - recorded on the run, then raised
                 failure = exc
                 tally.errors += 1
                 tally.detail["errors"].append({"error": repr(exc)[:500]})
+            if isinstance(failure, asyncio.CancelledError):
+                tally.detail["stopped"] = "cancelled"
+            elif stop.is_set():
+                tally.detail["stopped"] = "asked to stop: what it did not reach waits for the next run"
             async with self.db.transaction() as tx:
                 await tx.execute(
                     update(reconciliation_runs)
@@ -193,7 +219,7 @@ class Reconciler:
 
     # -- attempts whose payment request never finished ------------------------------------------
 
-    async def _sweep_unfinished_attempts(self, run_id: uuid.UUID, tally: _Tally) -> None:
+    async def _sweep_unfinished_attempts(self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event) -> None:
         """Attempts still `creating`: their payment request stopped between the attempt row and
         payment.intent_created and is not coming back (it was dead-lettered), so the order waits for a
         payment session that never comes. The consumer's own steps finish them: the intent is looked for
@@ -215,6 +241,8 @@ class Reconciler:
                 )
             ).all()
         for attempt in unfinished:
+            if stop.is_set():
+                return
             tally.checked += 1
             try:
                 await self._finish_attempt(run_id, attempt, tally)
@@ -242,7 +270,7 @@ class Reconciler:
 
     # -- attempts waiting for the provider ------------------------------------------------------
 
-    async def _sweep_attempts(self, run_id: uuid.UUID, tally: _Tally) -> None:
+    async def _sweep_attempts(self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event) -> None:
         async with self.db.engine.connect() as c:
             waiting = (
                 await c.execute(
@@ -262,6 +290,8 @@ class Reconciler:
                 )
             ).all()
         for attempt in waiting:
+            if stop.is_set():
+                return
             tally.checked += 1
             try:
                 await self._check_attempt(run_id, attempt, tally)
@@ -306,7 +336,7 @@ class Reconciler:
 
     # -- refunds waiting for the provider -------------------------------------------------------
 
-    async def _sweep_refunds(self, run_id: uuid.UUID, tally: _Tally) -> None:
+    async def _sweep_refunds(self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event) -> None:
         async with self.db.engine.connect() as c:
             waiting = (
                 await c.execute(
@@ -325,6 +355,8 @@ class Reconciler:
                 )
             ).all()
         for refund in waiting:
+            if stop.is_set():
+                return
             tally.checked += 1
             try:
                 await self._settle_refund(run_id, refund, tally)
