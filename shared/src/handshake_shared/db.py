@@ -47,6 +47,7 @@ class MessagingTables:
     inbox: Table
     dead_letters: Table
     outbox_releases: Table
+    dead_letter_redrives: Table
 
 
 def add_messaging_tables(metadata: MetaData) -> MessagingTables:
@@ -103,6 +104,8 @@ def add_messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         comment="Every consumed event id, written in the same transaction as its effects: a redelivery finds it and does nothing.",
     )
+    # retention deletes the oldest rows in batches; without it each batch would scan the whole inbox
+    Index("ix_inbox_processed_at", inbox.c.processed_at)
     dead_letters = Table(
         "dead_letters",
         metadata,
@@ -118,6 +121,8 @@ def add_messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("error", Text, nullable=False),
         Column("attempts", Integer, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        # set when an admin redrove it (dead_letter_redrives says who, why and what it did); only then may
+        # retention delete it
         Column("resolved_at", DateTime(timezone=True), nullable=True),
         comment="Messages a consumer gave up on after bounded retries; also published to <topic>.dlq.",
     )
@@ -135,7 +140,23 @@ def add_messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("released_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         comment="Audit trail of parked outbox rows an admin released for another publish attempt.",
     )
-    return MessagingTables(outbox, outbox_sequences, inbox, dead_letters, outbox_releases)
+    dead_letter_redrives = Table(
+        "dead_letter_redrives",
+        metadata,
+        Column("id", BigInteger, Identity(always=True), primary_key=True),
+        # no foreign key: the audit row outlives the dead letter, which retention deletes
+        Column("dead_letter_id", BigInteger, nullable=False, unique=True),
+        Column("consumer", Text, nullable=False),
+        Column("event_id", Text, nullable=True),
+        Column("event_type", Text, nullable=True),
+        Column("actor", Text, nullable=False),
+        Column("reason", Text, nullable=False),
+        # applied: the handler ran; already_applied: the inbox showed the event applied before, nothing ran
+        Column("outcome", Text, nullable=False),
+        Column("redriven_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        comment="Audit trail of dead letters an admin redrove through their consumer's handler, at most once each.",
+    )
+    return MessagingTables(outbox, outbox_sequences, inbox, dead_letters, outbox_releases, dead_letter_redrives)
 
 
 def error_chain(exc: BaseException) -> list[BaseException]:

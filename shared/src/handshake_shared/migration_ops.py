@@ -95,3 +95,31 @@ def drop_outbox_parking_v2() -> None:
                   postgresql_where=sa.text('published_at IS NULL AND (next_attempt_at IS NOT NULL OR parked_at IS NOT NULL)'))
     op.drop_column('outbox', 'parked_at')
     op.drop_column('outbox', 'next_attempt_at')
+
+
+def add_retention_and_redrive_v3() -> None:
+    """An index for deleting old inbox rows in batches, and the audit of dead-letter redrives. The index is
+    built CONCURRENTLY (outside the migration's transaction): the inbox may be large and is written by every
+    consumed event, which a plain CREATE INDEX would block for the length of the build."""
+    op.create_table('dead_letter_redrives',
+    sa.Column('id', sa.BigInteger(), sa.Identity(always=True), nullable=False),
+    sa.Column('dead_letter_id', sa.BigInteger(), nullable=False),
+    sa.Column('consumer', sa.Text(), nullable=False),
+    sa.Column('event_id', sa.Text(), nullable=True),
+    sa.Column('event_type', sa.Text(), nullable=True),
+    sa.Column('actor', sa.Text(), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('outcome', sa.Text(), nullable=False),
+    sa.Column('redriven_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_dead_letter_redrives')),
+    sa.UniqueConstraint('dead_letter_id', name=op.f('uq_dead_letter_redrives_dead_letter_id')),
+    comment='Audit trail of dead letters an admin redrove through their consumer\'s handler, at most once each.'
+    )
+    with op.get_context().autocommit_block():
+        op.create_index('ix_inbox_processed_at', 'inbox', ['processed_at'], unique=False,
+                        postgresql_concurrently=True, if_not_exists=True)
+
+
+def drop_retention_and_redrive_v3() -> None:
+    op.drop_index('ix_inbox_processed_at', table_name='inbox')
+    op.drop_table('dead_letter_redrives')

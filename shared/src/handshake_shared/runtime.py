@@ -18,6 +18,8 @@ from handshake_shared.http import HealthChecks
 from handshake_shared.kafka import make_broker, relay_sender
 from handshake_shared.outbox import Outbox, OutboxRelay
 from handshake_shared.outbox_admin import outbox_admin_router
+from handshake_shared.dead_letter_admin import dead_letter_admin_router
+from handshake_shared.retention import Retention, messaging_jobs
 from handshake_shared.settings import ServiceSettings
 
 log = structlog.get_logger("runtime")
@@ -59,6 +61,12 @@ class Runtime:
         # the broker's consumer loops (one task list per subscriber), watched by liveness
         self._subscribers: list[Any] = []
         self._relay_task: asyncio.Task[None] | None = None
+        # the messaging tables' jobs; a service adds its own tables' (runtime.retention.add) before start
+        self.retention = Retention(
+            self.db, interval_seconds=settings.retention_interval_seconds, batch_size=settings.retention_batch_size
+        )
+        self.retention.add(*messaging_jobs(tables, settings))
+        self._retention_task: asyncio.Task[None] | None = None
 
     def consume(
         self, topic: str, *, group: str, handlers: dict[str, Handler], on_dead_letter: DeadLetterHook | None = None
@@ -93,9 +101,14 @@ class Runtime:
     async def start(self) -> None:
         await self.broker.start()
         self._relay_task = asyncio.create_task(self.relay.run(), name=f"{self.service}-outbox-relay")
+        if self.retention.enabled:
+            self._retention_task = asyncio.create_task(self.retention.run(), name=f"{self.service}-retention")
 
     async def stop(self) -> None:
         self.relay.stop()
+        self.retention.stop()
+        if self._retention_task is not None:
+            await self._retention_task  # a batch in flight finishes its short transaction first
         task = self._relay_task
         if task is not None:
             if not task.done():
@@ -116,6 +129,10 @@ class Runtime:
     def outbox_admin_router(self) -> APIRouter:
         """The admin routes over this service's outbox (parked rows, audited release)."""
         return outbox_admin_router(self)
+
+    def dead_letter_admin_router(self) -> APIRouter:
+        """The admin routes over this service's dead letters (list, audited redrive through the consumer)."""
+        return dead_letter_admin_router(self)
 
     def readiness_checks(self) -> HealthChecks:
         """What the probes ask. Ready: the database answers and the relay runs. The broker is advisory only:

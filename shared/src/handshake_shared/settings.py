@@ -128,6 +128,18 @@ class ServiceSettings(BaseSettings):
     # and alerted. While the database itself is down nothing can be dead-lettered, so it keeps waiting.
     consumer_max_deferrals: int = Field(default=400, ge=1)
 
+    # Retention: one background loop per process deletes what nobody needs any more, in batches of
+    # retention_batch_size rows, each batch its own short transaction; 0 turns a job (or the loop) off.
+    retention_interval_seconds: float = Field(default=600, ge=0)
+    retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    # published outbox rows (never unpublished or parked ones): the broker has them
+    outbox_retention_hours: int = Field(default=72, ge=0)
+    # consumed event ids. Safe once older than anything the broker can still redeliver: keep this above the
+    # longest retention of every consumed topic (the saga topics keep 7 days)
+    inbox_retention_days: int = Field(default=14, ge=0)
+    # dead letters an admin has redriven (resolved); open ones are kept whatever their age
+    dead_letter_retention_days: int = Field(default=30, ge=0)
+
     # Bearer tokens of customers and staff are signed by an identity provider with an asymmetric key;
     # services only verify. The keys come from a JWKS URL, or a file (PEM public key or JWKS JSON), or
     # the PEM text itself (HANDSHAKE_JWT_PUBLIC_KEY, handy for secret stores that inject values).

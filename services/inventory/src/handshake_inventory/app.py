@@ -64,5 +64,6 @@ def create_app(settings: InventorySettings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes)
     app.include_router(ops_router(runtime.readiness_checks()))
     app.include_router(runtime.outbox_admin_router())
+    app.include_router(runtime.dead_letter_admin_router())
     app.include_router(build_router(ctx))
     return app

@@ -52,6 +52,9 @@ provider_events = Table(
     Column("forwarded_event_id", UUID(as_uuid=True), nullable=True),
     # how we learned of it: a signed webhook delivery, or the gap scan listing the provider's events
     Column("source", Text, nullable=False, server_default=text("'webhook'")),
+    # when raw_body and payload were reduced to what reconciliation and disputes need (no client secret, no
+    # billing details) and signature_header dropped with them; null while the event is still whole
+    Column("scrubbed_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("delivery_count >= 1", name="delivery_count_positive"),
     CheckConstraint("source IN ('webhook', 'gap_scan')", name="source_known"),
     comment=(
@@ -62,6 +65,12 @@ provider_events = Table(
 Index("ix_provider_events_order_id", provider_events.c.order_id)
 Index("ix_provider_events_object_id", provider_events.c.object_id)
 Index("ix_provider_events_payment_intent_id", provider_events.c.payment_intent_id)
+# the scrub job's queue: the still-whole events, oldest first
+Index(
+    "ix_provider_events_unscrubbed",
+    provider_events.c.first_received_at,
+    postgresql_where=provider_events.c.scrubbed_at.is_(None),
+)
 
 provider_event_replays = Table(
     "provider_event_replays",

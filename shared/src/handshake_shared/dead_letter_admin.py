@@ -1,0 +1,183 @@
+"""Admin routes over a service's dead letters: list them, and redrive one once its cause is fixed (a bug
+deployed away, a missing row created). A redrive re-applies the stored message through its consumer's own
+handler, with the inbox's dedup, in one transaction with marking the dead letter resolved and an audit row:
+each dead letter is redriven at most once, however many admins press the button at the same time.
+
+The dead-letter transaction also records the event in the inbox (so a redelivery from the broker does not
+apply it behind the admin's back); that row is told apart from a real application by its timestamp, which is
+the dead letter's own (both are now() of the same transaction). Any other inbox row for the event means it
+was applied already: the redrive then runs nothing and says so."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import structlog
+from fastapi import APIRouter, Depends, Header, Path, Query
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy.engine import Row
+
+from handshake_shared.auth import Principal, require_roles
+from handshake_shared.consumer import EventConsumer, claim, is_infrastructure_error
+from handshake_shared.db import describe_error
+from handshake_shared.envelope import EnvelopeError, parse_event
+from handshake_shared.events import payload_model
+from handshake_shared.http import Problem
+from handshake_shared.logging import event_context
+
+if TYPE_CHECKING:
+    from handshake_shared.runtime import Runtime
+
+log = structlog.get_logger("dead-letter-admin")
+
+Authorization = Annotated[str | None, Header()]
+FilterText = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x20-\x7e]+$")]
+
+
+class RedriveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+def dead_letter_view(row: Row[Any]) -> dict[str, Any]:
+    # the payload stays out: it may hold what only the topic's readers are meant to see
+    return {
+        "id": row.id,
+        "consumer": row.consumer,
+        "topic": row.topic,
+        "partition": row.partition,
+        "offset": row.kafka_offset,
+        "key": row.message_key,
+        "event_id": row.event_id,
+        "event_type": row.event_type,
+        "payload_bytes": row.payload_bytes,
+        "error": row.error,
+        "attempts": row.attempts,
+        "created_at": row.created_at.isoformat(),
+        "resolved_at": row.resolved_at.isoformat() if row.resolved_at else None,
+    }
+
+
+def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
+    router = APIRouter(prefix="/v1/admin/dead-letters", tags=["operations"])
+    dl = runtime.tables.dead_letters
+    inbox = runtime.tables.inbox
+    redrives = runtime.tables.dead_letter_redrives
+
+    def admin(authorization: Authorization = None) -> Principal:
+        # a dependency, so it is decided before the body is validated: anyone else gets 401/403, not 422
+        return require_roles(runtime.settings, authorization, "admin")
+
+    def listing() -> Select[Any]:
+        return select(
+            dl.c.id, dl.c.consumer, dl.c.topic, dl.c.partition, dl.c.kafka_offset, dl.c.message_key, dl.c.event_id,
+            dl.c.event_type, dl.c.error, dl.c.attempts, dl.c.created_at, dl.c.resolved_at,
+            func.octet_length(dl.c.payload).label("payload_bytes"),
+        )  # fmt: skip
+
+    @router.get("")
+    async def list_dead_letters(
+        _: Principal = Depends(admin),  # noqa: B008 - a local dependency
+        status: Literal["open", "redriven", "all"] = "open",
+        consumer: Annotated[FilterText | None, Query()] = None,
+        topic: Annotated[FilterText | None, Query()] = None,
+        event_type: Annotated[FilterText | None, Query()] = None,
+        # newest first; the next page starts below the last id of this one
+        before_id: Annotated[int | None, Query(ge=1)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> dict[str, Any]:
+        query = listing()
+        if status == "open":
+            query = query.where(dl.c.resolved_at.is_(None))
+        elif status == "redriven":
+            query = query.where(dl.c.resolved_at.is_not(None))
+        for column, value in ((dl.c.consumer, consumer), (dl.c.topic, topic), (dl.c.event_type, event_type)):
+            if value is not None:
+                query = query.where(column == value)
+        if before_id is not None:
+            query = query.where(dl.c.id < before_id)
+        async with runtime.db.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(dl.c.id.desc()).limit(limit + 1))).all()
+        items = [dead_letter_view(r) for r in rows[:limit]]
+        return {
+            "service": runtime.service,
+            "items": items,
+            "next_before_id": items[-1]["id"] if len(rows) > limit else None,
+        }
+
+    def consumer_named(name: str) -> EventConsumer | None:
+        return next((c for c in runtime.consumers if c.name == name), None)
+
+    @router.post("/{dead_letter_id}/redrive")
+    async def redrive(
+        dead_letter_id: Annotated[int, Path(ge=1)],
+        body: RedriveRequest,
+        principal: Principal = Depends(admin),  # noqa: B008 - a local dependency
+    ) -> dict[str, Any]:
+        async with runtime.db.transaction() as conn:
+            # the row lock makes concurrent redrives of one dead letter take turns; the later ones find it resolved
+            row = (await conn.execute(listing().add_columns(dl.c.payload).where(dl.c.id == dead_letter_id)
+                                      .with_for_update())).first()  # fmt: skip
+            if row is None:
+                raise Problem(404, "Dead letter not found", type="dead-letter-not-found")
+            if row.resolved_at is not None:
+                raise Problem(409, "Dead letter already redriven", f"dead letter {dead_letter_id} was redriven at "
+                              f"{row.resolved_at.isoformat()}", type="dead-letter-already-redriven")  # fmt: skip
+            consumer = consumer_named(row.consumer)
+            if consumer is None:
+                raise Problem(409, "Dead letter not redrivable", f"no consumer {row.consumer!r} runs in this service",
+                              type="dead-letter-not-redrivable")  # fmt: skip
+            try:
+                event = parse_event(bytes(row.payload))
+            except EnvelopeError as exc:
+                raise Problem(409, "Dead letter not redrivable", f"the stored message is not an event: {exc}",
+                              type="dead-letter-not-redrivable") from None  # fmt: skip
+            handler = consumer.handlers.get(event.type)
+            if handler is None:
+                raise Problem(409, "Dead letter not redrivable", f"{consumer.name} has no handler for {event.type}",
+                              type="dead-letter-not-redrivable")  # fmt: skip
+            try:
+                payload = payload_model(event.type).model_validate(event.data)
+            except (ValidationError, KeyError) as exc:
+                raise Problem(409, "Dead letter not redrivable", f"invalid payload: {exc}"[:1000],
+                              type="dead-letter-not-redrivable") from None  # fmt: skip
+            with event_context(event):
+                # the dead letter's own inbox row (same transaction, same now()) is not an application
+                await conn.execute(
+                    delete(inbox).where(
+                        inbox.c.consumer == consumer.name, inbox.c.event_id == event.id,
+                        inbox.c.processed_at == row.created_at,
+                    )
+                )  # fmt: skip
+                outcome = "already_applied"
+                if await claim(conn, runtime.tables, consumer.name, event):
+                    try:
+                        await handler(conn, event, payload)
+                    except Exception as exc:  # noqa: BLE001 - any failure of the handler is the answer
+                        # the transaction rolls back: the dead letter stays open, to be redriven again later
+                        described = describe_error(exc)
+                        log.warning("dead letter redrive failed", dead_letter_id=dead_letter_id, error=described)
+                        if is_infrastructure_error(exc):
+                            raise Problem(503, "Redrive failed", described, type="dependency-unavailable") from None
+                        raise Problem(409, "Redrive failed", described[:1000], type="dead-letter-redrive-failed") from None
+                    outcome = "applied"
+                await conn.execute(update(dl).where(dl.c.id == row.id).values(resolved_at=func.now()))
+                redrive_id = (
+                    await conn.execute(
+                        insert(redrives).values(
+                            dead_letter_id=row.id, consumer=row.consumer, event_id=row.event_id,
+                            event_type=row.event_type, actor=principal.subject, reason=body.reason, outcome=outcome,
+                        ).returning(redrives.c.id)
+                    )
+                ).scalar_one()  # fmt: skip
+            resolved_at = (await conn.execute(select(dl.c.resolved_at).where(dl.c.id == row.id))).scalar_one()
+        log.warning("dead letter redriven", dead_letter_id=row.id, consumer=row.consumer, event_id=row.event_id,
+                    outcome=outcome, actor=principal.subject, reason=body.reason)  # fmt: skip
+        view = dead_letter_view(row)
+        view["resolved_at"] = resolved_at.isoformat()
+        return {**view, "outcome": outcome, "redrive_id": redrive_id, "redriven_by": principal.subject,
+                "reason": body.reason}  # fmt: skip
+
+    return router
