@@ -18,6 +18,7 @@ from handshake_webhook_ingest.api import IngestContext, build_router
 from handshake_webhook_ingest.db import messaging
 from handshake_webhook_ingest.gap_scan import GapScanner
 from handshake_webhook_ingest.ingest import StripeIngest
+from handshake_webhook_ingest.retention import retention_jobs
 from handshake_webhook_ingest.settings import WebhookIngestSettings, get_settings
 
 
@@ -31,6 +32,7 @@ def create_app(settings: WebhookIngestSettings | None = None) -> FastAPI:
     ingest = StripeIngest(runtime.db, runtime.outbox, webhook_secrets)
     ctx = IngestContext(db=runtime.db, settings=settings, messaging=messaging, ingest=ingest)
     scanner = GapScanner(runtime.db, ingest, settings)
+    runtime.retention.add(*retention_jobs(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,5 +59,6 @@ def create_app(settings: WebhookIngestSettings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes, routes={"/webhooks/stripe": settings.webhook_max_body_bytes})
     app.include_router(ops_router(runtime.readiness_checks()))
     app.include_router(runtime.outbox_admin_router())
+    app.include_router(runtime.dead_letter_admin_router())
     app.include_router(build_router(ctx))
     return app

@@ -31,6 +31,12 @@ class WebhookIngestSettings(ServiceSettings):
     gap_scan_initial_lookback_seconds: int = Field(default=3 * 24 * 3600, ge=0)
     # each scan re-lists this far behind its cursor: events of one second, or made visible late, are not missed
     gap_scan_overlap_seconds: int = Field(default=60, ge=0)
+    # Retention (0 keeps for ever): a stored event loses its client secret, billing details and signature after
+    # this many days, keeping ids, amounts, status and our metadata. Stripe keeps events for 30 days, so a
+    # replay of a scrubbed event, forwarded unsigned, can still be confirmed with the provider until then.
+    webhook_body_retention_days: int = Field(default=30, ge=0)
+    # finished gap-scan records
+    gap_scan_retention_days: int = Field(default=90, ge=0)
 
     required_secrets: ClassVar[tuple[str, ...]] = ("stripe_webhook_secrets",)
     optional_secrets: ClassVar[tuple[str, ...]] = ("stripe_api_key",)
