@@ -14,7 +14,7 @@ from handshake_payment import SERVICE
 from handshake_payment.api import PaymentContext, build_router
 from handshake_payment.db import messaging
 from handshake_payment.handlers import PaymentHandlers
-from handshake_payment.reconciliation import Reconciler
+from handshake_payment.reconciliation import Reconciler, run_retention
 from handshake_payment.settings import PaymentSettings, get_settings
 from handshake_payment.stripe_gateway import StripeGateway
 from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
@@ -36,6 +36,7 @@ def create_app(settings: PaymentSettings | None = None) -> FastAPI:
     runtime.consume(ORDER_EVENTS, group="payment.order-events", handlers=handlers.order_handlers())
     runtime.consume(PROVIDER_EVENTS, group="payment.provider-events", handlers=handlers.provider_handlers())
     reconciler = Reconciler(runtime.db, handlers, gateway, settings)
+    runtime.retention.add(run_retention(settings))
     ctx = PaymentContext(db=runtime.db, settings=settings, gateway=gateway, reconciler=reconciler)
 
     @asynccontextmanager
@@ -65,5 +66,6 @@ def create_app(settings: PaymentSettings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes)
     app.include_router(ops_router(runtime.readiness_checks()))
     app.include_router(runtime.outbox_admin_router())
+    app.include_router(runtime.dead_letter_admin_router())
     app.include_router(build_router(ctx))
     return app

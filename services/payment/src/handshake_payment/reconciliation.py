@@ -43,6 +43,7 @@ from handshake_payment.settings import PaymentSettings
 from handshake_payment.stripe_gateway import StripeGateway
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent, build_event
+from handshake_shared.retention import RetentionJob, purge
 
 log = structlog.get_logger("payment")
 
@@ -111,6 +112,13 @@ def run_record(row: Any) -> dict[str, Any]:
         "errors": row.errors,
         "detail": row.detail,
     }
+
+
+def run_retention(settings: PaymentSettings) -> RetentionJob | None:
+    """Deletes finished runs older than the retention; a run still in progress is kept."""
+    return purge("reconciliation_runs", reconciliation_runs, age_column=reconciliation_runs.c.started_at,
+                 keep=timedelta(days=settings.reconciliation_retention_days),
+                 where=[reconciliation_runs.c.finished_at.is_not(None)])  # fmt: skip
 
 
 class Reconciler:

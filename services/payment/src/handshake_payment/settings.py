@@ -1,7 +1,7 @@
 from functools import lru_cache
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from handshake_shared.settings import ServiceSettings, split_list
@@ -35,6 +35,8 @@ class PaymentSettings(ServiceSettings):
     # looking at attempts and refunds left waiting for the provider longer than pending_after
     reconciliation_interval_seconds: float = 300.0
     reconciliation_pending_after_seconds: float = 120.0
+    # finished reconciliation runs older than this many days are deleted (0: kept for ever)
+    reconciliation_retention_days: int = Field(default=90, ge=0)
 
     required_secrets: ClassVar[tuple[str, ...]] = ("stripe_api_key", "stripe_webhook_secrets", "internal_api_tokens")
 
