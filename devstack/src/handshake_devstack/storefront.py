@@ -3,6 +3,7 @@ stripe SDK exactly as the storefront would after fetching the client secret, fol
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ class Storefront:
         self.poll_interval = poll_interval
         self.http = http or httpx.Client(timeout=10.0)
         self.admin_token = system.tokens.issue("demo-operator", ["admin", "support", "finance"])
+        # what a browser keeps in its storage: a guest checkout is replayed only to the browser that sent it
+        self.guest_session = secrets.token_urlsafe(32)
         self.stripe = stripe.StripeClient(
             system.stack.stripe.api_key, base_addresses={"api": system.stack.stripe.api_base}
         )
@@ -75,12 +78,13 @@ class Storefront:
         return s["available"], s["reserved"], s["sold"]
 
     def checkout(self, lines: list[dict[str, Any]], *, region: str = "DE", coupon: str | None = None,
-                 key: str | None = None) -> dict[str, Any]:  # fmt: skip
+                 key: str | None = None, guest_session: str | None = None) -> dict[str, Any]:  # fmt: skip
         body: dict[str, Any] = {"lines": lines, "region": region, "shipping_method": "standard"}
         if coupon:
             body["coupon_code"] = coupon
         r = self.http.post(
-            self.system.url("order") + "/v1/checkout", json=body, headers={"Idempotency-Key": key or str(uuid.uuid4())}
+            self.system.url("order") + "/v1/checkout", json=body,
+            headers={"Idempotency-Key": key or str(uuid.uuid4()), "Guest-Session": guest_session or self.guest_session},
         )
         r.raise_for_status()
         return dict(r.json())

@@ -32,6 +32,8 @@ CATALOGUE: dict[str, Any] = {
 }
 MUG_ORDER = {"lines": [{"sku": "MUG", "quantity": 2}], "region": "DE", "shipping_method": "standard"}
 MUG_TOTAL = 2500 + 475 + 495  # 2 x 1250, 19 % tax, shipping
+# the secret one guest browser keeps; a guest checkout needs one
+GUEST_SESSION = "browser-one-Zm9vYmFyYmF6cXV4"
 
 
 @pytest.fixture
@@ -45,6 +47,7 @@ class OrderHarness:
         self.app = app
         self.client = client
         self.settings = settings
+        self.guest_session = GUEST_SESSION
         self.runtime = app.state.runtime
         self._seq = itertools.count(1)
 
@@ -65,6 +68,9 @@ class OrderHarness:
         )  # fmt: skip
 
     async def checkout(self, body: dict[str, Any] = MUG_ORDER, key: str = "k", **headers: str) -> httpx.Response:
+        """As a signed-in customer when given an Authorization header, otherwise as the guest browser GUEST_SESSION."""
+        if "Authorization" not in headers:
+            headers.setdefault("Guest-Session", GUEST_SESSION)
         return await self.client.post("/v1/checkout", json=body, headers={"Idempotency-Key": key, **headers})
 
     async def order(self, order_id: str) -> dict[str, Any]:

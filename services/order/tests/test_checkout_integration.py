@@ -60,7 +60,8 @@ async def test_checkout_prices_on_server_stores_snapshot_and_publishes_order_pla
         assert r.status_code == 200, r.text
         body = {"lines": [{"sku": "MUG", "quantity": 2}, {"sku": "TEE", "quantity": 1}], "region": "DE",
                 "shipping_method": "standard", "coupon_code": "TENOFF"}
-        r = await client.post("/v1/checkout", json=body, headers={"Idempotency-Key": "k-1"})
+        browser = {"Idempotency-Key": "k-1", "Guest-Session": "b" * 43}
+        r = await client.post("/v1/checkout", json=body, headers=browser)
         assert r.status_code == 202, r.text
         placed = r.json()
         # 2*1250 + 2000 = 4500; -10% = 4050; +19% tax = 770 (769.5 rounded half up); +495 shipping
@@ -68,7 +69,7 @@ async def test_checkout_prices_on_server_stores_snapshot_and_publishes_order_pla
         assert placed["currency"] == "EUR"
         order_id = placed["order_id"]
 
-        again = await client.post("/v1/checkout", json=body, headers={"Idempotency-Key": "k-1"})
+        again = await client.post("/v1/checkout", json=body, headers=browser)
         assert again.status_code == 202 and again.json() == placed
         assert again.headers["Idempotent-Replayed"] == "true"
 
@@ -78,7 +79,7 @@ async def test_checkout_prices_on_server_stores_snapshot_and_publishes_order_pla
         assert event.data["total"] == placed["total"]
         assert dict(record.headers)["content-type"] == b"application/cloudevents+json"
 
-        r = await client.get(f"/v1/orders/{order_id}", params={"token": placed["lookup_token"]})
+        r = await client.get(f"/v1/orders/{order_id}", headers={"X-Order-Token": placed["lookup_token"]})
         assert r.status_code == 200 and r.json()["state"] == "draft"
         assert (await client.get(f"/v1/orders/{order_id}")).status_code == 404
 

@@ -99,7 +99,10 @@ async def test_customer_cancel_before_payment_announces_it(shop):  # type: ignor
     again = await shop.client.post(f"/v1/orders/{placed['order_id']}/cancel", headers={"X-Order-Token": placed["lookup_token"]})
     assert again.status_code == 200 and await count(shop, cancelled) == 1
     paid = await shop.paid_order()
-    refused = await shop.client.post(f"/v1/orders/{paid}/cancel", headers=shop.token("ops", "support"))
+    refused = await shop.client.post(f"/v1/orders/{paid}/cancel", headers={"X-Order-Token": placed["lookup_token"]})
+    assert refused.status_code == 404  # another order's token
+    paid_token = (await shop.checkout(key="paid")).json()["lookup_token"]  # the same browser's retry
+    refused = await shop.client.post(f"/v1/orders/{paid}/cancel", headers={"X-Order-Token": paid_token})
     assert refused.status_code == 409 and refused.json()["state"] == "fulfillment_pending"
 
 
@@ -208,11 +211,13 @@ async def test_money_taken_in_the_wrong_amount_is_held_for_review_and_can_be_giv
 
 async def test_a_checkout_whose_process_died_mid_way_is_simply_done_again(shop):  # type: ignore[no-untyped-def]
     from handshake_order import idempotency as idem
+    from handshake_order.checkout import guest_scope
 
     # a request claimed the key and died before committing: its connection goes away, nothing is left
     conn = await shop.runtime.db.engine.connect()
     tx = await conn.begin()
-    assert await idem.claim(conn, scope="guest", key="crashy", request_hash="h", command="checkout") is None
+    assert await idem.claim(conn, scope=guest_scope(shop.guest_session), key="crashy", request_hash="h",
+                            command="checkout") is None  # fmt: skip
     await tx.rollback()
     await conn.close()
 

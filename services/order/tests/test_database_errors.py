@@ -37,7 +37,7 @@ async def test_requests_while_the_database_is_unreachable_get_503(stack) -> None
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
             listed = await client.get("/v1/products")
-            placed = await client.post("/v1/checkout", headers={"Idempotency-Key": "k"},
+            placed = await client.post("/v1/checkout", headers={"Idempotency-Key": "k", "Guest-Session": "s" * 43},
                                        json={"lines": [{"sku": "MUG", "quantity": 1}], "region": "DE",
                                              "shipping_method": "standard"})  # fmt: skip
         for r in (listed, placed):

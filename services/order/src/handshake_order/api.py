@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import httpx
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from handshake_order import idempotency as idem
@@ -19,7 +20,7 @@ from handshake_order import repository as repo
 from handshake_order.domain import saga
 from handshake_order.domain.states import OrderState
 from handshake_order.checkout import PRINTABLE, Checkout, CheckoutRequest, pricing_problem, quote, token_hash
-from handshake_order.db import coupons, products, refunds, shipping_rates, tax_rates
+from handshake_order.db import catalogue_changes, coupons, products, refunds, shipping_rates, tax_rates
 from handshake_order.domain.pricing import PricingError
 from handshake_order.settings import OrderSettings
 from handshake_shared.auth import principal_from_header, require_roles
@@ -29,6 +30,20 @@ from handshake_shared.money import MAX_AMOUNT, Currency
 from handshake_shared.outbox import Outbox
 
 Authorization = Annotated[str | None, Header()]
+OrderToken = Annotated[str | None, Header()]
+
+
+def refuse_query_token(request: Request) -> None:
+    """A lookup token in a URL ends up in access logs, proxies and browser history: header only."""
+    if "token" in request.query_params:
+        raise Problem(400, "Lookup token in the URL",
+                      "send the order's lookup token in the X-Order-Token header, never in the query string",
+                      type="token-in-query")  # fmt: skip
+
+
+def staff_actor(subject: str) -> str:
+    # audit rows name the person; the prefix keeps a staff subject from reading as a customer id
+    return f"staff:{subject}"
 
 
 @dataclass
@@ -151,17 +166,21 @@ def build_router(ctx: OrderContext) -> APIRouter:
         authorization: Authorization = None,
         idempotency_key: Annotated[str | None, Header()] = None,
         traceparent: Annotated[str | None, Header()] = None,
+        guest_session: Annotated[str | None, Header(description="guests: this browser's random secret, "
+                                                    ">= 128 bits; scopes the Idempotency-Key")] = None,
     ) -> JSONResponse:
         key = idem.require_key(idempotency_key)
         principal = principal_from_header(ctx.settings, authorization)
-        status, body, replayed = await ctx.checkout.place(principal, key, req, traceparent)
+        status, body, replayed = await ctx.checkout.place(principal, key, req, traceparent, guest_session)
         headers = {"Location": body["links"]["self"]}
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         return idem.CanonicalJSONResponse(body, status_code=status, headers=headers)
 
     async def readable_order(order_id: str, authorization: str | None, token: str | None) -> Any:
-        """Owner or lookup-token holder only; anyone else gets the same 404 as for a missing order."""
+        """Owner or lookup-token holder only; anyone else gets the same 404 as for a missing order. Staff
+        read through /v1/admin/orders: a staff role is not ownership, so nothing done here is done by staff
+        in a customer's name."""
         try:
             oid = uuid.UUID(order_id)
         except ValueError:
@@ -171,7 +190,6 @@ def build_router(ctx: OrderContext) -> APIRouter:
             order = await repo.get_order(conn, oid)
             allowed = order is not None and (
                 (principal is not None and order.customer_id == principal.subject)
-                or (principal is not None and principal.has_role("support", "finance", "admin"))
                 or (
                     token is not None
                     and order.lookup_token_hash is not None
@@ -183,14 +201,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
             events = await repo.timeline(conn, oid)
         return order, events
 
-    @router.get("/v1/orders/{order_id}")
-    async def get_order(
-        order_id: str,
-        authorization: Authorization = None,
-        x_order_token: Annotated[str | None, Header()] = None,
-        token: Annotated[str | None, Query()] = None,
-    ) -> dict[str, Any]:
-        order, events = await readable_order(order_id, authorization, x_order_token or token)
+    def order_body(order: Any, events: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "order_id": str(order.id),
             "state": order.state,
@@ -203,15 +214,24 @@ def build_router(ctx: OrderContext) -> APIRouter:
             "timeline": events,
         }
 
+    @router.get("/v1/orders/{order_id}")
+    async def get_order(
+        order_id: str, request: Request, authorization: Authorization = None, x_order_token: OrderToken = None
+    ) -> dict[str, Any]:
+        refuse_query_token(request)
+        order, events = await readable_order(order_id, authorization, x_order_token)
+        return order_body(order, events)
+
     @router.get("/v1/orders/{order_id}/payment-session")
     async def payment_session(
         order_id: str,
+        request: Request,
         response: Response,
         authorization: Authorization = None,
-        x_order_token: Annotated[str | None, Header()] = None,
-        token: Annotated[str | None, Query()] = None,
+        x_order_token: OrderToken = None,
     ) -> dict[str, Any]:
-        order, _ = await readable_order(order_id, authorization, x_order_token or token)
+        refuse_query_token(request)
+        order, _ = await readable_order(order_id, authorization, x_order_token)
         response.headers["Cache-Control"] = "no-store"
         assert ctx.http is not None
         try:
@@ -265,21 +285,22 @@ def build_router(ctx: OrderContext) -> APIRouter:
 
     @router.post("/v1/orders/{order_id}/cancel")
     async def cancel_order(
-        order_id: str, authorization: Authorization = None, x_order_token: Annotated[str | None, Header()] = None,
-        token: Annotated[str | None, Query()] = None,
+        order_id: str, request: Request, authorization: Authorization = None, x_order_token: OrderToken = None
     ) -> JSONResponse:
-        order, _ = await readable_order(order_id, authorization, x_order_token or token)
+        refuse_query_token(request)
+        order, _ = await readable_order(order_id, authorization, x_order_token)
         if order.state == OrderState.CANCELLED:
             return JSONResponse({"order_id": str(order.id), "state": order.state})
         return await command(order.id, saga.cancel_by_customer, actor=order.customer_id or "guest")
 
     @router.post("/v1/orders/{order_id}/payment-attempts", status_code=202)
     async def new_payment_attempt(
-        order_id: str, authorization: Authorization = None, x_order_token: Annotated[str | None, Header()] = None,
-        token: Annotated[str | None, Query()] = None, idempotency_key: Annotated[str | None, Header()] = None,
+        order_id: str, request: Request, authorization: Authorization = None, x_order_token: OrderToken = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
+        refuse_query_token(request)
         key = idem.require_key(idempotency_key)
-        order, _ = await readable_order(order_id, authorization, x_order_token or token)
+        order, _ = await readable_order(order_id, authorization, x_order_token)
         return await command(
             order.id, lambda view: saga.retry_payment(view, seed=f"retry:{key}"), actor=order.customer_id or "guest",
             scope=f"order:{order.id}", key=key, request=EmptyBody(), command_name="payment-attempt", status=202,
@@ -288,13 +309,14 @@ def build_router(ctx: OrderContext) -> APIRouter:
     @router.get("/v1/admin/orders/{order_id}")
     async def admin_get_order(order_id: str, authorization: Authorization = None) -> dict[str, Any]:
         require_roles(ctx.settings, authorization, "support", "finance", "admin")
-        body = await get_order(order_id, authorization=authorization, x_order_token=None, token=None)
+        oid = repo.parse_order_id(order_id)
         async with ctx.db.engine.connect() as conn:
-            oid = uuid.UUID(body["order_id"])
+            row = await repo.get_order(conn, oid) if oid is not None else None
+            if oid is None or row is None:
+                raise Problem(404, "Order not found", type="order-not-found")
+            body = order_body(row, await repo.timeline(conn, oid))
             body["notes"] = await repo.notes(conn, oid)
             body["refunds"] = await repo.refunds_of(conn, oid)
-            row = await repo.get_order(conn, oid)
-        assert row is not None
         body.update(customer_id=row.customer_id, captured_amount=row.captured_amount, refunded_amount=row.refunded_amount,
                     refund_pending_amount=row.refund_pending_amount, stock_committed=row.stock_committed)  # fmt: skip
         return body
@@ -306,9 +328,10 @@ def build_router(ctx: OrderContext) -> APIRouter:
     ) -> JSONResponse:
         principal = require_roles(ctx.settings, authorization, "support", "finance")
         key = idem.require_key(idempotency_key)
-        if not principal.has_role("finance") and body.amount > ctx.settings.support_refund_limit:
-            raise Problem(403, "Refund above your limit",
-                          f"support may refund up to {ctx.settings.support_refund_limit}; ask finance",
+        role = "finance" if principal.has_role("finance") else "support"
+        limit = ctx.settings.support_refund_limit
+        if role == "support" and body.amount > limit:
+            raise Problem(403, "Refund above your limit", f"support may refund up to {limit} per order; ask finance",
                           type="refund-limit-exceeded")  # fmt: skip
         oid = repo.parse_order_id(order_id)
         if oid is None:
@@ -316,16 +339,30 @@ def build_router(ctx: OrderContext) -> APIRouter:
         refund_id = uuid.uuid4()
 
         async def record(conn: Any, decision: saga.Decision) -> dict[str, Any]:
+            if role == "support":
+                # the limit is per order, not per request: the order row is locked, so concurrent requests
+                # count each other; refunds that failed or were reversed gave nothing and do not count
+                granted = (await conn.execute(
+                    select(func.coalesce(func.sum(refunds.c.amount), 0)).where(
+                        refunds.c.order_id == oid, refunds.c.requested_role == "support",
+                        refunds.c.state.in_(("requested", "succeeded")))
+                )).scalar_one()  # fmt: skip
+                if granted + body.amount > limit:
+                    raise Problem(403, "Refund above your limit",
+                                  f"support may refund up to {limit} per order and {granted} is already refunded or "
+                                  "pending; ask finance", type="refund-limit-exceeded",
+                                  support_refunded=int(granted))  # fmt: skip
             await conn.execute(insert(refunds).values(
                 id=refund_id, order_id=oid, amount=body.amount, currency=decision.view.currency, reason=body.reason,
-                restock=body.restock, requested_by=principal.subject, state="requested"))  # fmt: skip
+                restock=body.restock, requested_by=principal.subject, requested_role=role,
+                state="requested"))  # fmt: skip
             return {"refund_id": str(refund_id), "refund_state": "requested", "amount": body.amount}
 
         return await command(
             oid,
             lambda view: saga.request_refund(view, refund_id=str(refund_id), amount=body.amount, reason=body.reason,
                                              restock=body.restock, actor=principal.subject),
-            actor=principal.subject, scope=f"staff:{principal.subject}", key=key, request=body,
+            actor=staff_actor(principal.subject), scope=f"staff:{principal.subject}", key=key, request=body,
             command_name=f"refund:{oid}", status=202, respond=record,
         )  # fmt: skip
 
@@ -349,33 +386,65 @@ def build_router(ctx: OrderContext) -> APIRouter:
             # announced on order.events.v1 like every transition (Decision.move)
             return saga.manual_transition(view, body.to, f"{body.reason} (manual)")
 
-        return await command(oid, decide, actor=principal.subject)
+        return await command(oid, decide, actor=staff_actor(principal.subject))
 
     @router.put("/v1/admin/catalogue")
     async def upsert_catalogue(body: CatalogueIn, authorization: Authorization = None) -> dict[str, int]:
-        require_roles(ctx.settings, authorization, "admin")
+        principal = require_roles(ctx.settings, authorization, "admin")
         async with ctx.db.transaction() as conn:
-            for table, items, key in (
-                (products, body.products, "sku"),
-                (coupons, body.coupons, "code"),
-                (tax_rates, body.tax_rates, "region"),
-                (shipping_rates, body.shipping_rates, "code"),
+            for table, items, key, kind in (
+                (products, body.products, "sku", "product"),
+                (coupons, body.coupons, "code", "coupon"),
+                (tax_rates, body.tax_rates, "region", "tax_rate"),
+                (shipping_rates, body.shipping_rates, "code", "shipping_rate"),
             ):
                 for item in items:
                     values = item.model_dump()
                     if "currency" in values and values["currency"]:
                         values["currency"] = values["currency"].upper()
+                    before = (await conn.execute(
+                        select(table).where(table.c[key] == values[key]).with_for_update())).first()  # fmt: skip
                     stmt = pg_insert(table).values(**values)
-                    await conn.execute(
+                    after = (await conn.execute(
                         stmt.on_conflict_do_update(
                             index_elements=[key], set_={k: stmt.excluded[k] for k in values if k != key}
-                        )
-                    )
+                        ).returning(*table.c)
+                    )).one()  # fmt: skip
+                    # in the same transaction: a price nobody can account for is never written
+                    await conn.execute(insert(catalogue_changes).values(
+                        kind=kind, key=values[key], actor=staff_actor(principal.subject), reason=body.reason,
+                        before=jsonable_encoder(dict(before._mapping)) if before is not None else None,
+                        after=jsonable_encoder(dict(after._mapping))))  # fmt: skip
         return {
             "products": len(body.products),
             "coupons": len(body.coupons),
             "tax_rates": len(body.tax_rates),
             "shipping_rates": len(body.shipping_rates),
         }
+
+    @router.get("/v1/admin/catalogue/changes")
+    async def catalogue_history(
+        authorization: Authorization = None,
+        kind: Literal["product", "coupon", "tax_rate", "shipping_rate"] | None = None,
+        key: Annotated[str | None, Query(min_length=1, max_length=64, pattern=PRINTABLE)] = None,
+        before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> dict[str, Any]:
+        """Newest first; page with before_id = the last id seen."""
+        require_roles(ctx.settings, authorization, "admin", "finance", "support")
+        stmt = select(catalogue_changes).order_by(catalogue_changes.c.id.desc()).limit(limit)
+        if kind is not None:
+            stmt = stmt.where(catalogue_changes.c.kind == kind)
+        if key is not None:
+            stmt = stmt.where(catalogue_changes.c.key == key)
+        if before_id is not None:
+            stmt = stmt.where(catalogue_changes.c.id < before_id)
+        async with ctx.db.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return {"changes": [
+            {"id": r.id, "kind": r.kind, "key": r.key, "actor": r.actor, "reason": r.reason, "before": r.before,
+             "after": r.after, "at": r.at.isoformat()}
+            for r in rows
+        ]}  # fmt: skip
 
     return router

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -100,13 +101,31 @@ def pricing_problem(err: PricingError) -> Problem:
 
 
 def lookup_token(settings: OrderSettings, order_id: uuid.UUID) -> str:
-    # derived, not stored: an idempotent replay can return the same token; only its hash is kept
+    # derived, never stored (not even in a stored idempotent answer): a replay to the same browser
+    # derives it again; only its hash is kept, on the order
     mac = hmac.new(settings.lookup_token_key.get_secret_value().encode(), order_id.bytes, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+# a secret the browser generated (or was given) once and sends with every guest checkout: at least 128 bits,
+# base64url or hex. Only its SHA-256 is kept, as the idempotency scope, so only that browser can be
+# answered from a stored guest checkout.
+GUEST_SESSION = re.compile(r"^[A-Za-z0-9_-]{22,128}$")
+
+
+def guest_scope(guest_session: str | None) -> str:
+    if guest_session is None or not GUEST_SESSION.fullmatch(guest_session):
+        raise Problem(
+            400, "Guest-Session required",
+            "a checkout without an account sends a Guest-Session header: a random secret of at least 128 bits "
+            "(22-128 characters of base64url or hex) that this browser keeps and sends again on a retry",
+            type="guest-session-required",
+        )  # fmt: skip
+    return "guest:" + hashlib.sha256(guest_session.encode()).hexdigest()
 
 
 def new_traceparent() -> str:
@@ -120,16 +139,22 @@ class Checkout:
         self.settings = settings
 
     async def place(
-        self, principal: Principal | None, idempotency_key: str, req: CheckoutRequest, traceparent: str | None
+        self, principal: Principal | None, idempotency_key: str, req: CheckoutRequest, traceparent: str | None,
+        guest_session: str | None = None,
     ) -> tuple[int, dict[str, Any], bool]:
         """Returns (status, body, replayed). The idempotency claim, the order, its audit row, the coupon
-        redemption and order.placed commit in one transaction (see idempotency.py)."""
-        scope = f"customer:{principal.subject}" if principal else "guest"
+        redemption and order.placed commit in one transaction (see idempotency.py). A guest's key is scoped
+        by its Guest-Session secret: another browser sending the same key and body gets an order of its own."""
+        scope = f"customer:{principal.subject}" if principal else guest_scope(guest_session)
         request_hash = idem.fingerprint("checkout", req)
         async with self.db.transaction() as conn:
             stored = await idem.claim(conn, scope=scope, key=idempotency_key, request_hash=request_hash, command="checkout")
             if stored is not None:
-                return stored[0], stored[1], True
+                status, body = stored
+                if principal is None and status == 202:
+                    # only the browser holding the session secret reaches this scope
+                    body = {**body, "lookup_token": lookup_token(self.settings, uuid.UUID(body["order_id"]))}
+                return status, body, True
             try:
                 snapshot = await quote(conn, req)
             except PricingError as err:
@@ -172,10 +197,10 @@ class Checkout:
                     "payment_session": f"/v1/orders/{order_id}/payment-session",
                 },
             }
-            if token:
-                body["lookup_token"] = token
             await idem.store(conn, scope=scope, key=idempotency_key, status=202, body=body, order_id=order_id)
         CHECKOUTS.inc()
+        if token:
+            body = {**body, "lookup_token": token}
         return 202, body, False
 
 

@@ -129,7 +129,8 @@ idempotency_keys = Table(
     Column("response", JSONB, nullable=False),
     Column("order_id", UUID(as_uuid=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    comment="Checkout requests by (customer scope, Idempotency-Key): a retry gets the first answer back.",
+    comment="Commands by (scope, Idempotency-Key): a retry gets the first answer back. A guest scope is the hash "
+    "of that browser's Guest-Session secret; no lookup token is ever stored in a response.",
 )
 Index("ix_idempotency_keys_created", idempotency_keys.c.created_at)
 
@@ -160,6 +161,8 @@ refunds = Table(
     Column("reason", Text, nullable=False),
     Column("restock", Boolean, nullable=False),
     Column("requested_by", Text, nullable=False),
+    # the role the refund was granted under: the support limit counts the order's support refunds together
+    Column("requested_role", String(16), nullable=True),
     Column("state", String(16), nullable=False),
     Column("provider_refund_id", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -183,3 +186,20 @@ order_notes = Table(
     comment="Facts about an order that change no state (an automatic refund, an ignored duplicate): part of its timeline.",
 )
 Index("ix_order_notes_order", order_notes.c.order_id, order_notes.c.id)
+
+catalogue_changes = Table(
+    "catalogue_changes",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("before", JSONB, nullable=True),
+    Column("after", JSONB, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("kind IN ('product', 'coupon', 'tax_rate', 'shipping_rate')", name="kind_known"),
+    comment="Audit trail of prices: one row per catalogue, coupon, tax or shipping row an admin wrote (who, why, "
+    "before, after), in the transaction that wrote it.",
+)
+Index("ix_catalogue_changes_item", catalogue_changes.c.kind, catalogue_changes.c.key, catalogue_changes.c.id)
