@@ -127,6 +127,7 @@ def test_security_settings_fail_closed_too() -> None:
         ({"kafka_sasl_username": ""}, "HANDSHAKE_KAFKA_SASL_USERNAME"),
         ({"kafka_sasl_mechanism": "PLAIN"}, "HANDSHAKE_KAFKA_SASL_MECHANISM"),
         ({"kafka_sasl_mechanism": "GSSAPI"}, "HANDSHAKE_KAFKA_SASL_MECHANISM"),
+        ({"rate_limits_enabled": "false"}, "HANDSHAKE_RATE_LIMITS_ENABLED"),
     ):
         with pytest.raises(ValueError, match=variable):
             OrderSettings(**{**values, **change})

@@ -7,10 +7,15 @@ reach N times the rate, which is why the settings are per replica and the gatewa
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from handshake_shared.http import PROBLEM_TYPE_BASE, problem_response
 
 
 @dataclass(frozen=True)
@@ -69,3 +74,89 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted_proxy_ho
     if len(hops) < trusted_proxy_hops:
         return hops[0] if hops else (peer or "unknown")
     return hops[-trusted_proxy_hops]
+
+
+@dataclass(frozen=True)
+class RouteLimit:
+    """One limit on one kind of request: `method` and a full-match `path` pattern; `per` is what the bucket
+    is keyed by: the client address, or the authenticated subject (requests without a token are not
+    counted there, the address limit still holds for them)."""
+
+    name: str
+    method: str
+    path: str
+    limit: Limit
+    per: str  # "address" | "subject"
+
+
+class RateLimits:
+    """ASGI middleware: a request over any of its route's limits gets 429 problem+json with Retry-After
+    and never reaches the route, so a refused checkout holds no stock and creates no payment intent."""
+
+    def __init__(
+        self,
+        app: Any,
+        routes: list[RouteLimit],
+        *,
+        trusted_proxy_hops: int,
+        subject_of: Callable[[str | None], str | None],
+        max_keys: int = 100_000,
+    ) -> None:
+        self.app = app
+        self.trusted_proxy_hops = trusted_proxy_hops
+        self.subject_of = subject_of
+        # routes with the same name and key share one budget (an order read and its payment session are both
+        # lookups); the first route of a name sets its limit
+        shared: dict[tuple[str, str], KeyedRateLimiter] = {}
+        for r in routes:
+            shared.setdefault((r.name, r.per), KeyedRateLimiter(r.limit, max_keys=max_keys))
+        self.routes = [(r, re.compile(r.path), shared[(r.name, r.per)]) for r in routes]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            matching = [(r, lim) for r, pattern, lim in self.routes if r.method == scope["method"] and pattern.fullmatch(scope["path"])]
+            if matching:
+                wait = self._wait(scope, matching)
+                if wait > 0:
+                    await _too_many(scope, receive, send, wait)
+                    return
+        await self.app(scope, receive, send)
+
+    def _wait(self, scope: Any, matching: list[tuple[RouteLimit, KeyedRateLimiter]]) -> float:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        peer = (scope.get("client") or (None, None))[0]
+        address = client_address(peer, headers.get("x-forwarded-for"), self.trusted_proxy_hops)
+        subject: str | None = None
+        if any(r.per == "subject" for r, _ in matching):
+            subject = self.subject_of(headers.get("authorization"))
+        wait = 0.0
+        for route, limiter in matching:
+            key = address if route.per == "address" else subject
+            if key is not None:
+                wait = max(wait, limiter.hit(key))
+        return wait
+
+
+def subject_from_bearer(verify: Callable[[str], Any]) -> Callable[[str | None], str | None]:
+    """The subject of a valid bearer token, else None: an unverified `sub` would let anyone spend a victim's
+    budget (or dodge their own by changing it)."""
+
+    def subject_of(authorization: str | None) -> str | None:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        try:
+            return str(verify(token).subject)
+        except Exception:  # an invalid token is the route's to refuse (401); here it simply has no subject
+            return None
+
+    return subject_of
+
+
+async def _too_many(scope: Any, receive: Any, send: Any, wait: float) -> None:
+    retry_after = max(1, math.ceil(wait))
+    response = problem_response(
+        429, "Too Many Requests", f"try again in {retry_after} s", PROBLEM_TYPE_BASE + "rate-limited", scope["path"]
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    await response(scope, receive, send)

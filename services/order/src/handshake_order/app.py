@@ -16,10 +16,12 @@ from handshake_order.api import OrderContext, build_router
 from handshake_order.checkout import Checkout
 from handshake_order.db import messaging
 from handshake_order.handlers import OrderSaga
+from handshake_order.limits import abuse_limits
 from handshake_order.settings import OrderSettings, get_settings
 from handshake_order.stuck import StuckOrderScanner
 from handshake_shared.events import INVENTORY_EVENTS, PAYMENT_EVENTS
 from handshake_shared.body_limit import BodySizeLimit
+from handshake_shared.rate_limit import RateLimits
 from handshake_shared.http import InternalListener, install_problem_handlers, ops_router
 from handshake_shared.logging import configure_logging
 from handshake_shared.runtime import Runtime
@@ -73,6 +75,8 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(InternalListener, internal_port=settings.internal_http_port)
     app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes)
+    if settings.rate_limits_enabled:
+        app.add_middleware(RateLimits, **abuse_limits(settings))
     app.include_router(ops_router(runtime.readiness_checks()))
     app.include_router(runtime.outbox_admin_router())
     app.include_router(runtime.dead_letter_admin_router())

@@ -27,7 +27,31 @@ class OrderSettings(ServiceSettings):
     stuck_paid_after_seconds: int = 600
     stuck_scan_interval_seconds: float = 60
 
+    # off only where one address drives many buyers on purpose (the bench, stock races); refused elsewhere
+    rate_limits_enabled: bool = True
+    # Abuse limits, per replica (a gateway keeps its own): per client address and per signed-in customer,
+    # as requests per minute with a burst. Checkout holds stock and creates a PaymentIntent; payment attempts
+    # create PaymentIntents (card testing); lookups are where order ids and tokens would be guessed.
+    checkout_per_minute_per_address: float = 20
+    checkout_burst_per_address: int = 10
+    checkout_per_minute_per_customer: float = 10
+    checkout_burst_per_customer: int = 5
+    payment_attempts_per_minute_per_address: float = 20
+    payment_attempts_burst_per_address: int = 5
+    payment_attempts_per_minute_per_customer: float = 10
+    payment_attempts_burst_per_customer: int = 5
+    lookups_per_minute_per_address: float = 120
+    lookups_burst_per_address: int = 60
+    # how many proxies in front of the service append to X-Forwarded-For (1 behind the gateway); 0: the peer
+    trusted_proxy_hops: int = 0
+
     required_secrets: ClassVar[tuple[str, ...]] = ("lookup_token_key", "payment_internal_token")
+
+    def configuration_problems(self) -> list[str]:
+        problems = super().configuration_problems()
+        if not self.rate_limits_enabled:
+            problems.append("HANDSHAKE_RATE_LIMITS_ENABLED=false turns the abuse limits off (development and tests only)")
+        return problems
 
 
 @lru_cache
