@@ -181,3 +181,24 @@ async def test_redriving_a_message_that_was_applied_before_applies_nothing(setti
                                      headers=bearer(settings, "admin"))  # fmt: skip
         assert redriven.status_code == 200 and redriven.json()["outcome"] == "already_applied"
         assert await rejections(runtime.db, order_id) == 1
+
+
+@pytest.mark.parametrize(
+    ("service", "own_jobs"),
+    [("order", set()), ("payment", {"reconciliation_runs"}), ("inventory", set()),
+     ("webhook_ingest", {"provider_events_scrub", "provider_event_gap_scans"})],
+)  # fmt: skip
+def test_every_service_mounts_the_dead_letter_routes_and_runs_retention_over_its_tables(service: str, own_jobs: set[str]) -> None:
+    import importlib
+
+    app_module = importlib.import_module(f"handshake_{service}.app")
+    settings_module = importlib.import_module(f"handshake_{service}.settings")
+    settings_class = next(
+        v for k, v in vars(settings_module).items() if k.endswith("Settings") and getattr(v, "__module__", "") == settings_module.__name__
+    )
+    app = app_module.create_app(settings_class())
+    paths = {(method, path) for path, operations in app.openapi()["paths"].items() for method in operations}
+    assert {("get", "/v1/admin/dead-letters"), ("post", "/v1/admin/dead-letters/{dead_letter_id}/redrive")} <= paths
+    retention = app.state.runtime.retention
+    assert retention.enabled
+    assert {job.name for job in retention.jobs} == {"outbox", "inbox", "dead_letters"} | own_jobs
