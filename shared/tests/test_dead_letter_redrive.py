@@ -202,3 +202,20 @@ def test_every_service_mounts_the_dead_letter_routes_and_runs_retention_over_its
     retention = app.state.runtime.retention
     assert retention.enabled
     assert {job.name for job in retention.jobs} == {"outbox", "inbox", "dead_letters"} | own_jobs
+
+
+async def test_the_listing_pages_newest_first_and_filters(settings) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(settings)
+    consumer = consumer_of(app.state.runtime)
+    async with admin_api(app) as client:
+        for offset in (1, 2, 3):
+            msg = placed(str(uuid.uuid4()), offset=offset)
+            await consumer.dead_letter(msg, parse_event(msg.value), f"failure {offset}", attempts=1)
+        path, admin = "/v1/admin/dead-letters", bearer(settings, "admin")
+        first = (await client.get(path, params={"limit": 2}, headers=admin)).json()
+        assert [i["offset"] for i in first["items"]] == [3, 2] and first["next_before_id"] == first["items"][-1]["id"]
+        rest = (await client.get(path, params={"limit": 2, "before_id": first["next_before_id"]}, headers=admin)).json()
+        assert [i["offset"] for i in rest["items"]] == [1] and rest["next_before_id"] is None
+        assert (await client.get(path, params={"event_type": "order.paid"}, headers=admin)).json()["items"] == []
+        assert (await client.get(path, params={"status": "redriven"}, headers=admin)).json()["items"] == []
+        assert (await client.get(path, params={"limit": 0}, headers=admin)).status_code == 422
