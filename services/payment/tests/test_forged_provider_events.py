@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +22,8 @@ from handshake_shared.consumer import InfrastructureUnavailable
 from handshake_shared.envelope import CloudEvent, build_event
 from handshake_shared.events import PAYMENT_EVENTS, PROVIDER_EVENTS, dlq_topic
 from handshake_shared.events.provider import ProviderStripeEvent, seal_delivery
+from handshake_devstack.broker import EmbeddedBroker
+from handshake_devstack.processes import free_port
 from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings, serve_in_process
 from payment_test_provider_signing import WEBHOOK_SECRET, forwarded, sign, stripe_event_body  # loaded by conftest
 
@@ -109,12 +112,23 @@ async def publish(producer: AIOKafkaProducer, event: CloudEvent) -> None:
     await producer.send_and_wait(PROVIDER_EVENTS, event.to_bytes(), key=event.subject.encode(), headers=headers)
 
 
+@pytest.fixture
+def own_broker(tmp_path) -> Iterator[EmbeddedBroker]:  # type: ignore[no-untyped-def]
+    """A broker of this test's own: on the session's broker the service would also read (and refuse, and
+    count) every unsigned provider event earlier tests left on the topic, so the count could not be exact."""
+    broker = EmbeddedBroker(free_port(), log_dir=tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
 async def test_a_success_put_on_the_topic_by_a_plain_producer_is_refused_dead_lettered_and_changes_nothing(
-    service, browser, events, checkout, stack
+    service, browser, events, checkout, stack, own_broker
 ) -> None:
     order_id = str(uuid.uuid4())
-    app = create_app(service.settings.model_copy(update=isolated_kafka_settings(stack)))
-    producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap_servers, acks="all")
+    on_own_broker = {**isolated_kafka_settings(stack), "kafka_bootstrap_servers": own_broker.bootstrap_servers}
+    app = create_app(service.settings.model_copy(update=on_own_broker))
+    producer = AIOKafkaProducer(bootstrap_servers=own_broker.bootstrap_servers, acks="all")
     await producer.start()
     try:
         async with serve_in_process(app):
