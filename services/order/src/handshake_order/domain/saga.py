@@ -117,10 +117,13 @@ def on_reserved(view: OrderView, p: inv.InventoryReserved, event_id: str) -> Dec
 
 def on_rejected(view: OrderView, p: inv.InventoryRejected) -> Decision:
     d = Decision(view)
-    skus = ", ".join(f"{line.sku} (wanted {line.requested}, {line.available} available)" for line in p.lines)
-    reason = f"out of stock: {skus}"
+    # The transition's reason is the customer's timeline and goes on the public topic: it names the short
+    # products and what was asked for, never how many are left (a shop's stock is not a competitor's or
+    # a hoarder's business). Staff see the numbers in a note.
+    skus = ", ".join(f"{line.sku} (wanted {line.requested})" for line in p.lines)
     if view.state == S.DRAFT:
-        d.move(S.CANCELLED, reason)
+        d.move(S.CANCELLED, f"out of stock: {skus}")
+        d.note("stock", "short: " + ", ".join(f"{line.sku} wanted {line.requested}, {line.available} available" for line in p.lines))
     return d
 
 
