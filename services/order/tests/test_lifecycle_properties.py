@@ -18,6 +18,8 @@ from handshake_shared.events import inventory as inv
 from handshake_shared.events import payment as pay
 
 TOTAL = 5000
+# payment requests one order may make (the first and the retries)
+MAX_ATTEMPTS = 3
 ORDER = "00000000-0000-4000-8000-000000000001"
 FULFILLED_LIKE = {S.FULFILLMENT_PENDING, S.PARTIALLY_FULFILLED, S.FULFILLED}
 
@@ -181,9 +183,13 @@ class OrderLifecycle(RuleBasedStateMachine):
     @rule()
     def customer_retries_payment(self) -> None:
         try:
-            self.apply(saga.retry_payment(self.view, seed=self.fresh()))
-        except saga.CommandRefused:
-            assert self.view.state != S.PAYMENT_FAILED
+            self.apply(saga.retry_payment(self.view, seed=self.fresh(), max_attempts=MAX_ATTEMPTS))
+        except saga.CommandRefused as refused:
+            assert self.view.state != S.PAYMENT_FAILED or (
+                refused.code == "payment-attempts-exhausted" and self.view.payment_attempts >= MAX_ATTEMPTS
+            )
+        # the cap holds whatever else happened to the order
+        assert self.view.payment_attempts <= MAX_ATTEMPTS
 
     @rule(amount=st.integers(min_value=1, max_value=TOTAL + 10))
     def staff_refunds(self, amount: int) -> None:

@@ -272,8 +272,8 @@ def build_router(ctx: OrderContext) -> APIRouter:
             try:
                 decision = decide(repo.view_of(row))
             except saga.CommandRefused as refused:
-                raise Problem(409, "Not possible in this state", refused.detail, type=refused.code,
-                              state=row.state) from None  # fmt: skip
+                title = "Too many payment attempts" if refused.status == 429 else "Not possible in this state"
+                raise Problem(refused.status, title, refused.detail, type=refused.code, state=row.state) from None
             body = {"order_id": str(order_id), "state": decision.view.state.value}
             if respond is not None:
                 body.update(await respond(conn, decision))
@@ -302,7 +302,9 @@ def build_router(ctx: OrderContext) -> APIRouter:
         key = idem.require_key(idempotency_key)
         order, _ = await readable_order(order_id, authorization, x_order_token)
         return await command(
-            order.id, lambda view: saga.retry_payment(view, seed=f"retry:{key}"), actor=order.customer_id or "guest",
+            order.id,
+            lambda view: saga.retry_payment(view, seed=f"retry:{key}", max_attempts=ctx.settings.max_payment_attempts_per_order),
+            actor=order.customer_id or "guest",
             scope=f"order:{order.id}", key=key, request=EmptyBody(), command_name="payment-attempt", status=202,
         )  # fmt: skip
 

@@ -87,6 +87,8 @@ orders = Table(
     Column("payment_attempt_id", Text, nullable=True),
     Column("payment_intent_id", Text, nullable=True),
     Column("payment_requested", Boolean, nullable=False, server_default=text("false")),
+    # payment requests made for this order (the first and every retry): capped against card testing
+    Column("payment_attempts", Integer, nullable=False, server_default=text("0")),
     Column("captured_amount", BigInteger, nullable=False, server_default=text("0")),
     Column("stock_committed", Boolean, nullable=False, server_default=text("false")),
     Column("refunded_amount", BigInteger, nullable=False, server_default=text("0")),

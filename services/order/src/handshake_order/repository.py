@@ -57,6 +57,7 @@ def view_of(row: Row[Any]) -> OrderView:
         payment_attempt_id=row.payment_attempt_id,
         payment_intent_id=row.payment_intent_id,
         payment_requested=row.payment_requested,
+        payment_attempts=row.payment_attempts,
         captured_amount=row.captured_amount,
         stock_committed=row.stock_committed,
         refunded_amount=row.refunded_amount,

@@ -2,7 +2,7 @@ from functools import lru_cache
 
 from typing import ClassVar
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from handshake_shared.settings import ServiceSettings
 
@@ -27,6 +27,8 @@ class OrderSettings(ServiceSettings):
     stuck_paid_after_seconds: int = 600
     stuck_scan_interval_seconds: float = 60
 
+    # payment requests one order may make (the first and the customer's retries); each is a new PaymentIntent
+    max_payment_attempts_per_order: int = Field(default=5, ge=1)
     # off only where one address drives many buyers on purpose (the bench, stock races); refused elsewhere
     rate_limits_enabled: bool = True
     # Abuse limits, per replica (a gateway keeps its own): per client address and per signed-in customer,

@@ -36,6 +36,7 @@ class OrderView:
     payment_attempt_id: str | None = None
     payment_intent_id: str | None = None
     payment_requested: bool = False
+    payment_attempts: int = 0
     captured_amount: int = 0
     stock_committed: bool = False
     refunded_amount: int = 0
@@ -110,7 +111,7 @@ def payment_request(view: OrderView, seed: str) -> o.OrderPaymentRequested:
 def on_reserved(view: OrderView, p: inv.InventoryReserved, event_id: str) -> Decision:
     d = Decision(view)
     if view.state == S.DRAFT and not view.payment_requested:
-        d.set(payment_requested=True)
+        d.set(payment_requested=True, payment_attempts=view.payment_attempts + 1)
         d.emit(payment_request(view, event_id))
     return d
 
@@ -336,10 +337,11 @@ def on_disputed(view: OrderView, p: pay.PaymentDisputed) -> Decision:
 
 
 class CommandRefused(Exception):
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: str, detail: str, *, status: int = 409) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.status = status
 
 
 def cancel_by_customer(view: OrderView) -> Decision:
@@ -350,10 +352,15 @@ def cancel_by_customer(view: OrderView) -> Decision:
     return d
 
 
-def retry_payment(view: OrderView, seed: str) -> Decision:
+def retry_payment(view: OrderView, seed: str, max_attempts: int) -> Decision:
     if view.state != S.PAYMENT_FAILED:
         raise CommandRefused("payment-attempt-not-allowed", f"a new payment attempt needs a failed payment, not {view.state}")
+    # every attempt is a new PaymentIntent: without a cap, one order is a free card-testing machine
+    if view.payment_attempts >= max_attempts:
+        raise CommandRefused("payment-attempts-exhausted",
+                             f"this order has had {view.payment_attempts} payment attempts; start a new checkout", status=429)  # fmt: skip
     d = Decision(view)
+    d.set(payment_attempts=view.payment_attempts + 1)
     d.emit(payment_request(view, seed))
     d.note("payment", "customer started a new payment attempt")
     return d
