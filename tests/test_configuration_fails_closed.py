@@ -162,6 +162,19 @@ def test_each_service_process_refuses_to_start_naming_the_bad_secret() -> None:
         assert [p.split(" ")[0] for p in line["problems"]] == ["HANDSHAKE_" + name.upper()], line
 
 
+def test_a_token_key_file_that_cannot_be_read_stops_the_service_at_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Not the first staff request's problem: the key is loaded before the service listens."""
+    values = production(SERVICES["handshake_inventory"][1])
+    values.pop("jwt_jwks_url")
+    garbage = tmp_path / "jwks.json"
+    garbage.write_text("not a key")
+    for path in (tmp_path / "missing.pem", garbage):
+        result = start("handshake_inventory", as_env({**values, "jwt_public_key_file": str(path)}))
+        assert result.returncode == EX_CONFIG, result.stderr[-2000:]
+        [line] = [json.loads(l) for l in result.stderr.splitlines() if l.startswith("{")]
+        assert line["problems"][0].startswith("HANDSHAKE_JWT_PUBLIC_KEY_FILE")
+
+
 def test_each_service_starts_with_a_real_production_configuration(stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Production checks pass with real values and the service serves: migrations, database, broker, probes.
     The embedded broker speaks plaintext, which production accepts only when asked for by name."""

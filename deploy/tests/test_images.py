@@ -106,6 +106,8 @@ def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (directory / "jwt-public.pem").write_bytes(public_pem)
     (directory / "jwt-public.pem").chmod(0o444)
+    # a Secret volume is readable by the pod's user; pytest makes its directories owner-only (root)
+    directory.chmod(0o755)
     return directory
 
 

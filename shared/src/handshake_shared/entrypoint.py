@@ -11,12 +11,14 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
+import jwt
 import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from handshake_shared.auth import verifier_for
 from handshake_shared.logging import configure_logging
 from handshake_shared.migrations import upgrade, wait_for_schema
 from handshake_shared.settings import InsecureConfiguration, MigrationSettings, ServiceSettings
@@ -36,6 +38,7 @@ def main(migrations_package: str, load_settings: Callable[[], ServiceSettings], 
     if command != "serve":
         raise SystemExit(f"usage: python -m {service} [serve|migrate], not {command!r}")
     settings = read_settings(service, load_settings)
+    check_token_keys(service, settings)
     configure_logging(service.removeprefix("handshake_").replace("_", "-"), settings.log_level)
     if settings.migrate_on_start:
         upgrade(migrations_package, settings.database_url.get_secret_value())
@@ -56,11 +59,24 @@ def read_settings(service: str, load: Callable[[], S]) -> S:
             else:
                 field = ".".join(str(part) for part in error["loc"])
                 problems.append(f"HANDSHAKE_{field.upper()}: {error['msg']}" if field else error["msg"])
-        # logging is not configured yet (it depends on the settings); one JSON line as the services log
-        line = {"event": "refusing to start: configuration not fit to run", "service": service, "level": "critical",
-                "problems": problems}  # fmt: skip
-        print(json.dumps(line), file=sys.stderr, flush=True)
-        raise SystemExit(EX_CONFIG) from None
+        refuse(service, problems)
+
+
+def refuse(service: str, problems: list[str]) -> NoReturn:
+    # logging may not be configured yet (it depends on the settings); one JSON line as the services log
+    line = {"event": "refusing to start: configuration not fit to run", "service": service, "level": "critical",
+            "problems": problems}  # fmt: skip
+    print(json.dumps(line), file=sys.stderr, flush=True)
+    raise SystemExit(EX_CONFIG)
+
+
+def check_token_keys(service: str, settings: ServiceSettings) -> None:
+    """Load the token verification keys now: an unreadable or malformed key file is a configuration error
+    to see at start, not a failure of the first staff request."""
+    try:
+        verifier_for(settings)
+    except (OSError, ValueError, jwt.PyJWTError) as exc:
+        refuse(service, [f"HANDSHAKE_JWT_PUBLIC_KEY_FILE / HANDSHAKE_JWT_PUBLIC_KEY cannot be loaded: {exc}"])
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
