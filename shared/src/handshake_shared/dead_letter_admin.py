@@ -13,12 +13,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import structlog
-from fastapi import APIRouter, Depends, Header, Path, Query
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import StringConstraints, ValidationError
 from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.engine import Row
 
-from handshake_shared.auth import Principal, require_roles
+from handshake_shared.admin_api import ReasonRequest, staff_with
+from handshake_shared.auth import Principal
 from handshake_shared.consumer import EventConsumer, claim, is_infrastructure_error
 from handshake_shared.db import describe_error
 from handshake_shared.envelope import EnvelopeError, parse_event
@@ -31,14 +32,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("dead-letter-admin")
 
-Authorization = Annotated[str | None, Header()]
 FilterText = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x20-\x7e]+$")]
-
-
-class RedriveRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 def dead_letter_view(row: Row[Any]) -> dict[str, Any]:
@@ -66,9 +60,7 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
     inbox = runtime.tables.inbox
     redrives = runtime.tables.dead_letter_redrives
 
-    def admin(authorization: Authorization = None) -> Principal:
-        # a dependency, so it is decided before the body is validated: anyone else gets 401/403, not 422
-        return require_roles(runtime.settings, authorization, "admin")
+    admin = staff_with(runtime.settings, "admin")
 
     def listing() -> Select[Any]:
         return select(
@@ -113,7 +105,7 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
     @router.post("/{dead_letter_id}/redrive")
     async def redrive(
         dead_letter_id: Annotated[int, Path(ge=1)],
-        body: RedriveRequest,
+        body: ReasonRequest,
         principal: Principal = Depends(admin),  # noqa: B008 - a local dependency
     ) -> dict[str, Any]:
         async with runtime.db.transaction() as conn:

@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Depends, Header, Path, Query
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.engine import Row
 
-from handshake_shared.auth import Principal, require_roles
+from handshake_shared.admin_api import ReasonRequest, staff_with
+from handshake_shared.auth import Principal
 from handshake_shared.http import Problem
 
 if TYPE_CHECKING:
@@ -20,13 +20,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("outbox-admin")
 
-Authorization = Annotated[str | None, Header()]
-
-
-class ReleaseRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)]
 
 
 def parked_view(row: Row[Any]) -> dict[str, Any]:
@@ -50,9 +43,7 @@ def outbox_admin_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(prefix="/v1/admin/outbox", tags=["operations"])
     ob = runtime.tables.outbox
 
-    def admin(authorization: Authorization = None) -> Principal:
-        # a dependency, so it is decided before the body is validated: anyone else gets 401/403, not 422
-        return require_roles(runtime.settings, authorization, "admin")
+    admin = staff_with(runtime.settings, "admin")
 
     def parked_query() -> Select[Any]:
         return select(
@@ -72,7 +63,7 @@ def outbox_admin_router(runtime: Runtime) -> APIRouter:
     @router.post("/{outbox_id}/release")
     async def release(
         outbox_id: Annotated[int, Path(ge=1)],
-        body: ReleaseRequest,
+        body: ReasonRequest,
         principal: Principal = Depends(admin),  # noqa: B008 - a local dependency
     ) -> dict[str, Any]:
         releases = runtime.tables.outbox_releases
