@@ -628,7 +628,7 @@ def test_monitoring_scrapes_every_service_and_alerts_on_real_metrics(report: dic
     assert {
         "handshake_orders_stuck", "handshake_dead_letters_total", "handshake_outbox_oldest_pending_seconds",
         "handshake_reconciliation_mismatches_total", "handshake_webhook_rejected_total",
-        "handshake_consumer_last_processed_timestamp_seconds",
+        "handshake_consumer_last_processed_timestamp_seconds", "handshake_dead_letters_open",
     } <= used  # fmt: skip
 
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select, update
 
-from handshake_devstack.testing.fixtures import isolated_kafka_settings
+from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings
 from handshake_devstack.tokens import issue_token
 from handshake_inventory.app import create_app
 from handshake_inventory.db import messaging
@@ -198,7 +199,8 @@ def test_every_service_mounts_the_dead_letter_routes_and_runs_retention_over_its
     )
     app = app_module.create_app(settings_class())
     paths = {(method, path) for path, operations in app.openapi()["paths"].items() for method in operations}
-    assert {("get", "/v1/admin/dead-letters"), ("post", "/v1/admin/dead-letters/{dead_letter_id}/redrive")} <= paths
+    assert {("get", "/v1/admin/dead-letters"), ("post", "/v1/admin/dead-letters/{dead_letter_id}/redrive"),
+            ("post", "/v1/admin/dead-letters/{dead_letter_id}/discard")} <= paths  # fmt: skip
     retention = app.state.runtime.retention
     assert retention.enabled
     assert {job.name for job in retention.jobs} == {"outbox", "inbox", "dead_letters"} | own_jobs
@@ -219,3 +221,158 @@ async def test_the_listing_pages_newest_first_and_filters(settings) -> None:  # 
         assert (await client.get(path, params={"event_type": "order.paid"}, headers=admin)).json()["items"] == []
         assert (await client.get(path, params={"status": "redriven"}, headers=admin)).json()["items"] == []
         assert (await client.get(path, params={"limit": 0}, headers=admin)).status_code == 422
+
+
+PROBLEM = "https://handshake.dev/problems/"
+PATH = "/v1/admin/dead-letters"
+
+
+async def dead_lettered(consumer: Any, order_id: str, error: str, offset: int = 7) -> RawMessage:
+    msg = placed(order_id, offset)
+    await consumer.dead_letter(msg, parse_event(msg.value), error, attempts=1)
+    return msg
+
+
+async def listed(client: httpx.AsyncClient, settings: InventorySettings, **params: str) -> list[dict[str, Any]]:
+    answer = await client.get(PATH, params=params, headers=bearer(settings, "admin"))
+    assert answer.status_code == 200, answer.text
+    return answer.json()["items"]  # type: ignore[no-any-return]
+
+
+async def inbox_rows(db: Any, event_id: str) -> list[Any]:
+    inbox = messaging.inbox
+    async with db.engine.connect() as conn:
+        return (await conn.execute(select(inbox).where(inbox.c.consumer == GROUP, inbox.c.event_id == uuid.UUID(event_id)))).all()
+
+
+async def audit_rows(db: Any) -> list[Any]:
+    async with db.engine.connect() as conn:
+        return (await conn.execute(select(messaging.dead_letter_redrives))).all()
+
+
+async def test_a_dead_letter_is_discarded_once_audited_and_nothing_is_applied(settings) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(settings)
+    runtime = app.state.runtime
+    consumer = consumer_of(runtime)  # its real handler stays: applying the message would announce a rejection
+    order_id = str(uuid.uuid4())
+    async with admin_api(app) as client:
+        msg = await dead_lettered(consumer, order_id, "order for a warehouse that closed")
+        admin, path = bearer(settings, "admin"), PATH
+        [item] = await listed(client, settings)
+        discard = f"{path}/{item['id']}/discard"
+
+        assert (await client.post(discard, json=REASON)).status_code == 401
+        refused = await client.post(discard, json=REASON, headers=bearer(settings, "support"))
+        assert refused.status_code == 403 and refused.headers["content-type"] == "application/problem+json"
+        assert (await client.post(discard, json={}, headers=admin)).status_code == 422
+        unknown = await client.post(f"{path}/{item['id'] + 1000}/discard", json=REASON, headers=admin)
+        assert unknown.status_code == 404 and unknown.json()["type"] == PROBLEM + "dead-letter-not-found"
+        assert await listed(client, settings) == [item]  # the refusals resolved nothing
+
+        first, second = await asyncio.gather(
+            client.post(discard, json=REASON, headers=admin), client.post(discard, json=REASON, headers=admin)
+        )
+        assert sorted([first.status_code, second.status_code]) == [200, 409], (first.text, second.text)
+        answer, other = (first, second) if first.status_code == 200 else (second, first)
+        assert (answer.json()["outcome"], answer.json()["discarded_by"], answer.json()["reason"]) == (
+            "discarded", "ops-1", REASON["reason"])  # fmt: skip
+        assert answer.json()["resolved_at"] is not None
+        assert other.json()["type"] == PROBLEM + "dead-letter-already-discarded"
+
+        # nothing applied: no rejection announced, and the only inbox row is the dead letter's own
+        assert await rejections(runtime.db, order_id) == 0
+        [own] = await inbox_rows(runtime.db, item["event_id"])
+        assert own.processed_at.isoformat() == item["created_at"]
+        # the broker delivering the message again still does nothing
+        assert await consumer.handle(msg) == "duplicate"
+        assert await rejections(runtime.db, order_id) == 0
+
+        again = await client.post(discard, json=REASON, headers=admin)
+        assert again.status_code == 409 and again.json()["type"] == PROBLEM + "dead-letter-already-discarded"
+        redrive = await client.post(f"{path}/{item['id']}/redrive", json=REASON, headers=admin)
+        assert redrive.status_code == 409 and redrive.headers["content-type"] == "application/problem+json"
+        assert redrive.json()["type"] == PROBLEM + "dead-letter-already-discarded"
+        assert await rejections(runtime.db, order_id) == 0
+
+        [audit] = await audit_rows(runtime.db)
+        assert (audit.dead_letter_id, audit.consumer, audit.event_id, audit.actor, audit.reason, audit.outcome) == (
+            item["id"], GROUP, item["event_id"], "ops-1", REASON["reason"], "discarded")  # fmt: skip
+        assert await listed(client, settings) == [] and await listed(client, settings, status="redriven") == []
+        assert [i["id"] for i in await listed(client, settings, status="discarded")] == [item["id"]]
+
+
+async def test_a_redriven_dead_letter_cannot_be_discarded(settings) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(settings)
+    runtime = app.state.runtime
+    order_id = str(uuid.uuid4())
+    async with admin_api(app) as client:
+        await dead_lettered(consumer_of(runtime), order_id, "label printer unreachable")
+        admin, path = bearer(settings, "admin"), PATH
+        [item] = await listed(client, settings)
+        redriven = await client.post(f"{path}/{item['id']}/redrive", json=REASON, headers=admin)
+        assert redriven.status_code == 200 and redriven.json()["outcome"] == "applied"
+        discarded = await client.post(f"{path}/{item['id']}/discard", json=REASON, headers=admin)
+        assert discarded.status_code == 409 and discarded.json()["type"] == PROBLEM + "dead-letter-already-redriven"
+        assert [a.outcome for a in await audit_rows(runtime.db)] == ["applied"]
+        assert await rejections(runtime.db, order_id) == 1
+        assert await listed(client, settings, status="discarded") == []
+        assert [i["id"] for i in await listed(client, settings, status="redriven")] == [item["id"]]
+
+
+async def test_a_message_that_is_not_an_event_cannot_be_redriven_but_is_discarded(settings) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(settings)
+    consumer = consumer_of(app.state.runtime)
+    async with admin_api(app) as client:
+        garbage = RawMessage(topic="order.events.v1", partition=0, offset=9, key=b"k", value=b"\xff not an event")
+        assert await consumer.handle(garbage) == "dead_lettered"
+        admin, path = bearer(settings, "admin"), PATH
+        [item] = await listed(client, settings)
+        assert item["event_id"] is None
+        redrive = await client.post(f"{path}/{item['id']}/redrive", json=REASON, headers=admin)
+        assert redrive.status_code == 409 and redrive.json()["type"] == PROBLEM + "dead-letter-not-redrivable"
+        discarded = await client.post(f"{path}/{item['id']}/discard", json=REASON, headers=admin)
+        assert discarded.status_code == 200 and discarded.json()["outcome"] == "discarded"
+        [audit] = await audit_rows(app.state.runtime.db)
+        assert (audit.dead_letter_id, audit.event_id, audit.outcome) == (item["id"], None, "discarded")
+
+
+async def open_dead_letters(client: httpx.AsyncClient) -> float | None:
+    """The gauge as Prometheus scrapes it from the service."""
+    scraped = (await client.get("/metrics")).text
+    return next(
+        (s.value for f in text_string_to_metric_families(scraped) for s in f.samples
+         if s.name == "handshake_dead_letters_open" and s.labels == {"consumer": GROUP}),
+        None,
+    )  # fmt: skip
+
+
+async def test_the_relay_keeps_the_open_dead_letter_gauge_counting_down_as_they_are_resolved(settings) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(settings)
+    runtime = app.state.runtime
+    consumer = consumer_of(runtime)
+    async with admin_api(app) as client:
+        for offset in (1, 2, 3):
+            await dead_lettered(consumer, str(uuid.uuid4()), f"failure {offset}", offset)
+        # their <topic>.dlq copies count as sent: the relay's round then finds nothing to publish (its broker is
+        # not started here), and what is left to see is its reading of the gauges after every round
+        ob = messaging.outbox
+        async with runtime.db.transaction() as conn:
+            await conn.execute(update(ob).values(published_at=func.now()))
+        runtime.relay.gauge_interval = 0
+        relay = asyncio.create_task(runtime.relay.run())
+        try:
+            async def shows(count: int) -> bool:
+                return await open_dead_letters(client) == count
+
+            await eventually(lambda: shows(3))
+            admin, path = bearer(settings, "admin"), PATH
+            newest, older, _ = await listed(client, settings)
+            assert (await client.post(f"{path}/{newest['id']}/discard", json=REASON, headers=admin)).status_code == 200
+            await eventually(lambda: shows(2))
+            assert (await client.post(f"{path}/{older['id']}/redrive", json=REASON, headers=admin)).status_code == 200
+            async with runtime.db.transaction() as conn:  # the redrive's inventory.rejected, as above
+                await conn.execute(update(ob).values(published_at=func.now()))
+            await eventually(lambda: shows(1))
+        finally:
+            runtime.relay.stop()
+            await relay

@@ -121,8 +121,8 @@ def add_messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("error", Text, nullable=False),
         Column("attempts", Integer, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        # set when an admin redrove it (dead_letter_redrives says who, why and what it did); only then may
-        # retention delete it
+        # set when an admin redrove or discarded it (dead_letter_redrives says who, why and what it did); only
+        # then may retention delete it
         Column("resolved_at", DateTime(timezone=True), nullable=True),
         comment="Messages a consumer gave up on after bounded retries; also published to <topic>.dlq.",
     )
@@ -151,7 +151,8 @@ def add_messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("event_type", Text, nullable=True),
         Column("actor", Text, nullable=False),
         Column("reason", Text, nullable=False),
-        # applied: the handler ran; already_applied: the inbox showed the event applied before, nothing ran
+        # applied: the handler ran; already_applied: the inbox showed the event applied before, nothing ran;
+        # discarded: resolved without running anything. Plain text, no CHECK: a new outcome needs no migration
         Column("outcome", Text, nullable=False),
         Column("redriven_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         comment="Audit trail of dead letters an admin redrove through their consumer's handler, at most once each.",

@@ -1,7 +1,8 @@
-"""Admin routes over a service's dead letters: list them, and redrive one once its cause is fixed (a bug
-deployed away, a missing row created). A redrive re-applies the stored message through its consumer's own
-handler, with the inbox's dedup, in one transaction with marking the dead letter resolved and an audit row:
-each dead letter is redriven at most once, however many admins press the button at the same time.
+"""Admin routes over a service's dead letters: list them, redrive one once its cause is fixed (a bug deployed
+away, a missing row created), or discard one that must never be applied. A redrive re-applies the stored message
+through its consumer's own handler, with the inbox's dedup, in one transaction with marking the dead letter
+resolved and an audit row; a discard resolves and audits it the same way and runs nothing. Each dead letter is
+resolved at most once, however many admins press a button at the same time.
 
 The dead-letter transaction also records the event in the inbox (so a redelivery from the broker does not
 apply it behind the admin's back); that row is told apart from a real application by its timestamp, which is
@@ -10,6 +11,7 @@ was applied already: the redrive then runs nothing and says so."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import structlog
@@ -17,11 +19,13 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import StringConstraints, ValidationError
 from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from handshake_shared import metrics
 from handshake_shared.admin_api import ReasonRequest, staff_with
 from handshake_shared.auth import Principal
 from handshake_shared.consumer import EventConsumer, claim, is_infrastructure_error
-from handshake_shared.db import describe_error
+from handshake_shared.db import MessagingTables, describe_error
 from handshake_shared.envelope import EnvelopeError, parse_event
 from handshake_shared.events import payload_model
 from handshake_shared.http import Problem
@@ -31,6 +35,12 @@ if TYPE_CHECKING:
     from handshake_shared.runtime import Runtime
 
 log = structlog.get_logger("dead-letter-admin")
+
+# the audit outcome of a dead letter resolved without applying it (a redrive's are applied and already_applied)
+DISCARDED = "discarded"
+
+# given the locked open dead letter, do what resolving it means and name the outcome, or raise a Problem
+Settle = Callable[[AsyncConnection, Row[Any]], Awaitable[str]]
 
 FilterText = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x20-\x7e]+$")]
 
@@ -54,6 +64,27 @@ def dead_letter_view(row: Row[Any]) -> dict[str, Any]:
     }
 
 
+class OpenDeadLetters:
+    """Sets handshake_dead_letters_open from the table, for the relay's periodic gauge reading. A consumer whose
+    dead letters are all resolved goes back to 0 instead of keeping its last count (its alert would never clear),
+    and the service's own consumers show 0 before their first dead letter."""
+
+    def __init__(self, tables: MessagingTables, consumers: Callable[[], Iterable[str]]) -> None:
+        self.dl = tables.dead_letters
+        self.consumers = consumers
+        self._shown: set[str] = set()
+
+    async def read(self, conn: AsyncConnection) -> None:
+        dl = self.dl
+        rows = await conn.execute(
+            select(dl.c.consumer, func.count()).where(dl.c.resolved_at.is_(None)).group_by(dl.c.consumer)
+        )
+        counts = dict.fromkeys((*self._shown, *self.consumers()), 0) | dict(rows.tuples().all())
+        for consumer, count in counts.items():
+            metrics.DEAD_LETTERS_OPEN.labels(consumer).set(count)
+        self._shown = set(counts)
+
+
 def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(prefix="/v1/admin/dead-letters", tags=["operations"])
     dl = runtime.tables.dead_letters
@@ -72,7 +103,7 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
     @router.get("")
     async def list_dead_letters(
         _: Principal = Depends(admin),  # noqa: B008 - a local dependency
-        status: Literal["open", "redriven", "all"] = "open",
+        status: Literal["open", "redriven", "discarded", "all"] = "open",
         consumer: Annotated[FilterText | None, Query()] = None,
         topic: Annotated[FilterText | None, Query()] = None,
         event_type: Annotated[FilterText | None, Query()] = None,
@@ -81,10 +112,13 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> dict[str, Any]:
         query = listing()
+        discarded = select(redrives.c.id).where(redrives.c.dead_letter_id == dl.c.id, redrives.c.outcome == DISCARDED)
         if status == "open":
             query = query.where(dl.c.resolved_at.is_(None))
         elif status == "redriven":
-            query = query.where(dl.c.resolved_at.is_not(None))
+            query = query.where(dl.c.resolved_at.is_not(None), ~discarded.exists())
+        elif status == "discarded":
+            query = query.where(discarded.exists())
         for column, value in ((dl.c.consumer, consumer), (dl.c.topic, topic), (dl.c.event_type, event_type)):
             if value is not None:
                 query = query.where(column == value)
@@ -102,61 +136,33 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
     def consumer_named(name: str) -> EventConsumer | None:
         return next((c for c in runtime.consumers if c.name == name), None)
 
-    @router.post("/{dead_letter_id}/redrive")
-    async def redrive(
-        dead_letter_id: Annotated[int, Path(ge=1)],
-        body: ReasonRequest,
-        principal: Principal = Depends(admin),  # noqa: B008 - a local dependency
-    ) -> dict[str, Any]:
-        async with runtime.db.transaction() as conn:
-            # the row lock makes concurrent redrives of one dead letter take turns; the later ones find it resolved
-            row = (await conn.execute(listing().add_columns(dl.c.payload).where(dl.c.id == dead_letter_id)
-                                      .with_for_update())).first()  # fmt: skip
-            if row is None:
-                raise Problem(404, "Dead letter not found", type="dead-letter-not-found")
-            if row.resolved_at is not None:
-                raise Problem(409, "Dead letter already redriven", f"dead letter {dead_letter_id} was redriven at "
-                              f"{row.resolved_at.isoformat()}", type="dead-letter-already-redriven")  # fmt: skip
-            consumer = consumer_named(row.consumer)
-            if consumer is None:
-                raise Problem(409, "Dead letter not redrivable", f"no consumer {row.consumer!r} runs in this service",
-                              type="dead-letter-not-redrivable")  # fmt: skip
-            try:
-                event = parse_event(bytes(row.payload))
-            except EnvelopeError as exc:
-                raise Problem(409, "Dead letter not redrivable", f"the stored message is not an event: {exc}",
-                              type="dead-letter-not-redrivable") from None  # fmt: skip
-            handler = consumer.handlers.get(event.type)
-            if handler is None:
-                raise Problem(409, "Dead letter not redrivable", f"{consumer.name} has no handler for {event.type}",
-                              type="dead-letter-not-redrivable")  # fmt: skip
-            try:
-                payload = payload_model(event.type).model_validate(event.data)
-            except (ValidationError, KeyError) as exc:
-                raise Problem(409, "Dead letter not redrivable", f"invalid payload: {exc}"[:1000],
-                              type="dead-letter-not-redrivable") from None  # fmt: skip
-            with event_context(event):
-                # the dead letter's own inbox row (same transaction, same now()) is not an application
-                await conn.execute(
-                    delete(inbox).where(
-                        inbox.c.consumer == consumer.name, inbox.c.event_id == event.id,
-                        inbox.c.processed_at == row.created_at,
-                    )
-                )  # fmt: skip
-                outcome = "already_applied"
-                if await claim(conn, runtime.tables, consumer.name, event):
-                    try:
-                        await handler(conn, event, payload)
-                    except Exception as exc:  # noqa: BLE001 - any failure of the handler is the answer
-                        # the transaction rolls back: the dead letter stays open, to be redriven again later
-                        described = describe_error(exc)
-                        log.warning("dead letter redrive failed", dead_letter_id=dead_letter_id, error=described)
-                        if is_infrastructure_error(exc):
-                            raise Problem(503, "Redrive failed", described, type="dependency-unavailable") from None
-                        raise Problem(409, "Redrive failed", described[:1000], type="dead-letter-redrive-failed") from None
-                    outcome = "applied"
-                await conn.execute(update(dl).where(dl.c.id == row.id).values(resolved_at=func.now()))
-                redrive_id = (
+    def resolving(settle: Settle, *, noun: str, past: str) -> Callable[..., Awaitable[dict[str, Any]]]:
+        """The route of one way to resolve a dead letter, and what redrive and discard share: the open dead letter
+        locked, `settle` deciding the outcome (or refusing with a problem, which rolls everything back), then the
+        dead letter resolved and audited in the same transaction. The row lock makes concurrent admins take
+        turns; the later ones find it resolved."""
+
+        async def route(
+            dead_letter_id: Annotated[int, Path(ge=1)],
+            body: ReasonRequest,
+            principal: Principal = Depends(admin),  # noqa: B008 - a local dependency
+        ) -> dict[str, Any]:
+            async with runtime.db.transaction() as conn:
+                row = (await conn.execute(listing().add_columns(dl.c.payload).where(dl.c.id == dead_letter_id)
+                                          .with_for_update())).first()  # fmt: skip
+                if row is None:
+                    raise Problem(404, "Dead letter not found", type="dead-letter-not-found")
+                if row.resolved_at is not None:
+                    earlier = await conn.scalar(select(redrives.c.outcome).where(redrives.c.dead_letter_id == row.id))
+                    how = "discarded" if earlier == DISCARDED else "redriven"
+                    raise Problem(409, f"Dead letter already {how}", f"dead letter {dead_letter_id} was {how} at "
+                                  f"{row.resolved_at.isoformat()}", type=f"dead-letter-already-{how}")  # fmt: skip
+                outcome = await settle(conn, row)
+                resolved_at = (
+                    await conn.execute(update(dl).where(dl.c.id == row.id).values(resolved_at=func.now())
+                                       .returning(dl.c.resolved_at))
+                ).scalar_one()  # fmt: skip
+                audit_id = (
                     await conn.execute(
                         insert(redrives).values(
                             dead_letter_id=row.id, consumer=row.consumer, event_id=row.event_id,
@@ -164,12 +170,65 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
                         ).returning(redrives.c.id)
                     )
                 ).scalar_one()  # fmt: skip
-            resolved_at = (await conn.execute(select(dl.c.resolved_at).where(dl.c.id == row.id))).scalar_one()
-        log.warning("dead letter redriven", dead_letter_id=row.id, consumer=row.consumer, event_id=row.event_id,
-                    outcome=outcome, actor=principal.subject, reason=body.reason)  # fmt: skip
-        view = dead_letter_view(row)
-        view["resolved_at"] = resolved_at.isoformat()
-        return {**view, "outcome": outcome, "redrive_id": redrive_id, "redriven_by": principal.subject,
-                "reason": body.reason}  # fmt: skip
+            log.warning(f"dead letter {past}", dead_letter_id=row.id, consumer=row.consumer, event_id=row.event_id,
+                        outcome=outcome, actor=principal.subject, reason=body.reason)  # fmt: skip
+            view = dead_letter_view(row)
+            view["resolved_at"] = resolved_at.isoformat()
+            return {**view, "outcome": outcome, f"{noun}_id": audit_id, f"{past}_by": principal.subject,
+                    "reason": body.reason}  # fmt: skip
+
+        return route
+
+    async def apply_again(conn: AsyncConnection, row: Row[Any]) -> str:
+        consumer = consumer_named(row.consumer)
+        if consumer is None:
+            raise Problem(409, "Dead letter not redrivable", f"no consumer {row.consumer!r} runs in this service",
+                          type="dead-letter-not-redrivable")  # fmt: skip
+        try:
+            event = parse_event(bytes(row.payload))
+        except EnvelopeError as exc:
+            raise Problem(409, "Dead letter not redrivable", f"the stored message is not an event: {exc}",
+                          type="dead-letter-not-redrivable") from None  # fmt: skip
+        handler = consumer.handlers.get(event.type)
+        if handler is None:
+            raise Problem(409, "Dead letter not redrivable", f"{consumer.name} has no handler for {event.type}",
+                          type="dead-letter-not-redrivable")  # fmt: skip
+        try:
+            payload = payload_model(event.type).model_validate(event.data)
+        except (ValidationError, KeyError) as exc:
+            raise Problem(409, "Dead letter not redrivable", f"invalid payload: {exc}"[:1000],
+                          type="dead-letter-not-redrivable") from None  # fmt: skip
+        with event_context(event):
+            # the dead letter's own inbox row (same transaction, same now()) is not an application
+            await conn.execute(
+                delete(inbox).where(
+                    inbox.c.consumer == consumer.name, inbox.c.event_id == event.id,
+                    inbox.c.processed_at == row.created_at,
+                )
+            )  # fmt: skip
+            if not await claim(conn, runtime.tables, consumer.name, event):
+                return "already_applied"
+            try:
+                await handler(conn, event, payload)
+            except Exception as exc:  # noqa: BLE001 - any failure of the handler is the answer
+                # the transaction rolls back: the dead letter stays open, to be redriven again later
+                described = describe_error(exc)
+                log.warning("dead letter redrive failed", dead_letter_id=row.id, error=described)
+                if is_infrastructure_error(exc):
+                    raise Problem(503, "Redrive failed", described, type="dependency-unavailable") from None
+                raise Problem(409, "Redrive failed", described[:1000], type="dead-letter-redrive-failed") from None
+            return "applied"
+
+    async def leave_unapplied(conn: AsyncConnection, row: Row[Any]) -> str:
+        # the dead letter's own inbox row stays: the broker delivering the message again still does nothing
+        return DISCARDED
+
+    router.add_api_route("/{dead_letter_id}/redrive", resolving(apply_again, noun="redrive", past="redriven"),
+                         methods=["POST"], name="redrive")  # fmt: skip
+    router.add_api_route("/{dead_letter_id}/discard", resolving(leave_unapplied, noun="discard", past="discarded"),
+                         methods=["POST"], name="discard",
+                         description="For a dead letter that must never be applied (not an event, no handler for its "
+                         "type, an invalid payload, or an operator's decision): resolved and audited like a redrive, "
+                         "and nothing runs.")  # fmt: skip
 
     return router

@@ -41,6 +41,8 @@ _LOCK_NAMESPACE = 0x4F555442
 
 # send(topic, key, value, headers) -> a future that resolves when the broker acknowledged (acks=all)
 SendFn = Callable[[str, bytes, bytes, dict[str, str]], Awaitable["asyncio.Future[Any]"]]
+# sets some gauge from the database, on the relay's connection
+GaugeReader = Callable[[AsyncConnection], Awaitable[None]]
 
 
 def bucket_of(key: str) -> int:
@@ -175,6 +177,8 @@ class OutboxRelay:
         retry_max_backoff_seconds: float = 60.0,
         slow_send_seconds: float = 2.0,
         broker_reachable: Callable[[], Awaitable[bool]] | None = None,
+        gauges: Sequence[GaugeReader] = (),
+        gauge_interval_seconds: float = 15.0,
     ) -> None:
         self.db = db
         self.t = tables
@@ -192,6 +196,11 @@ class OutboxRelay:
         # key -> (its send task from an earlier round, the signal to send nothing after the current row)
         self._inflight: dict[str, tuple[asyncio.Task[_KeyOutcome], asyncio.Event]] = {}
         self._lag_read_at = float("-inf")
+        # other gauges read with the lag, less often: their tables have no index that keeps the count cheap,
+        # and a scrape every 15 s or more would not see the difference
+        self.gauges = tuple(gauges)
+        self.gauge_interval = gauge_interval_seconds
+        self._gauges_read_at = float("-inf")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -240,12 +249,19 @@ class OutboxRelay:
             pass
 
     async def _refresh_lag(self) -> None:
-        """At most once per idle poll interval; a database that cannot be read leaves the last values (the
-        round's own failure is what gets reported)."""
+        """At most once per idle poll interval, the other gauges at most once per gauge interval."""
         now = asyncio.get_running_loop().time()
         if now - self._lag_read_at < self.idle_poll:
             return
         self._lag_read_at = now
+        others = now - self._gauges_read_at >= self.gauge_interval
+        if others:
+            self._gauges_read_at = now
+        await self.read_gauges(others=others)
+
+    async def read_gauges(self, *, others: bool = True) -> None:
+        """Read the outbox lag, and with `others` the relay's other gauges, from the database now. A database
+        that cannot be read leaves the last values (the round's own failure is what gets reported)."""
         try:
             async with self.db.engine.connect() as conn:
                 count, age, parked = (
@@ -256,12 +272,13 @@ class OutboxRelay:
                         )
                     )
                 ).one()
+                metrics.OUTBOX_PENDING.labels(self.service).set(count)
+                metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(float(age))
+                OUTBOX_PARKED.labels(self.service).set(parked)
+                for read in self.gauges if others else ():
+                    await read(conn)
         except Exception as exc:  # noqa: BLE001 - see above
-            log.debug("outbox lag not read", error=describe_error(exc))
-            return
-        metrics.OUTBOX_PENDING.labels(self.service).set(count)
-        metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(float(age))
-        OUTBOX_PARKED.labels(self.service).set(parked)
+            log.debug("gauges not read", error=describe_error(exc))
 
     async def publish_once(self) -> int:
         # a round the database does not answer must not hold the bucket locks forever: give up on it;

@@ -91,7 +91,8 @@ def messaging_jobs(tables: MessagingTables, settings: ServiceSettings) -> list[R
         # against nothing. Replays and redrives of stored events make new event ids or go through the inbox
         # afresh on purpose.
         purge("inbox", inbox, age_column=inbox.c.processed_at, keep=timedelta(days=settings.inbox_retention_days)),
-        # resolved means redriven (audited in dead_letter_redrives, which is kept); open ones wait for a person
+        # resolved means redriven or discarded (audited in dead_letter_redrives, which is kept); open ones wait
+        # for a person
         purge("dead_letters", dl, age_column=dl.c.resolved_at, keep=timedelta(days=settings.dead_letter_retention_days),
               where=[dl.c.resolved_at.is_not(None)], order_by=dl.c.id),
     ]  # fmt: skip

@@ -18,7 +18,7 @@ from handshake_shared.http import HealthChecks
 from handshake_shared.kafka import make_broker, relay_sender
 from handshake_shared.outbox import Outbox, OutboxRelay
 from handshake_shared.outbox_admin import outbox_admin_router
-from handshake_shared.dead_letter_admin import dead_letter_admin_router
+from handshake_shared.dead_letter_admin import OpenDeadLetters, dead_letter_admin_router
 from handshake_shared.retention import Retention, messaging_jobs
 from handshake_shared.settings import ServiceSettings
 
@@ -50,6 +50,8 @@ class Runtime:
             retry_max_backoff_seconds=settings.outbox_retry_max_backoff_seconds,
             slow_send_seconds=settings.outbox_slow_send_seconds,
             broker_reachable=lambda: self.broker.ping(timeout=2.0),
+            # consumers are added after the relay is built, so their names are looked up at each reading
+            gauges=[OpenDeadLetters(tables, lambda: [c.name for c in self.consumers]).read],
         )
         self.retry_policy = RetryPolicy(
             max_attempts=settings.consumer_max_attempts,
@@ -131,7 +133,8 @@ class Runtime:
         return outbox_admin_router(self)
 
     def dead_letter_admin_router(self) -> APIRouter:
-        """The admin routes over this service's dead letters (list, audited redrive through the consumer)."""
+        """The admin routes over this service's dead letters (list, audited redrive through the consumer or
+        discard)."""
         return dead_letter_admin_router(self)
 
     def readiness_checks(self) -> HealthChecks:
