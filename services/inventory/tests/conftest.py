@@ -89,7 +89,8 @@ class Inventory:
 
     # event builders, for tests that deliver an event themselves (races, the broker)
     events = SimpleNamespace(
-        placed=placed, paid=paid, authorized=authorized, refunded=refunded, state_changed=state_changed
+        placed=placed, paid=paid, authorized=authorized, refunded=refunded, state_changed=state_changed,
+        order_event=order_event,
     )
 
     async def deliver(self, event: CloudEvent) -> str:

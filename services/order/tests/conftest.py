@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from handshake_order.app import create_app
 from handshake_order.settings import OrderSettings
@@ -72,6 +73,18 @@ class OrderHarness:
         if "Authorization" not in headers:
             headers.setdefault("Guest-Session", GUEST_SESSION)
         return await self.client.post("/v1/checkout", json=body, headers={"Idempotency-Key": key, **headers})
+
+    @staticmethod
+    def from_address(address: str) -> dict[str, str]:
+        """Headers of a request the gateway (one trusted hop) forwarded for this client address."""
+        return {"X-Forwarded-For": address}
+
+    async def held(self) -> tuple[int, int]:
+        """Orders stored and order.placed events queued: what checkouts hold (a refused one adds nothing)."""
+        async with self.runtime.db.engine.connect() as conn:
+            orders = (await conn.execute(text("SELECT count(*) FROM orders"))).scalar_one()
+            placed = (await conn.execute(text("SELECT count(*) FROM outbox WHERE event_type = 'order.placed'"))).scalar_one()
+        return orders, placed
 
     async def order(self, order_id: str) -> dict[str, Any]:
         r = await self.client.get(f"/v1/admin/orders/{order_id}", headers=self.token("ops", "support"))

@@ -8,11 +8,21 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
+from handshake_devstack.testing.fixtures import isolated_kafka_settings
 from handshake_order.db import coupons, orders
+from handshake_order.settings import OrderSettings
 from handshake_shared.money import MAX_AMOUNT
 
 PROBLEM = "application/problem+json"
 ORDER = {"lines": [{"sku": "MUG", "quantity": 1}], "region": "DE", "shipping_method": "standard"}
+
+
+@pytest.fixture
+def settings(stack, fresh_database) -> OrderSettings:  # type: ignore[no-untyped-def]
+    # the per-order unit limit raised out of the way: these tests reach the bounds behind it (a line's
+    # quantity, the money columns), which hold whatever an operator sets the limit to
+    return OrderSettings(database_url=fresh_database("handshake_order"), max_units_per_order=100_000,
+                         max_units_held_per_holder=100_000, **isolated_kafka_settings(stack))  # type: ignore[arg-type]
 
 
 def assert_problem(r: Any, status: int, type_: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import text
 
 from handshake_devstack.testing.fixtures import isolated_kafka_settings
 from handshake_devstack.tokens import DevTokenIssuer
@@ -28,16 +27,6 @@ def settings(stack, fresh_database) -> OrderSettings:  # type: ignore[no-untyped
     )  # type: ignore[arg-type]
 
 
-def from_address(address: str) -> dict[str, str]:
-    return {"X-Forwarded-For": address}
-
-
-async def held(shop) -> tuple[int, int]:  # type: ignore[no-untyped-def]
-    """Orders stored and order.placed events queued: what a checkout holds."""
-    async with shop.runtime.db.engine.connect() as conn:
-        orders = (await conn.execute(text("SELECT count(*) FROM orders"))).scalar_one()
-        placed = (await conn.execute(text("SELECT count(*) FROM outbox WHERE event_type = 'order.placed'"))).scalar_one()
-    return orders, placed
 
 
 def assert_refused(response) -> None:  # type: ignore[no-untyped-def]
@@ -49,45 +38,45 @@ def assert_refused(response) -> None:  # type: ignore[no-untyped-def]
 
 async def test_checkout_is_limited_per_client_address_and_a_refused_one_holds_nothing(shop) -> None:  # type: ignore[no-untyped-def]
     for i in range(2):
-        assert (await shop.checkout(key=f"a{i}", **from_address("203.0.113.7"))).status_code == 202
-    before = await held(shop)
+        assert (await shop.checkout(key=f"a{i}", **shop.from_address("203.0.113.7"))).status_code == 202
+    before = await shop.held()
 
-    assert_refused(await shop.checkout(key="a-third", **from_address("203.0.113.7")))
-    assert await held(shop) == before == (2, 2)
+    assert_refused(await shop.checkout(key="a-third", **shop.from_address("203.0.113.7")))
+    assert await shop.held() == before == (2, 2)
 
     # another address is not affected; what a client writes left of the gateway's entry is not believed
-    assert (await shop.checkout(key="b0", **from_address("198.51.100.1"))).status_code == 202
-    assert_refused(await shop.checkout(key="a-spoofed", **from_address("198.51.100.99, 203.0.113.7")))
+    assert (await shop.checkout(key="b0", **shop.from_address("198.51.100.1"))).status_code == 202
+    assert_refused(await shop.checkout(key="a-spoofed", **shop.from_address("198.51.100.99, 203.0.113.7")))
 
 
 async def test_a_signed_in_customer_is_limited_across_addresses(shop) -> None:  # type: ignore[no-untyped-def]
     customer = shop.token("cus-limited")
     for i, address in enumerate(("192.0.2.1", "192.0.2.2")):
-        r = await shop.checkout(key=f"c{i}", **customer, **from_address(address))
+        r = await shop.checkout(key=f"c{i}", **customer, **shop.from_address(address))
         assert r.status_code == 202, r.text
-    assert_refused(await shop.checkout(key="c2", **customer, **from_address("192.0.2.3")))
+    assert_refused(await shop.checkout(key="c2", **customer, **shop.from_address("192.0.2.3")))
     # someone else's budget is untouched
-    assert (await shop.checkout(key="d0", **shop.token("cus-other"), **from_address("192.0.2.4"))).status_code == 202
+    assert (await shop.checkout(key="d0", **shop.token("cus-other"), **shop.from_address("192.0.2.4"))).status_code == 202
 
 
 async def test_a_forged_token_cannot_spend_a_customers_budget(shop) -> None:  # type: ignore[no-untyped-def]
     forged = DevTokenIssuer().issue("cus-victim")  # signed by a key the service does not trust
     for i in range(5):
-        r = await shop.checkout(key=f"f{i}", Authorization=f"Bearer {forged}", **from_address(f"192.0.2.{10 + i}"))
+        r = await shop.checkout(key=f"f{i}", Authorization=f"Bearer {forged}", **shop.from_address(f"192.0.2.{10 + i}"))
         assert r.status_code == 401
     victim = shop.token("cus-victim")
-    assert (await shop.checkout(key="v0", **victim, **from_address("192.0.2.30"))).status_code == 202
+    assert (await shop.checkout(key="v0", **victim, **shop.from_address("192.0.2.30"))).status_code == 202
 
 
 async def test_payment_attempts_and_lookups_are_limited_per_address(shop) -> None:  # type: ignore[no-untyped-def]
     order_id = str(uuid.uuid4())
     for _ in range(2):
-        r = await shop.client.post(f"/v1/orders/{order_id}/payment-attempts", headers={"Idempotency-Key": "p", **from_address("203.0.113.50")})
+        r = await shop.client.post(f"/v1/orders/{order_id}/payment-attempts", headers={"Idempotency-Key": "p", **shop.from_address("203.0.113.50")})
         assert r.status_code != 429
-    assert_refused(await shop.client.post(f"/v1/orders/{order_id}/payment-attempts", headers={"Idempotency-Key": "p", **from_address("203.0.113.50")}))
+    assert_refused(await shop.client.post(f"/v1/orders/{order_id}/payment-attempts", headers={"Idempotency-Key": "p", **shop.from_address("203.0.113.50")}))
 
     # guessing order ids or tokens: a few misses, then the door closes for that address
     for _ in range(3):
-        assert (await shop.client.get(f"/v1/orders/{uuid.uuid4()}", headers=from_address("203.0.113.60"))).status_code == 404
-    assert_refused(await shop.client.get(f"/v1/orders/{uuid.uuid4()}", headers=from_address("203.0.113.60")))
-    assert_refused(await shop.client.get(f"/v1/orders/{order_id}/payment-session", headers=from_address("203.0.113.60")))
+        assert (await shop.client.get(f"/v1/orders/{uuid.uuid4()}", headers=shop.from_address("203.0.113.60"))).status_code == 404
+    assert_refused(await shop.client.get(f"/v1/orders/{uuid.uuid4()}", headers=shop.from_address("203.0.113.60")))
+    assert_refused(await shop.client.get(f"/v1/orders/{order_id}/payment-session", headers=shop.from_address("203.0.113.60")))

@@ -41,7 +41,12 @@ def problem_response(status: int, title: str, detail: str | None, type_: str, in
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(exc.status, exc.title, exc.detail, exc.type, request.url.path, **exc.extra)
+        response = problem_response(exc.status, exc.title, exc.detail, exc.type, request.url.path, **exc.extra)
+        retry_after = exc.extra.get("retry_after_seconds")
+        if isinstance(retry_after, int):
+            # the header is what HTTP clients and proxies honour; the body field is for a reader of the problem
+            response.headers["Retry-After"] = str(max(1, retry_after))
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_inventory import metrics
 from handshake_inventory import repository as repo
-from handshake_inventory.domain.reservations import LAPSED, MOVEMENTS, RESERVATION_LIFECYCLE
+from handshake_inventory.domain.reservations import LAPSED, MOVEMENTS, RESERVATION_LIFECYCLE, hold_seconds
 from handshake_inventory.domain.reservations import ReservationState as R
 from handshake_inventory.domain.stock import MovementKind, Shortage, merge_lines, shortages
 from handshake_inventory.settings import InventorySettings
@@ -75,10 +75,12 @@ class InventorySaga:
     # -- stock operations -----------------------------------------------------------------------
 
     async def reserve(
-        self, conn: AsyncConnection, order_id: str, lines: Iterable[tuple[str, int]], cause: CloudEvent | None
+        self, conn: AsyncConnection, order_id: str, lines: Iterable[tuple[str, int]], cause: CloudEvent | None,
+        *, hold: int | None = None,
     ) -> str:
-        """Hold every line or none. Rows are locked in SKU order, the whole order is checked against
-        the locked figures, and only then moved with conditional updates: a rejection changes nothing."""
+        """Hold every line or none, for `hold` seconds (capped by the TTL setting). Rows are locked in SKU
+        order, the whole order is checked against the locked figures, and only then moved with conditional
+        updates: a rejection changes nothing."""
         await repo.lock_order(conn, order_id)
         existing = await repo.find_reservation(conn, order_id)
         if existing is not None:
@@ -114,7 +116,7 @@ class InventorySaga:
             )  # fmt: skip
             metrics.UNITS_MOVED.labels(MovementKind.RESERVE).inc(quantity)
         reservation = await repo.create_reservation(
-            conn, order_id, requested, ttl_seconds=self.ttl_seconds, reason="order placed", actor=ACTOR,
+            conn, order_id, requested, ttl_seconds=hold_seconds(hold, self.ttl_seconds), reason="order placed", actor=ACTOR,
             event_id=_event_id(cause),
         )  # fmt: skip
         await self.emit(
@@ -127,6 +129,20 @@ class InventorySaga:
         )  # fmt: skip
         metrics.RESERVATIONS.labels("reserved").inc()
         return "reserved"
+
+    async def lengthen_hold(self, conn: AsyncConnection, order_id: str, asked: int) -> str:
+        """The customer opened the payment session: a held reservation now holds for the full checkout time
+        from its creation. Anything else (sold, released, expired, never made) holds nothing to lengthen:
+        a hold that lapsed first stays lapsed, and a payment arriving later is handled as any late payment."""
+        reservation = await repo.find_reservation(conn, order_id, lock=True)
+        if reservation is None or reservation.state != R.HELD:
+            log.info("no held reservation to lengthen", order_id=order_id,
+                     state=reservation.state if reservation else None)  # fmt: skip
+            return "noop"
+        expires_at = await repo.lengthen_hold(conn, reservation.id, hold_seconds(asked, self.ttl_seconds))
+        metrics.HOLDS_EXTENDED.inc()
+        log.info("hold lengthened", order_id=order_id, expires_at=expires_at.isoformat())
+        return "lengthened"
 
     async def commit(
         self, conn: AsyncConnection, order_id: str, cause: CloudEvent | None, *, trigger: str = "order paid"
@@ -244,7 +260,13 @@ class InventorySaga:
     async def on_placed(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderPlaced) -> None:
         if not p.lines:
             raise PoisonMessage("order.placed without lines")
-        await self.reserve(conn, p.order_id, [(line.sku, line.quantity) for line in p.lines], event)
+        await self.reserve(conn, p.order_id, [(line.sku, line.quantity) for line in p.lines], event,
+                           hold=p.hold_seconds)  # fmt: skip
+
+    async def on_payment_session_opened(
+        self, conn: AsyncConnection, event: CloudEvent, p: o.OrderPaymentSessionOpened
+    ) -> None:
+        await self.lengthen_hold(conn, p.order_id, p.hold_seconds)
 
     async def on_paid(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderPaid) -> None:
         await self.commit(conn, p.order_id, event, trigger="order paid")
@@ -271,6 +293,7 @@ class InventorySaga:
     def order_handlers(self) -> dict[str, Handler]:
         return {
             "order.placed": self.on_placed,
+            "order.payment_session_opened": self.on_payment_session_opened,
             "order.paid": self.on_paid,
             "order.payment_authorized": self.on_payment_authorized,
             "order.cancelled": self.on_cancelled,

@@ -32,6 +32,10 @@ EXPIRY_SWEEP_LAST_SUCCESS = Gauge(
     "handshake_inventory_expiry_sweep_last_success_timestamp_seconds",
     "When a sweep last finished without errors: alert when it falls behind the sweep interval",
 )
+HOLDS_EXTENDED = Counter(
+    "handshake_inventory_holds_extended_total",
+    "Short guest holds lengthened to the full checkout hold because the customer opened the payment session",
+)
 ADJUSTMENTS = Counter("handshake_inventory_stock_adjustments_total", "Admin stock adjustments applied")
 HELD_RESERVATIONS = Gauge("handshake_inventory_held_reservations", "Reservations currently holding stock")
 OVERDUE_RESERVATIONS = Gauge(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -185,6 +185,23 @@ async def find_reservation(conn: AsyncConnection, order_id: str, *, lock: bool =
     if lock:
         query = query.with_for_update()
     return (await conn.execute(query)).first()
+
+
+async def lengthen_hold(conn: AsyncConnection, reservation_id: uuid.UUID, seconds_from_creation: int) -> datetime:
+    """expires_at = creation + seconds, never earlier than it already is (a replay or a late request changes
+    nothing); database time, like the sweeper's comparisons. The caller holds the reservation's row lock."""
+    return (
+        await conn.execute(
+            update(reservations)
+            .where(reservations.c.id == reservation_id)
+            .values(
+                expires_at=func.greatest(reservations.c.expires_at,
+                                         reservations.c.created_at + timedelta(seconds=seconds_from_creation)),
+                updated_at=func.now(),
+            )
+            .returning(reservations.c.expires_at)
+        )
+    ).scalar_one()  # fmt: skip
 
 
 async def lines_of(conn: AsyncConnection, reservation_id: uuid.UUID) -> dict[str, int]:

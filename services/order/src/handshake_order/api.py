@@ -28,6 +28,7 @@ from handshake_shared.db import Database
 from handshake_shared.http import Problem
 from handshake_shared.money import MAX_AMOUNT, Currency
 from handshake_shared.outbox import Outbox
+from handshake_shared.rate_limit import client_address
 
 Authorization = Annotated[str | None, Header()]
 OrderToken = Annotated[str | None, Header()]
@@ -155,7 +156,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
     async def create_quote(req: CheckoutRequest) -> dict[str, Any]:
         async with ctx.db.engine.connect() as conn:
             try:
-                snapshot = await quote(conn, req)
+                snapshot = await quote(conn, req, max_units=ctx.settings.max_units_per_order)
             except PricingError as err:
                 raise pricing_problem(err) from None
         return snapshot.model_dump(mode="json")
@@ -163,6 +164,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
     @router.post("/v1/checkout", status_code=202)
     async def checkout(
         req: CheckoutRequest,
+        request: Request,
         authorization: Authorization = None,
         idempotency_key: Annotated[str | None, Header()] = None,
         traceparent: Annotated[str | None, Header()] = None,
@@ -171,7 +173,9 @@ def build_router(ctx: OrderContext) -> APIRouter:
     ) -> JSONResponse:
         key = idem.require_key(idempotency_key)
         principal = principal_from_header(ctx.settings, authorization)
-        status, body, replayed = await ctx.checkout.place(principal, key, req, traceparent, guest_session)
+        address = client_address(request.client.host if request.client else None,
+                                 request.headers.get("x-forwarded-for"), ctx.settings.trusted_proxy_hops)  # fmt: skip
+        status, body, replayed = await ctx.checkout.place(principal, key, req, traceparent, guest_session, address)
         headers = {"Location": body["links"]["self"]}
         if replayed:
             headers["Idempotent-Replayed"] = "true"
@@ -249,8 +253,17 @@ def build_router(ctx: OrderContext) -> APIRouter:
             )  # fmt: skip
         if upstream.status_code != 200:
             raise Problem(503, "Payment service unavailable", "try again shortly", type="payment-unavailable")
+        if order.hold_seconds is not None and not order.payment_session_opened:
+            await open_payment_session(order)
         # the client secret is passed through, never logged or stored here
         return upstream.json()
+
+    async def open_payment_session(order: Any) -> None:
+        """The guest now holds the client secret: ask inventory for the full hold (once, under the order lock)."""
+        async with ctx.db.transaction() as conn:
+            row = await repo.lock_order(conn, order.id)
+            decision = saga.open_payment_session(repo.view_of(row), ctx.settings.checkout_hold_seconds)
+            await repo.apply(conn, ctx.outbox, decision, actor=order.customer_id or "guest")
 
     async def command(
         order_id: uuid.UUID, decide: Any, *, actor: str, scope: str | None = None, key: str | None = None,

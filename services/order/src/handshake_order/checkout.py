@@ -13,13 +13,14 @@ from typing import Any
 
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_order import repository as repo
 from handshake_order import idempotency as idem
 from handshake_order.db import coupon_redemptions, coupons, orders, products, shipping_rates, tax_rates
+from handshake_order.domain.holds import HOLDING_STATES, Hold, wait_before_holding
 from handshake_order.domain.pricing import (
     MAX_LINE_QUANTITY,
     Coupon,
@@ -63,7 +64,7 @@ class CheckoutRequest(BaseModel):
     coupon_code: str | None = Field(default=None, max_length=64, pattern=PRINTABLE)
 
 
-async def quote(conn: AsyncConnection, req: CheckoutRequest) -> PriceSnapshot:
+async def quote(conn: AsyncConnection, req: CheckoutRequest, *, max_units: int) -> PriceSnapshot:
     skus = {line.sku for line in req.lines}
     catalogue = {
         r.sku: Product(r.sku, r.name, r.unit_price, r.currency, r.active)
@@ -93,6 +94,7 @@ async def quote(conn: AsyncConnection, req: CheckoutRequest) -> PriceSnapshot:
         shipping_amount=(ship.amount, ship.currency) if ship else None,
         coupon=coupon,
         now=datetime.now(UTC),
+        max_units=max_units,
     )
 
 
@@ -128,6 +130,43 @@ def guest_scope(guest_session: str | None) -> str:
     return "guest:" + hashlib.sha256(guest_session.encode()).hexdigest()
 
 
+def holder_of(settings: OrderSettings, principal: Principal | None, address: str) -> str:
+    """Whose units an order holds: the signed-in customer, or a guest's client address under a keyed hash (an
+    address is personal data; the hash is enough to count by and cannot be reversed without the key)."""
+    if principal is not None:
+        return f"customer:{principal.subject}"
+    key = hmac.new(settings.lookup_token_key.get_secret_value().encode(), b"held-units holder", hashlib.sha256).digest()
+    return "guest-address:" + hmac.new(key, address.encode(), hashlib.sha256).hexdigest()
+
+
+# advisory-lock namespace of the held-units check ("HOLD" as an int): one holder's checkouts take turns
+HOLDER_LOCK_NAMESPACE = 0x484F4C44
+
+
+async def refuse_past_held_units_cap(conn: AsyncConnection, settings: OrderSettings, holder: str, units: int) -> None:
+    """429 with Retry-After when this holder's unpaid orders already hold too much stock for `units` more.
+    Nothing is held by the refused checkout: the transaction rolls back."""
+    await conn.execute(select(func.pg_advisory_xact_lock(HOLDER_LOCK_NAMESPACE, func.hashtext(holder))))
+    rows = (
+        await conn.execute(
+            select(orders.c.units, orders.c.created_at, orders.c.hold_seconds, orders.c.payment_session_opened)
+            .where(orders.c.holder == holder, orders.c.state.in_([str(s) for s in HOLDING_STATES]))
+        )
+    ).all()
+    wait = wait_before_holding(
+        [Hold(r.units, r.created_at, r.hold_seconds, r.payment_session_opened) for r in rows], units,
+        cap=settings.max_units_held_per_holder, full_hold_seconds=settings.checkout_hold_seconds,
+        now=(await conn.execute(select(func.now()))).scalar_one(),
+    )  # fmt: skip
+    if wait is not None:
+        raise Problem(
+            429, "Too much stock held",
+            f"your unpaid orders already hold stock; at most {settings.max_units_held_per_holder} units can be "
+            "held at once. Pay or cancel an open order, or try again later",
+            type="held-units-exhausted", retry_after_seconds=wait,
+        )  # fmt: skip
+
+
 def new_traceparent() -> str:
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
@@ -140,11 +179,12 @@ class Checkout:
 
     async def place(
         self, principal: Principal | None, idempotency_key: str, req: CheckoutRequest, traceparent: str | None,
-        guest_session: str | None = None,
+        guest_session: str | None = None, client_address: str = "unknown",
     ) -> tuple[int, dict[str, Any], bool]:
-        """Returns (status, body, replayed). The idempotency claim, the order, its audit row, the coupon
-        redemption and order.placed commit in one transaction (see idempotency.py). A guest's key is scoped
-        by its Guest-Session secret: another browser sending the same key and body gets an order of its own."""
+        """Returns (status, body, replayed). The idempotency claim, the held-units check, the order, its audit
+        row, the coupon redemption and order.placed commit in one transaction (see idempotency.py). A guest's
+        key is scoped by its Guest-Session secret: another browser sending the same key and body gets an order
+        of its own. A guest's order holds its stock briefly until the payment session is opened."""
         scope = f"customer:{principal.subject}" if principal else guest_scope(guest_session)
         request_hash = idem.fingerprint("checkout", req)
         async with self.db.transaction() as conn:
@@ -156,9 +196,14 @@ class Checkout:
                     body = {**body, "lookup_token": lookup_token(self.settings, uuid.UUID(body["order_id"]))}
                 return status, body, True
             try:
-                snapshot = await quote(conn, req)
+                snapshot = await quote(conn, req, max_units=self.settings.max_units_per_order)
             except PricingError as err:
                 raise pricing_problem(err) from None
+            units = sum(line.quantity for line in snapshot.lines)
+            holder = holder_of(self.settings, principal, client_address)
+            if self.settings.rate_limits_enabled:
+                await refuse_past_held_units_cap(conn, self.settings, holder, units)
+            hold_seconds = self.settings.guest_hold_seconds if principal is None else None
             order_id = uuid.uuid4()
             token = lookup_token(self.settings, order_id) if principal is None else None
             await conn.execute(
@@ -170,6 +215,9 @@ class Checkout:
                     currency=snapshot.currency,
                     total=snapshot.total,
                     snapshot=snapshot.model_dump(mode="json"),
+                    holder=holder,
+                    units=units,
+                    hold_seconds=hold_seconds,
                 )
             )
             if snapshot.coupon_code:
@@ -182,6 +230,7 @@ class Checkout:
                     currency=snapshot.currency,
                     total=snapshot.total,
                     lines=[Line(sku=line.sku, quantity=line.quantity) for line in snapshot.lines],
+                    hold_seconds=hold_seconds,
                 ),
                 actor=principal.subject if principal else "guest",
                 traceparent=traceparent or new_traceparent(),

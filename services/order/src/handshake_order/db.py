@@ -93,6 +93,12 @@ orders = Table(
     Column("stock_committed", Boolean, nullable=False, server_default=text("false")),
     Column("refunded_amount", BigInteger, nullable=False, server_default=text("0")),
     Column("refund_pending_amount", BigInteger, nullable=False, server_default=text("0")),
+    # Held stock (domain/holds.py): who holds it (customer:<id>, or guest-address:<keyed hash of the client
+    # address>), how many units, and the guest's short hold until the payment session is opened
+    Column("holder", Text, nullable=True),
+    Column("units", Integer, nullable=False, server_default=text("0")),
+    Column("hold_seconds", Integer, nullable=True),
+    Column("payment_session_opened", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("total >= 0", name="total_non_negative"),
@@ -105,6 +111,8 @@ orders = Table(
 )
 Index("ix_orders_customer", orders.c.customer_id, orders.c.created_at)
 Index("ix_orders_state_updated", orders.c.state, orders.c.updated_at)
+# the checkout's held-units check reads only a holder's unpaid orders
+Index("ix_orders_holder_holding", orders.c.holder, postgresql_where=text("state IN ('draft', 'payment_pending', 'payment_failed')"))
 
 order_transitions = Table(
     "order_transitions",

@@ -62,6 +62,8 @@ def view_of(row: Row[Any]) -> OrderView:
         stock_committed=row.stock_committed,
         refunded_amount=row.refunded_amount,
         refund_pending_amount=row.refund_pending_amount,
+        short_hold=row.hold_seconds is not None,
+        payment_session_opened=row.payment_session_opened,
     )
 
 

@@ -1,8 +1,10 @@
+from __future__ import annotations
+
 from functools import lru_cache
 
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from handshake_shared.settings import ServiceSettings
 
@@ -29,6 +31,17 @@ class OrderSettings(ServiceSettings):
 
     # payment requests one order may make (the first and the customer's retries); each is a new PaymentIntent
     max_payment_attempts_per_order: int = Field(default=5, ge=1)
+    # Stock held per order, and for how long. A guest's order holds its stock only briefly until the payment
+    # session is opened (somebody is about to pay), then for the full checkout hold from placement; a
+    # signed-in customer's order holds it for the full time at once. Inventory's
+    # HANDSHAKE_RESERVATION_TTL_SECONDS is the ceiling of both.
+    max_units_per_order: int = Field(default=100, ge=1, le=100_000)
+    guest_hold_seconds: int = Field(default=180, ge=1)
+    checkout_hold_seconds: int = Field(default=900, ge=1)
+    # units one holder (a signed-in customer, or a guest's client address) may hold at once across its unpaid
+    # orders; an abuse limit like the rates below, so off with them
+    max_units_held_per_holder: int = Field(default=300, ge=1)
+
     # off only where one address drives many buyers on purpose (the bench, stock races); refused elsewhere
     rate_limits_enabled: bool = True
     # Abuse limits, per replica (a gateway keeps its own): per client address and per signed-in customer,
@@ -48,6 +61,15 @@ class OrderSettings(ServiceSettings):
     trusted_proxy_hops: int = 0
 
     required_secrets: ClassVar[tuple[str, ...]] = ("lookup_token_key", "payment_internal_token")
+
+    @model_validator(mode="after")
+    def holds_are_consistent(self) -> OrderSettings:
+        if self.max_units_held_per_holder < self.max_units_per_order:
+            raise ValueError("HANDSHAKE_MAX_UNITS_HELD_PER_HOLDER is below HANDSHAKE_MAX_UNITS_PER_ORDER: "
+                             "no order of the largest size could ever be placed")
+        if self.guest_hold_seconds > self.checkout_hold_seconds:
+            raise ValueError("HANDSHAKE_GUEST_HOLD_SECONDS is longer than HANDSHAKE_CHECKOUT_HOLD_SECONDS")
+        return self
 
     def configuration_problems(self) -> list[str]:
         problems = super().configuration_problems()

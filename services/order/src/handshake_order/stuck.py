@@ -96,7 +96,8 @@ class StuckOrderScanner:
         await self.outbox.emit(
             conn, topic=ORDER_EVENTS, type="order.placed", order_id=str(row.id),
             data=OrderPlaced(order_id=str(row.id), currency=row.currency, total=row.total,
-                             lines=[Line(sku=line["sku"], quantity=line["quantity"]) for line in snapshot["lines"]]),
+                             lines=[Line(sku=line["sku"], quantity=line["quantity"]) for line in snapshot["lines"]],
+                             hold_seconds=None if row.payment_session_opened else row.hold_seconds),
         )  # fmt: skip
         await conn.execute(insert(order_notes).values(
             order_id=row.id, kind="redrive", detail=f"no stock answer after {seconds}s: order.placed sent again",

@@ -3,8 +3,8 @@
 The topic is the order's complete history: every applied state change is announced by exactly one event,
 named after the state it leads to (`order.<state>`; the creation, into `draft`, is `order.placed`), whose
 `transition` says from where, to where and why;
-events that change no state (`order.payment_requested`, `order.capture_requested`, `order.refund_requested`,
-a refund confirmed while the order stays where it is) have no `transition`. A subscriber rebuilds an order's
+events that change no state (`order.payment_requested`, `order.payment_session_opened`,
+`order.capture_requested`, `order.refund_requested`, a refund confirmed while the order stays where it is) have no `transition`. A subscriber rebuilds an order's
 state from the topic alone: the `to_state` of the last `transition` it saw for the order."""
 
 from __future__ import annotations
@@ -50,6 +50,20 @@ class OrderPlaced(OrderEvent):
     currency: str
     total: int = Field(description="minor units")
     lines: list[Line]
+    hold_seconds: int | None = Field(
+        default=None, ge=1,
+        description="how long the stock is held for this order until its payment session is opened (a guest's "
+        "short hold); absent: the full checkout hold. Inventory never holds longer than its own maximum",
+    )
+
+
+class OrderPaymentSessionOpened(OrderEvent):
+    """The customer opened the payment session (received the client secret): from now on the stock is held
+    for the full checkout time, counted from the placement. Sent once, only for an order placed with a short
+    hold; no state change."""
+
+    event_type = "order.payment_session_opened"
+    hold_seconds: int = Field(ge=1, description="the full hold, in seconds from the order's placement")
 
 
 class OrderPaymentRequested(OrderEvent):
@@ -205,7 +219,7 @@ STATE_CHANGE_EVENTS: dict[str, type[OrderStateChanged]] = {
 }  # fmt: skip
 
 ORDER_EVENT_MODELS: tuple[type[OrderEvent], ...] = (
-    OrderPlaced, OrderPaymentRequested, OrderPaymentPending, OrderPaymentAuthorized, OrderCaptureRequested,
+    OrderPlaced, OrderPaymentRequested, OrderPaymentSessionOpened, OrderPaymentPending, OrderPaymentAuthorized, OrderCaptureRequested,
     OrderPaid, OrderFulfillmentPending, *STATE_CHANGE_EVENTS.values(), OrderRefundRequested, OrderRefunded,
     OrderPartiallyRefunded,
 )  # fmt: skip

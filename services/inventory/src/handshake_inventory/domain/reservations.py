@@ -60,3 +60,10 @@ MOVEMENTS: dict[tuple[ReservationState, ReservationState], tuple[M, ...]] = {
     **{(lapsed, R.COMMITTED): (M.RESERVE, M.COMMIT) for lapsed in LAPSED},
     (R.COMMITTED, R.RESTOCKED): (M.RESTOCK,),
 }
+
+
+def hold_seconds(asked: int | None, maximum: int) -> int:
+    """How long a reservation holds its stock: what the order asked for (a guest's short hold, or the full
+    checkout hold once the payment session is opened), never longer than inventory allows; nothing asked
+    (an order from before holds were asked for): the maximum."""
+    return maximum if asked is None else min(asked, maximum)

@@ -85,7 +85,9 @@ def price(
     shipping_amount: tuple[int, str] | None,
     coupon: Coupon | None,
     now: datetime,
+    max_units: int | None = None,
 ) -> PriceSnapshot:
+    """`max_units`: the most units one order may hold (all lines together), checked before anything else."""
     if not lines:
         raise PricingError("empty-cart", "an order needs at least one line")
     merged: dict[str, int] = {}
@@ -93,6 +95,9 @@ def price(
         if line.quantity < 1:
             raise PricingError("invalid-quantity", f"quantity for {line.sku} must be at least 1")
         merged[line.sku] = merged.get(line.sku, 0) + line.quantity
+    units = sum(merged.values())
+    if max_units is not None and units > max_units:
+        raise PricingError("too-many-units", f"an order holds at most {max_units} units; this one has {units}")
     for sku, qty in merged.items():
         if qty > MAX_LINE_QUANTITY:
             raise PricingError(

@@ -41,6 +41,9 @@ class OrderView:
     stock_committed: bool = False
     refunded_amount: int = 0
     refund_pending_amount: int = 0
+    # a guest's order holds its stock briefly until the customer opens the payment session
+    short_hold: bool = False
+    payment_session_opened: bool = False
 
     @property
     def refundable_amount(self) -> int:
@@ -103,6 +106,17 @@ def payment_request(view: OrderView, seed: str) -> o.OrderPaymentRequested:
     # derived from what caused it, so a replay asks for the same attempt, never a second one
     request_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"payment-request:{view.id}:{seed}"))
     return o.OrderPaymentRequested(order_id=view.id, request_id=request_id, amount=view.total, currency=view.currency)
+
+
+def open_payment_session(view: OrderView, full_hold_seconds: int) -> Decision:
+    """The customer received the client secret: somebody is about to pay, so an order placed with a short
+    hold asks inventory to hold its stock for the full checkout time. Once; an order that no longer holds
+    stock (paid, expired, cancelled) asks nothing."""
+    d = Decision(view)
+    if view.short_hold and not view.payment_session_opened and view.state in EXPIRABLE:
+        d.set(payment_session_opened=True)
+        d.emit(o.OrderPaymentSessionOpened(order_id=view.id, hold_seconds=full_hold_seconds))
+    return d
 
 
 # -- inventory facts ---------------------------------------------------------------------------
