@@ -8,6 +8,7 @@ from collections import defaultdict
 
 import asyncpg
 import pytest
+import sqlalchemy.event
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import func, select
 
@@ -230,6 +231,29 @@ async def test_a_redelivered_event_is_applied_once(db):  # type: ignore[no-untyp
     assert await consumer.handle(msg) == "applied"
     assert await consumer.handle(msg) == "duplicate"
     assert len(applied) == 1
+
+
+async def test_an_event_type_the_consumer_does_not_handle_is_skipped_without_touching_the_database(db):  # type: ignore[no-untyped-def]
+    async def handler(conn, event, payload):  # type: ignore[no-untyped-def]
+        raise AssertionError("never called")
+
+    consumer = consumer_for(db, handler)
+    order_id = str(uuid.uuid4())
+    from handshake_shared.envelope import build_event
+
+    event = build_event(service="order", type="order.payment_session_opened", order_id=order_id, sequence=2,
+                        data={"order_id": order_id, "hold_seconds": 900})  # fmt: skip
+    msg = RawMessage(topic="order.events.v1", partition=0, offset=2, key=order_id.encode(), value=event.to_bytes())
+    checkouts: list[object] = []
+    listen = sqlalchemy.event.listen
+    listen(db.engine.sync_engine.pool, "checkout", lambda *args: checkouts.append(args))
+
+    # skipped, and skipped again when the broker brings it back: nothing to do twice
+    assert [await consumer.handle(msg), await consumer.handle(msg)] == ["ignored", "ignored"]
+
+    assert checkouts == []  # not even a connection was taken from the pool
+    async with db.engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(tables.inbox))).scalar_one() == 0
 
 
 async def test_a_failing_handler_is_retried_then_dead_lettered_with_its_effects_rolled_back(db):  # type: ignore[no-untyped-def]

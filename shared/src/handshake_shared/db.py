@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy.exc
 from sqlalchemy import (
@@ -20,6 +22,7 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
+    event,
     func,
     text,
 )
@@ -234,6 +237,33 @@ def server_settings(*, statement_timeout_ms: int, lock_timeout_ms: int, idle_in_
     }
 
 
+# a pooled connection unused for longer than this is checked with a ping before it is handed out; one in
+# steady use is not (under load that ping was one extra round trip per transaction)
+IDLE_PING_SECONDS = 10.0
+
+
+def ping_connections_idle_for(engine: AsyncEngine, seconds: float) -> None:
+    """Pessimistic disconnect handling for idle connections only. A database restart or a failover closes
+    every pooled connection; the first checkout of each after an idle spell finds out here and gets a fresh
+    one, instead of failing the request. A connection that broke while in steady use fails its statement,
+    and SQLAlchemy then invalidates the whole pool (it treats that as a disconnect), so the next ones are new."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("checked_in_at")
+        if idle_since is None or time.monotonic() - idle_since < seconds:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            # the pool discards this connection and checks out another (a new one if need be)
+            raise sqlalchemy.exc.DisconnectionError() from exc
+
+
 class Database:
     """An engine plus the unit of work: state, audit, outbox and inbox rows commit together."""
 
@@ -241,17 +271,19 @@ class Database:
         self,
         url: str,
         *,
-        pool_size: int = 10,
+        pool_size: int = 20,
         echo: bool = False,
         statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
         lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
         idle_in_transaction_timeout_ms: int = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+        idle_ping_seconds: float = IDLE_PING_SECONDS,
     ) -> None:
         self.engine: AsyncEngine = create_async_engine(
             async_url(url),
+            # A fixed pool: overflow connections are closed on return, so a burst above the pool size opened
+            # and closed a PostgreSQL backend (a fork) per transaction. Connections are opened lazily and kept.
             pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_pre_ping=True,
+            max_overflow=0,
             echo=echo,
             # bound values (amounts, emails, tokens) never reach a log line, an error text or a dead letter
             hide_parameters=True,
@@ -263,6 +295,7 @@ class Database:
                 )
             },
         )
+        ping_connections_idle_for(self.engine, idle_ping_seconds)
         # set after a commit that wrote outbox rows, so the relay publishes at once instead of at its next poll
         self.outbox_written = asyncio.Event()
 

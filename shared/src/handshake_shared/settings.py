@@ -75,7 +75,8 @@ class ServiceSettings(BaseSettings):
     http_max_body_bytes: int = Field(default=1_048_576, gt=0)
 
     database_url: SecretStr = SecretStr(DEVELOPMENT_DATABASE_URL)
-    db_pool_size: int = 10
+    # connections per process, opened as needed and kept; a transaction beyond them waits for one (30 s)
+    db_pool_size: int = Field(default=20, ge=1)
     # server-side limits set on every connection, in milliseconds (0: off). The idle-in-transaction limit
     # must stay above the outbox relay's longest round (it holds its transaction while the broker acks).
     db_statement_timeout_ms: int = Field(default=15_000, ge=0)
