@@ -32,8 +32,11 @@ test-deploy: install
 	$(BIN)/python -m pip install -q -c constraints.txt -r deploy/requirements-deploy.txt
 	BASE_IMAGE=$${BASE_IMAGE:-local} $(BIN)/python -m pytest deploy/tests $(PYTEST_ARGS)
 
+# the reference monolith the bench measures against; when it is missing the bench measures Handshake alone
+BENCH_REFERENCE ?= ../shared/bench/baseline_monolith.py
+
 bench: install
-	$(BIN)/python -m tools.bench $(BENCH_ARGS)
+	$(BIN)/python -m tools.bench --reference $(BENCH_REFERENCE) $(BENCH_ARGS)
 
 schemas: install
 	$(BIN)/python -m handshake_shared.events.schemas --write
