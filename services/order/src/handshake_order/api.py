@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from handshake_order import idempotency as idem
 from handshake_order import repository as repo
+from handshake_order.changes import OrderChanges
 from handshake_order.domain import saga
 from handshake_order.domain.states import OrderState
 from handshake_order.checkout import PRINTABLE, Checkout, CheckoutRequest, pricing_problem, quote, token_hash
@@ -55,10 +57,14 @@ class OrderContext:
     outbox: Outbox
     http: httpx.AsyncClient | None = None
     scanner: Any = None
+    changes: OrderChanges | None = None
 
 
 # an INTEGER column
 MAX_INT = 2**31 - 1
+# a long-poll waits this long unless asked for less; the most it may ask for stays below common proxy idle timeouts
+DEFAULT_WAIT_SECONDS = 20.0
+MAX_WAIT_SECONDS = 30.0
 
 
 class ProductIn(BaseModel):
@@ -181,7 +187,8 @@ def build_router(ctx: OrderContext) -> APIRouter:
             headers["Idempotent-Replayed"] = "true"
         return idem.CanonicalJSONResponse(body, status_code=status, headers=headers)
 
-    async def readable_order(order_id: str, authorization: str | None, token: str | None) -> Any:
+    async def readable_order(order_id: str, authorization: str | None, token: str | None, *,
+                             with_timeline: bool = True) -> Any:  # fmt: skip
         """Owner or lookup-token holder only; anyone else gets the same 404 as for a missing order. Staff
         read through /v1/admin/orders: a staff role is not ownership, so nothing done here is done by staff
         in a customer's name."""
@@ -202,28 +209,74 @@ def build_router(ctx: OrderContext) -> APIRouter:
             )
             if not allowed:
                 raise Problem(404, "Order not found", type="order-not-found")
-            events = await repo.timeline(conn, oid)
+            events = await repo.timeline(conn, oid) if with_timeline else None
         return order, events
 
-    def order_body(order: Any, events: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
+    def order_body(order: Any, events: list[dict[str, Any]] | None) -> dict[str, Any]:
+        body = {
             "order_id": str(order.id),
             "state": order.state,
+            "version": order.version,
             "total": order.total,
             "currency": order.currency,
             "snapshot": order.snapshot,
             "payment_intent_id": order.payment_intent_id,
             "created_at": order.created_at.isoformat(),
             "updated_at": order.updated_at.isoformat(),
-            "timeline": events,
         }
+        if events is not None:
+            body["timeline"] = events
+        return body
+
+    async def changed_order(order_id: str, authorization: str | None, token: str | None, *, known: int,
+                            timeout: float) -> Any:  # fmt: skip
+        """The order once its version differs from `known`, or as it is when the timeout passes. The waiter is
+        registered before the version is read, so a commit landing between that read and the wait still wakes
+        it; each wake re-reads the row, the notification being only a hint."""
+        assert ctx.changes is not None
+        oid = repo.parse_order_id(order_id)
+        if oid is None:
+            raise Problem(404, "Order not found", type="order-not-found")
+        with ctx.changes.watch(oid) as changed:
+            order, _ = await readable_order(order_id, authorization, token, with_timeline=False)
+            if changed is None:  # as many requests waiting as the process takes: answer now, the client asks again
+                return order
+            deadline = asyncio.get_running_loop().time() + timeout
+            while order.version == known and not ctx.changes.stopping:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(changed.wait(), remaining)
+                except TimeoutError:
+                    break
+                changed.clear()
+                async with ctx.db.engine.connect() as conn:
+                    order = await repo.get_order(conn, oid)
+        return order
 
     @router.get("/v1/orders/{order_id}")
     async def get_order(
-        order_id: str, request: Request, authorization: Authorization = None, x_order_token: OrderToken = None
-    ) -> dict[str, Any]:
+        order_id: str, request: Request, response: Response, authorization: Authorization = None,
+        x_order_token: OrderToken = None,
+        timeline: Annotated[bool, Query(description="false: leave the transition timeline out")] = True,
+        wait_for_change: Annotated[int | None, Query(
+            ge=0, le=2**63 - 1, description="a version this client has seen: answer once the order's version differs "
+            "(at once if it already does), or when the timeout passes")] = None,
+        timeout: Annotated[float, Query(gt=0, le=MAX_WAIT_SECONDS,
+                                        description="seconds to wait for a change (with wait_for_change)")] = DEFAULT_WAIT_SECONDS,
+    ) -> dict[str, Any]:  # fmt: skip
         refuse_query_token(request)
-        order, events = await readable_order(order_id, authorization, x_order_token)
+        if wait_for_change is None:
+            order, events = await readable_order(order_id, authorization, x_order_token, with_timeline=timeline)
+        else:
+            order = await changed_order(order_id, authorization, x_order_token, known=wait_for_change, timeout=timeout)
+            events = None
+            if timeline:
+                async with ctx.db.engine.connect() as conn:
+                    order = await repo.get_order(conn, order.id)
+                    events = await repo.timeline(conn, order.id)
+        response.headers["ETag"] = f'"{order.version}"'
         return order_body(order, events)
 
     @router.get("/v1/orders/{order_id}/payment-session")
@@ -235,8 +288,16 @@ def build_router(ctx: OrderContext) -> APIRouter:
         x_order_token: OrderToken = None,
     ) -> dict[str, Any]:
         refuse_query_token(request)
-        order, _ = await readable_order(order_id, authorization, x_order_token)
+        order, _ = await readable_order(order_id, authorization, x_order_token, with_timeline=False)
         response.headers["Cache-Control"] = "no-store"
+        if order.payment_intent_id is None:
+            # Payment creates the intent before the order hears of it, so the order's own row answers "not yet"
+            # without asking payment. The version lets a storefront wait for the order to change
+            # (GET /v1/orders/{id}?wait_for_change=<version>) instead of asking again on a timer.
+            raise Problem(
+                409, "Payment not ready", f"the order is {order.state}; the payment session is not created yet",
+                type="payment-not-ready", retry_after_seconds=1, version=order.version,
+            )  # fmt: skip
         assert ctx.http is not None
         try:
             upstream = await ctx.http.get(
@@ -301,7 +362,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
         order_id: str, request: Request, authorization: Authorization = None, x_order_token: OrderToken = None
     ) -> JSONResponse:
         refuse_query_token(request)
-        order, _ = await readable_order(order_id, authorization, x_order_token)
+        order, _ = await readable_order(order_id, authorization, x_order_token, with_timeline=False)
         if order.state == OrderState.CANCELLED:
             return JSONResponse({"order_id": str(order.id), "state": order.state})
         return await command(order.id, saga.cancel_by_customer, actor=order.customer_id or "guest")
@@ -313,7 +374,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
     ) -> JSONResponse:
         refuse_query_token(request)
         key = idem.require_key(idempotency_key)
-        order, _ = await readable_order(order_id, authorization, x_order_token)
+        order, _ = await readable_order(order_id, authorization, x_order_token, with_timeline=False)
         return await command(
             order.id,
             lambda view: saga.retry_payment(view, seed=f"retry:{key}", max_attempts=ctx.settings.max_payment_attempts_per_order),

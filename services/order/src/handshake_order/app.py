@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from handshake_order import SERVICE
 from handshake_order import idempotency as idem
 from handshake_order.api import OrderContext, build_router
+from handshake_order.changes import OrderChanges
 from handshake_order.checkout import Checkout
 from handshake_order.db import messaging
 from handshake_order.handlers import OrderSaga
@@ -23,6 +24,7 @@ from handshake_shared.events import INVENTORY_EVENTS, PAYMENT_EVENTS
 from handshake_shared.body_limit import BodySizeLimit
 from handshake_shared.rate_limit import RateLimits
 from handshake_shared.http import InternalListener, install_problem_handlers, ops_router
+from handshake_shared.db import server_settings
 from handshake_shared.logging import configure_logging
 from handshake_shared.runtime import Runtime
 
@@ -48,6 +50,13 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
 
     scanner = StuckOrderScanner(runtime.db, runtime.outbox, settings)
     ctx.scanner = scanner
+    changes = OrderChanges(
+        settings.database_url.get_secret_value(), max_waiters=settings.order_wait_max_waiters,
+        server_settings=server_settings(statement_timeout_ms=settings.db_statement_timeout_ms,
+                                        lock_timeout_ms=settings.db_lock_timeout_ms,
+                                        idle_in_transaction_timeout_ms=settings.db_idle_in_transaction_timeout_ms),
+    )  # fmt: skip
+    ctx.changes = changes
 
     async def purge_idempotency_keys() -> None:
         while True:
@@ -63,15 +72,19 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
         async with runtime.running(), httpx.AsyncClient() as http:
             ctx.http = http
             background = [asyncio.create_task(purge_idempotency_keys()), asyncio.create_task(scanner.run())]
+            changes.start()
             try:
                 yield
             finally:
                 for task in background:
                     task.cancel()
+                # before the runtime disposes of the database: woken waiters read the order once more
+                await changes.stop()
 
     app = FastAPI(title="Handshake order service", version="1", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.scanner = scanner
+    app.state.changes = changes
     install_problem_handlers(app)
     app.add_middleware(InternalListener, internal_port=settings.internal_http_port)
     app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes)

@@ -99,6 +99,10 @@ orders = Table(
     Column("units", Integer, nullable=False, server_default=text("0")),
     Column("hold_seconds", Integer, nullable=True),
     Column("payment_session_opened", Boolean, nullable=False, server_default=text("false")),
+    # Raised by one in the same UPDATE as every other change of the row (repository.apply), so two reads
+    # with the same version saw the same order. Not derived from updated_at: now() is the transaction's start
+    # time, so two changes can carry the same or even an earlier timestamp than the one before them.
+    Column("version", BigInteger, nullable=False, server_default=text("1")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("total >= 0", name="total_non_negative"),

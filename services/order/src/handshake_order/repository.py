@@ -11,10 +11,11 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Text, cast, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from handshake_order.changes import CHANNEL
 from handshake_order.db import order_notes, order_transitions, orders, refunds
 from handshake_order.domain.saga import Decision, OrderView
 from handshake_order.domain.states import OrderState
@@ -100,7 +101,7 @@ async def apply(
     if decision.transitions:
         columns["state"] = decision.view.state
     if columns:
-        await conn.execute(update(orders).where(orders.c.id == order_id).values(updated_at=func.now(), **columns))
+        await conn.execute(changed(order_id, columns))
     for current, target, reason in decision.transitions:
         await conn.execute(
             insert(order_transitions).values(
@@ -115,6 +116,20 @@ async def apply(
         )
     for data in decision.emits:
         await outbox.emit(conn, topic=ORDER_EVENTS, type=data.event_type, order_id=str(order_id), data=data, cause=cause)
+
+
+def changed(order_id: uuid.UUID, columns: dict[str, Any]) -> Any:
+    """The row's update, its version raised, and the notification of it in one statement. NOTIFY is
+    transactional: PostgreSQL delivers it when this transaction commits and drops it if it rolls back, so a
+    waiting reader (changes.py) never hears of a change it could not yet read."""
+    row = (
+        update(orders)
+        .where(orders.c.id == order_id)
+        .values(updated_at=func.now(), version=orders.c.version + 1, **columns)
+        .returning(orders.c.id, orders.c.version)
+        .cte("changed")
+    )
+    return select(func.pg_notify(CHANNEL, cast(row.c.id, Text) + ":" + cast(row.c.version, Text))).select_from(row)
 
 
 async def timeline(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str, Any]]:

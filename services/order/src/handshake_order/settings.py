@@ -42,6 +42,10 @@ class OrderSettings(ServiceSettings):
     # orders; an abuse limit like the rates below, so off with them
     max_units_held_per_holder: int = Field(default=300, ge=1)
 
+    # requests one replica lets wait for an order change (GET /v1/orders/{id}?wait_for_change=...); past it a
+    # long-poll answers at once, so a client asks again rather than holding a connection nobody watches
+    order_wait_max_waiters: int = Field(default=1000, ge=0)
+
     # off only where one address drives many buyers on purpose (the bench, stock races); refused elsewhere
     rate_limits_enabled: bool = True
     # Abuse limits, per replica (a gateway keeps its own): per client address and per signed-in customer,
