@@ -14,6 +14,11 @@ EVENTS_CONSUMED = Counter(
     "Events handled by a consumer, by outcome (applied, duplicate, ignored, dead_lettered)",
     ["consumer", "type", "outcome"],
 )
+OFFSET_COMMITS = Counter(
+    "handshake_consumer_offset_commits_total",
+    "Batches of messages handled, each followed by one offset commit (a commit covers the whole batch)",
+    ["consumer"],
+)
 EVENT_HANDLER_RETRIES = Counter("handshake_event_handler_retries_total", "Handler attempts that failed and were retried", ["consumer"])
 DEAD_LETTERS = Counter("handshake_dead_letters_total", "Messages dead-lettered after bounded retries", ["consumer", "topic"])
 DEAD_LETTERS_OPEN = Gauge(

@@ -13,7 +13,7 @@ import structlog
 from aiokafka.errors import KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_shared import metrics
@@ -286,48 +286,31 @@ class OutboxRelay:
         return await asyncio.wait_for(self._publish_batch(), timeout=self.publish_timeout)
 
     async def _publish_batch(self) -> int:
-        ob = self.t.outbox
         async with self.db.engine.begin() as conn:
             # answers that came after their round first, so their keys' state is current before selecting
             published, outage = await self._record(conn, self._harvest())
-            held = (
-                (
-                    await conn.execute(
-                        text(
-                            "SELECT DISTINCT message_key FROM outbox WHERE published_at IS NULL "
-                            "AND (next_attempt_at IS NOT NULL OR parked_at IS NOT NULL) "
-                            "AND (parked_at IS NOT NULL OR next_attempt_at > now())"
-                        )
-                    )
+            # One statement: the buckets with pending rows, those of them this replica can lock (another
+            # replica holds the rest and publishes them), and their oldest pending rows, leaving out every key
+            # that waits (parked, backing off after a refusal, or still in flight from an earlier round): a
+            # held key is skipped whole, so nothing of it overtakes the row it waits for.
+            rows: Sequence[Any] = (
+                await conn.execute(
+                    text(
+                        "WITH locked AS MATERIALIZED ("
+                        "  SELECT b.bucket FROM (SELECT DISTINCT bucket FROM outbox WHERE published_at IS NULL) AS b"
+                        "  WHERE pg_try_advisory_xact_lock(:ns, b.bucket)), "
+                        "held AS MATERIALIZED ("
+                        "  SELECT DISTINCT message_key FROM outbox WHERE published_at IS NULL"
+                        "  AND (parked_at IS NOT NULL OR next_attempt_at > now())) "
+                        "SELECT id, topic, message_key, payload, headers, attempts FROM outbox "
+                        "WHERE published_at IS NULL AND bucket IN (SELECT bucket FROM locked) "
+                        "AND message_key NOT IN (SELECT message_key FROM held) "
+                        "AND NOT (message_key = ANY(CAST(:inflight AS text[]))) "
+                        "ORDER BY id LIMIT :limit"
+                    ),
+                    {"ns": _LOCK_NAMESPACE, "inflight": list(self._inflight), "limit": self.batch_size},
                 )
-                .scalars()
-                .all()
-            )
-            excluded = set(held) | set(self._inflight)
-            pending_buckets = (
-                (await conn.execute(select(ob.c.bucket).where(ob.c.published_at.is_(None)).distinct())).scalars().all()
-            )
-            locked: Sequence[int] = []
-            if pending_buckets:
-                locked = (
-                    (
-                        await conn.execute(
-                            text("SELECT b FROM unnest(CAST(:buckets AS int[])) AS b WHERE pg_try_advisory_xact_lock(:ns, b)"),
-                            {"buckets": list(pending_buckets), "ns": _LOCK_NAMESPACE},
-                        )
-                    )
-                    .scalars()
-                    .all()
-                )
-            rows: Sequence[Any] = []
-            if locked:  # else another replica holds them; it will publish
-                query = select(ob.c.id, ob.c.topic, ob.c.message_key, ob.c.payload, ob.c.headers, ob.c.attempts).where(
-                    ob.c.published_at.is_(None), ob.c.bucket.in_(locked)
-                )
-                if excluded:
-                    # a held key is skipped whole: nothing of it may overtake the row it waits for
-                    query = query.where(ob.c.message_key.not_in(excluded))
-                rows = (await conn.execute(query.order_by(ob.c.id).limit(self.batch_size))).all()
+            ).all()
             # one order's events in commit order: a key's next row is sent only once the broker has
             # acknowledged the previous one, and nothing more of that key goes after a failure (else a later
             # event could reach the topic first and the earlier one follow on the next round). Keys run

@@ -12,6 +12,7 @@ from fastapi import APIRouter
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 
+from handshake_shared import metrics
 from handshake_shared.consumer import DeadLetterHook, EventConsumer, Handler, RawMessage, RetryPolicy
 from handshake_shared.db import Database, MessagingTables
 from handshake_shared.http import HealthChecks
@@ -84,17 +85,24 @@ class Runtime:
             session_timeout_ms=self.settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
             fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
-            # the offset is committed only after handle() returned, i.e. after the database commit;
-            # an exception seeks back so the broker delivers the message again
+            batch=True,
+            max_records=self.settings.kafka_max_batch_records,
+            batch_timeout_ms=self.settings.kafka_batch_wait_ms,
+            # The batch's offsets are committed only after the handler returned, i.e. after every message's
+            # database commit. An exception (a dependency is down) rewinds each partition to the batch's first
+            # message: the broker delivers them again and the inbox answers the ones already applied.
             ack_policy=AckPolicy.NACK_ON_ERROR,
         )
 
         @subscriber
-        async def on_message(message: KafkaMessage) -> None:
-            raw = message.raw_message
-            await consumer.handle(
-                RawMessage(topic=raw.topic, partition=raw.partition, offset=raw.offset, key=raw.key, value=raw.value)
-            )
+        async def on_batch(message: KafkaMessage) -> None:
+            records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
+            # in the order received: within a partition (one order's events) that is the order produced
+            for raw in records:
+                await consumer.handle(
+                    RawMessage(topic=raw.topic, partition=raw.partition, offset=raw.offset, key=raw.key, value=raw.value)
+                )
+            metrics.OFFSET_COMMITS.labels(consumer.name).inc()
 
         self.consumers.append(consumer)
         self._subscribers.append(subscriber)

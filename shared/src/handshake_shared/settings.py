@@ -97,6 +97,12 @@ class ServiceSettings(BaseSettings):
     # how long the broker may hold an empty fetch; a broker that does not answer early when data
     # arrives turns this into per-hop latency
     kafka_fetch_max_wait_ms: int = 500
+    # A consumer takes up to this many messages at once, handles them one by one (each in its own
+    # transaction, in partition order) and commits the batch's offsets once, after the last one's commit.
+    # Bounded so that a batch of slow messages stays far inside max.poll.interval (5 minutes).
+    kafka_max_batch_records: int = Field(default=50, ge=1, le=500)
+    # how long a consumer waits for a batch when nothing is buffered (and then pauses as long again)
+    kafka_batch_wait_ms: int = Field(default=25, ge=1, le=1000)
     # how soon a consumer notices new topics or partitions (and re-balances onto them)
     kafka_metadata_max_age_ms: int = 30_000
     # TLS and SASL for every client (producer, consumers, admin). Each service has a principal of its own.

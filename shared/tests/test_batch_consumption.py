@@ -1,0 +1,92 @@
+"""Consumers take messages in batches from the real broker: each message is applied in its own transaction,
+one order's events in the order they were produced, and the batch's offsets are committed once, after the
+last message's database commit, so a restarted consumer starts after what was applied."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
+
+from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings
+from handshake_shared.db import add_messaging_tables, make_metadata
+from handshake_shared.envelope import build_event
+from handshake_shared.kafka import ensure_topics
+from handshake_shared.runtime import Runtime
+from handshake_shared.settings import ServiceSettings
+
+metadata = make_metadata()
+tables = add_messaging_tables(metadata)
+ORDERS, EVENTS_PER_ORDER = 6, 10
+
+
+def placed(order_id: str, sequence: int) -> bytes:
+    data = {"order_id": order_id, "currency": "EUR", "total": sequence, "lines": [{"sku": "A", "quantity": 1}]}
+    return build_event(service="order", type="order.placed", order_id=order_id, sequence=sequence, data=data).to_bytes()
+
+
+def sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_batch_is_applied_in_order_and_committed_once_after_its_transactions(stack) -> None:  # type: ignore[no-untyped-def]
+    url = stack.postgres.create_database(f"t_batch_{uuid.uuid4().hex[:10]}")
+    topic = f"t-batch-{uuid.uuid4().hex[:8]}"
+    kafka = isolated_kafka_settings(stack)
+    settings = ServiceSettings(database_url=url, kafka_max_batch_records=50, **kafka)  # type: ignore[arg-type]
+    await ensure_topics(stack.broker.bootstrap_servers, [topic], 3)
+    orders = [str(uuid.uuid4()) for _ in range(ORDERS)]
+
+    producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap_servers)
+    await producer.start()
+    try:
+        # everything is on the topic before the consumer starts: it is fetched in batches, not one by one
+        for sequence in range(1, EVENTS_PER_ORDER + 1):
+            for order_id in orders:
+                await producer.send_and_wait(topic, key=order_id.encode(), value=placed(order_id, sequence))
+
+        applied: dict[str, list[int]] = {order_id: [] for order_id in orders}
+
+        async def record(conn, event, payload) -> None:  # type: ignore[no-untyped-def]
+            applied[payload.order_id].append(payload.total)
+
+        runtime = Runtime(service="test", settings=settings, tables=tables)
+        async with runtime.db.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        consumer = runtime.consume(topic, group="batch", handlers={"order.placed": record})
+        commits = {"consumer": consumer.name}
+        commits_before = sample("handshake_consumer_offset_commits_total", commits)
+        await runtime.start()
+        try:
+            await eventually(lambda: _done(applied), timeout=30)
+        finally:
+            await runtime.stop()
+
+        # per order exactly as produced, each once
+        assert applied == {order_id: list(range(1, EVENTS_PER_ORDER + 1)) for order_id in orders}
+        committed = sample("handshake_consumer_offset_commits_total", commits) - commits_before
+        assert 1 <= committed < ORDERS * EVENTS_PER_ORDER
+
+        # a consumer of the same group starts after the committed batch: only the new message comes, and
+        # nothing earlier is delivered again (the inbox would have stopped it, counted as a duplicate)
+        marker = str(uuid.uuid4())
+        await producer.send_and_wait(topic, key=marker.encode(), value=placed(marker, 1))
+        applied[marker] = []
+        duplicates = {"consumer": consumer.name, "type": "order.placed", "outcome": "duplicate"}
+        duplicates_before = sample("handshake_events_consumed_total", duplicates)
+        again = Runtime(service="test", settings=settings, tables=tables)
+        again.consume(topic, group="batch", handlers={"order.placed": record})
+        await again.start()
+        try:
+            await eventually(lambda: _done({marker: applied[marker]}, per_order=1), timeout=30)
+        finally:
+            await again.stop()
+        assert sample("handshake_events_consumed_total", duplicates) == duplicates_before
+        assert sum(map(len, applied.values())) == ORDERS * EVENTS_PER_ORDER + 1
+    finally:
+        await producer.stop()
+
+
+async def _done(applied: dict[str, list[int]], per_order: int = EVENTS_PER_ORDER) -> bool:
+    return all(len(seen) == per_order for seen in applied.values())
