@@ -29,6 +29,8 @@ DEMO_STOCK = {"HS-MUG": 1000, "HS-TEE": 1000, "HS-CAP": 1000}
 TEST_CARD = "4242424242424242"
 # the emulator declines this card when the charge is attempted (4000000000000002 only on attach)
 DECLINED_CARD = "4000000000000341"
+# one long-poll asks the order service to wait at most this long (it allows 30 s)
+LONG_POLL_SECONDS = 20.0
 
 
 @dataclass
@@ -89,13 +91,34 @@ class Storefront:
         r.raise_for_status()
         return dict(r.json())
 
-    def order(self, order_id: str, token: str) -> dict[str, Any]:
-        r = self.http.get(self.system.url("order") + f"/v1/orders/{order_id}", headers={"X-Order-Token": token})
+    def order(self, order_id: str, token: str, *, timeline: bool = True, wait_for_change: int | None = None,
+              wait_seconds: float = LONG_POLL_SECONDS) -> dict[str, Any]:  # fmt: skip
+        """The order; with wait_for_change (a version seen before), once it differs or wait_seconds passed."""
+        params: dict[str, Any] = {} if timeline else {"timeline": "false"}
+        timeout: Any = httpx.USE_CLIENT_DEFAULT
+        if wait_for_change is not None:
+            wait_seconds = max(0.1, min(wait_seconds, LONG_POLL_SECONDS))
+            params.update(wait_for_change=wait_for_change, timeout=round(wait_seconds, 3))
+            # the server holds the answer up to wait_seconds: the read timeout must outlast it
+            timeout = httpx.Timeout(10.0, read=wait_seconds + 10.0)
+        r = self.http.get(self.system.url("order") + f"/v1/orders/{order_id}", headers={"X-Order-Token": token},
+                          params=params, timeout=timeout)  # fmt: skip
         r.raise_for_status()
         return dict(r.json())
 
+    def changed_order(self, order_id: str, token: str, version: int, wait_seconds: float) -> dict[str, Any]:
+        """The order (without its timeline) once its version differs from `version`, or as it is after at most
+        wait_seconds."""
+        order = self.order(order_id, token, timeline=False, wait_for_change=version, wait_seconds=wait_seconds)
+        if order["version"] == version:
+            # unchanged: the wait timed out, or the service had too many waiters and answered at once; a pause
+            # keeps the second case from turning into a loop of requests
+            time.sleep(self.poll_interval)
+        return order
+
     def payment_session(self, order_id: str, token: str, timeout: float = 30.0) -> dict[str, Any]:
-        """Poll like a storefront: 409 means the payment intent is not created yet."""
+        """As a storefront would: 409 means the order has no payment intent yet, and carries the order's version,
+        so the next try waits for the order to change (a long-poll) instead of asking again on a timer."""
         deadline = time.monotonic() + timeout
         while True:
             r = self.http.get(
@@ -103,9 +126,14 @@ class Storefront:
             )
             if r.status_code == 200:
                 return dict(r.json())
-            if r.status_code not in (409, 503) or time.monotonic() > deadline:
+            remaining = deadline - time.monotonic()
+            if r.status_code not in (409, 503) or remaining <= 0:
                 raise RuntimeError(f"payment session for {order_id}: {r.status_code} {r.text}")
-            time.sleep(self.poll_interval)
+            version = r.json().get("version") if r.status_code == 409 else None
+            if isinstance(version, int):
+                self.changed_order(order_id, token, version, remaining)
+            else:  # payment itself is not ready or not reachable: nothing to wait on but time
+                time.sleep(self.poll_interval)
 
     def pay(self, payment_intent_id: str, card: str = TEST_CARD) -> Any:
         """What stripe.js does in the browser: attach the card, then confirm."""
@@ -146,15 +174,22 @@ class Storefront:
     def refunds_for(self, payment_intent_id: str) -> list[Any]:
         return list(self.stripe.v1.refunds.list(params={"payment_intent": payment_intent_id, "limit": 100}).data)
 
-    def wait_for_state(self, order_id: str, token: str, states: set[str], timeout: float = 30.0) -> dict[str, Any]:
+    def wait_for_state(self, order_id: str, token: str, states: set[str], timeout: float = 30.0, *,
+                       timeline: bool = True) -> dict[str, Any]:  # fmt: skip
+        """Long-polls without the timeline until the order is in one of `states`, then (timeline=True) reads it
+        once more with its timeline. Should the order move on between those two reads, the state that matched is
+        returned with the later timeline, which then shows the steps after it as well."""
         deadline = time.monotonic() + timeout
-        while True:
-            order = self.order(order_id, token)
-            if order["state"] in states:
-                return order
-            if time.monotonic() > deadline:
+        order = self.order(order_id, token, timeline=False)
+        while order["state"] not in states:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise TimeoutError(f"order {order_id} is {order['state']}, expected one of {sorted(states)}")
-            time.sleep(self.poll_interval)
+            order = self.changed_order(order_id, token, order["version"], remaining)
+        if not timeline:
+            return order
+        final = self.order(order_id, token)
+        return final if final["state"] in states else {**order, "timeline": final["timeline"]}
 
     def full_checkout(self, lines: list[dict[str, Any]], timings: CheckoutTimings | None = None, **kw: Any) -> dict[str, Any]:
         t = timings or CheckoutTimings()
@@ -167,7 +202,7 @@ class Storefront:
         self.pay(session["payment_intent_id"])
         t.confirm_seconds = time.monotonic() - confirm_start
         paid_start = time.monotonic()
-        self.wait_for_state(placed["order_id"], placed["lookup_token"], {"paid", "fulfillment_pending"})
+        self.wait_for_state(placed["order_id"], placed["lookup_token"], {"paid", "fulfillment_pending"}, timeline=False)
         t.paid_after_confirm_seconds = time.monotonic() - paid_start
         order = self.wait_for_state(placed["order_id"], placed["lookup_token"], {"fulfillment_pending"})
         t.end_to_end_seconds = time.monotonic() - start
