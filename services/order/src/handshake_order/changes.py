@@ -102,14 +102,14 @@ class OrderChanges:
             lost = asyncio.Event()
             try:
                 conn = await asyncpg.connect(self._dsn, server_settings=self._server_settings, timeout=10)
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("order change listener cannot connect", error=type(exc).__name__, retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             RECONNECTS.inc()
             try:
-                conn.add_termination_listener(lambda _conn: lost.set())
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._notified)
                 backoff = 0.1
                 self.connects += 1
