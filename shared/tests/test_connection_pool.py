@@ -74,3 +74,27 @@ async def test_a_connection_in_steady_use_is_not_pinged(url: str) -> None:
         assert await backend_pid(db) != first
     finally:
         await db.dispose()
+
+
+async def test_a_read_runs_each_statement_without_a_transaction_around_it(url: str) -> None:
+    db = Database(url, pool_size=1)
+
+    async def two_clock_readings(conn) -> tuple[object, object]:  # type: ignore[no-untyped-def]
+        first = (await conn.execute(text("SELECT now()"))).scalar_one()
+        await conn.execute(text("SELECT pg_sleep(0.01)"))
+        return first, (await conn.execute(text("SELECT now()"))).scalar_one()
+
+    try:
+        async with db.read() as conn:
+            first, second = await two_clock_readings(conn)
+        # now() is the start of the transaction: a later statement sees a later one only on its own
+        assert second > first
+        async with db.transaction() as conn:
+            first, second = await two_clock_readings(conn)
+        assert second == first
+        # the pooled connection went back in its ordinary mode: transactions still span their statements
+        async with db.engine.connect() as conn:
+            first, second = await two_clock_readings(conn)
+        assert second == first
+    finally:
+        await db.dispose()

@@ -307,8 +307,18 @@ class Database:
         if wrote_outbox:
             self.outbox_written.set()
 
-    async def ping(self) -> None:
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads: each statement runs on its own (autocommit), so a read costs its
+        statements and not a BEGIN and a ROLLBACK besides. Under READ COMMITTED each statement sees the data
+        committed when it starts either way; several reads that must agree on one snapshot, and anything
+        that writes, use transaction()."""
         async with self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
+    async def ping(self) -> None:
+        async with self.read() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:

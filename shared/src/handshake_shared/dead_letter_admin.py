@@ -124,7 +124,7 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
                 query = query.where(column == value)
         if before_id is not None:
             query = query.where(dl.c.id < before_id)
-        async with runtime.db.engine.connect() as conn:
+        async with runtime.db.read() as conn:
             rows = (await conn.execute(query.order_by(dl.c.id.desc()).limit(limit + 1))).all()
         items = [dead_letter_view(r) for r in rows[:limit]]
         return {

@@ -263,7 +263,7 @@ class OutboxRelay:
         """Read the outbox lag, and with `others` the relay's other gauges, from the database now. A database
         that cannot be read leaves the last values (the round's own failure is what gets reported)."""
         try:
-            async with self.db.engine.connect() as conn:
+            async with self.db.read() as conn:
                 count, age, parked = (
                     await conn.execute(
                         text(

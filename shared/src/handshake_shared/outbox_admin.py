@@ -56,7 +56,7 @@ def outbox_admin_router(runtime: Runtime) -> APIRouter:
         _: Principal = Depends(admin),  # noqa: B008 - a local dependency
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
-        async with runtime.db.engine.connect() as conn:
+        async with runtime.db.read() as conn:
             rows = (await conn.execute(parked_query().order_by(ob.c.id).limit(limit))).all()
         return {"service": runtime.service, "items": [parked_view(r) for r in rows]}
 

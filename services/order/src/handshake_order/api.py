@@ -154,13 +154,13 @@ def build_router(ctx: OrderContext) -> APIRouter:
 
     @router.get("/v1/products")
     async def list_products() -> dict[str, Any]:
-        async with ctx.db.engine.connect() as conn:
+        async with ctx.db.read() as conn:
             rows = (await conn.execute(select(products).where(products.c.active).order_by(products.c.sku))).all()
         return {"products": [dict(r._mapping) for r in rows]}
 
     @router.post("/v1/quotes")
     async def create_quote(req: CheckoutRequest) -> dict[str, Any]:
-        async with ctx.db.engine.connect() as conn:
+        async with ctx.db.read() as conn:
             try:
                 snapshot = await quote(conn, req, max_units=ctx.settings.max_units_per_order)
             except PricingError as err:
@@ -197,7 +197,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
         except ValueError:
             raise Problem(404, "Order not found", type="order-not-found") from None
         principal = principal_from_header(ctx.settings, authorization)
-        async with ctx.db.engine.connect() as conn:
+        async with ctx.db.read() as conn:
             order = await repo.get_order(conn, oid)
             allowed = order is not None and (
                 (principal is not None and order.customer_id == principal.subject)
@@ -251,7 +251,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
                 except TimeoutError:
                     break
                 changed.clear()
-                async with ctx.db.engine.connect() as conn:
+                async with ctx.db.read() as conn:
                     order = await repo.get_order(conn, oid)
         return order
 
@@ -273,7 +273,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
             order = await changed_order(order_id, authorization, x_order_token, known=wait_for_change, timeout=timeout)
             events = None
             if timeline:
-                async with ctx.db.engine.connect() as conn:
+                async with ctx.db.read() as conn:
                     order = await repo.get_order(conn, order.id)
                     events = await repo.timeline(conn, order.id)
         response.headers["ETag"] = f'"{order.version}"'
@@ -386,7 +386,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
     async def admin_get_order(order_id: str, authorization: Authorization = None) -> dict[str, Any]:
         require_roles(ctx.settings, authorization, "support", "finance", "admin")
         oid = repo.parse_order_id(order_id)
-        async with ctx.db.engine.connect() as conn:
+        async with ctx.db.read() as conn:
             row = await repo.get_order(conn, oid) if oid is not None else None
             if oid is None or row is None:
                 raise Problem(404, "Order not found", type="order-not-found")
@@ -515,7 +515,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
             stmt = stmt.where(catalogue_changes.c.key == key)
         if before_id is not None:
             stmt = stmt.where(catalogue_changes.c.id < before_id)
-        async with ctx.db.engine.connect() as conn:
+        async with ctx.db.read() as conn:
             rows = (await conn.execute(stmt)).all()
         return {"changes": [
             {"id": r.id, "kind": r.kind, "key": r.key, "actor": r.actor, "reason": r.reason, "before": r.before,

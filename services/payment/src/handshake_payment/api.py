@@ -58,7 +58,7 @@ def build_router(ctx: PaymentContext) -> APIRouter:
     async def payment_session(order_id: str, response: Response, authorization: Authorization = None) -> dict[str, Any]:
         check_service_credential(ctx.settings.internal_api_tokens, authorization)
         oid = _order_uuid(order_id)
-        async with ctx.db.engine.connect() as conn:
+        async with ctx.db.read() as conn:
             attempt = await repo.session_attempt(conn, oid)
         if attempt is None:
             raise Problem(
@@ -86,7 +86,7 @@ def build_router(ctx: PaymentContext) -> APIRouter:
     async def admin_payments(order_id: str, authorization: Authorization = None) -> dict[str, Any]:
         require_roles(ctx.settings, authorization, "support", "finance", "admin")
         oid = _order_uuid(order_id)
-        async with ctx.db.engine.connect() as conn:
+        async with ctx.db.read() as conn:
             attempts = await repo.attempts_of_order(conn, oid)
             refunds = await refund_repo.refunds_of_order(conn, oid)
         return {"order_id": str(oid), "attempts": attempts, "refunds": refunds}
@@ -111,7 +111,7 @@ def build_router(ctx: PaymentContext) -> APIRouter:
     @router.get("/v1/admin/reconciliation-runs")
     async def reconciliation_runs(limit: int = 50, authorization: Authorization = None) -> dict[str, Any]:
         require_roles(ctx.settings, authorization, "finance", "admin")
-        async with ctx.db.engine.connect() as conn:
+        async with ctx.db.read() as conn:
             runs = await list_runs(conn, max(1, min(limit, 500)))
         return {"runs": runs}
 
