@@ -11,11 +11,12 @@ from typing import Annotated, Any
 
 import stripe
 import structlog
-from fastapi import APIRouter, Body, Header, Response
+from fastapi import APIRouter, Body, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from handshake_payment import refund_repository as refund_repo
 from handshake_payment import repository as repo
+from handshake_payment.live_view import add_live_views
 from handshake_payment.reconciliation import Reconciler, list_runs
 from handshake_payment.settings import PaymentSettings
 from handshake_payment.stripe_gateway import StripeGateway
@@ -83,13 +84,33 @@ def build_router(ctx: PaymentContext) -> APIRouter:
         }
 
     @router.get("/v1/admin/orders/{order_id}/payments")
-    async def admin_payments(order_id: str, authorization: Authorization = None) -> dict[str, Any]:
+    async def admin_payments(
+        order_id: str,
+        live: Annotated[bool, Query(description="also ask Stripe now about each attempt's PaymentIntent")] = False,
+        authorization: Authorization = None,
+    ) -> dict[str, Any]:
         require_roles(ctx.settings, authorization, "support", "finance", "admin")
         oid = _order_uuid(order_id)
         async with ctx.db.read() as conn:
             attempts = await repo.attempts_of_order(conn, oid)
             refunds = await refund_repo.refunds_of_order(conn, oid)
+        if live:
+            # after the connection is given back: no database connection waits on the provider
+            await add_live_views(ctx.gateway, attempts, max_fetches=ctx.settings.admin_live_max_fetches,
+                                 timeout=ctx.settings.admin_live_fetch_timeout_seconds)  # fmt: skip
         return {"order_id": str(oid), "attempts": attempts, "refunds": refunds}
+
+    @router.get("/v1/admin/payments")
+    async def find_payments(
+        provider_intent_id: Annotated[str, Query(min_length=1, max_length=255, pattern=PRINTABLE)],
+        authorization: Authorization = None,
+    ) -> dict[str, Any]:
+        """The attempt that created a PaymentIntent, whatever became of it (failed, cancelled, a duplicate):
+        what a customer's bank statement or the Stripe dashboard shows leads to the order."""
+        require_roles(ctx.settings, authorization, "support", "finance", "admin")
+        async with ctx.db.read() as conn:
+            attempt = await repo.by_intent(conn, provider_intent_id)
+        return {"payments": [] if attempt is None else [repo.attempt_summary(attempt)]}
 
     @router.post("/v1/admin/reconciliation-runs", status_code=201)
     async def start_reconciliation(

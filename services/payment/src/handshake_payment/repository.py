@@ -175,6 +175,22 @@ async def session_attempt(conn: AsyncConnection, order_id: uuid.UUID) -> Row[Any
     ).first()
 
 
+def attempt_summary(a: Row[Any]) -> dict[str, Any]:
+    return {
+        "order_id": str(a.order_id),
+        "attempt_id": str(a.id),
+        "state": a.state,
+        "amount": a.amount,
+        "currency": a.currency,
+        "payment_intent_id": a.provider_intent_id,
+        "amount_captured": a.amount_captured,
+        "failure_code": a.failure_code,
+        "duplicate_of": str(a.duplicate_of) if a.duplicate_of else None,
+        "created_at": a.created_at.isoformat(),
+        "updated_at": a.updated_at.isoformat(),
+    }
+
+
 async def attempts_of_order(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str, Any]]:
     query = select(payment_attempts).where(payment_attempts.c.order_id == order_id)
     attempts = (await conn.execute(query.order_by(payment_attempts.c.created_at))).all()

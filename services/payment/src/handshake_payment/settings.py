@@ -37,6 +37,10 @@ class PaymentSettings(ServiceSettings):
     reconciliation_pending_after_seconds: float = 120.0
     # finished reconciliation runs older than this many days are deleted (0: kept for ever)
     reconciliation_retention_days: int = Field(default=90, ge=0)
+    # a staff read of an order's payments with live=true asks Stripe about at most this many attempts (the
+    # newest), each given at most this long, so a slow provider slows the page down but never fails it
+    admin_live_max_fetches: int = Field(default=10, ge=0, le=50)
+    admin_live_fetch_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
 
     required_secrets: ClassVar[tuple[str, ...]] = ("stripe_api_key", "stripe_webhook_secrets", "internal_api_tokens")
 
