@@ -11,16 +11,19 @@ from typing import Annotated, Any
 
 import stripe
 import structlog
-from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from handshake_payment import idempotency
 from handshake_payment import refund_repository as refund_repo
 from handshake_payment import repository as repo
 from handshake_payment.live_view import add_live_views
 from handshake_payment.reconciliation import Reconciler, list_runs
 from handshake_payment.settings import PaymentSettings
 from handshake_payment.stripe_gateway import StripeGateway
-from handshake_shared.auth import check_service_credential, require_roles
+from handshake_shared.admin_api import Reason, staff_with
+from handshake_shared.auth import Principal, check_service_credential, require_roles
 from handshake_shared.db import Database
 from handshake_shared.http import Problem
 
@@ -35,6 +38,11 @@ PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
 class ReconciliationRunIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str | None = Field(default=None, max_length=500, pattern=PRINTABLE, description="kept on the run record")
+
+
+class OrderReconciliationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Reason = Field(description="why staff ask (kept on the run record as its note)")
 
 
 @dataclass
@@ -129,11 +137,54 @@ def build_router(ctx: PaymentContext) -> APIRouter:
             raise Problem(503, "Reconciliation failed", f"{type(exc).__name__}; see the run record",
                           type="reconciliation-failed") from None  # fmt: skip
 
+    @router.post("/v1/admin/orders/{order_id}/reconciliation", status_code=201)
+    async def reconcile_order(
+        order_id: str,
+        body: OrderReconciliationIn,
+        idempotency_key: Annotated[str | None, Header()] = None,
+        principal: Principal = Depends(staff_with(ctx.settings, "support", "finance", "admin")),  # noqa: B008
+    ) -> Any:
+        """Reconcile one order now: its attempts and refunds checked with the provider whatever their age,
+        recorded as a run (trigger manual-order). A repeat with the same Idempotency-Key answers the first run."""
+        oid = _order_uuid(order_id)
+        key = idempotency.require_key(idempotency_key)
+        scope = f"order-reconciliation:{principal.subject}"
+        request_hash = idempotency.fingerprint("order-reconciliation", {"order_id": str(oid), "reason": body.reason})
+
+        async def claim(conn: Any, run_id: uuid.UUID) -> None:
+            await idempotency.claim(conn, scope=scope, key=key, request_hash=request_hash, run_id=run_id)
+
+        async def keep_answer(conn: Any, record: dict[str, Any]) -> None:
+            await idempotency.answer(conn, scope=scope, key=key, status=201, body=record)
+
+        log.info("order reconciliation requested", order_id=str(oid), requested_by=principal.subject)
+        try:
+            # a run that broke off is answered with its record (errors counted), as its repeat will be
+            return await ctx.reconciler.run_once(
+                trigger="manual-order", requested_by=principal.subject, note=body.reason, order_id=oid,
+                on_start=claim, on_finish=keep_answer, raise_failure=False,
+            )  # fmt: skip
+        except idempotency.KeyTaken:
+            async with ctx.db.read() as conn:
+                status, first = await idempotency.stored_answer(conn, scope=scope, key=key, request_hash=request_hash,
+                                                                command="order-reconciliation")  # fmt: skip
+            return JSONResponse(first, status_code=status, headers={"Idempotent-Replayed": "true"})
+
     @router.get("/v1/admin/reconciliation-runs")
-    async def reconciliation_runs(limit: int = 50, authorization: Authorization = None) -> dict[str, Any]:
-        require_roles(ctx.settings, authorization, "finance", "admin")
+    async def reconciliation_runs(
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        order_id: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
+        authorization: Authorization = None,
+    ) -> dict[str, Any]:
+        """Newest first. With order_id (support may ask too): the runs asked for that order and the runs that
+        repaired, flagged or failed on one of its attempts or refunds."""
+        if order_id is None:
+            require_roles(ctx.settings, authorization, "finance", "admin")
+        else:
+            require_roles(ctx.settings, authorization, "support", "finance", "admin")
+        oid = _order_uuid(order_id) if order_id is not None else None
         async with ctx.db.read() as conn:
-            runs = await list_runs(conn, max(1, min(limit, 500)))
+            runs = await list_runs(conn, limit, order_id=oid)
         return {"runs": runs}
 
     return router

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from handshake_payment import SERVICE
+from handshake_payment import SERVICE, idempotency
 from handshake_payment.api import PaymentContext, build_router
 from handshake_payment.db import messaging
 from handshake_payment.handlers import PaymentHandlers
@@ -37,6 +37,7 @@ def create_app(settings: PaymentSettings | None = None) -> FastAPI:
     runtime.consume(PROVIDER_EVENTS, group="payment.provider-events", handlers=handlers.provider_handlers())
     reconciler = Reconciler(runtime.db, handlers, gateway, settings)
     runtime.retention.add(run_retention(settings))
+    runtime.retention.add(idempotency.retention(settings))
     ctx = PaymentContext(db=runtime.db, settings=settings, gateway=gateway, reconciler=reconciler)
 
     @asynccontextmanager

@@ -138,11 +138,34 @@ reconciliation_runs = Table(
     Column("flagged", Integer, nullable=False, server_default=text("0")),
     Column("errors", Integer, nullable=False, server_default=text("0")),
     Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    CheckConstraint("trigger IN ('scheduled', 'manual')", name="trigger_known"),
-    comment="One row per reconciliation run (scheduled or asked by finance/admin): what it looked at at the "
-    "provider, what it repaired, what it flagged for review, and what it could not check.",
+    # set for a run staff asked for about one order (trigger manual-order); null for a run over everything due
+    Column("order_id", UUID(as_uuid=True), nullable=True),
+    CheckConstraint("trigger IN ('scheduled', 'manual', 'manual-order')", name="trigger_known"),
+    comment="One row per reconciliation run (scheduled, or asked by staff for everything due or for one order): "
+    "what it looked at at the provider, what it repaired, what it flagged for review, and what it could not check.",
 )
 Index("ix_reconciliation_runs_started", reconciliation_runs.c.started_at)
+Index("ix_reconciliation_runs_order", reconciliation_runs.c.order_id, postgresql_where=text("order_id IS NOT NULL"))
+# "which runs touched this order": each repaired, flagged or failed item of a run's detail names its order
+Index("ix_reconciliation_runs_detail", reconciliation_runs.c.detail, postgresql_using="gin",
+      postgresql_ops={"detail": "jsonb_path_ops"})  # fmt: skip
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", Text, primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    # the run the key started, claimed in the transaction that records the run's start
+    Column("run_id", UUID(as_uuid=True), nullable=True),
+    # the first answer, stored in the transaction that records the run's end; null while the run is going on
+    Column("status_code", Integer, nullable=True),
+    Column("response", JSONB, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment="Staff actions by (scope, Idempotency-Key): a repeated request (double click, browser retry) gets the "
+    "first answer back instead of acting again.",
+)
+Index("ix_idempotency_keys_created", idempotency_keys.c.created_at)
 
 parked_provider_events = Table(
     "parked_provider_events",

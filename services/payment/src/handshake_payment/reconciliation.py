@@ -22,14 +22,16 @@ reconciliation_runs and a sample in the handshake_reconciliation_* metrics."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment import SERVICE
@@ -98,12 +100,19 @@ class _Tally:
     )
 
 
+# called in the transaction that records a run's start (with its id) and in the one that records its end (with
+# its record): what a caller keeps about the run commits or rolls back with the run's own row
+RunHook = Callable[[AsyncConnection, Any], Awaitable[None]]
+
+
 def run_record(row: Any) -> dict[str, Any]:
     return {
         "run_id": str(row.id),
         "kind": row.kind,
         "trigger": row.trigger,
         "requested_by": row.requested_by,
+        "order_id": str(row.order_id) if row.order_id else None,
+        "note": (row.detail or {}).get("note"),
         "started_at": row.started_at.isoformat(),
         "finished_at": row.finished_at.isoformat() if row.finished_at else None,
         "checked": row.checked,
@@ -161,20 +170,28 @@ class Reconciler:
 
     async def run_once(
         self, trigger: str = "manual", *, requested_by: str | None = None, note: str | None = None,
-        stop: asyncio.Event | None = None,
+        stop: asyncio.Event | None = None, order_id: uuid.UUID | None = None,
+        on_start: RunHook | None = None, on_finish: RunHook | None = None, raise_failure: bool = True,
     ) -> dict[str, Any]:  # fmt: skip
-        """One run over everything due. With stop set it ends after the item at hand and says so in its detail;
-        cancelled outright, it still records the repairs it had counted before the cancel goes on."""
+        """One run over everything due, or, with order_id, over that order's attempts and refunds whatever their
+        age (staff asked about this order now; the leases still keep it off a provider call in progress). With
+        stop set it ends after the item at hand and says so in its detail; cancelled outright, it still records
+        the repairs it had counted before the cancel goes on. raise_failure=False answers a run that broke off
+        with its record (errors counted) instead of raising."""
         stop = stop if stop is not None else asyncio.Event()
-        async with self._lock:
+        # a run over one order touches only its rows, which the lifecycle tables keep safe from a concurrent
+        # run (as between replicas): it need not wait for a full run in progress
+        async with self._lock if order_id is None else contextlib.nullcontext():
             run_id = uuid.uuid4()
             async with self.db.transaction() as tx:
                 await tx.execute(
                     insert(reconciliation_runs).values(
-                        id=run_id, kind=KIND, trigger=trigger, requested_by=requested_by,
+                        id=run_id, kind=KIND, trigger=trigger, requested_by=requested_by, order_id=order_id,
                         detail={"note": note} if note else {},
                     )
                 )  # fmt: skip
+                if on_start is not None:
+                    await on_start(tx, run_id)
             tally = _Tally()
             if note:
                 tally.detail["note"] = note
@@ -183,7 +200,7 @@ class Reconciler:
                 for sweep in (self._sweep_unfinished_attempts, self._sweep_attempts, self._sweep_refunds):
                     if stop.is_set():
                         break
-                    await sweep(run_id, tally, stop)
+                    await sweep(run_id, tally, stop, order_id)
             except asyncio.CancelledError as exc:  # broken off: what it counted so far is still recorded
                 failure = exc
             except Exception as exc:  # noqa: BLE001 - recorded on the run, then raised
@@ -204,6 +221,8 @@ class Reconciler:
                     )
                 )  # fmt: skip
                 row = (await tx.execute(select(reconciliation_runs).where(reconciliation_runs.c.id == run_id))).one()
+                if on_finish is not None:
+                    await on_finish(tx, run_record(row))
             outcome = (
                 "failed" if failure else "errors" if tally.errors else "flagged" if tally.flagged
                 else "repaired" if tally.repaired else "clean"
@@ -213,7 +232,7 @@ class Reconciler:
                 "reconciliation run", run_id=str(run_id), trigger=trigger, outcome=outcome, checked=tally.checked,
                 repaired=tally.repaired, flagged=tally.flagged, errors=tally.errors,
             )  # fmt: skip
-            if failure is not None:
+            if failure is not None and (raise_failure or isinstance(failure, asyncio.CancelledError)):
                 raise failure
             return run_record(row)
 
@@ -227,7 +246,15 @@ class Reconciler:
 
     # -- attempts whose payment request never finished ------------------------------------------
 
-    async def _sweep_unfinished_attempts(self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event) -> None:
+    def _due(self, column: Any, order_id: uuid.UUID | None) -> Any:
+        """Waiting long enough to be looked at: everything of the one order asked about, else after pending_after."""
+        if order_id is not None:
+            return true()
+        return column <= func.now() - timedelta(seconds=self.pending_after)
+
+    async def _sweep_unfinished_attempts(
+        self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event, order_id: uuid.UUID | None = None
+    ) -> None:
         """Attempts still `creating`: their payment request stopped between the attempt row and
         payment.intent_created and is not coming back (it was dead-lettered), so the order waits for a
         payment session that never comes. The consumer's own steps finish them: the intent is looked for
@@ -238,7 +265,8 @@ class Reconciler:
                     select(payment_attempts)
                     .where(
                         payment_attempts.c.state == A.CREATING,
-                        payment_attempts.c.updated_at <= func.now() - timedelta(seconds=self.pending_after),
+                        self._due(payment_attempts.c.updated_at, order_id),
+                        *self._of_order(payment_attempts, order_id),
                         # one a handler is calling the provider for right now is that handler's business
                         or_(
                             payment_attempts.c.locked_at.is_(None),
@@ -256,7 +284,9 @@ class Reconciler:
                 await self._finish_attempt(run_id, attempt, tally)
             except Exception as exc:  # noqa: BLE001 - one attempt's trouble does not stop the run
                 tally.errors += 1
-                tally.detail["errors"].append({"attempt_id": str(attempt.id), "error": repr(exc)[:500]})
+                tally.detail["errors"].append(
+                    {"attempt_id": str(attempt.id), "order_id": str(attempt.order_id), "error": repr(exc)[:500]}
+                )
                 log.warning("reconciliation could not finish an attempt", attempt_id=str(attempt.id), error=repr(exc))
 
     async def _finish_attempt(self, run_id: uuid.UUID, attempt: Any, tally: _Tally) -> None:
@@ -278,7 +308,9 @@ class Reconciler:
 
     # -- attempts waiting for the provider ------------------------------------------------------
 
-    async def _sweep_attempts(self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event) -> None:
+    async def _sweep_attempts(
+        self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event, order_id: uuid.UUID | None = None
+    ) -> None:
         async with self.db.engine.connect() as c:
             waiting = (
                 await c.execute(
@@ -288,11 +320,14 @@ class Reconciler:
                             payment_attempts.c.state.in_([s.value for s in PENDING_STATES]),
                             and_(
                                 payment_attempts.c.state == A.FAILED,
-                                payment_attempts.c.updated_at > func.now() - FAILED_WATCH,
+                                # asked about one order, its failed attempts are looked at whatever their age
+                                payment_attempts.c.updated_at > func.now() - FAILED_WATCH if order_id is None
+                                else true(),
                             ),
                         ),
                         payment_attempts.c.provider_intent_id.is_not(None),
-                        payment_attempts.c.updated_at <= func.now() - timedelta(seconds=self.pending_after),
+                        self._due(payment_attempts.c.updated_at, order_id),
+                        *self._of_order(payment_attempts, order_id),
                     )
                     .order_by(payment_attempts.c.updated_at)
                 )
@@ -305,7 +340,9 @@ class Reconciler:
                 await self._check_attempt(run_id, attempt, tally)
             except Exception as exc:  # noqa: BLE001 - one attempt's trouble does not stop the run
                 tally.errors += 1
-                tally.detail["errors"].append({"attempt_id": str(attempt.id), "error": repr(exc)[:500]})
+                tally.detail["errors"].append(
+                    {"attempt_id": str(attempt.id), "order_id": str(attempt.order_id), "error": repr(exc)[:500]}
+                )
                 log.warning("reconciliation could not check an attempt", attempt_id=str(attempt.id), error=repr(exc))
 
     async def _check_attempt(self, run_id: uuid.UUID, attempt: Any, tally: _Tally) -> None:
@@ -344,7 +381,13 @@ class Reconciler:
 
     # -- refunds waiting for the provider -------------------------------------------------------
 
-    async def _sweep_refunds(self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event) -> None:
+    @staticmethod
+    def _of_order(table: Any, order_id: uuid.UUID | None) -> list[Any]:
+        return [] if order_id is None else [table.c.order_id == order_id]
+
+    async def _sweep_refunds(
+        self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event, order_id: uuid.UUID | None = None
+    ) -> None:
         async with self.db.engine.connect() as c:
             waiting = (
                 await c.execute(
@@ -352,7 +395,8 @@ class Reconciler:
                     .where(
                         refunds.c.state == RefundState.REQUESTED,
                         refunds.c.attempt_id.is_not(None),
-                        refunds.c.updated_at <= func.now() - timedelta(seconds=self.pending_after),
+                        self._due(refunds.c.updated_at, order_id),
+                        *self._of_order(refunds, order_id),
                         # one a handler is calling the provider for right now is that handler's business
                         or_(
                             refunds.c.locked_at.is_(None),
@@ -370,7 +414,9 @@ class Reconciler:
                 await self._settle_refund(run_id, refund, tally)
             except Exception as exc:  # noqa: BLE001
                 tally.errors += 1
-                tally.detail["errors"].append({"refund_id": str(refund.id), "error": repr(exc)[:500]})
+                tally.detail["errors"].append(
+                    {"refund_id": str(refund.id), "order_id": str(refund.order_id), "error": repr(exc)[:500]}
+                )
                 log.warning("reconciliation could not settle a refund", refund_id=str(refund.id), error=repr(exc))
 
     async def _settle_refund(self, run_id: uuid.UUID, refund: Any, tally: _Tally) -> None:
@@ -390,8 +436,15 @@ class Reconciler:
             })  # fmt: skip
 
 
-async def list_runs(conn: AsyncConnection, limit: int = 50) -> list[dict[str, Any]]:
-    rows = await conn.execute(
-        select(reconciliation_runs).order_by(reconciliation_runs.c.started_at.desc()).limit(limit)
-    )
+async def list_runs(conn: AsyncConnection, limit: int = 50, *, order_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+    """Newest first; with order_id, the runs asked for that order and the runs that repaired, flagged or failed
+    on one of its attempts or refunds."""
+    query = select(reconciliation_runs)
+    if order_id is not None:
+        named = [{"order_id": str(order_id)}]
+        query = query.where(or_(
+            reconciliation_runs.c.order_id == order_id,
+            *(reconciliation_runs.c.detail.contains({part: named}) for part in ("repairs", "flagged", "errors")),
+        ))  # fmt: skip
+    rows = await conn.execute(query.order_by(reconciliation_runs.c.started_at.desc()).limit(limit))
     return [run_record(r) for r in rows]
