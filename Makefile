@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PKGS   := shared devstack services/order services/payment services/inventory services/webhook-ingest
+PKGS   := shared devstack services/order services/payment services/inventory services/webhook-ingest services/console
 DEPS   := constraints.txt requirements-dev.txt $(addsuffix /pyproject.toml,$(PKGS))
 
 .PHONY: install run test test-deploy images bench schemas clean

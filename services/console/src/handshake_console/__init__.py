@@ -1,0 +1,1 @@
+"""Handshake operations console: reads and acts only through the four services' HTTP APIs."""

@@ -1,0 +1,1 @@
+"""Pure rules of the console: wording, money formatting, search routing, charts. No I/O."""
