@@ -3,6 +3,7 @@ stripe SDK exactly as the storefront would after fetching the client secret, fol
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 import uuid
@@ -54,12 +55,20 @@ class Storefront:
         self.stripe = stripe.StripeClient(
             system.stack.stripe.api_key, base_addresses={"api": system.stack.stripe.api_base}
         )
+        # Several order replicas get the requests in turn, as behind a balancer: a long-poll often lands on
+        # another replica than the one whose consumer changes the order. With one, system.url decides (a view
+        # of the system may route it through a gateway).
+        order_replicas = system.urls("order")
+        self._order_urls = itertools.cycle(order_replicas) if len(order_replicas) > 1 else None
+
+    def order_url(self) -> str:
+        return next(self._order_urls) if self._order_urls is not None else self.system.url("order")
 
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_token}"}
 
     def seed(self, catalogue: dict[str, Any] | None = None, stock: dict[str, int] | None = None) -> None:
-        r = self.http.put(self.system.url("order") + "/v1/admin/catalogue", json=catalogue or DEMO_CATALOGUE, headers=self.admin())
+        r = self.http.put(self.order_url() + "/v1/admin/catalogue", json=catalogue or DEMO_CATALOGUE, headers=self.admin())
         r.raise_for_status()
         for sku, available in (stock or DEMO_STOCK).items():
             r = self.http.put(
@@ -85,7 +94,7 @@ class Storefront:
         if coupon:
             body["coupon_code"] = coupon
         r = self.http.post(
-            self.system.url("order") + "/v1/checkout", json=body,
+            self.order_url() + "/v1/checkout", json=body,
             headers={"Idempotency-Key": key or str(uuid.uuid4()), "Guest-Session": guest_session or self.guest_session},
         )
         r.raise_for_status()
@@ -101,7 +110,7 @@ class Storefront:
             params.update(wait_for_change=wait_for_change, timeout=round(wait_seconds, 3))
             # the server holds the answer up to wait_seconds: the read timeout must outlast it
             timeout = httpx.Timeout(10.0, read=wait_seconds + 10.0)
-        r = self.http.get(self.system.url("order") + f"/v1/orders/{order_id}", headers={"X-Order-Token": token},
+        r = self.http.get(self.order_url() + f"/v1/orders/{order_id}", headers={"X-Order-Token": token},
                           params=params, timeout=timeout)  # fmt: skip
         r.raise_for_status()
         return dict(r.json())
@@ -122,7 +131,7 @@ class Storefront:
         deadline = time.monotonic() + timeout
         while True:
             r = self.http.get(
-                self.system.url("order") + f"/v1/orders/{order_id}/payment-session", headers={"X-Order-Token": token}
+                self.order_url() + f"/v1/orders/{order_id}/payment-session", headers={"X-Order-Token": token}
             )
             if r.status_code == 200:
                 return dict(r.json())
@@ -147,23 +156,23 @@ class Storefront:
             return exc
 
     def cancel(self, order_id: str, token: str) -> httpx.Response:
-        return self.http.post(self.system.url("order") + f"/v1/orders/{order_id}/cancel", headers={"X-Order-Token": token})
+        return self.http.post(self.order_url() + f"/v1/orders/{order_id}/cancel", headers={"X-Order-Token": token})
 
     def new_payment_attempt(self, order_id: str, token: str, key: str | None = None) -> httpx.Response:
         return self.http.post(
-            self.system.url("order") + f"/v1/orders/{order_id}/payment-attempts",
+            self.order_url() + f"/v1/orders/{order_id}/payment-attempts",
             headers={"X-Order-Token": token, "Idempotency-Key": key or str(uuid.uuid4())},
         )
 
     def refund(self, order_id: str, amount: int, reason: str, *, restock: bool = False, key: str | None = None) -> httpx.Response:
         return self.http.post(
-            self.system.url("order") + f"/v1/admin/orders/{order_id}/refunds",
+            self.order_url() + f"/v1/admin/orders/{order_id}/refunds",
             json={"amount": amount, "reason": reason, "restock": restock},
             headers={**self.admin(), "Idempotency-Key": key or str(uuid.uuid4())},
         )
 
     def admin_order(self, order_id: str) -> dict[str, Any]:
-        r = self.http.get(self.system.url("order") + f"/v1/admin/orders/{order_id}", headers=self.admin())
+        r = self.http.get(self.order_url() + f"/v1/admin/orders/{order_id}", headers=self.admin())
         r.raise_for_status()
         return dict(r.json())
 

@@ -45,6 +45,7 @@ class System:
         recreate_databases: bool = False,
         broker: EmbeddedBroker | None = None,
         register_webhook: bool = True,
+        replicas: dict[str, int] | None = None,
     ) -> None:
         self.stack = stack
         # a system of its own broker shares nothing on the bus with another system on the same stack
@@ -57,6 +58,15 @@ class System:
         self.ports = ports or {s.name: free_port() for s in SERVICES}
         # only payment serves an internal API (the client secret, for order)
         self.internal_ports = {"payment": free_port()}
+        # Replica 0 of a service is process `name` on ports[name]; replica i > 0 is process `name#i`. Replicas
+        # share the service's database and its consumer groups: the broker splits each topic's partitions.
+        self.replicas = {s.name: 1 for s in SERVICES} | (replicas or {})
+        self.replica_ports = {
+            n: [self.ports[n]] + [free_port() for _ in range(k - 1)] for n, k in self.replicas.items() if n in self.ports
+        }
+        self.replica_internal_ports = {
+            n: [p] + [free_port() for _ in range(self.replicas.get(n, 1) - 1)] for n, p in self.internal_ports.items()
+        }
         # the stand-in identity provider: services get its public key, tests and tools its tokens
         self.tokens = DEV_ISSUER
         self.extra_env = extra_env or {}
@@ -73,18 +83,26 @@ class System:
     def internal_url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.internal_ports[service]}"
 
+    def urls(self, service: str) -> list[str]:
+        """Every replica's address, replica 0 first."""
+        return [f"http://127.0.0.1:{port}" for port in self.replica_ports[service]]
+
+    @staticmethod
+    def replica_name(service: str, replica: int) -> str:
+        return service if replica == 0 else f"{service}#{replica}"
+
     @property
     def webhook_url(self) -> str:
         return self.url("webhook-ingest") + "/webhooks/stripe"
 
-    def env_for(self, spec: ServiceSpec) -> dict[str, str]:
+    def env_for(self, spec: ServiceSpec, replica: int = 0) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HANDSHAKE_")}
         env.update(
             {
                 "PYTHONUNBUFFERED": "1",
                 "HANDSHAKE_ENVIRONMENT": "development",
                 "HANDSHAKE_LOG_LEVEL": os.environ.get("HANDSHAKE_LOG_LEVEL", "INFO"),
-                "HANDSHAKE_HTTP_PORT": str(self.ports[spec.name]),
+                "HANDSHAKE_HTTP_PORT": str(self.replica_ports[spec.name][replica]),
                 "HANDSHAKE_DATABASE_URL": self.database_urls[spec.name],
                 "HANDSHAKE_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
                 "HANDSHAKE_KAFKA_ENABLE_IDEMPOTENCE": "false",
@@ -112,7 +130,16 @@ class System:
             }
         )
         if spec.name in self.internal_ports:
-            env["HANDSHAKE_INTERNAL_HTTP_PORT"] = str(self.internal_ports[spec.name])
+            env["HANDSHAKE_INTERNAL_HTTP_PORT"] = str(self.replica_internal_ports[spec.name][replica])
+        if spec.name == "order":
+            # order takes one payment address (a Service balances it in a cluster): replica i asks payment
+            # replica i mod P, which spreads the client-secret reads without a balancer here
+            payment = self.replica_internal_ports["payment"]
+            env["HANDSHAKE_PAYMENT_INTERNAL_URL"] = f"http://127.0.0.1:{payment[replica % len(payment)]}"
+        if replica > 0:
+            # Alembic takes no lock: replica 0 migrates, the others wait for its schema as pods wait for the job
+            env["HANDSHAKE_MIGRATE_ON_START"] = "false"
+            env["HANDSHAKE_KAFKA_CLIENT_ID_SUFFIX"] = f"-{replica}"
         env.update(self.extra_env.get(spec.name, {}))
         return env
 
@@ -126,6 +153,11 @@ class System:
                 self.start_service(spec.name, wait=False)
             for spec in SERVICES:
                 self.wait_ready(spec.name, timeout)
+            extra = [(s.name, i) for s in SERVICES for i in range(1, self.replicas.get(s.name, 1))]
+            for name, i in extra:
+                self.start_service(name, wait=False, replica=i)
+            for name, i in extra:
+                self.wait_ready(name, timeout, replica=i)
             if self.register_webhook:
                 self.stack.stripe.register_webhook(self.webhook_url, webhook_id=self.webhook_id)
         except BaseException:
@@ -135,33 +167,36 @@ class System:
     def spec(self, name: str) -> ServiceSpec:
         return next(s for s in SERVICES if s.name == name)
 
-    def start_service(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None:
+    def start_service(self, name: str, *, wait: bool = True, timeout: float = 60.0, replica: int = 0) -> None:
         spec = self.spec(name)
+        key = self.replica_name(spec.name, replica)
         process = ManagedProcess(
-            spec.name,
+            key,
             [sys.executable, "-m", spec.module, "serve"],
-            log_path=self.logs / f"{spec.name}.log",
-            env=self.env_for(spec),
+            log_path=self.logs / f"{key}.log",
+            env=self.env_for(spec, replica),
             cwd=self.root,
         )
         process.start()
-        self.processes[name] = process
+        self.processes[key] = process
         if wait:
-            self.wait_ready(name, timeout)
+            self.wait_ready(name, timeout, replica=replica)
 
-    def wait_ready(self, name: str, timeout: float) -> None:
-        process = self.processes[name]
+    def wait_ready(self, name: str, timeout: float, *, replica: int = 0) -> None:
+        key = self.replica_name(name, replica)
+        process = self.processes[key]
+        url = self.urls(name)[replica]
 
         def ready() -> bool:
             try:
-                return httpx.get(self.url(name) + "/readyz", timeout=1.0).status_code == 200
+                return httpx.get(url + "/readyz", timeout=1.0).status_code == 200
             except httpx.HTTPError:
                 return False
 
         try:
-            wait_until(ready, timeout, f"service {name}", process.proc)
+            wait_until(ready, timeout, f"service {key}", process.proc)
         except (TimeoutError, RuntimeError) as exc:
-            raise RuntimeError(f"{exc}\n--- last lines of {name}.log ---\n{process.tail()}") from None
+            raise RuntimeError(f"{exc}\n--- last lines of {key}.log ---\n{process.tail()}") from None
 
     def freeze(self) -> None:
         """SIGSTOP every service: no request, relay or consumer runs until thaw()."""
