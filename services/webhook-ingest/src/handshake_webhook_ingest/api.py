@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, func, select, tuple_
 
 from handshake_shared.auth import Principal, require_roles
 from handshake_shared.db import Database, MessagingTables
 from handshake_shared.http import Problem
+from handshake_webhook_ingest.db import provider_event_replays as replays
 from handshake_webhook_ingest.db import provider_events as pe
 from handshake_webhook_ingest.ingest import StripeIngest
 from handshake_webhook_ingest.metrics import WEBHOOK_ACK_SECONDS, WEBHOOK_REJECTED
@@ -31,6 +36,8 @@ PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
 # provider ids (evt_..., pi_...) and the order ids of their metadata are far shorter
 ProviderId = Annotated[str, Path(min_length=1, max_length=255, pattern=PRINTABLE)]
 IdFilter = Annotated[str | None, Query(max_length=255, pattern=PRINTABLE)]
+# the opaque position after the last event of a page (base64url of the sort key)
+Cursor = Annotated[str | None, Query(max_length=700, pattern=r"^[A-Za-z0-9_-]+={0,2}$")]
 
 
 class ReplayRequest(BaseModel):
@@ -78,6 +85,34 @@ def rejection_problem(rejected: Rejected) -> Problem:
     return Problem(400, title, rejected.detail, type=kind, reason=rejected.reason)
 
 
+def _cursor(row: Row[Any]) -> str:
+    key = [row.created, row.first_received_at.isoformat(), row.provider_event_id]
+    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode()
+
+
+def _after(cursor: str) -> tuple[int, datetime, str]:
+    try:
+        created, received, event_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        position = (int(created), datetime.fromisoformat(received), str(event_id))
+    except (binascii.Error, ValueError, TypeError, OverflowError):
+        raise Problem(400, "Invalid cursor", "pass the `next` of the previous page unchanged",
+                      type="invalid-cursor") from None  # fmt: skip
+    if position[1].tzinfo is None or not -(2**63) <= position[0] < 2**63:
+        raise Problem(400, "Invalid cursor", "pass the `next` of the previous page unchanged", type="invalid-cursor")
+    return position
+
+
+def forwarding(row: Row[Any]) -> str | None:
+    """Where the event's forward stands: published (the broker has it), pending (in the outbox), parked (the
+    broker keeps refusing it, an admin must release it); None if it was never forwarded. Retention deletes
+    only published outbox rows, so a forward whose row is gone was published."""
+    if row.forwarded_event_id is None:
+        return None
+    if row.outbox_id is None or row.forwarded_at is not None:
+        return "published"
+    return "parked" if row.outbox_parked_at is not None else "pending"
+
+
 def summary(row: Row[Any]) -> dict[str, Any]:
     return {
         "provider_event_id": row.provider_event_id,
@@ -95,7 +130,23 @@ def summary(row: Row[Any]) -> dict[str, Any]:
         "last_received_at": row.last_received_at.isoformat(),
         "forwarded_event_id": str(row.forwarded_event_id) if row.forwarded_event_id else None,
         "forwarded_at": row.forwarded_at.isoformat() if row.forwarded_at else None,
+        "forwarding": forwarding(row),
         "source": row.source,
+        # every stored webhook delivery passed the signature check before it was stored; a gap-scan event was
+        # fetched from Stripe and never signed. The proof (signature header) is dropped when the body is scrubbed
+        "signature": "verified" if row.source == "webhook" else "unsigned",
+        "signature_proof_held": row.signature_header is not None,
+        "scrubbed_at": row.scrubbed_at.isoformat() if row.scrubbed_at else None,
+    }
+
+
+def replay_view(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "replay_id": row.id,
+        "actor": row.actor,
+        "reason": row.reason,
+        "replayed_at": row.replayed_at.isoformat(),
+        "forwarded_event_id": str(row.forwarded_event_id),
     }
 
 
@@ -107,7 +158,20 @@ def build_router(ctx: IngestContext) -> APIRouter:
     listed = select(
         *[c for c in pe.c if c.name not in ("raw_body", "payload")],
         ob.c.published_at.label("forwarded_at"),
+        ob.c.id.label("outbox_id"),
+        ob.c.parked_at.label("outbox_parked_at"),
     ).select_from(pe.outerjoin(ob, ob.c.event_id == pe.c.forwarded_event_id))
+
+    async def with_replays(conn: Any, rows: list[Row[Any]]) -> list[dict[str, Any]]:
+        ids = [r.provider_event_id for r in rows]
+        found = (
+            await conn.execute(select(replays).where(replays.c.provider_event_id.in_(ids)).order_by(replays.c.id))
+        ).all() if ids else []  # fmt: skip
+        views = [{**summary(r), "replays": []} for r in rows]
+        by_id = {v["provider_event_id"]: v for v in views}
+        for replay in found:
+            by_id[replay.provider_event_id]["replays"].append(replay_view(replay))
+        return views
 
     @router.post("/webhooks/stripe")
     async def stripe_webhook(
@@ -137,9 +201,11 @@ def build_router(ctx: IngestContext) -> APIRouter:
         authorization: Authorization = None,
         order_id: IdFilter = None,
         payment_intent_id: IdFilter = None,
+        after: Cursor = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> dict[str, Any]:
-        require_roles(ctx.settings, authorization, "support", "admin")
+        """In the provider's order (its `created`, then arrival); the next page starts after `next`."""
+        require_roles(ctx.settings, authorization, "support", "finance", "admin")
         if not order_id and not payment_intent_id:
             raise Problem(400, "Filter required", "pass order_id or payment_intent_id", type="filter-required")
         query = listed
@@ -147,26 +213,30 @@ def build_router(ctx: IngestContext) -> APIRouter:
             query = query.where(pe.c.order_id == order_id)
         if payment_intent_id:
             query = query.where(pe.c.payment_intent_id == payment_intent_id)
-        query = query.order_by(pe.c.created, pe.c.first_received_at, pe.c.provider_event_id).limit(limit)
-        async with ctx.db.engine.connect() as conn:
+        if after is not None:
+            query = query.where(tuple_(pe.c.created, pe.c.first_received_at, pe.c.provider_event_id) > _after(after))
+        query = query.order_by(pe.c.created, pe.c.first_received_at, pe.c.provider_event_id).limit(limit + 1)
+        async with ctx.db.read() as conn:
             rows = (await conn.execute(query)).all()
-        return {"provider_events": [summary(r) for r in rows]}
+            events = await with_replays(conn, rows[:limit])
+        return {"provider_events": events, "next": _cursor(rows[limit - 1]) if len(rows) > limit else None}
 
     @router.get("/v1/admin/provider-events/{provider_event_id}")
     async def get_provider_event(provider_event_id: ProviderId, authorization: Authorization = None) -> dict[str, Any]:
-        require_roles(ctx.settings, authorization, "support", "admin")
+        require_roles(ctx.settings, authorization, "support", "finance", "admin")
         query = listed.add_columns(
             pe.c.payload,
             func.octet_length(pe.c.raw_body).label("raw_body_bytes"),
             func.encode(func.sha256(pe.c.raw_body), "hex").label("raw_body_sha256"),
         ).where(pe.c.provider_event_id == provider_event_id)
-        async with ctx.db.engine.connect() as conn:
+        async with ctx.db.read() as conn:
             row = (await conn.execute(query)).one_or_none()
-        if row is None:
-            raise Problem(404, "Provider event not found", type="provider-event-not-found")
+            if row is None:
+                raise Problem(404, "Provider event not found", type="provider-event-not-found")
+            [view] = await with_replays(conn, [row])
         # the payload is stored without client secrets; the raw body (which has them) is never served
         return {
-            **summary(row),
+            **view,
             "payload": row.payload,
             "raw_body_bytes": row.raw_body_bytes,
             "raw_body_sha256": row.raw_body_sha256,
