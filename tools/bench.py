@@ -10,7 +10,13 @@ to a JSON file. The emulator delays every webhook by one second, which puts a fl
 webhook-to-paid is therefore reported on its own, from server-side timestamps.
 
 The reference runs while Handshake is not running yet: an idle Handshake costs CPU (consumers and relays poll),
-and on a small machine that would slow the reference down."""
+and on a small machine that would slow the reference down.
+
+With --replicas N (N > 1) Handshake then runs a second time, on a fresh stack, with N replicas of each consumer
+service (order, payment, inventory: N processes each, one database and one consumer group per service, so the
+broker splits each topic's partitions among them), at the same levels; the comparison with one replica, and
+which partitions each replica consumed, is printed and written under "replicas". webhook-ingest consumes no topic
+and stays at one replica (the emulator posts to one address)."""
 
 from __future__ import annotations
 
@@ -28,13 +34,15 @@ import psutil
 from handshake_devstack.stack import EmbeddedStack, StackPorts
 from handshake_devstack.storefront import Storefront
 from handshake_devstack.system import System
-from tools.bench_measure import add_server_times, measure_idle, measure_level, system_pids
+from tools.bench_measure import (add_server_times, consumption, consumption_between, measure_idle, measure_level,
+                                 system_pids)  # fmt: skip
 from tools.bench_reference import run_reference
-from tools.bench_report import print_level, print_summary, ratio
+from tools.bench_report import compare_replicas, print_level, print_replicas, print_summary, ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "tools" / "bench_probe"
 SERVICES = ("order", "payment", "inventory", "webhook-ingest")
+CONSUMER_SERVICES = ("order", "payment", "inventory")
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,6 +57,8 @@ def parse_args() -> argparse.Namespace:
                         help="idle window measuring the system's background CPU and counters")  # fmt: skip
     parser.add_argument("--poll-interval", type=float, default=0.1,
                         help="seconds between a client's status polls (they cost the order service CPU)")  # fmt: skip
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="N > 1: run Handshake again with N replicas of each consumer service and compare")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results.json")
     args = parser.parse_args()
     args.levels = [args.concurrency] if args.concurrency else [int(c) for c in args.levels.split(",") if c.strip()]
@@ -70,13 +80,14 @@ def run_references(args: argparse.Namespace) -> dict[int, dict[str, Any]] | None
     return out
 
 
-def start_handshake() -> tuple[EmbeddedStack, System]:
+def start_handshake(replicas: int = 1) -> tuple[EmbeddedStack, System]:
     stack = EmbeddedStack(ROOT / ".data" / "bench", StackPorts.free())
     pythonpath = os.pathsep.join(p for p in (str(PROBE), os.environ.get("PYTHONPATH", "")) if p)
     system = System(stack, ROOT, recreate_databases=True, extra_env={
         name: {"HANDSHAKE_LOG_LEVEL": "WARNING", "PYTHONPATH": pythonpath} for name in SERVICES
-    })  # fmt: skip
-    print("starting the embedded stack and the four services ...", flush=True)
+    }, replicas={name: replicas for name in CONSUMER_SERVICES})  # fmt: skip
+    scaled = f", {replicas} replicas of {', '.join(CONSUMER_SERVICES)}" if replicas > 1 else ""
+    print(f"starting the embedded stack and the four services{scaled} ...", flush=True)
     try:
         stack.start()
         system.start()
@@ -86,7 +97,9 @@ def start_handshake() -> tuple[EmbeddedStack, System]:
     return stack, system
 
 
-def measure_handshake(args: argparse.Namespace, stack: EmbeddedStack, system: System) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
+def measure_handshake(args: argparse.Namespace, stack: EmbeddedStack, system: System) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    """The idle figures, each level's figures, and per consumer group what each replica consumed during the
+    levels."""
     seed = Storefront(system)
     seed.seed(stock={"HS-MUG": 10**6, "HS-TEE": 10**6, "HS-CAP": 10**6})
     seed.full_checkout([{"sku": "HS-MUG", "quantity": 1}])  # warm-up, not measured
@@ -94,6 +107,7 @@ def measure_handshake(args: argparse.Namespace, stack: EmbeddedStack, system: Sy
     with httpx.Client(timeout=30.0) as http:
         print(f"measuring the idle system for {args.idle_seconds:.0f}s ...", flush=True)
         idle, settled = measure_idle(stack, system, pids, http, args.idle_seconds)
+        consumed_before = consumption(system, http)
         levels, orders = [], []
         for c in args.levels:
             print(f"Handshake: {args.checkouts} checkouts at concurrency {c} ...", flush=True)
@@ -102,24 +116,31 @@ def measure_handshake(args: argparse.Namespace, stack: EmbeddedStack, system: Sy
                                                    idle=idle, before=settled)  # fmt: skip
             levels.append(figures)
             orders.append(done)
+        consumed = consumption_between(consumed_before, consumption(system, http))
         for figures, done in zip(levels, orders):
             add_server_times(figures, system, http, done)
     idle_figures = {
         "cpu_ms_per_second_by_process": {k.split(".", 1)[1]: round(v, 1) for k, v in idle.items() if k.startswith("cpu_ms.")},
         "counts_per_second": {k: round(v, 2) for k, v in sorted(idle.items()) if not k.startswith("cpu_ms.") and v},
     }  # fmt: skip
-    return idle_figures, levels
+    return idle_figures, levels, consumed
+
+
+def run_handshake(args: argparse.Namespace, replicas: int) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    stack, system = start_handshake(replicas)
+    try:
+        return measure_handshake(args, stack, system)
+    finally:
+        system.stop()
+        stack.stop()
 
 
 def main() -> int:
     args = parse_args()
     references = run_references(args)
-    stack, system = start_handshake()
-    try:
-        idle, measured = measure_handshake(args, stack, system)
-    finally:
-        system.stop()
-        stack.stop()
+    idle, measured, consumed = run_handshake(args, 1)
+    # a fresh stack for the second run: the broker's memory and the databases start as empty as the first's
+    scaled = run_handshake(args, args.replicas) if args.replicas > 1 else None
 
     levels = []
     for figures in measured:
@@ -132,14 +153,20 @@ def main() -> int:
         "machine": {"cpus": psutil.cpu_count(), "python": platform.python_version()},
         "handshake_idle": idle,
         "levels": levels,
+        "consumer_groups": consumed,
     }
+    if scaled is not None:
+        results["replicas"] = compare_replicas(args.replicas, (idle, measured, consumed), scaled)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     for level in levels:
         print_level(level)
     print(f"\nHandshake idle, CPU ms per second: {idle['cpu_ms_per_second_by_process']}")
     print_summary(levels)
+    if scaled is not None:
+        print_replicas(results["replicas"])
     print(f"\nwritten to {args.out}")
-    return 0 if not any(level["handshake"]["failed"] for level in levels) else 1
+    failed = [level["failed"] for level in measured + (scaled[1] if scaled is not None else [])]
+    return 0 if not any(failed) else 1
 
 
 if __name__ == "__main__":

@@ -100,19 +100,68 @@ ZERO_LABELS = {
 
 
 def metric_counts(system: System, http: httpx.Client) -> dict[str, float]:
+    """Summed over a service's replicas: a checkout's cost does not depend on which replica did the work."""
     out: dict[str, float] = {}
     for service in SERVICES:
-        text = http.get(system.url(service) + "/metrics").text
-        for family in text_string_to_metric_families(text):
-            name_of = METRICS.get(family.name)
-            if name_of is None:
-                continue
-            for labels in ZERO_LABELS.get(family.name, []):
-                out.setdefault(f"{name_of(service, labels)}.{service}", 0.0)
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    key = f"{name_of(service, sample.labels)}.{service}"
-                    out[key] = out.get(key, 0.0) + sample.value
+        for url in system.urls(service):
+            text = http.get(url + "/metrics").text
+            for family in text_string_to_metric_families(text):
+                name_of = METRICS.get(family.name)
+                if name_of is None:
+                    continue
+                for labels in ZERO_LABELS.get(family.name, []):
+                    out.setdefault(f"{name_of(service, labels)}.{service}", 0.0)
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        key = f"{name_of(service, sample.labels)}.{service}"
+                        out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+# (consumer group, replica process) -> events the replica's consumer handled, records it fetched per partition
+Consumption = dict[tuple[str, str], dict[str, Any]]
+
+
+def consumption(system: System, http: httpx.Client) -> Consumption:
+    """What each replica's consumers took so far: the service's own count of events handled and the bench
+    probe's records fetched per partition, which shows how the broker split a group's partitions."""
+    out: Consumption = {}
+    for service in SERVICES:
+        for i, url in enumerate(system.urls(service)):
+            process = System.replica_name(service, i)
+            for family in text_string_to_metric_families(http.get(url + "/metrics").text):
+                for sample in family.samples:
+                    if sample.name == "handshake_events_consumed_total":
+                        row = out.setdefault((sample.labels["consumer"], process), {"events": 0.0, "fetched": {}})
+                        row["events"] += sample.value
+                    elif sample.name == "handshake_bench_kafka_records_fetched_total":
+                        row = out.setdefault((sample.labels["group"], process), {"events": 0.0, "fetched": {}})
+                        partition = f"{sample.labels['topic']}:{sample.labels['partition']}"
+                        row["fetched"][partition] = row["fetched"].get(partition, 0.0) + sample.value
+    return out
+
+
+def consumption_between(before: Consumption, after: Consumption) -> dict[str, dict[str, Any]]:
+    """Per consumer group and replica: events handled and the partitions it fetched records from between two
+    readings (the measured levels, after the group has settled)."""
+    out: dict[str, dict[str, Any]] = {}
+    for (group, process), row in sorted(after.items()):
+        was = before.get((group, process), {"events": 0.0, "fetched": {}})
+        fetched = {p: n - was["fetched"].get(p, 0.0) for p, n in row["fetched"].items()}
+        out.setdefault(group, {})[process] = {
+            "events_consumed": round(row["events"] - was["events"]),
+            "partitions": sorted((p for p, n in fetched.items() if n > 0), key=lambda p: (p.rsplit(":", 1)[0], int(p.rsplit(":", 1)[1]))),
+            "records_fetched": round(sum(fetched.values())),
+        }  # fmt: skip
+    return out
+
+
+def by_service(per_process: dict[str, float]) -> dict[str, float]:
+    """Figures per process summed over a service's replicas ("order#1" is order's second replica)."""
+    out: dict[str, float] = {}
+    for process, value in per_process.items():
+        service = process.split("#", 1)[0]
+        out[service] = out.get(service, 0.0) + value
     return out
 
 
@@ -265,6 +314,7 @@ def measure_level(stack: EmbeddedStack, system: System, pids: dict[str, int], ht
         "cpu_ms_per_checkout": round(cpu_used * 1000 / max(ok, 1), 1),
         "checkouts_per_core_second": round(ok / cpu_used, 1) if cpu_used else None,
         "cpu_ms_per_checkout_by_process": {n: round(v * 1000 / max(ok, 1), 1) for n, v in per_process.items()},
+        "cpu_ms_per_checkout_by_service": {n: round(v * 1000 / max(ok, 1), 1) for n, v in by_service(per_process).items()},
         # what the idle system would have spent over the same wall time: at low load it is much of the figure
         "cpu_ms_per_checkout_idle_background": round(
             sum(v for k, v in idle.items() if k.startswith("cpu_ms.")) * outcome.wall_seconds / max(ok, 1), 1

@@ -88,3 +88,72 @@ def print_summary(levels: list[dict[str, Any]]) -> None:
         print(f"{hs['concurrency']:>4}{hs['cpu_ms_per_checkout']:>11.1f}{ref.get('system_cpu_ms_per_order', '-'):>12}"
               f"{r if r is not None else '-':>8}{hs['throughput_orders_per_second']:>10.2f}"
               f"{ref.get('orders_per_s', '-'):>11}{hs.get('webhook_to_paid', {}).get('p99_ms', '-'):>12}")  # fmt: skip
+
+
+Run = tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]  # idle, levels, consumer groups
+
+
+def compare_replicas(n: int, one: Run, many: Run) -> dict[str, Any]:
+    """One replica of each consumer service against n, level by level: throughput, CPU per checkout (all
+    processes, and per service summed over its replicas), and who consumed what."""
+    (idle_1, levels_1, groups_1), (idle_n, levels_n, groups_n) = one, many
+    k1, kn = "1", str(n)
+
+    def both(a: Any, b: Any) -> dict[str, Any]:
+        return {k1: a, kn: b}
+
+    def idle_total(idle: dict[str, Any]) -> float:
+        return round(sum(idle["cpu_ms_per_second_by_process"].values()), 1)
+
+    rows = []
+    for a, b in zip(levels_1, levels_n):
+        sa, sb = a["cpu_ms_per_checkout_by_service"], b["cpu_ms_per_checkout_by_service"]
+        rows.append({
+            "concurrency": a["concurrency"],
+            "completed": both(a["completed"], b["completed"]),
+            "failed": both(a["failed"], b["failed"]),
+            "orders_per_second": both(a["throughput_orders_per_second"], b["throughput_orders_per_second"]),
+            "throughput_ratio": _over(b["throughput_orders_per_second"], a["throughput_orders_per_second"]),
+            "cpu_ms_per_checkout": both(a["cpu_ms_per_checkout"], b["cpu_ms_per_checkout"]),
+            "cpu_ratio": _over(b["cpu_ms_per_checkout"], a["cpu_ms_per_checkout"]),
+            "cpu_ms_per_checkout_by_service": {s: both(sa.get(s), sb.get(s)) for s in dict.fromkeys([*sa, *sb])},
+            "end_to_end_client_p50_ms": both(a["end_to_end_client"].get("p50_ms"), b["end_to_end_client"].get("p50_ms")),
+            "end_to_end_client_p95_ms": both(a["end_to_end_client"].get("p95_ms"), b["end_to_end_client"].get("p95_ms")),
+        })  # fmt: skip
+    return {
+        "replicas": [1, n],
+        "idle_cpu_ms_per_second": both(idle_total(idle_1), idle_total(idle_n)),
+        "levels": rows,
+        "consumer_groups": both(groups_1, groups_n),
+        # everything the bench measured of the scaled system, as "levels" holds it for one replica
+        "scaled": {"handshake_idle": idle_n, "levels": levels_n},
+    }
+
+
+def _over(a: float, b: float) -> float | None:
+    return round(a / b, 2) if b else None
+
+
+def print_replicas(comparison: dict[str, Any]) -> None:
+    n = comparison["replicas"][1]
+    k1, kn = "1", str(n)
+    print(f"\n=== 1 replica against {n} of each consumer service (order, payment, inventory) ===")
+    print(f"{'c':>4}{'ord/s x1':>10}{f'ord/s x{n}':>10}{'ratio':>7}{'cpu ms x1':>11}{f'cpu ms x{n}':>11}{'ratio':>7}"
+          f"{'e2e p50 x1':>12}{f'e2e p50 x{n}':>12}")  # fmt: skip
+    for row in comparison["levels"]:
+        tp, cpu, e2e = row["orders_per_second"], row["cpu_ms_per_checkout"], row["end_to_end_client_p50_ms"]
+        print(f"{row['concurrency']:>4}{tp[k1]:>10.2f}{tp[kn]:>10.2f}{row['throughput_ratio'] or '-':>7}"
+              f"{cpu[k1]:>11.1f}{cpu[kn]:>11.1f}{row['cpu_ratio'] or '-':>7}{e2e[k1] or '-':>12}{e2e[kn] or '-':>12}")  # fmt: skip
+        if row["failed"][k1] or row["failed"][kn]:
+            print(f"     failed: {row['failed']}")
+        per = ", ".join(f"{s} {v[k1]} -> {v[kn]}" for s, v in row["cpu_ms_per_checkout_by_service"].items())
+        print(f"     CPU ms per checkout by service, 1 -> {n}: {per}")
+    idle = comparison["idle_cpu_ms_per_second"]
+    print(f"idle system, CPU ms per second: {idle[k1]} with 1, {idle[kn]} with {n}")
+    print(f"with {n} replicas, per consumer group: events each replica handled during the levels [partitions it fetched]")
+    for group, replicas in comparison["consumer_groups"][kn].items():
+        parts = "; ".join(
+            f"{process} {row['events_consumed']} [{', '.join(p.rsplit(':', 1)[1] for p in row['partitions'])}]"
+            for process, row in replicas.items()
+        )
+        print(f"  {group:26}{parts}")

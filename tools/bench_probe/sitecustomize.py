@@ -1,7 +1,8 @@
 """Loaded only into the services `make bench` starts (it puts this folder on their PYTHONPATH).
 
 PostgreSQL here has no pg_stat_statements, the services count no SQL, HTTP requests or Kafka offset
-commits of their own, and faststream commits offsets inside its own code: these counters count them at
+commits of their own, faststream commits offsets inside its own code, and the embedded broker describes a
+group's members without their partitions: these counters count them (and records fetched per partition) at
 the client libraries instead, without touching the services. They are exposed on each service's
 /metrics through the default registry. Each counts one call in Python, small next to what it counts."""
 
@@ -73,6 +74,21 @@ def _install() -> None:
         return await original_commit(self, *args, **kw)
 
     aiokafka.AIOKafkaConsumer.commit = commit
+
+    # which partitions a replica's consumers were given: the broker splits them among a group's members
+    fetched = Counter(
+        "handshake_bench_kafka_records_fetched_total", "Kafka records fetched, by consumer group, topic and partition",
+        ["group", "topic", "partition"],
+    )  # fmt: skip
+    original_getmany = aiokafka.AIOKafkaConsumer.getmany
+
+    async def getmany(self, *partitions, **kw):  # type: ignore[no-untyped-def]
+        batches = await original_getmany(self, *partitions, **kw)
+        for tp, records in batches.items():
+            fetched.labels(self._group_id or "", tp.topic, str(tp.partition)).inc(len(records))
+        return batches
+
+    aiokafka.AIOKafkaConsumer.getmany = getmany
 
     import fastapi
 
