@@ -186,7 +186,7 @@ async def test_redriving_a_message_that_was_applied_before_applies_nothing(setti
 
 @pytest.mark.parametrize(
     ("service", "own_jobs"),
-    [("order", set()), ("payment", {"reconciliation_runs"}), ("inventory", set()),
+    [("order", set()), ("payment", {"reconciliation_runs", "idempotency_keys"}), ("inventory", set()),
      ("webhook_ingest", {"provider_events_scrub", "provider_event_gap_scans"})],
 )  # fmt: skip
 def test_every_service_mounts_the_dead_letter_routes_and_runs_retention_over_its_tables(service: str, own_jobs: set[str]) -> None:
