@@ -11,19 +11,20 @@ was applied already: the redrive then runs nothing and says so."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import structlog
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import StringConstraints, ValidationError
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import LargeBinary, Select, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_shared import metrics
-from handshake_shared.admin_api import ReasonRequest, staff_with
-from handshake_shared.auth import Principal
+from handshake_shared.admin_api import Authorization, ReasonRequest, staff_with
+from handshake_shared.auth import Principal, require_roles
 from handshake_shared.consumer import EventConsumer, claim, is_infrastructure_error
 from handshake_shared.db import MessagingTables, describe_error
 from handshake_shared.envelope import EnvelopeError, parse_event
@@ -93,6 +94,21 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
 
     admin = staff_with(runtime.settings, "admin")
 
+    def lister(request: Request, authorization: Authorization = None) -> Principal:
+        # every dead letter is for admins; those of one order also for the staff who answer for that order
+        # (payloads are never shown)
+        roles = ("admin",) if request.query_params.get("order_id") is None else ("support", "finance", "admin")
+        return require_roles(runtime.settings, authorization, *roles)
+
+    # "payload names the order": the order id's bytes anywhere in the stored message (the envelope's subject and
+    # correlation id, the data's order_id, a provider object's metadata), so a message that is not even an
+    # event is found too. Dead letters are few (they alert, and retention removes resolved ones), so a scan of
+    # those not keyed by the order costs little; most are found by their key, which is the order id.
+    def names_order(order_id: str) -> Any:
+        return text(f"position(CAST(:dl_order_id AS bytea) IN {dl.name}.payload) > 0").bindparams(
+            bindparam("dl_order_id", order_id.encode(), type_=LargeBinary)
+        )
+
     def listing() -> Select[Any]:
         return select(
             dl.c.id, dl.c.consumer, dl.c.topic, dl.c.partition, dl.c.kafka_offset, dl.c.message_key, dl.c.event_id,
@@ -102,8 +118,9 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
 
     @router.get("")
     async def list_dead_letters(
-        _: Principal = Depends(admin),  # noqa: B008 - a local dependency
+        _: Principal = Depends(lister),  # noqa: B008 - a local dependency
         status: Literal["open", "redriven", "discarded", "all"] = "open",
+        order_id: Annotated[uuid.UUID | None, Query(description="those whose key, envelope or payload names the order")] = None,
         consumer: Annotated[FilterText | None, Query()] = None,
         topic: Annotated[FilterText | None, Query()] = None,
         event_type: Annotated[FilterText | None, Query()] = None,
@@ -122,6 +139,8 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
         for column, value in ((dl.c.consumer, consumer), (dl.c.topic, topic), (dl.c.event_type, event_type)):
             if value is not None:
                 query = query.where(column == value)
+        if order_id is not None:
+            query = query.where(or_(dl.c.message_key == str(order_id), names_order(str(order_id))))
         if before_id is not None:
             query = query.where(dl.c.id < before_id)
         async with runtime.db.read() as conn:
