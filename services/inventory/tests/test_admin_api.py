@@ -130,6 +130,12 @@ async def test_support_sees_a_reservations_state_history_and_the_units_behind_ea
     mug = (await client.get("/v1/admin/stock/MUG")).json()
     assert (mug["available"], mug["reserved"], mug["sold"]) == (3, 0, 0)
 
+    # finance, checking a refund with restock, reads the same answer
+    finance = {"Authorization": f"Bearer {issue_token(settings, 'fin', ['finance'])}"}
+    seen_by_finance = await client.get(f"/v1/admin/reservations/{order_id}", headers=finance)
+    assert seen_by_finance.status_code == 200 and seen_by_finance.json() == body
+    assert body["expires_at"] and body["lines"] == [{"sku": "MUG", "quantity": 2}]
+
     customer = {"Authorization": f"Bearer {issue_token(settings, 'carol', [])}"}
     assert (await client.get(f"/v1/admin/reservations/{order_id}", headers=customer)).status_code == 403
     assert (await client.get("/v1/admin/stock/MUG", headers=support)).status_code == 403  # stock stays admin-only

@@ -127,8 +127,9 @@ def build_router(ctx: InventoryContext) -> APIRouter:
     async def get_reservation(
         order_id: Annotated[str, Path(min_length=1, max_length=200, pattern=PRINTABLE)], authorization: Authorization = None
     ) -> dict[str, Any]:
-        # read-only, so support may look too: "why was this order not shipped / where did the units go"
-        require_roles(ctx.settings, authorization, "admin", "support")
+        # read-only, so support and finance may look too: "why was this order not shipped / where did the units
+        # go", "was the refunded order restocked"
+        require_roles(ctx.settings, authorization, "admin", "support", "finance")
         async with ctx.db.engine.connect() as conn:
             reservation = await repo.find_reservation(conn, order_id)
             if reservation is None:
