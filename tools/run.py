@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from handshake_devstack.console import ConsoleProcess
 from handshake_devstack.processes import free_port, port_open
 from handshake_devstack.stack import EmbeddedStack, StackPorts
 from handshake_devstack.storefront import Storefront
@@ -15,7 +16,8 @@ from handshake_devstack.system import SERVICES, System
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PORTS = {"postgres": 55433, "kafka": 59093, "stripe": 58420,
-                 "order": 8001, "payment": 8002, "inventory": 8003, "webhook-ingest": 8004}  # fmt: skip
+                 "order": 8001, "payment": 8002, "inventory": 8003, "webhook-ingest": 8004,
+                 "console": 8005, "identity": 8006}  # fmt: skip
 
 
 def port(name: str) -> int:
@@ -31,6 +33,7 @@ def main() -> int:
     data = ROOT / ".data" / "run"
     stack = EmbeddedStack(data, StackPorts(port("postgres"), port("kafka"), port("stripe")))
     system = System(stack, ROOT, ports={s.name: port(s.name) for s in SERVICES}, recreate_databases=True)
+    console = ConsoleProcess(system, port=port("console"), identity_port=port("identity"))
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -46,6 +49,8 @@ def main() -> int:
         stack.start()
         say("Starting order, payment, inventory and webhook-ingest (migrations run on start) ...")
         system.start()
+        say("Starting the operations console and the development sign-in ...")
+        console.start()
         shop = Storefront(system)
         shop.seed()
         say()
@@ -58,6 +63,8 @@ def main() -> int:
         say(f"  {'stripe':<15} {stack.stripe.api_base}   (emulator)")
         say(f"  logs            {stack.logs}")
         say(f"  admin token     {shop.admin_token}")
+        say(f"  {'console':<15} {console.url}   ({console.sign_in_hint})")
+        say(f"  {'sign-in (dev)':<15} {console.identity.url}   (development OIDC issuer)")
         say()
         say("Demo checkout: 2 x HS-MUG + 1 x HS-TEE to DE with coupon WELCOME10, paid with card 4242 ...")
         started = time.monotonic()
@@ -82,6 +89,9 @@ def main() -> int:
                 if not process.running:
                     say(f"{name} exited unexpectedly; see {process.log_path}")
                     return 1
+            if not console.running:
+                say(f"console exited unexpectedly; see {system.logs / 'console.log'}")
+                return 1
             time.sleep(1)
     except KeyboardInterrupt:
         say("\nStopping ...")
@@ -90,6 +100,7 @@ def main() -> int:
         # a second Ctrl-C must not abandon the orderly stop half-way
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        console.stop()
         system.stop()
         stack.stop()
         say("Stopped: no Handshake process is left running.")

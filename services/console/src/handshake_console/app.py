@@ -435,7 +435,7 @@ async def _order_panels(console: Console, token: str, oid: str) -> dict[str, Any
         "order": b.get("order", f"/v1/admin/orders/{oid}", token),
         "payments": b.get("payment", f"/v1/admin/orders/{oid}/payments", token, params={"live": "true"}),
         "webhooks": b.get("webhook-ingest", "/v1/admin/provider-events", token, params={"order_id": oid}),
-        "reservation": b.get("inventory", f"/reservations/{oid}", token),
+        "reservation": b.get("inventory", f"/v1/admin/reservations/{oid}", token),
         "reconciliation": b.get("payment", "/v1/admin/reconciliation-runs", token, params={"order_id": oid}),
         "events": b.get("order", f"/v1/admin/orders/{oid}/events", token),
         **{f"dead_letters:{s}": b.get(s, "/v1/admin/dead-letters", token, params={"order_id": oid, "status": "all"})

@@ -218,7 +218,7 @@ class Commands:
     async def cmd_approvals(self, args: argparse.Namespace) -> None:
         data = checked(await self.b.get("order", "/v1/admin/refund-approvals", self.token, params={"state": args.state}))
         items = data.get("refund_approvals") or data.get("approvals") or data.get("items") or []
-        rows = [f"{a.get('id')}  {a.get('order_id')}  {a.get('amount')} {a.get('currency')}  by {a.get('requested_by')}: "
+        rows = [f"{a.get('approval_id') or a.get('id')}  {a.get('order_id')}  {a.get('amount')} {a.get('currency')}  by {a.get('requested_by')}: "
                 f"{a.get('reason')}" for a in items]  # fmt: skip
         self.out(data, "\n".join(rows) or f"no {args.state} approvals")
 
