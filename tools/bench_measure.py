@@ -65,6 +65,12 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def busy_seconds(before: Any, after: Any) -> float:
+    """CPU seconds the whole machine was busy between two psutil.cpu_times() readings."""
+    idle = ("idle", "iowait", "steal", "guest", "guest_nice")  # guest time is counted in user already
+    return sum(getattr(after, f) - getattr(before, f) for f in after._fields if f not in idle)
+
+
 def database_counts(stack: EmbeddedStack, system: System) -> dict[str, float]:
     """Transactions and new sessions of each service database, from pg_stat_database."""
     names = {url.rsplit("/", 1)[1]: service for service, url in system.database_urls.items()}
@@ -292,9 +298,9 @@ def measure_level(stack: EmbeddedStack, system: System, pids: dict[str, int], ht
                   before: Snapshot) -> tuple[dict[str, Any], Snapshot, list[dict[str, Any]]]:  # fmt: skip
     """One level: `before` is a settled snapshot; returns the figures, the settled snapshot after and the
     orders, whose server-side times are read once every level is done (add_server_times)."""
-    cpu_before = cpu_seconds(pids)
+    cpu_before, machine_before = cpu_seconds(pids), psutil.cpu_times()
     outcome = drive(system, checkouts, concurrency, poll_interval)
-    cpu_after = cpu_seconds(pids)
+    cpu_after, machine_after = cpu_seconds(pids), psutil.cpu_times()
     time.sleep(STATS_FLUSH_SECONDS)
     after = snapshot(stack, system, pids, http)
 
@@ -315,6 +321,11 @@ def measure_level(stack: EmbeddedStack, system: System, pids: dict[str, int], ht
         "checkouts_per_core_second": round(ok / cpu_used, 1) if cpu_used else None,
         "cpu_ms_per_checkout_by_process": {n: round(v * 1000 / max(ok, 1), 1) for n, v in per_process.items()},
         "cpu_ms_per_checkout_by_service": {n: round(v * 1000 / max(ok, 1), 1) for n, v in by_service(per_process).items()},
+        # cores busy during the run: the system's own processes, and the whole machine (the driver, the emulator
+        # and whatever else runs on it); on a shared machine the difference says how much the level competed for
+        "cores_busy": {"handshake": round(cpu_used / outcome.wall_seconds, 2),
+                       "machine": round(busy_seconds(machine_before, machine_after) / outcome.wall_seconds, 2),
+                       "of": psutil.cpu_count()},  # fmt: skip
         # what the idle system would have spent over the same wall time: at low load it is much of the figure
         "cpu_ms_per_checkout_idle_background": round(
             sum(v for k, v in idle.items() if k.startswith("cpu_ms.")) * outcome.wall_seconds / max(ok, 1), 1

@@ -53,6 +53,9 @@ def print_level(level: dict[str, Any]) -> None:
           f"{ref['system_cpu_ms_per_order'] if ref_ok else '-':>12}")  # fmt: skip
     print(f"{'orders/s':36}{hs['throughput_orders_per_second']:>12.2f}{ref['orders_per_s'] if ref_ok else '-':>12}")
     print(f"{'  of which the idle background':36}{hs['cpu_ms_per_checkout_idle_background']:>12.1f}")
+    if cores := hs.get("cores_busy"):
+        print(f"cores busy during the run: Handshake {cores['handshake']}, the whole machine {cores['machine']} "
+              f"of {cores['of']}")  # fmt: skip
     print(f"ratio Handshake / reference (CPU per checkout): {r if r is not None else 'unavailable'}")
     if ref is not None and not ref_ok:
         print(f"reference: {ref['error']}")
@@ -117,6 +120,7 @@ def compare_replicas(n: int, one: Run, many: Run) -> dict[str, Any]:
             "cpu_ms_per_checkout": both(a["cpu_ms_per_checkout"], b["cpu_ms_per_checkout"]),
             "cpu_ratio": _over(b["cpu_ms_per_checkout"], a["cpu_ms_per_checkout"]),
             "cpu_ms_per_checkout_by_service": {s: both(sa.get(s), sb.get(s)) for s in dict.fromkeys([*sa, *sb])},
+            "cores_busy": both(a.get("cores_busy"), b.get("cores_busy")),
             "end_to_end_client_p50_ms": both(a["end_to_end_client"].get("p50_ms"), b["end_to_end_client"].get("p50_ms")),
             "end_to_end_client_p95_ms": both(a["end_to_end_client"].get("p95_ms"), b["end_to_end_client"].get("p95_ms")),
         })  # fmt: skip
@@ -148,6 +152,10 @@ def print_replicas(comparison: dict[str, Any]) -> None:
             print(f"     failed: {row['failed']}")
         per = ", ".join(f"{s} {v[k1]} -> {v[kn]}" for s, v in row["cpu_ms_per_checkout_by_service"].items())
         print(f"     CPU ms per checkout by service, 1 -> {n}: {per}")
+        cores = row.get("cores_busy") or {}
+        if cores.get(k1) and cores.get(kn):
+            print(f"     cores busy, Handshake / whole machine: {cores[k1]['handshake']} / {cores[k1]['machine']} with 1, "
+                  f"{cores[kn]['handshake']} / {cores[kn]['machine']} with {n} (of {cores[kn]['of']})")
     idle = comparison["idle_cpu_ms_per_second"]
     print(f"idle system, CPU ms per second: {idle[k1]} with 1, {idle[kn]} with {n}")
     print(f"with {n} replicas, per consumer group: events each replica handled during the levels [partitions it fetched]")
