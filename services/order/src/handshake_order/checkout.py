@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from handshake_order import repository as repo
 from handshake_order import idempotency as idem
 from handshake_order.db import coupon_redemptions, coupons, orders, products, shipping_rates, tax_rates
+from handshake_order.domain.operations import MAX_EMAIL_LENGTH, normalize_email, reference_of
 from handshake_order.domain.holds import HOLDING_STATES, Hold, wait_before_holding
 from handshake_order.domain.pricing import (
     MAX_LINE_QUANTITY,
@@ -62,6 +63,18 @@ class CheckoutRequest(BaseModel):
     region: str = Field(min_length=2, max_length=16, pattern=PRINTABLE)
     shipping_method: str = Field(min_length=1, max_length=32, pattern=PRINTABLE)
     coupon_code: str | None = Field(default=None, max_length=64, pattern=PRINTABLE)
+    email: str | None = Field(default=None, max_length=MAX_EMAIL_LENGTH, pattern=PRINTABLE,
+                              description="where the customer can be reached; stored lowercased, never published")
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_email(value)
+
+    def fingerprint(self) -> str:
+        # a checkout without an email hashes as it did before the field existed, so a retry across the
+        # release that added it is still answered from its stored checkout
+        return idem.fingerprint("checkout", self.model_dump(mode="json", exclude={"email"} if self.email is None else None))
 
 
 async def quote(conn: AsyncConnection, req: CheckoutRequest, *, max_units: int) -> PriceSnapshot:
@@ -186,7 +199,7 @@ class Checkout:
         key is scoped by its Guest-Session secret: another browser sending the same key and body gets an order
         of its own. A guest's order holds its stock briefly until the payment session is opened."""
         scope = f"customer:{principal.subject}" if principal else guest_scope(guest_session)
-        request_hash = idem.fingerprint("checkout", req)
+        request_hash = req.fingerprint()
         async with self.db.transaction() as conn:
             stored = await idem.claim(conn, scope=scope, key=idempotency_key, request_hash=request_hash, command="checkout")
             if stored is not None:
@@ -218,6 +231,7 @@ class Checkout:
                     holder=holder,
                     units=units,
                     hold_seconds=hold_seconds,
+                    contact_email=req.email,
                 )
             )
             if snapshot.coupon_code:
@@ -237,6 +251,7 @@ class Checkout:
             )
             body: dict[str, Any] = {
                 "order_id": str(order_id),
+                "reference": reference_of(order_id),
                 "state": OrderState.DRAFT.value,
                 "total": snapshot.total,
                 "currency": snapshot.currency,

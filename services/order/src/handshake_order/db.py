@@ -103,6 +103,8 @@ orders = Table(
     # with the same version saw the same order. Not derived from updated_at: now() is the transaction's start
     # time, so two changes can carry the same or even an earlier timestamp than the one before them.
     Column("version", BigInteger, nullable=False, server_default=text("1")),
+    # what the customer gave to be reached at (lowercased, so staff find it however it was typed): personal data
+    Column("contact_email", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("total >= 0", name="total_non_negative"),
@@ -115,6 +117,13 @@ orders = Table(
 )
 Index("ix_orders_customer", orders.c.customer_id, orders.c.created_at)
 Index("ix_orders_state_updated", orders.c.state, orders.c.updated_at)
+# staff search (search.py) pages newest first by (created_at, id); a reference is a range of ids (the primary key)
+Index("ix_orders_created", orders.c.created_at, orders.c.id)
+Index("ix_orders_contact_email", orders.c.contact_email, orders.c.created_at,
+      postgresql_where=orders.c.contact_email.isnot(None))
+Index("ix_orders_payment_intent", orders.c.payment_intent_id, postgresql_where=orders.c.payment_intent_id.isnot(None))
+# one order's events in the order they were written (GET /v1/admin/orders/{id}/events, the resend)
+Index("ix_outbox_message_key", messaging.outbox.c.message_key, messaging.outbox.c.id)
 # the checkout's held-units check reads only a holder's unpaid orders
 Index("ix_orders_holder_holding", orders.c.holder, postgresql_where=text("state IN ('draft', 'payment_pending', 'payment_failed')"))
 
@@ -179,6 +188,8 @@ refunds = Table(
     Column("requested_role", String(16), nullable=True),
     Column("state", String(16), nullable=False),
     Column("provider_refund_id", Text, nullable=True),
+    # four eyes: who approved a refund that support asked for above its limit (requested_by is who asked)
+    Column("approved_by", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("amount > 0", name="amount_positive"),
@@ -217,3 +228,30 @@ catalogue_changes = Table(
     "before, after), in the transaction that wrote it.",
 )
 Index("ix_catalogue_changes_item", catalogue_changes.c.kind, catalogue_changes.c.key, catalogue_changes.c.id)
+
+refund_approvals = Table(
+    "refund_approvals",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("order_id", UUID(as_uuid=True), ForeignKey("orders.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("restock", Boolean, nullable=False),
+    Column("requested_by", Text, nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("state", String(16), nullable=False, server_default=text("'pending'")),
+    Column("decided_by", Text, nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("decision_reason", Text, nullable=True),
+    # the refund an approval issued, through the same path as any staff refund
+    Column("refund_id", UUID(as_uuid=True), ForeignKey("refunds.id"), nullable=True),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("state IN ('pending', 'approved', 'rejected')", name="state_known"),
+    CheckConstraint("(state = 'pending') = (decided_by IS NULL)", name="decided_when_not_pending"),
+    CheckConstraint("(state = 'approved') = (refund_id IS NOT NULL)", name="approved_has_refund"),
+    comment="Refunds support asked for above its limit, waiting for a second person (finance): who asked, who "
+    "decided, when, why, and the refund an approval issued.",
+)
+Index("ix_refund_approvals_state", refund_approvals.c.state, refund_approvals.c.requested_at, refund_approvals.c.id)
+Index("ix_refund_approvals_order", refund_approvals.c.order_id)
