@@ -16,9 +16,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from handshake_order import announcements
+from handshake_order import approvals
 from handshake_order import idempotency as idem
 from handshake_order import repository as repo
+from handshake_order.search import BadCursor, OrderSearch, search
 from handshake_order.changes import OrderChanges
+from handshake_order.domain import operations as ops
 from handshake_order.domain import saga
 from handshake_order.domain.states import OrderState
 from handshake_order.checkout import PRINTABLE, Checkout, CheckoutRequest, pricing_problem, quote, token_hash
@@ -126,6 +130,33 @@ class RefundIn(BaseModel):
     amount: int = Field(gt=0, le=MAX_AMOUNT, description="minor units")
     reason: str = Field(min_length=3, max_length=500, pattern=PRINTABLE)
     restock: bool = False
+    request_approval: bool = Field(default=False, description="support above its limit: ask finance to approve "
+                                   "instead of being refused (202 with the pending approval)")
+
+    def idempotency_view(self) -> dict[str, Any]:
+        # without the flag it hashes as before the flag existed: a retry across the release keeps its answer
+        return self.model_dump(mode="json", exclude=None if self.request_approval else {"request_approval"})
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field(min_length=3, max_length=2000, pattern=PRINTABLE)
+
+
+class CloseReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: OrderState
+    reason: str = Field(min_length=3, max_length=500, pattern=PRINTABLE)
+
+
+class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=3, max_length=500, pattern=PRINTABLE)
+
+
+class _NeedsApproval(Exception):
+    """Support asked above its limit with request_approval: the refund transaction rolls back and an approval
+    request is recorded instead."""
 
 
 # states a person may set by hand; money-moving states are reached only through the saga
@@ -215,6 +246,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
     def order_body(order: Any, events: list[dict[str, Any]] | None) -> dict[str, Any]:
         body = {
             "order_id": str(order.id),
+            "reference": ops.reference_of(order.id),
             "state": order.state,
             "version": order.version,
             "total": order.total,
@@ -328,7 +360,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
 
     async def command(
         order_id: uuid.UUID, decide: Any, *, actor: str, scope: str | None = None, key: str | None = None,
-        request: BaseModel | None = None, command_name: str = "", status: int = 200,
+        request: BaseModel | dict[str, Any] | None = None, command_name: str = "", status: int = 200,
         respond: Any = None,
     ) -> JSONResponse:
         """Lock the order, let the saga decide, apply; with a key, answer a retry from the stored response."""
@@ -356,6 +388,35 @@ def build_router(ctx: OrderContext) -> APIRouter:
                 assert scope is not None
                 await idem.store(conn, scope=scope, key=key, status=status, body=body, order_id=order_id)
         return idem.CanonicalJSONResponse(body, status_code=status)
+
+    async def keyed(*, scope: str, key: str, request: BaseModel | dict[str, Any], command_name: str, status: int,
+                    work: Any) -> JSONResponse:  # fmt: skip
+        """A staff action that is not one saga decision, done once per Idempotency-Key: the claim, the work and
+        the stored answer in one transaction (see idempotency.py)."""
+        async with ctx.db.transaction() as conn:
+            stored = await idem.claim(conn, scope=scope, key=key, request_hash=idem.fingerprint(command_name, request),
+                                      command=command_name)  # fmt: skip
+            if stored is not None:
+                return idem.CanonicalJSONResponse(stored[1], status_code=stored[0], headers={"Idempotent-Replayed": "true"})
+            body = await work(conn)
+            await idem.store(conn, scope=scope, key=key, status=status, body=body,
+                             order_id=uuid.UUID(body["order_id"]) if body.get("order_id") else None)  # fmt: skip
+        return idem.CanonicalJSONResponse(body, status_code=status)
+
+    async def locked_order(conn: Any, oid: uuid.UUID) -> Any:
+        row = await repo.lock_order(conn, oid)
+        if row is None:
+            raise Problem(404, "Order not found", type="order-not-found")
+        return row
+
+    def order_id_or_404(order_id: str) -> uuid.UUID:
+        oid = repo.parse_order_id(order_id)
+        if oid is None:
+            raise Problem(404, "Order not found", type="order-not-found")
+        return oid
+
+    def refused_problem(refused: saga.CommandRefused, state: str) -> Problem:
+        return Problem(refused.status, "Not possible in this state", refused.detail, type=refused.code, state=state)
 
     @router.post("/v1/orders/{order_id}/cancel")
     async def cancel_order(
@@ -393,7 +454,10 @@ def build_router(ctx: OrderContext) -> APIRouter:
             body = order_body(row, await repo.timeline(conn, oid))
             body["notes"] = await repo.notes(conn, oid)
             body["refunds"] = await repo.refunds_of(conn, oid)
-        body.update(customer_id=row.customer_id, captured_amount=row.captured_amount, refunded_amount=row.refunded_amount,
+            body["refund_approvals"] = await approvals.of_order(conn, oid)
+            body["audit"] = await repo.staff_audit(conn, oid)
+        body.update(customer_id=row.customer_id, email=row.contact_email, captured_amount=row.captured_amount,
+                    refunded_amount=row.refunded_amount,
                     refund_pending_amount=row.refund_pending_amount, stock_committed=row.stock_committed)  # fmt: skip
         return body
 
@@ -406,12 +470,12 @@ def build_router(ctx: OrderContext) -> APIRouter:
         key = idem.require_key(idempotency_key)
         role = "finance" if principal.has_role("finance") else "support"
         limit = ctx.settings.support_refund_limit
-        if role == "support" and body.amount > limit:
+        if role == "support" and body.amount > limit and not body.request_approval:
             raise Problem(403, "Refund above your limit", f"support may refund up to {limit} per order; ask finance",
                           type="refund-limit-exceeded")  # fmt: skip
-        oid = repo.parse_order_id(order_id)
-        if oid is None:
-            raise Problem(404, "Order not found", type="order-not-found")
+        oid = order_id_or_404(order_id)
+        if role == "support" and body.amount > limit:
+            return await ask_for_approval(oid, body, principal.subject, key)
         refund_id = uuid.uuid4()
 
         async def record(conn: Any, decision: saga.Decision) -> dict[str, Any]:
@@ -424,23 +488,213 @@ def build_router(ctx: OrderContext) -> APIRouter:
                         refunds.c.state.in_(("requested", "succeeded")))
                 )).scalar_one()  # fmt: skip
                 if granted + body.amount > limit:
+                    if body.request_approval:
+                        raise _NeedsApproval
                     raise Problem(403, "Refund above your limit",
                                   f"support may refund up to {limit} per order and {granted} is already refunded or "
                                   "pending; ask finance", type="refund-limit-exceeded",
                                   support_refunded=int(granted))  # fmt: skip
-            await conn.execute(insert(refunds).values(
-                id=refund_id, order_id=oid, amount=body.amount, currency=decision.view.currency, reason=body.reason,
-                restock=body.restock, requested_by=principal.subject, requested_role=role,
-                state="requested"))  # fmt: skip
+            await repo.record_refund(conn, refund_id=refund_id, order_id=oid, amount=body.amount,
+                                     currency=decision.view.currency, reason=body.reason, restock=body.restock,
+                                     requested_by=principal.subject, requested_role=role)  # fmt: skip
             return {"refund_id": str(refund_id), "refund_state": "requested", "amount": body.amount}
 
-        return await command(
-            oid,
-            lambda view: saga.request_refund(view, refund_id=str(refund_id), amount=body.amount, reason=body.reason,
-                                             restock=body.restock, actor=principal.subject),
-            actor=staff_actor(principal.subject), scope=f"staff:{principal.subject}", key=key, request=body,
-            command_name=f"refund:{oid}", status=202, respond=record,
-        )  # fmt: skip
+        try:
+            return await command(
+                oid,
+                lambda view: saga.request_refund(view, refund_id=str(refund_id), amount=body.amount, reason=body.reason,
+                                                 restock=body.restock, actor=principal.subject),
+                actor=staff_actor(principal.subject), scope=f"staff:{principal.subject}", key=key,
+                request=body.idempotency_view(), command_name=f"refund:{oid}", status=202, respond=record,
+            )  # fmt: skip
+        except _NeedsApproval:
+            return await ask_for_approval(oid, body, principal.subject, key)
+
+    async def ask_for_approval(oid: uuid.UUID, body: RefundIn, subject: str, key: str) -> JSONResponse:
+        """Record what support asked for, for finance to approve; answered under the refund's own key and command,
+        so a retry of the request gets this answer back. Nothing moves until someone approves."""
+
+        async def work(conn: Any) -> dict[str, Any]:
+            row = await locked_order(conn, oid)
+            try:  # refused now means refused at approval too: say so at once
+                saga.request_refund(repo.view_of(row), refund_id="check", amount=body.amount, reason=body.reason,
+                                    restock=body.restock, actor=subject)  # fmt: skip
+            except saga.CommandRefused as refused:
+                raise refused_problem(refused, row.state) from None
+            approval_id = await approvals.create(conn, order_id=oid, amount=body.amount, currency=row.currency,
+                                                 reason=body.reason, restock=body.restock, requested_by=subject)  # fmt: skip
+            return {"approval_id": str(approval_id), "state": "pending", "order_id": str(oid), "amount": body.amount}
+
+        return await keyed(scope=f"staff:{subject}", key=key, request=body.idempotency_view(),
+                           command_name=f"refund:{oid}", status=202, work=work)  # fmt: skip
+
+    @router.get("/v1/admin/refund-approvals")
+    async def list_refund_approvals(
+        authorization: Authorization = None,
+        state: Literal["pending", "approved", "rejected"] | None = None,
+        order_id: uuid.UUID | None = None,
+        before: Annotated[str | None, Query(max_length=200, description="the `next` of the previous page")] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> dict[str, Any]:
+        """Newest first."""
+        require_roles(ctx.settings, authorization, "support", "finance", "admin")
+        async with ctx.db.read() as conn:
+            try:
+                return await approvals.listing(conn, state=state, order_id=order_id, before=before, limit=limit)
+            except BadCursor:
+                raise Problem(400, "Bad cursor", "send `before` exactly as a previous page's `next`",
+                              type="bad-cursor") from None
+
+    async def decide_approval(approval_id: str, body: ReasonIn, authorization: str | None, idempotency_key: str | None,
+                              *, approving: bool) -> JSONResponse:  # fmt: skip
+        principal = require_roles(ctx.settings, authorization, "finance")
+        key = idem.require_key(idempotency_key)
+        aid = repo.parse_order_id(approval_id)
+        if aid is None:
+            raise Problem(404, "Approval not found", type="approval-not-found")
+
+        async def work(conn: Any) -> dict[str, Any]:
+            # the approval row is locked first and then the order: two people deciding at once decide once
+            row = await approvals.lock(conn, aid)
+            if row is None:
+                raise Problem(404, "Approval not found", type="approval-not-found")
+            try:
+                ops.may_decide(approvals.view_of(row), principal.subject, approving=approving)
+            except ops.ApprovalRefused as refused:
+                raise Problem(refused.status, "Not possible", refused.detail, type=refused.code, state=row.state) from None
+            if not approving:
+                return approvals.body(await approvals.decide(conn, aid, state="rejected", decided_by=principal.subject,
+                                                             reason=body.reason))  # fmt: skip
+            order = await locked_order(conn, row.order_id)
+            refund_id = uuid.uuid4()
+            try:  # exactly the finance refund: the saga's decision, the ledger row, the order.refund_requested
+                decision = saga.request_refund(repo.view_of(order), refund_id=str(refund_id), amount=row.amount,
+                                               reason=row.reason, restock=row.restock, actor=row.requested_by)  # fmt: skip
+            except saga.CommandRefused as refused:
+                raise refused_problem(refused, order.state) from None
+            # granted under finance's authority, so it does not use up the support limit of the order
+            await repo.record_refund(conn, refund_id=refund_id, order_id=row.order_id, amount=row.amount,
+                                     currency=order.currency, reason=row.reason, restock=row.restock,
+                                     requested_by=row.requested_by, requested_role="finance",
+                                     approved_by=principal.subject)  # fmt: skip
+            await repo.apply(conn, ctx.outbox, decision, actor=staff_actor(principal.subject))
+            decided = await approvals.decide(conn, aid, state="approved", decided_by=principal.subject,
+                                             reason=body.reason, refund_id=refund_id)  # fmt: skip
+            return {**approvals.body(decided), "refund_state": "requested"}
+
+        return await keyed(scope=f"staff:{principal.subject}", key=key, request=body,
+                           command_name=f"{'approve' if approving else 'reject'}:{aid}", status=200, work=work)  # fmt: skip
+
+    @router.post("/v1/admin/refund-approvals/{approval_id}/approve")
+    async def approve_refund(approval_id: str, body: ReasonIn, authorization: Authorization = None,
+                             idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+        return await decide_approval(approval_id, body, authorization, idempotency_key, approving=True)
+
+    @router.post("/v1/admin/refund-approvals/{approval_id}/reject")
+    async def reject_refund(approval_id: str, body: ReasonIn, authorization: Authorization = None,
+                            idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+        return await decide_approval(approval_id, body, authorization, idempotency_key, approving=False)
+
+    @router.get("/v1/admin/orders")
+    async def search_orders(
+        authorization: Authorization = None,
+        order_id: uuid.UUID | None = None,
+        reference: Annotated[str | None, Query(pattern=ops.REFERENCE_PATTERN, description="HS-XXXXXXXX")] = None,
+        customer_id: Annotated[str | None, Query(min_length=1, max_length=255, pattern=PRINTABLE)] = None,
+        email: Annotated[str | None, Query(min_length=1, max_length=ops.MAX_EMAIL_LENGTH, pattern=PRINTABLE)] = None,
+        payment_intent_id: Annotated[str | None, Query(min_length=1, max_length=255, pattern=PRINTABLE)] = None,
+        state: Annotated[list[OrderState] | None, Query(max_length=len(OrderState))] = None,
+        stuck_older_than_minutes: Annotated[int | None, Query(ge=1, le=525_600, description="unchanged for longer, "
+                                                              "and in a state that waits for something")] = None,
+        before: Annotated[str | None, Query(max_length=200, description="the `next` of the previous page")] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Newest first; any combination of filters."""
+        require_roles(ctx.settings, authorization, "support", "finance", "admin")
+        query = OrderSearch(order_id=order_id, reference=reference, customer_id=customer_id,
+                            email=email.strip().lower() if email else None, payment_intent_id=payment_intent_id,
+                            states=[s.value for s in state or ()], stuck_older_than_minutes=stuck_older_than_minutes,
+                            before=before, limit=limit)  # fmt: skip
+        async with ctx.db.read() as conn:
+            try:
+                return await search(conn, query)
+            except BadCursor:
+                raise Problem(400, "Bad cursor", "send `before` exactly as a previous page's `next`",
+                              type="bad-cursor") from None
+
+    @router.post("/v1/admin/orders/{order_id}/review")
+    async def mark_for_review(order_id: str, body: NoteIn, authorization: Authorization = None,
+                              idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+        """Into needs_review with a note; an order already under review only gets the note."""
+        principal = require_roles(ctx.settings, authorization, "support", "finance", "admin")
+        key = idem.require_key(idempotency_key)
+        oid = order_id_or_404(order_id)
+
+        async def moved(conn: Any, decision: saga.Decision) -> dict[str, Any]:
+            return {"transitioned": bool(decision.transitions)}
+
+        return await command(oid, lambda view: ops.mark_for_review(view, body.note), actor=staff_actor(principal.subject),
+                             scope=f"staff:{principal.subject}", key=key, request=body, command_name=f"review:{oid}",
+                             respond=moved)  # fmt: skip
+
+    @router.post("/v1/admin/orders/{order_id}/review/close")
+    async def close_review(order_id: str, body: CloseReviewIn, authorization: Authorization = None,
+                           idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+        principal = require_roles(ctx.settings, authorization, "finance", "admin")
+        key = idem.require_key(idempotency_key)
+        oid = order_id_or_404(order_id)
+        return await command(oid, lambda view: ops.close_review(view, body.to, body.reason),
+                             actor=staff_actor(principal.subject), scope=f"staff:{principal.subject}", key=key,
+                             request=body, command_name=f"close-review:{oid}")  # fmt: skip
+
+    @router.post("/v1/admin/orders/{order_id}/events/resend", status_code=202)
+    async def resend_announcement(order_id: str, body: ReasonIn, authorization: Authorization = None,
+                                  idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+        principal = require_roles(ctx.settings, authorization, "support", "finance", "admin")
+        key = idem.require_key(idempotency_key)
+        oid = order_id_or_404(order_id)
+
+        async def work(conn: Any) -> dict[str, Any]:
+            row = await locked_order(conn, oid)
+            try:
+                return await announcements.resend(conn, ctx.outbox, repo.view_of(row), row,
+                                                  actor=staff_actor(principal.subject), reason=body.reason)  # fmt: skip
+            except ValueError as exc:
+                raise Problem(409, "Cannot send the announcement again", str(exc), type="announcement-unavailable",
+                              state=row.state) from None  # fmt: skip
+
+        return await keyed(scope=f"staff:{principal.subject}", key=key, request=body, command_name=f"resend:{oid}",
+                           status=202, work=work)  # fmt: skip
+
+    @router.get("/v1/admin/orders/{order_id}/events")
+    async def order_events(
+        order_id: str, authorization: Authorization = None,
+        after_id: Annotated[int, Query(ge=0, le=2**63 - 1, description="the `next_after_id` of the previous page")] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 200,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The order's events on order.events.v1 as the outbox holds them, in the order they were written."""
+        require_roles(ctx.settings, authorization, "support", "finance", "admin")
+        oid = order_id_or_404(order_id)
+        async with ctx.db.read() as conn:
+            if await repo.get_order(conn, oid) is None:
+                raise Problem(404, "Order not found", type="order-not-found")
+            return {"order_id": str(oid), **await announcements.events_of(conn, oid, after_id=after_id, limit=limit)}
+
+    @router.post("/v1/admin/orders/{order_id}/redrive")
+    async def redrive_order(order_id: str, body: ReasonIn, authorization: Authorization = None,
+                            idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+        """What the stuck-order scanner does for an order in this state, for this one now."""
+        principal = require_roles(ctx.settings, authorization, "support", "admin")
+        key = idem.require_key(idempotency_key)
+        oid = order_id_or_404(order_id)
+
+        async def work(conn: Any) -> dict[str, Any]:
+            row = await locked_order(conn, oid)
+            done = await ctx.scanner.redrive_one(conn, row, actor=staff_actor(principal.subject), reason=body.reason)
+            return {"order_id": str(oid), "state": row.state, **done}
+
+        return await keyed(scope=f"staff:{principal.subject}", key=key, request=body, command_name=f"redrive:{oid}",
+                           status=200, work=work)  # fmt: skip
 
     @router.post("/v1/admin/stuck-orders/scan")
     async def scan_stuck_orders(authorization: Authorization = None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_order.changes import CHANNEL
-from handshake_order.db import order_notes, order_transitions, orders, refunds
+from handshake_order.db import order_notes, order_transitions, orders, refund_approvals, refunds
 from handshake_order.domain.saga import Decision, OrderView
 from handshake_order.domain.states import OrderState
 from handshake_shared.envelope import CloudEvent
@@ -157,7 +157,42 @@ async def refunds_of(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[st
     rows = (await conn.execute(select(refunds).where(refunds.c.order_id == order_id).order_by(refunds.c.created_at))).all()
     return [
         {"refund_id": str(r.id), "amount": r.amount, "currency": r.currency, "reason": r.reason, "restock": r.restock,
-         "requested_by": r.requested_by, "state": r.state, "provider_refund_id": r.provider_refund_id,
+         "requested_by": r.requested_by, "approved_by": r.approved_by, "state": r.state,
+         "provider_refund_id": r.provider_refund_id,
          "created_at": r.created_at.isoformat(), "updated_at": r.updated_at.isoformat()}
         for r in rows
     ]  # fmt: skip
+
+
+async def record_refund(conn: AsyncConnection, *, refund_id: uuid.UUID, order_id: uuid.UUID, amount: int, currency: str,
+                        reason: str, restock: bool, requested_by: str, requested_role: str,
+                        approved_by: str | None = None) -> None:  # fmt: skip
+    """The refund ledger's row for a staff refund, written with the saga's order.refund_requested."""
+    await conn.execute(insert(refunds).values(
+        id=refund_id, order_id=order_id, amount=amount, currency=currency, reason=reason, restock=restock,
+        requested_by=requested_by, requested_role=requested_role, approved_by=approved_by, state="requested"))  # fmt: skip
+
+
+def _staff(actor: str) -> bool:
+    return actor.startswith("staff:")
+
+
+async def staff_audit(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every staff action on the order, oldest first: transitions and notes written under a staff name, and
+    each refund approval asked for and decided."""
+    rows: list[dict[str, Any]] = []
+    for t in await timeline(conn, order_id):
+        if _staff(t["actor"]):
+            rows.append({"at": t["at"], "actor": t["actor"], "action": "transition",
+                         "detail": f"{t['from']} -> {t['to']}: {t['reason']}"})  # fmt: skip
+    for n in await notes(conn, order_id):
+        if _staff(n["actor"]):
+            rows.append({"at": n["at"], "actor": n["actor"], "action": n["kind"], "detail": n["detail"]})
+    ra = refund_approvals
+    for a in (await conn.execute(select(ra).where(ra.c.order_id == order_id))).all():
+        rows.append({"at": a.requested_at.isoformat(), "actor": f"staff:{a.requested_by}",
+                     "action": "refund-approval-requested", "detail": f"{a.amount} {a.currency}: {a.reason}"})  # fmt: skip
+        if a.decided_at is not None:
+            rows.append({"at": a.decided_at.isoformat(), "actor": f"staff:{a.decided_by}",
+                         "action": f"refund-approval-{a.state}", "detail": a.decision_reason or ""})  # fmt: skip
+    return sorted(rows, key=lambda r: r["at"])

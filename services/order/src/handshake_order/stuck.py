@@ -88,10 +88,24 @@ class StuckOrderScanner:
         )  # fmt: skip
         return bool((await conn.execute(select(exists(recent)))).scalar())
 
-    async def _redrive(self, conn: AsyncConnection, row: Any, seconds: int) -> None:
+    async def redrive_one(self, conn: AsyncConnection, row: Any, *, actor: str, reason: str) -> dict[str, Any]:
+        """What a scan does for an order of this state, for this one order now, whatever its age (a person has
+        decided it is stuck); `row` is locked by the caller. Says what it did."""
+        state = S(row.state)
+        if state not in self.thresholds:
+            return {"action": "nothing", "detail": f"nothing re-drives an order that is {state}"}
+        if state == S.DRAFT:
+            if not await self._redrive(conn, row, 60, actor=actor, why=reason):
+                return {"action": "recently-redriven", "detail": "order.placed was sent again less than a minute ago"}
+            return {"action": "redriven", "detail": "order.placed sent again: inventory answers with its reservation"}
+        await self._flag(conn, row, self.thresholds[state], actor=actor, why=reason, once=False)
+        return {"action": "flagged", "detail": _FOLLOW_UP.get(state, "a person decides")}
+
+    async def _redrive(self, conn: AsyncConnection, row: Any, seconds: int, *, actor: str = ACTOR,
+                       why: str | None = None) -> bool:  # fmt: skip
         # at most one re-drive per threshold (and never more often than once a minute)
         if await self._already(conn, row.id, "redrive", max(seconds, 60)):
-            return
+            return False
         snapshot = row.snapshot
         await self.outbox.emit(
             conn, topic=ORDER_EVENTS, type="order.placed", order_id=str(row.id),
@@ -99,21 +113,24 @@ class StuckOrderScanner:
                              lines=[Line(sku=line["sku"], quantity=line["quantity"]) for line in snapshot["lines"]],
                              hold_seconds=None if row.payment_session_opened else row.hold_seconds),
         )  # fmt: skip
-        await conn.execute(insert(order_notes).values(
-            order_id=row.id, kind="redrive", detail=f"no stock answer after {seconds}s: order.placed sent again",
-            actor=ACTOR))  # fmt: skip
+        detail = f"no stock answer after {seconds}s: order.placed sent again" if why is None else \
+            f"re-driven by staff: order.placed sent again: {why}"
+        await conn.execute(insert(order_notes).values(order_id=row.id, kind="redrive", detail=detail, actor=actor))
         REDRIVEN.labels(S.DRAFT).inc()
-        log.warning("stuck draft re-driven", order_id=str(row.id))
+        log.warning("stuck draft re-driven", order_id=str(row.id), actor=actor)
+        return True
 
-    async def _flag(self, conn: AsyncConnection, row: Any, seconds: int) -> None:
-        if await self._already(conn, row.id, "stuck", 10 * 365 * 24 * 3600):
-            return
+    async def _flag(self, conn: AsyncConnection, row: Any, seconds: int, *, actor: str = ACTOR,
+                    why: str | None = None, once: bool = True) -> bool:  # fmt: skip
+        if once and await self._already(conn, row.id, "stuck", 10 * 365 * 24 * 3600):
+            return False
         follow_up = _FOLLOW_UP.get(row.state, "a person decides")
-        await conn.execute(insert(order_notes).values(
-            order_id=row.id, kind="stuck", actor=ACTOR,
-            detail=f"{row.state} for more than {seconds}s; {follow_up}"))  # fmt: skip
+        detail = f"{row.state} for more than {seconds}s; {follow_up}" if why is None else \
+            f"flagged as stuck by staff ({row.state}); {follow_up}: {why}"
+        await conn.execute(insert(order_notes).values(order_id=row.id, kind="stuck", actor=actor, detail=detail))
         FLAGGED.labels(row.state).inc()
-        log.warning("stuck order flagged", order_id=str(row.id), state=row.state)
+        log.warning("stuck order flagged", order_id=str(row.id), state=row.state, actor=actor)
+        return True
 
 
 def _seconds(seconds: int):  # type: ignore[no-untyped-def]
