@@ -142,3 +142,18 @@ def test_a_lost_announcement_is_rebuilt_with_the_type_and_fields_subscribers_kno
     with pytest.raises(ValueError):
         rebuild_announcement(view(S.REFUNDED, captured_amount=1000, refunded_amount=1000),
                              LastTransition("paid", "refunded", "x"), lines=[], hold_seconds=None, refund=None)  # fmt: skip
+
+
+def test_a_search_cursor_round_trips_and_one_nobody_handed_out_is_refused_not_a_server_error() -> None:
+    import base64
+    from datetime import UTC, datetime
+
+    from handshake_order.search import BadCursor, decode_cursor, encode_cursor
+
+    at, order_id = datetime(2026, 12, 1, 10, 0, 0, 123456, tzinfo=UTC), uuid.UUID(OID)
+    assert decode_cursor(encode_cursor(at, order_id)) == (at, order_id)
+    forged = [b'["0001-01-01T00:00:00+05:00","' + OID.encode() + b'"]', b"[1,2]", b'{"a":1,"b":2}', b"\xff",
+              b'["2026-12-01T10:00:00","' + OID.encode() + b'"]', b'["2026-12-01T10:00:00+00:00","nope"]']  # fmt: skip
+    for raw in [base64.urlsafe_b64encode(f).decode() for f in forged] + ["garbage", "", "!!"]:
+        with pytest.raises(BadCursor):
+            decode_cursor(raw)

@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, text
@@ -45,12 +45,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, order_id = json.loads(raw)
-        position = datetime.fromisoformat(created_at), uuid.UUID(order_id)
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        at = datetime.fromisoformat(created_at)
+        if at.tzinfo is None:
+            raise ValueError("cursor time without a zone")
+        # in UTC here: the driver would convert it anyway, and a time at the calendar's edge cannot be
+        return at.astimezone(UTC), uuid.UUID(order_id)
+    except (ValueError, TypeError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadCursor(str(exc)) from None
-    if position[0].tzinfo is None:
-        raise BadCursor("cursor time without a zone")
-    return position
 
 
 def item(row: Any) -> dict[str, Any]:
