@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds the four service images: wheels on the host (pinned by constraints.txt), then each image from
+# Builds the four service images and the operations console's: wheels on the host (pinned by constraints.txt), then each image from
 # a build context holding only those wheels (see the Dockerfile).
 #
-#   deploy/images/build.sh [service ...]          (default: order payment inventory webhook-ingest)
+#   deploy/images/build.sh [service ...]          (default: order payment inventory webhook-ingest console)
 #
 # Environment:
 #   IMAGE_PREFIX   image names are $IMAGE_PREFIX<service>:$IMAGE_TAG (default localhost/handshake-)
@@ -17,7 +17,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here=$root/deploy/images
 services=("$@")
-[[ ${#services[@]} -gt 0 ]] || services=(order payment inventory webhook-ingest)
+[[ ${#services[@]} -gt 0 ]] || services=(order payment inventory webhook-ingest console)
 prefix=${IMAGE_PREFIX:-localhost/handshake-}
 tag=${IMAGE_TAG:-dev}
 python=${PYTHON:-$root/.venv/bin/python}
