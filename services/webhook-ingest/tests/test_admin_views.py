@@ -3,6 +3,8 @@ was forwarded, who replayed it and why; page after page in the provider's order.
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 
 from handshake_devstack.testing.fixtures import serve_in_process
@@ -77,7 +79,12 @@ async def test_an_orders_provider_events_come_page_by_page_each_once(settings, s
                 break
         bad = await client.get("/v1/admin/provider-events", params={"order_id": order_id, "after": "bm90LWpzb24"},
                                headers=admin)  # fmt: skip
+        # a forged position before year 1 in UTC: refused as a cursor, never handed to the database driver
+        edge = base64.urlsafe_b64encode(json.dumps([1, "0001-01-01T00:00:00+05:00", "evt"]).encode()).decode()
+        forged = await client.get("/v1/admin/provider-events", params={"order_id": order_id, "after": edge},
+                                  headers=admin)  # fmt: skip
     await app.state.runtime.db.dispose()
     assert seen == [e["id"] for e in events]
     assert bad.status_code == 400 and bad.headers["content-type"] == PROBLEM
     assert bad.json()["type"].endswith("/invalid-cursor")
+    assert forged.status_code == 400 and forged.json()["type"].endswith("/invalid-cursor")
