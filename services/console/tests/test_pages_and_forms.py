@@ -119,7 +119,7 @@ async def test_every_page_carries_the_security_headers(harness: Harness) -> None
         assert "script-src" not in csp and "unsafe-inline" not in csp
         assert response.headers["x-frame-options"] == "DENY"
         assert response.headers["cache-control"] == "no-store"
-        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["referrer-policy"] == "same-origin"
         assert "<script" not in response.text
 
 

@@ -49,8 +49,9 @@ def security_headers(settings: ConsoleSettings) -> dict[str, str]:
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         "X-Frame-Options": "DENY",
         "X-Content-Type-Options": "nosniff",
-        # order ids and e-mail addresses travel in console URLs: never to another site
-        "Referrer-Policy": "no-referrer",
+        # order ids and e-mail addresses travel in console URLs: never to another site. Not "no-referrer": under
+        # it a browser sends `Origin: null` with every form POST, and the origin check would refuse them all
+        "Referrer-Policy": "same-origin",
         "Cross-Origin-Opener-Policy": "same-origin",
         "Cross-Origin-Resource-Policy": "same-origin",
         "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
