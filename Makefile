@@ -30,7 +30,7 @@ images: install
 
 test-deploy: install
 	$(BIN)/python -m pip install -q -c constraints.txt -r deploy/requirements-deploy.txt
-	BASE_IMAGE=$${BASE_IMAGE:-local} $(BIN)/python -m pytest deploy/tests $(PYTEST_ARGS)
+	BASE_IMAGE=$${BASE_IMAGE:-local} $(BIN)/python -m pytest deploy/tests services/console/browser_tests $(PYTEST_ARGS)
 
 # the reference monolith the bench measures against; when it is missing the bench measures Handshake alone
 BENCH_REFERENCE ?= ../shared/bench/baseline_monolith.py
