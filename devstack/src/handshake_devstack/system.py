@@ -212,6 +212,25 @@ class System:
     def stop_service(self, name: str) -> None:
         self.processes[name].stop()
 
+    def scale(self, name: str, count: int, timeout: float = 60.0) -> None:
+        """On a running system: start or stop replicas 1.. of `name` until it has `count` (replica 0 stays)."""
+        count = max(count, 1)
+        ports, internal = self.replica_ports[name], self.replica_internal_ports.get(name)
+        for i in range(count, len(ports)):
+            self.processes.pop(self.replica_name(name, i)).stop()
+        del ports[count:]
+        if internal is not None:
+            del internal[count:]
+        added = range(len(ports), count)
+        for i in added:
+            ports.append(free_port())
+            if internal is not None:
+                internal.append(free_port())
+            self.start_service(name, wait=False, replica=i)
+        self.replicas[name] = count
+        for i in added:
+            self.wait_ready(name, timeout, replica=i)
+
     def stop(self) -> None:
         for name in reversed(list(self.processes)):
             self.processes[name].stop()
