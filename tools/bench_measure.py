@@ -65,6 +65,16 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def tools_cpu_seconds(stack: EmbeddedStack) -> float:
+    """The load driver's (this process, not its children: they are the system) and the Stripe emulator's CPU:
+    not the system's, but they share the machine with it."""
+    total = 0.0
+    for proc in (psutil.Process(), psutil.Process(stack.stripe.process.proc.pid)):  # type: ignore[union-attr]
+        t = proc.cpu_times()
+        total += t.user + t.system
+    return total
+
+
 def busy_seconds(before: Any, after: Any) -> float:
     """CPU seconds the whole machine was busy between two psutil.cpu_times() readings."""
     idle = ("idle", "iowait", "steal", "guest", "guest_nice")  # guest time is counted in user already
@@ -298,9 +308,9 @@ def measure_level(stack: EmbeddedStack, system: System, pids: dict[str, int], ht
                   before: Snapshot) -> tuple[dict[str, Any], Snapshot, list[dict[str, Any]]]:  # fmt: skip
     """One level: `before` is a settled snapshot; returns the figures, the settled snapshot after and the
     orders, whose server-side times are read once every level is done (add_server_times)."""
-    cpu_before, machine_before = cpu_seconds(pids), psutil.cpu_times()
+    cpu_before, tools_before, machine_before = cpu_seconds(pids), tools_cpu_seconds(stack), psutil.cpu_times()
     outcome = drive(system, checkouts, concurrency, poll_interval)
-    cpu_after, machine_after = cpu_seconds(pids), psutil.cpu_times()
+    cpu_after, tools_after, machine_after = cpu_seconds(pids), tools_cpu_seconds(stack), psutil.cpu_times()
     time.sleep(STATS_FLUSH_SECONDS)
     after = snapshot(stack, system, pids, http)
 
@@ -323,9 +333,12 @@ def measure_level(stack: EmbeddedStack, system: System, pids: dict[str, int], ht
         "cpu_ms_per_checkout_by_service": {n: round(v * 1000 / max(ok, 1), 1) for n, v in by_service(per_process).items()},
         # cores busy during the run: the system's own processes, and the whole machine (the driver, the emulator
         # and whatever else runs on it); on a shared machine the difference says how much the level competed for
-        "cores_busy": {"handshake": round(cpu_used / outcome.wall_seconds, 2),
-                       "machine": round(busy_seconds(machine_before, machine_after) / outcome.wall_seconds, 2),
-                       "of": psutil.cpu_count()},  # fmt: skip
+        "cores_busy": {
+            "handshake": round(cpu_used / outcome.wall_seconds, 2),
+            "driver_and_emulator": round((tools_after - tools_before) / outcome.wall_seconds, 2),
+            "machine": round(busy_seconds(machine_before, machine_after) / outcome.wall_seconds, 2),
+            "of": psutil.cpu_count(),
+        },
         # what the idle system would have spent over the same wall time: at low load it is much of the figure
         "cpu_ms_per_checkout_idle_background": round(
             sum(v for k, v in idle.items() if k.startswith("cpu_ms.")) * outcome.wall_seconds / max(ok, 1), 1

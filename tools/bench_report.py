@@ -54,8 +54,8 @@ def print_level(level: dict[str, Any]) -> None:
     print(f"{'orders/s':36}{hs['throughput_orders_per_second']:>12.2f}{ref['orders_per_s'] if ref_ok else '-':>12}")
     print(f"{'  of which the idle background':36}{hs['cpu_ms_per_checkout_idle_background']:>12.1f}")
     if cores := hs.get("cores_busy"):
-        print(f"cores busy during the run: Handshake {cores['handshake']}, the whole machine {cores['machine']} "
-              f"of {cores['of']}")  # fmt: skip
+        print(f"cores busy during the run: Handshake {cores['handshake']}, driver and emulator "
+              f"{cores.get('driver_and_emulator', '-')}, the whole machine {cores['machine']} of {cores['of']}")  # fmt: skip
     print(f"ratio Handshake / reference (CPU per checkout): {r if r is not None else 'unavailable'}")
     if ref is not None and not ref_ok:
         print(f"reference: {ref['error']}")
@@ -154,8 +154,9 @@ def print_replicas(comparison: dict[str, Any]) -> None:
         print(f"     CPU ms per checkout by service, 1 -> {n}: {per}")
         cores = row.get("cores_busy") or {}
         if cores.get(k1) and cores.get(kn):
-            print(f"     cores busy, Handshake / whole machine: {cores[k1]['handshake']} / {cores[k1]['machine']} with 1, "
-                  f"{cores[kn]['handshake']} / {cores[kn]['machine']} with {n} (of {cores[kn]['of']})")
+            print("     cores busy, Handshake / driver and emulator / whole machine: " + ", ".join(
+                f"{c['handshake']} / {c.get('driver_and_emulator', '-')} / {c['machine']} with {k}"
+                for k, c in ((k1, cores[k1]), (kn, cores[kn]))) + f" (of {cores[kn]['of']})")  # fmt: skip
     idle = comparison["idle_cpu_ms_per_second"]
     print(f"idle system, CPU ms per second: {idle[k1]} with 1, {idle[kn]} with {n}")
     print(f"with {n} replicas, per consumer group: events each replica handled during the levels [partitions it fetched]")
