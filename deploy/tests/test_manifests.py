@@ -1,18 +1,23 @@
 """The Kubernetes manifests (deploy/kubernetes) say what the design says: rendered by kustomize, valid for
 the API server and the operators' schemas, passed by checkov, and checked here for the facts that keep
 money and customers safe: locked-down pods, secrets only by reference, Kafka ACLs exactly as the topic
-table, only the public paths routed, default-deny networking, autoscalers that cannot fight.
+table, only the public paths routed, default-deny networking, autoscalers that cannot fight; and the operations console
+as the fifth deployable, reached only through a staff gateway of its own, only on its pages, and reaching only
+the services' public port and its identity provider.
 
 kubectl (for `kubectl kustomize`) and the validators come from PyPI into a venv of their own (manifests_tools.py)."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import secrets
 import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from pydantic import SecretStr
@@ -28,7 +33,11 @@ from deploy.tests.manifests_tools import (
 from handshake_shared.events.topics import ALL_TOPICS, SAGA_TOPICS, dlq_topic
 
 SERVICES = ("order", "payment", "inventory", "webhook-ingest")
+# the fifth deployable: no database, no Kafka principal, no migration Job
+CONSOLE = "console"
+DEPLOYABLES = (*SERVICES, CONSOLE)
 OVERLAYS = ("dev", "production")
+PUBLIC_GATEWAY, STAFF_GATEWAY = "handshake", "handshake-staff"
 
 # The contract's topic table: producer, and each consumer with its consumer group id.
 TOPIC_TABLE: dict[str, tuple[str, dict[str, str]]] = {
@@ -50,6 +59,8 @@ ORDER_CUSTOMER_API = {
 }
 NEVER_ROUTED = ("/v1/admin", "/internal", "/metrics", "/healthz", "/readyz")
 PRIVATE_RANGES = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"}
+# no egress to an outside address may open onto these: the cluster, the VPC, cloud metadata, loopback
+NOT_OUTSIDE = [ipaddress.ip_network(n) for n in (*PRIVATE_RANGES, "100.64.0.0/10", "127.0.0.0/8", "0.0.0.0/8")]
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 # checkov findings skipped on purpose; each skip carries its reason in the object's annotation
 ALLOWED_CHECKOV_SKIPS = {"CKV_K8S_11", "CKV_K8S_35"}
@@ -204,13 +215,13 @@ def test_every_container_is_locked_down(report: dict[str, Any], overlay: str) ->
             volumes = {v["name"]: v for v in spec.get("volumes", [])}
             assert tmp and "emptyDir" in volumes[tmp[0]["name"]], f"{name}: /tmp must be an emptyDir"
             seen += 1
-    assert seen == 2 * len(SERVICES)  # a Deployment and a migration Job per service
+    assert seen == 2 * len(SERVICES) + 1  # a Deployment and a migration Job per service, the console's Deployment
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_deployments_have_probes_settings_pdb_and_network_policy(report: dict[str, Any], overlay: str) -> None:
     deployments = objects(report, overlay, "Deployment")
-    assert sorted(d["metadata"]["name"] for d in deployments) == sorted(SERVICES)
+    assert sorted(d["metadata"]["name"] for d in deployments) == sorted(DEPLOYABLES)
     pdbs = objects(report, overlay, "PodDisruptionBudget")
     for d in deployments:
         name, c, labels = d["metadata"]["name"], container(d), pod_labels(d)
@@ -226,6 +237,8 @@ def test_deployments_have_probes_settings_pdb_and_network_policy(report: dict[st
             ("HANDSHAKE_HTTP_PORT", "8080"),
             ("HANDSHAKE_MIGRATE_ON_START", "false"),
         ):
+            if name == CONSOLE and var == "HANDSHAKE_MIGRATE_ON_START":
+                continue  # it has no database to migrate
             assert env[var].get("value") == value, (name, var)
         assert c["args"] == ["serve"]
         assert d["spec"]["template"]["spec"].get("topologySpreadConstraints"), name
@@ -250,6 +263,12 @@ def test_a_migration_job_per_service_runs_migrate_with_the_same_image(report: di
         assert policies_for(report, overlay, pod_labels(job)), f"{service}-migrate has no NetworkPolicy"
         # never selected by the Deployment, the PDB or the Service
         assert not selects(one(report, overlay, "Deployment", service)["spec"]["selector"], pod_labels(job))
+    # the console owns no database and no topic: nothing to migrate, no credential for either
+    assert f"{CONSOLE}-migrate" not in jobs
+    env = env_of(container(one(report, overlay, "Deployment", CONSOLE)))
+    assert not [v for v in env if v.startswith(("HANDSHAKE_DATABASE", "HANDSHAKE_KAFKA"))]
+    assert not [e for e in container(one(report, overlay, "Deployment", CONSOLE)).get("envFrom", [])
+                if e.get("configMapRef", {}).get("name", "").startswith("handshake-runtime")]  # Kafka settings  # fmt: skip
 
 
 def test_production_runs_at_least_two_replicas(report: dict[str, Any]) -> None:
@@ -272,17 +291,21 @@ def test_dev_runs_one_replica_that_can_be_drained(report: dict[str, Any]) -> Non
 
 def secret_settings(service: str) -> tuple[set[str], set[str]]:
     """(every HANDSHAKE_ variable the service treats as a secret, those it cannot start without)."""
+    from handshake_console.settings import ConsoleSettings
     from handshake_inventory.settings import InventorySettings
     from handshake_order.settings import OrderSettings
     from handshake_payment.settings import PaymentSettings
     from handshake_webhook_ingest.settings import WebhookIngestSettings
 
     cls = {"order": OrderSettings, "payment": PaymentSettings, "inventory": InventorySettings,
-           "webhook-ingest": WebhookIngestSettings}[service]  # fmt: skip
+           "webhook-ingest": WebhookIngestSettings, CONSOLE: ConsoleSettings}[service]  # fmt: skip
     secret = set()
     for field, info in cls.model_fields.items():
         if "SecretStr" in repr(info.annotation) or SecretStr in typing.get_args(info.annotation):
             secret.add(f"HANDSHAKE_{field.upper()}")
+    if service == CONSOLE:
+        # it refuses to start without session secrets; it is deployed as a confidential OIDC client
+        return secret, {"HANDSHAKE_CONSOLE_SESSION_SECRETS", "HANDSHAKE_CONSOLE_OIDC_CLIENT_SECRET"}
     required = {f"HANDSHAKE_{n.upper()}" for n in cls.required_secrets}
     # the database credential, and the Kafka password (the manifests use SASL_SSL)
     required |= {"HANDSHAKE_DATABASE_URL", "HANDSHAKE_KAFKA_SASL_PASSWORD"}
@@ -294,7 +317,7 @@ def test_secrets_come_only_from_secret_references(report: dict[str, Any], overla
     assert not objects(report, overlay, "Secret"), "a Secret in git: use an ExternalSecret"
     for cm in objects(report, overlay, "ConfigMap"):
         assert not any("SECRET" in k or "PASSWORD" in k or "TOKEN" in k for k in cm.get("data", {})), cm["metadata"]
-    for service in SERVICES:
+    for service in DEPLOYABLES:
         env = env_of(container(one(report, overlay, "Deployment", service)))
         secret, required = secret_settings(service)
         assert secret >= required - {"HANDSHAKE_KAFKA_SASL_PASSWORD"}
@@ -328,7 +351,7 @@ def test_every_referenced_secret_is_made_by_an_operator_or_external_secret(
     # the contract's external secrets: Stripe key, webhook secrets, JWKS, internal credentials, lookup key
     keys = {d["secretKey"] for es in objects(report, overlay, "ExternalSecret") for d in es["spec"]["data"]}
     assert {"stripe-api-key", "stripe-webhook-secrets", "jwks.json", "internal-api-tokens", "payment-internal-token",
-            "lookup-token-key"} <= keys  # fmt: skip
+            "lookup-token-key", "session-secrets", "oidc-client-secret"} <= keys  # fmt: skip
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -424,10 +447,12 @@ def test_subscribing_team_template_is_read_only_on_the_public_topic(report: dict
 # --------------------------------------------------------------------------------------------- gateway
 
 
-def route_matches(report: dict[str, Any], overlay: str) -> dict[str, list[tuple[str, str, str, str, int]]]:
-    """Per HTTPRoute: (method, path type, path, backend, port) for every match of every rule."""
+def route_matches(report: dict[str, Any], overlay: str, gateway: str | None = None) -> dict[str, list[tuple[str, str, str, str, int]]]:
+    """Per HTTPRoute (of one Gateway, or all): (method, path type, path, backend, port) for every match of every rule."""
     out = {}
     for r in objects(report, overlay, "HTTPRoute"):
+        if gateway is not None and gateway not in {p["name"] for p in r["spec"]["parentRefs"]}:
+            continue
         rows = []
         for rule in r["spec"]["rules"]:
             backends = [(b["name"], b["port"]) for b in rule["backendRefs"]]
@@ -448,7 +473,8 @@ def path_matches(kind: str, value: str, path: str) -> bool:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_only_the_public_paths_are_routed(report: dict[str, Any], overlay: str) -> None:
-    routes = route_matches(report, overlay)
+    routes = route_matches(report, overlay, PUBLIC_GATEWAY)
+    assert set(routes) == {"stripe-webhooks", "order-customer-api"}
     assert routes["stripe-webhooks"] == [("POST", "Exact", "/webhooks/stripe", "webhook-ingest", 8080)]
     order = routes["order-customer-api"]
     assert {backend for *_, backend, _ in order} == {"order"} and {port for *_, port in order} == {8080}
@@ -462,7 +488,7 @@ def test_only_the_public_paths_are_routed(report: dict[str, Any], overlay: str) 
     forbidden = [f"{p}{suffix}" for p in NEVER_ROUTED for suffix in ("", "/", "/x", "/v1/refunds")]
     forbidden += ["/v1/orders/x/refunds", "/v1/orders/x/y/cancel", "/v1/orders/", "/v1/admin/orders/x",
                   "/v1/orders/x/../../internal/v1/x"]  # fmt: skip
-    for rows in routes.values():
+    for rows in route_matches(report, overlay).values():  # the staff gateway's routes too
         for _, kind, value, *_ in rows:
             assert not any(value.startswith(p) for p in NEVER_ROUTED)
             hits = [p for p in forbidden if path_matches(kind, value, p)]
@@ -471,8 +497,9 @@ def test_only_the_public_paths_are_routed(report: dict[str, Any], overlay: str) 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_gateway_terminates_tls_and_applies_the_contract_limits(report: dict[str, Any], overlay: str) -> None:
-    gateway = one(report, overlay, "Gateway", "handshake")
-    assert [(li["protocol"], li["tls"]["mode"]) for li in gateway["spec"]["listeners"]] == [("HTTPS", "Terminate")]
+    for name in (PUBLIC_GATEWAY, STAFF_GATEWAY):
+        gateway = one(report, overlay, "Gateway", name)
+        assert [(li["protocol"], li["tls"]["mode"]) for li in gateway["spec"]["listeners"]] == [("HTTPS", "Terminate")]
     units = {"Ki": 1024, "Mi": 1024 * 1024}
     limits = {}
     for policy in objects(report, overlay, "BackendTrafficPolicy"):
@@ -483,11 +510,19 @@ def test_gateway_terminates_tls_and_applies_the_contract_limits(report: dict[str
         assert policy["spec"]["rateLimit"]["type"] == "Local" and "clientSelectors" not in rule
         size_bytes = int(number) * units.get(unit or "", 1)
         limits[target["name"]] = (size_bytes, rule["limit"]["requests"], rule["limit"]["unit"])
+    console = limits.pop("console")
     assert limits == {"stripe-webhooks": (1048576, 100, "Second"), "order-customer-api": (65536, 200, "Second")}
     # the nginx edge the end-to-end test runs carries the very same numbers
     assert limits == nginx_limits()
+    # the console's forms: the body it refuses itself is refused before it reaches it
+    from handshake_console.app import MAX_FORM_BYTES
+
+    assert console[0] == MAX_FORM_BYTES and console[1:] == (50, "Second")
+    # one client-side policy for both edges: TLS floor, path normalisation, no trusted client request ids
     (client,) = objects(report, overlay, "ClientTrafficPolicy")
     assert client["spec"]["tls"]["minVersion"] in ("1.2", "1.3")
+    assert {t["name"] for t in client["spec"]["targetRefs"] if t["kind"] == "Gateway"} == {PUBLIC_GATEWAY, STAFF_GATEWAY}
+    assert client["spec"]["path"]["escapedSlashesAction"] == "RejectRequest"
 
 
 def nginx_limits() -> dict[str, tuple[int, int, str]]:
@@ -505,6 +540,108 @@ def nginx_limits() -> dict[str, tuple[int, int, str]]:
         assert int(burst) == rates[zone], route
         out[route] = (int(number) * units[unit], rates[zone], "Second")
     return out
+
+
+# ----------------------------------------------------------------------------------------------- console
+
+
+def console_pages() -> set[tuple[str, str]]:
+    """(method, path) of every page the console serves, read from its application itself, with a sample for
+    each path parameter; its probes and /metrics are for the cluster, not for staff."""
+    from handshake_console.app import create_app
+    from handshake_console.settings import ConsoleSettings
+
+    pages = set()
+    for route in create_app(ConsoleSettings(environment="test")).routes:
+        path = getattr(route, "path", "")
+        if path in ("/healthz", "/readyz", "/metrics"):
+            continue
+        sample = re.sub(r"\{[^}]+\}", "0b7c3f4e-8f1a-4a55-9d7e-2b1c9a7f5e10", path)
+        pages |= {(m, sample) for m in getattr(route, "methods", None) or () if m != "HEAD"}
+    return pages
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_console_is_routed_only_through_the_staff_gateway_and_only_on_its_pages(report: dict[str, Any], overlay: str) -> None:
+    public = one(report, overlay, "Gateway", PUBLIC_GATEWAY)
+    staff = one(report, overlay, "Gateway", STAFF_GATEWAY)
+    (listener,) = staff["spec"]["listeners"]
+    assert listener["hostname"] and listener["hostname"] not in {li.get("hostname") for li in public["spec"]["listeners"]}
+    # a Gateway of its own runs on proxies of its own, behind a load balancer that is internal
+    ref = staff["spec"]["infrastructure"]["parametersRef"]
+    assert (ref["group"], ref["kind"]) == ("gateway.envoyproxy.io", "EnvoyProxy")
+    service = one(report, overlay, "EnvoyProxy", ref["name"])["spec"]["provider"]["kubernetes"]["envoyService"]
+    assert service["type"] == "LoadBalancer"
+    assert service["annotations"]["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internal"
+    assert service["annotations"]["networking.gke.io/load-balancer-type"] == "Internal"
+    assert service["annotations"]["service.beta.kubernetes.io/azure-load-balancer-internal"] == "true"
+    ranges = [ipaddress.ip_network(r) for r in service["loadBalancerSourceRanges"]]
+    assert ranges and all(r.is_private for r in ranges), ranges
+    # the console on the staff gateway only, and nothing else there
+    for route in objects(report, overlay, "HTTPRoute"):
+        parents = {p["name"] for p in route["spec"]["parentRefs"]}
+        backends = {b["name"] for rule in route["spec"]["rules"] for b in rule["backendRefs"]}
+        if STAFF_GATEWAY in parents or CONSOLE in backends:
+            assert (parents, backends) == ({STAFF_GATEWAY}, {CONSOLE}), route["metadata"]["name"]
+    route = one(report, overlay, "HTTPRoute", CONSOLE)
+    assert route["spec"]["hostnames"] == [listener["hostname"]]
+    rows = route_matches(report, overlay, STAFF_GATEWAY)[CONSOLE]
+    assert {(backend, port) for *_, backend, port in rows} == {(CONSOLE, 8080)}
+    # exactly the pages the application has, each with its one method: a new page needs a route, and a
+    # route names no path the console does not serve
+    pages = console_pages()
+    assert ("POST", "/auth/logout") in pages and ("GET", "/auth/callback") in pages
+    for method, kind, value, *_ in rows:
+        assert kind in ("Exact", "RegularExpression") and method != "*"
+        assert any(m == method and path_matches(kind, value, p) for m, p in pages), (method, value)
+    for m, p in pages:
+        assert any(method == m and path_matches(kind, value, p) for method, kind, value, *_ in rows), (m, p)
+    forbidden = ["/metrics", "/healthz", "/readyz", "/docs", "/openapi.json", "/orders/x/y", "/orders/x/actions/y/z",
+                 "/approvals/x", "/search/x", "/auth/login/x", "/v1/admin/orders", "/orders/x/../../metrics"]  # fmt: skip
+    for _, kind, value, *_ in rows:
+        assert not [f for f in forbidden if path_matches(kind, value, f)], value
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_console_configuration_passes_its_own_production_checks(
+    report: dict[str, Any], overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rendered Deployment, its ConfigMaps resolved and its secrets stood in for by values of the strength
+    the store must hold, is a configuration the console starts with in production."""
+    from handshake_console.settings import ConsoleSettings
+
+    c = container(one(report, overlay, "Deployment", CONSOLE))
+    maps = {cm["metadata"]["name"]: cm.get("data", {}) for cm in objects(report, overlay, "ConfigMap")}
+    env: dict[str, str] = {}
+    for source in c.get("envFrom", []):
+        env |= maps[source["configMapRef"]["name"]]
+    for name, e in env_of(c).items():
+        ref = e.get("valueFrom", {})
+        if "value" in e:
+            env[name] = e["value"]
+        elif "configMapKeyRef" in ref:
+            env[name] = maps[ref["configMapKeyRef"]["name"]][ref["configMapKeyRef"]["key"]]
+        else:
+            assert "secretKeyRef" in ref, name
+            env[name] = secrets.token_urlsafe(48)
+    for name in [k for k in os.environ if k.startswith("HANDSHAKE_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = ConsoleSettings()
+    assert settings.environment == "production" and settings.configuration_problems() == []
+    assert settings.console_oidc_client_secret is not None  # a confidential client
+    # the access token it keeps is checked with the issuer and audience the services verify, from the same place
+    runtime = next(data for name, data in maps.items() if name.startswith("handshake-runtime"))
+    assert (settings.jwt_issuer, settings.jwt_audience) == (runtime["HANDSHAKE_JWT_ISSUER"], runtime["HANDSHAKE_JWT_AUDIENCE"])
+    # each service on its public port, where /v1/admin and /metrics answer, never payment's internal port
+    for service, url in settings.service_urls().items():
+        parsed = urlsplit(url or "")
+        assert (parsed.scheme, parsed.hostname, parsed.port) == ("http", service, 8080), url
+        assert [p["port"] for p in one(report, overlay, "Service", service)["spec"]["ports"]] == [8080]
+    # staff type the staff gateway's hostname, and the issuer sends them back there
+    (listener,) = one(report, overlay, "Gateway", STAFF_GATEWAY)["spec"]["listeners"]
+    assert settings.console_public_url == f"https://{listener['hostname']}"
 
 
 # ------------------------------------------------------------------------------------------ networking
@@ -544,7 +681,9 @@ def test_network_policies_allow_exactly_the_designed_paths(report: dict[str, Any
             assert not internet, service
         to_payment_internal = [p for p, ports in peers if 8081 in ports]
         assert bool(to_payment_internal) == (service == "order")
-    # payment's internal port admits order only; the gateway reaches only order and webhook-ingest
+    # payment's internal port admits order only; the gateway reaches only order and webhook-ingest; the
+    # console reaches every service's public port
+    admits_console = set()
     for service in SERVICES:
         for p in policies_for(report, overlay, server_labels(service)):
             for rule in p["spec"].get("ingress", []):
@@ -555,16 +694,58 @@ def test_network_policies_allow_exactly_the_designed_paths(report: dict[str, Any
                     assert service == "payment" and rule["from"] == [{"podSelector": {"matchLabels": order}}]
                 for peer in rule["from"]:
                     ns = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                    labels = peer.get("podSelector", {}).get("matchLabels", {})
                     if ns == "envoy-gateway-system":
                         assert service in ("order", "webhook-ingest") and ports == {8080}
+                        assert labels["gateway.envoyproxy.io/owning-gateway-name"] == PUBLIC_GATEWAY
                     if ns == "monitoring":
                         assert ports == {8080}
+                    if labels.get("app.kubernetes.io/name") == CONSOLE:
+                        assert ns is None and "namespaceSelector" not in peer and ports == {8080}, service
+                        admits_console.add(service)
+    assert admits_console == set(SERVICES)
+    assert_console_network_policies(report, overlay)
     # each database admits its own service, its migration Job, its own instances and the CNPG operator
     for service in SERVICES:
         db = nps[f"{service}-db"]
         sources = [peer for rule in db["ingress"] for peer in rule["from"]]
         names = {peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") for peer in sources}
         assert names - {None} == {service, "cloudnative-pg"}
+
+
+def assert_console_network_policies(report: dict[str, Any], overlay: str) -> None:
+    """In: the staff gateway's proxies, and Prometheus where the console is scraped; nothing else, the public
+    gateway's proxies included. Out: the four services' public port, its identity provider on 443, DNS."""
+    console = server_labels(CONSOLE)
+    sources = set()
+    for p in policies_for(report, overlay, console):
+        for rule in p["spec"].get("ingress", []):
+            ports = frozenset(port["port"] for port in rule.get("ports", []))
+            for peer in rule["from"]:
+                ns = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                sources.add((ns, tuple(sorted(peer.get("podSelector", {}).get("matchLabels", {}).items())), ports))
+    staff_proxies = ("envoy-gateway-system", (("gateway.envoyproxy.io/owning-gateway-name", STAFF_GATEWAY),
+                     ("gateway.envoyproxy.io/owning-gateway-namespace", "handshake")), frozenset({8080}))  # fmt: skip
+    prometheus = ("monitoring", (("app.kubernetes.io/name", "prometheus"),), frozenset({8080}))
+    scraped = any(m["metadata"]["name"] == CONSOLE for m in objects(report, overlay, "ServiceMonitor"))
+    assert sources == {staff_proxies} | ({prometheus} if scraped else set())
+
+    services = {s: {"app.kubernetes.io/name": s, "app.kubernetes.io/component": "server"} for s in SERVICES}
+    reached, issuer = set(), []
+    for peer, ports in egress_peers(report, overlay, console):
+        if "ipBlock" in peer:
+            net = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+            outside = net.prefixlen > 0 and not any(net.overlaps(n) for n in NOT_OUTSIDE)
+            assert ports == {443} and (outside or PRIVATE_RANGES <= set(peer["ipBlock"].get("except", []))), peer
+            issuer.append(net)
+        elif "namespaceSelector" in peer:
+            assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-system"}, peer
+            assert ports == {53}
+        else:
+            name = peer["podSelector"]["matchLabels"].get("app.kubernetes.io/name")
+            assert peer["podSelector"] == {"matchLabels": services.get(name)} and ports == {8080}, peer
+            reached.add(name)
+    assert reached == set(SERVICES) and issuer
 
 
 # -------------------------------------------------------------------------------------- autoscaling
@@ -614,7 +795,8 @@ def declared_metrics() -> set[str]:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_monitoring_scrapes_every_service_and_alerts_on_real_metrics(report: dict[str, Any], overlay: str) -> None:
     monitors = {m["metadata"]["name"]: m for m in objects(report, overlay, "ServiceMonitor")}
-    assert set(monitors) == set(SERVICES)
+    # the console exports /metrics (its process's figures) like the services
+    assert set(monitors) == set(DEPLOYABLES)
     services = objects(report, overlay, "Service")
     for name, m in monitors.items():
         scraped = [s for s in services if selects(m["spec"]["selector"], s["metadata"].get("labels", {}))]
@@ -638,7 +820,7 @@ def test_payment_internal_api_has_its_own_service(report: dict[str, Any], overla
     assert [(p["port"], p["targetPort"]) for p in internal["spec"]["ports"]] == [(8081, "internal")]
     ports = {p["name"]: p["containerPort"] for p in container(one(report, overlay, "Deployment", "payment"))["ports"]}
     assert ports["internal"] == 8081
-    for name in SERVICES:
+    for name in DEPLOYABLES:
         assert [p["port"] for p in one(report, overlay, "Service", name)["spec"]["ports"]] == [8080]
     order_env = env_of(container(one(report, overlay, "Deployment", "order")))
     assert order_env["HANDSHAKE_PAYMENT_INTERNAL_URL"]["value"] == "http://payment-internal:8081"
