@@ -15,12 +15,12 @@ from typing import Any
 import sqlalchemy.exc
 import structlog
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import insert
+from sqlalchemy import Table, bindparam, insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_shared import metrics
-from handshake_shared.db import Database, MessagingTables, describe_error, error_chain, sqlstate_of
+from handshake_shared.db import Database, MessagingTables, built_once, describe_error, error_chain, sqlstate_of
 from handshake_shared.envelope import CloudEvent, EnvelopeError, parse_event
 from handshake_shared.events import dlq_topic, payload_model
 from handshake_shared.logging import event_context
@@ -126,13 +126,21 @@ class PoisonMessage(Exception):
     """The message can never be applied (not a CloudEvent, payload invalid): dead-letter without retrying."""
 
 
+@built_once
+def _claim_statement(inbox: Table) -> Any:
+    return (
+        pg_insert(inbox)
+        # parameters not named like the columns: SQLAlchemy reserves those for the values it binds itself
+        .values(consumer=bindparam("by"), event_id=bindparam("id"), event_type=bindparam("type"))
+        .on_conflict_do_nothing()
+        .returning(inbox.c.event_id)
+    )
+
+
 async def claim(conn: AsyncConnection, tables: MessagingTables, consumer: str, event: CloudEvent) -> bool:
     """Record the event as processed by this consumer; False when it already was."""
     result = await conn.execute(
-        pg_insert(tables.inbox)
-        .values(consumer=consumer, event_id=event.id, event_type=event.type)
-        .on_conflict_do_nothing()
-        .returning(tables.inbox.c.event_id)
+        _claim_statement(tables.inbox), {"by": consumer, "id": event.id, "type": event.type}
     )
     return result.first() is not None
 

@@ -13,11 +13,12 @@ import structlog
 from aiokafka.errors import KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel
-from sqlalchemy import func, insert, text, update
+from sqlalchemy import BigInteger, Table, bindparam, func, insert, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_shared import metrics
-from handshake_shared.db import Database, MessagingTables, describe_error
+from handshake_shared.db import Database, MessagingTables, built_once, describe_error
 from handshake_shared.envelope import CloudEvent, build_event
 
 log = structlog.get_logger("outbox")
@@ -45,6 +46,50 @@ SendFn = Callable[[str, bytes, bytes, dict[str, str]], Awaitable["asyncio.Future
 GaugeReader = Callable[[AsyncConnection], Awaitable[None]]
 
 
+# The relay's and the writers' statements, built once (handshake_shared.db.built_once says why).
+_NEXT_SEQUENCE = text(
+    "INSERT INTO outbox_sequences (aggregate_id, last_sequence) VALUES (:a, 1) "
+    "ON CONFLICT (aggregate_id) DO UPDATE SET last_sequence = outbox_sequences.last_sequence + 1 "
+    "RETURNING last_sequence"
+)
+# The buckets with pending rows, those of them this replica can lock (another replica holds the rest and
+# publishes them), and their oldest pending rows, leaving out every key that waits (parked, backing off after a
+# refusal, or still in flight from an earlier round): a held key is skipped whole, so nothing of it overtakes
+# the row it waits for.
+_PENDING_ROWS = text(
+    "WITH locked AS MATERIALIZED ("
+    "  SELECT b.bucket FROM (SELECT DISTINCT bucket FROM outbox WHERE published_at IS NULL) AS b"
+    "  WHERE pg_try_advisory_xact_lock(:ns, b.bucket)), "
+    "held AS MATERIALIZED ("
+    "  SELECT DISTINCT message_key FROM outbox WHERE published_at IS NULL"
+    "  AND (parked_at IS NOT NULL OR next_attempt_at > now())) "
+    "SELECT id, topic, message_key, payload, headers, attempts FROM outbox "
+    "WHERE published_at IS NULL AND bucket IN (SELECT bucket FROM locked) "
+    "AND message_key NOT IN (SELECT message_key FROM held) "
+    "AND NOT (message_key = ANY(CAST(:inflight AS text[]))) "
+    "ORDER BY id LIMIT :limit"
+)
+_LAG = text(
+    "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0), "
+    "count(*) FILTER (WHERE parked_at IS NOT NULL) FROM outbox WHERE published_at IS NULL"
+)
+
+
+@built_once
+def _insert_statement(outbox: Table) -> Any:
+    return insert(outbox)
+
+
+@built_once
+def _mark_published_statement(outbox: Table) -> Any:
+    # = ANY(array): one statement whatever the number of ids (IN would be one per count)
+    return (
+        update(outbox)
+        .where(outbox.c.id == func.any(bindparam("ids", type_=ARRAY(BigInteger))))
+        .values(published_at=func.now())
+    )
+
+
 def bucket_of(key: str) -> int:
     return zlib.crc32(key.encode()) % BUCKETS
 
@@ -57,14 +102,7 @@ class Outbox:
     async def next_sequence(self, conn: AsyncConnection, order_id: str) -> int:
         # The upsert takes the aggregate's row lock, so a second writer for the same order waits
         # here and therefore also gets a larger outbox id: id order == sequence order per order.
-        result = await conn.execute(
-            text(
-                "INSERT INTO outbox_sequences (aggregate_id, last_sequence) VALUES (:a, 1) "
-                "ON CONFLICT (aggregate_id) DO UPDATE SET last_sequence = outbox_sequences.last_sequence + 1 "
-                "RETURNING last_sequence"
-            ),
-            {"a": order_id},
-        )
+        result = await conn.execute(_NEXT_SEQUENCE, {"a": order_id})
         return int(result.scalar_one())
 
     async def emit(
@@ -112,18 +150,10 @@ class Outbox:
         headers: dict[str, str],
         sequence: int | None = None,
     ) -> None:
-        await conn.execute(
-            insert(self.t.outbox).values(
-                event_id=event_id,
-                topic=topic,
-                message_key=key,
-                bucket=bucket_of(key),
-                event_type=event_type,
-                sequence=sequence,
-                payload=payload,
-                headers=headers,
-            )
-        )
+        await conn.execute(_insert_statement(self.t.outbox), {
+            "event_id": event_id, "topic": topic, "message_key": key, "bucket": bucket_of(key),
+            "event_type": event_type, "sequence": sequence, "payload": payload, "headers": headers,
+        })  # fmt: skip
         conn.info["outbox_dirty"] = True
 
 
@@ -264,14 +294,7 @@ class OutboxRelay:
         that cannot be read leaves the last values (the round's own failure is what gets reported)."""
         try:
             async with self.db.read() as conn:
-                count, age, parked = (
-                    await conn.execute(
-                        text(
-                            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0), "
-                            "count(*) FILTER (WHERE parked_at IS NOT NULL) FROM outbox WHERE published_at IS NULL"
-                        )
-                    )
-                ).one()
+                count, age, parked = (await conn.execute(_LAG)).one()
                 metrics.OUTBOX_PENDING.labels(self.service).set(count)
                 metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(float(age))
                 OUTBOX_PARKED.labels(self.service).set(parked)
@@ -289,26 +312,10 @@ class OutboxRelay:
         async with self.db.engine.begin() as conn:
             # answers that came after their round first, so their keys' state is current before selecting
             published, outage = await self._record(conn, self._harvest())
-            # One statement: the buckets with pending rows, those of them this replica can lock (another
-            # replica holds the rest and publishes them), and their oldest pending rows, leaving out every key
-            # that waits (parked, backing off after a refusal, or still in flight from an earlier round): a
-            # held key is skipped whole, so nothing of it overtakes the row it waits for.
+            # one statement for the whole selection (_PENDING_ROWS says what it leaves out and why)
             rows: Sequence[Any] = (
                 await conn.execute(
-                    text(
-                        "WITH locked AS MATERIALIZED ("
-                        "  SELECT b.bucket FROM (SELECT DISTINCT bucket FROM outbox WHERE published_at IS NULL) AS b"
-                        "  WHERE pg_try_advisory_xact_lock(:ns, b.bucket)), "
-                        "held AS MATERIALIZED ("
-                        "  SELECT DISTINCT message_key FROM outbox WHERE published_at IS NULL"
-                        "  AND (parked_at IS NOT NULL OR next_attempt_at > now())) "
-                        "SELECT id, topic, message_key, payload, headers, attempts FROM outbox "
-                        "WHERE published_at IS NULL AND bucket IN (SELECT bucket FROM locked) "
-                        "AND message_key NOT IN (SELECT message_key FROM held) "
-                        "AND NOT (message_key = ANY(CAST(:inflight AS text[]))) "
-                        "ORDER BY id LIMIT :limit"
-                    ),
-                    {"ns": _LOCK_NAMESPACE, "inflight": list(self._inflight), "limit": self.batch_size},
+                    _PENDING_ROWS, {"ns": _LOCK_NAMESPACE, "inflight": list(self._inflight), "limit": self.batch_size}
                 )
             ).all()
             # one order's events in commit order: a key's next row is sent only once the broker has
@@ -348,7 +355,7 @@ class OutboxRelay:
         ob = self.t.outbox
         published = [row_id for outcome in outcomes for row_id in outcome.sent]
         if published:
-            await conn.execute(update(ob).where(ob.c.id.in_(published)).values(published_at=func.now()))
+            await conn.execute(_mark_published_statement(ob), {"ids": published})
             metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(published))
         failed = [o for o in outcomes if o.error is not None]
         outage = [o for o in failed if broker_unavailable(o.error)]  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,6 +23,7 @@ from handshake_inventory.db import (
 )
 from handshake_inventory.domain.reservations import RESERVATION_LIFECYCLE, ReservationState
 from handshake_inventory.domain.stock import Deltas, MovementKind, transfer
+from handshake_shared.db import built_once
 
 log = structlog.get_logger("inventory")
 
@@ -41,6 +42,19 @@ class AvailableChanged(Exception):
     def __init__(self, current: int) -> None:
         super().__init__(f"available is now {current}")
         self.current = current
+
+
+# statements every reservation runs, built once (handshake_shared.db.built_once says why)
+_MOVEMENT = insert(stock_movements)
+_LOCK_ORDER = text("SELECT pg_advisory_xact_lock(:ns, hashtext(:order_id))")
+_RESERVATION = select(reservations).where(reservations.c.order_id == bindparam("order_id"))
+_LOCKED_RESERVATION = _RESERVATION.with_for_update()
+_RESERVATION_MOVE = (
+    update(reservations)
+    .where(reservations.c.id == bindparam("reservation_id"), reservations.c.state == bindparam("from_state"))
+    .values(state=bindparam("to_state"), updated_at=func.now())
+)
+_RESERVATION_TRANSITION = insert(reservation_transitions)
 
 
 # -- stock ----------------------------------------------------------------------------------------
@@ -79,21 +93,30 @@ async def move(
     """Shift units between columns with a conditional update: every column that loses units must
     still hold them (for a reservation: WHERE available >= quantity)."""
     deltas = transfer(kind, quantity)
-    c = stock_items.c
-    guards = [c[name] >= -delta for name, delta in _columns(deltas) if delta < 0]
-    result = await conn.execute(
-        update(stock_items)
-        .where(c.sku == sku, *guards)
-        .values(
-            available=c.available + deltas.available,
-            reserved=c.reserved + deltas.reserved,
-            sold=c.sold + deltas.sold,
-            updated_at=func.now(),
-        )
-    )
+    losing = tuple(name for name, delta in _columns(deltas) if delta < 0)
+    result = await conn.execute(_move_statement(losing), {
+        "move_sku": sku, **{f"delta_{name}": delta for name, delta in _columns(deltas)},
+        **{f"need_{name}": -delta for name, delta in _columns(deltas) if delta < 0},
+    })  # fmt: skip
     if result.rowcount != 1:
         raise StockInvariantViolated(f"{kind} of {quantity} x {sku} for order {order_id}: the units are not there")
     await _record(conn, sku, kind, deltas, reason=reason, actor=actor, order_id=order_id, event_id=event_id)
+
+
+@built_once
+def _move_statement(losing: tuple[str, ...]) -> Any:
+    """Shift units by `delta_<column>`; each column in `losing` must still hold `need_<column>` units."""
+    c = stock_items.c
+    return (
+        update(stock_items)
+        .where(c.sku == bindparam("move_sku"), *(c[name] >= bindparam(f"need_{name}") for name in losing))
+        .values(
+            available=c.available + bindparam("delta_available"),
+            reserved=c.reserved + bindparam("delta_reserved"),
+            sold=c.sold + bindparam("delta_sold"),
+            updated_at=func.now(),
+        )
+    )
 
 
 async def set_available(
@@ -149,19 +172,10 @@ async def _record(
     order_id: str | None = None,
     event_id: str | None = None,
 ) -> None:
-    await conn.execute(
-        insert(stock_movements).values(
-            sku=sku,
-            kind=kind,
-            delta_available=deltas.available,
-            delta_reserved=deltas.reserved,
-            delta_sold=deltas.sold,
-            reason=reason,
-            order_id=order_id,
-            event_id=event_id,
-            actor=actor,
-        )
-    )
+    await conn.execute(_MOVEMENT, {
+        "sku": sku, "kind": kind, "delta_available": deltas.available, "delta_reserved": deltas.reserved,
+        "delta_sold": deltas.sold, "reason": reason, "order_id": order_id, "event_id": event_id, "actor": actor,
+    })  # fmt: skip
 
 
 def _columns(deltas: Deltas) -> list[tuple[str, int]]:
@@ -174,17 +188,11 @@ def _columns(deltas: Deltas) -> list[tuple[str, int]]:
 async def lock_order(conn: AsyncConnection, order_id: str) -> None:
     """Serialise reservation attempts for one order until the transaction ends, so a second order.placed
     for the same order (another event id) waits, then finds the reservation instead of racing it."""
-    await conn.execute(
-        text("SELECT pg_advisory_xact_lock(:ns, hashtext(:order_id))"),
-        {"ns": _ORDER_LOCK_NAMESPACE, "order_id": order_id},
-    )
+    await conn.execute(_LOCK_ORDER, {"ns": _ORDER_LOCK_NAMESPACE, "order_id": order_id})
 
 
 async def find_reservation(conn: AsyncConnection, order_id: str, *, lock: bool = False) -> Row[Any] | None:
-    query = select(reservations).where(reservations.c.order_id == order_id)
-    if lock:
-        query = query.with_for_update()
-    return (await conn.execute(query)).first()
+    return (await conn.execute(_LOCKED_RESERVATION if lock else _RESERVATION, {"order_id": order_id})).first()
 
 
 async def lengthen_hold(conn: AsyncConnection, reservation_id: uuid.UUID, seconds_from_creation: int) -> datetime:
@@ -277,11 +285,8 @@ async def transition(
     is a history row."""
     current = ReservationState(reservation.state)
     RESERVATION_LIFECYCLE.check(current, target)
-    result = await conn.execute(
-        update(reservations)
-        .where(reservations.c.id == reservation.id, reservations.c.state == current)
-        .values(state=target, updated_at=func.now())
-    )
+    result = await conn.execute(_RESERVATION_MOVE, {"reservation_id": reservation.id, "from_state": current,
+                                                     "to_state": target})  # fmt: skip
     if result.rowcount != 1:
         raise StockInvariantViolated(f"reservation {reservation.id} left {current} under our lock")
     await _record_transition(conn, reservation.id, current, target, reason=reason, actor=actor, event_id=event_id)
@@ -309,9 +314,6 @@ async def _record_transition(
     actor: str,
     event_id: str | None,
 ) -> None:
-    await conn.execute(
-        insert(reservation_transitions).values(
-            reservation_id=reservation_id, from_state=current, to_state=target, reason=reason, actor=actor,
-            event_id=event_id,
-        )  # fmt: skip
-    )
+    await conn.execute(_RESERVATION_TRANSITION, {"reservation_id": reservation_id, "from_state": current,
+                                                 "to_state": target, "reason": reason, "actor": actor,
+                                                 "event_id": event_id})  # fmt: skip

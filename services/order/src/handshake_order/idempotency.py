@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import Counter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -48,25 +48,33 @@ def fingerprint(command: str, body: BaseModel | dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps({"command": command, "body": data}, sort_keys=True).encode()).hexdigest()
 
 
+# every checkout runs these: built once (handshake_shared.db.built_once says why); parameters are not named
+# like the columns, which SQLAlchemy reserves for the values it binds itself
+_CLAIM = (
+    pg_insert(idempotency_keys)
+    .values(scope=bindparam("in_scope"), key=bindparam("the_key"), request_hash=bindparam("hash"), status_code=0,
+            response={})
+    .on_conflict_do_nothing()
+    .returning(idempotency_keys.c.key)
+)  # fmt: skip
+_STORED = select(idempotency_keys).where(
+    idempotency_keys.c.scope == bindparam("in_scope"), idempotency_keys.c.key == bindparam("the_key")
+)
+_STORE = (
+    update(idempotency_keys)
+    .where(idempotency_keys.c.scope == bindparam("in_scope"), idempotency_keys.c.key == bindparam("the_key"))
+    .values(status_code=bindparam("status"), response=bindparam("body"), order_id=bindparam("order"))
+)
+
+
 async def claim(
     conn: AsyncConnection, *, scope: str, key: str, request_hash: str, command: str
 ) -> tuple[int, dict[str, Any]] | None:
     """None: this request owns the key, do the work and call store(). Otherwise the stored answer."""
-    claimed = (
-        await conn.execute(
-            pg_insert(idempotency_keys)
-            .values(scope=scope, key=key, request_hash=request_hash, status_code=0, response={})
-            .on_conflict_do_nothing()
-            .returning(idempotency_keys.c.key)
-        )
-    ).first()
+    claimed = (await conn.execute(_CLAIM, {"in_scope": scope, "the_key": key, "hash": request_hash})).first()
     if claimed is not None:
         return None
-    stored = (
-        await conn.execute(
-            select(idempotency_keys).where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
-        )
-    ).one()
+    stored = (await conn.execute(_STORED, {"in_scope": scope, "the_key": key})).one()
     if stored.request_hash != request_hash:
         raise Problem(
             422, "Idempotency-Key reused", "this Idempotency-Key was already used with a different request",
@@ -79,11 +87,7 @@ async def claim(
 async def store(
     conn: AsyncConnection, *, scope: str, key: str, status: int, body: dict[str, Any], order_id: uuid.UUID | None
 ) -> None:
-    await conn.execute(
-        update(idempotency_keys)
-        .where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
-        .values(status_code=status, response=body, order_id=order_id)
-    )
+    await conn.execute(_STORE, {"in_scope": scope, "the_key": key, "status": status, "body": body, "order": order_id})
 
 
 async def purge_older_than(conn: AsyncConnection, hours: int) -> int:

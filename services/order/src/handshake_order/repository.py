@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy import Text, cast, func, insert, select, update
+from sqlalchemy import Text, bindparam, cast, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,6 +19,7 @@ from handshake_order.changes import CHANNEL
 from handshake_order.db import order_notes, order_transitions, orders, refund_approvals, refunds
 from handshake_order.domain.saga import Decision, OrderView
 from handshake_order.domain.states import OrderState
+from handshake_shared.db import built_once
 from handshake_shared.envelope import CloudEvent
 from handshake_shared.events import ORDER_EVENTS
 from handshake_shared.events import order as o
@@ -41,12 +42,19 @@ def parse_order_id(value: str) -> uuid.UUID | None:
         return None
 
 
+# the statements every checkout runs several times, built once (handshake_shared.db.built_once says why)
+_ORDER = select(orders).where(orders.c.id == bindparam("order_id"))
+_LOCKED_ORDER = _ORDER.with_for_update()
+_TRANSITION = insert(order_transitions)
+_NOTE = insert(order_notes)
+
+
 async def lock_order(conn: AsyncConnection, order_id: str | uuid.UUID) -> Row[Any] | None:
-    return (await conn.execute(select(orders).where(orders.c.id == _uuid(order_id)).with_for_update())).first()
+    return (await conn.execute(_LOCKED_ORDER, {"order_id": _uuid(order_id)})).first()
 
 
 async def get_order(conn: AsyncConnection, order_id: str | uuid.UUID) -> Row[Any] | None:
-    return (await conn.execute(select(orders).where(orders.c.id == _uuid(order_id)))).first()
+    return (await conn.execute(_ORDER, {"order_id": _uuid(order_id)})).first()
 
 
 def view_of(row: Row[Any]) -> OrderView:
@@ -73,11 +81,8 @@ async def record_creation(
 ) -> None:
     """The order's first transition (into draft): its audit row and order.placed, which announces it."""
     reason = "checkout"
-    await conn.execute(
-        insert(order_transitions).values(
-            order_id=_uuid(placed.order_id), from_state=None, to_state=OrderState.DRAFT, reason=reason, actor=actor
-        )
-    )
+    await conn.execute(_TRANSITION, {"order_id": _uuid(placed.order_id), "from_state": None,
+                                     "to_state": OrderState.DRAFT, "reason": reason, "actor": actor})  # fmt: skip
     placed = placed.model_copy(update={"transition": o.Transition(from_state=None, to_state="draft", reason=reason)})
     await outbox.emit(conn, topic=ORDER_EVENTS, type=placed.event_type, order_id=placed.order_id, data=placed,
                       traceparent=traceparent)  # fmt: skip
@@ -101,31 +106,31 @@ async def apply(
     if decision.transitions:
         columns["state"] = decision.view.state
     if columns:
-        await conn.execute(changed(order_id, columns))
+        await conn.execute(changed_statement(tuple(sorted(columns))),
+                           {"order_id": order_id, **{f"new_{name}": value for name, value in columns.items()}})  # fmt: skip
     for current, target, reason in decision.transitions:
-        await conn.execute(
-            insert(order_transitions).values(
-                order_id=order_id, from_state=current, to_state=target, reason=reason, actor=actor, event_id=event_id
-            )
-        )
+        await conn.execute(_TRANSITION, {"order_id": order_id, "from_state": current, "to_state": target,
+                                         "reason": reason, "actor": actor, "event_id": event_id})  # fmt: skip
         TRANSITIONS.labels(current, target).inc()
         log.info("order transition", order_id=str(order_id), from_state=current, to_state=target, reason=reason)
     for kind, detail in decision.notes:
-        await conn.execute(
-            insert(order_notes).values(order_id=order_id, kind=kind, detail=detail, actor=actor, event_id=event_id)
-        )
+        await conn.execute(_NOTE, {"order_id": order_id, "kind": kind, "detail": detail, "actor": actor,
+                                   "event_id": event_id})  # fmt: skip
     for data in decision.emits:
         await outbox.emit(conn, topic=ORDER_EVENTS, type=data.event_type, order_id=str(order_id), data=data, cause=cause)
 
 
-def changed(order_id: uuid.UUID, columns: dict[str, Any]) -> Any:
-    """The row's update, its version raised, and the notification of it in one statement. NOTIFY is
-    transactional: PostgreSQL delivers it when this transaction commits and drops it if it rolls back, so a
-    waiting reader (changes.py) never hears of a change it could not yet read."""
+@built_once
+def changed_statement(columns: tuple[str, ...]) -> Any:
+    """The row's update, its version raised, and the notification of it in one statement; one statement per
+    set of columns, with the order id (`order_id`) and the new values (`new_<column>`: SQLAlchemy reserves a
+    column's own name for the values it binds itself) as parameters. NOTIFY is transactional:
+    PostgreSQL delivers it when this transaction commits and drops it if it rolls back, so a waiting reader
+    (changes.py) never hears of a change it could not yet read."""
     row = (
         update(orders)
-        .where(orders.c.id == order_id)
-        .values(updated_at=func.now(), version=orders.c.version + 1, **columns)
+        .where(orders.c.id == bindparam("order_id"))
+        .values(updated_at=func.now(), version=orders.c.version + 1, **{name: bindparam(f"new_{name}") for name in columns})
         .returning(orders.c.id, orders.c.version)
         .cte("changed")
     )

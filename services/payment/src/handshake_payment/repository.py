@@ -8,13 +8,15 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy import and_, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ClauseElement
 
 from handshake_payment.db import attempt_transitions, payment_attempts
 from handshake_payment.domain.attempts import ATTEMPT_LIFECYCLE, HOLDS_PAYMENT, AttemptState
+from handshake_shared.db import built_once
 
 log = structlog.get_logger("payment")
 
@@ -76,9 +78,14 @@ async def by_request(conn: AsyncConnection, request_id: str) -> Row[Any] | None:
     return (await conn.execute(select(payment_attempts).where(payment_attempts.c.request_id == request_id))).first()
 
 
+# statements every payment runs, built once (handshake_shared.db.built_once says why)
+_ATTEMPT = select(payment_attempts).where(payment_attempts.c.id == bindparam("attempt_id"))
+_LOCKED_ATTEMPT = _ATTEMPT.with_for_update()
+_ATTEMPT_TRANSITION = insert(attempt_transitions)
+
+
 async def get(conn: AsyncConnection, attempt_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
-    query = select(payment_attempts).where(payment_attempts.c.id == attempt_id)
-    return (await conn.execute(query.with_for_update() if lock else query)).first()
+    return (await conn.execute(_LOCKED_ATTEMPT if lock else _ATTEMPT, {"attempt_id": attempt_id})).first()
 
 
 async def by_intent(conn: AsyncConnection, intent_id: str) -> Row[Any] | None:
@@ -232,6 +239,18 @@ async def attempts_of_order(conn: AsyncConnection, order_id: uuid.UUID) -> list[
     ]
 
 
+@built_once
+def _moved_statement(columns: tuple[str, ...]) -> Any:
+    """An attempt's move from `from_state` to `to_state` with plain new values for `columns` (parameters
+    `new_<column>`: SQLAlchemy reserves the columns' own names for the values it binds itself)."""
+    return (
+        update(payment_attempts)
+        .where(payment_attempts.c.id == bindparam("attempt_id"), payment_attempts.c.state == bindparam("from_state"))
+        .values(state=bindparam("to_state"), updated_at=func.now(), **{n: bindparam(f"new_{n}") for n in columns})
+        .returning(payment_attempts.c.id)
+    )
+
+
 async def transition(
     conn: AsyncConnection,
     attempt: Row[Any],
@@ -252,23 +271,25 @@ async def transition(
             provider_event_id=provider_event_id,
         )  # fmt: skip
         return False
-    moved = (
-        await conn.execute(
+    if any(isinstance(value, ClauseElement) for value in columns.values()):
+        moved = (await conn.execute(
             update(payment_attempts)
             .where(payment_attempts.c.id == attempt.id, payment_attempts.c.state == current)
             .values(state=target, updated_at=func.now(), **columns)
             .returning(payment_attempts.c.id)
-        )
-    ).first()
+        )).first()  # fmt: skip
+    else:
+        moved = (await conn.execute(_moved_statement(tuple(sorted(columns))), {
+            "attempt_id": attempt.id, "from_state": current, "to_state": target,
+            **{f"new_{name}": value for name, value in columns.items()},
+        })).first()  # fmt: skip
     if moved is None:
         log.warning("attempt changed under us, transition skipped", attempt_id=str(attempt.id), target=target)
         return False
-    await conn.execute(
-        insert(attempt_transitions).values(
-            attempt_id=attempt.id, from_state=current, to_state=target, reason=reason, event_id=event_id,
-            provider_event_id=provider_event_id,
-        )
-    )  # fmt: skip
+    await conn.execute(_ATTEMPT_TRANSITION, {
+        "attempt_id": attempt.id, "from_state": current, "to_state": target, "reason": reason, "event_id": event_id,
+        "provider_event_id": provider_event_id,
+    })  # fmt: skip
     ATTEMPTS.labels(target.value if target != AttemptState.REQUIRES_PAYMENT else "intent_created").inc()
     log.info("attempt transition", attempt_id=str(attempt.id), from_state=current, to_state=target, reason=reason)
     return True
