@@ -19,6 +19,9 @@ SERVICES = {
     "inventory": "handshake_inventory",
     "webhook-ingest": "handshake_webhook_ingest",
 }
+# the operations console: built and locked down like the services, but no database, no broker, no `migrate`
+CONSOLE = "console"
+IMAGES = {**SERVICES, CONSOLE: "handshake_console"}
 USER = "10001:10001"
 
 

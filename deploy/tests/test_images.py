@@ -3,8 +3,10 @@ writable, every capability dropped, production settings with generated secrets, 
 session's embedded PostgreSQL and broker.
 
 For each service: `migrate` in a container of its own (the migration Job), then `serve` until /readyz
-answers 200, then SIGTERM, which must stop it cleanly (exit 0) well within the grace period. And the
-images hold nothing but the service: no pip, no compiler, no development or test packages.
+answers 200, then SIGTERM, which must stop it cleanly (exit 0) well within the grace period. The operations
+console's image the same way, without a database: it refuses to start without its secrets, naming them,
+and serves its sign-in page with a production configuration. And the images hold nothing but their
+deployable: no pip, no compiler, no development or test packages.
 
 The images are built by deploy/images/build.sh at the start of the module (its layer cache makes an
 unchanged tree cheap); IMAGES_PREBUILT=1 uses the ones an earlier `make images` of the same run tagged
@@ -31,7 +33,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from deploy.tests.images_engine import (
     BUILD_SCRIPT,
+    CONSOLE,
     DOCKERFILE,
+    IMAGES,
     SERVICES,
     USER,
     container,
@@ -41,6 +45,7 @@ from deploy.tests.images_engine import (
     run,
 )
 from handshake_devstack.processes import free_port
+from handshake_shared.entrypoint import EX_CONFIG
 
 pytestmark = [pytest.mark.e2e]
 
@@ -89,7 +94,7 @@ def images() -> dict[str, str]:
         result = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=1800)
         assert result.returncode == 0, f"build.sh failed\n{result.stdout}\n{result.stderr[-5000:]}"
         print(f"images built in {time.monotonic() - started:.0f} s")
-    names = {service: image_name(service) for service in SERVICES}
+    names = {service: image_name(service) for service in IMAGES}
     for name in names.values():
         container("image", "inspect", name)
     return names
@@ -172,11 +177,11 @@ def container_name(request: pytest.FixtureRequest) -> Iterator[str]:
     remove(name)
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", IMAGES)
 def test_image_is_configured_to_run_unprivileged(images: dict[str, str], service: str) -> None:
     config = json.loads(container("image", "inspect", images[service]).stdout)[0]["Config"]
     assert config["User"] == USER
-    assert config["Entrypoint"] == ["python", "-m", SERVICES[service]]
+    assert config["Entrypoint"] == ["python", "-m", IMAGES[service]]
     assert config["Cmd"] == ["serve"]
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
@@ -190,22 +195,22 @@ def test_image_is_configured_to_run_unprivileged(images: dict[str, str], service
         assert "8081/tcp" in config["ExposedPorts"]
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", IMAGES)
 def test_image_holds_no_tools_or_development_packages(images: dict[str, str], service: str, container_name: str) -> None:
     result = run(
         images[service], container_name,
-        ["-c", INVENTORY_SCRIPT, ",".join((SERVICES[service], "handshake_shared", *DEV_MODULES)), ",".join(COMPILERS)],
+        ["-c", INVENTORY_SCRIPT, ",".join((IMAGES[service], "handshake_shared", *DEV_MODULES)), ",".join(COMPILERS)],
         network="none", extra=["--rm", "--entrypoint", "python"],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert found["executable"] == "/opt/venv/bin/python"
     assert (found["uid"], found["gid"]) == (10001, 10001)
-    assert found["importable"] == [SERVICES[service], "handshake_shared"]
+    assert found["importable"] == [IMAGES[service], "handshake_shared"]
     assert found["programs"] == []
     installed = {Path(p).name.split("-")[0].lower() for p in found["installed"]}
     assert not installed & {m.lower() for m in DEV_MODULES}, sorted(installed & {m.lower() for m in DEV_MODULES})
-    other_services = {m for s, m in SERVICES.items() if s != service}
+    other_services = {m for s, m in IMAGES.items() if s != service}
     assert not installed & other_services
 
 
@@ -267,6 +272,103 @@ def test_serve_refuses_to_start_without_its_secrets(images: dict[str, str], tmp_
     refused = run(images["order"], container_name, ["serve"], env_file=env_file, network="none", extra=["--rm"], timeout=60)
     assert refused.returncode != 0
     assert "HANDSHAKE_LOOKUP_TOKEN_KEY" in refused.stderr
+
+
+# what the console cannot start without in production: its session secret, where staff sign in, where
+# the browser reaches it, where the four services answer
+CONSOLE_REQUIRED = (
+    "HANDSHAKE_CONSOLE_SESSION_SECRETS", "HANDSHAKE_CONSOLE_OIDC_ISSUER", "HANDSHAKE_CONSOLE_OIDC_CLIENT_ID",
+    "HANDSHAKE_CONSOLE_PUBLIC_URL", "HANDSHAKE_CONSOLE_ORDER_URL", "HANDSHAKE_CONSOLE_PAYMENT_URL",
+    "HANDSHAKE_CONSOLE_INVENTORY_URL", "HANDSHAKE_CONSOLE_WEBHOOK_INGEST_URL",
+)  # fmt: skip
+
+
+def console_env(http_port: int) -> dict[str, str]:
+    """What the console's Deployment gives it (console.env, the services' token issuer and audience, its two
+    secrets), with addresses where nothing listens: neither the issuer nor the services are needed to start."""
+    closed = free_port()
+    return {
+        "HANDSHAKE_ENVIRONMENT": "production",
+        "HANDSHAKE_HTTP_PORT": str(http_port),
+        "HANDSHAKE_CONSOLE_PUBLIC_URL": "https://console.handshake.test",
+        "HANDSHAKE_CONSOLE_OIDC_ISSUER": f"https://127.0.0.1:{closed}/",
+        "HANDSHAKE_CONSOLE_OIDC_CLIENT_ID": "handshake-console",
+        "HANDSHAKE_CONSOLE_OIDC_CLIENT_SECRET": secret(),
+        "HANDSHAKE_CONSOLE_SESSION_SECRETS": f"{secret()},{secret()}",
+        "HANDSHAKE_JWT_ISSUER": "https://id.handshake.test/",
+        "HANDSHAKE_JWT_AUDIENCE": "handshake",
+        **{f"HANDSHAKE_CONSOLE_{s.upper().replace('-', '_')}_URL": f"http://127.0.0.1:{closed}" for s in SERVICES},
+    }
+
+
+def refusal_problems(stderr: str) -> list[str]:
+    """The variables named by the one line a refusing process logs."""
+    line = json.loads(stderr.strip().splitlines()[-1])
+    return sorted(problem.split()[0] for problem in line["problems"])
+
+
+def test_console_refuses_to_start_without_its_secrets(images: dict[str, str], tmp_path: Path, container_name: str) -> None:
+    """Fail closed like the services: the image alone (production by default) names every setting it lacks;
+    with everything but its secrets, it names exactly those."""
+    refused = run(images[CONSOLE], container_name, ["serve"], network="none", extra=["--rm"], timeout=60)
+    assert refused.returncode == EX_CONFIG, refused.stderr
+    assert refusal_problems(refused.stderr) == sorted(CONSOLE_REQUIRED)
+
+    env = console_env(free_port())
+    del env["HANDSHAKE_CONSOLE_SESSION_SECRETS"]
+    env["HANDSHAKE_CONSOLE_OIDC_CLIENT_SECRET"] = "too-short"
+    env_file = write_env(tmp_path / "serve.env", env)
+    refused = run(images[CONSOLE], container_name + "-secrets", ["serve"], env_file=env_file, network="none",
+                  extra=["--rm"], timeout=60)  # fmt: skip
+    assert refused.returncode == EX_CONFIG, refused.stderr
+    assert refusal_problems(refused.stderr) == ["HANDSHAKE_CONSOLE_OIDC_CLIENT_SECRET", "HANDSHAKE_CONSOLE_SESSION_SECRETS"]
+    assert "too-short" not in refused.stderr
+
+
+def test_console_serves_its_pages_with_a_production_configuration_and_stops_cleanly(
+    images: dict[str, str], tmp_path: Path, container_name: str
+) -> None:
+    port = free_port()
+    env_file = write_env(tmp_path / "serve.env", console_env(port))
+    started = time.monotonic()
+    served = run(images[CONSOLE], container_name, ["serve"], env_file=env_file, detach=True)
+    assert served.returncode == 0, served.stderr
+    ready_seconds = wait_ready(container_name, port, started)
+    base = f"http://127.0.0.1:{port}"
+
+    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    assert "# TYPE process_" in httpx.get(f"{base}/metrics", timeout=5).text
+    # the sign-in page, rendered from the templates in the installed wheel, with the production headers
+    home = httpx.get(f"{base}/", timeout=5)
+    assert home.status_code == 200 and "text/html" in home.headers["content-type"]
+    assert 'href="/auth/login"' in home.text
+    assert home.headers["strict-transport-security"].startswith("max-age=")
+    assert home.headers["cache-control"] == "no-store"
+    assert "default-src 'none'" in home.headers["content-security-policy"]
+    assert httpx.get(f"{base}/console.css", timeout=5).status_code == 200
+    # the issuer cannot be reached: sign-in says so on a page, and sets no cookie
+    login = httpx.get(f"{base}/auth/login", timeout=15)
+    assert login.status_code == 503 and "Sign-in is unavailable" in login.text
+    assert "set-cookie" not in login.headers
+    # a page behind sign-in sends the browser to sign in, never calls a service without a token
+    assert httpx.get(f"{base}/search", timeout=5).headers.get("location") == "/"
+
+    state = inspect_state(container_name)
+    pid = state["Pid"]
+    assert process_ids(pid) == (10001, 10001), "the console does not run as 10001:10001"
+    listed = container("exec", container_name, "python", "-c", "import os; print(sorted(os.listdir('/tmp')))")
+    assert listed.stdout.strip() == "[]"
+
+    started = time.monotonic()
+    container("stop", "--time", str(GRACE_SECONDS), container_name, timeout=GRACE_SECONDS + 30)
+    stop_seconds = time.monotonic() - started
+    state = inspect_state(container_name)
+    logs = container("logs", container_name).stderr + container("logs", container_name).stdout
+    assert not state["Running"]
+    assert state["ExitCode"] == 0, f"exit code {state['ExitCode']} after SIGTERM\n{logs[-4000:]}"
+    assert stop_seconds < GRACE_SECONDS, f"took {stop_seconds:.1f} s to stop"
+    assert "Traceback" not in logs, logs[-4000:]
+    print(f"console: start-to-ready {ready_seconds:.1f} s, SIGTERM-to-exit {stop_seconds:.1f} s")
 
 
 def wait_ready(name: str, port: int, started: float) -> float:
