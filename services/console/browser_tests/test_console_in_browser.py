@@ -107,6 +107,10 @@ def test_a_refund_above_the_support_limit_waits_for_finance_and_is_made_once_by_
     refunds = staff.panel("Refunds").text
     assert "110.00 EUR succeeded parcel lost by the carrier sam / fran" in refunds
     assert "110.00 EUR · approved · asked by sam · fran: carrier confirmed the loss" in refunds
+    audit = staff.panel("Staff notes and audit").text.splitlines()
+    assert "none" not in audit
+    assert audit[-4:] == [audit[-4][:19] + " · staff:sam", "refund-approval-requested: 11000 EUR: parcel lost by the carrier",
+                          audit[-2][:19] + " · staff:fran", "refund-approval-approved: carrier confirmed the loss"], audit
     staff.open("/approvals?state=approved")
     staff.shot("approved requests")
     decided = staff.find(f"tr:has(a[href='/orders/{oid}'])").text
