@@ -103,6 +103,10 @@ async def test_a_review_is_opened_with_a_private_note_and_closed_only_by_finance
     assert (await post("review", {"note": "ok\x00"}, sue, "r4")).status_code == 422
 
     assert (await post("review/close", {"to": "fulfillment_pending", "reason": "fine"}, sue, "c1")).status_code == 403
+    # nor by the older manual-transition route: a review ends only through review/close
+    around = await shop.client.post(f"/v1/admin/orders/{order_id}/transitions", json={"to": "fulfilled", "reason": "fine"},
+                                    headers=sue)  # fmt: skip
+    assert around.status_code == 409 and around.json()["type"].endswith("review-open")
     held = await post("review/close", {"to": "cancelled", "reason": "customer gave up"}, fiona, "c2")
     assert held.status_code == 409 and held.json()["type"].endswith("money-held")
     closed = await post("review/close", {"to": "fulfillment_pending", "reason": "photos show no damage"}, fiona, "c3")

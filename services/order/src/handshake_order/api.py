@@ -711,6 +711,10 @@ def build_router(ctx: OrderContext) -> APIRouter:
         def decide(view: saga.OrderView) -> saga.Decision:
             if body.to not in MANUAL_TARGETS:
                 raise saga.CommandRefused("transition-not-manual", f"{body.to} is reached only through the saga")
+            if view.state == OrderState.NEEDS_REVIEW:
+                # otherwise support could end a review here, which only finance may do (review/close)
+                raise saga.CommandRefused("review-open",
+                                          "an order under review leaves it only when finance closes the review")
             if body.to == OrderState.CANCELLED and view.captured_amount > view.refunded_amount:
                 raise saga.CommandRefused("money-held", "refund the captured money before cancelling")
             # announced on order.events.v1 like every transition (Decision.move)
