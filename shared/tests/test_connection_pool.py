@@ -98,3 +98,20 @@ async def test_a_read_runs_each_statement_without_a_transaction_around_it(url: s
         assert second == first
     finally:
         await db.dispose()
+
+
+async def test_work_one_replica_at_a_time_is_held_by_one_process_and_free_again_when_it_ends(url: str) -> None:
+    """Two replicas (two engines, as two processes have) asking at once for the scheduled reconciliation run:
+    exactly one gets it; once it ends the next interval's asker gets it, whichever replica that is."""
+    first, second = Database(url, pool_size=2), Database(url, pool_size=2)
+    try:
+        async with first.held_by_one_replica(0x5245434F) as mine:
+            async with second.held_by_one_replica(0x5245434F) as theirs:
+                assert (mine, theirs) == (True, False)
+            async with second.held_by_one_replica(0x47415053) as other_work:
+                assert other_work  # another key is other work
+        async with second.held_by_one_replica(0x5245434F) as theirs_now:
+            assert theirs_now
+    finally:
+        await first.dispose()
+        await second.dispose()

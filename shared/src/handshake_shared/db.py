@@ -279,6 +279,10 @@ def ping_connections_idle_for(engine: AsyncEngine, seconds: float) -> None:
             raise sqlalchemy.exc.DisconnectionError() from exc
 
 
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:k)")
+_UNLOCK = text("SELECT pg_advisory_unlock(:k)")
+
+
 class Database:
     """An engine plus the unit of work: state, audit, outbox and inbox rows commit together."""
 
@@ -331,6 +335,21 @@ class Database:
         async with self.engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
+
+    @asynccontextmanager
+    async def held_by_one_replica(self, key: int) -> AsyncIterator[bool]:
+        """A session advisory lock taken without waiting: yields True while this process holds it, False when
+        another process (another replica) does. For background work that one replica at a time should do,
+        where the tables already make a second one safe and this keeps it from being done twice."""
+        async with self.engine.connect() as conn:
+            locked = bool((await conn.execute(_TRY_LOCK, {"k": key})).scalar())
+            await conn.commit()
+            try:
+                yield locked
+            finally:
+                if locked:
+                    await conn.execute(_UNLOCK, {"k": key})
+                    await conn.commit()
 
     async def ping(self) -> None:
         async with self.read() as conn:

@@ -52,7 +52,8 @@ log = structlog.get_logger("payment")
 RUNS = Counter(
     "handshake_reconciliation_runs_total",
     "Reconciliation runs by outcome (clean: nothing to do; repaired; flagged: a mismatch for review; "
-    "errors: some items could not be checked; failed: the run itself broke off)",
+    "errors: some items could not be checked; failed: the run itself broke off; skipped: another replica's "
+    "scheduled run was going)",
     ["outcome"],
 )
 REPAIRS = Counter(
@@ -68,6 +69,8 @@ MISMATCHES = Counter(
 )
 
 KIND = "provider"
+# advisory-lock key of the scheduled run ("RECO" as an int), distinct from any other lock we take
+SCHEDULED_RUN_LOCK = 0x5245434F
 PENDING_STATES = (A.REQUIRES_PAYMENT, A.PROCESSING, A.AUTHORIZED)
 # Stripe hands a declined intent back to requires_payment_method: the customer may still pay it with
 # another card, so a failed attempt is looked at too while its checkout can still be going on
@@ -140,7 +143,7 @@ class Reconciler:
         self.interval = settings.reconciliation_interval_seconds
         self.pending_after = settings.reconciliation_pending_after_seconds
         self.lease_seconds = settings.provider_call_lease_seconds
-        self._lock = asyncio.Lock()  # one run at a time per process; replicas are safe by the tables
+        self._lock = asyncio.Lock()  # one run at a time per process; across replicas see _scheduled_run
 
     async def run_forever(self) -> None:
         """The app's background task: one scheduled run per interval; a failing run is logged and counted.
@@ -151,6 +154,20 @@ class Reconciler:
         instead and records what it did; only a second cancel breaks it off."""
         while True:
             await asyncio.sleep(self.interval)
+            try:
+                await self._scheduled_run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the next run tries again
+                log.error("reconciliation run failed", error=repr(exc))
+
+    async def _scheduled_run(self) -> None:
+        # one replica's run per interval: another replica's would ask Stripe the same questions again (safe by
+        # the tables, but twice the provider calls and a second run record)
+        async with self.db.held_by_one_replica(SCHEDULED_RUN_LOCK) as mine:
+            if not mine:
+                RUNS.labels("skipped").inc()
+                return
             stop = asyncio.Event()
             run = asyncio.create_task(self.run_once(trigger="scheduled", stop=stop), name="payment-reconciliation-run")
             try:
@@ -165,8 +182,6 @@ class Reconciler:
                     elif not run.cancelled() and run.exception() is not None:
                         log.error("reconciliation run failed", error=repr(run.exception()))
                 raise
-            except Exception as exc:  # noqa: BLE001 - the next run tries again
-                log.error("reconciliation run failed", error=repr(exc))
 
     async def run_once(
         self, trigger: str = "manual", *, requested_by: str | None = None, note: str | None = None,

@@ -93,17 +93,11 @@ class GapScanner:
         None when no API key is configured or another replica is scanning right now."""
         if self.client is None:
             return None
-        async with self.db.engine.connect() as lock_conn:
-            locked = (await lock_conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_KEY})).scalar()
-            await lock_conn.commit()
-            if not locked:
+        async with self.db.held_by_one_replica(_LOCK_KEY) as mine:
+            if not mine:
                 GAP_SCANS.labels(PROVIDER, "skipped").inc()
                 return None
-            try:
-                return await self._scan_locked()
-            finally:
-                await lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
-                await lock_conn.commit()
+            return await self._scan_locked()
 
     async def _scan_locked(self) -> dict[str, int]:
         listed_from = await self._cursor()
