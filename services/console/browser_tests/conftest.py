@@ -104,8 +104,10 @@ class Staff:
         name = next(u.name for u in DEV_USERS if u.subject == subject)
         self.shot(f"issuer page, choosing {subject}")
         self.driver.find_element(By.LINK_TEXT, name).click()
-        # the callback's page hands over to the search page once the session cookie is set
-        WebDriverWait(self.driver, PAGE_SECONDS).until(lambda d: d.current_url == self.url + "/search")
+        # the callback's page hands over to the search page (a meta refresh) once the session cookie is set
+        WebDriverWait(self.driver, PAGE_SECONDS).until(
+            lambda d: d.current_url == self.url + "/search" and d.find_elements(By.CSS_SELECTOR, "form.search")
+        )
         assert name in self.text("form.who span")
 
     # --- searching and orders -----------------------------------------------------------------------------
