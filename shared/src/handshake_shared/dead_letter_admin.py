@@ -93,6 +93,9 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
     redrives = runtime.tables.dead_letter_redrives
 
     admin = staff_with(runtime.settings, "admin")
+    # applying a message again is safe for any staff member to ask for (the inbox and the handlers' own guards
+    # make a second application nothing); leaving one unapplied for good is an admin's decision
+    staff = staff_with(runtime.settings, "support", "finance", "admin")
 
     def lister(request: Request, authorization: Authorization = None) -> Principal:
         # every dead letter is for admins; those of one order also for the staff who answer for that order
@@ -155,7 +158,8 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
     def consumer_named(name: str) -> EventConsumer | None:
         return next((c for c in runtime.consumers if c.name == name), None)
 
-    def resolving(settle: Settle, *, noun: str, past: str) -> Callable[..., Awaitable[dict[str, Any]]]:
+    def resolving(settle: Settle, *, noun: str, past: str,
+                  allowed: Callable[..., Principal]) -> Callable[..., Awaitable[dict[str, Any]]]:  # fmt: skip
         """The route of one way to resolve a dead letter, and what redrive and discard share: the open dead letter
         locked, `settle` deciding the outcome (or refusing with a problem, which rolls everything back), then the
         dead letter resolved and audited in the same transaction. The row lock makes concurrent admins take
@@ -164,7 +168,7 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
         async def route(
             dead_letter_id: Annotated[int, Path(ge=1)],
             body: ReasonRequest,
-            principal: Principal = Depends(admin),  # noqa: B008 - a local dependency
+            principal: Principal = Depends(allowed),  # noqa: B008 - a local dependency
         ) -> dict[str, Any]:
             async with runtime.db.transaction() as conn:
                 row = (await conn.execute(listing().add_columns(dl.c.payload).where(dl.c.id == dead_letter_id)
@@ -242,9 +246,11 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
         # the dead letter's own inbox row stays: the broker delivering the message again still does nothing
         return DISCARDED
 
-    router.add_api_route("/{dead_letter_id}/redrive", resolving(apply_again, noun="redrive", past="redriven"),
+    router.add_api_route("/{dead_letter_id}/redrive",
+                         resolving(apply_again, noun="redrive", past="redriven", allowed=staff),
                          methods=["POST"], name="redrive")  # fmt: skip
-    router.add_api_route("/{dead_letter_id}/discard", resolving(leave_unapplied, noun="discard", past="discarded"),
+    router.add_api_route("/{dead_letter_id}/discard",
+                         resolving(leave_unapplied, noun="discard", past="discarded", allowed=admin),
                          methods=["POST"], name="discard",
                          description="For a dead letter that must never be applied (not an event, no handler for its "
                          "type, an invalid payload, or an operator's decision): resolved and audited like a redrive, "
