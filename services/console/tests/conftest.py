@@ -92,6 +92,18 @@ def stand_in_order_service(recorded: Recorded) -> FastAPI:
         principal = require_roles(settings, authorization, "support", "finance", "admin")
         return {"order_id": order_id, "state": "needs_review", "by": principal.subject}
 
+    @app.get("/v1/admin/dead-letters")
+    async def dead_letters(order_id: str | None = None, authorization: str | None = Header(None)) -> dict[str, Any]:
+        require_roles(settings, authorization, "support", "finance", "admin")
+        letter = {"id": 41, "consumer": "order-saga", "key": ORDER_ID, "event_type": "inventory.committed",
+                  "error": "stock fact could not be written", "resolved_at": None}  # fmt: skip
+        return {"items": [letter] if order_id == ORDER_ID else []}
+
+    @app.post("/v1/admin/dead-letters/{dead_letter_id}/redrive")
+    async def redrive_dead_letter(dead_letter_id: int, authorization: str | None = Header(None)) -> dict[str, Any]:
+        principal = require_roles(settings, authorization, "support", "finance", "admin")
+        return {"id": dead_letter_id, "outcome": "applied", "redriven_by": principal.subject}
+
     @app.post("/v1/admin/orders/{order_id}/refunds", status_code=202)
     async def refund(order_id: str, authorization: str | None = Header(None)) -> dict[str, Any]:
         require_roles(settings, authorization, "support", "finance")

@@ -149,3 +149,25 @@ async def test_dashboard_renders_before_any_scrape(harness: Harness) -> None:
     response = await harness.page("/dashboard")
     assert response.status_code == 200
     assert "Checkouts created" in response.text and "no data" in response.text
+
+
+async def test_an_open_dead_letter_of_the_order_is_applied_again_by_the_service_that_holds_it(harness: Harness) -> None:
+    await harness.sign_in("sam")
+    action = ORDER + "/actions/redrive_dead_letter"
+    fields = await harness.form_fields(ORDER, action)
+    assert (fields["service"], fields["dead_letter_id"]) == ("order", "41")
+    harness.recorded.calls.clear()
+    for _ in range(2):  # a double click
+        done = await harness.browser.post(action, data={**fields, "reason": "stock row fixed by hand"})
+        assert done.status_code == 200 and "Done" in done.text
+    posts = harness.recorded.posts()
+    assert [p["path"] for p in posts] == ["/v1/admin/dead-letters/41/redrive"] * 2
+    assert posts[0]["idempotency_key"] == posts[1]["idempotency_key"]
+    assert json.loads(posts[0]["body"]) == {"reason": "stock row fixed by hand"}
+
+    # a forged form names no service the console knows, or no dead letter: nothing is sent anywhere
+    harness.recorded.calls.clear()
+    for forged in ({"service": "evil.test"}, {"dead_letter_id": "41/../../orders"}, {"dead_letter_id": "0"}):
+        refused = await harness.browser.post(action, data={**fields, "reason": "stock row fixed", **forged})
+        assert refused.status_code == 400
+    assert harness.recorded.posts() == []

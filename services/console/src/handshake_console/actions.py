@@ -50,12 +50,18 @@ def _target(form: Form) -> str:
     return value
 
 
+# an action whose service is named by the submitted form (a dead letter lives in the service whose consumer
+# stored it); the console checks the name against the services it knows
+DEAD_LETTER_SERVICE = "<the form's service>"
+
+
 @dataclass(frozen=True)
 class Action:
     name: str
     label: str
     service: str
-    # path under the service, formatted with order_id (and event_id for a webhook replay)
+    # path under the service, formatted with order_id (and event_id for a webhook replay, dead_letter_id for a
+    # dead letter)
     path: str
     roles: tuple[str, ...]
     build: Callable[[Form, str | None], dict[str, Any]]
@@ -87,6 +93,10 @@ ACTIONS: dict[str, Action] = {
                ("support", "finance", "admin"), lambda f, c: _reason(f)),
         Action("replay", "Replay webhook", "webhook-ingest", "/v1/admin/provider-events/{event_id}/replay",
                ("support", "admin"), lambda f, c: _reason(f), needs="support or admin"),
+        # the service is the one holding the dead letter (DEAD_LETTER_SERVICE: chosen by the form)
+        Action("redrive_dead_letter", "Apply again", DEAD_LETTER_SERVICE,
+               "/v1/admin/dead-letters/{dead_letter_id}/redrive", ("support", "finance", "admin"),
+               lambda f, c: _reason(f)),
     )
 }
 

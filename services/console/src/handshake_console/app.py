@@ -333,6 +333,11 @@ def create_app(settings: ConsoleSettings, *, transport: httpx.AsyncBaseTransport
         if "{event_id}" in action.path and not (event_id.startswith("evt_") and len(event_id) <= 255
                                                  and event_id.replace("_", "").isalnum()):  # fmt: skip
             return console.problem_page(request, 400, "Choose a provider event", session=session)
+        service, dead_letter_id = action.service, (form.get("dead_letter_id") or "").strip()
+        if "{dead_letter_id}" in action.path:
+            service = (form.get("service") or "").strip()
+            if service not in SERVICES or not (dead_letter_id.isdigit() and 0 < int(dead_letter_id) < 2**63):
+                return console.problem_page(request, 400, "Choose a dead letter", session=session)
         currency = None
         if action.name in ("refund", "request_approval"):
             # the amount is typed in the order's currency; ask the order service which that is
@@ -344,10 +349,10 @@ def create_app(settings: ConsoleSettings, *, transport: httpx.AsyncBaseTransport
             body = action.build(form, currency)
         except FormError as exc:
             return console.problem_page(request, 422, "Check the form", str(exc), session=session, back=f"/orders/{oid}")
-        key = console.keys.derive(session, action.name, f"{oid}/{event_id}", form_id)
-        path = action.path.format(order_id=oid, event_id=event_id)
+        key = console.keys.derive(session, action.name, f"{oid}/{event_id}/{service}/{dead_letter_id}", form_id)
+        path = action.path.format(order_id=oid, event_id=event_id, dead_letter_id=dead_letter_id)
         log.info("staff action", subject=session.subject, action=action.name, order_id=oid, idempotency_key=key)
-        answer = await console.backend.post(action.service, path, session.token, body, idempotency_key=key)
+        answer = await console.backend.post(service, path, session.token, body, idempotency_key=key)
         return _result(console, request, session, action.label, answer, oid)
 
     # --- approvals ----------------------------------------------------------------------------------------
