@@ -36,9 +36,9 @@ class DevUser:
 
 
 DEV_USERS: tuple[DevUser, ...] = (
-    DevUser("sam", "Sam (support)", ("support",)),
-    DevUser("fran", "Fran (finance)", ("finance",)),
-    DevUser("ada", "Ada (admin)", ("admin",)),
+    DevUser("sam", "Sam", ("support",)),
+    DevUser("fran", "Fran", ("finance",)),
+    DevUser("ada", "Ada", ("admin",)),
 )
 
 CODE_TTL_SECONDS = 60

@@ -23,6 +23,7 @@ from handshake_console.actions import ACTIONS, APPROVAL_DECISIONS, APPROVAL_ROLE
 from handshake_console.backend import Answer, Backend, not_available
 from handshake_console.dashboard import Dashboard
 from handshake_console.domain.money import format_money
+from handshake_console.domain.provider_events import outcome_of, processing_outcomes
 from handshake_console.domain.search import classify
 from handshake_console.domain.summary import summary_line
 from handshake_console.oidc import LOGIN_MAX_AGE_SECONDS, OidcClient, SignInFailed
@@ -449,6 +450,12 @@ async def _order_panels(console: Console, token: str, oid: str) -> dict[str, Any
     }
     answers = dict(zip(calls, await asyncio.gather(*calls.values()), strict=True))
     panels: dict[str, Any] = {k: v for k, v in answers.items() if not k.startswith("dead_letters:")}
+
+    webhooks, payments = panels["webhooks"], panels["payments"]
+    if webhooks.ok and payments.ok and isinstance(webhooks.data, dict):
+        outcomes = processing_outcomes(_items(payments.data, "attempts"))
+        events = [dict(e, outcome=outcome_of(e, outcomes)) for e in _items(webhooks.data, "provider_events")]
+        panels["webhooks"] = Answer(status=webhooks.status, data={**webhooks.data, "provider_events": events})
 
     runs = panels["reconciliation"]
     if runs.ok:
