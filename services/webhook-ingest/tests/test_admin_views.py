@@ -36,7 +36,8 @@ async def test_an_orders_provider_events_say_how_they_came_were_forwarded_and_re
         ingest = app.state.gap_scanner.ingest
         await ingest.store(StripeEvent.from_verified(found), stripe_like.body(found), source="gap_scan")
         replay = await client.post(f"/v1/admin/provider-events/{delivered['id']}/replay",
-                                   json={"reason": "payment lost it (INC-7)"}, headers=support)  # fmt: skip
+                                   json={"reason": "payment lost it (INC-7)"},
+                                   headers={**support, "Idempotency-Key": "replay-inc-7"})  # fmt: skip
         assert replay.status_code == 202
         await observe.outbox_drained(db)
 

@@ -59,7 +59,8 @@ async def test_a_replay_reason_with_control_characters_is_refused_and_nothing_is
 ) -> None:  # type: ignore[no-untyped-def]
     c, app = client
     event = await stored(c, stripe_like, webhook_secret)
-    r = await c.post(f"/v1/admin/provider-events/{event['id']}/replay", json={"reason": "lost\x00downstream"})
+    r = await c.post(f"/v1/admin/provider-events/{event['id']}/replay", json={"reason": "lost\x00downstream"},
+                     headers={"Idempotency-Key": "replay-1"})  # fmt: skip
     assert_problem(r, 422, "invalid-request")
     db = app.state.runtime.db
     assert await observe.scalar(db, "SELECT count(*) FROM provider_event_replays") == 0

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Row, func, select, tuple_
 
@@ -20,7 +21,7 @@ from handshake_shared.db import Database, MessagingTables
 from handshake_shared.http import Problem
 from handshake_webhook_ingest.db import provider_event_replays as replays
 from handshake_webhook_ingest.db import provider_events as pe
-from handshake_webhook_ingest.ingest import StripeIngest
+from handshake_webhook_ingest.ingest import KeyReused, StripeIngest
 from handshake_webhook_ingest.metrics import WEBHOOK_ACK_SECONDS, WEBHOOK_REJECTED
 from handshake_webhook_ingest.settings import WebhookIngestSettings
 from handshake_webhook_ingest.stripe_events import StripeEvent
@@ -38,6 +39,19 @@ ProviderId = Annotated[str, Path(min_length=1, max_length=255, pattern=PRINTABLE
 IdFilter = Annotated[str | None, Query(max_length=255, pattern=PRINTABLE)]
 # the opaque position after the last event of a page (base64url of the sort key)
 Cursor = Annotated[str | None, Query(max_length=700, pattern=r"^[A-Za-z0-9_-]+={0,2}$")]
+
+
+MAX_KEY_LENGTH = 255
+
+
+def require_key(key: str | None) -> str:
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
+        raise Problem(
+            400, "Idempotency-Key required",
+            f"send a unique Idempotency-Key header (printable ASCII, at most {MAX_KEY_LENGTH} characters)",
+            type="idempotency-key-required",
+        )  # fmt: skip
+    return key
 
 
 class ReplayRequest(BaseModel):
@@ -252,22 +266,32 @@ def build_router(ctx: IngestContext) -> APIRouter:
         provider_event_id: ProviderId,
         body: ReplayRequest,
         traceparent: Annotated[str | None, Header()] = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
         principal: Principal = Depends(support_or_admin),  # noqa: B008 - a local dependency
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
+        """Forward a stored event again, once per Idempotency-Key of the staff member: a repeat answers the
+        first replay (Idempotent-Replayed: true); the same key with another event or reason is refused."""
         reason = body.reason.strip()
         if len(reason) < 3:
             raise Problem(422, "Invalid request", "reason must have at least 3 characters", type="invalid-request")
-        replay = await ctx.ingest.replay(
-            provider_event_id, actor=principal.subject, reason=reason, traceparent=traceparent
-        )
+        key = require_key(idempotency_key)
+        try:
+            replay = await ctx.ingest.replay(
+                provider_event_id, actor=principal.subject, reason=reason, traceparent=traceparent,
+                idempotency_key=key,
+            )  # fmt: skip
+        except KeyReused:
+            raise Problem(422, "Idempotency-Key reused", "this Idempotency-Key was already used with a different "
+                          "request", type="idempotency-key-reused") from None  # fmt: skip
         if replay is None:
             raise Problem(404, "Provider event not found", type="provider-event-not-found")
-        return {
+        answer = {
             "replay_id": replay.id,
             "provider_event_id": replay.provider_event_id,
             "forwarded_event_id": str(replay.forwarded_event_id),
-            "actor": principal.subject,
-            "reason": reason,
+            "actor": replay.actor,
+            "reason": replay.reason,
         }
+        return JSONResponse(answer, status_code=202, headers={"Idempotent-Replayed": "true"} if replay.repeated else None)
 
     return router

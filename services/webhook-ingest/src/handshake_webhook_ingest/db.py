@@ -87,10 +87,20 @@ provider_event_replays = Table(
     Column("replayed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # the new provider.stripe.event written to the outbox by this replay
     Column("forwarded_event_id", UUID(as_uuid=True), nullable=False),
+    # the Idempotency-Key the staff member sent: a double click or a browser retry answers this replay again
+    # instead of forwarding the event twice; null on replays recorded before keys were asked for
+    Column("idempotency_key", Text, nullable=True),
     CheckConstraint("length(reason) >= 3", name="reason_given"),
     comment="Audit of support/admin replays: each re-forwards a stored provider event as a new CloudEvent.",
 )
 Index("ix_provider_event_replays_provider_event_id", provider_event_replays.c.provider_event_id)
+# a key is the staff member's own: two people's keys never collide, and one person's key replays once
+Index(
+    "ux_provider_event_replays_actor_idempotency_key",
+    provider_event_replays.c.actor,
+    provider_event_replays.c.idempotency_key,
+    unique=True,
+)
 
 provider_event_cursor = Table(
     "provider_event_cursor",

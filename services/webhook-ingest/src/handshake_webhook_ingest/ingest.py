@@ -8,10 +8,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
-from sqlalchemy import func, insert, literal_column, select, update
+from sqlalchemy import Row, func, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -43,6 +43,10 @@ class Replay:
     id: int
     provider_event_id: str
     forwarded_event_id: uuid.UUID
+    actor: str
+    reason: str
+    # answered from the actor's earlier replay with the same idempotency key: nothing was forwarded now
+    repeated: bool = False
 
 
 class StripeIngest:
@@ -145,38 +149,100 @@ class StripeIngest:
         return inserted
 
     async def replay(
-        self, provider_event_id: str, *, actor: str, reason: str, traceparent: str | None = None
+        self,
+        provider_event_id: str,
+        *,
+        actor: str,
+        reason: str,
+        traceparent: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Replay | None:
         """Forward a stored event again as a new CloudEvent (same provider_event_id, same normalised data)
-        and audit it, in one transaction. None when no such event is stored."""
-        async with self.db.transaction() as conn:
-            stored = (
-                await conn.execute(
-                    select(pe.c.payload, pe.c.raw_body, pe.c.signature_header)
-                    .where(pe.c.provider_event_id == provider_event_id)
-                    .with_for_update()
-                )
-            ).one_or_none()
-            if stored is None:
-                return None
-            # the stored payload is the verified event with secrets removed; it normalises to the same data,
-            # and the stored delivery is its proof again
-            event = StripeEvent.from_verified(stored.payload)
-            forwarded = await self.forward(
-                conn, event, traceparent, raw_body=bytes(stored.raw_body), signature_header=stored.signature_header
-            )
-            replay_id = (
-                await conn.execute(
-                    insert(provider_event_replays)
-                    .values(
-                        provider_event_id=provider_event_id,
-                        actor=actor,
-                        reason=reason,
-                        forwarded_event_id=forwarded.id,
+        and audit it, in one transaction. None when no such event is stored.
+
+        With an idempotency key, the actor's earlier replay under that key is answered instead (repeated=True),
+        or KeyReused when it was for another event or reason. Two concurrent requests with one key meet on the
+        replays table's unique index: the second waits for the first to commit, finds its row and rolls its own
+        forward back, so the event leaves once."""
+        if idempotency_key is not None:
+            async with self.db.read() as conn:
+                earlier = await _keyed_replay(conn, actor, idempotency_key)
+            if earlier is not None:
+                return _repeat(earlier, provider_event_id, reason)
+        try:
+            async with self.db.transaction() as conn:
+                stored = (
+                    await conn.execute(
+                        select(pe.c.payload, pe.c.raw_body, pe.c.signature_header)
+                        .where(pe.c.provider_event_id == provider_event_id)
+                        .with_for_update()
                     )
-                    .returning(provider_event_replays.c.id)
+                ).one_or_none()
+                if stored is None:
+                    return None
+                # the stored payload is the verified event with secrets removed; it normalises to the same data,
+                # and the stored delivery is its proof again
+                event = StripeEvent.from_verified(stored.payload)
+                forwarded = await self.forward(
+                    conn, event, traceparent, raw_body=bytes(stored.raw_body), signature_header=stored.signature_header
                 )
-            ).scalar_one()
+                replay_id = (
+                    await conn.execute(
+                        pg_insert(provider_event_replays)
+                        .values(
+                            provider_event_id=provider_event_id,
+                            actor=actor,
+                            reason=reason,
+                            forwarded_event_id=forwarded.id,
+                            idempotency_key=idempotency_key,
+                        )
+                        .on_conflict_do_nothing(index_elements=["actor", "idempotency_key"])
+                        .returning(provider_event_replays.c.id)
+                    )
+                ).scalar_one_or_none()
+                if replay_id is None:
+                    raise _KeyTakenMeanwhile
+        except _KeyTakenMeanwhile:
+            assert idempotency_key is not None  # a null key never conflicts
+            async with self.db.read() as conn:
+                earlier = await _keyed_replay(conn, actor, idempotency_key)
+            assert earlier is not None  # our insert gave way to it only once it was committed
+            return _repeat(earlier, provider_event_id, reason)
         WEBHOOK_REPLAYS.labels("stripe").inc()
         log.warning("provider event replayed", provider_event_id=provider_event_id, actor=actor, reason=reason)
-        return Replay(id=replay_id, provider_event_id=provider_event_id, forwarded_event_id=forwarded.id)
+        return Replay(
+            id=replay_id, provider_event_id=provider_event_id, forwarded_event_id=forwarded.id, actor=actor, reason=reason
+        )
+
+
+class KeyReused(Exception):
+    """The actor's idempotency key already answered a replay of another event, or with another reason."""
+
+
+class _KeyTakenMeanwhile(Exception):
+    """A concurrent request with the same key committed first: this one's forward is rolled back."""
+
+
+async def _keyed_replay(conn: AsyncConnection, actor: str, key: str) -> Row[Any] | None:
+    r = provider_event_replays.c
+    return (
+        await conn.execute(
+            select(r.id, r.provider_event_id, r.forwarded_event_id, r.actor, r.reason).where(
+                r.actor == actor, r.idempotency_key == key
+            )
+        )
+    ).one_or_none()
+
+
+def _repeat(earlier: Row[Any], provider_event_id: str, reason: str) -> Replay:
+    if (earlier.provider_event_id, earlier.reason) != (provider_event_id, reason):
+        raise KeyReused
+    log.info("replay answered again", provider_event_id=provider_event_id, replay_id=earlier.id)
+    return Replay(
+        id=earlier.id,
+        provider_event_id=earlier.provider_event_id,
+        forwarded_event_id=earlier.forwarded_event_id,
+        actor=earlier.actor,
+        reason=earlier.reason,
+        repeated=True,
+    )
