@@ -22,6 +22,7 @@ from handshake_order.domain.operations import (
     rebuild_announcement,
     reference_of,
     reference_range,
+    withdrawn,
 )
 from handshake_order.domain.saga import CommandRefused, OrderView
 from handshake_order.domain.states import OrderState as S
@@ -114,16 +115,27 @@ def test_closing_a_review_announces_the_target_and_records_who_decided_why() -> 
 
 def test_four_eyes_a_request_is_approved_once_and_never_by_who_asked() -> None:
     pending = ApprovalView(state="pending", requested_by="sam")
-    may_decide(pending, "fiona", approving=True)
-    may_decide(pending, "sam", approving=False)  # withdrawing one's own request moves no money
+    may_decide(pending, "fiona", approving=True, finance=True)
+    may_decide(pending, "fiona", approving=False, finance=True)
+    may_decide(pending, "sam", approving=False, finance=False)  # withdrawing one's own request moves no money
     with pytest.raises(ApprovalRefused) as same:
-        may_decide(pending, "sam", approving=True)
+        may_decide(pending, "sam", approving=True, finance=True)
     assert (same.value.status, same.value.code) == (403, "four-eyes")
+    # nobody but finance approves, and nobody but finance or the requester rejects
+    for decider, approving in (("sam", True), ("sue", True), ("sue", False)):
+        with pytest.raises(ApprovalRefused) as outsider:
+            may_decide(pending, decider, approving=approving, finance=False)
+        assert (outsider.value.status, outsider.value.code) == (403, "forbidden")
     for decided in ("approved", "rejected"):
         for approving in (True, False):
             with pytest.raises(ApprovalRefused) as twice:
-                may_decide(ApprovalView(state=decided, requested_by="sam"), "fiona", approving=approving)
+                may_decide(ApprovalView(state=decided, requested_by="sam"), "fiona", approving=approving, finance=True)
             assert (twice.value.status, twice.value.code) == (409, "approval-already-decided")
+        with pytest.raises(ApprovalRefused) as late:
+            may_decide(ApprovalView(state=decided, requested_by="sam"), "sam", approving=False, finance=False)
+        assert (late.value.status, late.value.code) == (409, "approval-already-decided")
+    assert withdrawn("rejected", "sam", "sam") and not withdrawn("rejected", "sam", "fiona")
+    assert not withdrawn("pending", "sam", None) and not withdrawn("approved", "sam", "fiona")
 
 
 def test_a_lost_announcement_is_rebuilt_with_the_type_and_fields_subscribers_know() -> None:

@@ -189,6 +189,54 @@ async def test_support_above_the_limit_asks_for_approval_and_a_second_person_app
     assert await scalar(shop, select(func.count()).select_from(refund_approvals)) == 2
 
 
+async def test_who_asked_for_an_approval_may_withdraw_it_finance_may_reject_it_and_nobody_else_may(shop):  # type: ignore[no-untyped-def]
+    order_id = await shop.paid_order()
+
+    async def post(path: str, who: tuple[str, ...], key: str, body: dict):  # type: ignore[no-untyped-def]
+        return await shop.client.post(path, json=body, headers={**shop.token(*who), "Idempotency-Key": key})
+
+    async def ask(key: str) -> str:
+        asked = await post(f"/v1/admin/orders/{order_id}/refunds", ("sam", "support"), key,
+                           {"amount": 2000, "reason": "broken on arrival", "request_approval": True})  # fmt: skip
+        assert asked.status_code == 202 and asked.json()["state"] == "pending", asked.text
+        return asked.json()["approval_id"]
+
+    mine, other = await ask("ask-1"), await ask("ask-2")
+    withdraw = f"/v1/admin/refund-approvals/{mine}/reject"
+    # another support user may not decide sam's request for him
+    theirs = await post(withdraw, ("sue", "support"), "w-sue", {"reason": "not needed"})
+    assert theirs.status_code == 403 and theirs.json()["type"].endswith("/forbidden"), theirs.text
+    assert (await post(withdraw, ("cus-1", "customer"), "w-cus", {"reason": "not needed"})).status_code == 403
+    assert (await post(f"/v1/admin/refund-approvals/{mine}/approve", ("sam", "support"), "a-sam",
+                       {"reason": "approving my own"})).status_code == 403  # fmt: skip
+
+    withdrawn = await post(withdraw, ("sam", "support"), "w-sam", {"reason": "customer found the parcel"})
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert (withdrawn.json()["state"], withdrawn.json()["decided_by"]) == ("rejected", "sam")
+    again = await post(withdraw, ("sam", "support"), "w-sam", {"reason": "customer found the parcel"})
+    assert again.headers["Idempotent-Replayed"] == "true" and again.content == withdrawn.content
+    late = await post(withdraw, ("sam", "support"), "w-sam-2", {"reason": "customer found the parcel"})
+    assert late.status_code == 409 and late.json()["type"].endswith("/approval-already-decided")
+    # and a withdrawn request is not approved afterwards
+    assert (await post(f"/v1/admin/refund-approvals/{mine}/approve", ("fiona", "finance"), "a-fiona",
+                       {"reason": "photos checked"})).status_code == 409  # fmt: skip
+
+    rejected = await post(f"/v1/admin/refund-approvals/{other}/reject", ("fiona", "finance"), "r-fiona",
+                          {"reason": "no photos"})  # fmt: skip
+    assert rejected.status_code == 200 and (rejected.json()["state"], rejected.json()["decided_by"]) == ("rejected", "fiona")
+
+    # nothing moved: no refund row, nothing asked of payment, nothing pending or refunded on the order
+    view = await shop.order(order_id)
+    assert await scalar(shop, select(func.count()).select_from(refunds).where(refunds.c.order_id == uuid.UUID(order_id))) == 0
+    assert await scalar(shop, outbox_of(order_id, "order.refund_requested")) == 0
+    assert (view["refund_pending_amount"], view["refunded_amount"], view["refunds"]) == (0, 0, [])
+    # the audit tells a withdrawal by the requester from a rejection by finance
+    decisions = [(a["actor"], a["action"], a["detail"]) for a in view["audit"] if a["action"].startswith("refund-approval-")
+                 and a["action"] != "refund-approval-requested"]  # fmt: skip
+    assert decisions == [("staff:sam", "refund-approval-withdrawn", "customer found the parcel"),
+                         ("staff:fiona", "refund-approval-rejected", "no photos")]  # fmt: skip
+
+
 async def test_the_current_announcement_is_sent_again_once_per_key_with_its_original_payload(shop):  # type: ignore[no-untyped-def]
     order_id = await shop.paid_order()
     ops = shop.token("sue", "support")

@@ -547,7 +547,9 @@ def build_router(ctx: OrderContext) -> APIRouter:
 
     async def decide_approval(approval_id: str, body: ReasonIn, authorization: str | None, idempotency_key: str | None,
                               *, approving: bool) -> JSONResponse:  # fmt: skip
-        principal = require_roles(ctx.settings, authorization, "finance")
+        # a requester withdraws their own request with whatever staff role they have; the rule is ops.may_decide
+        roles = ("finance",) if approving else ("support", "finance", "admin")
+        principal = require_roles(ctx.settings, authorization, *roles)
         key = idem.require_key(idempotency_key)
         aid = repo.parse_order_id(approval_id)
         if aid is None:
@@ -559,7 +561,8 @@ def build_router(ctx: OrderContext) -> APIRouter:
             if row is None:
                 raise Problem(404, "Approval not found", type="approval-not-found")
             try:
-                ops.may_decide(approvals.view_of(row), principal.subject, approving=approving)
+                ops.may_decide(approvals.view_of(row), principal.subject, approving=approving,
+                               finance=principal.has_role("finance"))  # fmt: skip
             except ops.ApprovalRefused as refused:
                 raise Problem(refused.status, "Not possible", refused.detail, type=refused.code, state=row.state) from None
             if not approving:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_order.changes import CHANNEL
 from handshake_order.db import order_notes, order_transitions, orders, refund_approvals, refunds
+from handshake_order.domain.operations import withdrawn
 from handshake_order.domain.saga import Decision, OrderView
 from handshake_order.domain.states import OrderState
 from handshake_shared.db import built_once
@@ -198,6 +199,7 @@ async def staff_audit(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[s
         rows.append({"at": a.requested_at.isoformat(), "actor": f"staff:{a.requested_by}",
                      "action": "refund-approval-requested", "detail": f"{a.amount} {a.currency}: {a.reason}"})  # fmt: skip
         if a.decided_at is not None:
+            decision = "withdrawn" if withdrawn(a.state, a.requested_by, a.decided_by) else a.state
             rows.append({"at": a.decided_at.isoformat(), "actor": f"staff:{a.decided_by}",
-                         "action": f"refund-approval-{a.state}", "detail": a.decision_reason or ""})  # fmt: skip
+                         "action": f"refund-approval-{decision}", "detail": a.decision_reason or ""})  # fmt: skip
     return sorted(rows, key=lambda r: r["at"])

@@ -142,13 +142,24 @@ class ApprovalRefused(Exception):
         self.status, self.code, self.detail = status, code, detail
 
 
-def may_decide(approval: ApprovalView, decider: str, *, approving: bool) -> None:
-    """Once, by someone else: a decided request is not decided again, and nobody approves a refund they asked
-    for themselves. Withdrawing one's own request (a rejection) moves no money and is allowed."""
+def may_decide(approval: ApprovalView, decider: str, *, approving: bool, finance: bool) -> None:
+    """Once, by someone who may: finance approves, never a refund they asked for themselves (four eyes); finance
+    rejects, and the person who asked may withdraw their own request whatever their role (a rejection moves no
+    money). Nobody else decides someone's request for them."""
+    if approving and not finance:
+        raise ApprovalRefused(403, "forbidden", "a refund above the support limit is approved by finance")
+    if not approving and not finance and decider != approval.requested_by:
+        raise ApprovalRefused(403, "forbidden", "only finance, or the person who asked for it, may reject a request")
     if approval.state != "pending":
         raise ApprovalRefused(409, "approval-already-decided", f"this request was already {approval.state}")
     if approving and decider == approval.requested_by:
         raise ApprovalRefused(403, "four-eyes", "a refund is approved by someone other than the person who asked for it")
+
+
+def withdrawn(state: str, requested_by: str, decided_by: str | None) -> bool:
+    """A rejection by the person who asked is their withdrawal, not finance's refusal: both are stored as
+    `rejected`, told apart by who decided."""
+    return state == "rejected" and decided_by == requested_by
 
 
 # -- announcements sent again ------------------------------------------------------------------------
