@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,7 +17,8 @@ import pytest
 from fastapi import FastAPI, Header, Request
 from pydantic import SecretStr
 
-from handshake_console.app import create_app
+from handshake_console.app import Console, create_app
+from handshake_console.scrape import Resolve
 from handshake_console.settings import ConsoleSettings
 from handshake_devstack.identity import create_identity_app
 from handshake_devstack.tokens import DEV_ISSUER
@@ -147,6 +149,7 @@ class Harness:
     browser: httpx.AsyncClient
     idp: httpx.AsyncClient
     recorded: Recorded
+    console: Console
 
     # tests reach the set-up through the fixture (test modules do not import conftest)
     CONSOLE = CONSOLE
@@ -187,15 +190,31 @@ def query_of(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
-@pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
+@asynccontextmanager
+async def open_harness(*, hosts: dict[str, FastAPI] | None = None, resolve: Resolve | None = None,
+                       **overrides: Any) -> AsyncIterator[Harness]:  # fmt: skip
+    """The console with more hosts to route to (a service's pods by address, say), the resolver it finds pods
+    with, and settings changed. Its dashboard does not scrape on its own (no lifespan over ASGI): a test calls
+    `harness.console.dashboard.scrape_once()`."""
     recorded = Recorded()
     identity = create_identity_app(ISSUER, {CLIENT_ID: [CONSOLE + "/auth/callback"]})
     router = Router({"idp.test": identity, "order.test": stand_in_order_service(recorded),
-                     "payment.test": FastAPI()})  # fmt: skip
-    app = create_app(console_settings(), transport=router)
+                     "payment.test": FastAPI(), **(hosts or {})})  # fmt: skip
+    app = create_app(console_settings(**overrides), transport=router, **({"resolve": resolve} if resolve else {}))
     async with (
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=CONSOLE) as browser,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=identity), base_url=ISSUER) as idp,
     ):
-        yield Harness(browser, idp, recorded)
+        yield Harness(browser, idp, recorded, app.state.console)
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    async with open_harness() as opened:
+        yield opened
+
+
+@pytest.fixture
+def console_with() -> Callable[..., AbstractAsyncContextManager[Harness]]:
+    """`async with console_with(hosts=..., resolve=..., **settings) as harness:` (open_harness)."""
+    return open_harness

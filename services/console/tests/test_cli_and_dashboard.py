@@ -1,5 +1,5 @@
 """The command line (token and addresses from the environment, exit status by outcome) and the dashboard's
-scrape into bounded rings."""
+scrape into bounded rings (several pods: test_dashboard_replicas.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from handshake_console.cli import main
 from handshake_console.dashboard import Dashboard
+from handshake_console.scrape import PodScrape
 from handshake_devstack.tokens import DEV_ISSUER
 
 ORDER_ID = "0b0e5f8e-4c1a-4d55-9a53-2b7c1f0a9d11"
@@ -71,24 +72,28 @@ def test_an_endpoint_not_offered_exits_3_and_no_token_exits_2(environment: str, 
 
 async def test_dashboard_keeps_a_bounded_ring_and_shows_increases() -> None:
     checkouts = iter([3, 5, 9, 10])
+    pod = "127.0.0.1:8001"
 
-    async def scrape(service: str) -> str | None:
+    async def scrape(service: str) -> PodScrape | None:
         if service == "order":
-            return ("# TYPE handshake_checkouts_created_total counter\n"
-                    f"handshake_checkouts_created_total {next(checkouts)}\n"
-                    "# TYPE handshake_orders_stuck gauge\n"
-                    'handshake_orders_stuck{state="paid"} 2\n')  # fmt: skip
+            return PodScrape(pods=[pod], texts={pod: (
+                "# TYPE handshake_checkouts_created_total counter\n"
+                f"handshake_checkouts_created_total {next(checkouts)}\n"
+                "# TYPE handshake_orders_stuck gauge\n"
+                'handshake_orders_stuck{state="paid"} 2\n')})  # fmt: skip
         if service == "payment":
-            raise httpx.ConnectError("down")
+            raise OSError("name does not resolve")
         return None
 
     board = Dashboard(scrape, points=2, interval_seconds=60, services=["order", "payment", "inventory"])
     for _ in range(4):
         await board.scrape_once()
     figures: dict[str, Any] = {f["key"]: f for f in board.view()}
-    # three points kept (two intervals): 5, 9, 10 -> increases 4, 1
-    assert list(board.rings["checkouts"].values) == [5, 9, 10]
+    # readings 3, 5, 9, 10 -> increases 2, 4, 1; two points kept
+    assert list(board.rings["checkouts"].values) == [4, 1]
     assert figures["checkouts"]["latest"] == 1 and figures["checkouts"]["total"] == 10
     assert figures["stuck_paid"]["latest"] == 2 and figures["stuck_paid"]["link"] == "/search?state=paid&stuck=15"
     assert figures["payments_succeeded"]["latest"] is None
-    assert board.last_error == {"payment": "ConnectError", "inventory": "no address configured"}
+    assert board.last_error == {"payment": ["its pods cannot be found (OSError)"],
+                                "inventory": ["no address configured"]}  # fmt: skip
+    assert board.pods == {"order": (1, 1)}

@@ -1,11 +1,11 @@
 """The console's pure rules: the summary line's wording, money in the currency's exponent, search routing,
-sparklines and counter increases."""
+sparklines. (Counters across pods: test_replica_figures.py.)"""
 
 from __future__ import annotations
 
 import pytest
 
-from handshake_console.domain.charts import increases, sparkline_points
+from handshake_console.domain.charts import sparkline_points
 from handshake_console.domain.money import AmountError, format_money, parse_amount
 from handshake_console.domain.search import classify
 from handshake_console.domain.summary import summary_line
@@ -92,7 +92,3 @@ def test_sparkline_scales_into_the_box_and_skips_gaps() -> None:
     assert sparkline_points([]) == ""
     points = sparkline_points([0, 10, None, 5], width=32, height=12, pad=1)
     assert points == "1.0,11.0 11.0,1.0 31.0,6.0"
-
-
-def test_counter_increases_survive_a_restart() -> None:
-    assert increases([5, 7, 7, 2, None, 4]) == [2, 0, 2, None, None]

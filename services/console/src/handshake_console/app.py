@@ -27,6 +27,7 @@ from handshake_console.domain.provider_events import outcome_of, processing_outc
 from handshake_console.domain.search import classify
 from handshake_console.domain.summary import summary_line
 from handshake_console.oidc import LOGIN_MAX_AGE_SECONDS, OidcClient, SignInFailed
+from handshake_console.scrape import PodScraper, Resolve, resolve_addresses
 from handshake_console.session import IdempotencyKeys, Sealer, Session, csrf_matches, new_form_id
 from handshake_console.settings import SERVICES, ConsoleSettings
 from handshake_shared.http import ops_router
@@ -65,7 +66,7 @@ def security_headers(settings: ConsoleSettings) -> dict[str, str]:
 
 
 class Console:
-    def __init__(self, settings: ConsoleSettings, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: ConsoleSettings, http: httpx.AsyncClient, *, resolve: Resolve = resolve_addresses) -> None:
         self.settings = settings
         self.http = http
         self.oidc = OidcClient(settings, http)
@@ -73,7 +74,9 @@ class Console:
         self.sessions = Sealer(settings.console_session_secrets, "session")
         self.logins = Sealer(settings.console_session_secrets, "sign-in")
         self.keys = IdempotencyKeys(settings.console_session_secrets)
-        self.dashboard = Dashboard(self.backend.metrics, points=settings.console_metrics_points,
+        scrape = PodScraper(settings.metrics_urls(), http, resolve=resolve, max_pods=settings.console_metrics_max_pods,
+                            timeout=settings.console_metrics_pod_timeout_seconds)  # fmt: skip
+        self.dashboard = Dashboard(scrape, points=settings.console_metrics_points,
                                    interval_seconds=settings.console_metrics_interval_seconds, services=SERVICES)  # fmt: skip
         prefix = "__Host-" if settings.secure_cookies else ""
         self.session_cookie = prefix + "hs_console"
@@ -136,9 +139,10 @@ class Console:
         return session, form
 
 
-def create_app(settings: ConsoleSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+def create_app(settings: ConsoleSettings, *, transport: httpx.AsyncBaseTransport | None = None,
+               resolve: Resolve = resolve_addresses) -> FastAPI:  # fmt: skip
     http = httpx.AsyncClient(transport=transport, follow_redirects=False)
-    console = Console(settings, http)
+    console = Console(settings, http, resolve=resolve)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -398,7 +402,7 @@ def create_app(settings: ConsoleSettings, *, transport: httpx.AsyncBaseTransport
             return session
         board = console.dashboard
         return console.render(request, "dashboard.html", session=session, figures=board.view(),
-                              errors=board.last_error, last_scrape=board.last_scrape,
+                              errors=board.last_error, pods=board.pods, last_scrape=board.last_scrape,
                               interval=settings.console_metrics_interval_seconds)  # fmt: skip
 
     return app

@@ -56,14 +56,6 @@ class Backend:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return await self._call("POST", service, path, token, json=body, headers=headers)
 
-    async def metrics(self, service: str) -> str | None:
-        base = self.urls.get(service)
-        if not base:
-            return None
-        response = await self.http.get(base.rstrip("/") + "/metrics", timeout=self.timeout)
-        response.raise_for_status()
-        return response.text
-
     async def _call(self, method: str, service: str, path: str, token: str, *, headers: dict[str, str] | None = None,
                     **kwargs: Any) -> Answer:  # fmt: skip
         base = self.urls.get(service)

@@ -1,20 +1,23 @@
-"""The dashboard's figures: each service's /metrics (Prometheus text) scraped on an interval into a bounded
-ring per figure. Memory is fixed (figures x points); a restart of the console starts the rings empty, which is
-all a glance at the last half hour needs (Prometheus keeps the history)."""
+"""The dashboard's figures: every replica's /metrics (Prometheus text) scraped on an interval, combined per
+figure across the pods (domain/replicas.py) into a bounded ring per figure. Memory is fixed (figures x points,
+plus one reading per pod per counter); a restart of the console starts the rings empty, which is all a glance
+at the last half hour needs (Prometheus keeps the history)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
-from handshake_console.domain.charts import increases, sparkline_points
+from handshake_console.domain.charts import sparkline_points
+from handshake_console.domain.replicas import counter_increase, gauge_across_pods, mean_across_pods, remembered
+from handshake_console.scrape import PodScrape
 
 log = structlog.get_logger("console.dashboard")
 
@@ -39,27 +42,27 @@ def maximum(samples: Samples, name: str) -> float | None:
     return max(found) if found else None
 
 
+# a counter is shown as its increase per scrape; a gauge as it is; a mean as read / per
+COUNTER, GAUGE, MEAN = "counter", "gauge", "mean"
+
+
 @dataclass(frozen=True)
 class Figure:
     key: str
     title: str
     service: str
+    # one pod's reading
     read: Callable[[Samples], float | None]
-    # a counter is shown as its increase per scrape; a gauge as it is
-    counter: bool = True
+    kind: str = COUNTER
     unit: str = ""
     # the order search this number has orders behind it in
     link: str | None = None
+    # a mean's count, which `read`'s total is divided by once both are summed over the pods
+    per: Callable[[Samples], float | None] | None = None
 
 
 STUCK_STATES = ("draft", "payment_pending", "payment_authorized", "paid", "fulfillment_pending", "capture_failed",
                 "needs_review", "refund_requested")  # fmt: skip
-
-
-def _ack_mean(samples: Samples) -> float | None:
-    seconds = total(samples, "handshake_webhook_ack_seconds_sum")
-    count = total(samples, "handshake_webhook_ack_seconds_count")
-    return None if seconds is None or count is None else seconds / count if count else 0.0
 
 
 def figures() -> list[Figure]:
@@ -76,8 +79,9 @@ def figures() -> list[Figure]:
                lambda s: total(s, "handshake_webhook_duplicates_total")),
         Figure("webhook_rejected", "Webhooks rejected", "webhook-ingest",
                lambda s: total(s, "handshake_webhook_rejected_total")),
-        Figure("webhook_ack", "Webhook ack latency (mean since start)", "webhook-ingest", _ack_mean, counter=False,
-               unit="s"),
+        Figure("webhook_ack", "Webhook ack latency (mean since start)", "webhook-ingest",
+               lambda s: total(s, "handshake_webhook_ack_seconds_sum"), kind=MEAN, unit="s",
+               per=lambda s: total(s, "handshake_webhook_ack_seconds_count")),
         Figure("refunds_succeeded", "Refunds succeeded", "payment",
                lambda s: total(s, "handshake_payment_refunds_total", outcome="succeeded"),
                link="/search?state=partially_refunded&state=refunded"),
@@ -90,12 +94,12 @@ def figures() -> list[Figure]:
     ]
     for service in ("order", "payment", "inventory", "webhook-ingest"):
         found.append(Figure(f"outbox_age_{service}", f"Outbox oldest unpublished ({service})", service,
-                            lambda s: maximum(s, "handshake_outbox_oldest_pending_seconds"), counter=False, unit="s"))
+                            lambda s: maximum(s, "handshake_outbox_oldest_pending_seconds"), kind=GAUGE, unit="s"))
         found.append(Figure(f"dead_letters_{service}", f"Dead letters open ({service})", service,
-                            lambda s: total(s, "handshake_dead_letters_open"), counter=False))
+                            lambda s: total(s, "handshake_dead_letters_open"), kind=GAUGE))
     for state in STUCK_STATES:
         found.append(Figure(f"stuck_{state}", f"Stuck orders: {state.replace('_', ' ')}", "order",
-                            lambda s, state=state: total(s, "handshake_orders_stuck", state=state), counter=False,
+                            lambda s, state=state: total(s, "handshake_orders_stuck", state=state), kind=GAUGE,
                             link=f"/search?state={state}&stuck=15"))
     return found
 
@@ -116,36 +120,77 @@ class Ring:
 
 
 class Dashboard:
-    def __init__(self, scrape: Callable[[str], Any], *, points: int, interval_seconds: float,
+    def __init__(self, scrape: Callable[[str], Awaitable[PodScrape | None]], *, points: int, interval_seconds: float,
                  services: Iterable[str]) -> None:  # fmt: skip
         self.scrape = scrape
         self.interval = interval_seconds
         self.services = list(services)
         self.figures = figures()
-        self.rings = {f.key: Ring(points + 1) for f in self.figures}
-        self.last_error: dict[str, str] = {}
+        self.rings = {f.key: Ring(points) for f in self.figures}
+        # per counter: each pod's last reading, which its next increase is measured from
+        self.previous: dict[str, dict[str, float]] = {}
+        # per counter: the answering pods' readings added up (what they counted since each started)
+        self.totals: dict[str, float | None] = {}
+        # per service: what went wrong with it or with one of its pods in the last scrape
+        self.last_error: dict[str, list[str]] = {}
+        # per service: pods that answered, pods asked
+        self.pods: dict[str, tuple[int, int]] = {}
         self.last_scrape: float | None = None
         self._stopping = asyncio.Event()
 
-    async def scrape_once(self) -> None:
-        async def one(service: str) -> tuple[str, Samples | None]:
+    async def _service(self, service: str) -> tuple[PodScrape, dict[str, Samples]] | None:
+        try:
+            found = await self.scrape(service)
+        except Exception as exc:  # noqa: BLE001 - a service that is away shows as a gap, not an error page
+            self.last_error[service] = [f"its pods cannot be found ({type(exc).__name__})"]
+            return None
+        if found is None:
+            self.last_error[service] = ["no address configured"]
+            return None
+        problems = [f"pod {pod} did not answer ({why})" for pod, why in found.failures.items()]
+        samples: dict[str, Samples] = {}
+        for pod, text in found.texts.items():
             try:
-                text = await self.scrape(service)
-                if text is None:
-                    self.last_error[service] = "no address configured"
-                    return service, None
-                self.last_error.pop(service, None)
-                return service, parse_samples(text)
-            except Exception as exc:  # noqa: BLE001 - a service that is away shows as a gap, not an error page
-                self.last_error[service] = type(exc).__name__
-                return service, None
+                samples[pod] = parse_samples(text)
+            except ValueError:
+                problems.append(f"pod {pod} sent unreadable metrics")
+        if not found.pods:
+            problems.append("its address names no pod")
+        if found.left_out:
+            problems.append(f"{found.left_out} more pods not scraped (limit {len(found.pods)})")
+        if problems:
+            log.warning("dashboard scrape incomplete", service=service, problems=problems)
+            self.last_error[service] = problems
+        else:
+            self.last_error.pop(service, None)
+        self.pods[service] = (len(samples), len(found.pods))
+        return found, samples
 
-        results = dict(await asyncio.gather(*(one(s) for s in self.services)))
+    async def scrape_once(self) -> None:
+        scraped = dict(zip(self.services, await asyncio.gather(*(self._service(s) for s in self.services)), strict=True))
         now = time.time()
         for figure in self.figures:
-            samples = results.get(figure.service)
-            self.rings[figure.key].add(now, figure.read(samples) if samples is not None else None)
+            result = scraped.get(figure.service)
+            self.rings[figure.key].add(now, self._combine(figure, *result) if result is not None else None)
+            if result is None and figure.kind == COUNTER:
+                self.totals[figure.key] = None
         self.last_scrape = now
+
+    def _combine(self, figure: Figure, found: PodScrape, samples: dict[str, Samples]) -> float | None:
+        if figure.kind == COUNTER:
+            # prometheus_client exports a labelled counter only once it has counted: a pod that answered
+            # without it has counted none yet (so its first one is counted, not taken as its baseline)
+            current = {pod: figure.read(s) or 0.0 for pod, s in samples.items()}
+            previous = self.previous.get(figure.key, {})
+            self.previous[figure.key] = remembered(previous, current, found.pods)
+            self.totals[figure.key] = sum(current.values()) if current else None
+            return counter_increase(previous, current)
+        if figure.kind == MEAN:
+            assert figure.per is not None
+            pairs = {pod: (read, per) for pod, s in samples.items()
+                     if (read := figure.read(s)) is not None and (per := figure.per(s)) is not None}  # fmt: skip
+            return mean_across_pods(pairs)
+        return gauge_across_pods({pod: v for pod, s in samples.items() if (v := figure.read(s)) is not None})
 
     async def run(self) -> None:
         while not self._stopping.is_set():
@@ -159,17 +204,15 @@ class Dashboard:
         self._stopping.set()
 
     def view(self) -> list[dict[str, Any]]:
-        """What the page shows per figure: the latest number (a counter's last increase and its total), and
-        the sparkline's points."""
+        """What the page shows per figure: the latest number (a counter's last increase, with the total of the
+        pods that answered), and the sparkline's points."""
         shown = []
         for figure in self.figures:
             values = list(self.rings[figure.key].values)
-            series = increases(values) if figure.counter else values[1:] if len(values) > 1 else values
-            latest = values[-1] if values else None
+            counter = figure.kind == COUNTER
             shown.append({
                 "key": figure.key, "title": figure.title, "service": figure.service, "unit": figure.unit,
-                "counter": figure.counter, "link": figure.link, "total": latest,
-                "latest": (series[-1] if series else None) if figure.counter else latest,
-                "points": sparkline_points(series),
+                "counter": counter, "link": figure.link, "total": self.totals.get(figure.key) if counter else None,
+                "latest": values[-1] if values else None, "points": sparkline_points(values),
             })  # fmt: skip
         return shown

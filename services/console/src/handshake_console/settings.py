@@ -3,7 +3,13 @@
 The console holds staff bearer tokens in its session cookie, so it fails closed like the services: unless
 HANDSHAKE_ENVIRONMENT is explicitly `development` or `test`, a missing or weak session secret, a missing
 OIDC issuer or client, an issuer or public address that is not https, or a missing service URL stops it
-before it listens, with every offending variable named at once."""
+before it listens, with every offending variable named at once.
+
+The dashboard reads each service's /metrics from every replica: HANDSHAKE_CONSOLE_<SERVICE>_METRICS_URL
+names a host that resolves to each pod's address, and the console asks every address. It defaults to the
+service's URL, which is right wherever that name is one process (127.0.0.1 in development). In a cluster it
+must name the service's headless Service (`http://order-pods:8080`): the ordinary Service's one virtual
+address hands each scrape to whichever pod it picks, and pods' counters would be mixed."""
 
 from __future__ import annotations
 
@@ -21,6 +27,10 @@ SERVICES = ("order", "payment", "inventory", "webhook-ingest")
 
 def url_field(service: str) -> str:
     return f"console_{service.replace('-', '_')}_url"
+
+
+def metrics_url_field(service: str) -> str:
+    return f"console_{service.replace('-', '_')}_metrics_url"
 
 
 class ServiceUrls(BaseSettings):
@@ -82,6 +92,14 @@ class ConsoleSettings(ServiceUrls):
     # the dashboard: how often each service's /metrics is scraped, and how many scrapes each figure keeps
     console_metrics_interval_seconds: float = Field(default=15.0, gt=0)
     console_metrics_points: int = Field(default=120, ge=2, le=10_000)
+    # where each service's every pod is found (module docstring); unset: the service's URL
+    console_order_metrics_url: str | None = None
+    console_payment_metrics_url: str | None = None
+    console_inventory_metrics_url: str | None = None
+    console_webhook_ingest_metrics_url: str | None = None
+    # pods asked per service and scrape (a bound on the work one scrape can cause), and one pod's time to answer
+    console_metrics_max_pods: int = Field(default=32, ge=1, le=256)
+    console_metrics_pod_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
     @field_validator("console_session_secrets", mode="before")
     @classmethod
@@ -119,7 +137,15 @@ class ConsoleSettings(ServiceUrls):
             # the session cookie is Secure: over plain HTTP the browser would never send it back
             problems.append(f"{env_name('console_public_url')} must be an https:// URL")
         problems += self.url_problems()
+        for service in SERVICES:
+            url = getattr(self, metrics_url_field(service))
+            if url and not url.startswith(("http://", "https://")):
+                problems.append(f"{env_name(metrics_url_field(service))} must be an http(s):// URL")
         return problems
+
+    def metrics_urls(self) -> dict[str, str | None]:
+        urls = self.service_urls()
+        return {s: getattr(self, metrics_url_field(s)) or urls[s] for s in SERVICES}
 
     @property
     def redirect_uri(self) -> str:

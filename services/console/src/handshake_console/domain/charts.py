@@ -22,13 +22,3 @@ def sparkline_points(values: Sequence[float | None], width: int = 120, height: i
         points.append(f"{x:.1f},{y:.1f}")
     return " ".join(points)
 
-
-def increases(cumulative: Sequence[float | None]) -> list[float | None]:
-    """Per-interval increase of a counter; a restart (the counter going down) counts from zero again."""
-    out: list[float | None] = []
-    for before, after in zip(cumulative, cumulative[1:], strict=False):
-        if before is None or after is None:
-            out.append(None)
-        else:
-            out.append(after - before if after >= before else after)
-    return out
