@@ -639,9 +639,32 @@ def test_console_configuration_passes_its_own_production_checks(
         parsed = urlsplit(url or "")
         assert (parsed.scheme, parsed.hostname, parsed.port) == ("http", service, 8080), url
         assert [p["port"] for p in one(report, overlay, "Service", service)["spec"]["ports"]] == [8080]
+    assert_console_reads_metrics_from_every_pod(report, overlay, settings.metrics_urls())
     # staff type the staff gateway's hostname, and the issuer sends them back there
     (listener,) = one(report, overlay, "Gateway", STAFF_GATEWAY)["spec"]["listeners"]
     assert settings.console_public_url == f"https://{listener['hostname']}"
+
+
+def assert_console_reads_metrics_from_every_pod(report: dict[str, Any], overlay: str, urls: dict[str, str | None]) -> None:
+    """The dashboard's address for each service names a headless Service (its name resolves to every pod's own
+    address, not one virtual address in front of them) that selects exactly the pods of that service's
+    Deployment, on their public port, and that Prometheus's ServiceMonitors do not also pick up."""
+    monitors = objects(report, overlay, "ServiceMonitor")
+    for service, url in urls.items():
+        parsed = urlsplit(url or "")
+        assert (parsed.scheme, parsed.port, parsed.path) == ("http", 8080, ""), url
+        assert parsed.hostname != service, f"{service}: the dashboard would read one pod per scrape through {url}"
+        headless = one(report, overlay, "Service", parsed.hostname or "")
+        spec = headless["spec"]
+        assert spec.get("clusterIP") == "None" and spec.get("type", "ClusterIP") == "ClusterIP", parsed.hostname
+        assert [(p["port"], p["targetPort"]) for p in spec["ports"]] == [(8080, "http")]
+        pods = {w["metadata"]["name"]: pod_labels(w) for w in workloads(report, overlay)}
+        selected = [name for name, labels in pods.items() if selects({"matchLabels": spec["selector"]}, labels)]
+        assert selected == [service], (parsed.hostname, selected)
+        http = [p for p in container(one(report, overlay, "Deployment", service))["ports"] if p["name"] == "http"]
+        assert [p["containerPort"] for p in http] == [8080]
+        labels = headless["metadata"].get("labels", {})
+        assert not [m for m in monitors if selects(m["spec"]["selector"], labels)], parsed.hostname
 
 
 # ------------------------------------------------------------------------------------------ networking
