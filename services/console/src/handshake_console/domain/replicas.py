@@ -24,8 +24,8 @@ def pod_increase(before: float | None, now: float) -> float | None:
     A pod not scraped before has no increase yet (None): it counts from its second scrape. The console cannot
     tell a first reading built up since the last scrape from one built up over hours before it looked (every
     pod is new when the console itself starts), and counting it whole would show the pods' history as one
-    interval's spike. A pod is scraped from the moment it has an address, before it is ready for traffic,
-    so its first reading is its baseline and little or nothing is lost."""
+    interval's spike. In Kubernetes a pod is listed (and scraped) before it is ready for traffic, so its first
+    reading is usually taken before it counts anything, and little or nothing is lost."""
     if before is None:
         return None
     return now - before if now >= before else now
