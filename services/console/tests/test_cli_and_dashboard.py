@@ -97,3 +97,7 @@ async def test_dashboard_keeps_a_bounded_ring_and_shows_increases() -> None:
     assert board.last_error == {"payment": ["its pods cannot be found (OSError)"],
                                 "inventory": ["no address configured"]}  # fmt: skip
     assert board.pods == {"order": (1, 1)}
+    # the order service's name stops resolving: no pod count is left from the scrape before
+    board.scrape = lambda service: scrape("payment")
+    await board.scrape_once()
+    assert board.pods == {} and board.last_error["order"] == ["its pods cannot be found (OSError)"]

@@ -139,6 +139,8 @@ class Dashboard:
         self._stopping = asyncio.Event()
 
     async def _service(self, service: str) -> tuple[PodScrape, dict[str, Samples]] | None:
+        # a count of pods from an earlier scrape would read as this one's
+        self.pods.pop(service, None)
         try:
             found = await self.scrape(service)
         except Exception as exc:  # noqa: BLE001 - a service that is away shows as a gap, not an error page
