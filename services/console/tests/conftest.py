@@ -30,6 +30,7 @@ CONSOLE = "https://console.test"
 ISSUER = "http://idp.test"
 CLIENT_ID = "handshake-console"
 ORDER_ID = "0b0e5f8e-4c1a-4d55-9a53-2b7c1f0a9d11"
+APPROVAL_ID = "6f1d2c3b-0a9e-4d8c-b7a6-5e4f3d2c1b0a"
 
 
 @dataclass
@@ -93,6 +94,19 @@ def stand_in_order_service(recorded: Recorded) -> FastAPI:
     async def review(order_id: str, authorization: str | None = Header(None)) -> dict[str, Any]:
         principal = require_roles(settings, authorization, "support", "finance", "admin")
         return {"order_id": order_id, "state": "needs_review", "by": principal.subject}
+
+    @app.get("/v1/admin/refund-approvals")
+    async def approvals(authorization: str | None = Header(None)) -> dict[str, Any]:
+        require_roles(settings, authorization, "support", "finance", "admin")
+        pending = {"approval_id": APPROVAL_ID, "order_id": ORDER_ID, "amount": 11000, "currency": "EUR",
+                   "reason": "parcel lost", "restock": False, "state": "pending", "requested_by": "sam",
+                   "requested_at": "2026-12-01T10:05:00+00:00"}  # fmt: skip
+        return {"approvals": [pending], "next": None}
+
+    @app.post("/v1/admin/refund-approvals/{approval_id}/reject")
+    async def reject(approval_id: str, authorization: str | None = Header(None)) -> dict[str, Any]:
+        principal = require_roles(settings, authorization, "support", "finance", "admin")
+        return {"approval_id": approval_id, "state": "rejected", "decided_by": principal.subject}
 
     @app.get("/v1/admin/dead-letters")
     async def dead_letters(order_id: str | None = None, authorization: str | None = Header(None)) -> dict[str, Any]:

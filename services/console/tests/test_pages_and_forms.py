@@ -171,3 +171,26 @@ async def test_an_open_dead_letter_of_the_order_is_applied_again_by_the_service_
         refused = await harness.browser.post(action, data={**fields, "reason": "stock row fixed", **forged})
         assert refused.status_code == 400
     assert harness.recorded.posts() == []
+
+
+async def test_who_asked_for_an_approval_may_withdraw_it_and_only_finance_decides_anothers(harness: Harness) -> None:
+    approval = "/approvals/6f1d2c3b-0a9e-4d8c-b7a6-5e4f3d2c1b0a"
+    await harness.sign_in("sam")  # asked for it
+    page = (await harness.page("/approvals")).text
+    withdraw = page.split(f'action="{approval}/reject"')[1].split("</form>")[0]
+    approve = page.split(f'action="{approval}/approve"')[1].split("</form>")[0]
+    assert ">withdraw</button>" in withdraw and "disabled" not in withdraw
+    assert "disabled" in approve and "approving needs finance" in page
+    fields = await harness.form_fields("/approvals", f"{approval}/reject")
+    harness.recorded.calls.clear()
+    done = await harness.browser.post(f"{approval}/reject", data={**fields, "reason": "customer found the parcel"})
+    assert done.status_code == 200 and "Done" in done.text
+    [post] = harness.recorded.posts()
+    assert post["path"] == "/v1/admin/refund-approvals/6f1d2c3b-0a9e-4d8c-b7a6-5e4f3d2c1b0a/reject"
+    assert post["idempotency_key"] and json.loads(post["body"]) == {"reason": "customer found the parcel"}
+
+    await harness.sign_in("fran")  # finance decides, and did not ask
+    page = (await harness.page("/approvals")).text
+    for decision in ("approve", "reject"):
+        form = page.split(f'action="{approval}/{decision}"')[1].split("</form>")[0]
+        assert f">{decision}</button>" in form and "disabled" not in form
