@@ -82,6 +82,8 @@ def main() -> int:
             say(f"    {step['at']}  {step['from'] or '-':>16} -> {step['to']:<20} {step['reason']} ({step['actor']})")
         say(f"  lookup: curl -H 'X-Order-Token: {result['placed']['lookup_token']}' "
             f"{system.url('order')}/v1/orders/{order['order_id']}")  # fmt: skip
+        say(f"  in the console: {console.url}/orders/{order['order_id']}  (or search {order.get('reference')}), "
+            "signed in as sam")
         say()
         say("Press Ctrl-C to stop everything.")
         while True:
