@@ -36,6 +36,11 @@ KAFKA_HEADERS = {
     "properties": {
         "content-type": {"const": CONTENT_TYPE, "description": "structured mode: the attributes are in the body"},
         "traceparent": {"type": "string", "description": "W3C trace context, the same as the body's traceparent"},
+        "handshake-resend-of": {
+            "type": "string",
+            "description": "on an announcement staff sent again: the id of the event it repeats (same type and "
+            "data, a new id); a subscriber that already applied that state for the order ignores it",
+        },
     },
     "required": ["content-type"],
 }
