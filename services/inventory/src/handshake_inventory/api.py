@@ -89,14 +89,14 @@ def build_router(ctx: InventoryContext) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 500,
     ) -> dict[str, Any]:
         require_roles(ctx.settings, authorization, "admin")
-        async with ctx.db.engine.connect() as conn:
+        async with ctx.db.read() as conn:
             rows = await repo.list_stock(conn, after=after, limit=limit)
         return {"items": [stock_view(r) for r in rows], "next_after": rows[-1].sku if len(rows) == limit else None}
 
     @router.get("/stock/{sku}")
     async def get_stock(sku: Sku, authorization: Authorization = None) -> dict[str, Any]:
         require_roles(ctx.settings, authorization, "admin")
-        async with ctx.db.engine.connect() as conn:
+        async with ctx.db.read() as conn:
             row = await repo.get_stock(conn, sku)
             if row is None:
                 raise Problem(404, "SKU not found", f"no stock is recorded for {sku}", type="sku-not-found")
@@ -130,7 +130,7 @@ def build_router(ctx: InventoryContext) -> APIRouter:
         # read-only, so support and finance may look too: "why was this order not shipped / where did the units
         # go", "was the refunded order restocked"
         require_roles(ctx.settings, authorization, "admin", "support", "finance")
-        async with ctx.db.engine.connect() as conn:
+        async with ctx.db.read() as conn:
             reservation = await repo.find_reservation(conn, order_id)
             if reservation is None:
                 raise Problem(

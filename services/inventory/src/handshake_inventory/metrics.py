@@ -46,7 +46,7 @@ OUT_OF_STOCK_SKUS = Gauge("handshake_inventory_out_of_stock_skus", "SKUs with no
 
 
 async def refresh_gauges(db: Database) -> None:
-    async with db.engine.connect() as conn:
+    async with db.read() as conn:
         held, overdue = (
             await conn.execute(
                 text(

@@ -104,7 +104,7 @@ class Cancellation:
 
     async def _close_at_provider(self, order_id: uuid.UUID, why: str, event: CloudEvent) -> list[_Closed]:
         """Step 2: provider calls, no transaction of ours open."""
-        async with self.db.engine.connect() as c:
+        async with self.db.read() as c:
             attempts = await repo.order_attempts(c, order_id)
         closed: list[_Closed] = []
         for attempt in attempts:

@@ -93,7 +93,7 @@ class Captures:
             currency = check_currency(p.currency)
         except (ValueError, CurrencyError) as exc:
             raise PoisonMessage(f"unusable capture request: {exc}") from None
-        async with self.db.engine.connect() as c:
+        async with self.db.read() as c:
             attempt = await repo.get(c, attempt_id)
         if attempt is None or attempt.order_id != order_id or attempt.provider_intent_id != p.payment_intent_id:
             raise PoisonMessage(f"capture request names attempt {p.attempt_id} / {p.payment_intent_id} we do not hold")

@@ -144,7 +144,7 @@ class PaymentHandlers:
             # right after recovery point 2 (and again on a redelivery, should applying have failed):
             # provider events that came before we knew the intent
             await self.apply_parked(attempt.provider_intent_id)
-            async with self.db.engine.connect() as c:
+            async with self.db.read() as c:
                 attempt = await repo.get(c, attempt.id)
             assert attempt is not None
         if attempt.state == A.CANCELED and attempt.provider_intent_id is not None:
@@ -174,7 +174,7 @@ class PaymentHandlers:
         """Phase 2 -> recovery point 2. The lease is taken and the intent id stored in short transactions of
         their own; none is open on the attempt while Stripe is called."""
         if not await self._take_lease(attempt.id):
-            async with self.db.engine.connect() as c:
+            async with self.db.read() as c:
                 current = await repo.get(c, attempt.id)
             assert current is not None
             return current, None  # another handler stored the intent while we waited
@@ -206,7 +206,7 @@ class PaymentHandlers:
         """Called under the creation lease. Never a second PaymentIntent for one attempt: from the second
         call on (a timeout, a dropped answer, a crash may have left one at the provider) the intent is looked
         for by metadata.attempt_id first, and a create whose answer was lost is followed by that look too."""
-        async with self.db.engine.connect() as c:
+        async with self.db.read() as c:
             current = await repo.get(c, attempt.id)
         assert current is not None
         not_before = attempt.created_at.timestamp() - 600
@@ -243,7 +243,7 @@ class PaymentHandlers:
                 return await repo.lease_intent_creation(tx, attempt_id, self.lease_seconds)
 
         async def still_needed() -> bool:
-            async with self.db.engine.connect() as c:
+            async with self.db.read() as c:
                 current = await repo.get(c, attempt_id)
             return current is not None and current.provider_intent_id is None and current.state == A.CREATING
 
@@ -431,7 +431,7 @@ class PaymentHandlers:
 
     async def _attempt_for_intent(self, intent_id: str, attempt_id: str | None) -> Row[Any] | None:
         """Read without a lock: every lock of this handler is taken later, under the order lock."""
-        async with self.db.engine.connect() as c:
+        async with self.db.read() as c:
             attempt = await repo.by_intent(c, intent_id)
         if attempt is not None or not attempt_id:
             return attempt

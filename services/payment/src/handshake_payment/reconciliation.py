@@ -274,7 +274,7 @@ class Reconciler:
         payment.intent_created and is not coming back (it was dead-lettered), so the order waits for a
         payment session that never comes. The consumer's own steps finish them: the intent is looked for
         by metadata.attempt_id before one is created, then announced."""
-        async with self.db.engine.connect() as c:
+        async with self.db.read() as c:
             unfinished = (
                 await c.execute(
                     select(payment_attempts)
@@ -326,7 +326,7 @@ class Reconciler:
     async def _sweep_attempts(
         self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event, order_id: uuid.UUID | None = None
     ) -> None:
-        async with self.db.engine.connect() as c:
+        async with self.db.read() as c:
             waiting = (
                 await c.execute(
                     select(payment_attempts)
@@ -403,7 +403,7 @@ class Reconciler:
     async def _sweep_refunds(
         self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event, order_id: uuid.UUID | None = None
     ) -> None:
-        async with self.db.engine.connect() as c:
+        async with self.db.read() as c:
             waiting = (
                 await c.execute(
                     select(refunds)

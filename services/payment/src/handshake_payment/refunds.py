@@ -139,7 +139,7 @@ class Refunds:
     async def execute(self, refund_id: uuid.UUID) -> Refusal | None:
         """Recovery point 2: the provider refund exists and its id is stored. Returns the provider's refusal,
         which phase 3 records; None when there is nothing (more) to do here."""
-        async with self.db.engine.connect() as c:
+        async with self.db.read() as c:
             refund = await refund_repo.get(c, refund_id)
             attempt = await repo.get(c, refund.attempt_id) if refund is not None and refund.attempt_id else None
         if refund is None or refund.state != RefundState.REQUESTED or refund.provider_refund_id is not None:
@@ -200,7 +200,7 @@ class Refunds:
                 return await refund_repo.lease_provider_call(tx, refund_id, self.lease_seconds)
 
         async def still_needed() -> bool:
-            async with self.db.engine.connect() as c:
+            async with self.db.read() as c:
                 current = await refund_repo.get(c, refund_id)
             return current is not None and current.state == RefundState.REQUESTED and current.provider_refund_id is None
 

@@ -97,7 +97,7 @@ class Settlement:
 
     async def prepare(self, attempt_id: uuid.UUID, fact: Settled, cause: CloudEvent) -> Remedy:
         """Steps 1 and 2, each in transactions of their own; nothing when X is the order's only payment."""
-        async with self.db.engine.connect() as c:
+        async with self.db.read() as c:
             attempt = await repo.get(c, attempt_id)
             assert attempt is not None
             holder = await repo.payment_holder(c, attempt.order_id, other_than=attempt.id)
@@ -143,7 +143,7 @@ class Settlement:
             await self.refunds.record_automatic(tx, current, str(cause.id))
 
     async def _give_back(self, attempt_id: uuid.UUID, cause: CloudEvent) -> Remedy:
-        async with self.db.engine.connect() as c:
+        async with self.db.read() as c:
             attempt = await repo.get(c, attempt_id)
         assert attempt is not None
         if attempt.duplicate_of is None:

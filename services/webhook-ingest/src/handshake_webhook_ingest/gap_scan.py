@@ -78,7 +78,7 @@ class GapScanner:
             starting_after = data[-1].get("id")
 
     async def _cursor(self) -> int:
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             last = (
                 await conn.execute(
                     select(provider_event_cursor.c.last_created).where(provider_event_cursor.c.provider == PROVIDER)
@@ -114,7 +114,7 @@ class GapScanner:
             events = await self._list_since(listed_from)
             listed = len(events)
             ids = [e["id"] for e in events if isinstance(e.get("id"), str)]
-            async with self.db.engine.connect() as conn:
+            async with self.db.read() as conn:
                 known = set(
                     (
                         await conn.execute(
