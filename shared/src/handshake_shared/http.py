@@ -30,6 +30,21 @@ class Problem(Exception):
         self.extra = extra
 
 
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+
+
+def require_idempotency_key(key: str | None) -> str:
+    """The Idempotency-Key header an action needs: present, printable ASCII (it is stored and compared as text,
+    and an HTTP header value is ASCII anyway) and at most 255 characters; otherwise 400."""
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX_LENGTH or not key.isprintable() or not key.isascii():
+        raise Problem(
+            400, "Idempotency-Key required",
+            f"send a unique Idempotency-Key header (printable ASCII, at most {IDEMPOTENCY_KEY_MAX_LENGTH} "
+            "characters) with this request", type="idempotency-key-required",
+        )  # fmt: skip
+    return key
+
+
 def problem_response(status: int, title: str, detail: str | None, type_: str, instance: str, **extra: object) -> JSONResponse:
     body: dict[str, object] = {"type": type_, "title": title, "status": status, "instance": instance}
     if detail:

@@ -31,7 +31,7 @@ from handshake_order.domain.pricing import PricingError
 from handshake_order.settings import OrderSettings
 from handshake_shared.auth import principal_from_header, require_roles
 from handshake_shared.db import Database
-from handshake_shared.http import Problem
+from handshake_shared.http import Problem, require_idempotency_key
 from handshake_shared.money import MAX_AMOUNT, Currency
 from handshake_shared.outbox import Outbox
 from handshake_shared.rate_limit import client_address
@@ -208,7 +208,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
         guest_session: Annotated[str | None, Header(description="guests: this browser's random secret, "
                                                     ">= 128 bits; scopes the Idempotency-Key")] = None,
     ) -> JSONResponse:
-        key = idem.require_key(idempotency_key)
+        key = require_idempotency_key(idempotency_key)
         principal = principal_from_header(ctx.settings, authorization)
         address = client_address(request.client.host if request.client else None,
                                  request.headers.get("x-forwarded-for"), ctx.settings.trusted_proxy_hops)  # fmt: skip
@@ -434,7 +434,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         refuse_query_token(request)
-        key = idem.require_key(idempotency_key)
+        key = require_idempotency_key(idempotency_key)
         order, _ = await readable_order(order_id, authorization, x_order_token, with_timeline=False)
         return await command(
             order.id,
@@ -467,7 +467,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         principal = require_roles(ctx.settings, authorization, "support", "finance")
-        key = idem.require_key(idempotency_key)
+        key = require_idempotency_key(idempotency_key)
         role = "finance" if principal.has_role("finance") else "support"
         limit = ctx.settings.support_refund_limit
         if role == "support" and body.amount > limit and not body.request_approval:
@@ -550,7 +550,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
         # a requester withdraws their own request with whatever staff role they have; the rule is ops.may_decide
         roles = ("finance",) if approving else ("support", "finance", "admin")
         principal = require_roles(ctx.settings, authorization, *roles)
-        key = idem.require_key(idempotency_key)
+        key = require_idempotency_key(idempotency_key)
         aid = repo.parse_order_id(approval_id)
         if aid is None:
             raise Problem(404, "Approval not found", type="approval-not-found")
@@ -630,7 +630,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
                               idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
         """Into needs_review with a note; an order already under review only gets the note."""
         principal = require_roles(ctx.settings, authorization, "support", "finance", "admin")
-        key = idem.require_key(idempotency_key)
+        key = require_idempotency_key(idempotency_key)
         oid = order_id_or_404(order_id)
 
         async def moved(conn: Any, decision: saga.Decision) -> dict[str, Any]:
@@ -644,7 +644,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
     async def close_review(order_id: str, body: CloseReviewIn, authorization: Authorization = None,
                            idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
         principal = require_roles(ctx.settings, authorization, "finance", "admin")
-        key = idem.require_key(idempotency_key)
+        key = require_idempotency_key(idempotency_key)
         oid = order_id_or_404(order_id)
         return await command(oid, lambda view: ops.close_review(view, body.to, body.reason),
                              actor=staff_actor(principal.subject), scope=f"staff:{principal.subject}", key=key,
@@ -654,7 +654,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
     async def resend_announcement(order_id: str, body: ReasonIn, authorization: Authorization = None,
                                   idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
         principal = require_roles(ctx.settings, authorization, "support", "finance", "admin")
-        key = idem.require_key(idempotency_key)
+        key = require_idempotency_key(idempotency_key)
         oid = order_id_or_404(order_id)
 
         async def work(conn: Any) -> dict[str, Any]:
@@ -688,7 +688,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
                             idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
         """What the stuck-order scanner does for an order in this state, for this one now."""
         principal = require_roles(ctx.settings, authorization, "support", "admin")
-        key = idem.require_key(idempotency_key)
+        key = require_idempotency_key(idempotency_key)
         oid = order_id_or_404(order_id)
 
         async def work(conn: Any) -> dict[str, Any]:

@@ -22,8 +22,6 @@ from handshake_shared.http import Problem
 
 IDEMPOTENT_REPLAYS = Counter("handshake_idempotency_replays_total", "Commands answered from a stored response", ["command"])
 
-MAX_KEY_LENGTH = 255
-
 
 class CanonicalJSONResponse(JSONResponse):
     """Sorted keys: the first answer and its replays (read back from JSONB, which reorders keys)
@@ -31,16 +29,6 @@ class CanonicalJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def require_key(key: str | None) -> str:
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise Problem(
-            400, "Idempotency-Key required",
-            f"send a unique Idempotency-Key header (at most {MAX_KEY_LENGTH} characters) with this request",
-            type="idempotency-key-required",
-        )  # fmt: skip
-    return key
 
 
 def fingerprint(command: str, body: BaseModel | dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from handshake_payment.stripe_gateway import StripeGateway
 from handshake_shared.admin_api import Reason, staff_with
 from handshake_shared.auth import Principal, check_service_credential, require_roles
 from handshake_shared.db import Database
-from handshake_shared.http import Problem
+from handshake_shared.http import Problem, require_idempotency_key
 
 log = structlog.get_logger("payment")
 
@@ -147,7 +147,7 @@ def build_router(ctx: PaymentContext) -> APIRouter:
         """Reconcile one order now: its attempts and refunds checked with the provider whatever their age,
         recorded as a run (trigger manual-order). A repeat with the same Idempotency-Key answers the first run."""
         oid = _order_uuid(order_id)
-        key = idempotency.require_key(idempotency_key)
+        key = require_idempotency_key(idempotency_key)
         scope = f"order-reconciliation:{principal.subject}"
         request_hash = idempotency.fingerprint("order-reconciliation", {"order_id": str(oid), "reason": body.reason})
 

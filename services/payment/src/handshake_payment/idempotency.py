@@ -27,21 +27,9 @@ from handshake_shared.retention import RetentionJob, purge
 REPLAYS = Counter("handshake_payment_idempotent_replays_total", "Staff actions answered from a stored response",
                   ["command"])  # fmt: skip
 
-MAX_KEY_LENGTH = 255
-
 
 class KeyTaken(Exception):
     """The key was claimed before; the caller answers from the stored row instead of acting."""
-
-
-def require_key(key: str | None) -> str:
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
-        raise Problem(
-            400, "Idempotency-Key required",
-            f"send a unique Idempotency-Key header (printable ASCII, at most {MAX_KEY_LENGTH} characters)",
-            type="idempotency-key-required",
-        )  # fmt: skip
-    return key
 
 
 def fingerprint(command: str, request: dict[str, Any]) -> str:

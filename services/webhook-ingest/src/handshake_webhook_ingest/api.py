@@ -18,7 +18,7 @@ from sqlalchemy import Row, func, select, tuple_
 
 from handshake_shared.auth import Principal, require_roles
 from handshake_shared.db import Database, MessagingTables
-from handshake_shared.http import Problem
+from handshake_shared.http import Problem, require_idempotency_key
 from handshake_webhook_ingest.db import provider_event_replays as replays
 from handshake_webhook_ingest.db import provider_events as pe
 from handshake_webhook_ingest.ingest import KeyReused, StripeIngest
@@ -39,19 +39,6 @@ ProviderId = Annotated[str, Path(min_length=1, max_length=255, pattern=PRINTABLE
 IdFilter = Annotated[str | None, Query(max_length=255, pattern=PRINTABLE)]
 # the opaque position after the last event of a page (base64url of the sort key)
 Cursor = Annotated[str | None, Query(max_length=700, pattern=r"^[A-Za-z0-9_-]+={0,2}$")]
-
-
-MAX_KEY_LENGTH = 255
-
-
-def require_key(key: str | None) -> str:
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
-        raise Problem(
-            400, "Idempotency-Key required",
-            f"send a unique Idempotency-Key header (printable ASCII, at most {MAX_KEY_LENGTH} characters)",
-            type="idempotency-key-required",
-        )  # fmt: skip
-    return key
 
 
 class ReplayRequest(BaseModel):
@@ -274,7 +261,7 @@ def build_router(ctx: IngestContext) -> APIRouter:
         reason = body.reason.strip()
         if len(reason) < 3:
             raise Problem(422, "Invalid request", "reason must have at least 3 characters", type="invalid-request")
-        key = require_key(idempotency_key)
+        key = require_idempotency_key(idempotency_key)
         try:
             replay = await ctx.ingest.replay(
                 provider_event_id, actor=principal.subject, reason=reason, traceparent=traceparent,
