@@ -302,3 +302,17 @@ async def test_a_stuck_order_is_re_driven_on_request_as_the_scanner_would(shop):
     assert (await redrive(str(uuid.uuid4()), "k5")).status_code == 404
     notes = (await shop.order(draft))["notes"]
     assert [(n["kind"], n["actor"]) for n in notes] == [("redrive", "staff:sue")] and "customer waiting" in notes[0]["detail"]
+
+
+async def test_a_manual_transition_sent_twice_with_one_key_moves_the_order_once(shop):  # type: ignore[no-untyped-def]
+    order_id = await shop.paid_order()
+    sam = {**shop.token("sam", "support"), "Idempotency-Key": "ship-1"}
+    path = f"/v1/admin/orders/{order_id}/transitions"
+    first = await shop.client.post(path, json={"to": "fulfilled", "reason": "parcel handed over"}, headers=sam)
+    again = await shop.client.post(path, json={"to": "fulfilled", "reason": "parcel handed over"}, headers=sam)
+    assert first.status_code == again.status_code == 200 and first.content == again.content
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = await shop.client.post(path, json={"to": "closed", "reason": "parcel handed over"}, headers=sam)
+    assert other.status_code == 422 and other.json()["type"].endswith("idempotency-key-reused")
+    timeline = (await shop.order(order_id))["timeline"]
+    assert [t["to"] for t in timeline].count("fulfilled") == 1 and timeline[-1]["actor"] == "staff:sam"

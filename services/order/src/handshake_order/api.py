@@ -705,8 +705,14 @@ def build_router(ctx: OrderContext) -> APIRouter:
         return {"stuck": await ctx.scanner.scan_once()}
 
     @router.post("/v1/admin/orders/{order_id}/transitions")
-    async def manual_transition(order_id: str, body: TransitionIn, authorization: Authorization = None) -> JSONResponse:
+    async def manual_transition(
+        order_id: str, body: TransitionIn, authorization: Authorization = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:  # fmt: skip
         principal = require_roles(ctx.settings, authorization, "support", "admin")
+        # optional here (older callers send none, and a repeated transition is refused by the table anyway); with
+        # one, a double click is answered with the first answer instead of a 409
+        key = require_idempotency_key(idempotency_key) if idempotency_key is not None else None
         oid = repo.parse_order_id(order_id)
         if oid is None:
             raise Problem(404, "Order not found", type="order-not-found")
@@ -723,7 +729,8 @@ def build_router(ctx: OrderContext) -> APIRouter:
             # announced on order.events.v1 like every transition (Decision.move)
             return saga.manual_transition(view, body.to, f"{body.reason} (manual)")
 
-        return await command(oid, decide, actor=staff_actor(principal.subject))
+        return await command(oid, decide, actor=staff_actor(principal.subject), scope=f"staff:{principal.subject}",
+                             key=key, request=body, command_name=f"transition:{oid}")  # fmt: skip
 
     @router.put("/v1/admin/catalogue")
     async def upsert_catalogue(body: CatalogueIn, authorization: Authorization = None) -> dict[str, int]:
