@@ -143,12 +143,6 @@ class NoteIn(BaseModel):
     note: str = Field(min_length=3, max_length=2000, pattern=PRINTABLE)
 
 
-class CloseReviewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    to: OrderState
-    reason: str = Field(min_length=3, max_length=500, pattern=PRINTABLE)
-
-
 class ReasonIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=3, max_length=500, pattern=PRINTABLE)
@@ -164,10 +158,10 @@ MANUAL_TARGETS = {OrderState.NEEDS_REVIEW, OrderState.CANCELLED, OrderState.FULF
                   OrderState.CLOSED}  # fmt: skip
 
 
-class TransitionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TransitionIn(ReasonIn):
+    """A manual transition, or the state a closed review leaves the order in."""
+
     to: OrderState
-    reason: str = Field(min_length=3, max_length=500, pattern=PRINTABLE)
 
 
 class CatalogueIn(BaseModel):
@@ -641,7 +635,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
                              respond=moved)  # fmt: skip
 
     @router.post("/v1/admin/orders/{order_id}/review/close")
-    async def close_review(order_id: str, body: CloseReviewIn, authorization: Authorization = None,
+    async def close_review(order_id: str, body: TransitionIn, authorization: Authorization = None,
                            idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
         principal = require_roles(ctx.settings, authorization, "finance", "admin")
         key = require_idempotency_key(idempotency_key)
