@@ -242,23 +242,9 @@ def test_migrate_serve_ready_and_stop_cleanly_on_sigterm(
     assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
     assert "# TYPE" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
 
-    state = inspect_state(container_name)
-    pid = state["Pid"]
-    assert process_ids(pid) == (10001, 10001), "the service does not run as 10001:10001"
-    # nothing written at start, not even to the one writable directory
-    listed = container("exec", container_name, "python", "-c", "import os; print(sorted(os.listdir('/tmp')))")
-    assert listed.stdout.strip() == "[]"
-
-    started = time.monotonic()
-    container("stop", "--time", str(GRACE_SECONDS), container_name, timeout=GRACE_SECONDS + 30)
-    stop_seconds = time.monotonic() - started
-    state = inspect_state(container_name)
-    logs = container("logs", container_name).stderr + container("logs", container_name).stdout
-    assert not state["Running"]
-    assert state["ExitCode"] == 0, f"exit code {state['ExitCode']} after SIGTERM\n{logs[-4000:]}"
-    assert stop_seconds < GRACE_SECONDS, f"took {stop_seconds:.1f} s to stop"
+    pid = runs_as_10001_having_written_nothing(container_name, "the service")
+    stop_seconds = stops_cleanly_on_sigterm(container_name)
     assert not Path(f"/proc/{pid}").exists(), "the service process outlived its container"
-    assert "Traceback" not in logs, logs[-4000:]
     print(
         f"{service}: migrate {migrate_seconds:.1f} s, start-to-ready {ready_seconds:.1f} s, "
         f"SIGTERM-to-exit {stop_seconds:.1f} s"
@@ -353,22 +339,33 @@ def test_console_serves_its_pages_with_a_production_configuration_and_stops_clea
     # a page behind sign-in sends the browser to sign in, never calls a service without a token
     assert httpx.get(f"{base}/search", timeout=5).headers.get("location") == "/"
 
-    state = inspect_state(container_name)
-    pid = state["Pid"]
-    assert process_ids(pid) == (10001, 10001), "the console does not run as 10001:10001"
-    listed = container("exec", container_name, "python", "-c", "import os; print(sorted(os.listdir('/tmp')))")
-    assert listed.stdout.strip() == "[]"
+    runs_as_10001_having_written_nothing(container_name, "the console")
+    stop_seconds = stops_cleanly_on_sigterm(container_name)
+    print(f"console: start-to-ready {ready_seconds:.1f} s, SIGTERM-to-exit {stop_seconds:.1f} s")
 
+
+def runs_as_10001_having_written_nothing(name: str, what: str) -> int:
+    """The container's process id, after checking it runs as 10001:10001 and wrote nothing at start, not even
+    to the one writable directory."""
+    pid = int(inspect_state(name)["Pid"])
+    assert process_ids(pid) == (10001, 10001), f"{what} does not run as 10001:10001"
+    listed = container("exec", name, "python", "-c", "import os; print(sorted(os.listdir('/tmp')))")
+    assert listed.stdout.strip() == "[]"
+    return pid
+
+
+def stops_cleanly_on_sigterm(name: str) -> float:
+    """Seconds from SIGTERM to exit, after checking the exit was clean (code 0, within the grace, no traceback)."""
     started = time.monotonic()
-    container("stop", "--time", str(GRACE_SECONDS), container_name, timeout=GRACE_SECONDS + 30)
+    container("stop", "--time", str(GRACE_SECONDS), name, timeout=GRACE_SECONDS + 30)
     stop_seconds = time.monotonic() - started
-    state = inspect_state(container_name)
-    logs = container("logs", container_name).stderr + container("logs", container_name).stdout
+    state = inspect_state(name)
+    logs = container("logs", name).stderr + container("logs", name).stdout
     assert not state["Running"]
     assert state["ExitCode"] == 0, f"exit code {state['ExitCode']} after SIGTERM\n{logs[-4000:]}"
     assert stop_seconds < GRACE_SECONDS, f"took {stop_seconds:.1f} s to stop"
     assert "Traceback" not in logs, logs[-4000:]
-    print(f"console: start-to-ready {ready_seconds:.1f} s, SIGTERM-to-exit {stop_seconds:.1f} s")
+    return stop_seconds
 
 
 def wait_ready(name: str, port: int, started: float) -> float:
