@@ -18,7 +18,7 @@ from handshake_devstack.testing.fixtures import PROJECT_ROOT
 
 
 @pytest.fixture(scope="session")
-def system(stack) -> Iterator[System]:  # type: ignore[no-untyped-def]
+def system(stack) -> Iterator[System]:
     s = System(stack, PROJECT_ROOT, database_prefix=f"e2e_{uuid.uuid4().hex[:6]}_")
     s.start()
     try:
@@ -35,7 +35,7 @@ def shop(system: System) -> Storefront:
 
 
 @contextmanager
-def system_of_its_own(stack, name: str, **kwargs: Any) -> Iterator[Storefront]:  # type: ignore[no-untyped-def]
+def system_of_its_own(stack, name: str, **kwargs: Any) -> Iterator[Storefront]:
     """Four services on a broker of their own: nothing they do on the bus (or to the broker) reaches
     another system on the same stack. Seeded with the demo catalogue and stock."""
     prefix = f"{name}_{uuid.uuid4().hex[:6]}_"

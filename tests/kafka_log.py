@@ -24,12 +24,13 @@ async def _read(bootstrap: str, topics: list[str]) -> list[Record]:
     try:
         partitions = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or set())]
         if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - first contact with these topics
+            await consumer._client.force_metadata_update()
             partitions = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or set())]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         out: list[Record] = []
+
         async def behind() -> bool:
             for tp, end in ends.items():
                 if await consumer.position(tp) < end:
@@ -40,7 +41,8 @@ async def _read(bootstrap: str, topics: list[str]) -> list[Record]:
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 out.extend(
-                    Record(r.topic, r.partition, r.offset, r.key, r.value, {k: v for k, v in r.headers}) for r in records
+                    Record(r.topic, r.partition, r.offset, r.key, r.value, {k: v for k, v in r.headers})
+                    for r in records
                 )
         return out
     finally:

@@ -26,5 +26,8 @@ def signed_delivery(url: str, secret: str, event_type: str, obj: dict[str, Any])
     }
     body = json.dumps(event)
     signature = hmac.new(secret.encode(), f"{created}.{body}".encode(), hashlib.sha256).hexdigest()
-    return httpx.post(url, content=body, headers={"Content-Type": "application/json",
-                                                  "Stripe-Signature": f"t={created},v1={signature}"})  # fmt: skip
+    return httpx.post(
+        url,
+        content=body,
+        headers={"Content-Type": "application/json", "Stripe-Signature": f"t={created},v1={signature}"},
+    )

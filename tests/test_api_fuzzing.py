@@ -9,6 +9,7 @@ HANDSHAKE_FUZZ_EXAMPLES=<n> changes the examples per operation and generation mo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -44,8 +45,9 @@ def order_app(stack: Any, database: Callable[[str], str]) -> tuple[Any, ServiceS
     from handshake_order.app import create_app
     from handshake_order.settings import OrderSettings
 
-    s = OrderSettings(database_url=database("handshake_order"), http_max_body_bytes=BODY_LIMIT,
-                      **isolated_kafka_settings(stack))  # type: ignore[arg-type]  # fmt: skip
+    s = OrderSettings(
+        database_url=database("handshake_order"), http_max_body_bytes=BODY_LIMIT, **isolated_kafka_settings(stack)
+    )
     return create_app(s), s
 
 
@@ -53,8 +55,9 @@ def inventory_app(stack: Any, database: Callable[[str], str]) -> tuple[Any, Serv
     from handshake_inventory.app import create_app
     from handshake_inventory.settings import InventorySettings
 
-    s = InventorySettings(database_url=database("handshake_inventory"), http_max_body_bytes=BODY_LIMIT,
-                          **isolated_kafka_settings(stack))  # type: ignore[arg-type]  # fmt: skip
+    s = InventorySettings(
+        database_url=database("handshake_inventory"), http_max_body_bytes=BODY_LIMIT, **isolated_kafka_settings(stack)
+    )
     return create_app(s), s
 
 
@@ -63,11 +66,15 @@ def payment_app(stack: Any, database: Callable[[str], str]) -> tuple[Any, Servic
     from handshake_payment.settings import PaymentSettings
 
     s = PaymentSettings(
-        database_url=database("handshake_payment"), http_max_body_bytes=BODY_LIMIT,
-        stripe_api_key=stack.stripe.api_key, stripe_api_base=stack.stripe.api_base, stripe_timeout_seconds=5.0,
-        stripe_webhook_secrets=["whsec_" + secrets.token_hex(24)], reconciliation_interval_seconds=0,
+        database_url=database("handshake_payment"),
+        http_max_body_bytes=BODY_LIMIT,
+        stripe_api_key=stack.stripe.api_key,
+        stripe_api_base=stack.stripe.api_base,
+        stripe_timeout_seconds=5.0,
+        stripe_webhook_secrets=["whsec_" + secrets.token_hex(24)],
+        reconciliation_interval_seconds=0,
         **isolated_kafka_settings(stack),
-    )  # type: ignore[arg-type]  # fmt: skip
+    )
     return create_app(s), s
 
 
@@ -76,14 +83,21 @@ def webhook_ingest_app(stack: Any, database: Callable[[str], str]) -> tuple[Any,
     from handshake_webhook_ingest.settings import WebhookIngestSettings
 
     s = WebhookIngestSettings(
-        database_url=database("handshake_webhook_ingest"), http_max_body_bytes=BODY_LIMIT,
-        webhook_max_body_bytes=WEBHOOK_BODY_LIMIT, stripe_webhook_secrets=["whsec_" + secrets.token_hex(24)],
+        database_url=database("handshake_webhook_ingest"),
+        http_max_body_bytes=BODY_LIMIT,
+        webhook_max_body_bytes=WEBHOOK_BODY_LIMIT,
+        stripe_webhook_secrets=["whsec_" + secrets.token_hex(24)],
         **isolated_kafka_settings(stack),
-    )  # type: ignore[arg-type]  # fmt: skip
+    )
     return create_app(s), s
 
 
-SERVICES = {"order": order_app, "inventory": inventory_app, "payment": payment_app, "webhook-ingest": webhook_ingest_app}
+SERVICES = {
+    "order": order_app,
+    "inventory": inventory_app,
+    "payment": payment_app,
+    "webhook-ingest": webhook_ingest_app,
+}
 
 
 @pytest.fixture
@@ -115,15 +129,20 @@ def fuzz_operation(operation: Any, client: Any, token: str, statuses: Counter[in
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
         @settings(
-            max_examples=EXAMPLES, deadline=None, database=None, derandomize=SEED is None, print_blob=False,
-            suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate],
-        )  # fmt: skip
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=SEED is None,
+            print_blob=False,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.explicit, Phase.generate],
+        )
         @given(case=operation.as_strategy(generation_mode=mode), as_staff=staff_draws)
         def run(case: schemathesis.Case, as_staff: bool) -> None:
             if as_staff:
                 with_staff_token(case, token)
             # collected, not raised: one run reports every failing operation instead of shrinking one
-            name = f"{operation.method.upper()} {operation.path} ({mode.value})"
+            name = f"{operation.method.upper()} {operation.path} ({mode.value})"  # noqa: B023 - run() is called in this iteration
             try:
                 response = case.call(session=client)
             except Exception as exc:  # raised past every handler: what a server answers with a bare 500
@@ -134,15 +153,16 @@ def fuzz_operation(operation: Any, client: Any, token: str, statuses: Counter[in
             if "/admin/" in operation.path and response.status_code < 300:
                 statuses["admin accepted"] += 1
             if (problem := failure_of(response)) is not None:
-                failures.append(f"{name}: {response.status_code} {problem}\n  {case.as_curl_command()}\n"
-                                f"  {response.content[:300]!r}")  # fmt: skip
+                failures.append(
+                    f"{name}: {response.status_code} {problem}\n  {case.as_curl_command()}\n"
+                    f"  {response.content[:300]!r}"
+                )
 
         if SEED is not None:
             run = seed(int(SEED))(run)
-        try:
+        # Unsatisfiable: nothing in this mode can be generated for the operation (e.g. no parameters to break)
+        with contextlib.suppress(Unsatisfiable):
             run()
-        except Unsatisfiable:
-            pass  # nothing in this mode can be generated for the operation (e.g. no parameters to break)
 
 
 def oversize_probes(schema: Any, client: Any, limit: int, routes: dict[str, int]) -> list[str]:
@@ -161,7 +181,9 @@ def oversize_probes(schema: Any, client: Any, limit: int, routes: dict[str, int]
         if operation.path in routes:
             r = client.request(method, path, data=b" " * (limit + 1), headers={"Content-Type": "application/json"})
             if r.status_code == 413:
-                failures.append(f"{method} {path} refused {limit + 1} bytes, under its own limit of {routes[operation.path]}")
+                failures.append(
+                    f"{method} {path} refused {limit + 1} bytes, under its own limit of {routes[operation.path]}"
+                )
     return failures
 
 
@@ -182,8 +204,10 @@ def test_no_input_gets_a_server_error_and_every_error_is_a_problem(
         oversize = oversize_probes(schema, client, BODY_LIMIT, routes)
     admin_accepted = statuses.pop("admin accepted", 0)
     histogram = ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
-    print(f"\n{service}: {sum(statuses.values())} requests in {time.monotonic() - started:.1f} s ({histogram}; "
-          f"{admin_accepted} admin requests accepted)")  # fmt: skip
+    print(
+        f"\n{service}: {sum(statuses.values())} requests in {time.monotonic() - started:.1f} s ({histogram}; "
+        f"{admin_accepted} admin requests accepted)"
+    )
     assert not failures, f"{len(failures)} failing requests:\n" + "\n".join(failures[:25])
     assert not oversize, "\n".join(oversize)
     # the staff token took the fuzzer past authentication into the admin models

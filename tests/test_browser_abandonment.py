@@ -13,17 +13,23 @@ from tests.conftest import system_of_its_own
 
 
 @pytest.fixture(scope="module")
-def deaf(stack) -> Iterator[Storefront]:  # type: ignore[no-untyped-def]
+def deaf(stack) -> Iterator[Storefront]:
     with system_of_its_own(
-        stack, "deaf", register_webhook=False,
-        extra_env={"payment": {"HANDSHAKE_RECONCILIATION_INTERVAL_SECONDS": "0",
-                               "HANDSHAKE_RECONCILIATION_PENDING_AFTER_SECONDS": "0"},
-                   "webhook-ingest": {"HANDSHAKE_GAP_SCAN_INTERVAL_SECONDS": "0"}},
-    ) as shop:  # fmt: skip
+        stack,
+        "deaf",
+        register_webhook=False,
+        extra_env={
+            "payment": {
+                "HANDSHAKE_RECONCILIATION_INTERVAL_SECONDS": "0",
+                "HANDSHAKE_RECONCILIATION_PENDING_AFTER_SECONDS": "0",
+            },
+            "webhook-ingest": {"HANDSHAKE_GAP_SCAN_INTERVAL_SECONDS": "0"},
+        },
+    ) as shop:
         yield shop
 
 
-def test_one_reconciliation_run_completes_an_order_whose_webhook_never_came(deaf):  # type: ignore[no-untyped-def]
+def test_one_reconciliation_run_completes_an_order_whose_webhook_never_came(deaf):
     before = deaf.levels("HS-MUG")
     placed = deaf.checkout([{"sku": "HS-MUG", "quantity": 1}])
     order_id, token = placed["order_id"], placed["lookup_token"]
@@ -32,8 +38,11 @@ def test_one_reconciliation_run_completes_an_order_whose_webhook_never_came(deaf
     time.sleep(2.0)  # the emulator would have sent its webhook by now: nobody is listening
     assert deaf.order(order_id, token)["state"] == "payment_pending"
 
-    r = deaf.http.post(deaf.system.url("payment") + "/v1/admin/reconciliation-runs",
-                       json={"reason": "customer says they paid"}, headers=deaf.admin())  # fmt: skip
+    r = deaf.http.post(
+        deaf.system.url("payment") + "/v1/admin/reconciliation-runs",
+        json={"reason": "customer says they paid"},
+        headers=deaf.admin(),
+    )
     assert r.status_code == 201, r.text
     run = r.json()
     assert run["repaired"] >= 1
@@ -43,6 +52,7 @@ def test_one_reconciliation_run_completes_an_order_whose_webhook_never_came(deaf
     assert deaf.levels("HS-MUG") == (before[0] - 1, 0, before[2] + 1)
     assert [pi.status for pi in deaf.intents_for(order_id)] == ["succeeded"]
     # a second run finds nothing left to repair
-    again = deaf.http.post(deaf.system.url("payment") + "/v1/admin/reconciliation-runs", json={"reason": "again"},
-                           headers=deaf.admin()).json()  # fmt: skip
+    again = deaf.http.post(
+        deaf.system.url("payment") + "/v1/admin/reconciliation-runs", json={"reason": "again"}, headers=deaf.admin()
+    ).json()
     assert again["repaired"] == 0

@@ -62,7 +62,9 @@ def spoil(values: dict[str, str], name: str, kind: str) -> dict[str, str]:
     if kind == "missing":
         del spoiled[name]
     elif kind == "development value":
-        spoiled[name] = next(v for v in sorted(KNOWN_DEVELOPMENT_SECRETS) if ("postgresql" in v) == (name == "database_url"))
+        spoiled[name] = next(
+            v for v in sorted(KNOWN_DEVELOPMENT_SECRETS) if ("postgresql" in v) == (name == "database_url")
+        )
     else:
         spoiled[name] = "x" * 31
     return spoiled
@@ -102,7 +104,7 @@ def test_each_bad_secret_is_refused_by_name(service: str, name: str, kind: str) 
     settings_class, own = SERVICES[service]
     with pytest.raises(ValueError) as refused:
         settings_class(**spoil(production(own), name, kind))
-    problems = refused.value.errors()[0]["ctx"]["error"].problems  # type: ignore[attr-defined]
+    problems = refused.value.errors()[0]["ctx"]["error"].problems
     assert len(problems) == 1 and problems[0].startswith("HANDSHAKE_" + name.upper() + " ")
     assert {"missing": "missing", "development value": "known development", "short": "shorter"}[kind] in problems[0]
 
@@ -110,12 +112,16 @@ def test_each_bad_secret_is_refused_by_name(service: str, name: str, kind: str) 
 def test_the_defaults_are_refused_with_every_problem_named_at_once() -> None:
     with pytest.raises(ValueError) as refused:
         PaymentSettings()
-    problems = refused.value.errors()[0]["ctx"]["error"].problems  # type: ignore[attr-defined]
+    problems = refused.value.errors()[0]["ctx"]["error"].problems
     named = {p.split(" ")[0].split("=")[0] for p in problems}
     assert {
-        "HANDSHAKE_DATABASE_URL", "HANDSHAKE_STRIPE_API_KEY", "HANDSHAKE_STRIPE_WEBHOOK_SECRETS",
-        "HANDSHAKE_INTERNAL_API_TOKENS", "HANDSHAKE_JWT_JWKS_URL", "HANDSHAKE_KAFKA_SECURITY_PROTOCOL",
-    } <= named  # fmt: skip
+        "HANDSHAKE_DATABASE_URL",
+        "HANDSHAKE_STRIPE_API_KEY",
+        "HANDSHAKE_STRIPE_WEBHOOK_SECRETS",
+        "HANDSHAKE_INTERNAL_API_TOKENS",
+        "HANDSHAKE_JWT_JWKS_URL",
+        "HANDSHAKE_KAFKA_SECURITY_PROTOCOL",
+    } <= named
 
 
 def test_security_settings_fail_closed_too() -> None:
@@ -140,7 +146,7 @@ def test_security_settings_fail_closed_too() -> None:
 def start(service: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HANDSHAKE_")}
     return subprocess.run(
-        [sys.executable, "-m", service], env={**clean, **env}, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", service], env={**clean, **env}, check=False, capture_output=True, text=True, timeout=60
     )
 
 
@@ -157,12 +163,12 @@ def test_each_service_process_refuses_to_start_naming_the_bad_secret() -> None:
         results = list(pool.map(lambda run: start(run[0], run[3]), runs))
     for (service, name, kind, _), result in zip(runs, results, strict=True):
         assert result.returncode == EX_CONFIG, (service, name, kind, result.stderr[-2000:])
-        [line] = [json.loads(l) for l in result.stderr.splitlines() if l.startswith("{")]
+        [line] = [json.loads(text) for text in result.stderr.splitlines() if text.startswith("{")]
         assert line["level"] == "critical" and line["service"] == service
         assert [p.split(" ")[0] for p in line["problems"]] == ["HANDSHAKE_" + name.upper()], line
 
 
-def test_a_token_key_file_that_cannot_be_read_stops_the_service_at_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_token_key_file_that_cannot_be_read_stops_the_service_at_start(tmp_path) -> None:
     """Not the first staff request's problem: the key is loaded before the service listens."""
     values = production(SERVICES["handshake_inventory"][1])
     values.pop("jwt_jwks_url")
@@ -171,11 +177,11 @@ def test_a_token_key_file_that_cannot_be_read_stops_the_service_at_start(tmp_pat
     for path in (tmp_path / "missing.pem", garbage):
         result = start("handshake_inventory", as_env({**values, "jwt_public_key_file": str(path)}))
         assert result.returncode == EX_CONFIG, result.stderr[-2000:]
-        [line] = [json.loads(l) for l in result.stderr.splitlines() if l.startswith("{")]
+        [line] = [json.loads(text) for text in result.stderr.splitlines() if text.startswith("{")]
         assert line["problems"][0].startswith("HANDSHAKE_JWT_PUBLIC_KEY_FILE")
 
 
-def test_each_service_starts_with_a_real_production_configuration(stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_each_service_starts_with_a_real_production_configuration(stack, tmp_path) -> None:
     """Production checks pass with real values and the service serves: migrations, database, broker, probes.
     The embedded broker speaks plaintext, which production accepts only when asked for by name."""
     processes = []

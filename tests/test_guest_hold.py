@@ -14,19 +14,19 @@ from handshake_shared.events import ORDER_EVENTS
 from tests.kafka_log import read_topics
 
 
-def reservation(shop, order_id: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+def reservation(shop, order_id: str) -> dict[str, Any] | None:
     r = shop.http.get(shop.system.url("inventory") + f"/v1/admin/reservations/{order_id}", headers=shop.admin())
     return dict(r.json()) if r.status_code == 200 else None
 
 
-def held_for(shop, order_id: str) -> float | None:  # type: ignore[no-untyped-def]
+def held_for(shop, order_id: str) -> float | None:
     found = reservation(shop, order_id)
     if found is None:
         return None
     return (datetime.fromisoformat(found["expires_at"]) - datetime.fromisoformat(found["created_at"])).total_seconds()
 
 
-def test_a_guest_hold_is_short_until_the_payment_session_is_opened(shop, system):  # type: ignore[no-untyped-def]
+def test_a_guest_hold_is_short_until_the_payment_session_is_opened(shop, system):
     placed = shop.checkout([{"sku": "HS-MUG", "quantity": 1}])
     order_id, token = placed["order_id"], placed["lookup_token"]
     assert wait_for(lambda: held_for(shop, order_id), 30) == 180
@@ -35,7 +35,7 @@ def test_a_guest_hold_is_short_until_the_payment_session_is_opened(shop, system)
     shop.payment_session(order_id, token)
 
     wait_for(lambda: held_for(shop, order_id) == 900, 30)
-    assert reservation(shop, order_id)["state"] == "held"  # type: ignore[index]
+    assert reservation(shop, order_id)["state"] == "held"
 
     def opened() -> list[Any]:
         records = read_topics(system.broker.bootstrap_servers, [ORDER_EVENTS])
@@ -47,4 +47,4 @@ def test_a_guest_hold_is_short_until_the_payment_session_is_opened(shop, system)
 
     # the shop's stock as it was for the tests after this one: the customer gives up
     assert shop.cancel(order_id, token).status_code == 200
-    wait_for(lambda: reservation(shop, order_id)["state"] == "released", 30)  # type: ignore[index]
+    wait_for(lambda: reservation(shop, order_id)["state"] == "released", 30)

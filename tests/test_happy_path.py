@@ -14,15 +14,17 @@ from handshake_shared.events.topics import SAGA_TOPICS
 from tests.kafka_log import read_topics
 
 
-def succeeded_intents_for(shop, order_id: str) -> list:  # type: ignore[no-untyped-def]
+def succeeded_intents_for(shop, order_id: str) -> list:
     intents = shop.stripe.v1.payment_intents.list(params={"limit": 100})
     return [pi for pi in intents.auto_paging_iter() if pi.metadata.to_dict().get("order_id") == order_id]
 
 
-def test_checkout_to_fulfillment_pending_through_events_only(shop, system):  # type: ignore[no-untyped-def]
+def test_checkout_to_fulfillment_pending_through_events_only(shop, system):
     before = {sku: shop.stock(sku) for sku in ("HS-MUG", "HS-TEE")}
 
-    result = shop.full_checkout([{"sku": "HS-MUG", "quantity": 2}, {"sku": "HS-TEE", "quantity": 1}], coupon="WELCOME10")
+    result = shop.full_checkout(
+        [{"sku": "HS-MUG", "quantity": 2}, {"sku": "HS-TEE", "quantity": 1}], coupon="WELCOME10"
+    )
     order = result["order"]
     order_id = order["order_id"]
 
@@ -61,8 +63,9 @@ def test_checkout_to_fulfillment_pending_through_events_only(shop, system):  # t
         # no ce_ headers (they mean binary mode) and no client-library headers of its own beside the body's; the
         # one header of ours marks an announcement staff sent again (the order admin's resend), never an attribute
         assert set(record.headers) <= {"content-type", "traceparent", "handshake-resend-of"}, record.headers
-        read = ce_kafka.from_kafka(ce_kafka.KafkaMessage(headers=record.headers, key=record.key, value=record.value),
-                                   JSONFormat())  # fmt: skip
+        read = ce_kafka.from_kafka(
+            ce_kafka.KafkaMessage(headers=record.headers, key=record.key, value=record.value), JSONFormat()
+        )
         assert (read.get_id(), read.get_type(), read.get_source()) == (str(event.id), event.type, event.source)
         assert read.get_extension("sequence") == f"{event.sequence:020d}"
 
@@ -71,13 +74,27 @@ def test_checkout_to_fulfillment_pending_through_events_only(shop, system):  # t
     sequences: dict[str, list[int]] = defaultdict(list)
     for event in sorted(mine, key=lambda e: e.time):
         sequences[event.source].append(event.sequence)
-    assert set(sequences) == {"/handshake/order", "/handshake/inventory", "/handshake/payment", "/handshake/webhook-ingest"}
+    assert set(sequences) == {
+        "/handshake/order",
+        "/handshake/inventory",
+        "/handshake/payment",
+        "/handshake/webhook-ingest",
+    }
     for seen in sequences.values():
         assert seen == list(range(1, len(seen) + 1))
     types = [e.type for e in mine]
-    for expected in ("order.placed", "inventory.reserved", "order.payment_requested", "payment.intent_created",
-                     "order.payment_pending", "provider.stripe.event", "payment.succeeded", "order.paid",
-                     "inventory.committed", "order.fulfillment_pending"):  # fmt: skip
+    for expected in (
+        "order.placed",
+        "inventory.reserved",
+        "order.payment_requested",
+        "payment.intent_created",
+        "order.payment_pending",
+        "provider.stripe.event",
+        "payment.succeeded",
+        "order.paid",
+        "inventory.committed",
+        "order.fulfillment_pending",
+    ):
         assert types.count(expected) == 1, (expected, types)
     # causation links each reaction to the fact that caused it
     by_id = {str(e.id): e for e in mine}

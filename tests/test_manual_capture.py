@@ -15,7 +15,7 @@ from tests.stripe_signing import signed_delivery
 
 
 @pytest.fixture(scope="module")
-def manual(stack) -> Iterator[Storefront]:  # type: ignore[no-untyped-def]
+def manual(stack) -> Iterator[Storefront]:
     with system_of_its_own(stack, "manual", extra_env={"payment": {"HANDSHAKE_CAPTURE_METHOD": "manual"}}) as shop:
         yield shop
 
@@ -23,12 +23,16 @@ def manual(stack) -> Iterator[Storefront]:  # type: ignore[no-untyped-def]
 def authorize(shop: Storefront, payment_intent_id: str) -> None:
     pi = shop.stripe.v1.payment_intents.retrieve(payment_intent_id)
     assert pi.status == "requires_capture"
-    r = signed_delivery(shop.system.webhook_url, shop.system.stack.stripe.webhook_secret,
-                        "payment_intent.amount_capturable_updated", pi.to_dict())  # fmt: skip
+    r = signed_delivery(
+        shop.system.webhook_url,
+        shop.system.stack.stripe.webhook_secret,
+        "payment_intent.amount_capturable_updated",
+        pi.to_dict(),
+    )
     assert r.status_code == 200, r.text
 
 
-def test_authorized_payment_is_captured_only_after_the_stock_is_committed(manual):  # type: ignore[no-untyped-def]
+def test_authorized_payment_is_captured_only_after_the_stock_is_committed(manual):
     before = manual.levels("HS-TEE")
     placed = manual.checkout([{"sku": "HS-TEE", "quantity": 2}])
     order_id, token = placed["order_id"], placed["lookup_token"]
@@ -37,14 +41,19 @@ def test_authorized_payment_is_captured_only_after_the_stock_is_committed(manual
     authorize(manual, session["payment_intent_id"])
 
     order = manual.wait_for_state(order_id, token, {"fulfillment_pending"}, timeout=60)
-    assert [s["to"] for s in order["timeline"]] == ["draft", "payment_pending", "payment_authorized", "paid",
-                                                    "fulfillment_pending"]  # fmt: skip
+    assert [s["to"] for s in order["timeline"]] == [
+        "draft",
+        "payment_pending",
+        "payment_authorized",
+        "paid",
+        "fulfillment_pending",
+    ]
     pi = manual.stripe.v1.payment_intents.retrieve(session["payment_intent_id"])
     assert pi.status == "succeeded" and pi.amount == order["total"]
     assert manual.levels("HS-TEE") == (before[0] - 2, 0, before[2] + 2)
 
 
-def test_a_failed_capture_cancels_the_order_and_puts_the_stock_back(manual):  # type: ignore[no-untyped-def]
+def test_a_failed_capture_cancels_the_order_and_puts_the_stock_back(manual):
     system = manual.system
     before = manual.levels("HS-MUG")
     placed = manual.checkout([{"sku": "HS-MUG", "quantity": 1}])
@@ -61,7 +70,12 @@ def test_a_failed_capture_cancels_the_order_and_puts_the_stock_back(manual):  # 
         system.start_service("inventory")
 
     order = manual.wait_for_state(order_id, token, {"cancelled"}, timeout=60)
-    assert [s["to"] for s in order["timeline"]] == ["draft", "payment_pending", "payment_authorized", "capture_failed",
-                                                    "cancelled"]  # fmt: skip
+    assert [s["to"] for s in order["timeline"]] == [
+        "draft",
+        "payment_pending",
+        "payment_authorized",
+        "capture_failed",
+        "cancelled",
+    ]
     wait_for(lambda: manual.levels("HS-MUG") == before, 30)
     assert manual.stripe.v1.payment_intents.retrieve(session["payment_intent_id"]).status == "canceled"

@@ -52,20 +52,28 @@ def test_migrations_match_the_declared_tables_and_downgrade_cleanly(stack, servi
     assert tables <= {"alembic_version"}
 
 
-def test_a_serving_process_that_does_not_migrate_waits_for_the_migration_job(stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_serving_process_that_does_not_migrate_waits_for_the_migration_job(stack, tmp_path) -> None:
     """Consumers started on a database behind the code would dead-letter good messages; the process waits,
     not serving, until the release's migration job has run, then starts by itself."""
     url = stack.postgres.create_database(f"t_wait_{uuid.uuid4().hex[:10]}")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDSHAKE_")}
-    env.update({
-        "HANDSHAKE_ENVIRONMENT": "test", "HANDSHAKE_DATABASE_URL": url, "HANDSHAKE_MIGRATE_ON_START": "false",
-        "HANDSHAKE_HTTP_PORT": str(port), "HANDSHAKE_KAFKA_BOOTSTRAP_SERVERS": stack.broker.bootstrap_servers,
-        "HANDSHAKE_KAFKA_ENABLE_IDEMPOTENCE": "false", "HANDSHAKE_KAFKA_GROUP_PREFIX": f"w{uuid.uuid4().hex[:6]}.",
-    })  # fmt: skip
+    env.update(
+        {
+            "HANDSHAKE_ENVIRONMENT": "test",
+            "HANDSHAKE_DATABASE_URL": url,
+            "HANDSHAKE_MIGRATE_ON_START": "false",
+            "HANDSHAKE_HTTP_PORT": str(port),
+            "HANDSHAKE_KAFKA_BOOTSTRAP_SERVERS": stack.broker.bootstrap_servers,
+            "HANDSHAKE_KAFKA_ENABLE_IDEMPOTENCE": "false",
+            "HANDSHAKE_KAFKA_GROUP_PREFIX": f"w{uuid.uuid4().hex[:6]}.",
+        }
+    )
     log_path = tmp_path / "inventory.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "handshake_inventory"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "handshake_inventory"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         wait_until(lambda: "waiting for the migration job" in log_path.read_text(), 30, "the wait", proc)
         assert not port_open(port)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 
 
-def scrape(system, service: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def scrape(system, service: str) -> dict[str, float]:
     series: dict[str, float] = {}
     for line in httpx.get(system.url(service) + "/metrics").text.splitlines():
         if line and not line.startswith("#"):
@@ -15,13 +15,14 @@ def scrape(system, service: str) -> dict[str, float]:  # type: ignore[no-untyped
     return series
 
 
-def test_the_money_path_is_measured_in_every_service(shop, system):  # type: ignore[no-untyped-def]
+def test_the_money_path_is_measured_in_every_service(shop, system):
     shop.full_checkout([{"sku": "HS-MUG", "quantity": 1}], key="observed")
     shop.checkout([{"sku": "HS-MUG", "quantity": 1}], key="observed")  # a retry answered from the key
     forged = httpx.post(system.webhook_url, content=b"{}", headers={"Stripe-Signature": "t=1,v1=00"})
     assert forged.status_code == 400
-    run = httpx.post(system.url("payment") + "/v1/admin/reconciliation-runs", json={"reason": "observability"},
-                     headers=shop.admin())  # fmt: skip
+    run = httpx.post(
+        system.url("payment") + "/v1/admin/reconciliation-runs", json={"reason": "observability"}, headers=shop.admin()
+    )
     assert run.status_code == 201
     order, payment = scrape(system, "order"), scrape(system, "payment")
     inventory, ingest = scrape(system, "inventory"), scrape(system, "webhook-ingest")

@@ -31,14 +31,17 @@ EXAMPLE = PROJECT_ROOT / "examples" / "order-subscriber" / "order_subscriber.py"
 Step = tuple[str | None, str, str]
 
 
-def staff_moves(shop, order_id: str, to: str, reason: str) -> None:  # type: ignore[no-untyped-def]
-    r = shop.http.post(shop.system.url("order") + f"/v1/admin/orders/{order_id}/transitions",
-                       json={"to": to, "reason": reason}, headers=shop.admin())  # fmt: skip
+def staff_moves(shop, order_id: str, to: str, reason: str) -> None:
+    r = shop.http.post(
+        shop.system.url("order") + f"/v1/admin/orders/{order_id}/transitions",
+        json={"to": to, "reason": reason},
+        headers=shop.admin(),
+    )
     assert r.status_code == 200, r.text
 
 
 @pytest.fixture(scope="module")
-def orders(shop) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def orders(shop) -> dict[str, str]:
     """name -> order id, each carried to its end state through the running system."""
     ids: dict[str, str] = {}
 
@@ -56,8 +59,10 @@ def orders(shop) -> dict[str, str]:  # type: ignore[no-untyped-def]
     shop.pay(first["payment_intent_id"], card=DECLINED_CARD)
     shop.wait_for_state(order_id, token, {"payment_failed"})
     assert shop.new_payment_attempt(order_id, token).status_code == 202
-    second = wait_for(lambda: (s := shop.payment_session(order_id, token))["payment_intent_id"]
-                      != first["payment_intent_id"] and s, 30)  # fmt: skip
+    second = wait_for(
+        lambda: (s := shop.payment_session(order_id, token))["payment_intent_id"] != first["payment_intent_id"] and s,
+        30,
+    )
     shop.pay(second["payment_intent_id"])
     shop.wait_for_state(order_id, token, {"fulfillment_pending"})
     ids["declined_then_paid"] = order_id
@@ -82,7 +87,7 @@ def orders(shop) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return ids
 
 
-def timeline(shop, order_id: str) -> tuple[str, list[Step]]:  # type: ignore[no-untyped-def]
+def timeline(shop, order_id: str) -> tuple[str, list[Step]]:
     order = shop.admin_order(order_id)
     return order["state"], [(s["from"], s["to"], s["reason"]) for s in order["timeline"]]
 
@@ -93,8 +98,9 @@ def read_with_the_sdk(records: list[Record]) -> tuple[dict[str, list[Step]], dic
     sequences: dict[str, list[int]] = defaultdict(list)
     seen: set[str] = set()
     for record in records:
-        event = ce_kafka.from_kafka(ce_kafka.KafkaMessage(headers=record.headers, key=record.key, value=record.value),
-                                    JSONFormat())  # fmt: skip
+        event = ce_kafka.from_kafka(
+            ce_kafka.KafkaMessage(headers=record.headers, key=record.key, value=record.value), JSONFormat()
+        )
         assert event.get_source() == "/handshake/order" and event.get_type().startswith("order.")
         if event.get_id() in seen:  # at least once: a redelivered event is the same event
             continue
@@ -104,18 +110,23 @@ def read_with_the_sdk(records: list[Record]) -> tuple[dict[str, list[Step]], dic
         transition = event.get_data().get("transition")
         if transition:
             # named after the state it leads to; the order's creation is order.placed
-            assert event.get_type() == ("order.placed" if transition["to_state"] == "draft"
-                                        else f"order.{transition['to_state']}")  # fmt: skip
+            assert event.get_type() == (
+                "order.placed" if transition["to_state"] == "draft" else f"order.{transition['to_state']}"
+            )
             steps[order_id].append((transition["from_state"], transition["to_state"], transition["reason"]))
     return steps, sequences
 
 
-def test_the_topic_alone_rebuilds_each_order_as_the_order_service_has_it(shop, system, orders):  # type: ignore[no-untyped-def]
+def test_the_topic_alone_rebuilds_each_order_as_the_order_service_has_it(shop, system, orders):
     expected = {name: timeline(shop, order_id) for name, order_id in orders.items()}
     assert {name: state for name, (state, _) in expected.items()} == {
-        "paid": "fulfillment_pending", "cancelled": "cancelled", "declined_then_paid": "fulfillment_pending",
-        "refunded": "refunded", "fulfilled_and_closed": "closed", "flagged": "needs_review",
-    }  # fmt: skip
+        "paid": "fulfillment_pending",
+        "cancelled": "cancelled",
+        "declined_then_paid": "fulfillment_pending",
+        "refunded": "refunded",
+        "fulfilled_and_closed": "closed",
+        "flagged": "needs_review",
+    }
 
     def read() -> Any:
         records = read_topics(system.broker.bootstrap_servers, [ORDER_EVENTS])
@@ -133,16 +144,29 @@ def test_the_topic_alone_rebuilds_each_order_as_the_order_service_has_it(shop, s
         assert sequences[order_id] == list(range(1, len(sequences[order_id]) + 1)), name
 
 
-def test_the_example_subscriber_validates_every_event_and_agrees(shop, system, orders):  # type: ignore[no-untyped-def]
+def test_the_example_subscriber_validates_every_event_and_agrees(shop, system, orders):
     expected = {order_id: timeline(shop, order_id) for order_id in orders.values()}
     # the first test waited for the topic to catch up when it runs first; this one must stand alone too
     wait_for(lambda: _caught_up(system, {oid: len(history) for oid, (_, history) in expected.items()}), 30)
     done = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--bootstrap-servers", system.broker.bootstrap_servers,
-         "--group", f"example-team.{uuid.uuid4().hex[:8]}", "--to-end",
-         "--config", "session.timeout.ms=6000", "--config", "fetch.wait.max.ms=50"],
-        check=False, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--bootstrap-servers",
+            system.broker.bootstrap_servers,
+            "--group",
+            f"example-team.{uuid.uuid4().hex[:8]}",
+            "--to-end",
+            "--config",
+            "session.timeout.ms=6000",
+            "--config",
+            "fetch.wait.max.ms=50",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["invalid"] == []
@@ -153,6 +177,6 @@ def test_the_example_subscriber_validates_every_event_and_agrees(shop, system, o
         assert (rebuilt["state"], rebuilt["gaps"]) == (state, [])
 
 
-def _caught_up(system, transitions: dict[str, int]) -> bool:  # type: ignore[no-untyped-def]
+def _caught_up(system, transitions: dict[str, int]) -> bool:
     steps, _ = read_with_the_sdk(read_topics(system.broker.bootstrap_servers, [ORDER_EVENTS]))
     return all(len(steps[order_id]) >= count for order_id, count in transitions.items())

@@ -19,12 +19,12 @@ from tests.conftest import system_of_its_own
 
 
 @pytest.fixture(scope="module")
-def outage(stack) -> Iterator[Storefront]:  # type: ignore[no-untyped-def]
+def outage(stack) -> Iterator[Storefront]:
     with system_of_its_own(stack, "outage") as shop:
         yield shop
 
 
-def metric(system, service: str, name: str) -> float:  # type: ignore[no-untyped-def]
+def metric(system, service: str, name: str) -> float:
     text = httpx.get(system.url(service) + "/metrics").text
     total = 0.0
     for line in text.splitlines():
@@ -33,7 +33,7 @@ def metric(system, service: str, name: str) -> float:  # type: ignore[no-untyped
     return total
 
 
-def test_events_pending_during_a_broker_outage_are_published_once_it_returns(outage):  # type: ignore[no-untyped-def]
+def test_events_pending_during_a_broker_outage_are_published_once_it_returns(outage):
     shop, system = outage, outage.system
     sku = "HS-CAP"
     before = shop.levels(sku)

@@ -7,7 +7,7 @@ from handshake_devstack.storefront import DECLINED_CARD
 from handshake_devstack.system import wait_for
 
 
-def test_a_declined_card_then_a_new_attempt_takes_the_money_once(shop):  # type: ignore[no-untyped-def]
+def test_a_declined_card_then_a_new_attempt_takes_the_money_once(shop):
     placed = shop.checkout([{"sku": "HS-TEE", "quantity": 1}])
     order_id, token = placed["order_id"], placed["lookup_token"]
     first = shop.payment_session(order_id, token)
@@ -18,7 +18,10 @@ def test_a_declined_card_then_a_new_attempt_takes_the_money_once(shop):  # type:
     assert r.status_code == 202, r.text
     again = shop.new_payment_attempt(order_id, token, key="retry-1")  # a double click is the same attempt
     assert again.json() == r.json()
-    second = wait_for(lambda: (s := shop.payment_session(order_id, token))["payment_intent_id"] != first["payment_intent_id"] and s, 30)
+    second = wait_for(
+        lambda: (s := shop.payment_session(order_id, token))["payment_intent_id"] != first["payment_intent_id"] and s,
+        30,
+    )
     shop.pay(second["payment_intent_id"])
     order = shop.wait_for_state(order_id, token, {"fulfillment_pending"})
 
@@ -28,11 +31,16 @@ def test_a_declined_card_then_a_new_attempt_takes_the_money_once(shop):  # type:
     assert intents[first["payment_intent_id"]].status != "succeeded"
     assert order["payment_intent_id"] == second["payment_intent_id"]
     assert [s["to"] for s in order["timeline"]] == [
-        "draft", "payment_pending", "payment_failed", "payment_pending", "paid", "fulfillment_pending",
+        "draft",
+        "payment_pending",
+        "payment_failed",
+        "payment_pending",
+        "paid",
+        "fulfillment_pending",
     ]
 
 
-def test_customer_cancel_releases_the_stock_and_cancels_the_intent(shop):  # type: ignore[no-untyped-def]
+def test_customer_cancel_releases_the_stock_and_cancels_the_intent(shop):
     before = shop.levels("HS-MUG")
     placed = shop.checkout([{"sku": "HS-MUG", "quantity": 4}])
     order_id, token = placed["order_id"], placed["lookup_token"]
@@ -46,7 +54,7 @@ def test_customer_cancel_releases_the_stock_and_cancels_the_intent(shop):  # typ
     assert shop.order(order_id, token)["state"] == "cancelled"
 
 
-def test_staff_refunds_partial_then_the_rest_with_restock(shop):  # type: ignore[no-untyped-def]
+def test_staff_refunds_partial_then_the_rest_with_restock(shop):
     before = shop.levels("HS-CAP")
     done = shop.full_checkout([{"sku": "HS-CAP", "quantity": 2}])
     order_id, token = done["placed"]["order_id"], done["placed"]["lookup_token"]

@@ -11,7 +11,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from handshake_devstack.storefront import Storefront
 
 ORDER_CONSUMERS = ("order.inventory-events", "order.payment-events")
-LIFECYCLE = [(None, "draft"), ("draft", "payment_pending"), ("payment_pending", "paid"), ("paid", "fulfillment_pending")]
+LIFECYCLE = [
+    (None, "draft"),
+    ("draft", "payment_pending"),
+    ("payment_pending", "paid"),
+    ("paid", "fulfillment_pending"),
+]
 
 
 def applied(url: str) -> float:
@@ -19,13 +24,16 @@ def applied(url: str) -> float:
     total = 0.0
     for family in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text):
         for sample in family.samples:
-            if (sample.name == "handshake_events_consumed_total" and sample.labels["consumer"] in ORDER_CONSUMERS
-                    and sample.labels["outcome"] == "applied"):  # fmt: skip
+            if (
+                sample.name == "handshake_events_consumed_total"
+                and sample.labels["consumer"] in ORDER_CONSUMERS
+                and sample.labels["outcome"] == "applied"
+            ):
                 total += sample.value
     return total
 
 
-def test_two_order_replicas_split_the_partitions_and_apply_every_order_change_once(system, shop):  # type: ignore[no-untyped-def]
+def test_two_order_replicas_split_the_partitions_and_apply_every_order_change_once(system, shop):
     before = shop.stock("HS-CAP")
     first_before = applied(system.url("order"))
     system.scale("order", 2)

@@ -15,8 +15,11 @@ UNITS = 10
 BUYERS = 50
 
 
-def test_fifty_buyers_for_the_last_ten_units(shop, system):  # type: ignore[no-untyped-def]
-    catalogue = {"reason": "race test", "products": [{"sku": SKU, "name": "Last units", "unit_price": 9900, "currency": "EUR"}]}
+def test_fifty_buyers_for_the_last_ten_units(shop, system):
+    catalogue = {
+        "reason": "race test",
+        "products": [{"sku": SKU, "name": "Last units", "unit_price": 9900, "currency": "EUR"}],
+    }
     shop.seed(catalogue=catalogue, stock={SKU: UNITS})
 
     observations: list[dict] = []

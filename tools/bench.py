@@ -34,8 +34,14 @@ import psutil
 from handshake_devstack.stack import EmbeddedStack, StackPorts
 from handshake_devstack.storefront import Storefront
 from handshake_devstack.system import System
-from tools.bench_measure import (add_server_times, consumption, consumption_between, measure_idle, measure_level,
-                                 system_pids)  # fmt: skip
+from tools.bench_measure import (
+    add_server_times,
+    consumption,
+    consumption_between,
+    measure_idle,
+    measure_level,
+    system_pids,
+)
 from tools.bench_reference import run_reference
 from tools.bench_report import compare_replicas, print_level, print_replicas, print_summary, ratio
 
@@ -50,15 +56,31 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("-n", "--checkouts", type=int, default=200, help="checkouts per level")
     parser.add_argument("--levels", default="1,20,50", help="concurrencies, comma-separated")
     parser.add_argument("-c", "--concurrency", type=int, help="a single level (same as --levels C)")
-    parser.add_argument("--reference", type=Path, default=ROOT.parent / "shared" / "bench" / "baseline_monolith.py",
-                        help="the reference peer's script; missing: Handshake is measured alone")  # fmt: skip
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=ROOT.parent / "shared" / "bench" / "baseline_monolith.py",
+        help="the reference peer's script; missing: Handshake is measured alone",
+    )
     parser.add_argument("--reference-timeout", type=float, default=900.0, help="seconds per reference run")
-    parser.add_argument("--idle-seconds", type=float, default=15.0,
-                        help="idle window measuring the system's background CPU and counters")  # fmt: skip
-    parser.add_argument("--poll-interval", type=float, default=0.1,
-                        help="seconds between a client's status polls (they cost the order service CPU)")  # fmt: skip
-    parser.add_argument("--replicas", type=int, default=1,
-                        help="N > 1: run Handshake again with N replicas of each consumer service and compare")  # fmt: skip
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=15.0,
+        help="idle window measuring the system's background CPU and counters",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=0.1,
+        help="seconds between a client's status polls (they cost the order service CPU)",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="N > 1: run Handshake again with N replicas of each consumer service and compare",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results.json")
     args = parser.parse_args()
     args.levels = [args.concurrency] if args.concurrency else [int(c) for c in args.levels.split(",") if c.strip()]
@@ -73,9 +95,14 @@ def run_references(args: argparse.Namespace) -> dict[int, dict[str, Any]] | None
     out: dict[int, dict[str, Any]] = {}
     for c in args.levels:
         print(f"reference: {args.checkouts} checkouts at concurrency {c} ({reference}) ...", flush=True)
-        out[c] = run_reference(reference, checkouts=args.checkouts, concurrency=c,
-                               workdir=ROOT / ".data" / "bench-reference", cwd=ROOT,
-                               timeout=args.reference_timeout)  # fmt: skip
+        out[c] = run_reference(
+            reference,
+            checkouts=args.checkouts,
+            concurrency=c,
+            workdir=ROOT / ".data" / "bench-reference",
+            cwd=ROOT,
+            timeout=args.reference_timeout,
+        )
         print(f"  {json.dumps(out[c])}", flush=True)
     return out
 
@@ -83,9 +110,13 @@ def run_references(args: argparse.Namespace) -> dict[int, dict[str, Any]] | None
 def start_handshake(replicas: int = 1) -> tuple[EmbeddedStack, System]:
     stack = EmbeddedStack(ROOT / ".data" / "bench", StackPorts.free())
     pythonpath = os.pathsep.join(p for p in (str(PROBE), os.environ.get("PYTHONPATH", "")) if p)
-    system = System(stack, ROOT, recreate_databases=True, extra_env={
-        name: {"HANDSHAKE_LOG_LEVEL": "WARNING", "PYTHONPATH": pythonpath} for name in SERVICES
-    }, replicas={name: replicas for name in CONSUMER_SERVICES})  # fmt: skip
+    system = System(
+        stack,
+        ROOT,
+        recreate_databases=True,
+        extra_env={name: {"HANDSHAKE_LOG_LEVEL": "WARNING", "PYTHONPATH": pythonpath} for name in SERVICES},
+        replicas={name: replicas for name in CONSUMER_SERVICES},
+    )
     scaled = f", {replicas} replicas of {', '.join(CONSUMER_SERVICES)}" if replicas > 1 else ""
     print(f"starting the embedded stack and the four services{scaled} ...", flush=True)
     try:
@@ -97,7 +128,9 @@ def start_handshake(replicas: int = 1) -> tuple[EmbeddedStack, System]:
     return stack, system
 
 
-def measure_handshake(args: argparse.Namespace, stack: EmbeddedStack, system: System) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+def measure_handshake(
+    args: argparse.Namespace, stack: EmbeddedStack, system: System
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """The idle figures, each level's figures, and per consumer group what each replica consumed during the
     levels."""
     seed = Storefront(system)
@@ -111,22 +144,34 @@ def measure_handshake(args: argparse.Namespace, stack: EmbeddedStack, system: Sy
         levels, orders = [], []
         for c in args.levels:
             print(f"Handshake: {args.checkouts} checkouts at concurrency {c} ...", flush=True)
-            figures, settled, done = measure_level(stack, system, pids, http, checkouts=args.checkouts,
-                                                   concurrency=c, poll_interval=args.poll_interval,
-                                                   idle=idle, before=settled)  # fmt: skip
+            figures, settled, done = measure_level(
+                stack,
+                system,
+                pids,
+                http,
+                checkouts=args.checkouts,
+                concurrency=c,
+                poll_interval=args.poll_interval,
+                idle=idle,
+                before=settled,
+            )
             levels.append(figures)
             orders.append(done)
         consumed = consumption_between(consumed_before, consumption(system, http))
-        for figures, done in zip(levels, orders):
+        for figures, done in zip(levels, orders, strict=True):
             add_server_times(figures, system, http, done)
     idle_figures = {
-        "cpu_ms_per_second_by_process": {k.split(".", 1)[1]: round(v, 1) for k, v in idle.items() if k.startswith("cpu_ms.")},
+        "cpu_ms_per_second_by_process": {
+            k.split(".", 1)[1]: round(v, 1) for k, v in idle.items() if k.startswith("cpu_ms.")
+        },
         "counts_per_second": {k: round(v, 2) for k, v in sorted(idle.items()) if not k.startswith("cpu_ms.") and v},
-    }  # fmt: skip
+    }
     return idle_figures, levels, consumed
 
 
-def run_handshake(args: argparse.Namespace, replicas: int) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+def run_handshake(
+    args: argparse.Namespace, replicas: int
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     stack, system = start_handshake(replicas)
     try:
         return measure_handshake(args, stack, system)
@@ -145,8 +190,14 @@ def main() -> int:
     levels = []
     for figures in measured:
         reference = references.get(figures["concurrency"]) if references is not None else None
-        levels.append({"concurrency": figures["concurrency"], "cpu_ratio": ratio(figures, reference),
-                       "handshake": figures, "reference": reference})  # fmt: skip
+        levels.append(
+            {
+                "concurrency": figures["concurrency"],
+                "cpu_ratio": ratio(figures, reference),
+                "handshake": figures,
+                "reference": reference,
+            }
+        )
     results = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "reference_script": str(args.reference) if references is not None else None,

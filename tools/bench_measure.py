@@ -30,10 +30,15 @@ def percentiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
 
     def pct(p: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] * 1000, 1)
+        return round(ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000, 1)
 
-    return {"p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "max_ms": round(ordered[-1] * 1000, 1),
-            "mean_ms": round(statistics.fmean(ordered) * 1000, 1)}  # fmt: skip
+    return {
+        "p50_ms": pct(50),
+        "p95_ms": pct(95),
+        "p99_ms": pct(99),
+        "max_ms": round(ordered[-1] * 1000, 1),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 1),
+    }
 
 
 def system_pids(stack: EmbeddedStack, system: System) -> dict[str, int]:
@@ -166,9 +171,11 @@ def consumption_between(before: Consumption, after: Consumption) -> dict[str, di
         fetched = {p: n - was["fetched"].get(p, 0.0) for p, n in row["fetched"].items()}
         out.setdefault(group, {})[process] = {
             "events_consumed": round(row["events"] - was["events"]),
-            "partitions": sorted((p for p, n in fetched.items() if n > 0), key=lambda p: (p.rsplit(":", 1)[0], int(p.rsplit(":", 1)[1]))),
+            "partitions": sorted(
+                (p for p, n in fetched.items() if n > 0), key=lambda p: (p.rsplit(":", 1)[0], int(p.rsplit(":", 1)[1]))
+            ),
             "records_fetched": round(sum(fetched.values())),
-        }  # fmt: skip
+        }
     return out
 
 
@@ -220,7 +227,9 @@ def per_checkout_counts(
     trips = [by_metric[k] for k in by_metric if k.startswith("sql_round_trips_")]
     if trips:
         services = {s: sum(t.get(s, 0.0) for t in trips) for s in SERVICES}
-        out["sql_round_trips"] = {"total": round(sum(services.values()), 2)} | {s: round(v, 2) for s, v in services.items()}
+        out["sql_round_trips"] = {"total": round(sum(services.values()), 2)} | {
+            s: round(v, 2) for s, v in services.items()
+        }
     return out
 
 
@@ -254,9 +263,10 @@ def drive(system: System, checkouts: int, concurrency: int, poll_interval: float
         shop: Storefront = local.shop
         timings = CheckoutTimings()
         try:
-            done = shop.full_checkout([{"sku": "HS-MUG", "quantity": 1 + i % 3}, {"sku": "HS-TEE", "quantity": 1}],
-                                      timings=timings)  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - counted and reported
+            done = shop.full_checkout(
+                [{"sku": "HS-MUG", "quantity": 1 + i % 3}, {"sku": "HS-TEE", "quantity": 1}], timings=timings
+            )
+        except Exception as exc:
             with lock:
                 outcome.failures.append(repr(exc))
             return
@@ -286,15 +296,19 @@ def server_times(shop: Storefront, system: System, order: dict[str, Any]) -> dic
     )
     if r.status_code == 200:
         events = r.json()["provider_events"]
-        received = [datetime.fromisoformat(e["first_received_at"]) for e in events
-                    if e.get("type") == "payment_intent.succeeded"]  # fmt: skip
+        received = [
+            datetime.fromisoformat(e["first_received_at"])
+            for e in events
+            if e.get("type") == "payment_intent.succeeded"
+        ]
         if received:
             out["webhook_to_paid"] = (at["paid"] - min(received)).total_seconds()
     return out
 
 
-def measure_idle(stack: EmbeddedStack, system: System, pids: dict[str, int], http: httpx.Client,
-                 seconds: float) -> tuple[dict[str, float], Snapshot]:  # fmt: skip
+def measure_idle(
+    stack: EmbeddedStack, system: System, pids: dict[str, int], http: httpx.Client, seconds: float
+) -> tuple[dict[str, float], Snapshot]:
     """The system's background cost with no load: CPU and counters per second."""
     time.sleep(STATS_FLUSH_SECONDS)
     start = snapshot(stack, system, pids, http)
@@ -303,9 +317,18 @@ def measure_idle(stack: EmbeddedStack, system: System, pids: dict[str, int], htt
     return rates(start, end), end
 
 
-def measure_level(stack: EmbeddedStack, system: System, pids: dict[str, int], http: httpx.Client, *,
-                  checkouts: int, concurrency: int, poll_interval: float, idle: dict[str, float],
-                  before: Snapshot) -> tuple[dict[str, Any], Snapshot, list[dict[str, Any]]]:  # fmt: skip
+def measure_level(
+    stack: EmbeddedStack,
+    system: System,
+    pids: dict[str, int],
+    http: httpx.Client,
+    *,
+    checkouts: int,
+    concurrency: int,
+    poll_interval: float,
+    idle: dict[str, float],
+    before: Snapshot,
+) -> tuple[dict[str, Any], Snapshot, list[dict[str, Any]]]:
     """One level: `before` is a settled snapshot; returns the figures, the settled snapshot after and the
     orders, whose server-side times are read once every level is done (add_server_times)."""
     cpu_before, tools_before, machine_before = cpu_seconds(pids), tools_cpu_seconds(stack), psutil.cpu_times()
@@ -330,7 +353,9 @@ def measure_level(stack: EmbeddedStack, system: System, pids: dict[str, int], ht
         "cpu_ms_per_checkout": round(cpu_used * 1000 / max(ok, 1), 1),
         "checkouts_per_core_second": round(ok / cpu_used, 1) if cpu_used else None,
         "cpu_ms_per_checkout_by_process": {n: round(v * 1000 / max(ok, 1), 1) for n, v in per_process.items()},
-        "cpu_ms_per_checkout_by_service": {n: round(v * 1000 / max(ok, 1), 1) for n, v in by_service(per_process).items()},
+        "cpu_ms_per_checkout_by_service": {
+            n: round(v * 1000 / max(ok, 1), 1) for n, v in by_service(per_process).items()
+        },
         # cores busy during the run: the system's own processes, and the whole machine (the driver, the emulator
         # and whatever else runs on it); on a shared machine the difference says how much the level competed for
         "cores_busy": {

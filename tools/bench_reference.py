@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 
-def run_reference(script: Path, *, checkouts: int, concurrency: int, workdir: Path, cwd: Path,
-                  timeout: float) -> dict[str, Any]:  # fmt: skip
+def run_reference(
+    script: Path, *, checkouts: int, concurrency: int, workdir: Path, cwd: Path, timeout: float
+) -> dict[str, Any]:
     """Its JSON line, or {"error": ...} when it did not give one (the bench goes on with Handshake)."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.parent.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,17 @@ from handshake_devstack.storefront import Storefront
 from handshake_devstack.system import SERVICES, System
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PORTS = {"postgres": 55433, "kafka": 59093, "stripe": 58420,
-                 "order": 8001, "payment": 8002, "inventory": 8003, "webhook-ingest": 8004,
-                 "console": 8005, "identity": 8006}  # fmt: skip
+DEFAULT_PORTS = {
+    "postgres": 55433,
+    "kafka": 59093,
+    "stripe": 58420,
+    "order": 8001,
+    "payment": 8002,
+    "inventory": 8003,
+    "webhook-ingest": 8004,
+    "console": 8005,
+    "identity": 8006,
+}
 
 
 def port(name: str) -> int:
@@ -74,16 +82,22 @@ def main() -> int:
         order = result["order"]
         snap = order["snapshot"]
         say(f"Order {order['order_id']} is {order['state']} after {time.monotonic() - started:.2f}s")
-        say(f"  subtotal {snap['subtotal']}  discount {snap['discount']}  tax {snap['tax']}  "
-            f"shipping {snap['shipping']}  total {snap['total']} {snap['currency']} (minor units)")  # fmt: skip
+        say(
+            f"  subtotal {snap['subtotal']}  discount {snap['discount']}  tax {snap['tax']}  "
+            f"shipping {snap['shipping']}  total {snap['total']} {snap['currency']} (minor units)"
+        )
         say(f"  payment intent {order['payment_intent_id']}")
         say("  timeline:")
         for step in order["timeline"]:
             say(f"    {step['at']}  {step['from'] or '-':>16} -> {step['to']:<20} {step['reason']} ({step['actor']})")
-        say(f"  lookup: curl -H 'X-Order-Token: {result['placed']['lookup_token']}' "
-            f"{system.url('order')}/v1/orders/{order['order_id']}")  # fmt: skip
-        say(f"  in the console: {console.url}/orders/{order['order_id']}  (or search {order.get('reference')}), "
-            "signed in as sam")
+        say(
+            f"  lookup: curl -H 'X-Order-Token: {result['placed']['lookup_token']}' "
+            f"{system.url('order')}/v1/orders/{order['order_id']}"
+        )
+        say(
+            f"  in the console: {console.url}/orders/{order['order_id']}  (or search {order.get('reference')}), "
+            "signed in as sam"
+        )
         say()
         say("Press Ctrl-C to stop everything.")
         while True:

@@ -73,7 +73,7 @@ class NginxGateway:
         self.conf.write_text(render(TEMPLATE.read_text(), self.values))
 
     def check_config(self) -> None:
-        result = subprocess.run([*self.argv(), "-t"], capture_output=True, text=True, timeout=30)
+        result = subprocess.run([*self.argv(), "-t"], check=False, capture_output=True, text=True, timeout=30)
         if result.returncode != 0:
             raise RuntimeError(f"nginx -t refused the gateway config:\n{result.stderr}")
 

@@ -43,14 +43,20 @@ def run_flags(name: str, network: str = "host") -> list[str]:
     """How Kubernetes runs these images (restricted pod security), on the host's network so that the
     containers reach the test session's embedded PostgreSQL and broker on 127.0.0.1."""
     flags = [
-        "--name", name,
-        "--network", network,
-        "--user", USER,
+        "--name",
+        name,
+        "--network",
+        network,
+        "--user",
+        USER,
         "--read-only",
-        "--tmpfs", "/tmp:rw,nosuid,nodev,size=64m,mode=1777",
-        "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges",
-    ]  # fmt: skip
+        "--tmpfs",
+        "/tmp:rw,nosuid,nodev,size=64m,mode=1777",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+    ]
     if engine() == "podman":
         # podman would also mount tmpfs on /run and /var/tmp; only /tmp is writable in a pod
         flags += ["--read-only-tmpfs=false", "--runtime", "runc"]
@@ -63,14 +69,23 @@ def run_flags(name: str, network: str = "host") -> list[str]:
 
 def container(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     cmd = [engine() or "podman", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
 
 
-def run(image: str, name: str, args: Sequence[str], *, env_file: Path | None = None, network: str = "host",
-        extra: Sequence[str] = (), detach: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def run(
+    image: str,
+    name: str,
+    args: Sequence[str],
+    *,
+    env_file: Path | None = None,
+    network: str = "host",
+    extra: Sequence[str] = (),
+    detach: bool = False,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     flags = run_flags(name, network) + list(extra)
     if env_file is not None:
         flags += ["--env-file", str(env_file)]

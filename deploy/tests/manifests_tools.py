@@ -39,7 +39,7 @@ def render_and_validate(venv: Path, kustomizations: dict[str, Path]) -> dict[str
     """{label: {"objects": [...], "checks": [{"object", "validator", "errors"}]}} from manifests_check.py."""
     args = [f"{label}={path}" for label, path in kustomizations.items()]
     out = subprocess.run(
-        [str(venv / "bin" / "python"), str(CHECKER), *args], capture_output=True, text=True, timeout=300
+        [str(venv / "bin" / "python"), str(CHECKER), *args], check=False, capture_output=True, text=True, timeout=300
     )
     if out.returncode != 0:
         raise RuntimeError(f"manifest check failed:\n{out.stderr}")
@@ -50,12 +50,22 @@ def checkov(venv: Path, rendered: Path) -> dict[str, Any]:
     """checkov's JSON report on one rendered file. --skip-download: no network, the built-in checks only."""
     out = subprocess.run(
         [
-            str(venv / "bin" / "checkov"), "--file", str(rendered), "--framework", "kubernetes",
-            "--output", "json", "--compact", "--skip-download",
+            str(venv / "bin" / "checkov"),
+            "--file",
+            str(rendered),
+            "--framework",
+            "kubernetes",
+            "--output",
+            "json",
+            "--compact",
+            "--skip-download",
         ],
-        capture_output=True, text=True, timeout=600,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "LOG_LEVEL": "WARNING"},
-    )  # fmt: skip
+    )
     if not out.stdout.strip():
         raise RuntimeError(f"checkov printed no report (exit {out.returncode}):\n{out.stderr}")
     report = json.loads(out.stdout)
@@ -63,7 +73,13 @@ def checkov(venv: Path, rendered: Path) -> dict[str, Any]:
 
 
 def kustomize(venv: Path, path: Path) -> str:
-    out = subprocess.run([str(venv / "bin" / "kubectl"), "kustomize", str(path)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(venv / "bin" / "kubectl"), "kustomize", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {path} failed: {out.stderr.strip()}")
     return out.stdout

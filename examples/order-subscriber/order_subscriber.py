@@ -103,9 +103,10 @@ class Subscriber:
             "events": self.events,
             "duplicates": self.duplicates,
             "invalid": self.invalid,
-            "orders": {oid: {"state": o.state, "transitions": o.transitions, "gaps": o.gaps}
-                       for oid, o in self.orders.items()},
-        }  # fmt: skip
+            "orders": {
+                oid: {"state": o.state, "transitions": o.transitions, "gaps": o.gaps} for oid, o in self.orders.items()
+            },
+        }
 
 
 def consume(config: dict[str, Any], subscriber: Subscriber, *, to_end: bool, poll_seconds: float = 1.0) -> None:
@@ -151,9 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", required=True, help="your team's consumer group (its ACL prefix)")
     parser.add_argument("--schemas", type=Path, default=SCHEMAS, help="the committed schemas/ directory")
     parser.add_argument("--to-end", action="store_true", help="stop at the end of the topic and print a report")
-    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                        help="more librdkafka settings: security.protocol=SASL_SSL, sasl.mechanism=SCRAM-SHA-512, "
-                             "sasl.username=..., sasl.password=..., ssl.ca.location=...")  # fmt: skip
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more librdkafka settings: security.protocol=SASL_SSL, sasl.mechanism=SCRAM-SHA-512, "
+        "sasl.username=..., sasl.password=..., ssl.ca.location=...",
+    )
     args = parser.parse_args(argv)
     config = {"bootstrap.servers": args.bootstrap_servers, "group.id": args.group}
     config.update(item.split("=", 1) for item in args.config)

@@ -28,12 +28,12 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
-
 
 
 def signed(secret: str) -> tuple[bytes, dict[str, str]]:
@@ -48,12 +48,16 @@ def signed(secret: str) -> tuple[bytes, dict[str, str]]:
         "type": "payment_intent.succeeded",
         "data": {
             "object": {
-                "id": pi, "object": "payment_intent", "amount": 4999, "currency": "eur", "status": "succeeded",
+                "id": pi,
+                "object": "payment_intent",
+                "amount": 4999,
+                "currency": "eur",
+                "status": "succeeded",
                 "client_secret": f"{pi}_secret_{secrets.token_hex(8)}",
                 "metadata": {"order_id": str(uuid.uuid4()), "attempt_id": str(uuid.uuid4())},
             }
         },
-    }  # fmt: skip
+    }
     body = json.dumps(event).encode()
     t = int(time.time())
     mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
@@ -62,7 +66,7 @@ def signed(secret: str) -> tuple[bytes, dict[str, str]]:
 
 def percentile(sorted_values: list[float], p: float) -> float:
     """Nearest-rank percentile."""
-    k = max(0, min(len(sorted_values) - 1, int(round(p / 100 * len(sorted_values) + 0.5)) - 1))
+    k = max(0, min(len(sorted_values) - 1, round(p / 100 * len(sorted_values) + 0.5) - 1))
     return sorted_values[k]
 
 
@@ -95,11 +99,16 @@ async def run(url: str, secret: str, n: int, concurrency: int, warmup: int) -> d
         elapsed = time.perf_counter() - began
     ms = sorted(x * 1000 for x in latencies)
     return {
-        "requests": n, "concurrency": concurrency, "statuses": dict(statuses),
+        "requests": n,
+        "concurrency": concurrency,
+        "statuses": dict(statuses),
         "throughput_per_s": round(n / elapsed, 1),
-        "p50_ms": round(percentile(ms, 50), 2), "p95_ms": round(percentile(ms, 95), 2),
-        "p99_ms": round(percentile(ms, 99), 2), "max_ms": round(ms[-1], 2), "mean_ms": round(statistics.fmean(ms), 2),
-    }  # fmt: skip
+        "p50_ms": round(percentile(ms, 50), 2),
+        "p95_ms": round(percentile(ms, 95), 2),
+        "p99_ms": round(percentile(ms, 99), 2),
+        "max_ms": round(ms[-1], 2),
+        "mean_ms": round(statistics.fmean(ms), 2),
+    }
 
 
 @contextmanager
@@ -133,8 +142,11 @@ def self_hosted() -> Iterator[tuple[str, str]]:
         with open(root / "logs" / "webhook-ingest.log", "wb") as log:
             service = subprocess.Popen(
                 [sys.executable, "-m", "handshake_webhook_ingest", "serve"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:

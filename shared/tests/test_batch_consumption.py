@@ -30,11 +30,11 @@ def sample(name: str, labels: dict[str, str]) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def test_a_batch_is_applied_in_order_and_committed_once_after_its_transactions(stack) -> None:  # type: ignore[no-untyped-def]
+async def test_a_batch_is_applied_in_order_and_committed_once_after_its_transactions(stack) -> None:
     url = stack.postgres.create_database(f"t_batch_{uuid.uuid4().hex[:10]}")
     topic = f"t-batch-{uuid.uuid4().hex[:8]}"
     kafka = isolated_kafka_settings(stack)
-    settings = ServiceSettings(database_url=url, kafka_max_batch_records=50, **kafka)  # type: ignore[arg-type]
+    settings = ServiceSettings(database_url=url, kafka_max_batch_records=50, **kafka)
     await ensure_topics(stack.broker.bootstrap_servers, [topic], 3)
     orders = [str(uuid.uuid4()) for _ in range(ORDERS)]
 
@@ -48,7 +48,7 @@ async def test_a_batch_is_applied_in_order_and_committed_once_after_its_transact
 
         applied: dict[str, list[int]] = {order_id: [] for order_id in orders}
 
-        async def record(conn, event, payload) -> None:  # type: ignore[no-untyped-def]
+        async def record(conn, event, payload) -> None:
             applied[payload.order_id].append(payload.total)
 
         runtime = Runtime(service="test", settings=settings, tables=tables)

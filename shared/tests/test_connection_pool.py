@@ -13,7 +13,7 @@ from handshake_shared.db import Database
 
 
 @pytest.fixture
-def url(stack) -> str:  # type: ignore[no-untyped-def]
+def url(stack) -> str:
     return str(stack.postgres.create_database(f"t_pool_{uuid.uuid4().hex[:10]}"))
 
 
@@ -79,7 +79,7 @@ async def test_a_connection_in_steady_use_is_not_pinged(url: str) -> None:
 async def test_a_read_runs_each_statement_without_a_transaction_around_it(url: str) -> None:
     db = Database(url, pool_size=1)
 
-    async def two_clock_readings(conn) -> tuple[object, object]:  # type: ignore[no-untyped-def]
+    async def two_clock_readings(conn) -> tuple[object, object]:
         first = (await conn.execute(text("SELECT now()"))).scalar_one()
         await conn.execute(text("SELECT pg_sleep(0.01)"))
         return first, (await conn.execute(text("SELECT now()"))).scalar_one()

@@ -14,7 +14,13 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from handshake_shared import consumer as consumer_module
-from handshake_shared.consumer import EventConsumer, InfrastructureUnavailable, RawMessage, RetryPolicy, is_infrastructure_error
+from handshake_shared.consumer import (
+    EventConsumer,
+    InfrastructureUnavailable,
+    RawMessage,
+    RetryPolicy,
+    is_infrastructure_error,
+)
 from handshake_shared.db import Database, add_messaging_tables, make_metadata
 from handshake_shared.envelope import build_event
 from handshake_shared.outbox import Outbox
@@ -28,12 +34,12 @@ SECRET = "4242-secret-value-never-logged"
 
 
 @pytest.fixture
-def url(stack) -> str:  # type: ignore[no-untyped-def]
+def url(stack) -> str:
     return stack.postgres.create_database(f"t_consume_{uuid.uuid4().hex[:10]}")
 
 
 @pytest.fixture
-async def db(url):  # type: ignore[no-untyped-def]
+async def db(url):
     database = Database(url)
     async with database.engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
@@ -41,7 +47,7 @@ async def db(url):  # type: ignore[no-untyped-def]
     await database.dispose()
 
 
-def consumer_for(db: Database, handler, *, max_deferrals: int = 400) -> EventConsumer:  # type: ignore[no-untyped-def]
+def consumer_for(db: Database, handler, *, max_deferrals: int = 400) -> EventConsumer:
     return EventConsumer(
         name=f"test-{uuid.uuid4().hex[:6]}",
         db=db,
@@ -54,12 +60,17 @@ def consumer_for(db: Database, handler, *, max_deferrals: int = 400) -> EventCon
 
 def placed_message() -> RawMessage:
     order_id = str(uuid.uuid4())
-    event = build_event(service="order", type="order.placed", order_id=order_id, sequence=1,
-                        data={"order_id": order_id, "currency": "EUR", "total": 100, "lines": [{"sku": "A", "quantity": 1}]})  # fmt: skip
+    event = build_event(
+        service="order",
+        type="order.placed",
+        order_id=order_id,
+        sequence=1,
+        data={"order_id": order_id, "currency": "EUR", "total": 100, "lines": [{"sku": "A", "quantity": 1}]},
+    )
     return RawMessage(topic="order.events.v1", partition=0, offset=1, key=order_id.encode(), value=event.to_bytes())
 
 
-async def dead_letters(db: Database) -> list:  # type: ignore[type-arg]
+async def dead_letters(db: Database) -> list:
     async with db.engine.connect() as conn:
         return list((await conn.execute(select(tables.dead_letters))).all())
 
@@ -69,8 +80,8 @@ async def dlq_headers(db: Database) -> list[dict[str, str]]:
         return list((await conn.execute(select(tables.outbox.c.headers))).scalars().all())
 
 
-async def test_an_oserror_that_is_not_the_network_is_dead_lettered_not_retried_for_ever(db) -> None:  # type: ignore[no-untyped-def]
-    async def handler(conn, event, payload):  # type: ignore[no-untyped-def]
+async def test_an_oserror_that_is_not_the_network_is_dead_lettered_not_retried_for_ever(db) -> None:
+    async def handler(conn, event, payload):
         raise PermissionError(13, "Permission denied", "/var/lib/handshake/labels")
 
     consumer = consumer_for(db, handler)
@@ -79,13 +90,15 @@ async def test_an_oserror_that_is_not_the_network_is_dead_lettered_not_retried_f
     assert dead.attempts == 2 and "PermissionError" in dead.error
 
 
-async def test_an_unreachable_dependency_defers_the_message_up_to_the_cap_then_dead_letters_it(db) -> None:  # type: ignore[no-untyped-def]
-    async def handler(conn, event, payload):  # type: ignore[no-untyped-def]
+async def test_an_unreachable_dependency_defers_the_message_up_to_the_cap_then_dead_letters_it(db) -> None:
+    async def handler(conn, event, payload):
         raise ConnectionRefusedError(111, "Connect call failed ('10.0.0.9', 443)")
 
     consumer = consumer_for(db, handler, max_deferrals=2)
     msg = placed_message()
-    dead_before = REGISTRY.get_sample_value("handshake_dead_letters_total", {"consumer": consumer.name, "topic": msg.topic}) or 0
+    dead_before = (
+        REGISTRY.get_sample_value("handshake_dead_letters_total", {"consumer": consumer.name, "topic": msg.topic}) or 0
+    )
     for _ in range(2):
         with pytest.raises(InfrastructureUnavailable):  # left on the broker, which brings it back
             await consumer.handle(msg)
@@ -93,12 +106,16 @@ async def test_an_unreachable_dependency_defers_the_message_up_to_the_cap_then_d
     assert await consumer.handle(msg) == "dead_lettered"
     [dead] = await dead_letters(db)
     assert "after 2 deferred deliveries" in dead.error and "ConnectionRefusedError" in dead.error
-    assert REGISTRY.get_sample_value("handshake_dead_letters_total", {"consumer": consumer.name, "topic": msg.topic}) == dead_before + 1
+    assert (
+        REGISTRY.get_sample_value("handshake_dead_letters_total", {"consumer": consumer.name, "topic": msg.topic})
+        == dead_before + 1
+    )
 
 
-async def test_every_connection_gets_the_configured_database_timeouts(url) -> None:  # type: ignore[no-untyped-def]
-    settings = ServiceSettings(database_url=url, db_statement_timeout_ms=1234, db_lock_timeout_ms=567,
-                               db_idle_in_transaction_timeout_ms=8900)  # fmt: skip
+async def test_every_connection_gets_the_configured_database_timeouts(url) -> None:
+    settings = ServiceSettings(
+        database_url=url, db_statement_timeout_ms=1234, db_lock_timeout_ms=567, db_idle_in_transaction_timeout_ms=8900
+    )
     for database, expected in (
         (Runtime(service="test", settings=settings, tables=tables).db, ("1234ms", "567ms", "8900ms")),
         (Database(url), ("15s", "5s", "1min")),  # the defaults
@@ -115,7 +132,7 @@ async def test_every_connection_gets_the_configured_database_timeouts(url) -> No
 
 
 @pytest.mark.parametrize("limit", ["statement", "lock"])
-async def test_a_statement_over_its_timeout_is_the_message_s_failure_not_an_outage(url, limit: str) -> None:  # type: ignore[no-untyped-def]
+async def test_a_statement_over_its_timeout_is_the_message_s_failure_not_an_outage(url, limit: str) -> None:
     """The database answered: the statement ran past its limit and would again. Retried within the delivery,
     then dead-lettered; never deferred for ever, which would stall the partition behind it."""
     db = Database(url, statement_timeout_ms=200 if limit == "statement" else 10_000, lock_timeout_ms=200)
@@ -127,7 +144,7 @@ async def test_a_statement_over_its_timeout_is_the_message_s_failure_not_an_outa
         await blocker.execute(text("LOCK TABLE outbox_sequences IN ACCESS EXCLUSIVE MODE"))
         errors: list[BaseException] = []
 
-        async def handler(conn, event, payload):  # type: ignore[no-untyped-def]
+        async def handler(conn, event, payload):
             try:
                 if limit == "statement":
                     await conn.execute(text("SELECT pg_sleep(2)"))
@@ -158,14 +175,14 @@ async def test_a_statement_over_its_timeout_is_the_message_s_failure_not_an_outa
         "INSERT INTO dead_letters (consumer, topic, payload, error, attempts) VALUES (:v, :v, NULL, :v, 1)",
     ],
 )
-async def test_no_sql_parameter_value_reaches_a_dead_letter_or_a_log_line(db, statement: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    async def handler(conn, event, payload):  # type: ignore[no-untyped-def]
+async def test_no_sql_parameter_value_reaches_a_dead_letter_or_a_log_line(db, statement: str, monkeypatch) -> None:
+    async def handler(conn, event, payload):
         await conn.execute(text(statement), {"v": SECRET})
 
     logged: list[str] = []
 
     class Recorder:
-        def __getattr__(self, level: str):  # type: ignore[no-untyped-def]
+        def __getattr__(self, level: str):
             return lambda event, **fields: logged.append(f"{level} {event} {fields}")
 
     monkeypatch.setattr(consumer_module, "log", Recorder())
@@ -179,9 +196,9 @@ async def test_no_sql_parameter_value_reaches_a_dead_letter_or_a_log_line(db, st
     assert any(s in dead.error for s in ("22000", "22P02", "23502"))  # it still says what went wrong
 
 
-async def test_the_database_never_prints_bound_values_in_its_errors(db) -> None:  # type: ignore[no-untyped-def]
+async def test_the_database_never_prints_bound_values_in_its_errors(db) -> None:
     with pytest.raises(DBAPIError) as caught:
         async with db.transaction() as conn:
             await conn.execute(text("SELECT CAST(:v AS text), 1 / 0"), {"v": SECRET})
-    assert caught.value.orig.sqlstate == "22012"  # type: ignore[union-attr]
+    assert caught.value.orig.sqlstate == "22012"
     assert SECRET not in "".join(traceback.format_exception(caught.value))

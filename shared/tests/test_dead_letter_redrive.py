@@ -28,11 +28,11 @@ REASON = {"reason": "label printer back, INC-77"}
 
 
 @pytest.fixture
-def settings(stack, fresh_database) -> InventorySettings:  # type: ignore[no-untyped-def]
+def settings(stack, fresh_database) -> InventorySettings:
     return InventorySettings(
         database_url=fresh_database("handshake_inventory"),
         consumer_max_attempts=1,
-        **isolated_kafka_settings(stack),  # type: ignore[arg-type]
+        **isolated_kafka_settings(stack),
     )
 
 
@@ -51,34 +51,45 @@ def bearer(settings: InventorySettings, *roles: str) -> dict[str, str]:
 
 def placed(order_id: str, offset: int = 7) -> RawMessage:
     # a SKU the inventory does not stock: applying it announces exactly one inventory.rejected
-    event = build_event(service="order", type="order.placed", order_id=order_id, sequence=1,
-                        data={"order_id": order_id, "currency": "EUR", "total": 100,
-                              "lines": [{"sku": "NO-SUCH-SKU", "quantity": 1}]})  # fmt: skip
-    return RawMessage(topic="order.events.v1", partition=0, offset=offset, key=order_id.encode(), value=event.to_bytes())
+    event = build_event(
+        service="order",
+        type="order.placed",
+        order_id=order_id,
+        sequence=1,
+        data={"order_id": order_id, "currency": "EUR", "total": 100, "lines": [{"sku": "NO-SUCH-SKU", "quantity": 1}]},
+    )
+    return RawMessage(
+        topic="order.events.v1", partition=0, offset=offset, key=order_id.encode(), value=event.to_bytes()
+    )
 
 
 async def rejections(db: Any, order_id: str) -> int:
     ob = messaging.outbox
     async with db.engine.connect() as conn:
-        return (await conn.execute(select(func.count()).select_from(ob).where(
-            ob.c.event_type == "inventory.rejected", ob.c.message_key == order_id))).scalar_one()  # fmt: skip
+        return (
+            await conn.execute(
+                select(func.count())
+                .select_from(ob)
+                .where(ob.c.event_type == "inventory.rejected", ob.c.message_key == order_id)
+            )
+        ).scalar_one()
 
 
 def consumer_of(runtime: Any) -> Any:
     return next(c for c in runtime.consumers if c.name == GROUP)
 
 
-async def test_a_dead_letter_is_listed_then_redriven_once_through_its_consumer_and_audited(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_a_dead_letter_is_listed_then_redriven_once_through_its_consumer_and_audited(settings) -> None:
     app = create_app(settings)
     runtime = app.state.runtime
     consumer = consumer_of(runtime)
     real = consumer.handlers["order.placed"]
     calls = 0
 
-    async def broken(conn, event, payload):  # type: ignore[no-untyped-def]
+    async def broken(conn, event, payload):
         raise RuntimeError("label printer unreachable")
 
-    async def fixed(conn, event, payload):  # type: ignore[no-untyped-def]
+    async def fixed(conn, event, payload):
         nonlocal calls
         calls += 1
         await asyncio.sleep(0.3)  # both redrives are in flight at once
@@ -99,15 +110,23 @@ async def test_a_dead_letter_is_listed_then_redriven_once_through_its_consumer_a
         listed = await client.get(path, params={"consumer": GROUP}, headers=bearer(settings, "admin"))
         assert listed.status_code == 200, listed.text
         [item] = listed.json()["items"]
-        assert (item["consumer"], item["key"], item["event_type"], item["resolved_at"]) == (GROUP, order_id, "order.placed", None)
+        assert (item["consumer"], item["key"], item["event_type"], item["resolved_at"]) == (
+            GROUP,
+            order_id,
+            "order.placed",
+            None,
+        )
         assert "label printer unreachable" in item["error"] and "payload" not in item
-        assert (await client.get(path, params={"consumer": "someone-else"}, headers=bearer(settings, "admin"))).json()["items"] == []
+        assert (await client.get(path, params={"consumer": "someone-else"}, headers=bearer(settings, "admin"))).json()[
+            "items"
+        ] == []
 
         redrive = f"{path}/{item['id']}/redrive"
         assert (await client.post(redrive, json=REASON, headers=bearer(settings))).status_code == 403  # not staff
         assert (await client.post(redrive, json={}, headers=bearer(settings, "support"))).status_code == 422
-        assert (await client.post(f"{path}/{item['id'] + 1000}/redrive", json=REASON,
-                                  headers=bearer(settings, "admin"))).status_code == 404  # fmt: skip
+        assert (
+            await client.post(f"{path}/{item['id'] + 1000}/redrive", json=REASON, headers=bearer(settings, "admin"))
+        ).status_code == 404
         assert await rejections(runtime.db, order_id) == 0
 
         # any staff member may ask for a message to be applied again: support and an admin at once, one applies
@@ -129,22 +148,29 @@ async def test_a_dead_letter_is_listed_then_redriven_once_through_its_consumer_a
         assert await rejections(runtime.db, order_id) == 1
 
         assert (await client.get(path, headers=bearer(settings, "admin"))).json()["items"] == []
-        [done] = (await client.get(path, params={"status": "redriven"}, headers=bearer(settings, "admin"))).json()["items"]
+        [done] = (await client.get(path, params={"status": "redriven"}, headers=bearer(settings, "admin"))).json()[
+            "items"
+        ]
         assert done["id"] == item["id"] and done["resolved_at"] is not None
         async with runtime.db.engine.connect() as conn:
             [audit] = (await conn.execute(select(messaging.dead_letter_redrives))).all()
         assert (audit.dead_letter_id, audit.consumer, audit.actor, audit.reason, audit.outcome) == (
-            item["id"], GROUP, "ops-1", REASON["reason"], "applied")  # fmt: skip
+            item["id"],
+            GROUP,
+            "ops-1",
+            REASON["reason"],
+            "applied",
+        )
         assert audit.event_id == item["event_id"]
 
 
-async def test_a_failing_redrive_changes_nothing_and_can_be_tried_again(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_a_failing_redrive_changes_nothing_and_can_be_tried_again(settings) -> None:
     app = create_app(settings)
     runtime = app.state.runtime
     consumer = consumer_of(runtime)
     real = consumer.handlers["order.placed"]
 
-    async def broken(conn, event, payload):  # type: ignore[no-untyped-def]
+    async def broken(conn, event, payload):
         await real(conn, event, payload)  # its writes must not survive the failure
         raise RuntimeError("still broken")
 
@@ -158,7 +184,9 @@ async def test_a_failing_redrive_changes_nothing_and_can_be_tried_again(settings
         assert failed.status_code == 409 and "still broken" in failed.json()["detail"]
         assert await rejections(runtime.db, order_id) == 0
         async with runtime.db.engine.connect() as conn:
-            assert (await conn.execute(select(func.count()).select_from(messaging.dead_letter_redrives))).scalar_one() == 0
+            assert (
+                await conn.execute(select(func.count()).select_from(messaging.dead_letter_redrives))
+            ).scalar_one() == 0
 
         consumer.handlers["order.placed"] = real
         retried = await client.post(redrive, json=REASON, headers=bearer(settings, "admin"))
@@ -166,7 +194,7 @@ async def test_a_failing_redrive_changes_nothing_and_can_be_tried_again(settings
         assert await rejections(runtime.db, order_id) == 1
 
 
-async def test_redriving_a_message_that_was_applied_before_applies_nothing(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_redriving_a_message_that_was_applied_before_applies_nothing(settings) -> None:
     """A message applied once and dead-lettered on a later delivery (its payload no longer read by newer code,
     say): the inbox shows it applied, so the redrive resolves the dead letter and runs nothing."""
     app = create_app(settings)
@@ -179,35 +207,47 @@ async def test_redriving_a_message_that_was_applied_before_applies_nothing(setti
         await consumer.dead_letter(msg, parse_event(msg.value), "invalid payload: a later reading", attempts=1)
         assert await rejections(runtime.db, order_id) == 1
         [item] = (await client.get("/v1/admin/dead-letters", headers=bearer(settings, "admin"))).json()["items"]
-        redriven = await client.post(f"/v1/admin/dead-letters/{item['id']}/redrive", json=REASON,
-                                     headers=bearer(settings, "admin"))  # fmt: skip
+        redriven = await client.post(
+            f"/v1/admin/dead-letters/{item['id']}/redrive", json=REASON, headers=bearer(settings, "admin")
+        )
         assert redriven.status_code == 200 and redriven.json()["outcome"] == "already_applied"
         assert await rejections(runtime.db, order_id) == 1
 
 
 @pytest.mark.parametrize(
     ("service", "own_jobs"),
-    [("order", set()), ("payment", {"reconciliation_runs", "idempotency_keys"}), ("inventory", set()),
-     ("webhook_ingest", {"provider_events_scrub", "provider_event_gap_scans"})],
-)  # fmt: skip
-def test_every_service_mounts_the_dead_letter_routes_and_runs_retention_over_its_tables(service: str, own_jobs: set[str]) -> None:
+    [
+        ("order", set()),
+        ("payment", {"reconciliation_runs", "idempotency_keys"}),
+        ("inventory", set()),
+        ("webhook_ingest", {"provider_events_scrub", "provider_event_gap_scans"}),
+    ],
+)
+def test_every_service_mounts_the_dead_letter_routes_and_runs_retention_over_its_tables(
+    service: str, own_jobs: set[str]
+) -> None:
     import importlib
 
     app_module = importlib.import_module(f"handshake_{service}.app")
     settings_module = importlib.import_module(f"handshake_{service}.settings")
     settings_class = next(
-        v for k, v in vars(settings_module).items() if k.endswith("Settings") and getattr(v, "__module__", "") == settings_module.__name__
+        v
+        for k, v in vars(settings_module).items()
+        if k.endswith("Settings") and getattr(v, "__module__", "") == settings_module.__name__
     )
     app = app_module.create_app(settings_class())
     paths = {(method, path) for path, operations in app.openapi()["paths"].items() for method in operations}
-    assert {("get", "/v1/admin/dead-letters"), ("post", "/v1/admin/dead-letters/{dead_letter_id}/redrive"),
-            ("post", "/v1/admin/dead-letters/{dead_letter_id}/discard")} <= paths  # fmt: skip
+    assert {
+        ("get", "/v1/admin/dead-letters"),
+        ("post", "/v1/admin/dead-letters/{dead_letter_id}/redrive"),
+        ("post", "/v1/admin/dead-letters/{dead_letter_id}/discard"),
+    } <= paths
     retention = app.state.runtime.retention
     assert retention.enabled
     assert {job.name for job in retention.jobs} == {"outbox", "inbox", "dead_letters"} | own_jobs
 
 
-async def test_the_listing_pages_newest_first_and_filters(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_the_listing_pages_newest_first_and_filters(settings) -> None:
     app = create_app(settings)
     consumer = consumer_of(app.state.runtime)
     async with admin_api(app) as client:
@@ -237,13 +277,15 @@ async def dead_lettered(consumer: Any, order_id: str, error: str, offset: int = 
 async def listed(client: httpx.AsyncClient, settings: InventorySettings, **params: str) -> list[dict[str, Any]]:
     answer = await client.get(PATH, params=params, headers=bearer(settings, "admin"))
     assert answer.status_code == 200, answer.text
-    return answer.json()["items"]  # type: ignore[no-any-return]
+    return answer.json()["items"]
 
 
 async def inbox_rows(db: Any, event_id: str) -> list[Any]:
     inbox = messaging.inbox
     async with db.engine.connect() as conn:
-        return (await conn.execute(select(inbox).where(inbox.c.consumer == GROUP, inbox.c.event_id == uuid.UUID(event_id)))).all()
+        return (
+            await conn.execute(select(inbox).where(inbox.c.consumer == GROUP, inbox.c.event_id == uuid.UUID(event_id)))
+        ).all()
 
 
 async def audit_rows(db: Any) -> list[Any]:
@@ -251,7 +293,7 @@ async def audit_rows(db: Any) -> list[Any]:
         return (await conn.execute(select(messaging.dead_letter_redrives))).all()
 
 
-async def test_a_dead_letter_is_discarded_once_audited_and_nothing_is_applied(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_a_dead_letter_is_discarded_once_audited_and_nothing_is_applied(settings) -> None:
     app = create_app(settings)
     runtime = app.state.runtime
     consumer = consumer_of(runtime)  # its real handler stays: applying the message would announce a rejection
@@ -276,7 +318,10 @@ async def test_a_dead_letter_is_discarded_once_audited_and_nothing_is_applied(se
         assert sorted([first.status_code, second.status_code]) == [200, 409], (first.text, second.text)
         answer, other = (first, second) if first.status_code == 200 else (second, first)
         assert (answer.json()["outcome"], answer.json()["discarded_by"], answer.json()["reason"]) == (
-            "discarded", "ops-1", REASON["reason"])  # fmt: skip
+            "discarded",
+            "ops-1",
+            REASON["reason"],
+        )
         assert answer.json()["resolved_at"] is not None
         assert other.json()["type"] == PROBLEM + "dead-letter-already-discarded"
 
@@ -297,12 +342,18 @@ async def test_a_dead_letter_is_discarded_once_audited_and_nothing_is_applied(se
 
         [audit] = await audit_rows(runtime.db)
         assert (audit.dead_letter_id, audit.consumer, audit.event_id, audit.actor, audit.reason, audit.outcome) == (
-            item["id"], GROUP, item["event_id"], "ops-1", REASON["reason"], "discarded")  # fmt: skip
+            item["id"],
+            GROUP,
+            item["event_id"],
+            "ops-1",
+            REASON["reason"],
+            "discarded",
+        )
         assert await listed(client, settings) == [] and await listed(client, settings, status="redriven") == []
         assert [i["id"] for i in await listed(client, settings, status="discarded")] == [item["id"]]
 
 
-async def test_a_redriven_dead_letter_cannot_be_discarded(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_a_redriven_dead_letter_cannot_be_discarded(settings) -> None:
     app = create_app(settings)
     runtime = app.state.runtime
     order_id = str(uuid.uuid4())
@@ -320,7 +371,7 @@ async def test_a_redriven_dead_letter_cannot_be_discarded(settings) -> None:  # 
         assert [i["id"] for i in await listed(client, settings, status="redriven")] == [item["id"]]
 
 
-async def test_a_message_that_is_not_an_event_cannot_be_redriven_but_is_discarded(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_a_message_that_is_not_an_event_cannot_be_redriven_but_is_discarded(settings) -> None:
     app = create_app(settings)
     consumer = consumer_of(app.state.runtime)
     async with admin_api(app) as client:
@@ -341,13 +392,17 @@ async def open_dead_letters(client: httpx.AsyncClient) -> float | None:
     """The gauge as Prometheus scrapes it from the service."""
     scraped = (await client.get("/metrics")).text
     return next(
-        (s.value for f in text_string_to_metric_families(scraped) for s in f.samples
-         if s.name == "handshake_dead_letters_open" and s.labels == {"consumer": GROUP}),
+        (
+            s.value
+            for f in text_string_to_metric_families(scraped)
+            for s in f.samples
+            if s.name == "handshake_dead_letters_open" and s.labels == {"consumer": GROUP}
+        ),
         None,
-    )  # fmt: skip
+    )
 
 
-async def test_the_relay_keeps_the_open_dead_letter_gauge_counting_down_as_they_are_resolved(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_the_relay_keeps_the_open_dead_letter_gauge_counting_down_as_they_are_resolved(settings) -> None:
     app = create_app(settings)
     runtime = app.state.runtime
     consumer = consumer_of(runtime)
@@ -362,6 +417,7 @@ async def test_the_relay_keeps_the_open_dead_letter_gauge_counting_down_as_they_
         runtime.relay.gauge_interval = 0
         relay = asyncio.create_task(runtime.relay.run())
         try:
+
             async def shows(count: int) -> bool:
                 return await open_dead_letters(client) == count
 

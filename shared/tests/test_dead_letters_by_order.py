@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import uuid
 
-
 import httpx
 import pytest
 
@@ -23,9 +22,10 @@ PATH = "/v1/admin/dead-letters"
 
 
 @pytest.fixture
-def settings(stack, fresh_database) -> InventorySettings:  # type: ignore[no-untyped-def]
-    return InventorySettings(database_url=fresh_database("handshake_inventory"), consumer_max_attempts=1,
-                             **isolated_kafka_settings(stack))  # type: ignore[arg-type]  # fmt: skip
+def settings(stack, fresh_database) -> InventorySettings:
+    return InventorySettings(
+        database_url=fresh_database("handshake_inventory"), consumer_max_attempts=1, **isolated_kafka_settings(stack)
+    )
 
 
 def bearer(settings: InventorySettings, *roles: str) -> dict[str, str]:
@@ -33,17 +33,21 @@ def bearer(settings: InventorySettings, *roles: str) -> dict[str, str]:
 
 
 def placed(order_id: str, *, key: str, offset: int) -> RawMessage:
-    event = build_event(service="order", type="order.placed", order_id=order_id, sequence=1,
-                        data={"order_id": order_id, "currency": "EUR", "total": 100,
-                              "lines": [{"sku": "SKU-1", "quantity": 1}]})  # fmt: skip
+    event = build_event(
+        service="order",
+        type="order.placed",
+        order_id=order_id,
+        sequence=1,
+        data={"order_id": order_id, "currency": "EUR", "total": 100, "lines": [{"sku": "SKU-1", "quantity": 1}]},
+    )
     return RawMessage(topic="order.events.v1", partition=0, offset=offset, key=key.encode(), value=event.to_bytes())
 
 
-async def test_an_orders_dead_letters_are_found_by_its_key_or_by_the_message_naming_it(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_an_orders_dead_letters_are_found_by_its_key_or_by_the_message_naming_it(settings) -> None:
     app = create_app(settings)
     consumer = next(c for c in app.state.runtime.consumers if c.name == GROUP)
 
-    async def broken(conn, event, payload):  # type: ignore[no-untyped-def]
+    async def broken(conn, event, payload):
         raise RuntimeError("stock table locked")
 
     consumer.handlers["order.placed"] = broken
@@ -53,10 +57,15 @@ async def test_an_orders_dead_letters_are_found_by_its_key_or_by_the_message_nam
         # keyed by something else, but the envelope and the data name the order
         "named": placed(ours, key="pi_123", offset=2),
         # not an event at all, yet it mentions the order
-        "garbled": RawMessage(topic="order.events.v1", partition=0, offset=3, key=b"junk",
-                              value=json.dumps({"broken": True, "order": ours}).encode()[:-1]),
+        "garbled": RawMessage(
+            topic="order.events.v1",
+            partition=0,
+            offset=3,
+            key=b"junk",
+            value=json.dumps({"broken": True, "order": ours}).encode()[:-1],
+        ),
         "other": placed(other, key=other, offset=4),
-    }  # fmt: skip
+    }
     for msg in messages.values():
         assert await consumer.handle(msg) == "dead_lettered"
 
@@ -76,5 +85,3 @@ async def test_an_orders_dead_letters_are_found_by_its_key_or_by_the_message_nam
             assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
     finally:
         await app.state.runtime.db.dispose()
-
-

@@ -13,7 +13,7 @@ from handshake_shared.kafka import ensure_topics, make_broker, relay_sender
 from handshake_shared.settings import ServiceSettings
 
 
-def placed(order_id: str = "6f1c0b7e-0000-4000-8000-000000000001", sequence: int = 1):  # type: ignore[no-untyped-def]
+def placed(order_id: str = "6f1c0b7e-0000-4000-8000-000000000001", sequence: int = 1):
     return build_event(
         service="order",
         type="order.placed",
@@ -97,7 +97,7 @@ def test_round_trip_is_lossless():
         lambda d: d.update(unexpected="x"),
     ],
 )
-def test_invalid_envelopes_are_rejected(mutate):  # type: ignore[no-untyped-def]
+def test_invalid_envelopes_are_rejected(mutate):
     doc = json.loads(placed().to_bytes())
     mutate(doc)
     with pytest.raises(EnvelopeError):
@@ -109,20 +109,24 @@ def test_garbage_is_an_envelope_error_not_a_crash():
         parse_event(b"\xff\x00not json")
 
 
-async def test_the_relay_puts_the_envelope_headers_on_the_message_and_nothing_of_its_own(stack):  # type: ignore[no-untyped-def]
+async def test_the_relay_puts_the_envelope_headers_on_the_message_and_nothing_of_its_own(stack):
     """What reaches the broker through the relay's FastStream producer: no correlation_id header of the
     client library's, a content-type that is the binding's, and a message the SDK reads by auto-detection."""
     bootstrap = stack.broker.bootstrap_servers
     topic = f"test.envelope.headers.{uuid.uuid4().hex[:8]}"
     await ensure_topics(bootstrap, [topic], 1)
     event = placed()
-    broker = make_broker(ServiceSettings(environment="test", kafka_bootstrap_servers=bootstrap,
-                                         kafka_enable_idempotence=False), "test-envelope-headers")  # fmt: skip
+    broker = make_broker(
+        ServiceSettings(environment="test", kafka_bootstrap_servers=bootstrap, kafka_enable_idempotence=False),
+        "test-envelope-headers",
+    )
     async with broker:
         await broker.start()
         delivery = await relay_sender(broker)(topic, event.subject.encode(), event.to_bytes(), event.kafka_headers())
         await delivery
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     try:
         record = await asyncio.wait_for(consumer.getone(), 30)
@@ -131,5 +135,8 @@ async def test_the_relay_puts_the_envelope_headers_on_the_message_and_nothing_of
     headers = dict(record.headers)
     assert headers == {"content-type": b"application/cloudevents+json", "traceparent": event.traceparent.encode()}
     read = ce_kafka.from_kafka(ce_kafka.KafkaMessage(headers=headers, key=record.key, value=record.value), JSONFormat())
-    assert (read.get_id(), read.get_type(), read.get_extension("partitionkey")) == (str(event.id), event.type,
-                                                                                    event.subject)  # fmt: skip
+    assert (read.get_id(), read.get_type(), read.get_extension("partitionkey")) == (
+        str(event.id),
+        event.type,
+        event.subject,
+    )

@@ -59,10 +59,14 @@ def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: Issuer |
     now = datetime.datetime.now(datetime.UTC)
     issuer_name, issuer_key = issuer or (_name(subject), key)
     builder = (
-        x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer_name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-    )  # fmt: skip
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )
     if kind.get("ca"):
         builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
     if kind.get("server"):
@@ -112,7 +116,7 @@ def settings_for(bootstrap: str, pki: Pki, protocol: str = "SSL", **overrides: A
 
 
 @pytest.fixture(scope="module")
-def tls_broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def tls_broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
     broker = EmbeddedBroker(
         port,

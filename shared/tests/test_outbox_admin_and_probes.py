@@ -22,12 +22,12 @@ ob = messaging.outbox
 
 
 @pytest.fixture
-def settings(stack, fresh_database) -> InventorySettings:  # type: ignore[no-untyped-def]
+def settings(stack, fresh_database) -> InventorySettings:
     return InventorySettings(
         database_url=fresh_database("handshake_inventory"),
         outbox_max_attempts=2,
         outbox_retry_max_backoff_seconds=0.05,
-        **isolated_kafka_settings(stack),  # type: ignore[arg-type]
+        **isolated_kafka_settings(stack),
     )
 
 
@@ -40,7 +40,7 @@ async def rows(db: Any, key: str) -> list[Any]:
         return list((await conn.execute(select(ob).where(ob.c.message_key == key).order_by(ob.c.id))).all())
 
 
-async def test_a_parked_row_is_listed_then_released_by_an_admin_with_a_reason_and_published(settings, stack) -> None:  # type: ignore[no-untyped-def]
+async def test_a_parked_row_is_listed_then_released_by_an_admin_with_a_reason_and_published(settings, stack) -> None:
     """The service's principal may not write one topic (an ACL missing): that order's event is refused until
     parked, and the order's next event waits behind it while another order's goes out. Once the ACL is
     granted, an admin releases the row with a reason; it is published, then the event that waited."""
@@ -51,14 +51,16 @@ async def test_a_parked_row_is_listed_then_released_by_an_admin_with_a_reason_an
     acl_granted = False
     real_send = runtime.relay.send
 
-    async def send(topic: str, key: bytes, value: bytes, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+    async def send(topic: str, key: bytes, value: bytes, headers: dict[str, str]):
         if topic == denied and not acl_granted:
             raise TopicAuthorizationFailedError(topic)  # what the client raises for a topic it may not write
         return await real_send(topic, key, value, headers)
 
     runtime.relay.send = send
     held, other = str(uuid.uuid4()), str(uuid.uuid4())
-    parked_before = REGISTRY.get_sample_value("handshake_outbox_rows_parked_total", {"service": "inventory", "topic": denied}) or 0
+    parked_before = (
+        REGISTRY.get_sample_value("handshake_outbox_rows_parked_total", {"service": "inventory", "topic": denied}) or 0
+    )
 
     async with serve_in_process(app) as client:
         async with runtime.db.transaction() as conn:
@@ -73,8 +75,10 @@ async def test_a_parked_row_is_listed_then_released_by_an_admin_with_a_reason_an
         row = await eventually(parked)
         assert [r.published_at is not None for r in await rows(runtime.db, other)] == [True]
         assert [r.published_at for r in await rows(runtime.db, held)] == [None, None]  # the next one waits
-        assert (REGISTRY.get_sample_value("handshake_outbox_rows_parked_total", {"service": "inventory", "topic": denied})
-                == parked_before + 1)  # fmt: skip
+        assert (
+            REGISTRY.get_sample_value("handshake_outbox_rows_parked_total", {"service": "inventory", "topic": denied})
+            == parked_before + 1
+        )
 
         path = "/v1/admin/outbox/parked"
         assert (await client.get(path)).status_code == 401
@@ -89,8 +93,11 @@ async def test_a_parked_row_is_listed_then_released_by_an_admin_with_a_reason_an
         reason = {"reason": "ACL for the topic granted, INC-42"}
         assert (await client.post(release, json=reason, headers=bearer(settings, "support"))).status_code == 403
         assert (await client.post(release, json={}, headers=bearer(settings, "admin"))).status_code == 422
-        assert (await client.post(f"/v1/admin/outbox/{row.id + 1000}/release", json=reason,
-                                  headers=bearer(settings, "admin"))).status_code == 404  # fmt: skip
+        assert (
+            await client.post(
+                f"/v1/admin/outbox/{row.id + 1000}/release", json=reason, headers=bearer(settings, "admin")
+            )
+        ).status_code == 404
         acl_granted = True
         released = await client.post(release, json=reason, headers=bearer(settings, "admin"))
         assert released.status_code == 200
@@ -109,11 +116,14 @@ async def test_a_parked_row_is_listed_then_released_by_an_admin_with_a_reason_an
         assert "TopicAuthorizationFailed" in audit.last_error
 
 
-async def test_readiness_holds_without_the_broker_and_liveness_fails_when_a_loop_has_ended(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_readiness_holds_without_the_broker_and_liveness_fails_when_a_loop_has_ended(settings) -> None:
     app = create_app(settings)
     runtime = app.state.runtime
     async with serve_in_process(app) as client:
-        assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {"outbox_relay": "ok", "consumers": "ok"}}
+        assert (await client.get("/healthz")).json() == {
+            "status": "ok",
+            "checks": {"outbox_relay": "ok", "consumers": "ok"},
+        }
 
         async def broker_gone(timeout: float | None = None) -> bool:
             return False
@@ -148,7 +158,9 @@ def test_every_service_mounts_the_outbox_admin_routes(service: str) -> None:
     app_module = importlib.import_module(f"handshake_{service}.app")
     settings_module = importlib.import_module(f"handshake_{service}.settings")
     settings_class = next(
-        v for k, v in vars(settings_module).items() if k.endswith("Settings") and getattr(v, "__module__", "") == settings_module.__name__
+        v
+        for k, v in vars(settings_module).items()
+        if k.endswith("Settings") and getattr(v, "__module__", "") == settings_module.__name__
     )
     app = app_module.create_app(settings_class())
     paths = {(method, path) for path, operations in app.openapi()["paths"].items() for method in operations}

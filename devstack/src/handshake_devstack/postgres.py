@@ -63,16 +63,24 @@ class EmbeddedPostgres:
             self._run("initdb", "--auth=trust", "--encoding=utf8", "-U", "postgres", "-D", str(self.data_dir))
         self.process.argv = [
             str(self.bin / "postgres"),
-            "-D", str(self.data_dir),
-            "-p", str(self.port),
-            "-h", "127.0.0.1",
-            "-c", "unix_socket_directories=",
-            "-c", "max_connections=400",
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-h",
+            "127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=400",
             # a developer/test stack: crash-safe against a killed process, not against power loss
-            "-c", "fsync=off",
-            "-c", "synchronous_commit=off",
-            "-c", "full_page_writes=off",
-        ]  # fmt: skip
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+        ]
         self.process.uid, self.process.gid = self.uid, self.gid
         proc = self.process.start()
         wait_until(self.ready, 60, "postgres", proc)
@@ -80,16 +88,32 @@ class EmbeddedPostgres:
     def ready(self) -> bool:
         result = subprocess.run(
             [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+            check=False,
             capture_output=True,
         )
         return result.returncode == 0
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         return subprocess.run(
-            [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
-             "-v", "ON_ERROR_STOP=1", "-Atc", sql],
-            check=True, capture_output=True, text=True,
-        ).stdout  # fmt: skip
+            [
+                str(self.bin / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-Atc",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
     def create_database(self, name: str, *, recreate: bool = False) -> str:
         exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip() == "1"

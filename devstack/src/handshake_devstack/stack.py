@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,5 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         for part in (self.stripe, self.broker, self.postgres):
-            try:
+            with contextlib.suppress(Exception):  # one part failing to stop must not keep the rest running
                 part.stop()
-            except Exception:  # noqa: BLE001 - keep stopping the rest
-                pass

@@ -68,7 +68,9 @@ class Storefront:
         return {"Authorization": f"Bearer {self.admin_token}"}
 
     def seed(self, catalogue: dict[str, Any] | None = None, stock: dict[str, int] | None = None) -> None:
-        r = self.http.put(self.order_url() + "/v1/admin/catalogue", json=catalogue or DEMO_CATALOGUE, headers=self.admin())
+        r = self.http.put(
+            self.order_url() + "/v1/admin/catalogue", json=catalogue or DEMO_CATALOGUE, headers=self.admin()
+        )
         r.raise_for_status()
         for sku, available in (stock or DEMO_STOCK).items():
             r = self.http.put(
@@ -88,20 +90,35 @@ class Storefront:
         s = self.stock(sku)
         return s["available"], s["reserved"], s["sold"]
 
-    def checkout(self, lines: list[dict[str, Any]], *, region: str = "DE", coupon: str | None = None,
-                 key: str | None = None, guest_session: str | None = None) -> dict[str, Any]:  # fmt: skip
+    def checkout(
+        self,
+        lines: list[dict[str, Any]],
+        *,
+        region: str = "DE",
+        coupon: str | None = None,
+        key: str | None = None,
+        guest_session: str | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"lines": lines, "region": region, "shipping_method": "standard"}
         if coupon:
             body["coupon_code"] = coupon
         r = self.http.post(
-            self.order_url() + "/v1/checkout", json=body,
+            self.order_url() + "/v1/checkout",
+            json=body,
             headers={"Idempotency-Key": key or str(uuid.uuid4()), "Guest-Session": guest_session or self.guest_session},
         )
         r.raise_for_status()
         return dict(r.json())
 
-    def order(self, order_id: str, token: str, *, timeline: bool = True, wait_for_change: int | None = None,
-              wait_seconds: float = LONG_POLL_SECONDS) -> dict[str, Any]:  # fmt: skip
+    def order(
+        self,
+        order_id: str,
+        token: str,
+        *,
+        timeline: bool = True,
+        wait_for_change: int | None = None,
+        wait_seconds: float = LONG_POLL_SECONDS,
+    ) -> dict[str, Any]:
         """The order; with wait_for_change (a version seen before), once it differs or wait_seconds passed."""
         params: dict[str, Any] = {} if timeline else {"timeline": "false"}
         timeout: Any = httpx.USE_CLIENT_DEFAULT
@@ -110,8 +127,12 @@ class Storefront:
             params.update(wait_for_change=wait_for_change, timeout=round(wait_seconds, 3))
             # the server holds the answer up to wait_seconds: the read timeout must outlast it
             timeout = httpx.Timeout(10.0, read=wait_seconds + 10.0)
-        r = self.http.get(self.order_url() + f"/v1/orders/{order_id}", headers={"X-Order-Token": token},
-                          params=params, timeout=timeout)  # fmt: skip
+        r = self.http.get(
+            self.order_url() + f"/v1/orders/{order_id}",
+            headers={"X-Order-Token": token},
+            params=params,
+            timeout=timeout,
+        )
         r.raise_for_status()
         return dict(r.json())
 
@@ -164,7 +185,9 @@ class Storefront:
             headers={"X-Order-Token": token, "Idempotency-Key": key or str(uuid.uuid4())},
         )
 
-    def refund(self, order_id: str, amount: int, reason: str, *, restock: bool = False, key: str | None = None) -> httpx.Response:
+    def refund(
+        self, order_id: str, amount: int, reason: str, *, restock: bool = False, key: str | None = None
+    ) -> httpx.Response:
         return self.http.post(
             self.order_url() + f"/v1/admin/orders/{order_id}/refunds",
             json={"amount": amount, "reason": reason, "restock": restock},
@@ -183,8 +206,9 @@ class Storefront:
     def refunds_for(self, payment_intent_id: str) -> list[Any]:
         return list(self.stripe.v1.refunds.list(params={"payment_intent": payment_intent_id, "limit": 100}).data)
 
-    def wait_for_state(self, order_id: str, token: str, states: set[str], timeout: float = 30.0, *,
-                       timeline: bool = True) -> dict[str, Any]:  # fmt: skip
+    def wait_for_state(
+        self, order_id: str, token: str, states: set[str], timeout: float = 30.0, *, timeline: bool = True
+    ) -> dict[str, Any]:
         """Long-polls without the timeline until the order is in one of `states`, then (timeline=True) reads it
         once more with its timeline. Should the order move on between those two reads, the state that matched is
         returned with the later timeline, which then shows the steps after it as well."""
@@ -200,7 +224,9 @@ class Storefront:
         final = self.order(order_id, token)
         return final if final["state"] in states else {**order, "timeline": final["timeline"]}
 
-    def full_checkout(self, lines: list[dict[str, Any]], timings: CheckoutTimings | None = None, **kw: Any) -> dict[str, Any]:
+    def full_checkout(
+        self, lines: list[dict[str, Any]], timings: CheckoutTimings | None = None, **kw: Any
+    ) -> dict[str, Any]:
         t = timings or CheckoutTimings()
         start = time.monotonic()
         placed = self.checkout(lines, **kw)

@@ -51,7 +51,7 @@ class System:
         # a system of its own broker shares nothing on the bus with another system on the same stack
         self.broker = broker or stack.broker
         self.register_webhook = register_webhook
-        self.webhook_id = (database_prefix.strip("_") or "handshake")
+        self.webhook_id = database_prefix.strip("_") or "handshake"
         # each system on a shared stack logs to a folder of its own
         self.logs = stack.logs / database_prefix.strip("_") if database_prefix else stack.logs
         self.root = project_root
@@ -62,7 +62,9 @@ class System:
         # share the service's database and its consumer groups: the broker splits each topic's partitions.
         self.replicas = {s.name: 1 for s in SERVICES} | (replicas or {})
         self.replica_ports = {
-            n: [self.ports[n]] + [free_port() for _ in range(k - 1)] for n, k in self.replicas.items() if n in self.ports
+            n: [self.ports[n]] + [free_port() for _ in range(k - 1)]
+            for n, k in self.replicas.items()
+            if n in self.ports
         }
         self.replica_internal_ports = {
             n: [p] + [free_port() for _ in range(self.replicas.get(n, 1) - 1)] for n, p in self.internal_ports.items()

@@ -48,7 +48,9 @@ class DevTokenIssuer:
 DEV_ISSUER = DevTokenIssuer()
 
 
-def issue_token(settings: ServiceSettings, subject: str, roles: list[str] | None = None, ttl_seconds: int = 3600) -> str:
+def issue_token(
+    settings: ServiceSettings, subject: str, roles: list[str] | None = None, ttl_seconds: int = 3600
+) -> str:
     """A token for a service configured with DEV_ISSUER's public key (the settings give issuer and audience)."""
     assert settings.jwt_public_key == DEV_ISSUER.public_pem, "the service does not trust the development issuer"
     return DEV_ISSUER.issue(subject, roles, ttl_seconds)

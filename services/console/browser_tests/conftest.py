@@ -169,13 +169,24 @@ class Staff:
 def _chrome() -> webdriver.Chrome:
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not chromedriver:
-        pytest.fail("the browser tests need Debian's chromium and chromium-driver: run deploy/install-packages.sh "
-                    f"(found chromium={chromium}, chromedriver={chromedriver})", pytrace=False)  # fmt: skip
+        pytest.fail(
+            "the browser tests need Debian's chromium and chromium-driver: run deploy/install-packages.sh "
+            f"(found chromium={chromium}, chromedriver={chromedriver})",
+            pytrace=False,
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1440,900", "--lang=en-GB", "--no-first-run", "--disable-extensions"):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1440,900",
+        "--lang=en-GB",
+        "--no-first-run",
+        "--disable-extensions",
+    ):
         options.add_argument(arg)
     try:
         # the driver named by path: Selenium must not try to download one
@@ -210,8 +221,12 @@ def chrome() -> Iterator[webdriver.Chrome]:
 
 
 @pytest.fixture
-def staff(chrome: webdriver.Chrome, console_system: tuple[Storefront, ConsoleProcess],
-          tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Staff:  # fmt: skip
+def staff(
+    chrome: webdriver.Chrome,
+    console_system: tuple[Storefront, ConsoleProcess],
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Staff:
     """The module's browser, with this test's screenshot folder."""
     folder = tmp_path_factory.getbasetemp() / SCREENSHOTS / request.node.name
     return Staff(chrome, console_system[1], folder)

@@ -85,9 +85,11 @@ def test_a_refund_above_the_support_limit_waits_for_finance_and_is_made_once_by_
     assert staff.result() == "Refused by the service: 403 Forbidden"
     assert "requires one of the roles: finance" in staff.text()
     # and were the requester finance too, the four-eyes rule would still refuse them
-    own = http.post(f"{shop.system.url('order')}/v1/admin/refund-approvals/{approval_id}/approve",
-                    json={"reason": "approving my own request"},
-                    headers={**as_staff("sam", ["support", "finance"]), "Idempotency-Key": "four-eyes"})  # fmt: skip
+    own = http.post(
+        f"{shop.system.url('order')}/v1/admin/refund-approvals/{approval_id}/approve",
+        json={"reason": "approving my own request"},
+        headers={**as_staff("sam", ["support", "finance"]), "Idempotency-Key": "four-eyes"},
+    )
     assert (own.status_code, own.json()["type"].rsplit("/", 1)[-1]) == (403, "four-eyes"), own.text
     assert order_api(oid)["refund_approvals"][0]["state"] == "pending"
     assert shop.refunds_for(intent) == []
@@ -110,8 +112,10 @@ def test_a_refund_above_the_support_limit_waits_for_finance_and_is_made_once_by_
     # the audit: each line's time and actor, then what they did
     audit = staff.panel("Staff notes and audit").text.splitlines()
     assert [line.split(" · ")[-1] for line in audit[-4::2]] == ["staff:sam", "staff:fran"], audit
-    assert audit[-3::2] == ["refund-approval-requested: 11000 EUR: parcel lost by the carrier",
-                            "refund-approval-approved: carrier confirmed the loss"], audit  # fmt: skip
+    assert audit[-3::2] == [
+        "refund-approval-requested: 11000 EUR: parcel lost by the carrier",
+        "refund-approval-approved: carrier confirmed the loss",
+    ], audit
     staff.open("/approvals?state=approved")
     staff.shot("approved requests")
     decided = staff.find(f"tr:has(a[href='/orders/{oid}'])").text
@@ -148,8 +152,9 @@ def test_a_replayed_webhook_is_counted_on_the_page_and_charges_nobody_twice(
     staff.sign_in("sam")
     staff.order(oid)
     webhooks = staff.panel("Webhooks from the provider")
-    succeeded = next(li for li in webhooks.find_elements("css selector", "li")
-                     if li.text.startswith("payment_intent.succeeded"))  # fmt: skip
+    succeeded = next(
+        li for li in webhooks.find_elements("css selector", "li") if li.text.startswith("payment_intent.succeeded")
+    )
     assert "1 delivery" in succeeded.text and "replayed by" not in succeeded.text
     event_id = succeeded.find_element("css selector", "code").text
     staff.shot("webhooks before the replay")
@@ -169,8 +174,11 @@ def test_a_replayed_webhook_is_counted_on_the_page_and_charges_nobody_twice(
 
     staff.order(oid)
     staff.shot("order after the replay")
-    replayed = next(li for li in staff.panel("Webhooks from the provider").find_elements("css selector", "li")
-                    if event_id in li.text)  # fmt: skip
+    replayed = next(
+        li
+        for li in staff.panel("Webhooks from the provider").find_elements("css selector", "li")
+        if event_id in li.text
+    )
     assert replayed.text.count("replayed by sam") == 1
     assert "customer says the shop never saw the payment" in replayed.text
     assert staff.summary() == "Charged 26.37 EUR · fulfilment pending · nothing refunded · next: ship the order"
@@ -212,13 +220,17 @@ def test_support_forcing_a_finance_only_close_of_a_review_is_refused_and_changes
 
     after = order_api(oid)
     assert (after["state"], after["version"], len(after["timeline"])) == (
-        "needs_review", under_review["version"], len(under_review["timeline"]))  # fmt: skip
+        "needs_review",
+        under_review["version"],
+        len(under_review["timeline"]),
+    )
     staff.order(oid)
     assert " · needs review · " in staff.summary()
 
 
-def test_a_double_clicked_and_reloaded_refund_is_made_once(staff: Any, shop: Any, checkout: Any, order_api: Any,
-                                              console_log: Any) -> None:  # fmt: skip
+def test_a_double_clicked_and_reloaded_refund_is_made_once(
+    staff: Any, shop: Any, checkout: Any, order_api: Any, console_log: Any
+) -> None:
     order = checkout([{"sku": "HS-CAP", "quantity": 1}])
     oid, intent = order["order_id"], order["payment_intent_id"]
 
@@ -227,6 +239,7 @@ def test_a_double_clicked_and_reloaded_refund_is_made_once(staff: Any, shop: Any
     form = staff.form("refund")
     staff.fill(form, amount="5.00", reason="late delivery goodwill")
     button = form.find_element("css selector", "button[type=submit]")
+
     def double_click_while_the_services_are_slow() -> None:
         # The services held still for a moment, so the second click lands while the first submission still
         # waits for its answer. The clicks are dispatched in the page: WebDriver's own click would wait for the

@@ -43,17 +43,47 @@ class Recorded:
 
 def order_body() -> dict[str, Any]:
     return {
-        "order_id": ORDER_ID, "reference": "HS-0B0E5F8E", "state": "fulfillment_pending", "version": 7,
-        "total": 5743, "currency": "EUR", "payment_intent_id": "pi_123", "customer_id": "cus_1",
-        "email": "kim@example.com", "captured_amount": 5743, "refunded_amount": 0, "refund_pending_amount": 0,
-        "stock_committed": True, "created_at": "2026-12-01T10:00:00+00:00", "updated_at": "2026-12-01T10:00:05+00:00",
-        "snapshot": {"currency": "EUR", "lines": [{"sku": "HS-MUG", "name": "Mug", "unit_price": 1250, "quantity": 2,
-                     "line_total": 2500}], "subtotal": 2500, "coupon_code": None, "discount": 0, "region": "DE",
-                     "tax_rate_bp": 1900, "tax": 475, "shipping_method": "standard", "shipping": 495, "total": 5743},
-        "timeline": [{"from": None, "to": "draft", "reason": "checkout", "actor": "customer", "event_id": None,
-                      "at": "2026-12-01T10:00:00+00:00"}],
-        "notes": [], "refunds": [],
-    }  # fmt: skip
+        "order_id": ORDER_ID,
+        "reference": "HS-0B0E5F8E",
+        "state": "fulfillment_pending",
+        "version": 7,
+        "total": 5743,
+        "currency": "EUR",
+        "payment_intent_id": "pi_123",
+        "customer_id": "cus_1",
+        "email": "kim@example.com",
+        "captured_amount": 5743,
+        "refunded_amount": 0,
+        "refund_pending_amount": 0,
+        "stock_committed": True,
+        "created_at": "2026-12-01T10:00:00+00:00",
+        "updated_at": "2026-12-01T10:00:05+00:00",
+        "snapshot": {
+            "currency": "EUR",
+            "lines": [{"sku": "HS-MUG", "name": "Mug", "unit_price": 1250, "quantity": 2, "line_total": 2500}],
+            "subtotal": 2500,
+            "coupon_code": None,
+            "discount": 0,
+            "region": "DE",
+            "tax_rate_bp": 1900,
+            "tax": 475,
+            "shipping_method": "standard",
+            "shipping": 495,
+            "total": 5743,
+        },
+        "timeline": [
+            {
+                "from": None,
+                "to": "draft",
+                "reason": "checkout",
+                "actor": "customer",
+                "event_id": None,
+                "at": "2026-12-01T10:00:00+00:00",
+            }
+        ],
+        "notes": [],
+        "refunds": [],
+    }
 
 
 def stand_in_order_service(recorded: Recorded) -> FastAPI:
@@ -63,10 +93,15 @@ def stand_in_order_service(recorded: Recorded) -> FastAPI:
 
     @app.middleware("http")
     async def record(request: Request, call_next: Any) -> Any:
-        recorded.calls.append({"method": request.method, "path": request.url.path,
-                               "authorization": request.headers.get("authorization"),
-                               "idempotency_key": request.headers.get("idempotency-key"),
-                               "body": (await request.body()).decode()})  # fmt: skip
+        recorded.calls.append(
+            {
+                "method": request.method,
+                "path": request.url.path,
+                "authorization": request.headers.get("authorization"),
+                "idempotency_key": request.headers.get("idempotency-key"),
+                "body": (await request.body()).decode(),
+            }
+        )
         return await call_next(request)
 
     @app.get("/v1/admin/orders/{order_id}")
@@ -80,8 +115,22 @@ def stand_in_order_service(recorded: Recorded) -> FastAPI:
     async def search(reference: str | None = None, authorization: str | None = Header(None)) -> dict[str, Any]:
         require_roles(settings, authorization, "support", "finance", "admin")
         body = order_body()
-        row = {k: body[k] for k in ("reference", "state", "total", "currency", "customer_id", "email", "created_at",
-                                    "updated_at", "captured_amount", "refunded_amount", "payment_intent_id")}  # fmt: skip
+        row = {
+            k: body[k]
+            for k in (
+                "reference",
+                "state",
+                "total",
+                "currency",
+                "customer_id",
+                "email",
+                "created_at",
+                "updated_at",
+                "captured_amount",
+                "refunded_amount",
+                "payment_intent_id",
+            )
+        }
         rows = [{"id": ORDER_ID, **row}] if reference in (None, "HS-0B0E5F8E") else []
         return {"orders": rows, "next": None}
 
@@ -98,9 +147,17 @@ def stand_in_order_service(recorded: Recorded) -> FastAPI:
     @app.get("/v1/admin/refund-approvals")
     async def approvals(authorization: str | None = Header(None)) -> dict[str, Any]:
         require_roles(settings, authorization, "support", "finance", "admin")
-        pending = {"approval_id": APPROVAL_ID, "order_id": ORDER_ID, "amount": 11000, "currency": "EUR",
-                   "reason": "parcel lost", "restock": False, "state": "pending", "requested_by": "sam",
-                   "requested_at": "2026-12-01T10:05:00+00:00"}  # fmt: skip
+        pending = {
+            "approval_id": APPROVAL_ID,
+            "order_id": ORDER_ID,
+            "amount": 11000,
+            "currency": "EUR",
+            "reason": "parcel lost",
+            "restock": False,
+            "state": "pending",
+            "requested_by": "sam",
+            "requested_at": "2026-12-01T10:05:00+00:00",
+        }
         return {"approvals": [pending], "next": None}
 
     @app.post("/v1/admin/refund-approvals/{approval_id}/reject")
@@ -111,8 +168,14 @@ def stand_in_order_service(recorded: Recorded) -> FastAPI:
     @app.get("/v1/admin/dead-letters")
     async def dead_letters(order_id: str | None = None, authorization: str | None = Header(None)) -> dict[str, Any]:
         require_roles(settings, authorization, "support", "finance", "admin")
-        letter = {"id": 41, "consumer": "order-saga", "key": ORDER_ID, "event_type": "inventory.committed",
-                  "error": "stock fact could not be written", "resolved_at": None}  # fmt: skip
+        letter = {
+            "id": 41,
+            "consumer": "order-saga",
+            "key": ORDER_ID,
+            "event_type": "inventory.committed",
+            "error": "stock fact could not be written",
+            "resolved_at": None,
+        }
         return {"items": [letter] if order_id == ORDER_ID else []}
 
     @app.post("/v1/admin/dead-letters/{dead_letter_id}/redrive")
@@ -205,15 +268,22 @@ def query_of(url: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def open_harness(*, hosts: dict[str, FastAPI] | None = None, resolve: Resolve | None = None,
-                       **overrides: Any) -> AsyncIterator[Harness]:  # fmt: skip
+async def open_harness(
+    *, hosts: dict[str, FastAPI] | None = None, resolve: Resolve | None = None, **overrides: Any
+) -> AsyncIterator[Harness]:
     """The console with more hosts to route to (a service's pods by address, say), the resolver it finds pods
     with, and settings changed. Its dashboard does not scrape on its own (no lifespan over ASGI): a test calls
     `harness.console.dashboard.scrape_once()`."""
     recorded = Recorded()
     identity = create_identity_app(ISSUER, {CLIENT_ID: [CONSOLE + "/auth/callback"]})
-    router = Router({"idp.test": identity, "order.test": stand_in_order_service(recorded),
-                     "payment.test": FastAPI(), **(hosts or {})})  # fmt: skip
+    router = Router(
+        {
+            "idp.test": identity,
+            "order.test": stand_in_order_service(recorded),
+            "payment.test": FastAPI(),
+            **(hosts or {}),
+        }
+    )
     app = create_app(console_settings(**overrides), transport=router, **({"resolve": resolve} if resolve else {}))
     async with (
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=CONSOLE) as browser,

@@ -28,7 +28,7 @@ from handshake_shared.outbox import Outbox
 
 
 @pytest.fixture
-def settings(stack, fresh_database) -> InventorySettings:  # type: ignore[no-untyped-def]
+def settings(stack, fresh_database) -> InventorySettings:
     return InventorySettings(
         database_url=fresh_database("handshake_inventory"),
         kafka_bootstrap_servers=stack.broker.bootstrap_servers,
@@ -56,23 +56,31 @@ def placed(order_id: str, *lines: tuple[str, int]) -> CloudEvent:
 
 def paid(order_id: str) -> CloudEvent:
     return order_event(
-        "order.paid", order_id,
+        "order.paid",
+        order_id,
         {"order_id": order_id, "attempt_id": "att-1", "payment_intent_id": "pi_1", "amount": 1000, "currency": "EUR"},
         sequence=3,
-    )  # fmt: skip
+    )
 
 
 def authorized(order_id: str) -> CloudEvent:
     return order_event(
-        "order.payment_authorized", order_id,
+        "order.payment_authorized",
+        order_id,
         {"order_id": order_id, "attempt_id": "att-1", "payment_intent_id": "pi_1", "amount": 1000, "currency": "EUR"},
         sequence=3,
-    )  # fmt: skip
+    )
 
 
 def refunded(order_id: str, refund_id: str, *, restock: bool, partial: bool = False) -> CloudEvent:
-    data = {"order_id": order_id, "refund_id": refund_id, "amount": 400, "currency": "EUR", "refunded_total": 400,
-            "restock": restock}  # fmt: skip
+    data = {
+        "order_id": order_id,
+        "refund_id": refund_id,
+        "amount": 400,
+        "currency": "EUR",
+        "refunded_total": 400,
+        "restock": restock,
+    }
     return order_event("order.partially_refunded" if partial else "order.refunded", order_id, data, sequence=5)
 
 
@@ -89,7 +97,11 @@ class Inventory:
 
     # event builders, for tests that deliver an event themselves (races, the broker)
     events = SimpleNamespace(
-        placed=placed, paid=paid, authorized=authorized, refunded=refunded, state_changed=state_changed,
+        placed=placed,
+        paid=paid,
+        authorized=authorized,
+        refunded=refunded,
+        state_changed=state_changed,
         order_event=order_event,
     )
 
@@ -175,7 +187,7 @@ class Inventory:
                     )
                 )
             ).one()
-        return tuple(int(v or 0) for v in row)  # type: ignore[return-value]
+        return tuple(int(v or 0) for v in row)
 
     async def emitted(self, order_id: str | None = None) -> list[CloudEvent]:
         """Events this service committed to its outbox, in outbox order."""
@@ -194,8 +206,12 @@ async def inventory(settings: InventorySettings) -> AsyncIterator[Inventory]:
     outbox = Outbox(messaging, SERVICE)
     saga = InventorySaga(outbox, settings)
     consumer = EventConsumer(
-        name="inventory.order-events", db=db, tables=messaging, outbox=outbox, handlers=saga.order_handlers(),
+        name="inventory.order-events",
+        db=db,
+        tables=messaging,
+        outbox=outbox,
+        handlers=saga.order_handlers(),
         policy=RetryPolicy(max_attempts=1),
-    )  # fmt: skip
+    )
     yield Inventory(db, saga, consumer)
     await db.dispose()

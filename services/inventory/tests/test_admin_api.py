@@ -9,8 +9,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from handshake_inventory.app import create_app
 from handshake_devstack.tokens import issue_token
+from handshake_inventory.app import create_app
 
 PROBLEM = "application/problem+json"
 
@@ -63,8 +63,12 @@ async def test_setting_stock_creates_the_sku_and_audits_who_why_and_the_delta(ad
 async def test_a_stock_count_needs_a_reason_a_sane_number_and_a_current_view(admin_api) -> None:
     client, _ = admin_api
     await client.put("/v1/admin/stock/MUG", json={"available": 5, "reason": "initial count"})
-    for body in ({"available": 9}, {"available": 9, "reason": "  "}, {"available": -1, "reason": "typo"},
-                 {"available": 9, "reason": "count", "reserved": 0}):  # fmt: skip
+    for body in (
+        {"available": 9},
+        {"available": 9, "reason": "  "},
+        {"available": -1, "reason": "typo"},
+        {"available": 9, "reason": "count", "reserved": 0},
+    ):
         r = await client.put("/v1/admin/stock/MUG", json=body)
         assert r.status_code == 422 and r.headers["content-type"] == PROBLEM, body
     # the operator counted against 4 but the shelf says 5 now: refused instead of silently overwriting
@@ -124,9 +128,12 @@ async def test_support_sees_a_reservations_state_history_and_the_units_behind_ea
     ]
     columns = ("kind", "sku", "delta_available", "delta_reserved", "delta_sold")
     assert [tuple(m[c] for c in columns) for m in body["movements"]] == [
-        ("reserve", "MUG", -2, 2, 0), ("expire", "MUG", 2, -2, 0), ("reserve", "MUG", -2, 2, 0),
-        ("commit", "MUG", 0, -2, 2), ("restock", "MUG", 2, 0, -2),
-    ]  # fmt: skip
+        ("reserve", "MUG", -2, 2, 0),
+        ("expire", "MUG", 2, -2, 0),
+        ("reserve", "MUG", -2, 2, 0),
+        ("commit", "MUG", 0, -2, 2),
+        ("restock", "MUG", 2, 0, -2),
+    ]
     mug = (await client.get("/v1/admin/stock/MUG")).json()
     assert (mug["available"], mug["reserved"], mug["sold"]) == (3, 0, 0)
 

@@ -17,7 +17,7 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-async def api(settings) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:  # type: ignore[no-untyped-def]
+async def api(settings) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     settings = settings.model_copy(update={"http_max_body_bytes": 4096})
     app = create_app(settings)
     token = issue_token(settings, "ops-alice", ["admin"])
@@ -44,7 +44,7 @@ async def ledger_rows(app: Any) -> int:
         ("GET", "/v1/admin/reservations/order%00", None),
     ],
 )
-async def test_input_postgresql_cannot_hold_is_refused(api, method, path, body) -> None:  # type: ignore[no-untyped-def]
+async def test_input_postgresql_cannot_hold_is_refused(api, method, path, body) -> None:
     client, app = api
     r = await client.request(method, path, json=body)
     assert r.status_code == 422, r.text
@@ -53,7 +53,7 @@ async def test_input_postgresql_cannot_hold_is_refused(api, method, path, body) 
     assert await ledger_rows(app) == 0
 
 
-async def test_a_body_over_the_limit_gets_413_and_changes_nothing(api) -> None:  # type: ignore[no-untyped-def]
+async def test_a_body_over_the_limit_gets_413_and_changes_nothing(api) -> None:
     client, app = api
     reason = "r" * 5000
 

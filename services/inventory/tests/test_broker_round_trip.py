@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-
 from typing import Any
 
 import pytest
@@ -12,19 +11,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
+from handshake_devstack.testing.fixtures import isolated_kafka_settings, serve_in_process
+from handshake_devstack.tokens import issue_token
 from handshake_inventory.app import create_app
 from handshake_inventory.db import messaging, reservations
 from handshake_inventory.metrics import refresh_gauges
 from handshake_inventory.settings import InventorySettings
-from handshake_devstack.tokens import issue_token
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent, build_event, parse_event
 from handshake_shared.events import INVENTORY_EVENTS, ORDER_EVENTS
-from handshake_devstack.testing.fixtures import isolated_kafka_settings, serve_in_process
 
 
 @pytest.fixture
-def app_settings(settings: InventorySettings, stack) -> InventorySettings:  # type: ignore[no-untyped-def]
+def app_settings(settings: InventorySettings, stack) -> InventorySettings:
     # own consumer groups and a short session: joining the shared group would wait out the last member
     return settings.model_copy(update=isolated_kafka_settings(stack))
 
@@ -49,9 +48,7 @@ def duplicates_seen() -> float:
     return REGISTRY.get_sample_value("handshake_events_consumed_total", labels) or 0.0
 
 
-async def test_order_placed_from_the_broker_reserves_once_and_publishes_inventory_reserved(
-    app_settings, stack
-) -> None:
+async def test_order_placed_from_the_broker_reserves_once_and_publishes_inventory_reserved(app_settings, stack) -> None:
     settings = app_settings
     app = create_app(settings)
     db = app.state.runtime.db
@@ -60,17 +57,29 @@ async def test_order_placed_from_the_broker_reserves_once_and_publishes_inventor
     sku = f"MUG-{uuid.uuid4().hex[:8]}"
     order_id = str(uuid.uuid4())
     placed = build_event(
-        service="order", type="order.placed", order_id=order_id, sequence=1,
+        service="order",
+        type="order.placed",
+        order_id=order_id,
+        sequence=1,
         data={"order_id": order_id, "currency": "EUR", "total": 2500, "lines": [{"sku": sku, "quantity": 2}]},
-    )  # fmt: skip
+    )
     # same key, so same partition and delivered after both copies: once it is in the inbox, they were handled.
     # A type inventory handles (types it does not handle leave no inbox row) and that changes nothing here: a
     # refund without restock.
     marker = build_event(
-        service="order", type="order.partially_refunded", order_id=order_id, sequence=2,
-        data={"order_id": order_id, "refund_id": "rf-1", "amount": 100, "currency": "EUR", "refunded_total": 100,
-              "restock": False},
-    )  # fmt: skip
+        service="order",
+        type="order.partially_refunded",
+        order_id=order_id,
+        sequence=2,
+        data={
+            "order_id": order_id,
+            "refund_id": "rf-1",
+            "amount": 100,
+            "currency": "EUR",
+            "refunded_total": 100,
+            "restock": False,
+        },
+    )
 
     duplicates_before = duplicates_seen()
     async with serve_in_process(app) as client:
@@ -162,9 +171,12 @@ async def test_an_unpaid_reservation_expires_by_itself_and_a_late_payment_from_t
     order_id = str(uuid.uuid4())
     data = {"order_id": order_id, "attempt_id": "att-1", "payment_intent_id": "pi_1", "amount": 2500, "currency": "EUR"}
     placed = build_event(
-        service="order", type="order.placed", order_id=order_id, sequence=1,
+        service="order",
+        type="order.placed",
+        order_id=order_id,
+        sequence=1,
         data={"order_id": order_id, "currency": "EUR", "total": 2500, "lines": [{"sku": sku, "quantity": 2}]},
-    )  # fmt: skip
+    )
     paid = build_event(service="order", type="order.paid", order_id=order_id, sequence=4, data=data)
     expired_before = REGISTRY.get_sample_value("handshake_inventory_reservations_total", {"outcome": "expired"}) or 0
 
@@ -189,13 +201,17 @@ async def test_an_unpaid_reservation_expires_by_itself_and_a_late_payment_from_t
         assert (stock["available"], stock["reserved"], stock["sold"]) == (1, 0, 2)
         view = (await client.get(f"/v1/admin/reservations/{order_id}", headers=support)).json()
         assert [(h["from_state"], h["to_state"]) for h in view["history"]] == [
-            (None, "held"), ("held", "expired"), ("expired", "committed"),
-        ]  # fmt: skip
+            (None, "held"),
+            ("held", "expired"),
+            ("expired", "committed"),
+        ]
 
         events = await inventory_events_on_the_broker(stack.broker.bootstrap_servers, order_id, 3)
         assert [e.type for e in events] == [
-            "inventory.reserved", "inventory.reservation_expired", "inventory.committed",
-        ]  # fmt: skip
+            "inventory.reserved",
+            "inventory.reservation_expired",
+            "inventory.committed",
+        ]
         assert [e.sequence for e in events] == [1, 2, 3]
         assert events[1].data["reason"] == "expired" and events[2].data["rereserved"] is True
         assert events[2].causationid == str(paid.id)

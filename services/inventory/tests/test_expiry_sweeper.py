@@ -19,7 +19,7 @@ def expired_total() -> float:
     return REGISTRY.get_sample_value("handshake_inventory_reservations_total", {"outcome": "expired"}) or 0.0
 
 
-async def drain(sweeper) -> int:  # type: ignore[no-untyped-def]
+async def drain(sweeper) -> int:
     total = 0
     while n := await sweeper.sweep_once():
         total += n
@@ -47,8 +47,11 @@ async def test_the_sweeper_expires_only_held_reservations_past_their_expiry(inve
     assert expired.type == "inventory.reservation_expired" and expired.causationid is None
     assert expired.data == {"order_id": due, "reservation_id": reserved.data["reservation_id"], "reason": "expired"}
     assert await inventory.movements(due) == [
-        ("reserve", "MUG", 2), ("reserve", "TEE", 1), ("expire", "MUG", 2), ("expire", "TEE", 1),
-    ]  # fmt: skip
+        ("reserve", "MUG", 2),
+        ("reserve", "TEE", 1),
+        ("expire", "MUG", 2),
+        ("expire", "TEE", 1),
+    ]
     assert await inventory.history(due) == [(None, "held"), ("held", "expired")]
     assert expired_total() == before + 1
 
@@ -122,12 +125,17 @@ async def test_a_payment_blocked_behind_the_sweeper_finds_the_reservation_expire
     # expired (units back), then re-reserved and sold: the 3 units were sold once, never double-counted
     assert await inventory.stock("MUG") == (1, 0, 3)
     assert await inventory.movements(order) == [
-        ("reserve", "MUG", 3), ("expire", "MUG", 3), ("reserve", "MUG", 3), ("commit", "MUG", 3),
-    ]  # fmt: skip
+        ("reserve", "MUG", 3),
+        ("expire", "MUG", 3),
+        ("reserve", "MUG", 3),
+        ("commit", "MUG", 3),
+    ]
     _, expired, committed = await inventory.emitted(order)
     assert (expired.type, committed.type, committed.data["rereserved"]) == (
-        "inventory.reservation_expired", "inventory.committed", True,
-    )  # fmt: skip
+        "inventory.reservation_expired",
+        "inventory.committed",
+        True,
+    )
 
 
 async def test_payments_racing_two_sweepers_sell_every_unit_exactly_once(inventory) -> None:

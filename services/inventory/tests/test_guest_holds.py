@@ -15,18 +15,19 @@ def oid() -> str:
     return str(uuid.uuid4())
 
 
-def placed_with_hold(inventory, order_id: str, hold_seconds: int | None) -> CloudEvent:  # type: ignore[no-untyped-def]
+def placed_with_hold(inventory, order_id: str, hold_seconds: int | None) -> CloudEvent:
     event = inventory.events.placed(order_id, ("MUG", 2))
     data = {**event.data, "hold_seconds": hold_seconds} if hold_seconds is not None else event.data
     return event.model_copy(update={"data": data})
 
 
-def session_opened(inventory, order_id: str, hold_seconds: int) -> CloudEvent:  # type: ignore[no-untyped-def]
-    return inventory.events.order_event("order.payment_session_opened", order_id,
-                                        {"order_id": order_id, "hold_seconds": hold_seconds}, sequence=4)  # fmt: skip
+def session_opened(inventory, order_id: str, hold_seconds: int) -> CloudEvent:
+    return inventory.events.order_event(
+        "order.payment_session_opened", order_id, {"order_id": order_id, "hold_seconds": hold_seconds}, sequence=4
+    )
 
 
-async def held_for(inventory, order_id: str) -> float:  # type: ignore[no-untyped-def]
+async def held_for(inventory, order_id: str) -> float:
     r = await inventory.reservation(order_id)
     return float((r.expires_at - r.created_at).total_seconds())
 

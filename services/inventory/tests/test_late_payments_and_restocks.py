@@ -15,18 +15,18 @@ def oid() -> str:
 # each way a hold lapses: (the reservation state it leaves, the ledger movement that returned the units)
 
 
-async def lapse_by_sweeper(inventory, order: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+async def lapse_by_sweeper(inventory, order: str) -> tuple[str, str]:
     await inventory.overdue(order)
     assert await inventory.sweep() == 1
     return "expired", "expire"
 
 
-async def lapse_by_order_expiry(inventory, order: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+async def lapse_by_order_expiry(inventory, order: str) -> tuple[str, str]:
     await inventory.expire(order)
     return "released", "release"
 
 
-async def lapse_by_customer_cancel(inventory, order: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+async def lapse_by_customer_cancel(inventory, order: str) -> tuple[str, str]:
     await inventory.cancel(order)
     return "released", "release"
 
@@ -49,10 +49,15 @@ async def test_money_after_the_hold_lapsed_re_reserves_and_commits_at_once(inven
     assert committed.type == "inventory.committed" and committed.causationid == str(payment.id)
     assert committed.data == {"order_id": order, "reservation_id": reserved.data["reservation_id"], "rereserved": True}
     assert await inventory.movements(order) == [
-        ("reserve", "MUG", 2), ("reserve", "TEE", 1),
-        (returned, "MUG", 2), (returned, "TEE", 1),
-        ("reserve", "MUG", 2), ("reserve", "TEE", 1), ("commit", "MUG", 2), ("commit", "TEE", 1),
-    ]  # fmt: skip
+        ("reserve", "MUG", 2),
+        ("reserve", "TEE", 1),
+        (returned, "MUG", 2),
+        (returned, "TEE", 1),
+        ("reserve", "MUG", 2),
+        ("reserve", "TEE", 1),
+        ("commit", "MUG", 2),
+        ("commit", "TEE", 1),
+    ]
     assert await inventory.history(order) == [(None, "held"), ("held", lapsed_state), (lapsed_state, "committed")]
 
     # the other money event for the same order (capture after authorization, or a redelivery under a
@@ -98,7 +103,7 @@ async def test_manual_capture_commits_on_authorization_and_the_capture_is_then_a
     await inventory.pay(order)  # captured: the units were already sold at authorization
 
     assert await inventory.stock("MUG") == (3, 0, 2)
-    reserved, committed = await inventory.emitted(order)
+    _reserved, committed = await inventory.emitted(order)
     assert committed.type == "inventory.committed" and committed.causationid == str(authorization.id)
     assert committed.data["rereserved"] is False
     assert await inventory.movements(order) == [("reserve", "MUG", 2), ("commit", "MUG", 2)]
@@ -126,8 +131,10 @@ async def test_a_cancel_after_commit_restocks_once_and_a_cancel_before_commit_re
     }
     assert (await inventory.emitted(unpaid))[-1].type == "inventory.released"
     assert await inventory.history(captured_failed) == [
-        (None, "held"), ("held", "committed"), ("committed", "restocked"),
-    ]  # fmt: skip
+        (None, "held"),
+        ("held", "committed"),
+        ("committed", "restocked"),
+    ]
 
     await inventory.cancel(captured_failed)  # a second cancel: nothing is sold any more
     assert await inventory.stock("MUG") == (5, 0, 0)

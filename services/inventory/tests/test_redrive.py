@@ -8,13 +8,17 @@ import uuid
 from handshake_shared.envelope import build_event
 
 
-async def test_a_re_sent_placement_is_answered_with_the_reservation_already_held(inventory):  # type: ignore[no-untyped-def]
+async def test_a_re_sent_placement_is_answered_with_the_reservation_already_held(inventory):
     await inventory.set_stock("MUG", 5)
     order_id = str(uuid.uuid4())
     await inventory.place(order_id, ("MUG", 2))
-    again = build_event(service="order", type="order.placed", order_id=order_id, sequence=7,
-                        data={"order_id": order_id, "currency": "EUR", "total": 100,
-                              "lines": [{"sku": "MUG", "quantity": 2}]})  # fmt: skip
+    again = build_event(
+        service="order",
+        type="order.placed",
+        order_id=order_id,
+        sequence=7,
+        data={"order_id": order_id, "currency": "EUR", "total": 100, "lines": [{"sku": "MUG", "quantity": 2}]},
+    )
     assert await inventory.deliver(again) == "applied"  # a new event id: the inbox lets it through
 
     assert await inventory.stock("MUG") == (3, 2, 0)

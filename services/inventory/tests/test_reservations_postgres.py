@@ -172,9 +172,12 @@ async def test_a_redelivered_order_placed_reserves_once(inventory) -> None:
 async def test_an_order_placed_without_lines_is_dead_lettered_not_reserved(inventory) -> None:
     order = oid()
     event = build_event(
-        service="order", type="order.placed", order_id=order, sequence=1,
+        service="order",
+        type="order.placed",
+        order_id=order,
+        sequence=1,
         data={"order_id": order, "currency": "EUR", "total": 0, "lines": []},
-    )  # fmt: skip
+    )
     assert await inventory.deliver(event) == "dead_lettered"
     ob = messaging.outbox
     async with inventory.db.engine.connect() as conn:

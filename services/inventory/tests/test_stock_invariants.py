@@ -163,10 +163,16 @@ async def read_stock(inventory: Any, skus: list[str]) -> dict[str, tuple[int, ..
         ledger = {
             row.sku: (int(row.a), int(row.r), int(row.s))
             for row in await conn.execute(
-                select(m.sku, func.sum(m.delta_available).label("a"), func.sum(m.delta_reserved).label("r"),
-                       func.sum(m.delta_sold).label("s")).where(m.sku.in_(skus)).group_by(m.sku)
+                select(
+                    m.sku,
+                    func.sum(m.delta_available).label("a"),
+                    func.sum(m.delta_reserved).label("r"),
+                    func.sum(m.delta_sold).label("s"),
+                )
+                .where(m.sku.in_(skus))
+                .group_by(m.sku)
             )
-        }  # fmt: skip
+        }
         by_state = {
             (row.sku, row.state): int(row.units)
             for row in await conn.execute(
@@ -178,9 +184,13 @@ async def read_stock(inventory: Any, skus: list[str]) -> dict[str, tuple[int, ..
         }
     return {
         sku: (
-            stock[sku].available, stock[sku].reserved, stock[sku].sold, ledger.get(sku, (0, 0, 0)),
-            by_state.get((sku, "held"), 0), by_state.get((sku, "committed"), 0),
-        )  # fmt: skip
+            stock[sku].available,
+            stock[sku].reserved,
+            stock[sku].sold,
+            ledger.get(sku, (0, 0, 0)),
+            by_state.get((sku, "held"), 0),
+            by_state.get((sku, "committed"), 0),
+        )
         for sku in skus
     }
 
@@ -189,8 +199,9 @@ async def read_states(inventory: Any, orders: list[str]) -> dict[str, str]:
     if not orders:
         return {}
     async with inventory.db.engine.connect() as conn:
-        rows = await conn.execute(select(reservations.c.order_id, reservations.c.state).where(
-            reservations.c.order_id.in_(orders)))  # fmt: skip
+        rows = await conn.execute(
+            select(reservations.c.order_id, reservations.c.state).where(reservations.c.order_id.in_(orders))
+        )
     return {row.order_id: row.state for row in rows}
 
 

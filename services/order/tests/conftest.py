@@ -10,12 +10,12 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from handshake_devstack.testing.fixtures import isolated_kafka_settings, serve_in_process
+from handshake_devstack.tokens import issue_token
 from handshake_order.app import create_app
 from handshake_order.settings import OrderSettings
-from handshake_devstack.tokens import issue_token
 from handshake_shared.consumer import EventConsumer, RawMessage
 from handshake_shared.envelope import build_event
-from handshake_devstack.testing.fixtures import isolated_kafka_settings, serve_in_process
 
 CATALOGUE: dict[str, Any] = {
     "reason": "test catalogue",
@@ -38,9 +38,10 @@ GUEST_SESSION = "browser-one-Zm9vYmFyYmF6cXV4"
 
 
 @pytest.fixture
-def settings(stack, fresh_database) -> OrderSettings:  # type: ignore[no-untyped-def]
-    return OrderSettings(database_url=fresh_database("handshake_order"), support_refund_limit=1000,
-                         **isolated_kafka_settings(stack))  # type: ignore[arg-type]
+def settings(stack, fresh_database) -> OrderSettings:
+    return OrderSettings(
+        database_url=fresh_database("handshake_order"), support_refund_limit=1000, **isolated_kafka_settings(stack)
+    )
 
 
 class OrderHarness:
@@ -64,9 +65,14 @@ class OrderHarness:
         event = build_event(service=service, type=type_, order_id=order_id, data=data, sequence=next(self._seq))
         group = {"inventory": "order.inventory-events", "payment": "order.payment-events"}[service]
         return await self.consumer(group).handle(
-            RawMessage(topic=topic or f"{service}.events.v1", partition=0, offset=0, key=order_id.encode(),
-                       value=event.to_bytes())
-        )  # fmt: skip
+            RawMessage(
+                topic=topic or f"{service}.events.v1",
+                partition=0,
+                offset=0,
+                key=order_id.encode(),
+                value=event.to_bytes(),
+            )
+        )
 
     async def checkout(self, body: dict[str, Any] = MUG_ORDER, key: str = "k", **headers: str) -> httpx.Response:
         """As a signed-in customer when given an Authorization header, otherwise as the guest browser GUEST_SESSION."""
@@ -83,7 +89,9 @@ class OrderHarness:
         """Orders stored and order.placed events queued: what checkouts hold (a refused one adds nothing)."""
         async with self.runtime.db.engine.connect() as conn:
             orders = (await conn.execute(text("SELECT count(*) FROM orders"))).scalar_one()
-            placed = (await conn.execute(text("SELECT count(*) FROM outbox WHERE event_type = 'order.placed'"))).scalar_one()
+            placed = (
+                await conn.execute(text("SELECT count(*) FROM outbox WHERE event_type = 'order.placed'"))
+            ).scalar_one()
         return orders, placed
 
     async def order(self, order_id: str) -> dict[str, Any]:
@@ -95,14 +103,33 @@ class OrderHarness:
         """An order carried to fulfillment_pending by the facts inventory and payment would send."""
         r = await self.checkout(key=key)
         order_id = r.json()["order_id"]
-        await self.deliver("inventory.reserved", order_id, {"order_id": order_id, "reservation_id": "r1",
-                                                            "expires_at": "2030-01-01T00:00:00Z", "lines": []})
-        await self.deliver("payment.intent_created", order_id, {"order_id": order_id, "attempt_id": "a1",
-                                                                "payment_intent_id": "pi_1", "amount": MUG_TOTAL,
-                                                                "currency": "EUR"})  # fmt: skip
-        await self.deliver("payment.succeeded", order_id, {"order_id": order_id, "attempt_id": "a1",
-                                                           "payment_intent_id": "pi_1", "amount": MUG_TOTAL,
-                                                           "currency": "eur"})  # fmt: skip
+        await self.deliver(
+            "inventory.reserved",
+            order_id,
+            {"order_id": order_id, "reservation_id": "r1", "expires_at": "2030-01-01T00:00:00Z", "lines": []},
+        )
+        await self.deliver(
+            "payment.intent_created",
+            order_id,
+            {
+                "order_id": order_id,
+                "attempt_id": "a1",
+                "payment_intent_id": "pi_1",
+                "amount": MUG_TOTAL,
+                "currency": "EUR",
+            },
+        )
+        await self.deliver(
+            "payment.succeeded",
+            order_id,
+            {
+                "order_id": order_id,
+                "attempt_id": "a1",
+                "payment_intent_id": "pi_1",
+                "amount": MUG_TOTAL,
+                "currency": "eur",
+            },
+        )
         await self.deliver("inventory.committed", order_id, {"order_id": order_id, "reservation_id": "r1"})
         assert (await self.order(order_id))["state"] == "fulfillment_pending"
         return order_id

@@ -18,11 +18,15 @@ ORDER = {"lines": [{"sku": "MUG", "quantity": 1}], "region": "DE", "shipping_met
 
 
 @pytest.fixture
-def settings(stack, fresh_database) -> OrderSettings:  # type: ignore[no-untyped-def]
+def settings(stack, fresh_database) -> OrderSettings:
     # the per-order unit limit raised out of the way: these tests reach the bounds behind it (a line's
     # quantity, the money columns), which hold whatever an operator sets the limit to
-    return OrderSettings(database_url=fresh_database("handshake_order"), max_units_per_order=100_000,
-                         max_units_held_per_holder=100_000, **isolated_kafka_settings(stack))  # type: ignore[arg-type]
+    return OrderSettings(
+        database_url=fresh_database("handshake_order"),
+        max_units_per_order=100_000,
+        max_units_held_per_holder=100_000,
+        **isolated_kafka_settings(stack),
+    )
 
 
 def assert_problem(r: Any, status: int, type_: str) -> dict[str, Any]:
@@ -39,12 +43,13 @@ async def scalar(shop: Any, query: Any) -> Any:
 
 
 async def upsert(shop: Any, **sections: Any) -> Any:
-    return await shop.client.put("/v1/admin/catalogue", json={"reason": "bad input test", **sections},
-                                 headers=shop.token("ops", "admin"))  # fmt: skip
+    return await shop.client.put(
+        "/v1/admin/catalogue", json={"reason": "bad input test", **sections}, headers=shop.token("ops", "admin")
+    )
 
 
 @pytest.mark.parametrize("field", ["sku", "region", "coupon_code"])
-async def test_a_nul_character_in_an_anonymous_checkout_is_refused(shop, field) -> None:  # type: ignore[no-untyped-def]
+async def test_a_nul_character_in_an_anonymous_checkout_is_refused(shop, field) -> None:
     body: dict[str, Any] = {**ORDER, "lines": [{"sku": "MUG", "quantity": 1}], "coupon_code": "TENOFF"}
     if field == "sku":
         body["lines"][0]["sku"] = "MU\x00G"
@@ -57,14 +62,16 @@ async def test_a_nul_character_in_an_anonymous_checkout_is_refused(shop, field) 
     assert await scalar(shop, select(func.count()).select_from(orders)) == 0
 
 
-async def test_a_total_past_the_money_limit_is_refused_and_the_limit_itself_is_taken(shop) -> None:  # type: ignore[no-untyped-def]
+async def test_a_total_past_the_money_limit_is_refused_and_the_limit_itself_is_taken(shop) -> None:
     # 1000 units at the largest unit price, taxed at 100 %: far past what a BIGINT column holds
     r = await upsert(
         shop,
-        products=[{"sku": "GOLD", "name": "Gold bar", "unit_price": MAX_AMOUNT, "currency": "EUR"},
-                  {"sku": "EDGE", "name": "Edge", "unit_price": MAX_AMOUNT - 495, "currency": "EUR"}],
+        products=[
+            {"sku": "GOLD", "name": "Gold bar", "unit_price": MAX_AMOUNT, "currency": "EUR"},
+            {"sku": "EDGE", "name": "Edge", "unit_price": MAX_AMOUNT - 495, "currency": "EUR"},
+        ],
         tax_rates=[{"region": "XX", "rate_bp": 10_000}, {"region": "XZ", "rate_bp": 0}],
-    )  # fmt: skip
+    )
     assert r.status_code == 200, r.text
 
     huge = {"lines": [{"sku": "GOLD", "quantity": 1000}], "region": "XX", "shipping_method": "standard"}
@@ -80,7 +87,7 @@ async def test_a_total_past_the_money_limit_is_refused_and_the_limit_itself_is_t
     assert await scalar(shop, select(orders.c.total)) == MAX_AMOUNT
 
 
-async def test_one_sku_on_several_lines_is_held_to_the_limit_of_one_line(shop) -> None:  # type: ignore[no-untyped-def]
+async def test_one_sku_on_several_lines_is_held_to_the_limit_of_one_line(shop) -> None:
     split = {**ORDER, "lines": [{"sku": "MUG", "quantity": 600}, {"sku": "MUG", "quantity": 401}]}
     problem = assert_problem(await shop.checkout(split, key="split"), 422, "quantity-too-large")
     assert "MUG" in problem["detail"]
@@ -112,13 +119,20 @@ async def test_one_sku_on_several_lines_is_held_to_the_limit_of_one_line(shop) -
         ("coupons", {"code": "FIXED", "kind": "fixed", "amount_off": 100}, "currency"),
         ("coupons", {"code": "FIXED", "kind": "fixed", "percent_bp": 1000, "currency": "EUR"}, "amount_off"),
         ("coupons", {"code": "FIXED", "kind": "fixed", "amount_off": 100, "currency": "XYZ"}, "currency"),
-        ("coupons", {"code": "MANY", "kind": "percent", "percent_bp": 100, "max_redemptions": 2**31}, "max_redemptions"),
-        ("coupons", {"code": "NAIVE", "kind": "percent", "percent_bp": 100, "expires_at": "2030-01-01T00:00:00"},
-         "expires_at"),
+        (
+            "coupons",
+            {"code": "MANY", "kind": "percent", "percent_bp": 100, "max_redemptions": 2**31},
+            "max_redemptions",
+        ),
+        (
+            "coupons",
+            {"code": "NAIVE", "kind": "percent", "percent_bp": 100, "expires_at": "2030-01-01T00:00:00"},
+            "expires_at",
+        ),
         ("coupons", {"code": "ODD", "kind": "bogo", "percent_bp": 100}, "coupons"),
     ],
 )
-async def test_catalogue_input_the_columns_or_the_pricing_cannot_hold_is_refused(shop, section, item, field) -> None:  # type: ignore[no-untyped-def]
+async def test_catalogue_input_the_columns_or_the_pricing_cannot_hold_is_refused(shop, section, item, field) -> None:
     before = (await shop.client.get("/v1/products")).json()
 
     problem = assert_problem(await upsert(shop, **{section: [item]}), 422, "invalid-request")
@@ -129,44 +143,57 @@ async def test_catalogue_input_the_columns_or_the_pricing_cannot_hold_is_refused
         assert await scalar(shop, select(func.count()).select_from(coupons).where(coupons.c.code == item["code"])) == 0
 
 
-async def test_currencies_are_read_case_insensitively_and_stored_upper_case(shop) -> None:  # type: ignore[no-untyped-def]
-    r = await upsert(shop, products=[{"sku": "CAP", "name": "Cap", "unit_price": 900, "currency": "eur"}],
-                     coupons=[{"code": "NINE", "kind": "fixed", "amount_off": 100, "currency": "eur"}])  # fmt: skip
+async def test_currencies_are_read_case_insensitively_and_stored_upper_case(shop) -> None:
+    r = await upsert(
+        shop,
+        products=[{"sku": "CAP", "name": "Cap", "unit_price": 900, "currency": "eur"}],
+        coupons=[{"code": "NINE", "kind": "fixed", "amount_off": 100, "currency": "eur"}],
+    )
     assert r.status_code == 200, r.text
-    r = await shop.client.post("/v1/quotes", json={**ORDER, "lines": [{"sku": "CAP", "quantity": 1}], "coupon_code": "NINE"})
+    r = await shop.client.post(
+        "/v1/quotes", json={**ORDER, "lines": [{"sku": "CAP", "quantity": 1}], "coupon_code": "NINE"}
+    )
     assert r.status_code == 200, r.text
     assert (r.json()["currency"], r.json()["discount"]) == ("EUR", 100)
 
 
-async def test_a_coupon_stored_without_its_percentage_fails_only_its_own_checkouts(shop) -> None:  # type: ignore[no-untyped-def]
+async def test_a_coupon_stored_without_its_percentage_fails_only_its_own_checkouts(shop) -> None:
     # what the catalogue API let through before it checked a coupon's kind against its fields
     async with shop.runtime.db.transaction() as conn:
         await conn.execute(text("INSERT INTO coupons (code, kind) VALUES ('BROKEN', 'percent')"))
 
-    problem = assert_problem(await shop.checkout({**ORDER, "coupon_code": "BROKEN"}, key="broken"), 422,
-                             "coupon-misconfigured")  # fmt: skip
+    problem = assert_problem(
+        await shop.checkout({**ORDER, "coupon_code": "BROKEN"}, key="broken"), 422, "coupon-misconfigured"
+    )
     assert "BROKEN" in problem["detail"]
     assert (await shop.checkout(ORDER, key="no-coupon")).status_code == 202
     assert (await shop.checkout({**ORDER, "coupon_code": "TENOFF"}, key="good-coupon")).status_code == 202
 
 
-async def test_a_refund_or_transition_reason_with_control_characters_is_refused(shop) -> None:  # type: ignore[no-untyped-def]
+async def test_a_refund_or_transition_reason_with_control_characters_is_refused(shop) -> None:
     order_id = await shop.paid_order()
     staff = shop.token("fin", "finance", "support")
-    r = await shop.client.post(f"/v1/admin/orders/{order_id}/refunds", json={"amount": 100, "reason": "bro\x00ken"},
-                               headers={**staff, "Idempotency-Key": "r1"})  # fmt: skip
+    r = await shop.client.post(
+        f"/v1/admin/orders/{order_id}/refunds",
+        json={"amount": 100, "reason": "bro\x00ken"},
+        headers={**staff, "Idempotency-Key": "r1"},
+    )
     assert_problem(r, 422, "invalid-request")
-    r = await shop.client.post(f"/v1/admin/orders/{order_id}/refunds", json={"amount": MAX_AMOUNT + 1, "reason": "too much"},
-                               headers={**staff, "Idempotency-Key": "r2"})  # fmt: skip
+    r = await shop.client.post(
+        f"/v1/admin/orders/{order_id}/refunds",
+        json={"amount": MAX_AMOUNT + 1, "reason": "too much"},
+        headers={**staff, "Idempotency-Key": "r2"},
+    )
     assert_problem(r, 422, "invalid-request")
-    r = await shop.client.post(f"/v1/admin/orders/{order_id}/transitions", json={"to": "fulfilled", "reason": "ship\x00"},
-                               headers=staff)  # fmt: skip
+    r = await shop.client.post(
+        f"/v1/admin/orders/{order_id}/transitions", json={"to": "fulfilled", "reason": "ship\x00"}, headers=staff
+    )
     assert_problem(r, 422, "invalid-request")
     view = await shop.order(order_id)
     assert (view["state"], view["refunds"]) == ("fulfillment_pending", [])
 
 
-async def test_a_body_over_the_size_limit_gets_413_whether_declared_or_streamed(shop) -> None:  # type: ignore[no-untyped-def]
+async def test_a_body_over_the_size_limit_gets_413_whether_declared_or_streamed(shop) -> None:
     limit = shop.settings.http_max_body_bytes
     oversize = b" " * (limit + 1)
 
@@ -182,6 +209,7 @@ async def test_a_body_over_the_size_limit_gets_413_whether_declared_or_streamed(
         problem = assert_problem(r, 413, "payload-too-large")
         assert problem["max_bytes"] == limit
     # at the limit the body is read and judged as JSON (blank is not), not refused for its size
-    assert_problem(await shop.client.post("/v1/checkout", content=oversize[:-1], headers=headers), 422,
-                   "invalid-request")  # fmt: skip
+    assert_problem(
+        await shop.client.post("/v1/checkout", content=oversize[:-1], headers=headers), 422, "invalid-request"
+    )
     assert await scalar(shop, select(func.count()).select_from(orders)) == 0

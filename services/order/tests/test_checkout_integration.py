@@ -8,12 +8,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select, text
 
+from handshake_devstack.testing.fixtures import isolated_kafka_settings, serve_in_process
+from handshake_devstack.tokens import issue_token
 from handshake_order.app import create_app
 from handshake_order.db import order_transitions, orders
 from handshake_order.settings import OrderSettings
-from handshake_devstack.tokens import issue_token
 from handshake_shared.envelope import parse_event
-from handshake_devstack.testing.fixtures import serve_in_process, isolated_kafka_settings
 
 CATALOGUE = {
     "reason": "test catalogue",
@@ -29,8 +29,7 @@ CATALOGUE = {
 
 @pytest.fixture
 def settings(stack, fresh_database) -> OrderSettings:
-    return OrderSettings(
-database_url=fresh_database("handshake_order"), **isolated_kafka_settings(stack))
+    return OrderSettings(database_url=fresh_database("handshake_order"), **isolated_kafka_settings(stack))
 
 
 async def placed_events(bootstrap: str, order_id: str, timeout: float = 10.0) -> list:
@@ -58,8 +57,12 @@ async def test_checkout_prices_on_server_stores_snapshot_and_publishes_order_pla
     async with serve_in_process(app) as client:
         r = await client.put("/v1/admin/catalogue", json=CATALOGUE, headers={"Authorization": f"Bearer {admin}"})
         assert r.status_code == 200, r.text
-        body = {"lines": [{"sku": "MUG", "quantity": 2}, {"sku": "TEE", "quantity": 1}], "region": "DE",
-                "shipping_method": "standard", "coupon_code": "TENOFF"}
+        body = {
+            "lines": [{"sku": "MUG", "quantity": 2}, {"sku": "TEE", "quantity": 1}],
+            "region": "DE",
+            "shipping_method": "standard",
+            "coupon_code": "TENOFF",
+        }
         browser = {"Idempotency-Key": "k-1", "Guest-Session": "b" * 43}
         r = await client.post("/v1/checkout", json=body, headers=browser)
         assert r.status_code == 202, r.text
@@ -96,11 +99,17 @@ async def test_client_sent_prices_are_refused(settings):
     async with serve_in_process(app) as client:
         r = await client.post(
             "/v1/checkout",
-            json={"lines": [{"sku": "MUG", "quantity": 1, "unit_price": 1}], "region": "DE", "shipping_method": "standard"},
+            json={
+                "lines": [{"sku": "MUG", "quantity": 1, "unit_price": 1}],
+                "region": "DE",
+                "shipping_method": "standard",
+            },
             headers={"Idempotency-Key": "k-2"},
         )
         assert r.status_code == 422
         assert r.headers["content-type"] == "application/problem+json"
-        r = await client.post("/v1/checkout", json={"lines": [{"sku": "MUG", "quantity": 1}], "region": "DE",
-                                                      "shipping_method": "standard", "total": 1})
+        r = await client.post(
+            "/v1/checkout",
+            json={"lines": [{"sku": "MUG", "quantity": 1}], "region": "DE", "shipping_method": "standard", "total": 1},
+        )
         assert r.status_code == 422

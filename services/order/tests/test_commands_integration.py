@@ -13,12 +13,12 @@ MUG_ORDER = {"lines": [{"sku": "MUG", "quantity": 2}], "region": "DE", "shipping
 MUG_TOTAL = 2500 + 475 + 495
 
 
-async def count(shop, stmt) -> int:  # type: ignore[no-untyped-def]
+async def count(shop, stmt) -> int:
     async with shop.runtime.db.engine.connect() as conn:
         return int((await conn.execute(stmt)).scalar_one())
 
 
-async def test_same_key_in_flight_at_once_creates_one_order_and_one_answer(shop):  # type: ignore[no-untyped-def]
+async def test_same_key_in_flight_at_once_creates_one_order_and_one_answer(shop):
     responses = await asyncio.gather(*(shop.checkout(key="double-click") for _ in range(12)))
     assert {r.status_code for r in responses} == {202}
     assert len({r.text for r in responses}) == 1
@@ -28,7 +28,7 @@ async def test_same_key_in_flight_at_once_creates_one_order_and_one_answer(shop)
     assert await count(shop, placed) == 1
 
 
-async def test_key_rules_missing_reused_with_another_body_and_scoped_per_customer(shop):  # type: ignore[no-untyped-def]
+async def test_key_rules_missing_reused_with_another_body_and_scoped_per_customer(shop):
     r = await shop.client.post("/v1/checkout", json=MUG_ORDER)
     assert r.status_code == 400 and r.json()["type"].endswith("idempotency-key-required")
     assert (await shop.checkout(key="k1")).status_code == 202
@@ -42,7 +42,7 @@ async def test_key_rules_missing_reused_with_another_body_and_scoped_per_custome
     assert await count(shop, select(func.count()).select_from(orders)) == 3
 
 
-async def test_only_the_owner_or_the_lookup_token_holder_can_read_an_order(shop):  # type: ignore[no-untyped-def]
+async def test_only_the_owner_or_the_lookup_token_holder_can_read_an_order(shop):
     mine = (await shop.checkout(key="a", **shop.token("alice"))).json()
     assert "lookup_token" not in mine
     assert (await shop.client.get(f"/v1/orders/{mine['order_id']}", headers=shop.token("alice"))).status_code == 200
@@ -52,19 +52,25 @@ async def test_only_the_owner_or_the_lookup_token_holder_can_read_an_order(shop)
     guest = (await shop.checkout(key="g")).json()
     token = guest["lookup_token"]
     assert len(token) >= 43  # 256 bits, base64url
-    assert (await shop.client.get(f"/v1/orders/{guest['order_id']}", headers={"X-Order-Token": token})).status_code == 200
+    assert (
+        await shop.client.get(f"/v1/orders/{guest['order_id']}", headers={"X-Order-Token": token})
+    ).status_code == 200
     assert (await shop.client.get(f"/v1/orders/{guest['order_id']}")).status_code == 404
     wrong = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
-    assert (await shop.client.get(f"/v1/orders/{guest['order_id']}", headers={"X-Order-Token": wrong})).status_code == 404
+    assert (
+        await shop.client.get(f"/v1/orders/{guest['order_id']}", headers={"X-Order-Token": wrong})
+    ).status_code == 404
     # only the hash is stored
     async with shop.runtime.db.engine.connect() as conn:
-        stored = (await conn.execute(select(orders.c.lookup_token_hash).where(orders.c.lookup_token_hash.isnot(None)))).scalar_one()
+        stored = (
+            await conn.execute(select(orders.c.lookup_token_hash).where(orders.c.lookup_token_hash.isnot(None)))
+        ).scalar_one()
     assert stored != token and token not in stored
     forged = await shop.client.get(f"/v1/orders/{guest['order_id']}", headers={"Authorization": "Bearer not.a.jwt"})
     assert forged.status_code == 401
 
 
-async def test_coupon_limit_holds_under_concurrent_checkouts(shop):  # type: ignore[no-untyped-def]
+async def test_coupon_limit_holds_under_concurrent_checkouts(shop):
     body = dict(MUG_ORDER, coupon_code="FIVE-ONLY")
     responses = await asyncio.gather(*(shop.checkout(body, key=f"c{i}", **shop.token(f"cust{i}")) for i in range(20)))
     accepted = [r for r in responses if r.status_code == 202]
@@ -78,7 +84,7 @@ async def test_coupon_limit_holds_under_concurrent_checkouts(shop):  # type: ign
     assert quote.status_code == 422 and quote.json()["type"].endswith("coupon-exhausted")
 
 
-async def test_once_per_customer_coupon(shop):  # type: ignore[no-untyped-def]
+async def test_once_per_customer_coupon(shop):
     body = dict(MUG_ORDER, coupon_code="ONCE")
     assert (await shop.checkout(body, key="o1", **shop.token("carol"))).status_code == 202
     again = await shop.checkout(body, key="o2", **shop.token("carol"))
@@ -89,14 +95,20 @@ async def test_once_per_customer_coupon(shop):  # type: ignore[no-untyped-def]
     assert await count(shop, select(coupons.c.redemptions).where(coupons.c.code == "ONCE")) == 2
 
 
-async def test_customer_cancel_before_payment_announces_it(shop):  # type: ignore[no-untyped-def]
+async def test_customer_cancel_before_payment_announces_it(shop):
     placed = (await shop.checkout(key="cancel-me")).json()
-    r = await shop.client.post(f"/v1/orders/{placed['order_id']}/cancel", headers={"X-Order-Token": placed["lookup_token"]})
+    r = await shop.client.post(
+        f"/v1/orders/{placed['order_id']}/cancel", headers={"X-Order-Token": placed["lookup_token"]}
+    )
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
-    cancelled = select(func.count()).select_from(messaging.outbox).where(messaging.outbox.c.event_type == "order.cancelled")
+    cancelled = (
+        select(func.count()).select_from(messaging.outbox).where(messaging.outbox.c.event_type == "order.cancelled")
+    )
     assert await count(shop, cancelled) == 1
     # cancelling again is harmless; cancelling a paid order is not possible
-    again = await shop.client.post(f"/v1/orders/{placed['order_id']}/cancel", headers={"X-Order-Token": placed["lookup_token"]})
+    again = await shop.client.post(
+        f"/v1/orders/{placed['order_id']}/cancel", headers={"X-Order-Token": placed["lookup_token"]}
+    )
     assert again.status_code == 200 and await count(shop, cancelled) == 1
     paid = await shop.paid_order()
     refused = await shop.client.post(f"/v1/orders/{paid}/cancel", headers={"X-Order-Token": placed["lookup_token"]})
@@ -106,14 +118,16 @@ async def test_customer_cancel_before_payment_announces_it(shop):  # type: ignor
     assert refused.status_code == 409 and refused.json()["state"] == "fulfillment_pending"
 
 
-async def test_refunds_never_exceed_the_capture_even_when_requested_at_once(shop):  # type: ignore[no-untyped-def]
+async def test_refunds_never_exceed_the_capture_even_when_requested_at_once(shop):
     order_id = await shop.paid_order()
     finance = shop.token("fiona", "finance")
 
-    async def refund(amount: int, key: str, headers=finance, **extra):  # type: ignore[no-untyped-def]
-        return await shop.client.post(f"/v1/admin/orders/{order_id}/refunds",
-                                      json={"amount": amount, "reason": "damaged in transit", **extra},
-                                      headers={**headers, "Idempotency-Key": key})  # fmt: skip
+    async def refund(amount: int, key: str, headers=finance, **extra):
+        return await shop.client.post(
+            f"/v1/admin/orders/{order_id}/refunds",
+            json={"amount": amount, "reason": "damaged in transit", **extra},
+            headers={**headers, "Idempotency-Key": key},
+        )
 
     big = MUG_TOTAL - 500
     results = await asyncio.gather(refund(big, "r1"), refund(big, "r2"), refund(big, "r3"))
@@ -126,21 +140,39 @@ async def test_refunds_never_exceed_the_capture_even_when_requested_at_once(shop
     assert (await refund(1001, "s1", headers=support)).status_code == 403  # above the support limit
     assert (await refund(500, "s2", headers=support, restock=True)).status_code == 202
     assert (await refund(1, "s3", headers=support)).status_code == 409  # nothing left to refund
-    r = await shop.client.post(f"/v1/admin/orders/{order_id}/refunds", json={"amount": 1, "reason": ""},
-                               headers={**finance, "Idempotency-Key": "s4"})  # fmt: skip
+    r = await shop.client.post(
+        f"/v1/admin/orders/{order_id}/refunds",
+        json={"amount": 1, "reason": ""},
+        headers={**finance, "Idempotency-Key": "s4"},
+    )
     assert r.status_code == 422
-    assert (await shop.client.post(f"/v1/admin/orders/{order_id}/refunds", json={"amount": 1, "reason": "x" * 5},
-                                   headers={"Idempotency-Key": "s5"})).status_code == 401  # fmt: skip
+    assert (
+        await shop.client.post(
+            f"/v1/admin/orders/{order_id}/refunds",
+            json={"amount": 1, "reason": "x" * 5},
+            headers={"Idempotency-Key": "s5"},
+        )
+    ).status_code == 401
 
     view = await shop.order(order_id)
     assert view["refund_pending_amount"] == MUG_TOTAL and view["state"] == "fulfillment_pending"
     # payment confirms them: partial, then the rest -> refunded
     first, second = view["refunds"]
     for refund_row, expected in ((first, "partially_refunded"), (second, "refunded")):
-        await shop.deliver("payment.refunded", order_id, {
-            "order_id": order_id, "refund_id": refund_row["refund_id"], "attempt_id": "a1", "payment_intent_id": "pi_1",
-            "provider_refund_id": f"re_{refund_row['refund_id'][:8]}", "amount": refund_row["amount"], "currency": "eur",
-            "reason": refund_row["reason"]})  # fmt: skip
+        await shop.deliver(
+            "payment.refunded",
+            order_id,
+            {
+                "order_id": order_id,
+                "refund_id": refund_row["refund_id"],
+                "attempt_id": "a1",
+                "payment_intent_id": "pi_1",
+                "provider_refund_id": f"re_{refund_row['refund_id'][:8]}",
+                "amount": refund_row["amount"],
+                "currency": "eur",
+                "reason": refund_row["reason"],
+            },
+        )
         assert (await shop.order(order_id))["state"] == expected
     view = await shop.order(order_id)
     assert view["refunded_amount"] == MUG_TOTAL and view["refund_pending_amount"] == 0
@@ -151,24 +183,36 @@ async def test_refunds_never_exceed_the_capture_even_when_requested_at_once(shop
     assert b'"restock":true' in payload and f'"refunded_total":{MUG_TOTAL}'.encode() in payload
 
 
-async def test_a_refund_that_failed_after_it_was_confirmed_is_owed_again_and_flagged(shop):  # type: ignore[no-untyped-def]
+async def test_a_refund_that_failed_after_it_was_confirmed_is_owed_again_and_flagged(shop):
     order_id = await shop.paid_order()
     finance = shop.token("fiona", "finance")
 
-    async def refund(key: str):  # type: ignore[no-untyped-def]
-        return await shop.client.post(f"/v1/admin/orders/{order_id}/refunds",
-                                      json={"amount": MUG_TOTAL, "reason": "customer returned it"},
-                                      headers={**finance, "Idempotency-Key": key})  # fmt: skip
+    async def refund(key: str):
+        return await shop.client.post(
+            f"/v1/admin/orders/{order_id}/refunds",
+            json={"amount": MUG_TOTAL, "reason": "customer returned it"},
+            headers={**finance, "Idempotency-Key": key},
+        )
 
     refund_id = (await refund("full")).json()["refund_id"]
-    fact = {"order_id": order_id, "refund_id": refund_id, "attempt_id": "a1", "payment_intent_id": "pi_1",
-            "provider_refund_id": "re_1", "amount": MUG_TOTAL, "currency": "eur"}  # fmt: skip
+    fact = {
+        "order_id": order_id,
+        "refund_id": refund_id,
+        "attempt_id": "a1",
+        "payment_intent_id": "pi_1",
+        "provider_refund_id": "re_1",
+        "amount": MUG_TOTAL,
+        "currency": "eur",
+    }
     await shop.deliver("payment.refunded", order_id, {**fact, "reason": "customer returned it"})
     assert (await shop.order(order_id))["state"] == "refunded"
     assert (await refund("too-much")).status_code == 409  # nothing left, as it stands
 
     # days later the bank refuses it: the customer never got the money
-    assert await shop.deliver("payment.refund_reversed", order_id, {**fact, "reason": "expired_or_canceled_card"}) == "applied"
+    assert (
+        await shop.deliver("payment.refund_reversed", order_id, {**fact, "reason": "expired_or_canceled_card"})
+        == "applied"
+    )
 
     view = await shop.order(order_id)
     assert (view["state"], view["refunded_amount"], view["refund_pending_amount"]) == ("needs_review", 0, 0)
@@ -179,49 +223,78 @@ async def test_a_refund_that_failed_after_it_was_confirmed_is_owed_again_and_fla
     assert again.status_code == 202 and again.json()["amount"] == MUG_TOTAL
     assert (await refund("third-try")).status_code == 409
     # the same reversal told again changes nothing
-    assert await shop.deliver("payment.refund_reversed", order_id, {**fact, "reason": "expired_or_canceled_card"}) == "applied"
+    assert (
+        await shop.deliver("payment.refund_reversed", order_id, {**fact, "reason": "expired_or_canceled_card"})
+        == "applied"
+    )
     view = await shop.order(order_id)
     assert (view["refunded_amount"], view["refund_pending_amount"]) == (0, MUG_TOTAL)
 
 
-async def test_money_taken_in_the_wrong_amount_is_held_for_review_and_can_be_given_back(shop):  # type: ignore[no-untyped-def]
+async def test_money_taken_in_the_wrong_amount_is_held_for_review_and_can_be_given_back(shop):
     order_id = (await shop.checkout(key="mismatch")).json()["order_id"]
-    await shop.deliver("inventory.reserved", order_id, {"order_id": order_id, "reservation_id": "r1",
-                                                        "expires_at": "2030-01-01T00:00:00Z", "lines": []})
-    await shop.deliver("payment.intent_created", order_id, {"order_id": order_id, "attempt_id": "a1",
-                                                            "payment_intent_id": "pi_1", "amount": MUG_TOTAL,
-                                                            "currency": "EUR"})  # fmt: skip
+    await shop.deliver(
+        "inventory.reserved",
+        order_id,
+        {"order_id": order_id, "reservation_id": "r1", "expires_at": "2030-01-01T00:00:00Z", "lines": []},
+    )
+    await shop.deliver(
+        "payment.intent_created",
+        order_id,
+        {"order_id": order_id, "attempt_id": "a1", "payment_intent_id": "pi_1", "amount": MUG_TOTAL, "currency": "EUR"},
+    )
     taken = MUG_TOTAL + 100
-    await shop.deliver("payment.mismatch", order_id, {
-        "order_id": order_id, "attempt_id": "a1", "payment_intent_id": "pi_1", "expected_amount": MUG_TOTAL,
-        "expected_currency": "EUR", "provider_amount": taken, "provider_currency": "eur", "detected_by": "webhook",
-        "captured": True})  # fmt: skip
+    await shop.deliver(
+        "payment.mismatch",
+        order_id,
+        {
+            "order_id": order_id,
+            "attempt_id": "a1",
+            "payment_intent_id": "pi_1",
+            "expected_amount": MUG_TOTAL,
+            "expected_currency": "EUR",
+            "provider_amount": taken,
+            "provider_currency": "eur",
+            "detected_by": "webhook",
+            "captured": True,
+        },
+    )
 
     view = await shop.order(order_id)
     assert (view["state"], view["captured_amount"]) == ("needs_review", taken)
     support = shop.token("sam", "support")
-    cancel = await shop.client.post(f"/v1/admin/orders/{order_id}/transitions",
-                                    json={"to": "cancelled", "reason": "wrong amount"}, headers=support)  # fmt: skip
+    cancel = await shop.client.post(
+        f"/v1/admin/orders/{order_id}/transitions", json={"to": "cancelled", "reason": "wrong amount"}, headers=support
+    )
     assert cancel.status_code == 409 and cancel.json()["type"].endswith("review-open")  # only finance ends a review
     finance = shop.token("fiona", "finance")
-    closing = await shop.client.post(f"/v1/admin/orders/{order_id}/review/close",
-                                     json={"to": "cancelled", "reason": "wrong amount"},
-                                     headers={**finance, "Idempotency-Key": "close"})  # fmt: skip
+    closing = await shop.client.post(
+        f"/v1/admin/orders/{order_id}/review/close",
+        json={"to": "cancelled", "reason": "wrong amount"},
+        headers={**finance, "Idempotency-Key": "close"},
+    )
     assert closing.status_code == 409 and closing.json()["type"].endswith("money-held")  # the money is still held
-    refund = await shop.client.post(f"/v1/admin/orders/{order_id}/refunds", json={"amount": taken, "reason": "wrong amount"},
-                                    headers={**finance, "Idempotency-Key": "give-back"})  # fmt: skip
+    refund = await shop.client.post(
+        f"/v1/admin/orders/{order_id}/refunds",
+        json={"amount": taken, "reason": "wrong amount"},
+        headers={**finance, "Idempotency-Key": "give-back"},
+    )
     assert refund.status_code == 202 and refund.json()["amount"] == taken
 
 
-async def test_a_checkout_whose_process_died_mid_way_is_simply_done_again(shop):  # type: ignore[no-untyped-def]
+async def test_a_checkout_whose_process_died_mid_way_is_simply_done_again(shop):
     from handshake_order import idempotency as idem
     from handshake_order.checkout import guest_scope
 
     # a request claimed the key and died before committing: its connection goes away, nothing is left
     conn = await shop.runtime.db.engine.connect()
     tx = await conn.begin()
-    assert await idem.claim(conn, scope=guest_scope(shop.guest_session), key="crashy", request_hash="h",
-                            command="checkout") is None  # fmt: skip
+    assert (
+        await idem.claim(
+            conn, scope=guest_scope(shop.guest_session), key="crashy", request_hash="h", command="checkout"
+        )
+        is None
+    )
     await tx.rollback()
     await conn.close()
 
@@ -231,7 +304,7 @@ async def test_a_checkout_whose_process_died_mid_way_is_simply_done_again(shop):
     assert await count(shop, select(func.count()).select_from(orders)) == 1
 
 
-async def test_idempotency_keys_are_kept_for_the_retention_period_then_purged(shop):  # type: ignore[no-untyped-def]
+async def test_idempotency_keys_are_kept_for_the_retention_period_then_purged(shop):
     from sqlalchemy import text, update
 
     from handshake_order import idempotency as idem
@@ -240,10 +313,16 @@ async def test_idempotency_keys_are_kept_for_the_retention_period_then_purged(sh
     for key in ("fresh", "day-old", "stale"):
         assert (await shop.checkout(key=key)).status_code == 202
     async with shop.runtime.db.transaction() as conn:
-        await conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "day-old")
-                           .values(created_at=func.now() - text("interval '25 hours'")))  # fmt: skip
-        await conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "stale")
-                           .values(created_at=func.now() - text("interval '49 hours'")))  # fmt: skip
+        await conn.execute(
+            update(idempotency_keys)
+            .where(idempotency_keys.c.key == "day-old")
+            .values(created_at=func.now() - text("interval '25 hours'"))
+        )
+        await conn.execute(
+            update(idempotency_keys)
+            .where(idempotency_keys.c.key == "stale")
+            .values(created_at=func.now() - text("interval '49 hours'"))
+        )
         assert await idem.purge_older_than(conn, shop.settings.idempotency_retention_hours) == 1
     assert shop.settings.idempotency_retention_hours >= 24
     assert (await shop.checkout(key="day-old")).headers.get("Idempotent-Replayed") == "true"

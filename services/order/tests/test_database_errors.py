@@ -30,16 +30,20 @@ def assert_problem_without_sql(r: httpx.Response, status: int, type_: str) -> No
         assert leak.lower() not in told, r.text
 
 
-async def test_requests_while_the_database_is_unreachable_get_503(stack) -> None:  # type: ignore[no-untyped-def]
-    settings = OrderSettings(database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/handshake_order",
-                             kafka_bootstrap_servers=stack.broker.bootstrap_servers)  # fmt: skip
+async def test_requests_while_the_database_is_unreachable_get_503(stack) -> None:
+    settings = OrderSettings(
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/handshake_order",
+        kafka_bootstrap_servers=stack.broker.bootstrap_servers,
+    )
     app = create_app(settings)  # no lifespan: the routes themselves meet the missing database
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
             listed = await client.get("/v1/products")
-            placed = await client.post("/v1/checkout", headers={"Idempotency-Key": "k", "Guest-Session": "s" * 43},
-                                       json={"lines": [{"sku": "MUG", "quantity": 1}], "region": "DE",
-                                             "shipping_method": "standard"})  # fmt: skip
+            placed = await client.post(
+                "/v1/checkout",
+                headers={"Idempotency-Key": "k", "Guest-Session": "s" * 43},
+                json={"lines": [{"sku": "MUG", "quantity": 1}], "region": "DE", "shipping_method": "standard"},
+            )
         for r in (listed, placed):
             assert_problem_without_sql(r, 503, "database-unavailable")
             assert r.headers["retry-after"] == "1"
@@ -48,7 +52,7 @@ async def test_requests_while_the_database_is_unreachable_get_503(stack) -> None
 
 
 @pytest.fixture
-def database_url(fresh_database) -> str:  # type: ignore[no-untyped-def]
+def database_url(fresh_database) -> str:
     # created at setup: the migration helper runs an event loop of its own, so not inside the test's loop
     return str(fresh_database("handshake_order"))
 
@@ -76,10 +80,11 @@ async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     await db.dispose()
 
 
-async def test_a_duplicate_key_is_a_conflict(client) -> None:  # type: ignore[no-untyped-def]
+async def test_a_duplicate_key_is_a_conflict(client) -> None:
     assert (await client.post("/products", json={"sku": "MUG", "name": "Mug", "unit_price": 1})).status_code == 200
-    assert_problem_without_sql(await client.post("/products", json={"sku": "MUG", "name": "Mug", "unit_price": 2}),
-                               409, "conflict")  # fmt: skip
+    assert_problem_without_sql(
+        await client.post("/products", json={"sku": "MUG", "name": "Mug", "unit_price": 2}), 409, "conflict"
+    )
 
 
 @pytest.mark.parametrize(
@@ -91,11 +96,11 @@ async def test_a_duplicate_key_is_a_conflict(client) -> None:  # type: ignore[no
         {"sku": "BIG", "name": "Big", "unit_price": 2**63},  # beyond BIGINT: refused by the driver
     ],
 )
-async def test_a_value_the_database_refuses_is_invalid_input(client, values) -> None:  # type: ignore[no-untyped-def]
+async def test_a_value_the_database_refuses_is_invalid_input(client, values) -> None:
     assert_problem_without_sql(await client.post("/products", json=values), 422, "invalid-request")
 
 
-async def test_any_other_database_error_is_503_without_detail(client) -> None:  # type: ignore[no-untyped-def]
+async def test_any_other_database_error_is_503_without_detail(client) -> None:
     r = await client.get("/broken")
     assert_problem_without_sql(r, 503, "database-error")
     assert "detail" in r.json() and "SELEC" not in r.json()["detail"]

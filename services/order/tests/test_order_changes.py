@@ -28,7 +28,13 @@ async def read(shop: Any, order_id: str, headers: dict[str, str], **params: Any)
 
 
 def intent_created(order_id: str) -> dict[str, Any]:
-    return {"order_id": order_id, "attempt_id": "a1", "payment_intent_id": "pi_1", "amount": MUG_TOTAL, "currency": "EUR"}
+    return {
+        "order_id": order_id,
+        "attempt_id": "a1",
+        "payment_intent_id": "pi_1",
+        "amount": MUG_TOTAL,
+        "currency": "EUR",
+    }
 
 
 async def listening(shop: Any) -> OrderChanges:
@@ -37,14 +43,15 @@ async def listening(shop: Any) -> OrderChanges:
     return changes
 
 
-async def test_a_waiting_read_is_answered_by_the_commit_of_the_change(shop):  # type: ignore[no-untyped-def]
+async def test_a_waiting_read_is_answered_by_the_commit_of_the_change(shop):
     order_id, headers = await guest_order(shop)
     changes = await listening(shop)
     seen = (await read(shop, order_id, headers, timeline="false")).json()
     assert seen["state"] == "draft"
 
-    waiting = asyncio.create_task(read(shop, order_id, headers, wait_for_change=seen["version"], timeout=30,
-                                       timeline="false"))  # fmt: skip
+    waiting = asyncio.create_task(
+        read(shop, order_id, headers, wait_for_change=seen["version"], timeout=30, timeline="false")
+    )
 
     async def registered() -> bool:
         return changes.waiting == 1
@@ -64,7 +71,7 @@ async def test_a_waiting_read_is_answered_by_the_commit_of_the_change(shop):  # 
     assert changes.waiting == 0
 
 
-async def test_a_stale_version_is_answered_at_once_with_the_current_order(shop):  # type: ignore[no-untyped-def]
+async def test_a_stale_version_is_answered_at_once_with_the_current_order(shop):
     order_id, headers = await guest_order(shop)
     before = (await read(shop, order_id, headers)).json()["version"]
     await shop.deliver("payment.intent_created", order_id, intent_created(order_id))
@@ -77,7 +84,7 @@ async def test_a_stale_version_is_answered_at_once_with_the_current_order(shop):
     assert [step["to"] for step in body["timeline"]] == ["draft", "payment_pending"]
 
 
-async def test_a_wait_that_sees_no_change_answers_the_unchanged_order_when_its_timeout_passes(shop):  # type: ignore[no-untyped-def]
+async def test_a_wait_that_sees_no_change_answers_the_unchanged_order_when_its_timeout_passes(shop):
     order_id, headers = await guest_order(shop)
     await listening(shop)
     seen = (await read(shop, order_id, headers)).json()
@@ -88,14 +95,19 @@ async def test_a_wait_that_sees_no_change_answers_the_unchanged_order_when_its_t
     assert answer.headers["ETag"] == f'"{seen["version"]}"'
 
 
-async def test_a_change_made_while_the_listener_reconnects_still_wakes_the_waiter(shop):  # type: ignore[no-untyped-def]
+async def test_a_change_made_while_the_listener_reconnects_still_wakes_the_waiter(shop):
     order_id, headers = await guest_order(shop)
     changes = await listening(shop)
     connects = changes.connects
     async with shop.runtime.db.engine.connect() as conn:
-        killed = (await conn.execute(text(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND query LIKE 'LISTEN%'"))).scalar_one()  # fmt: skip
+        killed = (
+            await conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            )
+        ).scalar_one()
     assert killed == 1
 
     async def reconnected() -> bool:
@@ -103,8 +115,9 @@ async def test_a_change_made_while_the_listener_reconnects_still_wakes_the_waite
 
     await eventually(reconnected)
     seen = (await read(shop, order_id, headers, timeline="false")).json()
-    waiting = asyncio.create_task(read(shop, order_id, headers, wait_for_change=seen["version"], timeout=30,
-                                       timeline="false"))  # fmt: skip
+    waiting = asyncio.create_task(
+        read(shop, order_id, headers, wait_for_change=seen["version"], timeout=30, timeline="false")
+    )
 
     async def registered() -> bool:
         return changes.waiting == 1
@@ -115,7 +128,7 @@ async def test_a_change_made_while_the_listener_reconnects_still_wakes_the_waite
     assert body["version"] > seen["version"] and body["state"] == "payment_pending"
 
 
-async def test_status_reads_leave_the_timeline_out_only_when_asked(shop):  # type: ignore[no-untyped-def]
+async def test_status_reads_leave_the_timeline_out_only_when_asked(shop):
     order_id, headers = await guest_order(shop)
     full = await read(shop, order_id, headers)
     brief = await read(shop, order_id, headers, timeline="false")
@@ -126,17 +139,22 @@ async def test_status_reads_leave_the_timeline_out_only_when_asked(shop):  # typ
     assert full.headers["ETag"] == brief.headers["ETag"] == f'"{brief.json()["version"]}"'
 
 
-async def test_a_wait_or_timeout_out_of_range_is_refused_as_a_problem(shop):  # type: ignore[no-untyped-def]
+async def test_a_wait_or_timeout_out_of_range_is_refused_as_a_problem(shop):
     order_id, headers = await guest_order(shop)
-    for params in ({"wait_for_change": -1}, {"wait_for_change": "v3"}, {"wait_for_change": 1, "timeout": 31},
-                   {"wait_for_change": 1, "timeout": 0}, {"wait_for_change": 1, "timeout": "soon"},
-                   {"timeline": "maybe"}):  # fmt: skip
+    for params in (
+        {"wait_for_change": -1},
+        {"wait_for_change": "v3"},
+        {"wait_for_change": 1, "timeout": 31},
+        {"wait_for_change": 1, "timeout": 0},
+        {"wait_for_change": 1, "timeout": "soon"},
+        {"timeline": "maybe"},
+    ):
         r = await read(shop, order_id, headers, **params)
         assert r.status_code == 422, (params, r.text)
         assert r.headers["content-type"].startswith("application/problem+json"), params
 
 
-async def test_a_wait_on_someone_elses_order_is_refused_like_a_missing_one(shop):  # type: ignore[no-untyped-def]
+async def test_a_wait_on_someone_elses_order_is_refused_like_a_missing_one(shop):
     order_id, _ = await guest_order(shop)
     changes = await listening(shop)
     r = await read(shop, order_id, {"X-Order-Token": "not-the-token"}, wait_for_change=1, timeout=30)
@@ -146,7 +164,7 @@ async def test_a_wait_on_someone_elses_order_is_refused_like_a_missing_one(shop)
     assert changes.waiting == 0
 
 
-async def test_the_payment_session_is_not_ready_until_the_order_has_a_payment_intent(shop):  # type: ignore[no-untyped-def]
+async def test_the_payment_session_is_not_ready_until_the_order_has_a_payment_intent(shop):
     """The harness runs no payment service: the answer comes from the order's row alone."""
     order_id, headers = await guest_order(shop)
     version = (await read(shop, order_id, headers)).json()["version"]

@@ -17,24 +17,26 @@ MUG_ORDER = {"lines": [{"sku": "MUG", "quantity": 2}], "region": "DE", "shipping
 ob = messaging.outbox
 
 
-async def scalar(shop, stmt):  # type: ignore[no-untyped-def]
+async def scalar(shop, stmt):
     async with shop.runtime.db.engine.connect() as conn:
         return (await conn.execute(stmt)).scalar_one()
 
 
-async def execute(shop, stmt) -> None:  # type: ignore[no-untyped-def]
+async def execute(shop, stmt) -> None:
     async with shop.runtime.db.engine.begin() as conn:
         await conn.execute(stmt)
 
 
-def outbox_of(order_id: str, event_type: str | None = None):  # type: ignore[no-untyped-def]
+def outbox_of(order_id: str, event_type: str | None = None):
     stmt = select(func.count()).select_from(ob).where(ob.c.message_key == order_id)
     return stmt.where(ob.c.event_type == event_type) if event_type else stmt
 
 
-async def test_search_finds_a_customers_orders_by_email_newest_first_and_pages_without_repeats_or_gaps(shop):  # type: ignore[no-untyped-def]
-    ann = [(await shop.checkout(dict(MUG_ORDER, email="Ann.Lee@Example.com"), key=f"a{i}", **shop.token("ann"))).json()
-           for i in range(4)]  # fmt: skip
+async def test_search_finds_a_customers_orders_by_email_newest_first_and_pages_without_repeats_or_gaps(shop):
+    ann = [
+        (await shop.checkout(dict(MUG_ORDER, email="Ann.Lee@Example.com"), key=f"a{i}", **shop.token("ann"))).json()
+        for i in range(4)
+    ]
     guest = await shop.checkout(dict(MUG_ORDER, email="  ann.lee@example.COM"), key="g")  # the same person as a guest
     other = await shop.checkout(dict(MUG_ORDER, email="bob@example.com"), key="b", **shop.token("bob"))
     assert other.status_code == 202 and guest.status_code == 202
@@ -42,7 +44,7 @@ async def test_search_finds_a_customers_orders_by_email_newest_first_and_pages_w
     assert bad.status_code == 422 and bad.json()["type"]
     staff = shop.token("sue", "support")
 
-    async def find(**params):  # type: ignore[no-untyped-def]
+    async def find(**params):
         r = await shop.client.get("/v1/admin/orders", params=params, headers=staff)
         assert r.status_code == 200, r.text
         return r.json()
@@ -66,35 +68,49 @@ async def test_search_finds_a_customers_orders_by_email_newest_first_and_pages_w
     assert (await find(customer_id="ann", state="paid"))["orders"] == []
     assert len((await find(state=["draft", "paid"]))["orders"]) == 6
     assert (await find(order_id=first))["orders"][0]["reference"] == reference_of(first)
-    await execute(shop, update(orders).where(orders.c.id == uuid.UUID(first))
-                  .values(payment_intent_id="pi_ann", updated_at=func.now() - func.make_interval(0, 0, 0, 0, 2)))  # fmt: skip
+    await execute(
+        shop,
+        update(orders)
+        .where(orders.c.id == uuid.UUID(first))
+        .values(payment_intent_id="pi_ann", updated_at=func.now() - func.make_interval(0, 0, 0, 0, 2)),
+    )
     assert [o["id"] for o in (await find(payment_intent_id="pi_ann"))["orders"]] == [first]
     assert [o["id"] for o in (await find(stuck_older_than_minutes=60))["orders"]] == [first]  # unchanged for 2 hours
     # the customer sees the reference, never the email on the public topic
     read = await shop.client.get(f"/v1/orders/{first}", headers=shop.token("ann"))
     assert read.json()["reference"] == reference_of(first)
-    payloads = (await scalar(shop, select(func.string_agg(func.encode(ob.c.payload, "escape"), ""))))
+    payloads = await scalar(shop, select(func.string_agg(func.encode(ob.c.payload, "escape"), "")))
     assert "ann.lee" not in payloads
 
-    for params, status in (({"before": "garbage"}, 400), ({"limit": 0}, 422), ({"limit": 201}, 422),
-                           ({"state": "nonsense"}, 422), ({"order_id": "nope"}, 422), ({"reference": "HS-XYZ"}, 422),
-                           ({"stuck_older_than_minutes": -1}, 422)):  # fmt: skip
+    for params, status in (
+        ({"before": "garbage"}, 400),
+        ({"limit": 0}, 422),
+        ({"limit": 201}, 422),
+        ({"state": "nonsense"}, 422),
+        ({"order_id": "nope"}, 422),
+        ({"reference": "HS-XYZ"}, 422),
+        ({"stuck_older_than_minutes": -1}, 422),
+    ):
         r = await shop.client.get("/v1/admin/orders", params=params, headers=staff)
         assert r.status_code == status and r.headers["content-type"] == "application/problem+json", params
     assert (await shop.client.get("/v1/admin/orders", headers=shop.token("ann"))).status_code == 403
 
 
-async def test_a_review_is_opened_with_a_private_note_and_closed_only_by_finance_where_the_money_allows(shop):  # type: ignore[no-untyped-def]
+async def test_a_review_is_opened_with_a_private_note_and_closed_only_by_finance_where_the_money_allows(shop):
     order_id = await shop.paid_order()
     sue, fiona = shop.token("sue", "support"), shop.token("fiona", "finance")
 
-    async def post(path: str, body: dict, who: dict, key: str):  # type: ignore[no-untyped-def]
-        return await shop.client.post(f"/v1/admin/orders/{order_id}/{path}", json=body,
-                                      headers={**who, "Idempotency-Key": key})  # fmt: skip
+    async def post(path: str, body: dict, who: dict, key: str):
+        return await shop.client.post(
+            f"/v1/admin/orders/{order_id}/{path}", json=body, headers={**who, "Idempotency-Key": key}
+        )
 
     opened = await post("review", {"note": "customer says parcel arrived opened; call back 0301234"}, sue, "r1")
-    assert opened.status_code == 200 and opened.json() == {"order_id": order_id, "state": "needs_review",
-                                                           "transitioned": True}  # fmt: skip
+    assert opened.status_code == 200 and opened.json() == {
+        "order_id": order_id,
+        "state": "needs_review",
+        "transitioned": True,
+    }
     again = await post("review", {"note": "customer says parcel arrived opened; call back 0301234"}, sue, "r1")
     assert again.headers["Idempotent-Replayed"] == "true" and again.content == opened.content
     noted = await post("review", {"note": "photos received"}, fiona, "r2")
@@ -104,8 +120,9 @@ async def test_a_review_is_opened_with_a_private_note_and_closed_only_by_finance
 
     assert (await post("review/close", {"to": "fulfillment_pending", "reason": "fine"}, sue, "c1")).status_code == 403
     # nor by the older manual-transition route: a review ends only through review/close
-    around = await shop.client.post(f"/v1/admin/orders/{order_id}/transitions", json={"to": "fulfilled", "reason": "fine"},
-                                    headers=sue)  # fmt: skip
+    around = await shop.client.post(
+        f"/v1/admin/orders/{order_id}/transitions", json={"to": "fulfilled", "reason": "fine"}, headers=sue
+    )
     assert around.status_code == 409 and around.json()["type"].endswith("review-open")
     held = await post("review/close", {"to": "cancelled", "reason": "customer gave up"}, fiona, "c2")
     assert held.status_code == 409 and held.json()["type"].endswith("money-held")
@@ -115,27 +132,38 @@ async def test_a_review_is_opened_with_a_private_note_and_closed_only_by_finance
     assert late.status_code == 409 and late.json()["type"].endswith("not-under-review")
 
     view = await shop.order(order_id)
-    assert [(t["to"], t["actor"]) for t in view["timeline"][-2:]] == [("needs_review", "staff:sue"),
-                                                                       ("fulfillment_pending", "staff:fiona")]  # fmt: skip
-    assert [(n["kind"], n["actor"]) for n in view["notes"]] == [("review", "staff:sue"), ("review", "staff:fiona"),
-                                                                ("review", "staff:fiona")]  # fmt: skip
+    assert [(t["to"], t["actor"]) for t in view["timeline"][-2:]] == [
+        ("needs_review", "staff:sue"),
+        ("fulfillment_pending", "staff:fiona"),
+    ]
+    assert [(n["kind"], n["actor"]) for n in view["notes"]] == [
+        ("review", "staff:sue"),
+        ("review", "staff:fiona"),
+        ("review", "staff:fiona"),
+    ]
     assert [a["action"] for a in view["audit"]] == ["transition", "review", "review", "transition", "review"]
-    published = await scalar(shop, select(func.string_agg(func.encode(ob.c.payload, "escape"), ""))
-                             .where(ob.c.message_key == order_id))  # fmt: skip
+    published = await scalar(
+        shop, select(func.string_agg(func.encode(ob.c.payload, "escape"), "")).where(ob.c.message_key == order_id)
+    )
     assert "0301234" not in published and "review closed by staff" in published
-    assert (await shop.client.post("/v1/admin/orders/not-an-id/review", json={"note": "hello"},
-                                   headers={**sue, "Idempotency-Key": "n"})).status_code == 404  # fmt: skip
+    assert (
+        await shop.client.post(
+            "/v1/admin/orders/not-an-id/review", json={"note": "hello"}, headers={**sue, "Idempotency-Key": "n"}
+        )
+    ).status_code == 404
 
 
-async def test_support_above_the_limit_asks_for_approval_and_a_second_person_approves_it_exactly_once(shop):  # type: ignore[no-untyped-def]
+async def test_support_above_the_limit_asks_for_approval_and_a_second_person_approves_it_exactly_once(shop):
     assert shop.settings.support_refund_limit == 1000
     order_id = await shop.paid_order()
     sam = shop.token("sam", "support")
 
-    async def refund(amount: int, key: str, **extra):  # type: ignore[no-untyped-def]
-        return await shop.client.post(f"/v1/admin/orders/{order_id}/refunds",
-                                      json={"amount": amount, "reason": "broken on arrival", **extra},
-                                      headers={**sam, "Idempotency-Key": key})  # fmt: skip
+    async def refund(amount: int, key: str, **extra):
+        return await shop.client.post(
+            f"/v1/admin/orders/{order_id}/refunds",
+            json={"amount": amount, "reason": "broken on arrival", **extra},
+            headers={**sam, "Idempotency-Key": key},
+        )
 
     refused = await refund(2000, "no-flag")
     assert refused.status_code == 403 and refused.json()["type"].endswith("refund-limit-exceeded")  # as before
@@ -156,9 +184,12 @@ async def test_support_above_the_limit_asks_for_approval_and_a_second_person_app
     queue = await shop.client.get("/v1/admin/refund-approvals", params={"state": "pending"}, headers=sam)
     assert [a["approval_id"] for a in queue.json()["approvals"]] == [second.json()["approval_id"], approval_id]
 
-    async def decide(what: str, aid: str, who: tuple[str, ...], key: str):  # type: ignore[no-untyped-def]
-        return await shop.client.post(f"/v1/admin/refund-approvals/{aid}/{what}", json={"reason": "photos checked"},
-                                      headers={**shop.token(*who), "Idempotency-Key": key})  # fmt: skip
+    async def decide(what: str, aid: str, who: tuple[str, ...], key: str):
+        return await shop.client.post(
+            f"/v1/admin/refund-approvals/{aid}/{what}",
+            json={"reason": "photos checked"},
+            headers={**shop.token(*who), "Idempotency-Key": key},
+        )
 
     own = await decide("approve", approval_id, ("sam", "finance"), "own")  # sam has since moved to finance
     assert own.status_code == 403 and own.json()["type"].endswith("four-eyes")
@@ -166,8 +197,10 @@ async def test_support_above_the_limit_asks_for_approval_and_a_second_person_app
     assert (await decide("approve", str(uuid.uuid4()), ("fiona", "finance"), "none")).status_code == 404
     assert (await decide("approve", "not-an-id", ("fiona", "finance"), "bad")).status_code == 404
 
-    both = await asyncio.gather(decide("approve", approval_id, ("fiona", "finance"), "f1"),
-                                decide("approve", approval_id, ("frank", "finance"), "f2"))  # fmt: skip
+    both = await asyncio.gather(
+        decide("approve", approval_id, ("fiona", "finance"), "f1"),
+        decide("approve", approval_id, ("frank", "finance"), "f2"),
+    )
     assert sorted(r.status_code for r in both) == [200, 409]
     won = next(r for r in both if r.status_code == 200).json()
     lost = next(r for r in both if r.status_code == 409).json()
@@ -183,21 +216,27 @@ async def test_support_above_the_limit_asks_for_approval_and_a_second_person_app
     assert (await decide("approve", second.json()["approval_id"], ("frank", "finance"), "late")).status_code == 409
     view = await shop.order(order_id)
     assert view["refund_pending_amount"] == 2600
-    assert [(a["state"], a["decided_by"]) for a in view["refund_approvals"]] == [("approved", won["decided_by"]),
-                                                                                 ("rejected", "fiona")]  # fmt: skip
+    assert [(a["state"], a["decided_by"]) for a in view["refund_approvals"]] == [
+        ("approved", won["decided_by"]),
+        ("rejected", "fiona"),
+    ]
     assert "refund-approval-approved" in [a["action"] for a in view["audit"]]
     assert await scalar(shop, select(func.count()).select_from(refund_approvals)) == 2
 
 
-async def test_who_asked_for_an_approval_may_withdraw_it_finance_may_reject_it_and_nobody_else_may(shop):  # type: ignore[no-untyped-def]
+async def test_who_asked_for_an_approval_may_withdraw_it_finance_may_reject_it_and_nobody_else_may(shop):
     order_id = await shop.paid_order()
 
-    async def post(path: str, who: tuple[str, ...], key: str, body: dict):  # type: ignore[no-untyped-def]
+    async def post(path: str, who: tuple[str, ...], key: str, body: dict):
         return await shop.client.post(path, json=body, headers={**shop.token(*who), "Idempotency-Key": key})
 
     async def ask(key: str) -> str:
-        asked = await post(f"/v1/admin/orders/{order_id}/refunds", ("sam", "support"), key,
-                           {"amount": 2000, "reason": "broken on arrival", "request_approval": True})  # fmt: skip
+        asked = await post(
+            f"/v1/admin/orders/{order_id}/refunds",
+            ("sam", "support"),
+            key,
+            {"amount": 2000, "reason": "broken on arrival", "request_approval": True},
+        )
         assert asked.status_code == 202 and asked.json()["state"] == "pending", asked.text
         return asked.json()["approval_id"]
 
@@ -207,8 +246,11 @@ async def test_who_asked_for_an_approval_may_withdraw_it_finance_may_reject_it_a
     theirs = await post(withdraw, ("sue", "support"), "w-sue", {"reason": "not needed"})
     assert theirs.status_code == 403 and theirs.json()["type"].endswith("/forbidden"), theirs.text
     assert (await post(withdraw, ("cus-1", "customer"), "w-cus", {"reason": "not needed"})).status_code == 403
-    assert (await post(f"/v1/admin/refund-approvals/{mine}/approve", ("sam", "support"), "a-sam",
-                       {"reason": "approving my own"})).status_code == 403  # fmt: skip
+    assert (
+        await post(
+            f"/v1/admin/refund-approvals/{mine}/approve", ("sam", "support"), "a-sam", {"reason": "approving my own"}
+        )
+    ).status_code == 403
 
     withdrawn = await post(withdraw, ("sam", "support"), "w-sam", {"reason": "customer found the parcel"})
     assert withdrawn.status_code == 200, withdrawn.text
@@ -218,26 +260,41 @@ async def test_who_asked_for_an_approval_may_withdraw_it_finance_may_reject_it_a
     late = await post(withdraw, ("sam", "support"), "w-sam-2", {"reason": "customer found the parcel"})
     assert late.status_code == 409 and late.json()["type"].endswith("/approval-already-decided")
     # and a withdrawn request is not approved afterwards
-    assert (await post(f"/v1/admin/refund-approvals/{mine}/approve", ("fiona", "finance"), "a-fiona",
-                       {"reason": "photos checked"})).status_code == 409  # fmt: skip
+    assert (
+        await post(
+            f"/v1/admin/refund-approvals/{mine}/approve", ("fiona", "finance"), "a-fiona", {"reason": "photos checked"}
+        )
+    ).status_code == 409
 
-    rejected = await post(f"/v1/admin/refund-approvals/{other}/reject", ("fiona", "finance"), "r-fiona",
-                          {"reason": "no photos"})  # fmt: skip
-    assert rejected.status_code == 200 and (rejected.json()["state"], rejected.json()["decided_by"]) == ("rejected", "fiona")
+    rejected = await post(
+        f"/v1/admin/refund-approvals/{other}/reject", ("fiona", "finance"), "r-fiona", {"reason": "no photos"}
+    )
+    assert rejected.status_code == 200 and (rejected.json()["state"], rejected.json()["decided_by"]) == (
+        "rejected",
+        "fiona",
+    )
 
     # nothing moved: no refund row, nothing asked of payment, nothing pending or refunded on the order
     view = await shop.order(order_id)
-    assert await scalar(shop, select(func.count()).select_from(refunds).where(refunds.c.order_id == uuid.UUID(order_id))) == 0
+    assert (
+        await scalar(shop, select(func.count()).select_from(refunds).where(refunds.c.order_id == uuid.UUID(order_id)))
+        == 0
+    )
     assert await scalar(shop, outbox_of(order_id, "order.refund_requested")) == 0
     assert (view["refund_pending_amount"], view["refunded_amount"], view["refunds"]) == (0, 0, [])
     # the audit tells a withdrawal by the requester from a rejection by finance
-    decisions = [(a["actor"], a["action"], a["detail"]) for a in view["audit"] if a["action"].startswith("refund-approval-")
-                 and a["action"] != "refund-approval-requested"]  # fmt: skip
-    assert decisions == [("staff:sam", "refund-approval-withdrawn", "customer found the parcel"),
-                         ("staff:fiona", "refund-approval-rejected", "no photos")]  # fmt: skip
+    decisions = [
+        (a["actor"], a["action"], a["detail"])
+        for a in view["audit"]
+        if a["action"].startswith("refund-approval-") and a["action"] != "refund-approval-requested"
+    ]
+    assert decisions == [
+        ("staff:sam", "refund-approval-withdrawn", "customer found the parcel"),
+        ("staff:fiona", "refund-approval-rejected", "no photos"),
+    ]
 
 
-async def test_the_current_announcement_is_sent_again_once_per_key_with_its_original_payload(shop):  # type: ignore[no-untyped-def]
+async def test_the_current_announcement_is_sent_again_once_per_key_with_its_original_payload(shop):
     order_id = await shop.paid_order()
     ops = shop.token("sue", "support")
     events = (await shop.client.get(f"/v1/admin/orders/{order_id}/events", headers=ops)).json()
@@ -246,18 +303,25 @@ async def test_the_current_announcement_is_sent_again_once_per_key_with_its_orig
     assert [e["sequence"] for e in events["events"]] == sorted(e["sequence"] for e in events["events"])
     original = events["events"][-1]
 
-    async def resend(key: str):  # type: ignore[no-untyped-def]
-        return await shop.client.post(f"/v1/admin/orders/{order_id}/events/resend", json={"reason": "warehouse lost it"},
-                                      headers={**ops, "Idempotency-Key": key})  # fmt: skip
+    async def resend(key: str):
+        return await shop.client.post(
+            f"/v1/admin/orders/{order_id}/events/resend",
+            json={"reason": "warehouse lost it"},
+            headers={**ops, "Idempotency-Key": key},
+        )
 
     sent = await resend("s1")
     assert sent.status_code == 202, sent.text
     assert (await resend("s1")).content == sent.content
     assert await scalar(shop, outbox_of(order_id, "order.fulfillment_pending")) == 2  # one resend for two requests
     after = (await shop.client.get(f"/v1/admin/orders/{order_id}/events", headers=ops)).json()["events"][-1]
-    assert (after["type"], after["payload"], after["resend_of"]) == (original["type"], original["payload"], original["event_id"])
+    assert (after["type"], after["payload"], after["resend_of"]) == (
+        original["type"],
+        original["payload"],
+        original["event_id"],
+    )
     assert after["event_id"] != original["event_id"] and after["sequence"] > original["sequence"]
-    row = (await scalar(shop, select(ob.c.payload).where(ob.c.event_id == uuid.UUID(after["event_id"]))))
+    row = await scalar(shop, select(ob.c.payload).where(ob.c.event_id == uuid.UUID(after["event_id"])))
     assert json.loads(bytes(row))["subject"] == order_id  # the same envelope subject and key
 
     # retention deleted the published history: the answer says so, and a resend rebuilds the same payload
@@ -273,13 +337,16 @@ async def test_the_current_announcement_is_sent_again_once_per_key_with_its_orig
     assert (await shop.client.get(f"/v1/admin/orders/{uuid.uuid4()}/events", headers=ops)).status_code == 404
 
 
-async def test_a_stuck_order_is_re_driven_on_request_as_the_scanner_would(shop):  # type: ignore[no-untyped-def]
+async def test_a_stuck_order_is_re_driven_on_request_as_the_scanner_would(shop):
     draft = (await shop.checkout(key="d")).json()["order_id"]  # inventory never answers: nobody runs it here
     sue = shop.token("sue", "support")
 
-    async def redrive(order_id: str, key: str, who=sue):  # type: ignore[no-untyped-def]
-        return await shop.client.post(f"/v1/admin/orders/{order_id}/redrive", json={"reason": "customer waiting"},
-                                      headers={**who, "Idempotency-Key": key})  # fmt: skip
+    async def redrive(order_id: str, key: str, who=sue):
+        return await shop.client.post(
+            f"/v1/admin/orders/{order_id}/redrive",
+            json={"reason": "customer waiting"},
+            headers={**who, "Idempotency-Key": key},
+        )
 
     done = await redrive(draft, "k1")
     assert done.status_code == 200 and done.json()["action"] == "redriven"
@@ -288,10 +355,16 @@ async def test_a_stuck_order_is_re_driven_on_request_as_the_scanner_would(shop):
     assert await scalar(shop, outbox_of(draft, "order.placed")) == 2
 
     pending = (await shop.checkout(key="p")).json()["order_id"]
-    await shop.deliver("inventory.reserved", pending, {"order_id": pending, "reservation_id": "r1",
-                                                       "expires_at": "2030-01-01T00:00:00Z", "lines": []})
-    await shop.deliver("payment.intent_created", pending, {"order_id": pending, "attempt_id": "a1",
-                                                           "payment_intent_id": "pi_1", "amount": 3470, "currency": "EUR"})
+    await shop.deliver(
+        "inventory.reserved",
+        pending,
+        {"order_id": pending, "reservation_id": "r1", "expires_at": "2030-01-01T00:00:00Z", "lines": []},
+    )
+    await shop.deliver(
+        "payment.intent_created",
+        pending,
+        {"order_id": pending, "attempt_id": "a1", "payment_intent_id": "pi_1", "amount": 3470, "currency": "EUR"},
+    )
     flagged = await redrive(pending, "k6")
     assert (flagged.json()["action"], flagged.json()["state"]) == ("flagged", "payment_pending")
     assert "reconciliation" in flagged.json()["detail"]
@@ -301,10 +374,12 @@ async def test_a_stuck_order_is_re_driven_on_request_as_the_scanner_would(shop):
     assert (await redrive(paid, "k4", shop.token("fiona", "finance"))).status_code == 403
     assert (await redrive(str(uuid.uuid4()), "k5")).status_code == 404
     notes = (await shop.order(draft))["notes"]
-    assert [(n["kind"], n["actor"]) for n in notes] == [("redrive", "staff:sue")] and "customer waiting" in notes[0]["detail"]
+    assert [(n["kind"], n["actor"]) for n in notes] == [("redrive", "staff:sue")] and "customer waiting" in notes[0][
+        "detail"
+    ]
 
 
-async def test_a_manual_transition_sent_twice_with_one_key_moves_the_order_once(shop):  # type: ignore[no-untyped-def]
+async def test_a_manual_transition_sent_twice_with_one_key_moves_the_order_once(shop):
     order_id = await shop.paid_order()
     sam = {**shop.token("sam", "support"), "Idempotency-Key": "ship-1"}
     path = f"/v1/admin/orders/{order_id}/transitions"

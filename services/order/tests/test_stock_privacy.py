@@ -5,10 +5,13 @@ from __future__ import annotations
 from sqlalchemy import text
 
 
-async def test_an_out_of_stock_order_names_the_product_but_not_the_stock_left(shop) -> None:  # type: ignore[no-untyped-def]
+async def test_an_out_of_stock_order_names_the_product_but_not_the_stock_left(shop) -> None:
     placed = (await shop.checkout(key="hoard")).json()
     order_id = placed["order_id"]
-    rejected = {"order_id": order_id, "lines": [{"sku": "MUG", "requested": 1000, "available": 37, "reason": "insufficient_stock"}]}
+    rejected = {
+        "order_id": order_id,
+        "lines": [{"sku": "MUG", "requested": 1000, "available": 37, "reason": "insufficient_stock"}],
+    }
     assert await shop.deliver("inventory.rejected", order_id, rejected) == "applied"
 
     # the customer's own view: cancelled, which product, what they asked for; not the 37 left
@@ -22,9 +25,15 @@ async def test_an_out_of_stock_order_names_the_product_but_not_the_stock_left(sh
 
     # nor on the public topic, which every subscribing team reads
     async with shop.runtime.db.engine.connect() as conn:
-        payloads = (await conn.execute(
-            text("SELECT convert_from(payload, 'UTF8') FROM outbox WHERE message_key = :k"), {"k": order_id}
-        )).scalars().all()  # fmt: skip
+        payloads = (
+            (
+                await conn.execute(
+                    text("SELECT convert_from(payload, 'UTF8') FROM outbox WHERE message_key = :k"), {"k": order_id}
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert payloads and not [p for p in payloads if "available" in p]
 
     # staff see the numbers in a note

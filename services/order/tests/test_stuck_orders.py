@@ -6,43 +6,62 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
+from handshake_devstack.testing.fixtures import isolated_kafka_settings
 from handshake_order.db import messaging
 from handshake_order.settings import OrderSettings
-from handshake_devstack.testing.fixtures import isolated_kafka_settings
 
 TOTAL = 2500 + 475 + 495
 
 
 @pytest.fixture
-def settings(stack, fresh_database) -> OrderSettings:  # type: ignore[no-untyped-def]
-    return OrderSettings(database_url=fresh_database("handshake_order"), stuck_draft_after_seconds=0,
-                         stuck_payment_pending_after_seconds=0, stuck_paid_after_seconds=0,
-                         stuck_scan_interval_seconds=3600,
-                         **isolated_kafka_settings(stack))  # type: ignore[arg-type]
+def settings(stack, fresh_database) -> OrderSettings:
+    return OrderSettings(
+        database_url=fresh_database("handshake_order"),
+        stuck_draft_after_seconds=0,
+        stuck_payment_pending_after_seconds=0,
+        stuck_paid_after_seconds=0,
+        stuck_scan_interval_seconds=3600,
+        **isolated_kafka_settings(stack),
+    )
 
 
-async def placed_count(shop, order_id: str) -> int:  # type: ignore[no-untyped-def]
+async def placed_count(shop, order_id: str) -> int:
     ob = messaging.outbox
     async with shop.runtime.db.engine.connect() as conn:
         stmt = select(func.count()).where(ob.c.event_type == "order.placed", ob.c.message_key == order_id)
         return int((await conn.execute(stmt)).scalar_one())
 
 
-async def test_a_silent_draft_is_re_driven_once_and_a_waiting_payment_is_flagged(shop):  # type: ignore[no-untyped-def]
+async def test_a_silent_draft_is_re_driven_once_and_a_waiting_payment_is_flagged(shop):
     draft = (await shop.checkout(key="d")).json()["order_id"]  # inventory never answers: nobody runs it here
     pending = (await shop.checkout(key="p")).json()["order_id"]
-    await shop.deliver("inventory.reserved", pending, {"order_id": pending, "reservation_id": "r1",
-                                                       "expires_at": "2030-01-01T00:00:00Z", "lines": []})
-    await shop.deliver("payment.intent_created", pending, {"order_id": pending, "attempt_id": "a1",
-                                                           "payment_intent_id": "pi_1", "amount": TOTAL, "currency": "EUR"})
+    await shop.deliver(
+        "inventory.reserved",
+        pending,
+        {"order_id": pending, "reservation_id": "r1", "expires_at": "2030-01-01T00:00:00Z", "lines": []},
+    )
+    await shop.deliver(
+        "payment.intent_created",
+        pending,
+        {"order_id": pending, "attempt_id": "a1", "payment_intent_id": "pi_1", "amount": TOTAL, "currency": "EUR"},
+    )
 
     paid = (await shop.checkout(key="m")).json()["order_id"]  # paid, then inventory never answered
-    await shop.deliver("inventory.reserved", paid, {"order_id": paid, "reservation_id": "r2",
-                                                    "expires_at": "2030-01-01T00:00:00Z", "lines": []})
-    await shop.deliver("payment.intent_created", paid, {"order_id": paid, "attempt_id": "a2",
-                                                        "payment_intent_id": "pi_2", "amount": TOTAL, "currency": "EUR"})
-    await shop.deliver("payment.succeeded", paid, {"order_id": paid, "attempt_id": "a2", "payment_intent_id": "pi_2",
-                                                   "amount": TOTAL, "currency": "eur"})  # fmt: skip
+    await shop.deliver(
+        "inventory.reserved",
+        paid,
+        {"order_id": paid, "reservation_id": "r2", "expires_at": "2030-01-01T00:00:00Z", "lines": []},
+    )
+    await shop.deliver(
+        "payment.intent_created",
+        paid,
+        {"order_id": paid, "attempt_id": "a2", "payment_intent_id": "pi_2", "amount": TOTAL, "currency": "EUR"},
+    )
+    await shop.deliver(
+        "payment.succeeded",
+        paid,
+        {"order_id": paid, "attempt_id": "a2", "payment_intent_id": "pi_2", "amount": TOTAL, "currency": "eur"},
+    )
 
     r = await shop.client.post("/v1/admin/stuck-orders/scan", headers=shop.token("ops", "support"))
     assert r.status_code == 200

@@ -5,12 +5,13 @@ transaction, no broker); the broker test runs the whole app in-process."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import uuid
-from pathlib import Path
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -78,11 +79,11 @@ class PaymentService:
     settings: PaymentSettings
 
     @property
-    def db(self):  # type: ignore[no-untyped-def]
+    def db(self):
         return self.app.state.runtime.db
 
     @property
-    def handlers(self):  # type: ignore[no-untyped-def]
+    def handlers(self):
         return self.app.state.handlers
 
     def consumer(self, group: str) -> EventConsumer:
@@ -107,7 +108,7 @@ class PaymentService:
                 .where(attempt_transitions.c.attempt_id == attempt_id)
                 .order_by(attempt_transitions.c.id)
             )
-            return [tuple(r) for r in rows]  # type: ignore[misc]
+            return [tuple(r) for r in rows]
 
     async def emitted(self, order_id: str) -> list[CloudEvent]:
         """Events in the outbox for this order, in commit order."""
@@ -158,9 +159,13 @@ async def faults(stack) -> AsyncIterator[Any]:
 async def faulty_service(settings, faults) -> AsyncIterator[PaymentService]:
     """The service talking to Stripe through the fault proxy, with a short client timeout and short consumer
     backoff (a redelivery after an infrastructure failure comes at once)."""
-    faulty = settings.model_copy(update={
-        "stripe_api_base": faults.base, "stripe_timeout_seconds": 1.0, "consumer_max_backoff_seconds": 0.2,
-    })  # fmt: skip
+    faulty = settings.model_copy(
+        update={
+            "stripe_api_base": faults.base,
+            "stripe_timeout_seconds": 1.0,
+            "consumer_max_backoff_seconds": 0.2,
+        }
+    )
     app = create_app(faulty)
     yield PaymentService(app, faulty)
     await app.state.runtime.db.dispose()
@@ -205,10 +210,8 @@ class Browser:
             params={"type": "card", "card": {"number": card_number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
         )
         await self.client.v1.payment_intents.update_async(intent_id, params={"payment_method": pm.id})
-        try:
+        with contextlib.suppress(stripe.CardError):
             await self.client.v1.payment_intents.confirm_async(intent_id)
-        except stripe.CardError:
-            pass
         return await self.retrieve(intent_id)
 
     async def refunds_of(self, intent_id: str) -> list[stripe.Refund]:
@@ -226,9 +229,12 @@ async def browser(stack) -> AsyncIterator[Browser]:
 
 def payment_requested(order_id: str, request_id: str, amount: int, currency: str = "EUR") -> CloudEvent:
     return build_event(
-        service="order", type="order.payment_requested", order_id=order_id, sequence=2,
+        service="order",
+        type="order.payment_requested",
+        order_id=order_id,
+        sequence=2,
         data=OrderPaymentRequested(order_id=order_id, request_id=request_id, amount=amount, currency=currency),
-    )  # fmt: skip
+    )
 
 
 def stripe_event(stripe_type: str, intent: stripe.PaymentIntent) -> CloudEvent:
@@ -241,26 +247,45 @@ def stripe_event(stripe_type: str, intent: stripe.PaymentIntent) -> CloudEvent:
 def order_closed(order_id: str, type: str = "order.cancelled", reason: str = "cancelled by the customer") -> CloudEvent:
     to_state = "expired" if type == "order.expired" else "cancelled"
     return build_event(
-        service="order", type=type, order_id=order_id, sequence=5,
+        service="order",
+        type=type,
+        order_id=order_id,
+        sequence=5,
         data=OrderStateChanged(order_id=order_id, from_state="payment_pending", to_state=to_state, reason=reason),
-    )  # fmt: skip
+    )
 
 
 def refund_requested(order_id: str, amount: int, refund_id: str | None = None, currency: str = "EUR") -> CloudEvent:
     return build_event(
-        service="order", type="order.refund_requested", order_id=order_id, sequence=7,
-        data=OrderRefundRequested(order_id=order_id, refund_id=refund_id or str(uuid.uuid4()), amount=amount,
-                                  currency=currency, reason="customer_request", requested_by="agent-7"),
-    )  # fmt: skip
+        service="order",
+        type="order.refund_requested",
+        order_id=order_id,
+        sequence=7,
+        data=OrderRefundRequested(
+            order_id=order_id,
+            refund_id=refund_id or str(uuid.uuid4()),
+            amount=amount,
+            currency=currency,
+            reason="customer_request",
+            requested_by="agent-7",
+        ),
+    )
 
 
 def capture_requested(order_id: str, attempt: Any, amount: int | None = None) -> CloudEvent:
     return build_event(
-        service="order", type="order.capture_requested", order_id=order_id, sequence=6,
-        data=OrderCaptureRequested(order_id=order_id, attempt_id=str(attempt.id),
-                                   payment_intent_id=attempt.provider_intent_id,
-                                   amount=attempt.amount if amount is None else amount, currency=attempt.currency),
-    )  # fmt: skip
+        service="order",
+        type="order.capture_requested",
+        order_id=order_id,
+        sequence=6,
+        data=OrderCaptureRequested(
+            order_id=order_id,
+            attempt_id=str(attempt.id),
+            payment_intent_id=attempt.provider_intent_id,
+            amount=attempt.amount if amount is None else amount,
+            currency=attempt.currency,
+        ),
+    )
 
 
 CARD_OK = "4242424242424242"
@@ -296,12 +321,12 @@ class Checkout:
 
 
 @pytest.fixture
-def checkout(browser) -> Checkout:  # type: ignore[no-untyped-def]
+def checkout(browser) -> Checkout:
     return Checkout(browser)
 
 
 @pytest.fixture
-def events():  # type: ignore[no-untyped-def]
+def events():
     """Builders for incoming events (test modules cannot import conftest under importlib mode)."""
 
     class Events:

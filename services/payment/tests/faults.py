@@ -14,6 +14,7 @@ what a client sees when the network drops it: the provider did the work, the cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -56,16 +57,19 @@ class FaultProxy:
         host, port = self._server.sockets[0].getsockname()[:2]
         return f"http://{host}:{port}"
 
-    def add(self, action: str, method: str, path: str, *, times: int = 1, status: int = 500, seconds: float = 0.0) -> Rule:
+    def add(
+        self, action: str, method: str, path: str, *, times: int = 1, status: int = 500, seconds: float = 0.0
+    ) -> Rule:
         rule = Rule(action=action, method=method, path=path, times=times, status=status, seconds=seconds)
         self.rules.append(rule)
         return rule
 
     def count(self, method: str, path: str, action: str | None = None) -> int:
         return sum(
-            1 for s in self.seen
+            1
+            for s in self.seen
             if s.method == method and s.path.split("?")[0] == path and (action is None or s.action == action)
-        )  # fmt: skip
+        )
 
     async def start(self) -> FaultProxy:
         self._client = httpx.AsyncClient(base_url=self.upstream, timeout=30)
@@ -115,14 +119,14 @@ class FaultProxy:
             pass
         finally:
             writer.close()
-            try:
+            with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
 
     async def _forward(self, method: str, target: str, headers: dict[str, str], body: bytes) -> httpx.Response:
         assert self._client is not None
-        keep = {k: v for k, v in headers.items() if k not in ("host", "content-length", "connection", "accept-encoding")}
+        keep = {
+            k: v for k, v in headers.items() if k not in ("host", "content-length", "connection", "accept-encoding")
+        }
         path = urlsplit(target)
         url = path.path + (f"?{path.query}" if path.query else "")
         return await self._client.request(method, url, headers=keep, content=body)

@@ -43,9 +43,15 @@ def sign(body: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = None
 
 
 def forwarded(
-    stripe_type: str, obj: dict[str, Any], *, key: str | None = None, event_id: str | None = None,
-    created: int | None = None, secret: str = WEBHOOK_SECRET, sequence: int = 1,
-) -> CloudEvent:  # fmt: skip
+    stripe_type: str,
+    obj: dict[str, Any],
+    *,
+    key: str | None = None,
+    event_id: str | None = None,
+    created: int | None = None,
+    secret: str = WEBHOOK_SECRET,
+    sequence: int = 1,
+) -> CloudEvent:
     """The message webhook-ingest writes for a delivery of this event that Stripe signed with secret. The key
     is the order id (webhook-ingest uses the object's metadata, then its id)."""
     event, body = stripe_event_body(stripe_type, obj, event_id=event_id, created=created)

@@ -24,15 +24,16 @@ def staff(service: Any, *roles: str) -> dict[str, str]:
 
 
 async def live(http: httpx.AsyncClient, service: Any, order_id: str) -> dict[str, Any]:
-    r = await http.get(f"/v1/admin/orders/{order_id}/payments", params={"live": "true"},
-                       headers=staff(service, "support"))  # fmt: skip
+    r = await http.get(
+        f"/v1/admin/orders/{order_id}/payments", params={"live": "true"}, headers=staff(service, "support")
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
 
 async def test_live_view_disagrees_when_stripe_says_succeeded_and_we_still_wait_for_payment(
     service, http, checkout, events
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     order_id = str(uuid.uuid4())
     attempt = await checkout.attempt(service, order_id, 1250)
     intent = await checkout.pay(service, attempt)  # the customer paid; the webhook has not come
@@ -47,10 +48,14 @@ async def test_live_view_disagrees_when_stripe_says_succeeded_and_we_still_wait_
     # once the webhook is applied both sides say the same
     assert await service.deliver("provider.events.v1", events.stripe("payment_intent.succeeded", intent)) == "applied"
     [view] = (await live(http, service, order_id))["attempts"]
-    assert (view["state"], view["provider_live"]["status"], view["provider_live_agrees"]) == ("succeeded", "succeeded", True)
+    assert (view["state"], view["provider_live"]["status"], view["provider_live_agrees"]) == (
+        "succeeded",
+        "succeeded",
+        True,
+    )
 
 
-async def test_without_live_nothing_is_asked_of_stripe(service, http, checkout) -> None:  # type: ignore[no-untyped-def]
+async def test_without_live_nothing_is_asked_of_stripe(service, http, checkout) -> None:
     order_id = str(uuid.uuid4())
     await checkout.attempt(service, order_id, 900)
     r = await http.get(f"/v1/admin/orders/{order_id}/payments", headers=staff(service, "finance"))
@@ -61,7 +66,7 @@ async def test_without_live_nothing_is_asked_of_stripe(service, http, checkout) 
 
 async def test_a_provider_failure_for_one_attempt_is_shown_on_that_attempt_and_the_page_still_answers(
     faulty_service, faults, checkout, browser
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     service = faulty_service
     order_id = str(uuid.uuid4())
     first = await checkout.attempt(service, order_id, 700)
@@ -88,7 +93,7 @@ async def one_fetch_service(settings) -> AsyncIterator[Any]:
     await app.state.gateway.aclose()
 
 
-async def test_only_the_newest_attempts_are_fetched_live(service, one_fetch_service, checkout, browser) -> None:  # type: ignore[no-untyped-def]
+async def test_only_the_newest_attempts_are_fetched_live(service, one_fetch_service, checkout, browser) -> None:
     order_id = str(uuid.uuid4())
     older = await checkout.attempt(service, order_id, 300)
     await browser.pay(older.provider_intent_id, CARD_DECLINED)
@@ -98,26 +103,35 @@ async def test_only_the_newest_attempts_are_fetched_live(service, one_fetch_serv
         attempts = {a["attempt_id"]: a for a in (await live(http, service, order_id))["attempts"]}
 
     assert attempts[str(newer.id)]["provider_live"]["status"] == "requires_payment_method"
-    assert attempts[str(older.id)]["provider_live"] == {"error": "not fetched: only the newest 1 attempts are fetched live"}
+    assert attempts[str(older.id)]["provider_live"] == {
+        "error": "not fetched: only the newest 1 attempts are fetched live"
+    }
 
 
-async def test_lookup_by_an_abandoned_attempts_intent_id_finds_its_order(service, http, checkout, browser, events) -> None:  # type: ignore[no-untyped-def]
+async def test_lookup_by_an_abandoned_attempts_intent_id_finds_its_order(
+    service, http, checkout, browser, events
+) -> None:
     order_id = str(uuid.uuid4())
     declined = await checkout.attempt(service, order_id, 4200)
     intent = await browser.pay(declined.provider_intent_id, CARD_DECLINED)
-    assert await service.deliver("provider.events.v1", events.stripe("payment_intent.payment_failed", intent)) == "applied"
+    assert (
+        await service.deliver("provider.events.v1", events.stripe("payment_intent.payment_failed", intent)) == "applied"
+    )
     # the customer gave up on that card: the order asked for a new attempt, the first one stays failed
     await checkout.attempt(service, order_id, 4200)
 
-    r = await http.get("/v1/admin/payments", params={"provider_intent_id": declined.provider_intent_id},
-                       headers=staff(service, "support"))  # fmt: skip
+    r = await http.get(
+        "/v1/admin/payments",
+        params={"provider_intent_id": declined.provider_intent_id},
+        headers=staff(service, "support"),
+    )
     assert r.status_code == 200, r.text
     [found] = r.json()["payments"]
     assert (found["order_id"], found["attempt_id"], found["state"]) == (order_id, str(declined.id), "failed")
     assert found["payment_intent_id"] == declined.provider_intent_id and found["amount"] == 4200
 
 
-async def test_lookup_of_an_intent_we_never_created_finds_nothing_and_is_for_staff_only(service, http) -> None:  # type: ignore[no-untyped-def]
+async def test_lookup_of_an_intent_we_never_created_finds_nothing_and_is_for_staff_only(service, http) -> None:
     url = "/v1/admin/payments"
     r = await http.get(url, params={"provider_intent_id": "pi_unknown"}, headers=staff(service, "finance"))
     assert (r.status_code, r.json()) == (200, {"payments": []})

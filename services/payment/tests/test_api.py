@@ -14,7 +14,7 @@ def session_url(order_id: str) -> str:
     return f"/internal/v1/orders/{order_id}/payment-session"
 
 
-def internal_credential(service) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def internal_credential(service) -> dict[str, str]:
     return {"Authorization": "Bearer " + service.settings.internal_api_tokens[0].get_secret_value()}
 
 
@@ -27,7 +27,9 @@ async def test_payment_session_needs_a_service_credential(service, internal_http
         assert r.json()["status"] == 401 and "client_secret" not in r.text
     # a staff or customer token is not a service credential, whatever its roles
     admin = issue_token(service.settings, "ops-1", ["admin", "support", "finance"])
-    assert (await internal_http.get(session_url(order_id), headers={"Authorization": f"Bearer {admin}"})).status_code == 401
+    assert (
+        await internal_http.get(session_url(order_id), headers={"Authorization": f"Bearer {admin}"})
+    ).status_code == 401
 
 
 async def test_the_internal_api_answers_only_on_its_own_port(service, http, internal_http, browser, events) -> None:
@@ -43,7 +45,9 @@ async def test_the_internal_api_answers_only_on_its_own_port(service, http, inte
     assert (await internal_http.get(f"/v1/admin/orders/{order_id}/payments")).status_code == 404
 
 
-async def test_payment_session_hands_out_the_providers_client_secret_and_stores_none(service, internal_http, browser, events) -> None:
+async def test_payment_session_hands_out_the_providers_client_secret_and_stores_none(
+    service, internal_http, browser, events
+) -> None:
     http = internal_http
     internal = internal_credential(service)
     order_id = str(uuid.uuid4())
@@ -60,9 +64,14 @@ async def test_payment_session_hands_out_the_providers_client_secret_and_stores_
     assert r.status_code == 200, r.text
     assert r.headers["cache-control"] == "no-store"
     assert r.json() == {
-        "order_id": order_id, "attempt_id": str(attempt.id), "payment_intent_id": intent.id,
-        "client_secret": intent.client_secret, "amount": 1999, "currency": "EUR", "status": "requires_payment_method",
-    }  # fmt: skip
+        "order_id": order_id,
+        "attempt_id": str(attempt.id),
+        "payment_intent_id": intent.id,
+        "client_secret": intent.client_secret,
+        "amount": 1999,
+        "currency": "EUR",
+        "status": "requires_payment_method",
+    }
     # the secret lives only at the provider: not in any of our tables, not in any event we publish
     async with service.db.engine.connect() as conn:
         dump = (
@@ -91,12 +100,18 @@ async def test_admin_payments_lists_attempts_with_their_audit_for_staff_only(ser
     assert r.status_code == 200, r.text
     [attempt] = r.json()["attempts"]
     assert (attempt["state"], attempt["amount"], attempt["currency"]) == ("requires_payment", 500, "EUR")
-    assert [(t["from"], t["to"]) for t in attempt["transitions"]] == [(None, "creating"), ("creating", "requires_payment")]
+    assert [(t["from"], t["to"]) for t in attempt["transitions"]] == [
+        (None, "creating"),
+        ("creating", "requires_payment"),
+    ]
     assert "client_secret" not in r.text
 
 
 async def test_metrics_count_attempt_outcomes_and_time_provider_calls(service, http, events) -> None:
-    assert await service.deliver(ORDER_EVENTS, events.requested(str(uuid.uuid4()), str(uuid.uuid4()), amount=700)) == "applied"
+    assert (
+        await service.deliver(ORDER_EVENTS, events.requested(str(uuid.uuid4()), str(uuid.uuid4()), amount=700))
+        == "applied"
+    )
 
     body = (await http.get("/metrics")).text
 

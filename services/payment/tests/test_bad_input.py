@@ -18,9 +18,16 @@ async def runs(service: Any) -> int:
         return int((await conn.execute(text("SELECT count(*) FROM reconciliation_runs"))).scalar_one())
 
 
-@pytest.mark.parametrize("body", [{"reason": "webhook\x00outage"}, {"reason": {"nested": "object"}},
-                                  {"reason": "x" * 501}, {"reason": "ok", "force": True}])  # fmt: skip
-async def test_a_reconciliation_note_that_cannot_be_kept_is_refused(service, http, body) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"reason": "webhook\x00outage"},
+        {"reason": {"nested": "object"}},
+        {"reason": "x" * 501},
+        {"reason": "ok", "force": True},
+    ],
+)
+async def test_a_reconciliation_note_that_cannot_be_kept_is_refused(service, http, body) -> None:
     finance = {"Authorization": f"Bearer {issue_token(service.settings, 'agent-1', ['finance'])}"}
     r = await http.post("/v1/admin/reconciliation-runs", headers=finance, json=body)
     assert r.status_code == 422, r.text
@@ -29,11 +36,12 @@ async def test_a_reconciliation_note_that_cannot_be_kept_is_refused(service, htt
     assert await runs(service) == 0
 
 
-async def test_a_body_over_the_limit_gets_413_before_a_run_starts(service, http) -> None:  # type: ignore[no-untyped-def]
+async def test_a_body_over_the_limit_gets_413_before_a_run_starts(service, http) -> None:
     finance = {"Authorization": f"Bearer {issue_token(service.settings, 'agent-1', ['finance'])}"}
     oversize = b" " * (service.settings.http_max_body_bytes + 1)
-    r = await http.post("/v1/admin/reconciliation-runs", headers={**finance, "Content-Type": "application/json"},
-                        content=oversize)  # fmt: skip
+    r = await http.post(
+        "/v1/admin/reconciliation-runs", headers={**finance, "Content-Type": "application/json"}, content=oversize
+    )
     assert r.status_code == 413, r.text
     assert r.headers["content-type"] == PROBLEM
     assert await runs(service) == 0

@@ -39,19 +39,22 @@ async def test_a_cancelled_order_leaves_no_intent_that_can_take_money(service, b
     # the request that died before Stripe, redelivered, creates nothing
     assert await service.deliver(ORDER_EVENTS, unborn_request) == "applied"
     assert {i.id for i in await browser.intents_for(order_id)} == {
-        open_attempt.provider_intent_id, declined_attempt.provider_intent_id,
-    }  # fmt: skip
+        open_attempt.provider_intent_id,
+        declined_attempt.provider_intent_id,
+    }
     rows = await service.attempts(order_id)
     assert [(r.id, r.state, r.failure_code) for r in rows] == [
-        (open_attempt.id, A.CANCELED, "order_cancelled"), (declined_attempt.id, A.CANCELED, "order_cancelled"),
+        (open_attempt.id, A.CANCELED, "order_cancelled"),
+        (declined_attempt.id, A.CANCELED, "order_cancelled"),
         (unborn.id, A.CANCELED, "order_cancelled"),
-    ]  # fmt: skip
+    ]
     emitted = await service.emitted(order_id)
     canceled = {e.data["attempt_id"]: e.data["payment_intent_id"] for e in emitted if e.type == "payment.canceled"}
     assert canceled == {
         str(open_attempt.id): open_attempt.provider_intent_id,
-        str(declined_attempt.id): declined_attempt.provider_intent_id, str(unborn.id): None,
-    }  # fmt: skip
+        str(declined_attempt.id): declined_attempt.provider_intent_id,
+        str(unborn.id): None,
+    }
 
     # the same cancellation again (a lost inbox row): nothing more happens
     await service.forget(cancelled)
@@ -75,12 +78,17 @@ async def test_a_creator_that_read_the_attempt_before_the_cancel_creates_no_inte
     assert await browser.intents_for(order_id) == []
 
 
-async def test_a_payment_that_landed_before_the_expiry_is_reported_not_cancelled(service, browser, events, checkout) -> None:
+async def test_a_payment_that_landed_before_the_expiry_is_reported_not_cancelled(
+    service, browser, events, checkout
+) -> None:
     order_id = str(uuid.uuid4())
     attempt = await checkout.attempt(service, order_id, 3100)
     paid = await checkout.pay(service, attempt)  # Stripe's webhook has not arrived yet
 
-    assert await service.deliver(ORDER_EVENTS, events.closed(order_id, "order.expired", "reservation expired")) == "applied"
+    assert (
+        await service.deliver(ORDER_EVENTS, events.closed(order_id, "order.expired", "reservation expired"))
+        == "applied"
+    )
 
     assert (await browser.retrieve(paid.id)).status == "succeeded"
     assert await browser.refunds_of(paid.id) == []
@@ -94,7 +102,9 @@ async def test_a_payment_that_landed_before_the_expiry_is_reported_not_cancelled
     assert await service.emitted(order_id) == emitted
 
 
-async def test_an_authorization_is_released_when_the_order_is_cancelled(manual_service, browser, events, checkout) -> None:
+async def test_an_authorization_is_released_when_the_order_is_cancelled(
+    manual_service, browser, events, checkout
+) -> None:
     order_id = str(uuid.uuid4())
     attempt = await checkout.attempt(manual_service, order_id, 4500)
     held = await checkout.pay(manual_service, attempt, "payment_intent.amount_capturable_updated")
@@ -107,8 +117,10 @@ async def test_an_authorization_is_released_when_the_order_is_cancelled(manual_s
     assert await browser.refunds_of(held.id) == []  # nothing was ever taken, so nothing needs refunding
     assert [r.state for r in await manual_service.attempts(order_id)] == [A.CANCELED]
     assert [e.type for e in await manual_service.emitted(order_id)] == [
-        "payment.intent_created", "payment.authorized", "payment.canceled",
-    ]  # fmt: skip
+        "payment.intent_created",
+        "payment.authorized",
+        "payment.canceled",
+    ]
 
 
 async def test_an_intent_cancelled_before_it_was_announced_is_never_handed_out(service, http, browser, events) -> None:
@@ -128,6 +140,10 @@ async def test_an_intent_cancelled_before_it_was_announced_is_never_handed_out(s
     assert row.state == A.CANCELED
     internal = {"Authorization": "Bearer " + service.settings.internal_api_tokens[0].get_secret_value()}
     transport = httpx.ASGITransport(app=service.app)
-    async with httpx.AsyncClient(transport=transport, base_url=f"http://payment:{service.settings.internal_http_port}") as client:
-        assert (await client.get(f"/internal/v1/orders/{order_id}/payment-session", headers=internal)).status_code == 404
+    async with httpx.AsyncClient(
+        transport=transport, base_url=f"http://payment:{service.settings.internal_http_port}"
+    ) as client:
+        assert (
+            await client.get(f"/internal/v1/orders/{order_id}/payment-session", headers=internal)
+        ).status_code == 404
     assert [e.type for e in await service.emitted(order_id)] == ["payment.canceled"]

@@ -15,7 +15,7 @@ def captures_counted(outcome: str) -> float:
     return REGISTRY.get_sample_value("handshake_payment_captures_total", {"outcome": outcome}) or 0.0
 
 
-async def authorized(service, checkout, amount: int):  # type: ignore[no-untyped-def]
+async def authorized(service, checkout, amount: int):
     order_id = str(uuid.uuid4())
     attempt = await checkout.attempt(service, order_id, amount)
     held = await checkout.pay(service, attempt, "payment_intent.amount_capturable_updated")
@@ -25,7 +25,9 @@ async def authorized(service, checkout, amount: int):  # type: ignore[no-untyped
     return order_id, attempt, held
 
 
-async def test_an_authorization_is_captured_once_on_the_orders_request(manual_service, browser, events, checkout) -> None:
+async def test_an_authorization_is_captured_once_on_the_orders_request(
+    manual_service, browser, events, checkout
+) -> None:
     order_id, attempt, held = await authorized(manual_service, checkout, 8800)
     assert held.capture_method == "manual"
     [announced_hold] = [e for e in await manual_service.emitted(order_id) if e.type == "payment.authorized"]
@@ -45,14 +47,18 @@ async def test_an_authorization_is_captured_once_on_the_orders_request(manual_se
     assert (emitted[2].data["amount"], emitted[2].data["attempt_id"]) == (8800, str(attempt.id))
 
     # Stripe's payment_intent.succeeded after the capture, and the request redelivered: nothing twice
-    assert await manual_service.deliver(PROVIDER_EVENTS, events.stripe("payment_intent.succeeded", captured)) == "applied"
+    assert (
+        await manual_service.deliver(PROVIDER_EVENTS, events.stripe("payment_intent.succeeded", captured)) == "applied"
+    )
     await manual_service.forget(request)
     assert await manual_service.deliver(ORDER_EVENTS, request) == "applied"
     assert await manual_service.emitted(order_id) == emitted
     assert await manual_service.audit(attempt.id) == [
-        (None, "creating"), ("creating", "requires_payment"), ("requires_payment", "authorized"),
+        (None, "creating"),
+        ("creating", "requires_payment"),
+        ("requires_payment", "authorized"),
         ("authorized", "succeeded"),
-    ]  # fmt: skip
+    ]
 
 
 async def test_a_refused_capture_releases_the_authorization(manual_service, browser, events, checkout) -> None:
@@ -66,8 +72,10 @@ async def test_a_refused_capture_releases_the_authorization(manual_service, brow
     assert (row.state, row.amount_captured) == (A.CAPTURE_FAILED, None)
     failed = (await manual_service.emitted(order_id))[-1]
     assert (failed.type, failed.data["attempt_id"], failed.data["payment_intent_id"]) == (
-        "payment.capture_failed", str(attempt.id), held.id,
-    )  # fmt: skip
+        "payment.capture_failed",
+        str(attempt.id),
+        held.id,
+    )
     assert "payment.succeeded" not in [e.type for e in await manual_service.emitted(order_id)]
 
 
@@ -94,7 +102,10 @@ async def test_a_partial_capture_bounds_later_refunds(manual_service, browser, e
 
     [row] = await manual_service.attempts(order_id)
     assert (row.state, row.amount_captured) == (A.SUCCEEDED, 6000)
-    assert [(r.amount, r.state) for r in await manual_service.refunds(order_id)] == [(6500, "failed"), (6000, "succeeded")]
+    assert [(r.amount, r.state) for r in await manual_service.refunds(order_id)] == [
+        (6500, "failed"),
+        (6000, "succeeded"),
+    ]
     # the emulator books the uncaptured 4000 as a refund of its own (no metadata); ours is the one tagged
     ours = [r for r in await browser.refunds_of(held.id) if r.metadata.to_dict().get("order_id") == order_id]
     assert [r.amount for r in ours] == [6000]

@@ -5,26 +5,34 @@ from __future__ import annotations
 
 import uuid
 
+from payment_test_provider_signing import forwarded  # loaded by conftest
 from prometheus_client import REGISTRY
 
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_shared.events import PROVIDER_EVENTS
-from payment_test_provider_signing import forwarded  # loaded by conftest
 
 
-def dispute_event(intent_id: str, order_id: str | None, amount: int, charge: str | None = None):  # type: ignore[no-untyped-def]
+def dispute_event(intent_id: str, order_id: str | None, amount: int, charge: str | None = None):
     dispute = {
-        "id": "dp_" + uuid.uuid4().hex[:14], "object": "dispute", "charge": charge or "ch_" + uuid.uuid4().hex[:14],
-        "payment_intent": intent_id, "amount": amount, "currency": "eur", "reason": "fraudulent",
+        "id": "dp_" + uuid.uuid4().hex[:14],
+        "object": "dispute",
+        "charge": charge or "ch_" + uuid.uuid4().hex[:14],
+        "payment_intent": intent_id,
+        "amount": amount,
+        "currency": "eur",
+        "reason": "fraudulent",
         "status": "needs_response",
-    }  # fmt: skip
+    }
     return forwarded("charge.dispute.created", dispute, key=order_id or str(uuid.uuid4()), sequence=2), dispute
 
 
 def disputes(outcome: str) -> float:
-    return REGISTRY.get_sample_value(
-        "handshake_payment_disputes_total", {"type": "charge.dispute.created", "outcome": outcome}
-    ) or 0.0
+    return (
+        REGISTRY.get_sample_value(
+            "handshake_payment_disputes_total", {"type": "charge.dispute.created", "outcome": outcome}
+        )
+        or 0.0
+    )
 
 
 async def test_a_dispute_of_a_paid_intent_is_announced_once(service, browser, checkout) -> None:
@@ -38,10 +46,15 @@ async def test_a_dispute_of_a_paid_intent_is_announced_once(service, browser, ch
     emitted = await service.emitted(order_id)
     assert [e.type for e in emitted] == ["payment.intent_created", "payment.succeeded", "payment.disputed"]
     assert emitted[-1].data == {
-        "order_id": order_id, "attempt_id": str(attempt.id), "payment_intent_id": paid.id,
-        "dispute_id": dispute["id"], "amount": 6600, "currency": "EUR", "reason": "fraudulent",
+        "order_id": order_id,
+        "attempt_id": str(attempt.id),
+        "payment_intent_id": paid.id,
+        "dispute_id": dispute["id"],
+        "amount": 6600,
+        "currency": "EUR",
+        "reason": "fraudulent",
         "status": "needs_response",
-    }  # fmt: skip
+    }
     # a fact about the charge, not an attempt transition; no money moved by us
     assert (await service.attempts(order_id))[0].state == A.SUCCEEDED
     assert await browser.refunds_of(paid.id) == []

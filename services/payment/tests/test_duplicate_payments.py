@@ -34,19 +34,40 @@ async def test_two_paid_attempts_of_one_order_leave_exactly_one_capture(service,
     assert (rows[first.id].state, rows[first.id].duplicate_of) == (A.SUCCEEDED, None)
     assert (rows[second.id].state, rows[second.id].duplicate_of) == (A.SUCCEEDED, first.id)
     [refund] = await service.refunds(order_id)
-    assert (refund.attempt_id, refund.amount, refund.state, refund.automatic, refund.reason, refund.provider_refund_id) == (
-        second.id, 5000, "succeeded", True, "duplicate_capture", given_back.id,
-    )  # fmt: skip
+    assert (
+        refund.attempt_id,
+        refund.amount,
+        refund.state,
+        refund.automatic,
+        refund.reason,
+        refund.provider_refund_id,
+    ) == (
+        second.id,
+        5000,
+        "succeeded",
+        True,
+        "duplicate_capture",
+        given_back.id,
+    )
     emitted = await service.emitted(order_id)
     assert [e.type for e in emitted] == [
-        "payment.intent_created", "payment.intent_created", "payment.succeeded", "payment.refunded",
-    ]  # fmt: skip
+        "payment.intent_created",
+        "payment.intent_created",
+        "payment.succeeded",
+        "payment.refunded",
+    ]
     assert emitted[2].data["attempt_id"] == str(first.id)
     assert emitted[3].data == {
-        "order_id": order_id, "refund_id": str(refund.id), "attempt_id": str(second.id),
-        "payment_intent_id": paid_second.id, "provider_refund_id": given_back.id, "amount": 5000, "currency": "EUR",
-        "reason": "duplicate_capture", "automatic": True,
-    }  # fmt: skip
+        "order_id": order_id,
+        "refund_id": str(refund.id),
+        "attempt_id": str(second.id),
+        "payment_intent_id": paid_second.id,
+        "provider_refund_id": given_back.id,
+        "amount": 5000,
+        "currency": "EUR",
+        "reason": "duplicate_capture",
+        "automatic": True,
+    }
 
 
 async def test_two_successes_applied_at_once_still_keep_one(service, browser, events, checkout) -> None:
@@ -83,10 +104,13 @@ async def test_a_second_authorization_is_released_not_announced(manual_service, 
     rows = {r.id: r for r in await manual_service.attempts(order_id)}
     assert rows[first.id].state == A.AUTHORIZED
     assert (rows[second.id].state, rows[second.id].duplicate_of, rows[second.id].failure_code) == (
-        A.CANCELED, first.id, "duplicate_authorization",
-    )  # fmt: skip
+        A.CANCELED,
+        first.id,
+        "duplicate_authorization",
+    )
     assert await manual_service.refunds(order_id) == []  # nothing was taken, so nothing is refunded
     emitted = await manual_service.emitted(order_id)
     assert [(e.type, e.data["attempt_id"]) for e in emitted[2:]] == [
-        ("payment.authorized", str(first.id)), ("payment.canceled", str(second.id)),
-    ]  # fmt: skip
+        ("payment.authorized", str(first.id)),
+        ("payment.canceled", str(second.id)),
+    ]

@@ -13,19 +13,19 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from payment_test_provider_signing import WEBHOOK_SECRET, forwarded, sign, stripe_event_body  # loaded by conftest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
+from handshake_devstack.broker import EmbeddedBroker
+from handshake_devstack.processes import free_port
+from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings, serve_in_process
 from handshake_payment.app import create_app
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_shared.consumer import InfrastructureUnavailable
 from handshake_shared.envelope import CloudEvent, build_event
 from handshake_shared.events import PAYMENT_EVENTS, PROVIDER_EVENTS, dlq_topic
 from handshake_shared.events.provider import ProviderStripeEvent, seal_delivery
-from handshake_devstack.broker import EmbeddedBroker
-from handshake_devstack.processes import free_port
-from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings, serve_in_process
-from payment_test_provider_signing import WEBHOOK_SECRET, forwarded, sign, stripe_event_body  # loaded by conftest
 
 CARD_OK = "4242424242424242"
 CONSUMER = "payment.provider-events"
@@ -40,9 +40,12 @@ def plain_message(stripe_type: str, obj: dict[str, Any], *, event_id: str | None
     event, _ = stripe_event_body(stripe_type, obj, event_id=event_id)
     payload = ProviderStripeEvent.of(event)
     return build_event(
-        service="webhook-ingest", type="provider.stripe.event", order_id=payload.order_id or payload.provider_event_id,
-        sequence=1, data=payload,
-    )  # fmt: skip
+        service="webhook-ingest",
+        type="provider.stripe.event",
+        order_id=payload.order_id or payload.provider_event_id,
+        sequence=1,
+        data=payload,
+    )
 
 
 def claimed_success(intent: Any) -> dict[str, Any]:
@@ -50,7 +53,7 @@ def claimed_success(intent: Any) -> dict[str, Any]:
     return {**intent.to_dict(for_json=True), "status": "succeeded", "amount_received": intent.amount}
 
 
-async def provider_success_event(browser, intent: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+async def provider_success_event(browser, intent: Any) -> dict[str, Any]:
     """The emulator's own payment_intent.succeeded for this intent, as the events list (the gap scan's
     source) returns it: plain JSON."""
     params: dict[str, Any] = {"type": "payment_intent.succeeded", "limit": 100, "created": {"gte": intent.created - 5}}
@@ -66,31 +69,36 @@ async def provider_success_event(browser, intent: Any) -> dict[str, Any]:  # typ
 def gap_scan_message(provider_event: dict[str, Any], order_id: str) -> CloudEvent:
     """provider.stripe.event as webhook-ingest forwards an event its gap scan fetched: no signature exists."""
     return build_event(
-        service="webhook-ingest", type="provider.stripe.event", order_id=order_id, sequence=1,
+        service="webhook-ingest",
+        type="provider.stripe.event",
+        order_id=order_id,
+        sequence=1,
         data=ProviderStripeEvent.of(provider_event),
     )
 
 
-async def rows(service, sql: str, **params: Any) -> list[Any]:  # type: ignore[no-untyped-def]
+async def rows(service, sql: str, **params: Any) -> list[Any]:
     async with service.db.engine.connect() as conn:
         return list((await conn.execute(text(sql), params)).all())
 
 
-async def dead_letter(service, event: CloudEvent) -> Any:  # type: ignore[no-untyped-def]
+async def dead_letter(service, event: CloudEvent) -> Any:
     found = await rows(
         service, "SELECT consumer, topic, event_type, error FROM dead_letters WHERE event_id = :id", id=str(event.id)
     )
     return found[0] if found else None
 
 
-async def dlq_messages(service, event: CloudEvent) -> list[Any]:  # type: ignore[no-untyped-def]
+async def dlq_messages(service, event: CloudEvent) -> list[Any]:
     return await rows(
-        service, "SELECT payload, published_at FROM outbox WHERE topic = :t AND payload = :p",
-        t=dlq_topic(PROVIDER_EVENTS), p=event.to_bytes(),
-    )  # fmt: skip
+        service,
+        "SELECT payload, published_at FROM outbox WHERE topic = :t AND payload = :p",
+        t=dlq_topic(PROVIDER_EVENTS),
+        p=event.to_bytes(),
+    )
 
 
-async def unchanged(service, order_id: str, attempt: Any) -> None:  # type: ignore[no-untyped-def]
+async def unchanged(service, order_id: str, attempt: Any) -> None:
     """No attempt state change, no new transition, nothing announced but the intent."""
     [now] = await service.attempts(order_id)
     assert (now.state, now.provider_intent_id) == (A.REQUIRES_PAYMENT, attempt.provider_intent_id)
@@ -98,12 +106,14 @@ async def unchanged(service, order_id: str, attempt: Any) -> None:  # type: igno
     assert await payment_facts(service, order_id) == ["payment.intent_created"]
 
 
-async def payment_facts(service, order_id: str) -> list[str]:  # type: ignore[no-untyped-def]
+async def payment_facts(service, order_id: str) -> list[str]:
     """What payment.events.v1 says (or will say) about the order: what the order service would act on."""
     found = await rows(
-        service, "SELECT event_type FROM outbox WHERE topic = :t AND message_key = :k ORDER BY id",
-        t=PAYMENT_EVENTS, k=order_id,
-    )  # fmt: skip
+        service,
+        "SELECT event_type FROM outbox WHERE topic = :t AND message_key = :k ORDER BY id",
+        t=PAYMENT_EVENTS,
+        k=order_id,
+    )
     return [r.event_type for r in found]
 
 
@@ -113,7 +123,7 @@ async def publish(producer: AIOKafkaProducer, event: CloudEvent) -> None:
 
 
 @pytest.fixture
-def own_broker(tmp_path) -> Iterator[EmbeddedBroker]:  # type: ignore[no-untyped-def]
+def own_broker(tmp_path) -> Iterator[EmbeddedBroker]:
     """A broker of this test's own: on the session's broker the service would also read (and refuse, and
     count) every unsigned provider event earlier tests left on the topic, so the count could not be exact."""
     broker = EmbeddedBroker(free_port(), log_dir=tmp_path)
@@ -142,8 +152,10 @@ async def test_a_success_put_on_the_topic_by_a_plain_producer_is_refused_dead_le
 
             letter = await eventually(lambda: dead_letter(service, forged))
             assert (letter.consumer, letter.topic, letter.event_type) == (
-                CONSUMER, PROVIDER_EVENTS, "provider.stripe.event",
-            )  # fmt: skip
+                CONSUMER,
+                PROVIDER_EVENTS,
+                "provider.stripe.event",
+            )
             assert "unknown_at_provider" in letter.error
             # forwarded to provider.events.v1.dlq through the outbox, and published there
             [dlq] = await eventually(lambda: _published(service, forged))
@@ -165,7 +177,7 @@ async def test_a_success_put_on_the_topic_by_a_plain_producer_is_refused_dead_le
     assert (await service.emitted(order_id))[-1].data["amount"] == 5400
 
 
-async def _published(service, event: CloudEvent) -> list[Any]:  # type: ignore[no-untyped-def]
+async def _published(service, event: CloudEvent) -> list[Any]:
     return [m for m in await dlq_messages(service, event) if m.published_at is not None]
 
 
@@ -223,11 +235,17 @@ async def test_fields_written_beside_a_genuine_proof_are_never_applied(service, 
     attempt = await checkout.attempt(service, order_id, 2300)
     intent = await browser.retrieve(attempt.provider_intent_id)
     genuine = forwarded("payment_intent.created", intent.to_dict(for_json=True), key=order_id)
-    rewritten = genuine.model_copy(update={
-        "id": uuid.uuid4(),
-        "data": {**genuine.data, "provider_type": "payment_intent.succeeded", "status": "succeeded",
-                 "object": claimed_success(intent)},
-    })  # fmt: skip
+    rewritten = genuine.model_copy(
+        update={
+            "id": uuid.uuid4(),
+            "data": {
+                **genuine.data,
+                "provider_type": "payment_intent.succeeded",
+                "status": "succeeded",
+                "object": claimed_success(intent),
+            },
+        }
+    )
 
     assert await service.deliver(PROVIDER_EVENTS, rewritten) == "applied"
 

@@ -40,7 +40,7 @@ async def patient(settings) -> AsyncIterator[httpx.AsyncClient]:
     order. Its reconciler is `patient.reconciler`."""
     app = create_app(settings.model_copy(update={"reconciliation_pending_after_seconds": 3600}))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://payment") as http:
-        http.reconciler = app.state.reconciler  # type: ignore[attr-defined]
+        http.reconciler = app.state.reconciler
         yield http
     await app.state.runtime.db.dispose()
     await app.state.gateway.aclose()
@@ -52,7 +52,7 @@ def url(order_id: str) -> str:
 
 async def test_reconciling_one_order_applies_its_fresh_payment_and_leaves_other_orders_alone(
     service, patient, checkout, browser
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     asked, other = str(uuid.uuid4()), str(uuid.uuid4())
     for order_id in (asked, other):
         attempt = await checkout.attempt(service, order_id, 2500)
@@ -60,13 +60,20 @@ async def test_reconciling_one_order_applies_its_fresh_payment_and_leaves_other_
     # a scheduled run leaves both alone: they have not waited long enough
     assert (await patient.reconciler.run_once(trigger="scheduled"))["checked"] == 0
 
-    r = await patient.post(url(asked), json={"reason": "customer says they paid"},
-                           headers=staff(service.settings, "agent-7", "support", key="form-1"))  # fmt: skip
+    r = await patient.post(
+        url(asked),
+        json={"reason": "customer says they paid"},
+        headers=staff(service.settings, "agent-7", "support", key="form-1"),
+    )
 
     assert r.status_code == 201, r.text
     run = r.json()
     assert (run["trigger"], run["order_id"], run["requested_by"], run["note"]) == (
-        "manual-order", asked, "agent-7", "customer says they paid")
+        "manual-order",
+        asked,
+        "agent-7",
+        "customer says they paid",
+    )
     assert (run["checked"], run["repaired"], run["flagged"], run["errors"]) == (1, 1, 0, 0)
     assert run["finished_at"] is not None
     assert (await service.attempts(asked))[0].state == A.SUCCEEDED
@@ -74,7 +81,9 @@ async def test_reconciling_one_order_applies_its_fresh_payment_and_leaves_other_
     assert (await service.attempts(other))[0].state == A.REQUIRES_PAYMENT
 
 
-async def test_reconciling_one_order_twice_with_the_same_key_records_one_run(service, patient, checkout, browser) -> None:  # type: ignore[no-untyped-def]
+async def test_reconciling_one_order_twice_with_the_same_key_records_one_run(
+    service, patient, checkout, browser
+) -> None:
     order_id = str(uuid.uuid4())
     attempt = await checkout.attempt(service, order_id, 900)
     await browser.pay(attempt.provider_intent_id, CARD_OK)
@@ -91,27 +100,31 @@ async def test_reconciling_one_order_twice_with_the_same_key_records_one_run(ser
     other = await patient.post(url(order_id), json={"reason": "something else"}, headers=finance)
     assert other.status_code == 422 and other.json()["type"].endswith("/idempotency-key-reused")
     # a new form (a new key) is a new request
-    fresh = await patient.post(url(order_id), json={"reason": "stuck order"},
-                               headers=staff(service.settings, "agent-3", "finance", key="form-43"))  # fmt: skip
+    fresh = await patient.post(
+        url(order_id),
+        json={"reason": "stuck order"},
+        headers=staff(service.settings, "agent-3", "finance", key="form-43"),
+    )
     assert fresh.status_code == 201 and fresh.json()["run_id"] != first.json()["run_id"]
     assert await runs_of(service, order_id) == 2
 
 
-async def test_a_double_click_runs_one_reconciliation(service, patient, checkout, browser) -> None:  # type: ignore[no-untyped-def]
+async def test_a_double_click_runs_one_reconciliation(service, patient, checkout, browser) -> None:
     order_id = str(uuid.uuid4())
     attempt = await checkout.attempt(service, order_id, 900)
     await browser.pay(attempt.provider_intent_id, CARD_OK)
     headers = staff(service.settings, "agent-3", "admin", key="form-7")
 
-    answers = await asyncio.gather(*(patient.post(url(order_id), json={"reason": "double click"}, headers=headers)
-                                     for _ in range(2)))  # fmt: skip
+    answers = await asyncio.gather(
+        *(patient.post(url(order_id), json={"reason": "double click"}, headers=headers) for _ in range(2))
+    )
 
     assert sorted(a.status_code for a in answers) in ([201, 201], [201, 409])
     assert await runs_of(service, order_id) == 1
     assert [e.type for e in await service.emitted(order_id)].count("payment.succeeded") == 1
 
 
-async def test_runs_that_touched_an_order_are_listed_for_it(service, http, checkout, browser) -> None:  # type: ignore[no-untyped-def]
+async def test_runs_that_touched_an_order_are_listed_for_it(service, http, checkout, browser) -> None:
     repaired, asked, untouched = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
     attempt = await checkout.attempt(service, repaired, 700)
     await browser.pay(attempt.provider_intent_id, CARD_OK)
@@ -119,7 +132,9 @@ async def test_runs_that_touched_an_order_are_listed_for_it(service, http, check
     await checkout.attempt(service, asked, 800)
     await checkout.attempt(service, untouched, 800)
     support = staff(service.settings, "agent-7", "support")
-    manual = (await http.post(url(asked), json={"reason": "looking"}, headers={**support, "Idempotency-Key": "k1"})).json()
+    manual = (
+        await http.post(url(asked), json={"reason": "looking"}, headers={**support, "Idempotency-Key": "k1"})
+    ).json()
     # a later run over everything that finds nothing to repair did not touch any of them
     await service.app.state.reconciler.run_once(trigger="scheduled")
 
@@ -134,7 +149,7 @@ async def test_runs_that_touched_an_order_are_listed_for_it(service, http, check
     assert (await http.get("/v1/admin/reconciliation-runs", headers=support)).status_code == 403
 
 
-async def test_order_reconciliation_is_for_staff_and_refuses_what_it_cannot_keep(service, http) -> None:  # type: ignore[no-untyped-def]
+async def test_order_reconciliation_is_for_staff_and_refuses_what_it_cannot_keep(service, http) -> None:
     order_id = str(uuid.uuid4())
     body = {"reason": "stuck order"}
     support = staff(service.settings, "agent-7", "support")
@@ -152,6 +167,10 @@ async def test_order_reconciliation_is_for_staff_and_refuses_what_it_cannot_keep
         problem(await http.post(url(order_id), json=bad, headers={**support, "Idempotency-Key": "k"}), 422)
     problem(await http.post(url("not-an-order"), json=body, headers={**support, "Idempotency-Key": "k"}), 404)
     problem(await http.get("/v1/admin/reconciliation-runs", params={"order_id": "x\x01"}, headers=support), 422)
-    problem(await http.get("/v1/admin/reconciliation-runs", params={"limit": 501},
-                           headers=staff(service.settings, "a", "admin")), 422)  # fmt: skip
+    problem(
+        await http.get(
+            "/v1/admin/reconciliation-runs", params={"limit": 501}, headers=staff(service.settings, "a", "admin")
+        ),
+        422,
+    )
     assert await runs_of(service, order_id) == 0

@@ -23,15 +23,22 @@ async def test_a_payment_request_creates_one_attempt_and_one_matching_intent(ser
     [intent] = await browser.intents_for(order_id)
     assert (intent.amount, intent.currency) == (4321, "eur")
     assert intent.metadata.to_dict() == {"order_id": order_id, "attempt_id": str(attempt.id)}
-    assert (attempt.request_id, attempt.state, attempt.provider_intent_id) == (request_id, A.REQUIRES_PAYMENT, intent.id)
+    assert (attempt.request_id, attempt.state, attempt.provider_intent_id) == (
+        request_id,
+        A.REQUIRES_PAYMENT,
+        intent.id,
+    )
     assert await service.audit(attempt.id) == [(None, "creating"), ("creating", "requires_payment")]
     [announced] = await service.emitted(order_id)
     assert announced.type == "payment.intent_created"
     assert announced.causationid == str(event.id)
     assert announced.data == {
-        "order_id": order_id, "attempt_id": str(attempt.id), "payment_intent_id": intent.id, "amount": 4321,
+        "order_id": order_id,
+        "attempt_id": str(attempt.id),
+        "payment_intent_id": intent.id,
+        "amount": 4321,
         "currency": "EUR",
-    }  # fmt: skip
+    }
 
 
 async def test_redelivered_and_replayed_requests_never_create_a_second_intent(service, browser, events) -> None:
@@ -63,7 +70,9 @@ async def test_concurrent_deliveries_of_one_request_create_one_intent(service, b
     assert [e.type for e in await service.emitted(order_id)] == ["payment.intent_created"]
 
 
-async def test_recovery_point_1_a_crash_after_the_attempt_resumes_with_the_same_attempt(service, browser, events) -> None:
+async def test_recovery_point_1_a_crash_after_the_attempt_resumes_with_the_same_attempt(
+    service, browser, events
+) -> None:
     order_id, request_id = str(uuid.uuid4()), str(uuid.uuid4())
     event = events.requested(order_id, request_id, amount=2500)
     # phase 1 committed, then the process died before calling Stripe

@@ -9,11 +9,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 
+from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings, serve_in_process
 from handshake_payment.app import create_app
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_shared.envelope import CloudEvent, parse_event
 from handshake_shared.events import ORDER_EVENTS, PAYMENT_EVENTS, PROVIDER_EVENTS
-from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings, serve_in_process
 
 CARD_OK = "4242424242424242"
 # localstripe declines a PaymentIntent charge only for 4000000000000341 and two 3-D Secure numbers; Stripe's
@@ -27,8 +27,12 @@ async def publish(producer: AIOKafkaProducer, topic: str, event: CloudEvent) -> 
     await producer.send_and_wait(topic, event.to_bytes(), key=event.subject.encode(), headers=headers)
 
 
-async def published(bootstrap: str, topic: str, order_id: str, types: set[str], timeout: float = 10.0) -> list[CloudEvent]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+async def published(
+    bootstrap: str, topic: str, order_id: str, types: set[str], timeout: float = 10.0
+) -> list[CloudEvent]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     found: list[CloudEvent] = []
     try:
@@ -41,7 +45,9 @@ async def published(bootstrap: str, topic: str, order_id: str, types: set[str], 
     return found
 
 
-async def test_a_browser_payment_through_the_broker_succeeds_the_attempt_exactly_once(service, browser, events, stack) -> None:
+async def test_a_browser_payment_through_the_broker_succeeds_the_attempt_exactly_once(
+    service, browser, events, stack
+) -> None:
     bootstrap = stack.broker.bootstrap_servers
     order_id = str(uuid.uuid4())
     # its own consumer groups and a short session: joining a group another test just left waits less
@@ -79,28 +85,37 @@ async def test_a_browser_payment_through_the_broker_succeeds_the_attempt_exactly
                     return row.first() is not None
 
             await eventually(again_handled)
-            on_topic = await published(bootstrap, PAYMENT_EVENTS, order_id, {"payment.intent_created", "payment.succeeded"})
+            on_topic = await published(
+                bootstrap, PAYMENT_EVENTS, order_id, {"payment.intent_created", "payment.succeeded"}
+            )
     finally:
         await producer.stop()
 
     [attempt] = await service.attempts(order_id)
     assert attempt.state == A.SUCCEEDED
     assert await service.audit(attempt.id) == [
-        (None, "creating"), ("creating", "requires_payment"), ("requires_payment", "succeeded"),
-    ]  # fmt: skip
+        (None, "creating"),
+        ("creating", "requires_payment"),
+        ("requires_payment", "succeeded"),
+    ]
     outbox = await service.emitted(order_id)
     assert [e.type for e in outbox] == ["payment.intent_created", "payment.succeeded"]
     assert outbox[1].data == {
-        "order_id": order_id, "attempt_id": str(attempt.id), "payment_intent_id": paid.id, "amount": paid.amount,
+        "order_id": order_id,
+        "attempt_id": str(attempt.id),
+        "payment_intent_id": paid.id,
+        "amount": paid.amount,
         "currency": "EUR",
-    }  # fmt: skip
+    }
     assert paid.amount == 7450
     # the relay published both, in order, keyed by the order
     assert [e.type for e in on_topic] == ["payment.intent_created", "payment.succeeded"]
 
 
-async def requested_and_created(service, events, order_id: str, amount: int = 3000) -> Any:  # type: ignore[no-untyped-def]
-    assert await service.deliver(ORDER_EVENTS, events.requested(order_id, str(uuid.uuid4()), amount=amount)) == "applied"
+async def requested_and_created(service, events, order_id: str, amount: int = 3000) -> Any:
+    assert (
+        await service.deliver(ORDER_EVENTS, events.requested(order_id, str(uuid.uuid4()), amount=amount)) == "applied"
+    )
     [attempt] = await service.attempts(order_id)
     return attempt
 
@@ -135,8 +150,10 @@ async def test_a_retry_with_another_card_after_a_decline_is_recorded_as_paid(ser
 
     assert (await service.attempts(order_id))[0].state == A.SUCCEEDED
     assert [e.type for e in await service.emitted(order_id)] == [
-        "payment.intent_created", "payment.failed", "payment.succeeded",
-    ]  # fmt: skip
+        "payment.intent_created",
+        "payment.failed",
+        "payment.succeeded",
+    ]
 
 
 async def test_a_late_decline_never_unpays_a_succeeded_attempt(service, browser, events) -> None:
@@ -144,10 +161,15 @@ async def test_a_late_decline_never_unpays_a_succeeded_attempt(service, browser,
     attempt = await requested_and_created(service, events, order_id)
     paid = await browser.pay(attempt.provider_intent_id, CARD_OK)
     await service.deliver(PROVIDER_EVENTS, events.stripe("payment_intent.succeeded", paid))
-    stale = {**paid.to_dict(), "status": "requires_payment_method",
-             "last_payment_error": {"code": "card_declined", "message": "late"}}  # fmt: skip
+    stale = {
+        **paid.to_dict(),
+        "status": "requires_payment_method",
+        "last_payment_error": {"code": "card_declined", "message": "late"},
+    }
 
-    assert await service.deliver(PROVIDER_EVENTS, events.stripe("payment_intent.payment_failed", _Obj(stale))) == "applied"
+    assert (
+        await service.deliver(PROVIDER_EVENTS, events.stripe("payment_intent.payment_failed", _Obj(stale))) == "applied"
+    )
 
     assert (await service.attempts(order_id))[0].state == A.SUCCEEDED
     assert [e.type for e in await service.emitted(order_id)] == ["payment.intent_created", "payment.succeeded"]

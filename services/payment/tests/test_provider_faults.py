@@ -23,12 +23,14 @@ def recovered_intents() -> float:
     return REGISTRY.get_sample_value("handshake_payment_intents_recovered_total") or 0.0
 
 
-async def requested(service, events, order_id: str, amount: int):  # type: ignore[no-untyped-def]
+async def requested(service, events, order_id: str, amount: int):
     request = events.requested(order_id, str(uuid.uuid4()), amount)
     return request, await service.deliver(ORDER_EVENTS, request)
 
 
-async def test_an_intent_created_but_its_answer_lost_is_found_not_created_again(faulty_service, faults, browser, events) -> None:
+async def test_an_intent_created_but_its_answer_lost_is_found_not_created_again(
+    faulty_service, faults, browser, events
+) -> None:
     service = faulty_service
     order_id = str(uuid.uuid4())
     faults.add("drop", "POST", INTENTS)  # Stripe creates it; the answer never reaches us
@@ -40,8 +42,10 @@ async def test_an_intent_created_but_its_answer_lost_is_found_not_created_again(
     [made] = await browser.intents_for(order_id)
     [attempt] = await service.attempts(order_id)
     assert (attempt.state, attempt.provider_intent_id, made.metadata["attempt_id"]) == (
-        A.REQUIRES_PAYMENT, made.id, str(attempt.id),
-    )  # fmt: skip
+        A.REQUIRES_PAYMENT,
+        made.id,
+        str(attempt.id),
+    )
     assert (made.amount, made.currency) == (3100, "eur")
     assert faults.count("POST", INTENTS) == 1 and faults.count("POST", INTENTS, "drop") == 1
     assert recovered_intents() == before + 1
@@ -59,7 +63,9 @@ async def test_an_intent_created_but_its_answer_lost_is_found_not_created_again(
     assert [e.type for e in await service.emitted(order_id)] == ["payment.intent_created", "payment.succeeded"]
 
 
-async def test_a_lost_answer_and_a_failing_lookup_are_retried_into_one_intent(faulty_service, faults, browser, events) -> None:
+async def test_a_lost_answer_and_a_failing_lookup_are_retried_into_one_intent(
+    faulty_service, faults, browser, events
+) -> None:
     """The create's answer is lost and the look-up that follows fails too (503s): the handler raises, the
     consumer retries it, and the retry looks first (a second provider call for the attempt) and finds it."""
     service = faulty_service
@@ -77,7 +83,9 @@ async def test_a_lost_answer_and_a_failing_lookup_are_retried_into_one_intent(fa
     assert faults.count("GET", INTENTS, "status") == 2
 
 
-async def test_an_answer_later_than_the_client_timeout_is_found_not_created_again(faulty_service, faults, browser, events) -> None:
+async def test_an_answer_later_than_the_client_timeout_is_found_not_created_again(
+    faulty_service, faults, browser, events
+) -> None:
     service = faulty_service
     order_id = str(uuid.uuid4())
     faults.add("late", "POST", INTENTS, seconds=2.0)  # acted at once, answered after our 1 s timeout
@@ -91,7 +99,9 @@ async def test_an_answer_later_than_the_client_timeout_is_found_not_created_agai
 
 
 @pytest.mark.parametrize("status", [500, 429])
-async def test_a_burst_of_provider_errors_is_retried_into_one_intent(faulty_service, faults, browser, events, status) -> None:
+async def test_a_burst_of_provider_errors_is_retried_into_one_intent(
+    faulty_service, faults, browser, events, status
+) -> None:
     """More failures than the consumer's in-process retries: the message is left for redelivery (not dead
     lettered), and the redelivery creates the one intent."""
     service = faulty_service
@@ -117,7 +127,7 @@ async def test_a_burst_of_provider_errors_is_retried_into_one_intent(faulty_serv
     assert [e.type for e in await service.emitted(order_id)] == ["payment.intent_created"]
 
 
-async def _paid(service, events, browser, amount: int):  # type: ignore[no-untyped-def]
+async def _paid(service, events, browser, amount: int):
     order_id = str(uuid.uuid4())
     _, outcome = await requested(service, events, order_id, amount)
     assert outcome == "applied"
@@ -127,7 +137,9 @@ async def _paid(service, events, browser, amount: int):  # type: ignore[no-untyp
     return order_id, paid
 
 
-async def test_a_refund_made_but_its_answer_lost_is_found_not_made_again(faulty_service, faults, browser, events) -> None:
+async def test_a_refund_made_but_its_answer_lost_is_found_not_made_again(
+    faulty_service, faults, browser, events
+) -> None:
     service = faulty_service
     order_id, paid = await _paid(service, events, browser, 8000)
     faults.add("drop", "POST", REFUNDS)

@@ -11,15 +11,15 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 
+from handshake_devstack.testing.fixtures import isolated_kafka_settings, serve_in_process
+from handshake_devstack.tokens import issue_token
 from handshake_payment.app import create_app
 from handshake_payment.db import attempt_transitions, reconciliation_runs
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.reconciliation import Reconciler
-from handshake_devstack.tokens import issue_token
 from handshake_shared.envelope import CloudEvent, parse_event
 from handshake_shared.events import PAYMENT_EVENTS, PROVIDER_EVENTS
 from handshake_shared.events.order import OrderRefundRequested
-from handshake_devstack.testing.fixtures import isolated_kafka_settings, serve_in_process
 
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000341"
@@ -29,17 +29,19 @@ def metric(name: str, labels: dict[str, str] | None = None) -> float:
     return REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
 
-async def transitions(service, attempt_id) -> list[tuple[str, str, str | None]]:  # type: ignore[no-untyped-def]
+async def transitions(service, attempt_id) -> list[tuple[str, str, str | None]]:
     async with service.db.engine.connect() as conn:
         rows = await conn.execute(
             select(attempt_transitions.c.to_state, attempt_transitions.c.reason, attempt_transitions.c.event_id)
             .where(attempt_transitions.c.attempt_id == attempt_id)
             .order_by(attempt_transitions.c.id)
         )
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
 
-async def test_a_browser_paid_but_the_webhook_never_came_reconciliation_pays_once(service, browser, events, checkout) -> None:
+async def test_a_browser_paid_but_the_webhook_never_came_reconciliation_pays_once(
+    service, browser, events, checkout
+) -> None:
     order_id = str(uuid.uuid4())
     attempt = await checkout.attempt(service, order_id, 4200)
     # the customer confirmed, then closed the tab; Stripe's webhook never reached us
@@ -56,18 +58,28 @@ async def test_a_browser_paid_but_the_webhook_never_came_reconciliation_pays_onc
     emitted = await service.emitted(order_id)
     assert [e.type for e in emitted] == ["payment.intent_created", "payment.succeeded"]
     assert emitted[1].data == {
-        "order_id": order_id, "attempt_id": str(attempt.id), "payment_intent_id": paid.id, "amount": 4200,
+        "order_id": order_id,
+        "attempt_id": str(attempt.id),
+        "payment_intent_id": paid.id,
+        "amount": 4200,
         "currency": "EUR",
-    }  # fmt: skip
+    }
     assert emitted[1].causationid == run["run_id"]
     to_state, reason, event_id = (await transitions(service, attempt.id))[-1]
     assert to_state == A.SUCCEEDED and reason.startswith("reconciliation") and event_id == run["run_id"]
     assert (run["trigger"], run["checked"], run["repaired"], run["flagged"], run["errors"]) == ("manual", 1, 1, 0, 0)
     assert run["finished_at"] is not None
-    assert run["detail"]["repairs"] == [{
-        "attempt_id": str(attempt.id), "order_id": order_id, "payment_intent_id": paid.id, "from": "requires_payment",
-        "to": "succeeded", "provider_status": "succeeded", "outcome": "applied",
-    }]  # fmt: skip
+    assert run["detail"]["repairs"] == [
+        {
+            "attempt_id": str(attempt.id),
+            "order_id": order_id,
+            "payment_intent_id": paid.id,
+            "from": "requires_payment",
+            "to": "succeeded",
+            "provider_status": "succeeded",
+            "outcome": "applied",
+        }
+    ]
     assert metric("handshake_reconciliation_repairs_total", {"kind": "payment_succeeded"}) == repairs_before + 1
     assert metric("handshake_reconciliation_runs_total", {"outcome": "repaired"}) == repaired_runs_before + 1
 
@@ -78,11 +90,15 @@ async def test_a_browser_paid_but_the_webhook_never_came_reconciliation_pays_onc
     assert [e.type for e in await service.emitted(order_id)] == ["payment.intent_created", "payment.succeeded"]
     assert [r.amount for r in await browser.refunds_of(paid.id)] == []
     async with service.db.engine.connect() as conn:
-        runs = (await conn.execute(select(reconciliation_runs.c.trigger).order_by(reconciliation_runs.c.started_at))).all()
+        runs = (
+            await conn.execute(select(reconciliation_runs.c.trigger).order_by(reconciliation_runs.c.started_at))
+        ).all()
     assert [r.trigger for r in runs] == ["manual", "scheduled"]
 
 
-async def test_declines_cancels_and_unpaid_intents_are_reconciled_as_the_provider_says(service, browser, checkout) -> None:
+async def test_declines_cancels_and_unpaid_intents_are_reconciled_as_the_provider_says(
+    service, browser, checkout
+) -> None:
     unpaid_order, declined_order, cancelled_order = (str(uuid.uuid4()) for _ in range(3))
     unpaid = await checkout.attempt(service, unpaid_order, 1000)
     declined = await checkout.attempt(service, declined_order, 2000)
@@ -110,7 +126,9 @@ async def test_declines_cancels_and_unpaid_intents_are_reconciled_as_the_provide
     assert (await browser.retrieve(unpaid.provider_intent_id)).status == "requires_payment_method"
 
 
-async def test_an_amount_the_provider_holds_that_differs_is_flagged_never_paid(service, browser, events, checkout) -> None:
+async def test_an_amount_the_provider_holds_that_differs_is_flagged_never_paid(
+    service, browser, events, checkout
+) -> None:
     order_id = str(uuid.uuid4())
     attempt = await checkout.attempt(service, order_id, 5000)
     # someone changed the amount at the provider before the customer paid
@@ -125,14 +143,25 @@ async def test_an_amount_the_provider_holds_that_differs_is_flagged_never_paid(s
     assert run["detail"]["flagged"][0]["amount"] == 4500
     [row] = await service.attempts(order_id)
     assert (row.state, row.amount_captured) == (A.SUCCEEDED, 4500)
-    assert row.provider_mismatch == {"amount": 4500, "currency": "EUR", "state": "succeeded", "detected_by": "reconciliation"}
+    assert row.provider_mismatch == {
+        "amount": 4500,
+        "currency": "EUR",
+        "state": "succeeded",
+        "detected_by": "reconciliation",
+    }
     emitted = await service.emitted(order_id)
     assert [e.type for e in emitted] == ["payment.intent_created", "payment.mismatch"]
     assert emitted[1].data == {
-        "order_id": order_id, "attempt_id": str(attempt.id), "payment_intent_id": paid.id, "expected_amount": 5000,
-        "expected_currency": "EUR", "provider_amount": 4500, "provider_currency": "EUR", "detected_by": "reconciliation",
+        "order_id": order_id,
+        "attempt_id": str(attempt.id),
+        "payment_intent_id": paid.id,
+        "expected_amount": 5000,
+        "expected_currency": "EUR",
+        "provider_amount": 4500,
+        "provider_currency": "EUR",
+        "detected_by": "reconciliation",
         "captured": True,  # the provider took it: the order holds it for review and refunds
-    }  # fmt: skip
+    }
     assert "amount mismatch" in (await transitions(service, attempt.id))[-1][1]
     assert metric("handshake_reconciliation_mismatches_total") == mismatches_before + 1
 
@@ -142,7 +171,9 @@ async def test_an_amount_the_provider_holds_that_differs_is_flagged_never_paid(s
     assert [e.type for e in await service.emitted(order_id)] == ["payment.intent_created", "payment.mismatch"]
 
 
-async def test_a_webhook_revealing_another_currency_is_a_mismatch_not_a_payment(service, browser, events, checkout) -> None:
+async def test_a_webhook_revealing_another_currency_is_a_mismatch_not_a_payment(
+    service, browser, events, checkout
+) -> None:
     order_id = str(uuid.uuid4())
     attempt = await checkout.attempt(service, order_id, 2500)
     await browser.client.v1.payment_intents.update_async(attempt.provider_intent_id, params={"currency": "usd"})
@@ -155,13 +186,21 @@ async def test_a_webhook_revealing_another_currency_is_a_mismatch_not_a_payment(
     assert row.state == A.SUCCEEDED and row.provider_mismatch["detected_by"] == "webhook"
     emitted = await service.emitted(order_id)
     assert [e.type for e in emitted] == ["payment.intent_created", "payment.mismatch"]
-    assert (emitted[1].data["provider_currency"], emitted[1].data["expected_currency"], emitted[1].data["detected_by"]) == (
-        "USD", "EUR", "webhook",
-    )  # fmt: skip
+    assert (
+        emitted[1].data["provider_currency"],
+        emitted[1].data["expected_currency"],
+        emitted[1].data["detected_by"],
+    ) == (
+        "USD",
+        "EUR",
+        "webhook",
+    )
 
 
-async def test_a_refund_left_requested_is_made_once_or_found_by_reconciliation(service, browser, events, checkout) -> None:
-    order_id, attempt, paid = await checkout.paid(service, 9000)
+async def test_a_refund_left_requested_is_made_once_or_found_by_reconciliation(
+    service, browser, events, checkout
+) -> None:
+    order_id, _attempt, paid = await checkout.paid(service, 9000)
     refunds = service.handlers.refunds
     # one refund recorded, then the process died before calling the provider
     never_sent = events.refund(order_id, 4000)
@@ -187,9 +226,11 @@ async def test_a_refund_left_requested_is_made_once_or_found_by_reconciliation(s
         [(str(never_sent_id), 4000), (str(lost_id), 3000)]
     )
     async with service.db.engine.connect() as conn:
-        reasons = (await conn.execute(text(
-            "SELECT reason FROM refund_transitions WHERE to_state = 'succeeded' ORDER BY id"
-        ))).scalars().all()  # fmt: skip
+        reasons = (
+            (await conn.execute(text("SELECT reason FROM refund_transitions WHERE to_state = 'succeeded' ORDER BY id")))
+            .scalars()
+            .all()
+        )
     assert all(r.startswith("reconciliation: provider refund") for r in reasons) and len(reasons) == 2
 
     again = await service.app.state.reconciler.run_once()
@@ -221,7 +262,9 @@ async def test_finance_runs_reconciliation_over_the_admin_api(service, http, bro
     assert (await http.get("/v1/admin/reconciliation-runs", headers=support)).status_code == 403
 
 
-async def test_the_running_service_reconciles_on_its_schedule_and_publishes_the_repair(service, browser, checkout, stack) -> None:
+async def test_the_running_service_reconciles_on_its_schedule_and_publishes_the_repair(
+    service, browser, checkout, stack
+) -> None:
     """The app's background task: no one asks, the interval elapses, the abandoned payment is applied and
     payment.succeeded reaches the broker through the outbox."""
     order_id = str(uuid.uuid4())
@@ -237,9 +280,11 @@ async def test_the_running_service_reconciles_on_its_schedule_and_publishes_the_
             assert asyncio.get_running_loop().time() < deadline, "no scheduled run repaired the payment"
             await asyncio.sleep(0.1)
         consumer = AIOKafkaConsumer(
-            PAYMENT_EVENTS, bootstrap_servers=stack.broker.bootstrap_servers, auto_offset_reset="earliest",
+            PAYMENT_EVENTS,
+            bootstrap_servers=stack.broker.bootstrap_servers,
+            auto_offset_reset="earliest",
             enable_auto_commit=False,
-        )  # fmt: skip
+        )
         await consumer.start()
         found: list[CloudEvent] = []
         try:
@@ -265,16 +310,16 @@ class HeldAtProvider:
     """The service's Stripe gateway, except that the second intent a run retrieves waits at the provider
     until the test lets it go."""
 
-    def __init__(self, gateway) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, gateway) -> None:
         self.gateway = gateway
         self.retrieved = 0
         self.holding = asyncio.Event()
         self.release = asyncio.Event()
 
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+    def __getattr__(self, name: str):
         return getattr(self.gateway, name)
 
-    async def retrieve_intent(self, intent_id: str):  # type: ignore[no-untyped-def]
+    async def retrieve_intent(self, intent_id: str):
         self.retrieved += 1
         if self.retrieved == 2:
             self.holding.set()
@@ -282,7 +327,9 @@ class HeldAtProvider:
         return await self.gateway.retrieve_intent(intent_id)
 
 
-async def test_a_service_stopping_mid_run_leaves_every_repair_the_run_made_on_its_record(service, browser, checkout) -> None:
+async def test_a_service_stopping_mid_run_leaves_every_repair_the_run_made_on_its_record(
+    service, browser, checkout
+) -> None:
     """Stopping the service cancels the scheduled task while a run may have committed a repair and not yet
     its own record: cancelled there, the payment was repaired by a run whose row says it repaired nothing.
     The run finishes the item at hand, records what it did, and leaves the rest to the next run."""
@@ -292,7 +339,7 @@ async def test_a_service_stopping_mid_run_leaves_every_repair_the_run_made_on_it
         assert (await browser.pay(attempt.provider_intent_id, CARD_OK)).status == "succeeded"
     held = HeldAtProvider(service.app.state.gateway)
     scheduled = service.settings.model_copy(update={"reconciliation_interval_seconds": 0.05})
-    reconciler = Reconciler(service.db, service.handlers, held, scheduled)  # type: ignore[arg-type]
+    reconciler = Reconciler(service.db, service.handlers, held, scheduled)
 
     task = asyncio.create_task(reconciler.run_forever())
     await asyncio.wait_for(held.holding.wait(), 30)
@@ -322,7 +369,9 @@ async def test_a_service_stopping_mid_run_leaves_every_repair_the_run_made_on_it
         assert [e.type for e in await service.emitted(order_id)] == ["payment.intent_created", "payment.succeeded"]
 
 
-async def test_attempts_whose_payment_request_stopped_half_way_are_finished_with_one_intent_each(service, browser) -> None:
+async def test_attempts_whose_payment_request_stopped_half_way_are_finished_with_one_intent_each(
+    service, browser
+) -> None:
     """Both payment requests were dead-lettered after the attempt row was written: one before the provider
     was called, one after the provider made the intent but before its id was stored. The orders would wait
     for a payment session forever; a run finishes both, and never makes a second intent."""
@@ -332,23 +381,41 @@ async def test_attempts_whose_payment_request_stopped_half_way_are_finished_with
     never_called, called = str(uuid.uuid4()), str(uuid.uuid4())
     async with service.db.transaction() as tx:
         for order_id in (never_called, called):
-            await repo.insert_attempt(tx, order_id=uuid.UUID(order_id), request_id=f"req-{order_id}", amount=2500,
-                                      currency="EUR", event_id=str(uuid.uuid4()))  # fmt: skip
+            await repo.insert_attempt(
+                tx,
+                order_id=uuid.UUID(order_id),
+                request_id=f"req-{order_id}",
+                amount=2500,
+                currency="EUR",
+                event_id=str(uuid.uuid4()),
+            )
     async with service.db.engine.connect() as conn:
-        first = (await conn.execute(select(payment_attempts).where(payment_attempts.c.order_id == uuid.UUID(never_called)))).one()
-        second = (await conn.execute(select(payment_attempts).where(payment_attempts.c.order_id == uuid.UUID(called)))).one()
+        first = (
+            await conn.execute(select(payment_attempts).where(payment_attempts.c.order_id == uuid.UUID(never_called)))
+        ).one()
+        second = (
+            await conn.execute(select(payment_attempts).where(payment_attempts.c.order_id == uuid.UUID(called)))
+        ).one()
     made = await service.handlers.gateway.create_intent(
         attempt_id=str(second.id), order_id=called, amount=2500, currency="EUR", idempotency_key=f"lost-{second.id}"
     )
     async with service.db.transaction() as tx:  # the handler that made it held the lease, then died
-        await tx.execute(text("UPDATE payment_attempts SET locked_at = now() - interval '1 hour', "
-                              "intent_create_calls = 1 WHERE id = :id"), {"id": second.id})  # fmt: skip
+        await tx.execute(
+            text(
+                "UPDATE payment_attempts SET locked_at = now() - interval '1 hour', "
+                "intent_create_calls = 1 WHERE id = :id"
+            ),
+            {"id": second.id},
+        )
     repairs_before = metric("handshake_reconciliation_repairs_total", {"kind": "payment_requires_payment"})
 
     run = await service.app.state.reconciler.run_once()
 
     assert run["errors"] == 0 and run["repaired"] == 2
-    assert {r["order_id"]: r["outcome"] for r in run["detail"]["repairs"]} == {never_called: "finished", called: "finished"}
+    assert {r["order_id"]: r["outcome"] for r in run["detail"]["repairs"]} == {
+        never_called: "finished",
+        called: "finished",
+    }
     assert metric("handshake_reconciliation_repairs_total", {"kind": "payment_requires_payment"}) == repairs_before + 2
     [created] = await browser.intents_for(never_called)
     assert (created.amount, created.currency, created.metadata["attempt_id"]) == (2500, "eur", str(first.id))
@@ -358,8 +425,13 @@ async def test_attempts_whose_payment_request_stopped_half_way_are_finished_with
         assert (row.state, row.provider_intent_id) == (A.REQUIRES_PAYMENT, intent_id)
         [announced] = await service.emitted(order_id)
         assert announced.type == "payment.intent_created" and announced.causationid == run["run_id"]
-        assert announced.data == {"order_id": order_id, "attempt_id": str(attempt.id), "payment_intent_id": intent_id,
-                                  "amount": 2500, "currency": "EUR"}  # fmt: skip
+        assert announced.data == {
+            "order_id": order_id,
+            "attempt_id": str(attempt.id),
+            "payment_intent_id": intent_id,
+            "amount": 2500,
+            "currency": "EUR",
+        }
 
     again = await service.app.state.reconciler.run_once()
     assert again["repaired"] == 0

@@ -10,8 +10,8 @@ from typing import Any
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from handshake_payment.domain.attempts import AttemptState as A
 from handshake_devstack.tokens import issue_token
+from handshake_payment.domain.attempts import AttemptState as A
 from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
 from handshake_shared.events.order import OrderRefundRequested
 
@@ -19,10 +19,14 @@ CARD_DECLINED = "4000000000000341"
 
 
 def refunds_counted(outcome: str) -> float:
-    return REGISTRY.get_sample_value("handshake_payment_refunds_total", {"outcome": outcome, "kind": "requested"}) or 0.0
+    return (
+        REGISTRY.get_sample_value("handshake_payment_refunds_total", {"outcome": outcome, "kind": "requested"}) or 0.0
+    )
 
 
-async def test_a_full_refund_is_made_once_at_the_provider_and_announced(service, http, browser, events, checkout) -> None:
+async def test_a_full_refund_is_made_once_at_the_provider_and_announced(
+    service, http, browser, events, checkout
+) -> None:
     order_id, attempt, paid = await checkout.paid(service, 7000)
     request = events.refund(order_id, 7000)
     refund_id = request.data["refund_id"]
@@ -35,15 +39,26 @@ async def test_a_full_refund_is_made_once_at_the_provider_and_announced(service,
     assert made.metadata.to_dict() == {"order_id": order_id, "refund_id": refund_id}
     [row] = await service.refunds(order_id)
     assert (str(row.id), row.attempt_id, row.state, row.provider_refund_id, row.automatic, row.requested_by) == (
-        refund_id, attempt.id, "succeeded", made.id, False, "agent-7",
-    )  # fmt: skip
+        refund_id,
+        attempt.id,
+        "succeeded",
+        made.id,
+        False,
+        "agent-7",
+    )
     refunded = (await service.emitted(order_id))[-1]
     assert refunded.type == "payment.refunded"
     assert refunded.data == {
-        "order_id": order_id, "refund_id": refund_id, "attempt_id": str(attempt.id), "payment_intent_id": paid.id,
-        "provider_refund_id": made.id, "amount": 7000, "currency": "EUR", "reason": "customer_request",
+        "order_id": order_id,
+        "refund_id": refund_id,
+        "attempt_id": str(attempt.id),
+        "payment_intent_id": paid.id,
+        "provider_refund_id": made.id,
+        "amount": 7000,
+        "currency": "EUR",
+        "reason": "customer_request",
         "automatic": False,
-    }  # fmt: skip
+    }
     assert refunds_counted("succeeded") == succeeded_before + 1
 
     # redelivered after a lost inbox row, and re-emitted by the order in a new envelope: still one refund
@@ -54,7 +69,9 @@ async def test_a_full_refund_is_made_once_at_the_provider_and_announced(service,
     assert [e.type for e in await service.emitted(order_id)].count("payment.refunded") == 1
     # staff see it with the provider's id
     finance = issue_token(service.settings, "agent-9", ["finance"])
-    view = (await http.get(f"/v1/admin/orders/{order_id}/payments", headers={"Authorization": f"Bearer {finance}"})).json()
+    view = (
+        await http.get(f"/v1/admin/orders/{order_id}/payments", headers={"Authorization": f"Bearer {finance}"})
+    ).json()
     assert [(r["refund_id"], r["amount"], r["state"], r["provider_refund_id"]) for r in view["refunds"]] == [
         (refund_id, 7000, "succeeded", made.id),
     ]
@@ -69,18 +86,27 @@ async def test_partial_refunds_stop_at_what_was_captured(service, browser, event
 
     assert sorted(r.amount for r in await browser.refunds_of(paid.id)) == [2000, 3000, 5000]
     assert [(r.amount, r.state, r.failure_code) for r in await service.refunds(order_id)] == [
-        (3000, "succeeded", None), (5000, "succeeded", None), (2500, "failed", "exceeds_captured"),
+        (3000, "succeeded", None),
+        (5000, "succeeded", None),
+        (2500, "failed", "exceeds_captured"),
         (2000, "succeeded", None),
-    ]  # fmt: skip
-    answers = [(e.type, e.data["amount"]) for e in await service.emitted(order_id) if e.type.startswith("payment.refund")]
+    ]
+    answers = [
+        (e.type, e.data["amount"]) for e in await service.emitted(order_id) if e.type.startswith("payment.refund")
+    ]
     assert answers == [
-        ("payment.refunded", 3000), ("payment.refunded", 5000), ("payment.refund_failed", 2500), ("payment.refunded", 2000),
-    ]  # fmt: skip
-    failed = [e for e in await service.emitted(order_id) if e.type == "payment.refund_failed"][0]
+        ("payment.refunded", 3000),
+        ("payment.refunded", 5000),
+        ("payment.refund_failed", 2500),
+        ("payment.refunded", 2000),
+    ]
+    failed = next(e for e in await service.emitted(order_id) if e.type == "payment.refund_failed")
     assert failed.data["reason"].startswith("exceeds_captured: 2500 exceeds what is left to refund (2000 of 10000")
 
 
-async def test_concurrent_refund_requests_never_refund_more_than_the_capture(service, browser, events, checkout) -> None:
+async def test_concurrent_refund_requests_never_refund_more_than_the_capture(
+    service, browser, events, checkout
+) -> None:
     order_id, _, paid = await checkout.paid(service, 10000)
 
     outcomes = await asyncio.gather(*(service.deliver(ORDER_EVENTS, events.refund(order_id, 3000)) for _ in range(5)))
@@ -90,7 +116,9 @@ async def test_concurrent_refund_requests_never_refund_more_than_the_capture(ser
     assert at_provider == [3000, 3000, 3000]
     rows = await service.refunds(order_id)
     assert sorted(r.state for r in rows) == ["failed", "failed", "succeeded", "succeeded", "succeeded"]
-    assert {r.provider_refund_id for r in rows if r.state == "succeeded"} == {r.id for r in await browser.refunds_of(paid.id)}
+    assert {r.provider_refund_id for r in rows if r.state == "succeeded"} == {
+        r.id for r in await browser.refunds_of(paid.id)
+    }
 
 
 async def test_a_crash_after_the_provider_refunded_refunds_exactly_once(service, browser, events, checkout) -> None:
@@ -112,7 +140,9 @@ async def test_a_crash_after_the_provider_refunded_refunds_exactly_once(service,
     assert (refunded.data["provider_refund_id"], refunded.data["amount"]) == (made.id, 6000)
 
 
-async def test_a_refund_without_a_matching_capture_is_refused_before_the_provider(service, browser, events, checkout) -> None:
+async def test_a_refund_without_a_matching_capture_is_refused_before_the_provider(
+    service, browser, events, checkout
+) -> None:
     unpaid_order = str(uuid.uuid4())
     unpaid = await checkout.attempt(service, unpaid_order, 4000)
     paid_order, _, paid = await checkout.paid(service, 4000)

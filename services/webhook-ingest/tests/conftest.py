@@ -83,13 +83,13 @@ def webhook_secret() -> str:
 
 
 @pytest.fixture
-def database_url(fresh_database) -> str:  # type: ignore[no-untyped-def]
+def database_url(fresh_database) -> str:
     # created at setup: the shared migration helper runs its own event loop, so not inside a test's loop
     return fresh_database("handshake_webhook_ingest")
 
 
 @pytest.fixture
-def make_settings(stack, database_url) -> Callable[..., WebhookIngestSettings]:  # type: ignore[no-untyped-def]
+def make_settings(stack, database_url) -> Callable[..., WebhookIngestSettings]:
     """make_settings([secret, ...], **overrides): settings on this test's fresh database and the real broker."""
 
     def make(secrets_: list[str], **overrides: Any) -> WebhookIngestSettings:
@@ -107,7 +107,7 @@ def make_settings(stack, database_url) -> Callable[..., WebhookIngestSettings]: 
 
 
 @pytest.fixture
-def settings(make_settings, webhook_secret) -> WebhookIngestSettings:  # type: ignore[no-untyped-def]
+def settings(make_settings, webhook_secret) -> WebhookIngestSettings:
     return make_settings([webhook_secret])
 
 

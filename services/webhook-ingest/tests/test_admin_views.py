@@ -17,7 +17,7 @@ PROBLEM = "application/problem+json"
 
 async def test_an_orders_provider_events_say_how_they_came_were_forwarded_and_replayed(
     settings, webhook_secret, stripe_like, observe
-):  # type: ignore[no-untyped-def]
+):
     order_id = str(uuid.uuid4())
     delivered = stripe_like.event("payment_intent.succeeded", order_id=order_id)
     found = stripe_like.event("payment_intent.created", order_id=order_id)
@@ -35,9 +35,11 @@ async def test_an_orders_provider_events_say_how_they_came_were_forwarded_and_re
         # the gap scan found one Stripe never delivered: stored unsigned
         ingest = app.state.gap_scanner.ingest
         await ingest.store(StripeEvent.from_verified(found), stripe_like.body(found), source="gap_scan")
-        replay = await client.post(f"/v1/admin/provider-events/{delivered['id']}/replay",
-                                   json={"reason": "payment lost it (INC-7)"},
-                                   headers={**support, "Idempotency-Key": "replay-inc-7"})  # fmt: skip
+        replay = await client.post(
+            f"/v1/admin/provider-events/{delivered['id']}/replay",
+            json={"reason": "payment lost it (INC-7)"},
+            headers={**support, "Idempotency-Key": "replay-inc-7"},
+        )
         assert replay.status_code == 202
         await observe.outbox_drained(db)
 
@@ -51,7 +53,10 @@ async def test_an_orders_provider_events_say_how_they_came_were_forwarded_and_re
     assert first["delivery_count"] == 1 and first["signature_proof_held"] is False and first["replays"] == []
     assert first["forwarding"] == "published"
     assert (second["provider_event_id"], second["signature"], second["signature_proof_held"]) == (
-        delivered["id"], "verified", True)
+        delivered["id"],
+        "verified",
+        True,
+    )
     assert second["delivery_count"] == 2
     assert second["forwarding"] == "published" and second["forwarded_at"] is not None
     [replayed] = second["replays"]
@@ -59,7 +64,7 @@ async def test_an_orders_provider_events_say_how_they_came_were_forwarded_and_re
     assert replayed["replayed_at"] and replayed["forwarded_event_id"] != second["forwarded_event_id"]
 
 
-async def test_an_orders_provider_events_come_page_by_page_each_once(settings, stripe_like):  # type: ignore[no-untyped-def]
+async def test_an_orders_provider_events_come_page_by_page_each_once(settings, stripe_like):
     order_id = str(uuid.uuid4())
     app = create_app(settings)
     ingest = app.state.gap_scanner.ingest
@@ -78,12 +83,14 @@ async def test_an_orders_provider_events_come_page_by_page_each_once(settings, s
             cursor = page["next"]
             if cursor is None:
                 break
-        bad = await client.get("/v1/admin/provider-events", params={"order_id": order_id, "after": "bm90LWpzb24"},
-                               headers=admin)  # fmt: skip
+        bad = await client.get(
+            "/v1/admin/provider-events", params={"order_id": order_id, "after": "bm90LWpzb24"}, headers=admin
+        )
         # a forged position before year 1 in UTC: refused as a cursor, never handed to the database driver
         edge = base64.urlsafe_b64encode(json.dumps([1, "0001-01-01T00:00:00+05:00", "evt"]).encode()).decode()
-        forged = await client.get("/v1/admin/provider-events", params={"order_id": order_id, "after": edge},
-                                  headers=admin)  # fmt: skip
+        forged = await client.get(
+            "/v1/admin/provider-events", params={"order_id": order_id, "after": edge}, headers=admin
+        )
     await app.state.runtime.db.dispose()
     assert seen == [e["id"] for e in events]
     assert bad.status_code == 400 and bad.headers["content-type"] == PROBLEM

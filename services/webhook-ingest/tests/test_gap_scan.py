@@ -24,7 +24,7 @@ def gap_events() -> float:
 
 def paid_intent(client: stripe.StripeClient, order_id: str) -> str:
     """A PaymentIntent created and confirmed at the emulator, as the browser and payment service do."""
-    pm = client.v1.payment_methods.create({"type": "card", "card": CARD})  # type: ignore[arg-type]
+    pm = client.v1.payment_methods.create({"type": "card", "card": CARD})
     pi = client.v1.payment_intents.create(
         {"amount": 1850, "currency": "eur", "metadata": {"order_id": order_id, "attempt_id": str(uuid.uuid4())}}
     )
@@ -102,8 +102,9 @@ async def test_the_gap_scan_ingests_events_no_webhook_brought_exactly_once_and_l
             ).all()
             cursor = (await conn.execute(text("SELECT last_created FROM provider_event_cursor"))).scalar_one()
         assert [(s.listed, s.ingested, s.error) for s in scans] == [
-            (first["listed"], first["ingested"], None), (second["listed"], 0, None),
-        ]  # fmt: skip
+            (first["listed"], first["ingested"], None),
+            (second["listed"], 0, None),
+        ]
         assert all(s.finished_at >= s.started_at for s in scans)
         assert cursor >= missed_row.payload["created"] and scans[-1].cursor_after == cursor
 
@@ -149,6 +150,6 @@ async def test_the_gap_scan_runs_in_the_background_at_its_interval_and_zero_disa
     await off.state.runtime.db.dispose()
 
 
-async def _scans(db, where: str) -> int:  # type: ignore[no-untyped-def]
+async def _scans(db, where: str) -> int:
     async with db.engine.connect() as conn:
         return (await conn.execute(text(f"SELECT count(*) FROM provider_event_gap_scans WHERE {where}"))).scalar_one()

@@ -8,8 +8,8 @@ import uuid
 import httpx
 from sqlalchemy import text
 
-from handshake_devstack.tokens import issue_token
 from handshake_devstack.testing.fixtures import eventually, serve_in_process
+from handshake_devstack.tokens import issue_token
 from handshake_shared.events.provider import SealedDelivery, open_delivery
 from handshake_webhook_ingest.app import create_app
 
@@ -53,7 +53,9 @@ async def test_replaying_a_stored_event_forwards_it_once_more_with_the_same_prov
         assert await observe.scalar(db, "SELECT count(*) FROM outbox") == 1
 
         replayed = await client.post(
-            replay_url, json={"reason": "payment consumer lost it (INC-42)"}, headers={**support, "Idempotency-Key": "k-2"}
+            replay_url,
+            json={"reason": "payment consumer lost it (INC-42)"},
+            headers={**support, "Idempotency-Key": "k-2"},
         )
         assert replayed.status_code == 202, replayed.text
         answer = replayed.json()
@@ -123,7 +125,6 @@ async def test_a_replay_whose_signature_no_configured_secret_verifies_goes_witho
     assert again.data["signed_delivery"] is None and again.data["provider_event_id"] == event["id"]
 
 
-
 async def test_one_idempotency_key_replays_once_however_often_and_however_concurrently_it_is_sent(
     settings, webhook_secret, stripe_like, observe
 ):
@@ -180,8 +181,11 @@ async def test_one_idempotency_key_replays_once_however_often_and_however_concur
     assert theirs.json()["replay_id"] != replay_id
 
     async with db.engine.connect() as conn:
-        audit = (await conn.execute(text("SELECT id, actor, provider_event_id, forwarded_event_id "
-                                         "FROM provider_event_replays ORDER BY id"))).all()  # fmt: skip
+        audit = (
+            await conn.execute(
+                text("SELECT id, actor, provider_event_id, forwarded_event_id FROM provider_event_replays ORDER BY id")
+            )
+        ).all()
         forwarded = set((await conn.execute(text("SELECT event_id FROM outbox"))).scalars())
     # sam's clicks: one replay, one forward; ada's: one of each
     assert [(r.id, r.actor) for r in audit] == [(replay_id, "sam"), (theirs.json()["replay_id"], "ada")]

@@ -21,7 +21,7 @@ from handshake_webhook_ingest.stripe_events import StripeEvent
 PERSONAL = ("jane@example.com", "Jane Doe", "1 Privet Drive", "4242", "secret_")
 
 
-def event_with_personal_data(stripe_like, order_id: str, attempt_id: str) -> dict:  # type: ignore[no-untyped-def]
+def event_with_personal_data(stripe_like, order_id: str, attempt_id: str) -> dict:
     event = stripe_like.event("payment_intent.succeeded", order_id=order_id, attempt_id=attempt_id)
     obj = event["data"]["object"]
     obj["receipt_email"] = "jane@example.com"
@@ -44,11 +44,17 @@ async def test_an_old_stored_event_is_scrubbed_to_what_reconciliation_needs_and_
     recent = event_with_personal_data(stripe_like, str(uuid.uuid4()), str(uuid.uuid4()))
     for event in (old, recent):
         body = stripe_like.body(event)
-        assert await ingest.store(StripeEvent.from_verified(json.loads(body)), body,
-                                  signature_header=stripe_like.sign(body, webhook_secret))  # fmt: skip
+        assert await ingest.store(
+            StripeEvent.from_verified(json.loads(body)), body, signature_header=stripe_like.sign(body, webhook_secret)
+        )
     async with runtime.db.transaction() as conn:
-        await conn.execute(text("UPDATE provider_events SET first_received_at = now() - interval '31 days' "
-                                "WHERE provider_event_id = :id"), {"id": old["id"]})  # fmt: skip
+        await conn.execute(
+            text(
+                "UPDATE provider_events SET first_received_at = now() - interval '31 days' "
+                "WHERE provider_event_id = :id"
+            ),
+            {"id": old["id"]},
+        )
 
     job = scrub_job(settings)
     assert job is not None and settings.webhook_body_retention_days == 30
@@ -64,9 +70,17 @@ async def test_an_old_stored_event_is_scrubbed_to_what_reconciliation_needs_and_
     assert scrubbed.signature_header is None and scrubbed.scrubbed_at is not None
     assert json.loads(raw) == scrubbed.payload
     kept = scrubbed.payload["data"]["object"]
-    assert (scrubbed.payload["id"], scrubbed.payload["type"], scrubbed.payload["created"]) == (old["id"], old["type"], old["created"])
+    assert (scrubbed.payload["id"], scrubbed.payload["type"], scrubbed.payload["created"]) == (
+        old["id"],
+        old["type"],
+        old["created"],
+    )
     assert (kept["id"], kept["amount"], kept["currency"], kept["status"]) == (
-        old["data"]["object"]["id"], 4999, "eur", "succeeded")  # fmt: skip
+        old["data"]["object"]["id"],
+        4999,
+        "eur",
+        "succeeded",
+    )
     assert kept["metadata"] == {"order_id": order_id, "attempt_id": attempt_id}
     assert kept["latest_charge"]["payment_intent"] == kept["id"]
     # the columns reconciliation and disputes search by are untouched
@@ -82,26 +96,38 @@ async def test_an_old_stored_event_is_scrubbed_to_what_reconciliation_needs_and_
         forwarded = {
             r.event_id: parse_event(r.payload) for r in (await conn.execute(select(runtime.tables.outbox))).all()
         }
-    original = next(e for e in forwarded.values() if e.data["provider_event_id"] == old["id"] and e.id != replay.forwarded_event_id)
+    original = next(
+        e for e in forwarded.values() if e.data["provider_event_id"] == old["id"] and e.id != replay.forwarded_event_id
+    )
     assert original.data.get("signed_delivery") is not None
     again = forwarded[replay.forwarded_event_id].data
     assert again.get("signed_delivery") is None
     assert (again["provider_event_id"], again["order_id"], again["amount"], again["currency"], again["status"]) == (
-        old["id"], order_id, 4999, "EUR", "succeeded")  # fmt: skip
+        old["id"],
+        order_id,
+        4999,
+        "EUR",
+        "succeeded",
+    )
     await runtime.db.dispose()
 
 
-async def test_finished_gap_scans_older_than_the_retention_are_deleted(make_settings, webhook_secret) -> None:  # type: ignore[no-untyped-def]
+async def test_finished_gap_scans_older_than_the_retention_are_deleted(make_settings, webhook_secret) -> None:
     settings = make_settings([webhook_secret], gap_scan_retention_days=90, webhook_body_retention_days=0)
     app = create_app(settings)
     runtime = app.state.runtime
     now = datetime.now(UTC)
     async with runtime.db.transaction() as conn:
         for label, started, finished in (("old", 100, 100), ("running", 100, None), ("recent", 10, 10)):
-            await conn.execute(insert(gap_scans).values(
-                provider="stripe", listed_from=0, error=label, started_at=now - timedelta(days=started),
-                finished_at=None if finished is None else now - timedelta(days=finished),
-            ))  # fmt: skip
+            await conn.execute(
+                insert(gap_scans).values(
+                    provider="stripe",
+                    listed_from=0,
+                    error=label,
+                    started_at=now - timedelta(days=started),
+                    finished_at=None if finished is None else now - timedelta(days=finished),
+                )
+            )
     [job] = [j for j in retention_jobs(settings) if j is not None]  # the scrub is off (0)
     assert await runtime.retention.run_job(job) == 1
     async with runtime.db.engine.connect() as conn:

@@ -12,8 +12,8 @@ import httpx
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from handshake_devstack.tokens import issue_token
 from handshake_devstack.testing.fixtures import serve_in_process
+from handshake_devstack.tokens import issue_token
 from handshake_shared.events.provider import SealedDelivery, open_delivery
 from handshake_webhook_ingest.app import create_app
 
@@ -68,8 +68,12 @@ async def test_a_signed_payment_event_is_stored_and_forwarded_keyed_by_order_wit
     data = cloud_event.data
     assert (data["provider_event_id"], data["provider_type"]) == (event["id"], "payment_intent.succeeded")
     assert (data["order_id"], data["attempt_id"], data["amount"], data["currency"], data["status"]) == (
-        order_id, attempt_id, 4999, "EUR", "succeeded",
-    )  # fmt: skip
+        order_id,
+        attempt_id,
+        4999,
+        "EUR",
+        "succeeded",
+    )
     assert data["object"]["id"] == event["data"]["object"]["id"]
     assert b"client_secret" not in record.value and b"_secret_" not in record.value
     # the proof: exactly the bytes and the header Stripe signed, readable only with the endpoint secret
@@ -133,10 +137,14 @@ async def test_deliveries_that_do_not_verify_are_refused_and_nothing_is_stored(
         ),
         "missing header": (body, {}, "missing_header"),
         "stale timestamp": (
-            body, {"Stripe-Signature": stripe_like.sign(body, webhook_secret, stale)}, "timestamp_outside_tolerance",
+            body,
+            {"Stripe-Signature": stripe_like.sign(body, webhook_secret, stale)},
+            "timestamp_outside_tolerance",
         ),
         "signed but not JSON": (
-            b"{oops", {"Stripe-Signature": stripe_like.sign(b"{oops", webhook_secret)}, "invalid_json",
+            b"{oops",
+            {"Stripe-Signature": stripe_like.sign(b"{oops", webhook_secret)},
+            "invalid_json",
         ),
     }
     app = create_app(settings)
@@ -177,9 +185,7 @@ async def test_during_secret_rotation_an_event_signed_with_the_second_secret_is_
     assert open_delivery(sealed, [previous]) is not None
 
 
-async def test_an_oversized_body_is_refused_before_it_is_stored(
-    make_settings, webhook_secret, stripe_like, observe
-):
+async def test_an_oversized_body_is_refused_before_it_is_stored(make_settings, webhook_secret, stripe_like, observe):
     app = create_app(make_settings([webhook_secret], webhook_max_body_bytes=2048))
     db = app.state.runtime.db
     event = stripe_like.event(order_id=str(uuid.uuid4()))

@@ -15,7 +15,9 @@ from handshake_shared.settings import ServiceSettings
 Authorization = Annotated[str | None, Header()]
 
 # written to an audit row: printable, no control characters, long enough to say something
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Reason = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
 
 
 class ReasonRequest(BaseModel):

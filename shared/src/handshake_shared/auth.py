@@ -81,7 +81,10 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise _unauthorized(f"invalid token: {exc}") from None
         now = time.time()
-        if claims["exp"] - claims["iat"] > s.jwt_max_lifetime_seconds or claims["exp"] > now + s.jwt_max_lifetime_seconds + s.jwt_leeway_seconds:
+        if (
+            claims["exp"] - claims["iat"] > s.jwt_max_lifetime_seconds
+            or claims["exp"] > now + s.jwt_max_lifetime_seconds + s.jwt_leeway_seconds
+        ):
             raise _unauthorized(f"token lives longer than {s.jwt_max_lifetime_seconds} s")
         if claims["iat"] > now + s.jwt_leeway_seconds:
             raise _unauthorized("token issued in the future")

@@ -89,9 +89,13 @@ def _content_length(scope: Any) -> int | None:
 
 async def _refuse(scope: Any, receive: Any, send: Any, limit: int) -> None:
     response = problem_response(
-        413, "Payload too large", f"the request body exceeds {limit} bytes", PROBLEM_TYPE_BASE + "payload-too-large",
-        scope["path"], max_bytes=limit,
-    )  # fmt: skip
+        413,
+        "Payload too large",
+        f"the request body exceeds {limit} bytes",
+        PROBLEM_TYPE_BASE + "payload-too-large",
+        scope["path"],
+        max_bytes=limit,
+    )
     # the rest of the body is not read: the connection is closed after the answer
     response.headers["Connection"] = "close"
     await response(scope, receive, send)

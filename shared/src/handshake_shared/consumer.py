@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy.exc
 import structlog
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import Table, bindparam, insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -53,9 +53,16 @@ _OUTAGE_SQLSTATES = {"57P01", "57P02", "57P03", "57P05", "55000"}
 _NOT_OUTAGE_SQLSTATES = {"57014", "55P03", "40001", "40P01", "25P03"}
 # the network failing under us; other OSErrors (a missing file, a permission) are bugs or bad data
 _OUTAGE_ERRNOS = {
-    errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT,
-    errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTDOWN,
-}  # fmt: skip
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.ECONNABORTED,
+    errno.EPIPE,
+    errno.ETIMEDOUT,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ENETDOWN,
+    errno.EHOSTDOWN,
+}
 # provider SDK (stripe) names for "could not reach it" and "slow down"
 _OUTAGE_ERROR_NAMES = {"ConnectionDoesNotExistError", "APIConnectionError", "RateLimitError"}
 
@@ -139,9 +146,7 @@ def _claim_statement(inbox: Table) -> Any:
 
 async def claim(conn: AsyncConnection, tables: MessagingTables, consumer: str, event: CloudEvent) -> bool:
     """Record the event as processed by this consumer; False when it already was."""
-    result = await conn.execute(
-        _claim_statement(tables.inbox), {"by": consumer, "id": event.id, "type": event.type}
-    )
+    result = await conn.execute(_claim_statement(tables.inbox), {"by": consumer, "id": event.id, "type": event.type})
     return result.first() is not None
 
 

@@ -205,7 +205,9 @@ def describe_error(exc: BaseException) -> str:
     is described by its class, SQLSTATE, constraint and primary message, and the message is left out for
     data exceptions (class 22)."""
     if isinstance(exc, sqlalchemy.exc.StatementError):
-        driver = next((e for e in error_chain(exc)[1:] if sqlstate_of(e) and type(e).__module__.startswith("asyncpg")), None)
+        driver = next(
+            (e for e in error_chain(exc)[1:] if sqlstate_of(e) and type(e).__module__.startswith("asyncpg")), None
+        )
         described = _describe_database_error(driver) if driver is not None else _describe_database_error(exc.orig)
         statement = " ".join((exc.statement or "").split())[:200]
         return f"{type(exc).__name__}: {described}" + (f" [SQL: {statement}]" if statement else "")
@@ -244,7 +246,9 @@ DEFAULT_LOCK_TIMEOUT_MS = 5_000
 DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
 
 
-def server_settings(*, statement_timeout_ms: int, lock_timeout_ms: int, idle_in_transaction_timeout_ms: int) -> dict[str, str]:
+def server_settings(
+    *, statement_timeout_ms: int, lock_timeout_ms: int, idle_in_transaction_timeout_ms: int
+) -> dict[str, str]:
     return {
         "statement_timeout": str(statement_timeout_ms),
         "lock_timeout": str(lock_timeout_ms),

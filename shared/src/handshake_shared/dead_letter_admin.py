@@ -114,16 +114,28 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
 
     def listing() -> Select[Any]:
         return select(
-            dl.c.id, dl.c.consumer, dl.c.topic, dl.c.partition, dl.c.kafka_offset, dl.c.message_key, dl.c.event_id,
-            dl.c.event_type, dl.c.error, dl.c.attempts, dl.c.created_at, dl.c.resolved_at,
+            dl.c.id,
+            dl.c.consumer,
+            dl.c.topic,
+            dl.c.partition,
+            dl.c.kafka_offset,
+            dl.c.message_key,
+            dl.c.event_id,
+            dl.c.event_type,
+            dl.c.error,
+            dl.c.attempts,
+            dl.c.created_at,
+            dl.c.resolved_at,
             func.octet_length(dl.c.payload).label("payload_bytes"),
-        )  # fmt: skip
+        )
 
     @router.get("")
     async def list_dead_letters(
         _: Principal = Depends(lister),  # noqa: B008 - a local dependency
         status: Literal["open", "redriven", "discarded", "all"] = "open",
-        order_id: Annotated[uuid.UUID | None, Query(description="those whose key, envelope or payload names the order")] = None,
+        order_id: Annotated[
+            uuid.UUID | None, Query(description="those whose key, envelope or payload names the order")
+        ] = None,
         consumer: Annotated[FilterText | None, Query()] = None,
         topic: Annotated[FilterText | None, Query()] = None,
         event_type: Annotated[FilterText | None, Query()] = None,
@@ -158,8 +170,9 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
     def consumer_named(name: str) -> EventConsumer | None:
         return next((c for c in runtime.consumers if c.name == name), None)
 
-    def resolving(settle: Settle, *, noun: str, past: str,
-                  allowed: Callable[..., Principal]) -> Callable[..., Awaitable[dict[str, Any]]]:  # fmt: skip
+    def resolving(
+        settle: Settle, *, noun: str, past: str, allowed: Callable[..., Principal]
+    ) -> Callable[..., Awaitable[dict[str, Any]]]:
         """The route of one way to resolve a dead letter, and what redrive and discard share: the open dead letter
         locked, `settle` deciding the outcome (or refusing with a problem, which rolls everything back), then the
         dead letter resolved and audited in the same transaction. The row lock makes concurrent admins take
@@ -171,69 +184,110 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
             principal: Principal = Depends(allowed),  # noqa: B008 - a local dependency
         ) -> dict[str, Any]:
             async with runtime.db.transaction() as conn:
-                row = (await conn.execute(listing().add_columns(dl.c.payload).where(dl.c.id == dead_letter_id)
-                                          .with_for_update())).first()  # fmt: skip
+                row = (
+                    await conn.execute(
+                        listing().add_columns(dl.c.payload).where(dl.c.id == dead_letter_id).with_for_update()
+                    )
+                ).first()
                 if row is None:
                     raise Problem(404, "Dead letter not found", type="dead-letter-not-found")
                 if row.resolved_at is not None:
                     earlier = await conn.scalar(select(redrives.c.outcome).where(redrives.c.dead_letter_id == row.id))
                     how = "discarded" if earlier == DISCARDED else "redriven"
-                    raise Problem(409, f"Dead letter already {how}", f"dead letter {dead_letter_id} was {how} at "
-                                  f"{row.resolved_at.isoformat()}", type=f"dead-letter-already-{how}")  # fmt: skip
+                    raise Problem(
+                        409,
+                        f"Dead letter already {how}",
+                        f"dead letter {dead_letter_id} was {how} at {row.resolved_at.isoformat()}",
+                        type=f"dead-letter-already-{how}",
+                    )
                 outcome = await settle(conn, row)
                 resolved_at = (
-                    await conn.execute(update(dl).where(dl.c.id == row.id).values(resolved_at=func.now())
-                                       .returning(dl.c.resolved_at))
-                ).scalar_one()  # fmt: skip
+                    await conn.execute(
+                        update(dl).where(dl.c.id == row.id).values(resolved_at=func.now()).returning(dl.c.resolved_at)
+                    )
+                ).scalar_one()
                 audit_id = (
                     await conn.execute(
-                        insert(redrives).values(
-                            dead_letter_id=row.id, consumer=row.consumer, event_id=row.event_id,
-                            event_type=row.event_type, actor=principal.subject, reason=body.reason, outcome=outcome,
-                        ).returning(redrives.c.id)
+                        insert(redrives)
+                        .values(
+                            dead_letter_id=row.id,
+                            consumer=row.consumer,
+                            event_id=row.event_id,
+                            event_type=row.event_type,
+                            actor=principal.subject,
+                            reason=body.reason,
+                            outcome=outcome,
+                        )
+                        .returning(redrives.c.id)
                     )
-                ).scalar_one()  # fmt: skip
-            log.warning(f"dead letter {past}", dead_letter_id=row.id, consumer=row.consumer, event_id=row.event_id,
-                        outcome=outcome, actor=principal.subject, reason=body.reason)  # fmt: skip
+                ).scalar_one()
+            log.warning(
+                f"dead letter {past}",
+                dead_letter_id=row.id,
+                consumer=row.consumer,
+                event_id=row.event_id,
+                outcome=outcome,
+                actor=principal.subject,
+                reason=body.reason,
+            )
             view = dead_letter_view(row)
             view["resolved_at"] = resolved_at.isoformat()
-            return {**view, "outcome": outcome, f"{noun}_id": audit_id, f"{past}_by": principal.subject,
-                    "reason": body.reason}  # fmt: skip
+            return {
+                **view,
+                "outcome": outcome,
+                f"{noun}_id": audit_id,
+                f"{past}_by": principal.subject,
+                "reason": body.reason,
+            }
 
         return route
 
     async def apply_again(conn: AsyncConnection, row: Row[Any]) -> str:
         consumer = consumer_named(row.consumer)
         if consumer is None:
-            raise Problem(409, "Dead letter not redrivable", f"no consumer {row.consumer!r} runs in this service",
-                          type="dead-letter-not-redrivable")  # fmt: skip
+            raise Problem(
+                409,
+                "Dead letter not redrivable",
+                f"no consumer {row.consumer!r} runs in this service",
+                type="dead-letter-not-redrivable",
+            )
         try:
             event = parse_event(bytes(row.payload))
         except EnvelopeError as exc:
-            raise Problem(409, "Dead letter not redrivable", f"the stored message is not an event: {exc}",
-                          type="dead-letter-not-redrivable") from None  # fmt: skip
+            raise Problem(
+                409,
+                "Dead letter not redrivable",
+                f"the stored message is not an event: {exc}",
+                type="dead-letter-not-redrivable",
+            ) from None
         handler = consumer.handlers.get(event.type)
         if handler is None:
-            raise Problem(409, "Dead letter not redrivable", f"{consumer.name} has no handler for {event.type}",
-                          type="dead-letter-not-redrivable")  # fmt: skip
+            raise Problem(
+                409,
+                "Dead letter not redrivable",
+                f"{consumer.name} has no handler for {event.type}",
+                type="dead-letter-not-redrivable",
+            )
         try:
             payload = payload_model(event.type).model_validate(event.data)
         except (ValidationError, KeyError) as exc:
-            raise Problem(409, "Dead letter not redrivable", f"invalid payload: {exc}"[:1000],
-                          type="dead-letter-not-redrivable") from None  # fmt: skip
+            raise Problem(
+                409, "Dead letter not redrivable", f"invalid payload: {exc}"[:1000], type="dead-letter-not-redrivable"
+            ) from None
         with event_context(event):
             # the dead letter's own inbox row (same transaction, same now()) is not an application
             await conn.execute(
                 delete(inbox).where(
-                    inbox.c.consumer == consumer.name, inbox.c.event_id == event.id,
+                    inbox.c.consumer == consumer.name,
+                    inbox.c.event_id == event.id,
                     inbox.c.processed_at == row.created_at,
                 )
-            )  # fmt: skip
+            )
             if not await claim(conn, runtime.tables, consumer.name, event):
                 return "already_applied"
             try:
                 await handler(conn, event, payload)
-            except Exception as exc:  # noqa: BLE001 - any failure of the handler is the answer
+            except Exception as exc:
                 # the transaction rolls back: the dead letter stays open, to be redriven again later
                 described = describe_error(exc)
                 log.warning("dead letter redrive failed", dead_letter_id=row.id, error=described)
@@ -246,14 +300,20 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
         # the dead letter's own inbox row stays: the broker delivering the message again still does nothing
         return DISCARDED
 
-    router.add_api_route("/{dead_letter_id}/redrive",
-                         resolving(apply_again, noun="redrive", past="redriven", allowed=staff),
-                         methods=["POST"], name="redrive")  # fmt: skip
-    router.add_api_route("/{dead_letter_id}/discard",
-                         resolving(leave_unapplied, noun="discard", past="discarded", allowed=admin),
-                         methods=["POST"], name="discard",
-                         description="For a dead letter that must never be applied (not an event, no handler for its "
-                         "type, an invalid payload, or an operator's decision): resolved and audited like a redrive, "
-                         "and nothing runs.")  # fmt: skip
+    router.add_api_route(
+        "/{dead_letter_id}/redrive",
+        resolving(apply_again, noun="redrive", past="redriven", allowed=staff),
+        methods=["POST"],
+        name="redrive",
+    )
+    router.add_api_route(
+        "/{dead_letter_id}/discard",
+        resolving(leave_unapplied, noun="discard", past="discarded", allowed=admin),
+        methods=["POST"],
+        name="discard",
+        description="For a dead letter that must never be applied (not an event, no handler for its "
+        "type, an invalid payload, or an operator's decision): resolved and audited like a redrive, "
+        "and nothing runs.",
+    )
 
     return router

@@ -28,7 +28,11 @@ EX_CONFIG = 78
 S = TypeVar("S")
 
 
-def main(migrations_package: str, load_settings: Callable[[], ServiceSettings], create_app: Callable[[ServiceSettings], FastAPI]) -> None:
+def main(
+    migrations_package: str,
+    load_settings: Callable[[], ServiceSettings],
+    create_app: Callable[[ServiceSettings], FastAPI],
+) -> None:
     service = migrations_package.split(".")[0]
     command = sys.argv[1] if len(sys.argv) > 1 else "serve"
     if command == "migrate":
@@ -64,8 +68,12 @@ def read_settings(service: str, load: Callable[[], S]) -> S:
 
 def refuse(service: str, problems: list[str]) -> NoReturn:
     # logging may not be configured yet (it depends on the settings); one JSON line as the services log
-    line = {"event": "refusing to start: configuration not fit to run", "service": service, "level": "critical",
-            "problems": problems}  # fmt: skip
+    line = {
+        "event": "refusing to start: configuration not fit to run",
+        "service": service,
+        "level": "critical",
+        "problems": problems,
+    }
     print(json.dumps(line), file=sys.stderr, flush=True)
     raise SystemExit(EX_CONFIG)
 

@@ -64,7 +64,7 @@ class CloudEvent(BaseModel):
                 raise ValueError(f"sequence must be a string of at most {SEQUENCE_DIGITS} digits")
             return int(value)
         if isinstance(value, bool):
-            raise ValueError("sequence is not a boolean")  # noqa: TRY004 - pydantic reports only ValueError
+            raise ValueError("sequence is not a boolean")
         return value
 
     @field_serializer("sequence", when_used="json")

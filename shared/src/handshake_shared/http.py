@@ -38,14 +38,18 @@ def require_idempotency_key(key: str | None) -> str:
     and an HTTP header value is ASCII anyway) and at most 255 characters; otherwise 400."""
     if not key or len(key) > IDEMPOTENCY_KEY_MAX_LENGTH or not key.isprintable() or not key.isascii():
         raise Problem(
-            400, "Idempotency-Key required",
+            400,
+            "Idempotency-Key required",
             f"send a unique Idempotency-Key header (printable ASCII, at most {IDEMPOTENCY_KEY_MAX_LENGTH} "
-            "characters) with this request", type="idempotency-key-required",
-        )  # fmt: skip
+            "characters) with this request",
+            type="idempotency-key-required",
+        )
     return key
 
 
-def problem_response(status: int, title: str, detail: str | None, type_: str, instance: str, **extra: object) -> JSONResponse:
+def problem_response(
+    status: int, title: str, detail: str | None, type_: str, instance: str, **extra: object
+) -> JSONResponse:
     body: dict[str, object] = {"type": type_, "title": title, "status": status, "instance": instance}
     if detail:
         body["detail"] = detail
@@ -74,8 +78,12 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return problem_response(
-            422, "Invalid request", "the request body or parameters are not valid",
-            PROBLEM_TYPE_BASE + "invalid-request", request.url.path, errors=errors,
+            422,
+            "Invalid request",
+            "the request body or parameters are not valid",
+            PROBLEM_TYPE_BASE + "invalid-request",
+            request.url.path,
+            errors=errors,
         )
 
     # A database error never reaches a client as a 500 or as SQL. SQLSTATE decides who is at fault:
@@ -83,7 +91,12 @@ def install_problem_handlers(app: FastAPI) -> None:
     # request collides with (a duplicate key, a row it references or that references it) -> 409; a value
     # the database cannot hold or a CHECK/NOT NULL it breaks -> 422. Anything else is a bug of ours: 503
     # without detail, logged in full.
-    unavailable_classes = ("08", "40", "53", "57")  # connection, rollback (serialization, deadlock), resources, shutdown
+    unavailable_classes = (
+        "08",
+        "40",
+        "53",
+        "57",
+    )  # connection, rollback (serialization, deadlock), resources, shutdown
     conflict_states = {"23001", "23503", "23505", "23P01"}  # restrict, foreign key, unique, exclusion
     invalid_states = {"23502", "23514"}  # not null, check
 
@@ -99,21 +112,41 @@ def install_problem_handlers(app: FastAPI) -> None:
             or sqlstate[:2] in unavailable_classes
         ):
             log.warning("database unavailable", path=path, sqlstate=sqlstate or None, error=type(exc).__name__)
-            response = problem_response(503, "Service unavailable", "the database cannot be reached; try again shortly",
-                                        PROBLEM_TYPE_BASE + "database-unavailable", path)  # fmt: skip
+            response = problem_response(
+                503,
+                "Service unavailable",
+                "the database cannot be reached; try again shortly",
+                PROBLEM_TYPE_BASE + "database-unavailable",
+                path,
+            )
             response.headers["Retry-After"] = "1"
             return response
         if sqlstate in conflict_states:
             log.info("request conflicts with stored data", path=path, sqlstate=sqlstate)
-            return problem_response(409, "Conflict", "the request conflicts with data stored meanwhile",
-                                    PROBLEM_TYPE_BASE + "conflict", path)  # fmt: skip
+            return problem_response(
+                409,
+                "Conflict",
+                "the request conflicts with data stored meanwhile",
+                PROBLEM_TYPE_BASE + "conflict",
+                path,
+            )
         if sqlstate[:2] == "22" or sqlstate in invalid_states or client_value_error:
             log.info("request holds a value the database refuses", path=path, sqlstate=sqlstate or None)
-            return problem_response(422, "Invalid request", "a value in the request cannot be stored",
-                                    PROBLEM_TYPE_BASE + "invalid-request", path)  # fmt: skip
+            return problem_response(
+                422,
+                "Invalid request",
+                "a value in the request cannot be stored",
+                PROBLEM_TYPE_BASE + "invalid-request",
+                path,
+            )
         log.error("database error", path=path, sqlstate=sqlstate or None, exc_info=exc)
-        response = problem_response(503, "Service unavailable", "the request could not be completed; try again later",
-                                    PROBLEM_TYPE_BASE + "database-error", path)  # fmt: skip
+        response = problem_response(
+            503,
+            "Service unavailable",
+            "the request could not be completed; try again later",
+            PROBLEM_TYPE_BASE + "database-error",
+            path,
+        )
         response.headers["Retry-After"] = "5"
         return response
 
@@ -179,7 +212,7 @@ async def _run_checks(checks: Mapping[str, Check]) -> tuple[bool, dict[str, str]
     async def one(check: Check) -> str:
         try:
             await check()
-        except Exception as exc:  # noqa: BLE001 - the probe reports it
+        except Exception as exc:
             return f"failed: {type(exc).__name__}"
         return "ok"
 

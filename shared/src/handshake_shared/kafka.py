@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -114,10 +115,8 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
             log.info("topics created", topics=[t.name for t in missing], partitions=partitions)
         # an empty list would describe every topic on the cluster
         described = await admin.describe_topics(present) if (present := [t for t in topics if t in existing]) else []

@@ -16,7 +16,16 @@ if TYPE_CHECKING:
 
 def configure_logging(service: str, level: str = "INFO") -> None:
     logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level.upper(), force=True)
-    for noisy in ("aiokafka", "kafka", "uvicorn.access", "sqlalchemy.engine", "faststream", "httpx", "httpcore", "stripe"):
+    for noisy in (
+        "aiokafka",
+        "kafka",
+        "uvicorn.access",
+        "sqlalchemy.engine",
+        "faststream",
+        "httpx",
+        "httpcore",
+        "stripe",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # group membership changes (joins, assignments) are what an operator needs after a broker incident
     logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.INFO)

@@ -19,15 +19,21 @@ OFFSET_COMMITS = Counter(
     "Batches of messages handled, each followed by one offset commit (a commit covers the whole batch)",
     ["consumer"],
 )
-EVENT_HANDLER_RETRIES = Counter("handshake_event_handler_retries_total", "Handler attempts that failed and were retried", ["consumer"])
-DEAD_LETTERS = Counter("handshake_dead_letters_total", "Messages dead-lettered after bounded retries", ["consumer", "topic"])
+EVENT_HANDLER_RETRIES = Counter(
+    "handshake_event_handler_retries_total", "Handler attempts that failed and were retried", ["consumer"]
+)
+DEAD_LETTERS = Counter(
+    "handshake_dead_letters_total", "Messages dead-lettered after bounded retries", ["consumer", "topic"]
+)
 DEAD_LETTERS_OPEN = Gauge(
     "handshake_dead_letters_open",
     "Dead letters neither redriven nor discarded, by consumer (read from the database: every replica reports all)",
     ["consumer"],
 )
 LAST_PROCESSED = Gauge(
-    "handshake_consumer_last_processed_timestamp_seconds", "Unix time of the last event a consumer finished", ["consumer"]
+    "handshake_consumer_last_processed_timestamp_seconds",
+    "Unix time of the last event a consumer finished",
+    ["consumer"],
 )
 EVENT_HANDLING_SECONDS = Histogram(
     "handshake_event_handling_seconds", "Time to apply one event (all attempts)", ["consumer"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -150,10 +151,19 @@ class Outbox:
         headers: dict[str, str],
         sequence: int | None = None,
     ) -> None:
-        await conn.execute(_insert_statement(self.t.outbox), {
-            "event_id": event_id, "topic": topic, "message_key": key, "bucket": bucket_of(key),
-            "event_type": event_type, "sequence": sequence, "payload": payload, "headers": headers,
-        })  # fmt: skip
+        await conn.execute(
+            _insert_statement(self.t.outbox),
+            {
+                "event_id": event_id,
+                "topic": topic,
+                "message_key": key,
+                "bucket": bucket_of(key),
+                "event_type": event_type,
+                "sequence": sequence,
+                "payload": payload,
+                "headers": headers,
+            },
+        )
         conn.info["outbox_dirty"] = True
 
 
@@ -267,16 +277,12 @@ class OutboxRelay:
             self._inflight.clear()
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def _wait_for_work(self) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.db.outbox_written.wait(), timeout=self.idle_poll)
-        except TimeoutError:
-            pass
 
     async def _refresh_lag(self) -> None:
         """At most once per idle poll interval, the other gauges at most once per gauge interval."""
@@ -300,7 +306,7 @@ class OutboxRelay:
                 OUTBOX_PARKED.labels(self.service).set(parked)
                 for read in self.gauges if others else ():
                     await read(conn)
-        except Exception as exc:  # noqa: BLE001 - see above
+        except Exception as exc:
             log.debug("gauges not read", error=describe_error(exc))
 
     async def publish_once(self) -> int:
@@ -377,7 +383,7 @@ class OutboxRelay:
             return True
         try:
             return await self.broker_reachable()
-        except Exception:  # noqa: BLE001 - not reachable, then
+        except Exception:
             return False
 
     async def _charge(self, conn: AsyncConnection, outcome: _KeyOutcome) -> None:
@@ -407,11 +413,24 @@ class OutboxRelay:
         OUTBOX_REFUSED.labels(self.service, row.topic).inc()
         if parked:
             OUTBOX_ROWS_PARKED.labels(self.service, row.topic).inc()
-            log.error("outbox row parked: its key waits for an admin", outbox_id=row.id, topic=row.topic,
-                      key=row.message_key, attempts=attempts, error=error[:500])  # fmt: skip
+            log.error(
+                "outbox row parked: its key waits for an admin",
+                outbox_id=row.id,
+                topic=row.topic,
+                key=row.message_key,
+                attempts=attempts,
+                error=error[:500],
+            )
         else:
-            log.warning("outbox row refused by the broker; its key waits", outbox_id=row.id, topic=row.topic,
-                        key=row.message_key, attempts=attempts, retry_in=delay, error=error[:500])  # fmt: skip
+            log.warning(
+                "outbox row refused by the broker; its key waits",
+                outbox_id=row.id,
+                topic=row.topic,
+                key=row.message_key,
+                attempts=attempts,
+                retry_in=delay,
+                error=error[:500],
+            )
 
     async def _send_in_order(self, key_rows: list[Any], abandon: asyncio.Event) -> _KeyOutcome:
         """The rows of one key, each after the previous was acknowledged; stops at the first failure, and
@@ -423,7 +442,7 @@ class OutboxRelay:
             try:
                 delivery = await self.send(row.topic, row.message_key.encode(), row.payload, row.headers)
                 await delivery
-            except Exception as exc:  # noqa: BLE001 - recorded by the round; the rest of the key waits
+            except Exception as exc:
                 return _KeyOutcome(sent, row, exc)
             sent.append(row.id)
         return _KeyOutcome(sent)

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("outbox-admin")
 
 
-
 def parked_view(row: Row[Any]) -> dict[str, Any]:
     # the payload stays out: it may hold what only the topic's readers are meant to see
     return {
@@ -47,9 +46,18 @@ def outbox_admin_router(runtime: Runtime) -> APIRouter:
 
     def parked_query() -> Select[Any]:
         return select(
-            ob.c.id, ob.c.event_id, ob.c.topic, ob.c.message_key, ob.c.event_type, ob.c.sequence, ob.c.attempts,
-            ob.c.last_error, ob.c.created_at, ob.c.parked_at, func.octet_length(ob.c.payload).label("payload_bytes"),
-        ).where(ob.c.published_at.is_(None), ob.c.parked_at.is_not(None))  # fmt: skip
+            ob.c.id,
+            ob.c.event_id,
+            ob.c.topic,
+            ob.c.message_key,
+            ob.c.event_type,
+            ob.c.sequence,
+            ob.c.attempts,
+            ob.c.last_error,
+            ob.c.created_at,
+            ob.c.parked_at,
+            func.octet_length(ob.c.payload).label("payload_bytes"),
+        ).where(ob.c.published_at.is_(None), ob.c.parked_at.is_not(None))
 
     @router.get("/parked")
     async def list_parked(
@@ -73,21 +81,33 @@ def outbox_admin_router(runtime: Runtime) -> APIRouter:
                 exists = (await conn.execute(select(ob.c.id).where(ob.c.id == outbox_id))).first()
                 if exists is None:
                     raise Problem(404, "Outbox row not found", type="outbox-row-not-found")
-                raise Problem(409, "Outbox row not parked", f"outbox row {outbox_id} is not parked",
-                              type="outbox-row-not-parked")  # fmt: skip
+                raise Problem(
+                    409, "Outbox row not parked", f"outbox row {outbox_id} is not parked", type="outbox-row-not-parked"
+                )
             await conn.execute(
                 insert(releases).values(
-                    outbox_id=row.id, event_id=row.event_id, actor=principal.subject, reason=body.reason,
-                    attempts=row.attempts, last_error=row.last_error, parked_at=row.parked_at,
+                    outbox_id=row.id,
+                    event_id=row.event_id,
+                    actor=principal.subject,
+                    reason=body.reason,
+                    attempts=row.attempts,
+                    last_error=row.last_error,
+                    parked_at=row.parked_at,
                 )
-            )  # fmt: skip
+            )
             # a fresh budget of attempts: if the cause is not fixed, it is parked again and alerts again
             await conn.execute(
                 update(ob).where(ob.c.id == row.id).values(parked_at=None, next_attempt_at=None, attempts=0)
             )
         runtime.db.outbox_written.set()  # publish now, not at the next poll
-        log.warning("parked outbox row released", outbox_id=row.id, topic=row.topic, key=row.message_key,
-                    actor=principal.subject, reason=body.reason)  # fmt: skip
+        log.warning(
+            "parked outbox row released",
+            outbox_id=row.id,
+            topic=row.topic,
+            key=row.message_key,
+            actor=principal.subject,
+            reason=body.reason,
+        )
         return {**parked_view(row), "released_by": principal.subject, "reason": body.reason}
 
     return router

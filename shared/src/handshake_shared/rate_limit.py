@@ -114,7 +114,11 @@ class RateLimits:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            matching = [(r, lim) for r, pattern, lim in self.routes if r.method == scope["method"] and pattern.fullmatch(scope["path"])]
+            matching = [
+                (r, lim)
+                for r, pattern, lim in self.routes
+                if r.method == scope["method"] and pattern.fullmatch(scope["path"])
+            ]
             if matching:
                 wait = self._wait(scope, matching)
                 if wait > 0:

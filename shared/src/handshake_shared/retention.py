@@ -84,8 +84,14 @@ def messaging_jobs(tables: MessagingTables, settings: ServiceSettings) -> list[R
     jobs = [
         # only rows the broker acknowledged; an unpublished row is an event not yet sent, and a parked one waits
         # for a person. Walked in id order (the primary key), which is commit order near enough.
-        purge("outbox", ob, age_column=ob.c.published_at, keep=timedelta(hours=settings.outbox_retention_hours),
-              where=[ob.c.published_at.is_not(None), ob.c.parked_at.is_(None)], order_by=ob.c.id),
+        purge(
+            "outbox",
+            ob,
+            age_column=ob.c.published_at,
+            keep=timedelta(hours=settings.outbox_retention_hours),
+            where=[ob.c.published_at.is_not(None), ob.c.parked_at.is_(None)],
+            order_by=ob.c.id,
+        ),
         # An inbox row only matters while the broker can still deliver its event again; the broker deletes a
         # message after its topic's retention (7 days for the saga topics), so a row older than that guards
         # against nothing. Replays and redrives of stored events make new event ids or go through the inbox
@@ -93,9 +99,15 @@ def messaging_jobs(tables: MessagingTables, settings: ServiceSettings) -> list[R
         purge("inbox", inbox, age_column=inbox.c.processed_at, keep=timedelta(days=settings.inbox_retention_days)),
         # resolved means redriven or discarded (audited in dead_letter_redrives, which is kept); open ones wait
         # for a person
-        purge("dead_letters", dl, age_column=dl.c.resolved_at, keep=timedelta(days=settings.dead_letter_retention_days),
-              where=[dl.c.resolved_at.is_not(None)], order_by=dl.c.id),
-    ]  # fmt: skip
+        purge(
+            "dead_letters",
+            dl,
+            age_column=dl.c.resolved_at,
+            keep=timedelta(days=settings.dead_letter_retention_days),
+            where=[dl.c.resolved_at.is_not(None)],
+            order_by=dl.c.id,
+        ),
+    ]
     return [job for job in jobs if job is not None]
 
 
@@ -136,7 +148,7 @@ class Retention:
         for job in self.jobs:
             try:
                 done[job.name] = await self.run_job(job, now)
-            except Exception as exc:  # noqa: BLE001 - the next round tries again; the loop must survive
+            except Exception as exc:
                 RETENTION_FAILURES.labels(job.name).inc()
                 log.error("retention job failed", job=job.name, error=describe_error(exc))
         if any(done.values()):

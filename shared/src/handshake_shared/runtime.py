@@ -15,11 +15,11 @@ from faststream.kafka.annotations import KafkaMessage
 from handshake_shared import metrics
 from handshake_shared.consumer import DeadLetterHook, EventConsumer, Handler, RawMessage, RetryPolicy
 from handshake_shared.db import Database, MessagingTables
+from handshake_shared.dead_letter_admin import OpenDeadLetters, dead_letter_admin_router
 from handshake_shared.http import HealthChecks
 from handshake_shared.kafka import make_broker, relay_sender
 from handshake_shared.outbox import Outbox, OutboxRelay
 from handshake_shared.outbox_admin import outbox_admin_router
-from handshake_shared.dead_letter_admin import OpenDeadLetters, dead_letter_admin_router
 from handshake_shared.retention import Retention, messaging_jobs
 from handshake_shared.settings import ServiceSettings
 
@@ -75,9 +75,14 @@ class Runtime:
         self, topic: str, *, group: str, handlers: dict[str, Handler], on_dead_letter: DeadLetterHook | None = None
     ) -> EventConsumer:
         consumer = EventConsumer(
-            name=group, db=self.db, tables=self.tables, outbox=self.outbox, handlers=handlers,
-            policy=self.retry_policy, on_dead_letter=on_dead_letter,
-        )  # fmt: skip
+            name=group,
+            db=self.db,
+            tables=self.tables,
+            outbox=self.outbox,
+            handlers=handlers,
+            policy=self.retry_policy,
+            on_dead_letter=on_dead_letter,
+        )
         subscriber = self.broker.subscriber(
             topic,
             group_id=self.settings.kafka_group_prefix + group,
@@ -100,7 +105,9 @@ class Runtime:
             # in the order received: within a partition (one order's events) that is the order produced
             for raw in records:
                 await consumer.handle(
-                    RawMessage(topic=raw.topic, partition=raw.partition, offset=raw.offset, key=raw.key, value=raw.value)
+                    RawMessage(
+                        topic=raw.topic, partition=raw.partition, offset=raw.offset, key=raw.key, value=raw.value
+                    )
                 )
             metrics.OFFSET_COMMITS.labels(consumer.name).inc()
 

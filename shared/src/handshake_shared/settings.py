@@ -238,7 +238,9 @@ class ServiceSettings(BaseSettings):
         if protocol.startswith("SASL_"):
             if self.kafka_sasl_mechanism == "PLAIN":
                 # PLAIN sends the password itself to the broker; SCRAM proves it without sending it
-                problems.append(f"{env_name('kafka_sasl_mechanism')}=PLAIN sends the password to the broker (use SCRAM-SHA-512)")
+                problems.append(
+                    f"{env_name('kafka_sasl_mechanism')}=PLAIN sends the password to the broker (use SCRAM-SHA-512)"
+                )
             if not self.kafka_sasl_username:
                 problems.append(f"{env_name('kafka_sasl_username')} is missing")
             problems += secret_problems("kafka_sasl_password", self.kafka_sasl_password, required=True)

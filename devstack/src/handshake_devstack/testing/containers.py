@@ -27,7 +27,9 @@ def container_stack(root: Path) -> Iterator[SimpleNamespace]:
         admin_url = base.rsplit("/", 1)[0]
 
         def create_database(name: str, *, recreate: bool = False) -> str:
-            engine = create_engine(base.replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
+            engine = create_engine(
+                base.replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT"
+            )
             with engine.connect() as conn:
                 if recreate:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -44,7 +46,9 @@ def container_stack(root: Path) -> Iterator[SimpleNamespace]:
             yield SimpleNamespace(
                 root=root,
                 logs=root / "logs",
-                postgres=SimpleNamespace(create_database=create_database, url=lambda db="postgres": f"{admin_url}/{db}"),
+                postgres=SimpleNamespace(
+                    create_database=create_database, url=lambda db="postgres": f"{admin_url}/{db}"
+                ),
                 broker=SimpleNamespace(bootstrap_servers=bootstrap, partitions=6),
                 stripe=stripe,
             )

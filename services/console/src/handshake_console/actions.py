@@ -36,8 +36,11 @@ def _refund(form: Form, currency: str | None, *, request_approval: bool) -> dict
         amount = parse_amount(form.get("amount", ""), currency)
     except AmountError as exc:
         raise FormError(str(exc)) from None
-    body: dict[str, Any] = {"amount": amount, "reason": _text(form, "reason", "the reason"),
-                            "restock": form.get("restock") in ("on", "true", "1")}  # fmt: skip
+    body: dict[str, Any] = {
+        "amount": amount,
+        "reason": _text(form, "reason", "the reason"),
+        "restock": form.get("restock") in ("on", "true", "1"),
+    }
     if request_approval:
         body["request_approval"] = True
     return body
@@ -75,28 +78,93 @@ class Action:
 ACTIONS: dict[str, Action] = {
     a.name: a
     for a in (
-        Action("review", "Mark for review", "order", "/v1/admin/orders/{order_id}/review",
-               ("support", "finance", "admin"), lambda f, c: {"note": _text(f, "note", "the note")}),
-        Action("close_review", "Close review", "order", "/v1/admin/orders/{order_id}/review/close",
-               ("finance", "admin"), lambda f, c: {"to": _target(f), **_reason(f)}, needs="finance or admin"),
-        Action("refund", "Refund", "order", "/v1/admin/orders/{order_id}/refunds", ("support", "finance"),
-               lambda f, c: _refund(f, c, request_approval=False), needs="support (up to the limit) or finance"),
-        Action("request_approval", "Ask finance to approve a refund", "order", "/v1/admin/orders/{order_id}/refunds",
-               ("support",), lambda f, c: _refund(f, c, request_approval=True), needs="support"),
-        Action("transition", "Manual transition", "order", "/v1/admin/orders/{order_id}/transitions",
-               ("support", "admin"), lambda f, c: {"to": _target(f), **_reason(f)}, needs="support or admin"),
-        Action("resend", "Resend order event", "order", "/v1/admin/orders/{order_id}/events/resend",
-               ("support", "finance", "admin"), lambda f, c: _reason(f)),
-        Action("redrive", "Re-drive stuck order", "order", "/v1/admin/orders/{order_id}/redrive",
-               ("support", "admin"), lambda f, c: _reason(f), needs="support or admin"),
-        Action("reconcile", "Reconcile with the provider", "payment", "/v1/admin/orders/{order_id}/reconciliation",
-               ("support", "finance", "admin"), lambda f, c: _reason(f)),
-        Action("replay", "Replay webhook", "webhook-ingest", "/v1/admin/provider-events/{event_id}/replay",
-               ("support", "admin"), lambda f, c: _reason(f), needs="support or admin"),
+        Action(
+            "review",
+            "Mark for review",
+            "order",
+            "/v1/admin/orders/{order_id}/review",
+            ("support", "finance", "admin"),
+            lambda f, c: {"note": _text(f, "note", "the note")},
+        ),
+        Action(
+            "close_review",
+            "Close review",
+            "order",
+            "/v1/admin/orders/{order_id}/review/close",
+            ("finance", "admin"),
+            lambda f, c: {"to": _target(f), **_reason(f)},
+            needs="finance or admin",
+        ),
+        Action(
+            "refund",
+            "Refund",
+            "order",
+            "/v1/admin/orders/{order_id}/refunds",
+            ("support", "finance"),
+            lambda f, c: _refund(f, c, request_approval=False),
+            needs="support (up to the limit) or finance",
+        ),
+        Action(
+            "request_approval",
+            "Ask finance to approve a refund",
+            "order",
+            "/v1/admin/orders/{order_id}/refunds",
+            ("support",),
+            lambda f, c: _refund(f, c, request_approval=True),
+            needs="support",
+        ),
+        Action(
+            "transition",
+            "Manual transition",
+            "order",
+            "/v1/admin/orders/{order_id}/transitions",
+            ("support", "admin"),
+            lambda f, c: {"to": _target(f), **_reason(f)},
+            needs="support or admin",
+        ),
+        Action(
+            "resend",
+            "Resend order event",
+            "order",
+            "/v1/admin/orders/{order_id}/events/resend",
+            ("support", "finance", "admin"),
+            lambda f, c: _reason(f),
+        ),
+        Action(
+            "redrive",
+            "Re-drive stuck order",
+            "order",
+            "/v1/admin/orders/{order_id}/redrive",
+            ("support", "admin"),
+            lambda f, c: _reason(f),
+            needs="support or admin",
+        ),
+        Action(
+            "reconcile",
+            "Reconcile with the provider",
+            "payment",
+            "/v1/admin/orders/{order_id}/reconciliation",
+            ("support", "finance", "admin"),
+            lambda f, c: _reason(f),
+        ),
+        Action(
+            "replay",
+            "Replay webhook",
+            "webhook-ingest",
+            "/v1/admin/provider-events/{event_id}/replay",
+            ("support", "admin"),
+            lambda f, c: _reason(f),
+            needs="support or admin",
+        ),
         # the service is the one holding the dead letter (DEAD_LETTER_SERVICE: chosen by the form)
-        Action("redrive_dead_letter", "Apply again", DEAD_LETTER_SERVICE,
-               "/v1/admin/dead-letters/{dead_letter_id}/redrive", ("support", "finance", "admin"),
-               lambda f, c: _reason(f)),
+        Action(
+            "redrive_dead_letter",
+            "Apply again",
+            DEAD_LETTER_SERVICE,
+            "/v1/admin/dead-letters/{dead_letter_id}/redrive",
+            ("support", "finance", "admin"),
+            lambda f, c: _reason(f),
+        ),
     )
 }
 

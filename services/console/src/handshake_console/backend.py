@@ -51,22 +51,26 @@ class Backend:
     async def get(self, service: str, path: str, token: str, params: Any = None) -> Answer:
         return await self._call("GET", service, path, token, params=params)
 
-    async def post(self, service: str, path: str, token: str, body: dict[str, Any], *,
-                   idempotency_key: str | None = None) -> Answer:  # fmt: skip
+    async def post(
+        self, service: str, path: str, token: str, body: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> Answer:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return await self._call("POST", service, path, token, json=body, headers=headers)
 
-    async def _call(self, method: str, service: str, path: str, token: str, *, headers: dict[str, str] | None = None,
-                    **kwargs: Any) -> Answer:  # fmt: skip
+    async def _call(
+        self, method: str, service: str, path: str, token: str, *, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> Answer:
         base = self.urls.get(service)
         if not base:
             return not_available(f"not available: no address configured for the {service} service")
         try:
             response = await self.http.request(
-                method, base.rstrip("/") + path, timeout=self.timeout,
+                method,
+                base.rstrip("/") + path,
+                timeout=self.timeout,
                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json", **(headers or {})},
                 **kwargs,
-            )  # fmt: skip
+            )
         except httpx.HTTPError as exc:
             log.warning("service call failed", service=service, path=path, error=type(exc).__name__)
             return not_available(f"not available: the {service} service cannot be reached ({type(exc).__name__})")
@@ -79,6 +83,7 @@ class Backend:
         problem = body if isinstance(body, dict) else {"title": response.reason_phrase or "Error"}
         # a route the service does not have: FastAPI's own 404/405 carries no problem type of ours
         if response.status_code in (404, 405) and problem.get("type", ROUTE_MISSING) == ROUTE_MISSING:
-            return Answer(status=response.status_code,
-                          unavailable=f"not available: the {service} service does not offer this yet")  # fmt: skip
+            return Answer(
+                status=response.status_code, unavailable=f"not available: the {service} service does not offer this yet"
+            )
         return Answer(status=response.status_code, problem=problem)

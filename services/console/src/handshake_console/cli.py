@@ -86,7 +86,9 @@ def main(argv: list[str], *, transport: httpx.AsyncBaseTransport | None = None) 
         return exc.code
 
 
-async def run(args: argparse.Namespace, token: str, urls: ServiceUrls, transport: httpx.AsyncBaseTransport | None) -> int:
+async def run(
+    args: argparse.Namespace, token: str, urls: ServiceUrls, transport: httpx.AsyncBaseTransport | None
+) -> int:
     async with httpx.AsyncClient(transport=transport) as http:
         backend = Backend(urls.service_urls(), http, timeout=urls.console_http_timeout_seconds)
         return await Commands(backend, token, as_json=args.json).dispatch(args)
@@ -120,8 +122,11 @@ class Commands:
         if query.kind == "order_id":
             return query.value
         if query.kind == "payment_intent":
-            data = checked(await self.b.get("payment", "/v1/admin/payments", self.token,
-                                            params={"provider_intent_id": query.value}))  # fmt: skip
+            data = checked(
+                await self.b.get(
+                    "payment", "/v1/admin/payments", self.token, params={"provider_intent_id": query.value}
+                )
+            )
             ids = {p.get("order_id") for p in data.get("payments", []) if p.get("order_id")}
         elif query.kind == "provider_event":
             data = checked(await self.b.get("webhook-ingest", f"/v1/admin/provider-events/{query.value}", self.token))
@@ -139,16 +144,20 @@ class Commands:
         order = checked(await self.b.get("order", f"/v1/admin/orders/{oid}", self.token))
         payments = await self.b.get("payment", f"/v1/admin/orders/{oid}/payments", self.token, params={"live": "true"})
         lines = [f"order {oid} {order.get('reference') or ''}".rstrip(), summary_line(order), "timeline:"]
-        lines += [f"  {t.get('at', '')[:19]}  {t.get('from') or '-':>20} -> {t.get('to')}  {t.get('reason')} ({t.get('actor')})"
-                  for t in order.get("timeline", [])]  # fmt: skip
+        lines += [
+            f"  {t.get('at', '')[:19]}  {t.get('from') or '-':>20} -> {t.get('to')}  {t.get('reason')} ({t.get('actor')})"
+            for t in order.get("timeline", [])
+        ]
         if payments.ok:
             lines.append("payment attempts:")
             for a in payments.data.get("attempts", []):
                 live = a.get("provider_live") or {}
                 agrees = a.get("provider_live_agrees")
-                lines.append(f"  {a.get('state'):<16} {a.get('payment_intent_id') or '-'}  provider: "
-                             f"{live.get('status') or live.get('error') or 'not available'}"
-                             f"{'  DISAGREES' if agrees is False else ''}")  # fmt: skip
+                lines.append(
+                    f"  {a.get('state'):<16} {a.get('payment_intent_id') or '-'}  provider: "
+                    f"{live.get('status') or live.get('error') or 'not available'}"
+                    f"{'  DISAGREES' if agrees is False else ''}"
+                )
         else:
             lines.append(f"payment attempts: {payments.message}")
         self.out({"order": order, "payments": payments.data}, "\n".join(lines))
@@ -159,13 +168,19 @@ class Commands:
         if query.kind in ("reference", "email", "customer_id"):
             params.append((query.kind, query.value))
         elif query.kind != "empty":
-            params.append(({"order_id": "order_id", "payment_intent": "payment_intent_id"}.get(query.kind, "order_id"),
-                           query.value))  # fmt: skip
+            params.append(
+                (
+                    {"order_id": "order_id", "payment_intent": "payment_intent_id"}.get(query.kind, "order_id"),
+                    query.value,
+                )
+            )
         if args.stuck:
             params.append(("stuck_older_than_minutes", str(args.stuck)))
         data = checked(await self.b.get("order", "/v1/admin/orders", self.token, params=params))
-        rows = [f"{o.get('id')}  {o.get('reference', ''):<11} {o.get('state'):<20} {o.get('total')} {o.get('currency')}"
-                for o in data.get("orders", [])]  # fmt: skip
+        rows = [
+            f"{o.get('id')}  {o.get('reference', ''):<11} {o.get('state'):<20} {o.get('total')} {o.get('currency')}"
+            for o in data.get("orders", [])
+        ]
         self.out(data, "\n".join(rows) or "no orders")
 
     async def act(self, service: str, path: str, body: dict[str, Any], key: str | None) -> None:
@@ -190,8 +205,12 @@ class Commands:
     async def cmd_replay(self, args: argparse.Namespace) -> None:
         if not args.event.startswith("evt_"):
             raise Exit(USAGE, "replay takes a provider event id (evt_...)")
-        await self.act("webhook-ingest", f"/v1/admin/provider-events/{args.event}/replay", {"reason": args.reason},
-                       args.idempotency_key)  # fmt: skip
+        await self.act(
+            "webhook-ingest",
+            f"/v1/admin/provider-events/{args.event}/replay",
+            {"reason": args.reason},
+            args.idempotency_key,
+        )
 
     async def _order_action(self, args: argparse.Namespace, service: str, suffix: str, body: dict[str, Any]) -> None:
         oid = await self.resolve(args.order)
@@ -216,10 +235,15 @@ class Commands:
         await self._order_action(args, "order", "transitions", {"to": args.to, "reason": args.reason})
 
     async def cmd_approvals(self, args: argparse.Namespace) -> None:
-        data = checked(await self.b.get("order", "/v1/admin/refund-approvals", self.token, params={"state": args.state}))
+        data = checked(
+            await self.b.get("order", "/v1/admin/refund-approvals", self.token, params={"state": args.state})
+        )
         items = data.get("refund_approvals") or data.get("approvals") or data.get("items") or []
-        rows = [f"{a.get('approval_id') or a.get('id')}  {a.get('order_id')}  {a.get('amount')} {a.get('currency')}  by {a.get('requested_by')}: "
-                f"{a.get('reason')}" for a in items]  # fmt: skip
+        rows = [
+            f"{a.get('approval_id') or a.get('id')}  {a.get('order_id')}  {a.get('amount')} {a.get('currency')}  by {a.get('requested_by')}: "
+            f"{a.get('reason')}"
+            for a in items
+        ]
         self.out(data, "\n".join(rows) or f"no {args.state} approvals")
 
     async def _decide(self, args: argparse.Namespace, decision: str) -> None:
@@ -227,8 +251,9 @@ class Commands:
             aid = str(uuid.UUID(args.approval))
         except ValueError:
             raise Exit(USAGE, "an approval id is a UUID") from None
-        await self.act("order", f"/v1/admin/refund-approvals/{aid}/{decision}", {"reason": args.reason},
-                       args.idempotency_key)  # fmt: skip
+        await self.act(
+            "order", f"/v1/admin/refund-approvals/{aid}/{decision}", {"reason": args.reason}, args.idempotency_key
+        )
 
     async def cmd_approve(self, args: argparse.Namespace) -> None:
         await self._decide(args, "approve")

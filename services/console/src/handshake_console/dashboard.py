@@ -6,6 +6,7 @@ at the last half hour needs (Prometheus keeps the history)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -61,46 +62,119 @@ class Figure:
     per: Callable[[Samples], float | None] | None = None
 
 
-STUCK_STATES = ("draft", "payment_pending", "payment_authorized", "paid", "fulfillment_pending", "capture_failed",
-                "needs_review", "refund_requested")  # fmt: skip
+STUCK_STATES = (
+    "draft",
+    "payment_pending",
+    "payment_authorized",
+    "paid",
+    "fulfillment_pending",
+    "capture_failed",
+    "needs_review",
+    "refund_requested",
+)
 
 
 def figures() -> list[Figure]:
     found = [
         Figure("checkouts", "Checkouts created", "order", lambda s: total(s, "handshake_checkouts_created_total")),
-        Figure("payments_succeeded", "Payments succeeded", "payment",
-               lambda s: total(s, "handshake_payment_attempts_total", outcome="succeeded")),
-        Figure("payments_failed", "Payments failed", "payment",
-               lambda s: total(s, "handshake_payment_attempts_total", outcome="failed"),
-               link="/search?state=payment_failed"),
-        Figure("webhook_deliveries", "Webhook deliveries", "webhook-ingest",
-               lambda s: total(s, "handshake_webhook_deliveries_total")),
-        Figure("webhook_duplicates", "Webhook duplicates", "webhook-ingest",
-               lambda s: total(s, "handshake_webhook_duplicates_total")),
-        Figure("webhook_rejected", "Webhooks rejected", "webhook-ingest",
-               lambda s: total(s, "handshake_webhook_rejected_total")),
-        Figure("webhook_ack", "Webhook ack latency (mean since start)", "webhook-ingest",
-               lambda s: total(s, "handshake_webhook_ack_seconds_sum"), kind=MEAN, unit="s",
-               per=lambda s: total(s, "handshake_webhook_ack_seconds_count")),
-        Figure("refunds_succeeded", "Refunds succeeded", "payment",
-               lambda s: total(s, "handshake_payment_refunds_total", outcome="succeeded"),
-               link="/search?state=partially_refunded&state=refunded"),
-        Figure("refunds_failed", "Refunds failed", "payment",
-               lambda s: total(s, "handshake_payment_refunds_total", outcome="failed")),
-        Figure("reconciliation_repairs", "Reconciliation repairs", "payment",
-               lambda s: total(s, "handshake_reconciliation_repairs_total")),
-        Figure("reconciliation_mismatches", "Reconciliation mismatches", "payment",
-               lambda s: total(s, "handshake_reconciliation_mismatches_total"), link="/search?state=needs_review"),
+        Figure(
+            "payments_succeeded",
+            "Payments succeeded",
+            "payment",
+            lambda s: total(s, "handshake_payment_attempts_total", outcome="succeeded"),
+        ),
+        Figure(
+            "payments_failed",
+            "Payments failed",
+            "payment",
+            lambda s: total(s, "handshake_payment_attempts_total", outcome="failed"),
+            link="/search?state=payment_failed",
+        ),
+        Figure(
+            "webhook_deliveries",
+            "Webhook deliveries",
+            "webhook-ingest",
+            lambda s: total(s, "handshake_webhook_deliveries_total"),
+        ),
+        Figure(
+            "webhook_duplicates",
+            "Webhook duplicates",
+            "webhook-ingest",
+            lambda s: total(s, "handshake_webhook_duplicates_total"),
+        ),
+        Figure(
+            "webhook_rejected",
+            "Webhooks rejected",
+            "webhook-ingest",
+            lambda s: total(s, "handshake_webhook_rejected_total"),
+        ),
+        Figure(
+            "webhook_ack",
+            "Webhook ack latency (mean since start)",
+            "webhook-ingest",
+            lambda s: total(s, "handshake_webhook_ack_seconds_sum"),
+            kind=MEAN,
+            unit="s",
+            per=lambda s: total(s, "handshake_webhook_ack_seconds_count"),
+        ),
+        Figure(
+            "refunds_succeeded",
+            "Refunds succeeded",
+            "payment",
+            lambda s: total(s, "handshake_payment_refunds_total", outcome="succeeded"),
+            link="/search?state=partially_refunded&state=refunded",
+        ),
+        Figure(
+            "refunds_failed",
+            "Refunds failed",
+            "payment",
+            lambda s: total(s, "handshake_payment_refunds_total", outcome="failed"),
+        ),
+        Figure(
+            "reconciliation_repairs",
+            "Reconciliation repairs",
+            "payment",
+            lambda s: total(s, "handshake_reconciliation_repairs_total"),
+        ),
+        Figure(
+            "reconciliation_mismatches",
+            "Reconciliation mismatches",
+            "payment",
+            lambda s: total(s, "handshake_reconciliation_mismatches_total"),
+            link="/search?state=needs_review",
+        ),
     ]
     for service in ("order", "payment", "inventory", "webhook-ingest"):
-        found.append(Figure(f"outbox_age_{service}", f"Outbox oldest unpublished ({service})", service,
-                            lambda s: maximum(s, "handshake_outbox_oldest_pending_seconds"), kind=GAUGE, unit="s"))
-        found.append(Figure(f"dead_letters_{service}", f"Dead letters open ({service})", service,
-                            lambda s: total(s, "handshake_dead_letters_open"), kind=GAUGE))
+        found.append(
+            Figure(
+                f"outbox_age_{service}",
+                f"Outbox oldest unpublished ({service})",
+                service,
+                lambda s: maximum(s, "handshake_outbox_oldest_pending_seconds"),
+                kind=GAUGE,
+                unit="s",
+            )
+        )
+        found.append(
+            Figure(
+                f"dead_letters_{service}",
+                f"Dead letters open ({service})",
+                service,
+                lambda s: total(s, "handshake_dead_letters_open"),
+                kind=GAUGE,
+            )
+        )
     for state in STUCK_STATES:
-        found.append(Figure(f"stuck_{state}", f"Stuck orders: {state.replace('_', ' ')}", "order",
-                            lambda s, state=state: total(s, "handshake_orders_stuck", state=state), kind=GAUGE,
-                            link=f"/search?state={state}&stuck=15"))
+        found.append(
+            Figure(
+                f"stuck_{state}",
+                f"Stuck orders: {state.replace('_', ' ')}",
+                "order",
+                lambda s, state=state: total(s, "handshake_orders_stuck", state=state),
+                kind=GAUGE,
+                link=f"/search?state={state}&stuck=15",
+            )
+        )
     return found
 
 
@@ -120,8 +194,14 @@ class Ring:
 
 
 class Dashboard:
-    def __init__(self, scrape: Callable[[str], Awaitable[PodScrape | None]], *, points: int, interval_seconds: float,
-                 services: Iterable[str]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        scrape: Callable[[str], Awaitable[PodScrape | None]],
+        *,
+        points: int,
+        interval_seconds: float,
+        services: Iterable[str],
+    ) -> None:
         self.scrape = scrape
         self.interval = interval_seconds
         self.services = list(services)
@@ -143,7 +223,7 @@ class Dashboard:
         self.pods.pop(service, None)
         try:
             found = await self.scrape(service)
-        except Exception as exc:  # noqa: BLE001 - a service that is away shows as a gap, not an error page
+        except Exception as exc:
             self.last_error[service] = [f"its pods cannot be found ({type(exc).__name__})"]
             return None
         if found is None:
@@ -169,7 +249,9 @@ class Dashboard:
         return found, samples
 
     async def scrape_once(self) -> None:
-        scraped = dict(zip(self.services, await asyncio.gather(*(self._service(s) for s in self.services)), strict=True))
+        scraped = dict(
+            zip(self.services, await asyncio.gather(*(self._service(s) for s in self.services)), strict=True)
+        )
         now = time.time()
         for figure in self.figures:
             result = scraped.get(figure.service)
@@ -189,18 +271,19 @@ class Dashboard:
             return counter_increase(previous, current)
         if figure.kind == MEAN:
             assert figure.per is not None
-            pairs = {pod: (read, per) for pod, s in samples.items()
-                     if (read := figure.read(s)) is not None and (per := figure.per(s)) is not None}  # fmt: skip
+            pairs = {
+                pod: (read, per)
+                for pod, s in samples.items()
+                if (read := figure.read(s)) is not None and (per := figure.per(s)) is not None
+            }
             return mean_across_pods(pairs)
         return gauge_across_pods({pod: v for pod, s in samples.items() if (v := figure.read(s)) is not None})
 
     async def run(self) -> None:
         while not self._stopping.is_set():
             await self.scrape_once()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval)
-            except TimeoutError:
-                pass
 
     def stop(self) -> None:
         self._stopping.set()
@@ -212,9 +295,17 @@ class Dashboard:
         for figure in self.figures:
             values = list(self.rings[figure.key].values)
             counter = figure.kind == COUNTER
-            shown.append({
-                "key": figure.key, "title": figure.title, "service": figure.service, "unit": figure.unit,
-                "counter": counter, "link": figure.link, "total": self.totals.get(figure.key) if counter else None,
-                "latest": values[-1] if values else None, "points": sparkline_points(values),
-            })  # fmt: skip
+            shown.append(
+                {
+                    "key": figure.key,
+                    "title": figure.title,
+                    "service": figure.service,
+                    "unit": figure.unit,
+                    "counter": counter,
+                    "link": figure.link,
+                    "total": self.totals.get(figure.key) if counter else None,
+                    "latest": values[-1] if values else None,
+                    "points": sparkline_points(values),
+                }
+            )
         return shown

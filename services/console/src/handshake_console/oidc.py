@@ -72,10 +72,12 @@ class OidcClient:
         document = await self._get_json(issuer + "/.well-known/openid-configuration", "discovery document")
         try:
             found = Discovery(
-                issuer=document["issuer"], authorization_endpoint=document["authorization_endpoint"],
-                token_endpoint=document["token_endpoint"], jwks_uri=document["jwks_uri"],
+                issuer=document["issuer"],
+                authorization_endpoint=document["authorization_endpoint"],
+                token_endpoint=document["token_endpoint"],
+                jwks_uri=document["jwks_uri"],
                 end_session_endpoint=document.get("end_session_endpoint"),
-            )  # fmt: skip
+            )
         except (KeyError, TypeError):
             raise SignInFailed("the identity provider's discovery document is incomplete") from None
         # OIDC Discovery 4.3: the document must name the issuer it was fetched from
@@ -117,8 +119,11 @@ class OidcClient:
         """The issuer's authorize URL to send the browser to, and what the callback must find again (sealed in
         a short-lived cookie): state, nonce and the PKCE verifier."""
         found = await self.discovery()
-        login = {"state": secrets.token_urlsafe(24), "nonce": secrets.token_urlsafe(24),
-                 "verifier": secrets.token_urlsafe(48)}  # fmt: skip
+        login = {
+            "state": secrets.token_urlsafe(24),
+            "nonce": secrets.token_urlsafe(24),
+            "verifier": secrets.token_urlsafe(48),
+        }
         query = {
             "response_type": "code",
             "client_id": self.settings.console_oidc_client_id,
@@ -175,15 +180,25 @@ class OidcClient:
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise SignInFailed("the access token's roles claim is not a list of names")
         name = id_claims.get("name") or id_claims.get("preferred_username") or access["sub"]
-        return Identity(subject=str(access["sub"]), name=str(name), roles=roles, access_token=access_token,
-                        expires_at=int(access["exp"]))  # fmt: skip
+        return Identity(
+            subject=str(access["sub"]),
+            name=str(name),
+            roles=roles,
+            access_token=access_token,
+            expires_at=int(access["exp"]),
+        )
 
     async def _verify(self, token: str, *, issuer: str, audience: str, what: str) -> dict[str, Any]:
         try:
             key = await self._signing_key(token)
             return jwt.decode(
-                token, key, algorithms=list(self.settings.jwt_algorithms), audience=audience, issuer=issuer,
-                leeway=self.settings.jwt_leeway_seconds, options={"require": ["sub", "exp", "iat", "iss", "aud"]},
-            )  # fmt: skip
+                token,
+                key,
+                algorithms=list(self.settings.jwt_algorithms),
+                audience=audience,
+                issuer=issuer,
+                leeway=self.settings.jwt_leeway_seconds,
+                options={"require": ["sub", "exp", "iat", "iss", "aud"]},
+            )
         except jwt.PyJWTError as exc:
             raise SignInFailed(f"the {what} is not valid: {exc}") from None

@@ -40,8 +40,15 @@ class PodScrape:
 
 
 class PodScraper:
-    def __init__(self, urls: dict[str, str | None], http: httpx.AsyncClient, *, resolve: Resolve = resolve_addresses,
-                 max_pods: int = 32, timeout: float = 5.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        urls: dict[str, str | None],
+        http: httpx.AsyncClient,
+        *,
+        resolve: Resolve = resolve_addresses,
+        max_pods: int = 32,
+        timeout: float = 5.0,
+    ) -> None:
         self.urls = urls
         self.http = http
         self.resolve = resolve
@@ -76,8 +83,9 @@ class PodScraper:
         # the pod is reached by its address, and told the name it was meant by, like a request to the name
         headers = {"Host": url.netloc.decode("ascii")}
         extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
-        request = self.http.get(url.copy_with(host=address), headers=headers, timeout=self.timeout,
-                                extensions=extensions)  # fmt: skip
+        request = self.http.get(
+            url.copy_with(host=address), headers=headers, timeout=self.timeout, extensions=extensions
+        )
         response = await asyncio.wait_for(request, self.timeout)
         response.raise_for_status()
         return response.text

@@ -17,8 +17,14 @@ from handshake_shared.logging import configure_logging
 def main() -> None:
     settings = read_settings("handshake_console", ConsoleSettings)
     configure_logging("console", settings.log_level)
-    config = uvicorn.Config(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None,
-                            access_log=False, timeout_graceful_shutdown=5)  # fmt: skip
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     # an orderly stop exits 0, so a supervisor can tell it from a crash
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))

@@ -68,15 +68,28 @@ class Session:
         return time.time() >= self.expires_at
 
     def to_json(self) -> dict[str, Any]:
-        return {"sub": self.subject, "name": self.name, "roles": self.roles, "token": self.token,
-                "exp": self.expires_at, "sid": self.session_id, "csrf": self.csrf}  # fmt: skip
+        return {
+            "sub": self.subject,
+            "name": self.name,
+            "roles": self.roles,
+            "token": self.token,
+            "exp": self.expires_at,
+            "sid": self.session_id,
+            "csrf": self.csrf,
+        }
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> Session | None:
         try:
-            session = cls(subject=str(value["sub"]), name=str(value["name"]), roles=[str(r) for r in value["roles"]],
-                          token=str(value["token"]), expires_at=int(value["exp"]), session_id=str(value["sid"]),
-                          csrf=str(value["csrf"]))  # fmt: skip
+            session = cls(
+                subject=str(value["sub"]),
+                name=str(value["name"]),
+                roles=[str(r) for r in value["roles"]],
+                token=str(value["token"]),
+                expires_at=int(value["exp"]),
+                session_id=str(value["sid"]),
+                csrf=str(value["csrf"]),
+            )
         except (KeyError, TypeError, ValueError):
             return None
         return None if session.expired else session

@@ -112,20 +112,28 @@ def build_router(ctx: InventoryContext) -> APIRouter:
         try:
             async with ctx.db.transaction() as conn:
                 row, delta = await repo.set_available(
-                    conn, sku, body.available, reason=body.reason, actor=principal.subject,
+                    conn,
+                    sku,
+                    body.available,
+                    reason=body.reason,
+                    actor=principal.subject,
                     expected=body.expected_available,
-                )  # fmt: skip
+                )
         except repo.AvailableChanged as exc:
             raise Problem(
-                409, "Stock changed", f"{sku} has {exc.current} available now, not {body.expected_available}",
-                type="stock-changed", available=exc.current,
-            ) from None  # fmt: skip
+                409,
+                "Stock changed",
+                f"{sku} has {exc.current} available now, not {body.expected_available}",
+                type="stock-changed",
+                available=exc.current,
+            ) from None
         metrics.ADJUSTMENTS.inc()
         return {**stock_view(row), "delta_available": delta}
 
     @router.get("/reservations/{order_id}")
     async def get_reservation(
-        order_id: Annotated[str, Path(min_length=1, max_length=200, pattern=PRINTABLE)], authorization: Authorization = None
+        order_id: Annotated[str, Path(min_length=1, max_length=200, pattern=PRINTABLE)],
+        authorization: Authorization = None,
     ) -> dict[str, Any]:
         # read-only, so support and finance may look too: "why was this order not shipped / where did the units
         # go", "was the refunded order restocked"

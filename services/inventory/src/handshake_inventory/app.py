@@ -16,8 +16,8 @@ from handshake_inventory.handlers import InventorySaga
 from handshake_inventory.metrics import run_gauge_refresher
 from handshake_inventory.settings import InventorySettings, get_settings
 from handshake_inventory.sweeper import ReservationSweeper
-from handshake_shared.events import ORDER_EVENTS
 from handshake_shared.body_limit import BodySizeLimit
+from handshake_shared.events import ORDER_EVENTS
 from handshake_shared.http import InternalListener, install_problem_handlers, ops_router
 from handshake_shared.logging import configure_logging
 from handshake_shared.runtime import Runtime

@@ -66,17 +66,28 @@ class InventorySaga:
         for kind in MOVEMENTS[(current, target)]:
             for sku, quantity in lines.items():
                 await repo.move(
-                    conn, sku, kind, quantity, reason=reason, actor=actor, order_id=reservation.order_id,
+                    conn,
+                    sku,
+                    kind,
+                    quantity,
+                    reason=reason,
+                    actor=actor,
+                    order_id=reservation.order_id,
                     event_id=_event_id(cause),
-                )  # fmt: skip
+                )
                 metrics.UNITS_MOVED.labels(kind).inc(quantity)
         await repo.transition(conn, reservation, target, reason=reason, actor=actor, event_id=_event_id(cause))
 
     # -- stock operations -----------------------------------------------------------------------
 
     async def reserve(
-        self, conn: AsyncConnection, order_id: str, lines: Iterable[tuple[str, int]], cause: CloudEvent | None,
-        *, hold: int | None = None,
+        self,
+        conn: AsyncConnection,
+        order_id: str,
+        lines: Iterable[tuple[str, int]],
+        cause: CloudEvent | None,
+        *,
+        hold: int | None = None,
     ) -> str:
         """Hold every line or none, for `hold` seconds (capped by the TTL setting). Rows are locked in SKU
         order, the whole order is checked against the locked figures, and only then moved with conditional
@@ -89,12 +100,17 @@ class InventorySaga:
             if existing.state == R.HELD:
                 held = await repo.lines_of(conn, existing.id)
                 await self.emit(
-                    conn, "inventory.reserved", order_id,
-                    inv.InventoryReserved(order_id=order_id, reservation_id=str(existing.id),
-                                          expires_at=existing.expires_at,
-                                          lines=[Line(sku=sku, quantity=q) for sku, q in held.items()]),
+                    conn,
+                    "inventory.reserved",
+                    order_id,
+                    inv.InventoryReserved(
+                        order_id=order_id,
+                        reservation_id=str(existing.id),
+                        expires_at=existing.expires_at,
+                        lines=[Line(sku=sku, quantity=q) for sku, q in held.items()],
+                    ),
                     cause,
-                )  # fmt: skip
+                )
             log.info("order already has a reservation", order_id=order_id, state=existing.state)
             return "duplicate"
         requested = merge_lines(lines)
@@ -111,22 +127,37 @@ class InventorySaga:
             return "rejected"
         for sku, quantity in requested.items():
             await repo.move(
-                conn, sku, MovementKind.RESERVE, quantity, reason="order placed", actor=ACTOR, order_id=order_id,
+                conn,
+                sku,
+                MovementKind.RESERVE,
+                quantity,
+                reason="order placed",
+                actor=ACTOR,
+                order_id=order_id,
                 event_id=_event_id(cause),
-            )  # fmt: skip
+            )
             metrics.UNITS_MOVED.labels(MovementKind.RESERVE).inc(quantity)
         reservation = await repo.create_reservation(
-            conn, order_id, requested, ttl_seconds=hold_seconds(hold, self.ttl_seconds), reason="order placed", actor=ACTOR,
+            conn,
+            order_id,
+            requested,
+            ttl_seconds=hold_seconds(hold, self.ttl_seconds),
+            reason="order placed",
+            actor=ACTOR,
             event_id=_event_id(cause),
-        )  # fmt: skip
+        )
         await self.emit(
-            conn, "inventory.reserved", order_id,
+            conn,
+            "inventory.reserved",
+            order_id,
             inv.InventoryReserved(
-                order_id=order_id, reservation_id=str(reservation.id), expires_at=reservation.expires_at,
+                order_id=order_id,
+                reservation_id=str(reservation.id),
+                expires_at=reservation.expires_at,
                 lines=[Line(sku=sku, quantity=q) for sku, q in requested.items()],
             ),
             cause,
-        )  # fmt: skip
+        )
         metrics.RESERVATIONS.labels("reserved").inc()
         return "reserved"
 
@@ -136,8 +167,9 @@ class InventorySaga:
         a hold that lapsed first stays lapsed, and a payment arriving later is handled as any late payment."""
         reservation = await repo.find_reservation(conn, order_id, lock=True)
         if reservation is None or reservation.state != R.HELD:
-            log.info("no held reservation to lengthen", order_id=order_id,
-                     state=reservation.state if reservation else None)  # fmt: skip
+            log.info(
+                "no held reservation to lengthen", order_id=order_id, state=reservation.state if reservation else None
+            )
             return "noop"
         expires_at = await repo.lengthen_hold(conn, reservation.id, hold_seconds(asked, self.ttl_seconds))
         metrics.HOLDS_EXTENDED.inc()
@@ -171,10 +203,12 @@ class InventorySaga:
         reason = f"{trigger}: re-reserved, the reservation was {state}" if rereserved else trigger
         await self._step(conn, reservation, lines, R.COMMITTED, reason=reason, cause=cause)
         await self.emit(
-            conn, "inventory.committed", order_id,
+            conn,
+            "inventory.committed",
+            order_id,
             inv.InventoryCommitted(order_id=order_id, reservation_id=str(reservation.id), rereserved=rereserved),
             cause,
-        )  # fmt: skip
+        )
         outcome = "rereserved" if rereserved else "committed"
         metrics.RESERVATIONS.labels(outcome).inc()
         return outcome
@@ -208,10 +242,12 @@ class InventorySaga:
             conn, reservation, lines, R.EXPIRED, reason="reservation expired", actor=SWEEPER_ACTOR, cause=None
         )
         await self.emit(
-            conn, "inventory.reservation_expired", reservation.order_id,
+            conn,
+            "inventory.reservation_expired",
+            reservation.order_id,
             inv.InventoryReleased(order_id=reservation.order_id, reservation_id=str(reservation.id), reason="expired"),
             None,
-        )  # fmt: skip
+        )
         metrics.RESERVATIONS.labels("expired").inc()
 
     async def _release(
@@ -225,9 +261,12 @@ class InventorySaga:
         lines = await repo.lines_of(conn, reservation.id)
         await self._step(conn, reservation, lines, R.RELEASED, reason=reason, cause=cause)
         await self.emit(
-            conn, "inventory.released", order_id,
-            inv.InventoryReleased(order_id=order_id, reservation_id=str(reservation.id), reason=reason), cause,
-        )  # fmt: skip
+            conn,
+            "inventory.released",
+            order_id,
+            inv.InventoryReleased(order_id=order_id, reservation_id=str(reservation.id), reason=reason),
+            cause,
+        )
         metrics.RESERVATIONS.labels("released").inc()
         return "released"
 
@@ -237,13 +276,16 @@ class InventorySaga:
         lines = await repo.lines_of(conn, reservation.id)
         await self._step(conn, reservation, lines, R.RESTOCKED, reason=reason, cause=cause)
         await self.emit(
-            conn, "inventory.restocked", reservation.order_id,
+            conn,
+            "inventory.restocked",
+            reservation.order_id,
             inv.InventoryRestocked(
-                order_id=reservation.order_id, reason=reason,
+                order_id=reservation.order_id,
+                reason=reason,
                 lines=[Line(sku=sku, quantity=q) for sku, q in lines.items()],
             ),
             cause,
-        )  # fmt: skip
+        )
         metrics.RESERVATIONS.labels("restocked").inc()
         return "restocked"
 
@@ -260,8 +302,9 @@ class InventorySaga:
     async def on_placed(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderPlaced) -> None:
         if not p.lines:
             raise PoisonMessage("order.placed without lines")
-        await self.reserve(conn, p.order_id, [(line.sku, line.quantity) for line in p.lines], event,
-                           hold=p.hold_seconds)  # fmt: skip
+        await self.reserve(
+            conn, p.order_id, [(line.sku, line.quantity) for line in p.lines], event, hold=p.hold_seconds
+        )
 
     async def on_payment_session_opened(
         self, conn: AsyncConnection, event: CloudEvent, p: o.OrderPaymentSessionOpened

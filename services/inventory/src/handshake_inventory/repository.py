@@ -94,10 +94,14 @@ async def move(
     still hold them (for a reservation: WHERE available >= quantity)."""
     deltas = transfer(kind, quantity)
     losing = tuple(name for name, delta in _columns(deltas) if delta < 0)
-    result = await conn.execute(_move_statement(losing), {
-        "move_sku": sku, **{f"delta_{name}": delta for name, delta in _columns(deltas)},
-        **{f"need_{name}": -delta for name, delta in _columns(deltas) if delta < 0},
-    })  # fmt: skip
+    result = await conn.execute(
+        _move_statement(losing),
+        {
+            "move_sku": sku,
+            **{f"delta_{name}": delta for name, delta in _columns(deltas)},
+            **{f"need_{name}": -delta for name, delta in _columns(deltas) if delta < 0},
+        },
+    )
     if result.rowcount != 1:
         raise StockInvariantViolated(f"{kind} of {quantity} x {sku} for order {order_id}: the units are not there")
     await _record(conn, sku, kind, deltas, reason=reason, actor=actor, order_id=order_id, event_id=event_id)
@@ -172,10 +176,20 @@ async def _record(
     order_id: str | None = None,
     event_id: str | None = None,
 ) -> None:
-    await conn.execute(_MOVEMENT, {
-        "sku": sku, "kind": kind, "delta_available": deltas.available, "delta_reserved": deltas.reserved,
-        "delta_sold": deltas.sold, "reason": reason, "order_id": order_id, "event_id": event_id, "actor": actor,
-    })  # fmt: skip
+    await conn.execute(
+        _MOVEMENT,
+        {
+            "sku": sku,
+            "kind": kind,
+            "delta_available": deltas.available,
+            "delta_reserved": deltas.reserved,
+            "delta_sold": deltas.sold,
+            "reason": reason,
+            "order_id": order_id,
+            "event_id": event_id,
+            "actor": actor,
+        },
+    )
 
 
 def _columns(deltas: Deltas) -> list[tuple[str, int]]:
@@ -203,13 +217,14 @@ async def lengthen_hold(conn: AsyncConnection, reservation_id: uuid.UUID, second
             update(reservations)
             .where(reservations.c.id == reservation_id)
             .values(
-                expires_at=func.greatest(reservations.c.expires_at,
-                                         reservations.c.created_at + timedelta(seconds=seconds_from_creation)),
+                expires_at=func.greatest(
+                    reservations.c.expires_at, reservations.c.created_at + timedelta(seconds=seconds_from_creation)
+                ),
                 updated_at=func.now(),
             )
             .returning(reservations.c.expires_at)
         )
-    ).scalar_one()  # fmt: skip
+    ).scalar_one()
 
 
 async def lines_of(conn: AsyncConnection, reservation_id: uuid.UUID) -> dict[str, int]:
@@ -285,8 +300,9 @@ async def transition(
     is a history row."""
     current = ReservationState(reservation.state)
     RESERVATION_LIFECYCLE.check(current, target)
-    result = await conn.execute(_RESERVATION_MOVE, {"reservation_id": reservation.id, "from_state": current,
-                                                     "to_state": target})  # fmt: skip
+    result = await conn.execute(
+        _RESERVATION_MOVE, {"reservation_id": reservation.id, "from_state": current, "to_state": target}
+    )
     if result.rowcount != 1:
         raise StockInvariantViolated(f"reservation {reservation.id} left {current} under our lock")
     await _record_transition(conn, reservation.id, current, target, reason=reason, actor=actor, event_id=event_id)
@@ -314,6 +330,14 @@ async def _record_transition(
     actor: str,
     event_id: str | None,
 ) -> None:
-    await conn.execute(_RESERVATION_TRANSITION, {"reservation_id": reservation_id, "from_state": current,
-                                                 "to_state": target, "reason": reason, "actor": actor,
-                                                 "event_id": event_id})  # fmt: skip
+    await conn.execute(
+        _RESERVATION_TRANSITION,
+        {
+            "reservation_id": reservation_id,
+            "from_state": current,
+            "to_state": target,
+            "reason": reason,
+            "actor": actor,
+            "event_id": event_id,
+        },
+    )

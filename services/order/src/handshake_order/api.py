@@ -16,18 +16,17 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from handshake_order import announcements
-from handshake_order import approvals
+from handshake_order import announcements, approvals
 from handshake_order import idempotency as idem
 from handshake_order import repository as repo
-from handshake_order.search import BadCursor, OrderSearch, search
 from handshake_order.changes import OrderChanges
-from handshake_order.domain import operations as ops
-from handshake_order.domain import saga
-from handshake_order.domain.states import OrderState
 from handshake_order.checkout import PRINTABLE, Checkout, CheckoutRequest, pricing_problem, quote, token_hash
 from handshake_order.db import catalogue_changes, coupons, products, refunds, shipping_rates, tax_rates
+from handshake_order.domain import operations as ops
+from handshake_order.domain import saga
 from handshake_order.domain.pricing import PricingError
+from handshake_order.domain.states import OrderState
+from handshake_order.search import BadCursor, OrderSearch, search
 from handshake_order.settings import OrderSettings
 from handshake_shared.auth import principal_from_header, require_roles
 from handshake_shared.db import Database
@@ -43,9 +42,12 @@ OrderToken = Annotated[str | None, Header()]
 def refuse_query_token(request: Request) -> None:
     """A lookup token in a URL ends up in access logs, proxies and browser history: header only."""
     if "token" in request.query_params:
-        raise Problem(400, "Lookup token in the URL",
-                      "send the order's lookup token in the X-Order-Token header, never in the query string",
-                      type="token-in-query")  # fmt: skip
+        raise Problem(
+            400,
+            "Lookup token in the URL",
+            "send the order's lookup token in the X-Order-Token header, never in the query string",
+            type="token-in-query",
+        )
 
 
 def staff_actor(subject: str) -> str:
@@ -130,8 +132,11 @@ class RefundIn(BaseModel):
     amount: int = Field(gt=0, le=MAX_AMOUNT, description="minor units")
     reason: str = Field(min_length=3, max_length=500, pattern=PRINTABLE)
     restock: bool = False
-    request_approval: bool = Field(default=False, description="support above its limit: ask finance to approve "
-                                   "instead of being refused (202 with the pending approval)")
+    request_approval: bool = Field(
+        default=False,
+        description="support above its limit: ask finance to approve "
+        "instead of being refused (202 with the pending approval)",
+    )
 
     def idempotency_view(self) -> dict[str, Any]:
         # without the flag it hashes as before the flag existed: a retry across the release keeps its answer
@@ -154,8 +159,13 @@ class _NeedsApproval(Exception):
 
 
 # states a person may set by hand; money-moving states are reached only through the saga
-MANUAL_TARGETS = {OrderState.NEEDS_REVIEW, OrderState.CANCELLED, OrderState.FULFILLED, OrderState.PARTIALLY_FULFILLED,
-                  OrderState.CLOSED}  # fmt: skip
+MANUAL_TARGETS = {
+    OrderState.NEEDS_REVIEW,
+    OrderState.CANCELLED,
+    OrderState.FULFILLED,
+    OrderState.PARTIALLY_FULFILLED,
+    OrderState.CLOSED,
+}
 
 
 class TransitionIn(ReasonIn):
@@ -199,21 +209,27 @@ def build_router(ctx: OrderContext) -> APIRouter:
         authorization: Authorization = None,
         idempotency_key: Annotated[str | None, Header()] = None,
         traceparent: Annotated[str | None, Header()] = None,
-        guest_session: Annotated[str | None, Header(description="guests: this browser's random secret, "
-                                                    ">= 128 bits; scopes the Idempotency-Key")] = None,
+        guest_session: Annotated[
+            str | None,
+            Header(description="guests: this browser's random secret, >= 128 bits; scopes the Idempotency-Key"),
+        ] = None,
     ) -> JSONResponse:
         key = require_idempotency_key(idempotency_key)
         principal = principal_from_header(ctx.settings, authorization)
-        address = client_address(request.client.host if request.client else None,
-                                 request.headers.get("x-forwarded-for"), ctx.settings.trusted_proxy_hops)  # fmt: skip
+        address = client_address(
+            request.client.host if request.client else None,
+            request.headers.get("x-forwarded-for"),
+            ctx.settings.trusted_proxy_hops,
+        )
         status, body, replayed = await ctx.checkout.place(principal, key, req, traceparent, guest_session, address)
         headers = {"Location": body["links"]["self"]}
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         return idem.CanonicalJSONResponse(body, status_code=status, headers=headers)
 
-    async def readable_order(order_id: str, authorization: str | None, token: str | None, *,
-                             with_timeline: bool = True) -> Any:  # fmt: skip
+    async def readable_order(
+        order_id: str, authorization: str | None, token: str | None, *, with_timeline: bool = True
+    ) -> Any:
         """Owner or lookup-token holder only; anyone else gets the same 404 as for a missing order. Staff
         read through /v1/admin/orders: a staff role is not ownership, so nothing done here is done by staff
         in a customer's name."""
@@ -254,8 +270,9 @@ def build_router(ctx: OrderContext) -> APIRouter:
             body["timeline"] = events
         return body
 
-    async def changed_order(order_id: str, authorization: str | None, token: str | None, *, known: int,
-                            timeout: float) -> Any:  # fmt: skip
+    async def changed_order(
+        order_id: str, authorization: str | None, token: str | None, *, known: int, timeout: float
+    ) -> Any:
         """The order once its version differs from `known`, or as it is when the timeout passes. The waiter is
         registered before the version is read, so a commit landing between that read and the wait still wakes
         it; each wake re-reads the row, the notification being only a hint."""
@@ -283,15 +300,25 @@ def build_router(ctx: OrderContext) -> APIRouter:
 
     @router.get("/v1/orders/{order_id}")
     async def get_order(
-        order_id: str, request: Request, response: Response, authorization: Authorization = None,
+        order_id: str,
+        request: Request,
+        response: Response,
+        authorization: Authorization = None,
         x_order_token: OrderToken = None,
         timeline: Annotated[bool, Query(description="false: leave the transition timeline out")] = True,
-        wait_for_change: Annotated[int | None, Query(
-            ge=0, le=2**63 - 1, description="a version this client has seen: answer once the order's version differs "
-            "(at once if it already does), or when the timeout passes")] = None,
-        timeout: Annotated[float, Query(gt=0, le=MAX_WAIT_SECONDS,
-                                        description="seconds to wait for a change (with wait_for_change)")] = DEFAULT_WAIT_SECONDS,
-    ) -> dict[str, Any]:  # fmt: skip
+        wait_for_change: Annotated[
+            int | None,
+            Query(
+                ge=0,
+                le=2**63 - 1,
+                description="a version this client has seen: answer once the order's version differs "
+                "(at once if it already does), or when the timeout passes",
+            ),
+        ] = None,
+        timeout: Annotated[
+            float, Query(gt=0, le=MAX_WAIT_SECONDS, description="seconds to wait for a change (with wait_for_change)")
+        ] = DEFAULT_WAIT_SECONDS,
+    ) -> dict[str, Any]:
         refuse_query_token(request)
         if wait_for_change is None:
             order, events = await readable_order(order_id, authorization, x_order_token, with_timeline=timeline)
@@ -321,9 +348,13 @@ def build_router(ctx: OrderContext) -> APIRouter:
             # without asking payment. The version lets a storefront wait for the order to change
             # (GET /v1/orders/{id}?wait_for_change=<version>) instead of asking again on a timer.
             raise Problem(
-                409, "Payment not ready", f"the order is {order.state}; the payment session is not created yet",
-                type="payment-not-ready", retry_after_seconds=1, version=order.version,
-            )  # fmt: skip
+                409,
+                "Payment not ready",
+                f"the order is {order.state}; the payment session is not created yet",
+                type="payment-not-ready",
+                retry_after_seconds=1,
+                version=order.version,
+            )
         assert ctx.http is not None
         try:
             upstream = await ctx.http.get(
@@ -335,9 +366,12 @@ def build_router(ctx: OrderContext) -> APIRouter:
             raise Problem(503, "Payment service unavailable", "try again shortly", type="payment-unavailable") from None
         if upstream.status_code == 404:
             raise Problem(
-                409, "Payment not ready", f"the order is {order.state}; the payment session is not created yet",
-                type="payment-not-ready", retry_after_seconds=1,
-            )  # fmt: skip
+                409,
+                "Payment not ready",
+                f"the order is {order.state}; the payment session is not created yet",
+                type="payment-not-ready",
+                retry_after_seconds=1,
+            )
         if upstream.status_code != 200:
             raise Problem(503, "Payment service unavailable", "try again shortly", type="payment-unavailable")
         if order.hold_seconds is not None and not order.payment_session_opened:
@@ -353,19 +387,32 @@ def build_router(ctx: OrderContext) -> APIRouter:
             await repo.apply(conn, ctx.outbox, decision, actor=order.customer_id or "guest")
 
     async def command(
-        order_id: uuid.UUID, decide: Any, *, actor: str, scope: str | None = None, key: str | None = None,
-        request: BaseModel | dict[str, Any] | None = None, command_name: str = "", status: int = 200,
+        order_id: uuid.UUID,
+        decide: Any,
+        *,
+        actor: str,
+        scope: str | None = None,
+        key: str | None = None,
+        request: BaseModel | dict[str, Any] | None = None,
+        command_name: str = "",
+        status: int = 200,
         respond: Any = None,
     ) -> JSONResponse:
         """Lock the order, let the saga decide, apply; with a key, answer a retry from the stored response."""
         async with ctx.db.transaction() as conn:
             if key is not None:
                 assert scope is not None and request is not None
-                stored = await idem.claim(conn, scope=scope, key=key, request_hash=idem.fingerprint(command_name, request),
-                                          command=command_name)  # fmt: skip
+                stored = await idem.claim(
+                    conn,
+                    scope=scope,
+                    key=key,
+                    request_hash=idem.fingerprint(command_name, request),
+                    command=command_name,
+                )
                 if stored is not None:
-                    return idem.CanonicalJSONResponse(stored[1], status_code=stored[0],
-                                                      headers={"Idempotent-Replayed": "true"})  # fmt: skip
+                    return idem.CanonicalJSONResponse(
+                        stored[1], status_code=stored[0], headers={"Idempotent-Replayed": "true"}
+                    )
             row = await repo.lock_order(conn, order_id)
             if row is None:
                 raise Problem(404, "Order not found", type="order-not-found")
@@ -383,18 +430,28 @@ def build_router(ctx: OrderContext) -> APIRouter:
                 await idem.store(conn, scope=scope, key=key, status=status, body=body, order_id=order_id)
         return idem.CanonicalJSONResponse(body, status_code=status)
 
-    async def keyed(*, scope: str, key: str, request: BaseModel | dict[str, Any], command_name: str, status: int,
-                    work: Any) -> JSONResponse:  # fmt: skip
+    async def keyed(
+        *, scope: str, key: str, request: BaseModel | dict[str, Any], command_name: str, status: int, work: Any
+    ) -> JSONResponse:
         """A staff action that is not one saga decision, done once per Idempotency-Key: the claim, the work and
         the stored answer in one transaction (see idempotency.py)."""
         async with ctx.db.transaction() as conn:
-            stored = await idem.claim(conn, scope=scope, key=key, request_hash=idem.fingerprint(command_name, request),
-                                      command=command_name)  # fmt: skip
+            stored = await idem.claim(
+                conn, scope=scope, key=key, request_hash=idem.fingerprint(command_name, request), command=command_name
+            )
             if stored is not None:
-                return idem.CanonicalJSONResponse(stored[1], status_code=stored[0], headers={"Idempotent-Replayed": "true"})
+                return idem.CanonicalJSONResponse(
+                    stored[1], status_code=stored[0], headers={"Idempotent-Replayed": "true"}
+                )
             body = await work(conn)
-            await idem.store(conn, scope=scope, key=key, status=status, body=body,
-                             order_id=uuid.UUID(body["order_id"]) if body.get("order_id") else None)  # fmt: skip
+            await idem.store(
+                conn,
+                scope=scope,
+                key=key,
+                status=status,
+                body=body,
+                order_id=uuid.UUID(body["order_id"]) if body.get("order_id") else None,
+            )
         return idem.CanonicalJSONResponse(body, status_code=status)
 
     async def locked_order(conn: Any, oid: uuid.UUID) -> Any:
@@ -424,7 +481,10 @@ def build_router(ctx: OrderContext) -> APIRouter:
 
     @router.post("/v1/orders/{order_id}/payment-attempts", status_code=202)
     async def new_payment_attempt(
-        order_id: str, request: Request, authorization: Authorization = None, x_order_token: OrderToken = None,
+        order_id: str,
+        request: Request,
+        authorization: Authorization = None,
+        x_order_token: OrderToken = None,
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         refuse_query_token(request)
@@ -432,10 +492,16 @@ def build_router(ctx: OrderContext) -> APIRouter:
         order, _ = await readable_order(order_id, authorization, x_order_token, with_timeline=False)
         return await command(
             order.id,
-            lambda view: saga.retry_payment(view, seed=f"retry:{key}", max_attempts=ctx.settings.max_payment_attempts_per_order),
+            lambda view: saga.retry_payment(
+                view, seed=f"retry:{key}", max_attempts=ctx.settings.max_payment_attempts_per_order
+            ),
             actor=order.customer_id or "guest",
-            scope=f"order:{order.id}", key=key, request=EmptyBody(), command_name="payment-attempt", status=202,
-        )  # fmt: skip
+            scope=f"order:{order.id}",
+            key=key,
+            request=EmptyBody(),
+            command_name="payment-attempt",
+            status=202,
+        )
 
     @router.get("/v1/admin/orders/{order_id}")
     async def admin_get_order(order_id: str, authorization: Authorization = None) -> dict[str, Any]:
@@ -450,14 +516,21 @@ def build_router(ctx: OrderContext) -> APIRouter:
             body["refunds"] = await repo.refunds_of(conn, oid)
             body["refund_approvals"] = await approvals.of_order(conn, oid)
             body["audit"] = await repo.staff_audit(conn, oid)
-        body.update(customer_id=row.customer_id, email=row.contact_email, captured_amount=row.captured_amount,
-                    refunded_amount=row.refunded_amount,
-                    refund_pending_amount=row.refund_pending_amount, stock_committed=row.stock_committed)  # fmt: skip
+        body.update(
+            customer_id=row.customer_id,
+            email=row.contact_email,
+            captured_amount=row.captured_amount,
+            refunded_amount=row.refunded_amount,
+            refund_pending_amount=row.refund_pending_amount,
+            stock_committed=row.stock_committed,
+        )
         return body
 
     @router.post("/v1/admin/orders/{order_id}/refunds", status_code=202)
     async def request_refund(
-        order_id: str, body: RefundIn, authorization: Authorization = None,
+        order_id: str,
+        body: RefundIn,
+        authorization: Authorization = None,
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         principal = require_roles(ctx.settings, authorization, "support", "finance")
@@ -465,8 +538,12 @@ def build_router(ctx: OrderContext) -> APIRouter:
         role = "finance" if principal.has_role("finance") else "support"
         limit = ctx.settings.support_refund_limit
         if role == "support" and body.amount > limit and not body.request_approval:
-            raise Problem(403, "Refund above your limit", f"support may refund up to {limit} per order; ask finance",
-                          type="refund-limit-exceeded")  # fmt: skip
+            raise Problem(
+                403,
+                "Refund above your limit",
+                f"support may refund up to {limit} per order; ask finance",
+                type="refund-limit-exceeded",
+            )
         oid = order_id_or_404(order_id)
         if role == "support" and body.amount > limit:
             return await ask_for_approval(oid, body, principal.subject, key)
@@ -476,31 +553,58 @@ def build_router(ctx: OrderContext) -> APIRouter:
             if role == "support":
                 # the limit is per order, not per request: the order row is locked, so concurrent requests
                 # count each other; refunds that failed or were reversed gave nothing and do not count
-                granted = (await conn.execute(
-                    select(func.coalesce(func.sum(refunds.c.amount), 0)).where(
-                        refunds.c.order_id == oid, refunds.c.requested_role == "support",
-                        refunds.c.state.in_(("requested", "succeeded")))
-                )).scalar_one()  # fmt: skip
+                granted = (
+                    await conn.execute(
+                        select(func.coalesce(func.sum(refunds.c.amount), 0)).where(
+                            refunds.c.order_id == oid,
+                            refunds.c.requested_role == "support",
+                            refunds.c.state.in_(("requested", "succeeded")),
+                        )
+                    )
+                ).scalar_one()
                 if granted + body.amount > limit:
                     if body.request_approval:
                         raise _NeedsApproval
-                    raise Problem(403, "Refund above your limit",
-                                  f"support may refund up to {limit} per order and {granted} is already refunded or "
-                                  "pending; ask finance", type="refund-limit-exceeded",
-                                  support_refunded=int(granted))  # fmt: skip
-            await repo.record_refund(conn, refund_id=refund_id, order_id=oid, amount=body.amount,
-                                     currency=decision.view.currency, reason=body.reason, restock=body.restock,
-                                     requested_by=principal.subject, requested_role=role)  # fmt: skip
+                    raise Problem(
+                        403,
+                        "Refund above your limit",
+                        f"support may refund up to {limit} per order and {granted} is already refunded or "
+                        "pending; ask finance",
+                        type="refund-limit-exceeded",
+                        support_refunded=int(granted),
+                    )
+            await repo.record_refund(
+                conn,
+                refund_id=refund_id,
+                order_id=oid,
+                amount=body.amount,
+                currency=decision.view.currency,
+                reason=body.reason,
+                restock=body.restock,
+                requested_by=principal.subject,
+                requested_role=role,
+            )
             return {"refund_id": str(refund_id), "refund_state": "requested", "amount": body.amount}
 
         try:
             return await command(
                 oid,
-                lambda view: saga.request_refund(view, refund_id=str(refund_id), amount=body.amount, reason=body.reason,
-                                                 restock=body.restock, actor=principal.subject),
-                actor=staff_actor(principal.subject), scope=f"staff:{principal.subject}", key=key,
-                request=body.idempotency_view(), command_name=f"refund:{oid}", status=202, respond=record,
-            )  # fmt: skip
+                lambda view: saga.request_refund(
+                    view,
+                    refund_id=str(refund_id),
+                    amount=body.amount,
+                    reason=body.reason,
+                    restock=body.restock,
+                    actor=principal.subject,
+                ),
+                actor=staff_actor(principal.subject),
+                scope=f"staff:{principal.subject}",
+                key=key,
+                request=body.idempotency_view(),
+                command_name=f"refund:{oid}",
+                status=202,
+                respond=record,
+            )
         except _NeedsApproval:
             return await ask_for_approval(oid, body, principal.subject, key)
 
@@ -511,16 +615,35 @@ def build_router(ctx: OrderContext) -> APIRouter:
         async def work(conn: Any) -> dict[str, Any]:
             row = await locked_order(conn, oid)
             try:  # refused now means refused at approval too: say so at once
-                saga.request_refund(repo.view_of(row), refund_id="check", amount=body.amount, reason=body.reason,
-                                    restock=body.restock, actor=subject)  # fmt: skip
+                saga.request_refund(
+                    repo.view_of(row),
+                    refund_id="check",
+                    amount=body.amount,
+                    reason=body.reason,
+                    restock=body.restock,
+                    actor=subject,
+                )
             except saga.CommandRefused as refused:
                 raise refused_problem(refused, row.state) from None
-            approval_id = await approvals.create(conn, order_id=oid, amount=body.amount, currency=row.currency,
-                                                 reason=body.reason, restock=body.restock, requested_by=subject)  # fmt: skip
+            approval_id = await approvals.create(
+                conn,
+                order_id=oid,
+                amount=body.amount,
+                currency=row.currency,
+                reason=body.reason,
+                restock=body.restock,
+                requested_by=subject,
+            )
             return {"approval_id": str(approval_id), "state": "pending", "order_id": str(oid), "amount": body.amount}
 
-        return await keyed(scope=f"staff:{subject}", key=key, request=body.idempotency_view(),
-                           command_name=f"refund:{oid}", status=202, work=work)  # fmt: skip
+        return await keyed(
+            scope=f"staff:{subject}",
+            key=key,
+            request=body.idempotency_view(),
+            command_name=f"refund:{oid}",
+            status=202,
+            work=work,
+        )
 
     @router.get("/v1/admin/refund-approvals")
     async def list_refund_approvals(
@@ -536,11 +659,13 @@ def build_router(ctx: OrderContext) -> APIRouter:
             try:
                 return await approvals.listing(conn, state=state, order_id=order_id, before=before, limit=limit)
             except BadCursor:
-                raise Problem(400, "Bad cursor", "send `before` exactly as a previous page's `next`",
-                              type="bad-cursor") from None
+                raise Problem(
+                    400, "Bad cursor", "send `before` exactly as a previous page's `next`", type="bad-cursor"
+                ) from None
 
-    async def decide_approval(approval_id: str, body: ReasonIn, authorization: str | None, idempotency_key: str | None,
-                              *, approving: bool) -> JSONResponse:  # fmt: skip
+    async def decide_approval(
+        approval_id: str, body: ReasonIn, authorization: str | None, idempotency_key: str | None, *, approving: bool
+    ) -> JSONResponse:
         # a requester withdraws their own request with whatever staff role they have; the rule is ops.may_decide
         roles = ("finance",) if approving else ("support", "finance", "admin")
         principal = require_roles(ctx.settings, authorization, *roles)
@@ -555,41 +680,79 @@ def build_router(ctx: OrderContext) -> APIRouter:
             if row is None:
                 raise Problem(404, "Approval not found", type="approval-not-found")
             try:
-                ops.may_decide(approvals.view_of(row), principal.subject, approving=approving,
-                               finance=principal.has_role("finance"))  # fmt: skip
+                ops.may_decide(
+                    approvals.view_of(row),
+                    principal.subject,
+                    approving=approving,
+                    finance=principal.has_role("finance"),
+                )
             except ops.ApprovalRefused as refused:
-                raise Problem(refused.status, "Not possible", refused.detail, type=refused.code, state=row.state) from None
+                raise Problem(
+                    refused.status, "Not possible", refused.detail, type=refused.code, state=row.state
+                ) from None
             if not approving:
-                return approvals.body(await approvals.decide(conn, aid, state="rejected", decided_by=principal.subject,
-                                                             reason=body.reason))  # fmt: skip
+                return approvals.body(
+                    await approvals.decide(
+                        conn, aid, state="rejected", decided_by=principal.subject, reason=body.reason
+                    )
+                )
             order = await locked_order(conn, row.order_id)
             refund_id = uuid.uuid4()
             try:  # exactly the finance refund: the saga's decision, the ledger row, the order.refund_requested
-                decision = saga.request_refund(repo.view_of(order), refund_id=str(refund_id), amount=row.amount,
-                                               reason=row.reason, restock=row.restock, actor=row.requested_by)  # fmt: skip
+                decision = saga.request_refund(
+                    repo.view_of(order),
+                    refund_id=str(refund_id),
+                    amount=row.amount,
+                    reason=row.reason,
+                    restock=row.restock,
+                    actor=row.requested_by,
+                )
             except saga.CommandRefused as refused:
                 raise refused_problem(refused, order.state) from None
             # granted under finance's authority, so it does not use up the support limit of the order
-            await repo.record_refund(conn, refund_id=refund_id, order_id=row.order_id, amount=row.amount,
-                                     currency=order.currency, reason=row.reason, restock=row.restock,
-                                     requested_by=row.requested_by, requested_role="finance",
-                                     approved_by=principal.subject)  # fmt: skip
+            await repo.record_refund(
+                conn,
+                refund_id=refund_id,
+                order_id=row.order_id,
+                amount=row.amount,
+                currency=order.currency,
+                reason=row.reason,
+                restock=row.restock,
+                requested_by=row.requested_by,
+                requested_role="finance",
+                approved_by=principal.subject,
+            )
             await repo.apply(conn, ctx.outbox, decision, actor=staff_actor(principal.subject))
-            decided = await approvals.decide(conn, aid, state="approved", decided_by=principal.subject,
-                                             reason=body.reason, refund_id=refund_id)  # fmt: skip
+            decided = await approvals.decide(
+                conn, aid, state="approved", decided_by=principal.subject, reason=body.reason, refund_id=refund_id
+            )
             return {**approvals.body(decided), "refund_state": "requested"}
 
-        return await keyed(scope=f"staff:{principal.subject}", key=key, request=body,
-                           command_name=f"{'approve' if approving else 'reject'}:{aid}", status=200, work=work)  # fmt: skip
+        return await keyed(
+            scope=f"staff:{principal.subject}",
+            key=key,
+            request=body,
+            command_name=f"{'approve' if approving else 'reject'}:{aid}",
+            status=200,
+            work=work,
+        )
 
     @router.post("/v1/admin/refund-approvals/{approval_id}/approve")
-    async def approve_refund(approval_id: str, body: ReasonIn, authorization: Authorization = None,
-                             idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+    async def approve_refund(
+        approval_id: str,
+        body: ReasonIn,
+        authorization: Authorization = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
         return await decide_approval(approval_id, body, authorization, idempotency_key, approving=True)
 
     @router.post("/v1/admin/refund-approvals/{approval_id}/reject")
-    async def reject_refund(approval_id: str, body: ReasonIn, authorization: Authorization = None,
-                            idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+    async def reject_refund(
+        approval_id: str,
+        body: ReasonIn,
+        authorization: Authorization = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
         return await decide_approval(approval_id, body, authorization, idempotency_key, approving=False)
 
     @router.get("/v1/admin/orders")
@@ -601,27 +764,41 @@ def build_router(ctx: OrderContext) -> APIRouter:
         email: Annotated[str | None, Query(min_length=1, max_length=ops.MAX_EMAIL_LENGTH, pattern=PRINTABLE)] = None,
         payment_intent_id: Annotated[str | None, Query(min_length=1, max_length=255, pattern=PRINTABLE)] = None,
         state: Annotated[list[OrderState] | None, Query(max_length=len(OrderState))] = None,
-        stuck_older_than_minutes: Annotated[int | None, Query(ge=1, le=525_600, description="unchanged for longer, "
-                                                              "and in a state that waits for something")] = None,
+        stuck_older_than_minutes: Annotated[
+            int | None,
+            Query(ge=1, le=525_600, description="unchanged for longer, and in a state that waits for something"),
+        ] = None,
         before: Annotated[str | None, Query(max_length=200, description="the `next` of the previous page")] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         """Newest first; any combination of filters."""
         require_roles(ctx.settings, authorization, "support", "finance", "admin")
-        query = OrderSearch(order_id=order_id, reference=reference, customer_id=customer_id,
-                            email=email.strip().lower() if email else None, payment_intent_id=payment_intent_id,
-                            states=[s.value for s in state or ()], stuck_older_than_minutes=stuck_older_than_minutes,
-                            before=before, limit=limit)  # fmt: skip
+        query = OrderSearch(
+            order_id=order_id,
+            reference=reference,
+            customer_id=customer_id,
+            email=email.strip().lower() if email else None,
+            payment_intent_id=payment_intent_id,
+            states=[s.value for s in state or ()],
+            stuck_older_than_minutes=stuck_older_than_minutes,
+            before=before,
+            limit=limit,
+        )
         async with ctx.db.read() as conn:
             try:
                 return await search(conn, query)
             except BadCursor:
-                raise Problem(400, "Bad cursor", "send `before` exactly as a previous page's `next`",
-                              type="bad-cursor") from None
+                raise Problem(
+                    400, "Bad cursor", "send `before` exactly as a previous page's `next`", type="bad-cursor"
+                ) from None
 
     @router.post("/v1/admin/orders/{order_id}/review")
-    async def mark_for_review(order_id: str, body: NoteIn, authorization: Authorization = None,
-                              idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+    async def mark_for_review(
+        order_id: str,
+        body: NoteIn,
+        authorization: Authorization = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
         """Into needs_review with a note; an order already under review only gets the note."""
         principal = require_roles(ctx.settings, authorization, "support", "finance", "admin")
         key = require_idempotency_key(idempotency_key)
@@ -630,23 +807,44 @@ def build_router(ctx: OrderContext) -> APIRouter:
         async def moved(conn: Any, decision: saga.Decision) -> dict[str, Any]:
             return {"transitioned": bool(decision.transitions)}
 
-        return await command(oid, lambda view: ops.mark_for_review(view, body.note), actor=staff_actor(principal.subject),
-                             scope=f"staff:{principal.subject}", key=key, request=body, command_name=f"review:{oid}",
-                             respond=moved)  # fmt: skip
+        return await command(
+            oid,
+            lambda view: ops.mark_for_review(view, body.note),
+            actor=staff_actor(principal.subject),
+            scope=f"staff:{principal.subject}",
+            key=key,
+            request=body,
+            command_name=f"review:{oid}",
+            respond=moved,
+        )
 
     @router.post("/v1/admin/orders/{order_id}/review/close")
-    async def close_review(order_id: str, body: TransitionIn, authorization: Authorization = None,
-                           idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+    async def close_review(
+        order_id: str,
+        body: TransitionIn,
+        authorization: Authorization = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
         principal = require_roles(ctx.settings, authorization, "finance", "admin")
         key = require_idempotency_key(idempotency_key)
         oid = order_id_or_404(order_id)
-        return await command(oid, lambda view: ops.close_review(view, body.to, body.reason),
-                             actor=staff_actor(principal.subject), scope=f"staff:{principal.subject}", key=key,
-                             request=body, command_name=f"close-review:{oid}")  # fmt: skip
+        return await command(
+            oid,
+            lambda view: ops.close_review(view, body.to, body.reason),
+            actor=staff_actor(principal.subject),
+            scope=f"staff:{principal.subject}",
+            key=key,
+            request=body,
+            command_name=f"close-review:{oid}",
+        )
 
     @router.post("/v1/admin/orders/{order_id}/events/resend", status_code=202)
-    async def resend_announcement(order_id: str, body: ReasonIn, authorization: Authorization = None,
-                                  idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+    async def resend_announcement(
+        order_id: str,
+        body: ReasonIn,
+        authorization: Authorization = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
         principal = require_roles(ctx.settings, authorization, "support", "finance", "admin")
         key = require_idempotency_key(idempotency_key)
         oid = order_id_or_404(order_id)
@@ -654,21 +852,34 @@ def build_router(ctx: OrderContext) -> APIRouter:
         async def work(conn: Any) -> dict[str, Any]:
             row = await locked_order(conn, oid)
             try:
-                return await announcements.resend(conn, ctx.outbox, repo.view_of(row), row,
-                                                  actor=staff_actor(principal.subject), reason=body.reason)  # fmt: skip
+                return await announcements.resend(
+                    conn, ctx.outbox, repo.view_of(row), row, actor=staff_actor(principal.subject), reason=body.reason
+                )
             except ValueError as exc:
-                raise Problem(409, "Cannot send the announcement again", str(exc), type="announcement-unavailable",
-                              state=row.state) from None  # fmt: skip
+                raise Problem(
+                    409,
+                    "Cannot send the announcement again",
+                    str(exc),
+                    type="announcement-unavailable",
+                    state=row.state,
+                ) from None
 
-        return await keyed(scope=f"staff:{principal.subject}", key=key, request=body, command_name=f"resend:{oid}",
-                           status=202, work=work)  # fmt: skip
+        return await keyed(
+            scope=f"staff:{principal.subject}",
+            key=key,
+            request=body,
+            command_name=f"resend:{oid}",
+            status=202,
+            work=work,
+        )
 
     @router.get("/v1/admin/orders/{order_id}/events")
     async def order_events(
-        order_id: str, authorization: Authorization = None,
+        order_id: str,
+        authorization: Authorization = None,
         after_id: Annotated[int, Query(ge=0, le=2**63 - 1, description="the `next_after_id` of the previous page")] = 0,
         limit: Annotated[int, Query(ge=1, le=500)] = 200,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         """The order's events on order.events.v1 as the outbox holds them, in the order they were written."""
         require_roles(ctx.settings, authorization, "support", "finance", "admin")
         oid = order_id_or_404(order_id)
@@ -678,8 +889,12 @@ def build_router(ctx: OrderContext) -> APIRouter:
             return {"order_id": str(oid), **await announcements.events_of(conn, oid, after_id=after_id, limit=limit)}
 
     @router.post("/v1/admin/orders/{order_id}/redrive")
-    async def redrive_order(order_id: str, body: ReasonIn, authorization: Authorization = None,
-                            idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+    async def redrive_order(
+        order_id: str,
+        body: ReasonIn,
+        authorization: Authorization = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
         """What the stuck-order scanner does for an order in this state, for this one now."""
         principal = require_roles(ctx.settings, authorization, "support", "admin")
         key = require_idempotency_key(idempotency_key)
@@ -690,8 +905,14 @@ def build_router(ctx: OrderContext) -> APIRouter:
             done = await ctx.scanner.redrive_one(conn, row, actor=staff_actor(principal.subject), reason=body.reason)
             return {"order_id": str(oid), "state": row.state, **done}
 
-        return await keyed(scope=f"staff:{principal.subject}", key=key, request=body, command_name=f"redrive:{oid}",
-                           status=200, work=work)  # fmt: skip
+        return await keyed(
+            scope=f"staff:{principal.subject}",
+            key=key,
+            request=body,
+            command_name=f"redrive:{oid}",
+            status=200,
+            work=work,
+        )
 
     @router.post("/v1/admin/stuck-orders/scan")
     async def scan_stuck_orders(authorization: Authorization = None) -> dict[str, Any]:
@@ -700,9 +921,11 @@ def build_router(ctx: OrderContext) -> APIRouter:
 
     @router.post("/v1/admin/orders/{order_id}/transitions")
     async def manual_transition(
-        order_id: str, body: TransitionIn, authorization: Authorization = None,
+        order_id: str,
+        body: TransitionIn,
+        authorization: Authorization = None,
         idempotency_key: Annotated[str | None, Header()] = None,
-    ) -> JSONResponse:  # fmt: skip
+    ) -> JSONResponse:
         principal = require_roles(ctx.settings, authorization, "support", "admin")
         # optional here (older callers send none, and a repeated transition is refused by the table anyway); with
         # one, a double click is answered with the first answer instead of a 409
@@ -716,15 +939,23 @@ def build_router(ctx: OrderContext) -> APIRouter:
                 raise saga.CommandRefused("transition-not-manual", f"{body.to} is reached only through the saga")
             if view.state == OrderState.NEEDS_REVIEW:
                 # otherwise support could end a review here, which only finance may do (review/close)
-                raise saga.CommandRefused("review-open",
-                                          "an order under review leaves it only when finance closes the review")
+                raise saga.CommandRefused(
+                    "review-open", "an order under review leaves it only when finance closes the review"
+                )
             if body.to == OrderState.CANCELLED and view.captured_amount > view.refunded_amount:
                 raise saga.CommandRefused("money-held", "refund the captured money before cancelling")
             # announced on order.events.v1 like every transition (Decision.move)
             return saga.manual_transition(view, body.to, f"{body.reason} (manual)")
 
-        return await command(oid, decide, actor=staff_actor(principal.subject), scope=f"staff:{principal.subject}",
-                             key=key, request=body, command_name=f"transition:{oid}")  # fmt: skip
+        return await command(
+            oid,
+            decide,
+            actor=staff_actor(principal.subject),
+            scope=f"staff:{principal.subject}",
+            key=key,
+            request=body,
+            command_name=f"transition:{oid}",
+        )
 
     @router.put("/v1/admin/catalogue")
     async def upsert_catalogue(body: CatalogueIn, authorization: Authorization = None) -> dict[str, int]:
@@ -738,21 +969,30 @@ def build_router(ctx: OrderContext) -> APIRouter:
             ):
                 for item in items:
                     values = item.model_dump()
-                    if "currency" in values and values["currency"]:
+                    if values.get("currency"):
                         values["currency"] = values["currency"].upper()
-                    before = (await conn.execute(
-                        select(table).where(table.c[key] == values[key]).with_for_update())).first()  # fmt: skip
+                    before = (
+                        await conn.execute(select(table).where(table.c[key] == values[key]).with_for_update())
+                    ).first()
                     stmt = pg_insert(table).values(**values)
-                    after = (await conn.execute(
-                        stmt.on_conflict_do_update(
-                            index_elements=[key], set_={k: stmt.excluded[k] for k in values if k != key}
-                        ).returning(*table.c)
-                    )).one()  # fmt: skip
+                    after = (
+                        await conn.execute(
+                            stmt.on_conflict_do_update(
+                                index_elements=[key], set_={k: stmt.excluded[k] for k in values if k != key}
+                            ).returning(*table.c)
+                        )
+                    ).one()
                     # in the same transaction: a price nobody can account for is never written
-                    await conn.execute(insert(catalogue_changes).values(
-                        kind=kind, key=values[key], actor=staff_actor(principal.subject), reason=body.reason,
-                        before=jsonable_encoder(dict(before._mapping)) if before is not None else None,
-                        after=jsonable_encoder(dict(after._mapping))))  # fmt: skip
+                    await conn.execute(
+                        insert(catalogue_changes).values(
+                            kind=kind,
+                            key=values[key],
+                            actor=staff_actor(principal.subject),
+                            reason=body.reason,
+                            before=jsonable_encoder(dict(before._mapping)) if before is not None else None,
+                            after=jsonable_encoder(dict(after._mapping)),
+                        )
+                    )
         return {
             "products": len(body.products),
             "coupons": len(body.coupons),
@@ -779,10 +1019,20 @@ def build_router(ctx: OrderContext) -> APIRouter:
             stmt = stmt.where(catalogue_changes.c.id < before_id)
         async with ctx.db.read() as conn:
             rows = (await conn.execute(stmt)).all()
-        return {"changes": [
-            {"id": r.id, "kind": r.kind, "key": r.key, "actor": r.actor, "reason": r.reason, "before": r.before,
-             "after": r.after, "at": r.at.isoformat()}
-            for r in rows
-        ]}  # fmt: skip
+        return {
+            "changes": [
+                {
+                    "id": r.id,
+                    "kind": r.kind,
+                    "key": r.key,
+                    "actor": r.actor,
+                    "reason": r.reason,
+                    "before": r.before,
+                    "after": r.after,
+                    "at": r.at.isoformat(),
+                }
+                for r in rows
+            ]
+        }
 
     return router

@@ -20,14 +20,13 @@ from handshake_order.handlers import OrderSaga
 from handshake_order.limits import abuse_limits
 from handshake_order.settings import OrderSettings, get_settings
 from handshake_order.stuck import StuckOrderScanner
-from handshake_shared.events import INVENTORY_EVENTS, PAYMENT_EVENTS
 from handshake_shared.body_limit import BodySizeLimit
-from handshake_shared.rate_limit import RateLimits
-from handshake_shared.http import InternalListener, install_problem_handlers, ops_router
 from handshake_shared.db import server_settings
+from handshake_shared.events import INVENTORY_EVENTS, PAYMENT_EVENTS
+from handshake_shared.http import InternalListener, install_problem_handlers, ops_router
 from handshake_shared.logging import configure_logging
+from handshake_shared.rate_limit import RateLimits
 from handshake_shared.runtime import Runtime
-
 
 log = structlog.get_logger("order")
 
@@ -38,11 +37,16 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
     runtime = Runtime(service=SERVICE, settings=settings, tables=messaging)
     saga = OrderSaga(runtime.outbox)
     runtime.consume(
-        INVENTORY_EVENTS, group="order.inventory-events", handlers=saga.inventory_handlers(),
+        INVENTORY_EVENTS,
+        group="order.inventory-events",
+        handlers=saga.inventory_handlers(),
         on_dead_letter=saga.flag_dead_letter,
     )
     runtime.consume(
-        PAYMENT_EVENTS, group="order.payment-events", handlers=saga.payment_handlers(), on_dead_letter=saga.flag_dead_letter
+        PAYMENT_EVENTS,
+        group="order.payment-events",
+        handlers=saga.payment_handlers(),
+        on_dead_letter=saga.flag_dead_letter,
     )
     ctx = OrderContext(
         db=runtime.db, settings=settings, checkout=Checkout(runtime.db, runtime.outbox, settings), outbox=runtime.outbox
@@ -51,11 +55,14 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
     scanner = StuckOrderScanner(runtime.db, runtime.outbox, settings)
     ctx.scanner = scanner
     changes = OrderChanges(
-        settings.database_url.get_secret_value(), max_waiters=settings.order_wait_max_waiters,
-        server_settings=server_settings(statement_timeout_ms=settings.db_statement_timeout_ms,
-                                        lock_timeout_ms=settings.db_lock_timeout_ms,
-                                        idle_in_transaction_timeout_ms=settings.db_idle_in_transaction_timeout_ms),
-    )  # fmt: skip
+        settings.database_url.get_secret_value(),
+        max_waiters=settings.order_wait_max_waiters,
+        server_settings=server_settings(
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+            lock_timeout_ms=settings.db_lock_timeout_ms,
+            idle_in_transaction_timeout_ms=settings.db_idle_in_transaction_timeout_ms,
+        ),
+    )
     ctx.changes = changes
 
     async def purge_idempotency_keys() -> None:
@@ -64,7 +71,7 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
             try:
                 async with runtime.db.transaction() as conn:
                     await idem.purge_older_than(conn, settings.idempotency_retention_hours)
-            except Exception as exc:  # noqa: BLE001 - retried at the next interval
+            except Exception as exc:
                 log.warning("idempotency purge failed", error=repr(exc))
 
     @asynccontextmanager

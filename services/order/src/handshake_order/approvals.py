@@ -18,11 +18,28 @@ from handshake_order.search import decode_cursor, encode_cursor
 ra = refund_approvals
 
 
-async def create(conn: AsyncConnection, *, order_id: uuid.UUID, amount: int, currency: str, reason: str, restock: bool,
-                 requested_by: str) -> uuid.UUID:  # fmt: skip
+async def create(
+    conn: AsyncConnection,
+    *,
+    order_id: uuid.UUID,
+    amount: int,
+    currency: str,
+    reason: str,
+    restock: bool,
+    requested_by: str,
+) -> uuid.UUID:
     approval_id = uuid.uuid4()
-    await conn.execute(insert(ra).values(id=approval_id, order_id=order_id, amount=amount, currency=currency,
-                                         reason=reason, restock=restock, requested_by=requested_by))  # fmt: skip
+    await conn.execute(
+        insert(ra).values(
+            id=approval_id,
+            order_id=order_id,
+            amount=amount,
+            currency=currency,
+            reason=reason,
+            restock=restock,
+            requested_by=requested_by,
+        )
+    )
     return approval_id
 
 
@@ -34,24 +51,43 @@ def view_of(row: Row[Any]) -> ApprovalView:
     return ApprovalView(state=row.state, requested_by=row.requested_by)
 
 
-async def decide(conn: AsyncConnection, approval_id: uuid.UUID, *, state: str, decided_by: str, reason: str,
-                 refund_id: uuid.UUID | None = None) -> Row[Any]:  # fmt: skip
-    return (await conn.execute(
-        update(ra).where(ra.c.id == approval_id, ra.c.state == "pending")
-        .values(state=state, decided_by=decided_by, decided_at=func.now(),
-                decision_reason=reason, refund_id=refund_id)
-        .returning(*ra.c)
-    )).one()  # fmt: skip
+async def decide(
+    conn: AsyncConnection,
+    approval_id: uuid.UUID,
+    *,
+    state: str,
+    decided_by: str,
+    reason: str,
+    refund_id: uuid.UUID | None = None,
+) -> Row[Any]:
+    return (
+        await conn.execute(
+            update(ra)
+            .where(ra.c.id == approval_id, ra.c.state == "pending")
+            .values(
+                state=state, decided_by=decided_by, decided_at=func.now(), decision_reason=reason, refund_id=refund_id
+            )
+            .returning(*ra.c)
+        )
+    ).one()
 
 
 def body(row: Row[Any]) -> dict[str, Any]:
     return {
-        "approval_id": str(row.id), "order_id": str(row.order_id), "amount": row.amount, "currency": row.currency,
-        "reason": row.reason, "restock": row.restock, "state": row.state, "requested_by": row.requested_by,
-        "requested_at": row.requested_at.isoformat(), "decided_by": row.decided_by,
-        "decided_at": row.decided_at.isoformat() if row.decided_at else None, "decision_reason": row.decision_reason,
+        "approval_id": str(row.id),
+        "order_id": str(row.order_id),
+        "amount": row.amount,
+        "currency": row.currency,
+        "reason": row.reason,
+        "restock": row.restock,
+        "state": row.state,
+        "requested_by": row.requested_by,
+        "requested_at": row.requested_at.isoformat(),
+        "decided_by": row.decided_by,
+        "decided_at": row.decided_at.isoformat() if row.decided_at else None,
+        "decision_reason": row.decision_reason,
         "refund_id": str(row.refund_id) if row.refund_id else None,
-    }  # fmt: skip
+    }
 
 
 async def of_order(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -59,8 +95,9 @@ async def of_order(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str,
     return [body(r) for r in rows]
 
 
-async def listing(conn: AsyncConnection, *, state: str | None, order_id: uuid.UUID | None, before: str | None,
-                  limit: int) -> dict[str, Any]:  # fmt: skip
+async def listing(
+    conn: AsyncConnection, *, state: str | None, order_id: uuid.UUID | None, before: str | None, limit: int
+) -> dict[str, Any]:
     """Newest first, keyset-paged like the order search (`next` is the cursor of the following page)."""
     where = []
     if state is not None:
@@ -70,9 +107,12 @@ async def listing(conn: AsyncConnection, *, state: str | None, order_id: uuid.UU
     if before is not None:
         at, approval_id = decode_cursor(before)
         where.append(or_(ra.c.requested_at < at, and_(ra.c.requested_at == at, ra.c.id < approval_id)))
-    rows = (await conn.execute(
-        select(ra).where(*where).order_by(ra.c.requested_at.desc(), ra.c.id.desc()).limit(limit + 1))).all()  # fmt: skip
+    rows = (
+        await conn.execute(select(ra).where(*where).order_by(ra.c.requested_at.desc(), ra.c.id.desc()).limit(limit + 1))
+    ).all()
     page = rows[:limit]
     more = len(rows) > limit
-    return {"approvals": [body(r) for r in page],
-            "next": encode_cursor(page[-1].requested_at, page[-1].id) if more else None}  # fmt: skip
+    return {
+        "approvals": [body(r) for r in page],
+        "next": encode_cursor(page[-1].requested_at, page[-1].id) if more else None,
+    }

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import asyncpg
@@ -40,8 +40,14 @@ def listener_dsn(database_url: str) -> str:
 
 
 class OrderChanges:
-    def __init__(self, database_url: str, *, max_waiters: int, server_settings: dict[str, str] | None = None,
-                 max_backoff_seconds: float = 5.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        max_waiters: int,
+        server_settings: dict[str, str] | None = None,
+        max_backoff_seconds: float = 5.0,
+    ) -> None:
         self._dsn = listener_dsn(database_url)
         self._server_settings = server_settings or {}
         self.max_waiters = max_waiters
@@ -126,7 +132,7 @@ class OrderChanges:
                 if not conn.is_closed():
                     try:
                         await asyncio.wait_for(conn.close(), timeout=2)
-                    except Exception:  # noqa: BLE001 - closing a broken connection may fail; drop it
+                    except Exception:
                         conn.terminate()
             self._wake_all()
 
@@ -138,9 +144,7 @@ class OrderChanges:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            try:
+            with suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
         # requests still waiting answer now with what they have, instead of holding shutdown up
         self._wake_all()

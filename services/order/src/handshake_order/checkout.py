@@ -17,11 +17,11 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handshake_order import repository as repo
 from handshake_order import idempotency as idem
+from handshake_order import repository as repo
 from handshake_order.db import coupon_redemptions, coupons, orders, products, shipping_rates, tax_rates
-from handshake_order.domain.operations import MAX_EMAIL_LENGTH, normalize_email, reference_of
 from handshake_order.domain.holds import HOLDING_STATES, Hold, wait_before_holding
+from handshake_order.domain.operations import MAX_EMAIL_LENGTH, normalize_email, reference_of
 from handshake_order.domain.pricing import (
     MAX_LINE_QUANTITY,
     Coupon,
@@ -63,8 +63,12 @@ class CheckoutRequest(BaseModel):
     region: str = Field(min_length=2, max_length=16, pattern=PRINTABLE)
     shipping_method: str = Field(min_length=1, max_length=32, pattern=PRINTABLE)
     coupon_code: str | None = Field(default=None, max_length=64, pattern=PRINTABLE)
-    email: str | None = Field(default=None, max_length=MAX_EMAIL_LENGTH, pattern=PRINTABLE,
-                              description="where the customer can be reached; stored lowercased, never published")
+    email: str | None = Field(
+        default=None,
+        max_length=MAX_EMAIL_LENGTH,
+        pattern=PRINTABLE,
+        description="where the customer can be reached; stored lowercased, never published",
+    )
 
     @field_validator("email")
     @classmethod
@@ -74,7 +78,9 @@ class CheckoutRequest(BaseModel):
     def fingerprint(self) -> str:
         # a checkout without an email hashes as it did before the field existed, so a retry across the
         # release that added it is still answered from its stored checkout
-        return idem.fingerprint("checkout", self.model_dump(mode="json", exclude={"email"} if self.email is None else None))
+        return idem.fingerprint(
+            "checkout", self.model_dump(mode="json", exclude={"email"} if self.email is None else None)
+        )
 
 
 async def quote(conn: AsyncConnection, req: CheckoutRequest, *, max_units: int) -> PriceSnapshot:
@@ -86,7 +92,9 @@ async def quote(conn: AsyncConnection, req: CheckoutRequest, *, max_units: int) 
     rate = (await conn.execute(select(tax_rates.c.rate_bp).where(tax_rates.c.region == req.region))).scalar()
     ship = (
         await conn.execute(
-            select(shipping_rates.c.amount, shipping_rates.c.currency).where(shipping_rates.c.code == req.shipping_method)
+            select(shipping_rates.c.amount, shipping_rates.c.currency).where(
+                shipping_rates.c.code == req.shipping_method
+            )
         )
     ).first()
     coupon = None
@@ -95,9 +103,16 @@ async def quote(conn: AsyncConnection, req: CheckoutRequest, *, max_units: int) 
         if row is None:
             raise PricingError("unknown-coupon", f"coupon {req.coupon_code} does not exist")
         coupon = Coupon(
-            code=row.code, kind=row.kind, percent_bp=row.percent_bp, amount_off=row.amount_off, currency=row.currency,
-            max_redemptions=row.max_redemptions, redemptions=row.redemptions, expires_at=row.expires_at, active=row.active,
-        )  # fmt: skip
+            code=row.code,
+            kind=row.kind,
+            percent_bp=row.percent_bp,
+            amount_off=row.amount_off,
+            currency=row.currency,
+            max_redemptions=row.max_redemptions,
+            redemptions=row.redemptions,
+            expires_at=row.expires_at,
+            active=row.active,
+        )
     return price(
         [RequestedLine(line.sku, line.quantity) for line in req.lines],
         catalogue,
@@ -135,11 +150,12 @@ GUEST_SESSION = re.compile(r"^[A-Za-z0-9_-]{22,128}$")
 def guest_scope(guest_session: str | None) -> str:
     if guest_session is None or not GUEST_SESSION.fullmatch(guest_session):
         raise Problem(
-            400, "Guest-Session required",
+            400,
+            "Guest-Session required",
             "a checkout without an account sends a Guest-Session header: a random secret of at least 128 bits "
             "(22-128 characters of base64url or hex) that this browser keeps and sends again on a retry",
             type="guest-session-required",
-        )  # fmt: skip
+        )
     return "guest:" + hashlib.sha256(guest_session.encode()).hexdigest()
 
 
@@ -162,22 +178,27 @@ async def refuse_past_held_units_cap(conn: AsyncConnection, settings: OrderSetti
     await conn.execute(select(func.pg_advisory_xact_lock(HOLDER_LOCK_NAMESPACE, func.hashtext(holder))))
     rows = (
         await conn.execute(
-            select(orders.c.units, orders.c.created_at, orders.c.hold_seconds, orders.c.payment_session_opened)
-            .where(orders.c.holder == holder, orders.c.state.in_([str(s) for s in HOLDING_STATES]))
+            select(orders.c.units, orders.c.created_at, orders.c.hold_seconds, orders.c.payment_session_opened).where(
+                orders.c.holder == holder, orders.c.state.in_([str(s) for s in HOLDING_STATES])
+            )
         )
     ).all()
     wait = wait_before_holding(
-        [Hold(r.units, r.created_at, r.hold_seconds, r.payment_session_opened) for r in rows], units,
-        cap=settings.max_units_held_per_holder, full_hold_seconds=settings.checkout_hold_seconds,
+        [Hold(r.units, r.created_at, r.hold_seconds, r.payment_session_opened) for r in rows],
+        units,
+        cap=settings.max_units_held_per_holder,
+        full_hold_seconds=settings.checkout_hold_seconds,
         now=(await conn.execute(select(func.now()))).scalar_one(),
-    )  # fmt: skip
+    )
     if wait is not None:
         raise Problem(
-            429, "Too much stock held",
+            429,
+            "Too much stock held",
             f"your unpaid orders already hold stock; at most {settings.max_units_held_per_holder} units can be "
             "held at once. Pay or cancel an open order, or try again later",
-            type="held-units-exhausted", retry_after_seconds=wait,
-        )  # fmt: skip
+            type="held-units-exhausted",
+            retry_after_seconds=wait,
+        )
 
 
 def new_traceparent() -> str:
@@ -191,8 +212,13 @@ class Checkout:
         self.settings = settings
 
     async def place(
-        self, principal: Principal | None, idempotency_key: str, req: CheckoutRequest, traceparent: str | None,
-        guest_session: str | None = None, client_address: str = "unknown",
+        self,
+        principal: Principal | None,
+        idempotency_key: str,
+        req: CheckoutRequest,
+        traceparent: str | None,
+        guest_session: str | None = None,
+        client_address: str = "unknown",
     ) -> tuple[int, dict[str, Any], bool]:
         """Returns (status, body, replayed). The idempotency claim, the held-units check, the order, its audit
         row, the coupon redemption and order.placed commit in one transaction (see idempotency.py). A guest's
@@ -201,7 +227,9 @@ class Checkout:
         scope = f"customer:{principal.subject}" if principal else guest_scope(guest_session)
         request_hash = req.fingerprint()
         async with self.db.transaction() as conn:
-            stored = await idem.claim(conn, scope=scope, key=idempotency_key, request_hash=request_hash, command="checkout")
+            stored = await idem.claim(
+                conn, scope=scope, key=idempotency_key, request_hash=request_hash, command="checkout"
+            )
             if stored is not None:
                 status, body = stored
                 if principal is None and status == 202:
@@ -286,8 +314,9 @@ async def redeem_coupon(conn: AsyncConnection, code: str, order_id: uuid.UUID, p
     if row is None:
         raise Problem(422, "Cannot price this order", f"coupon {code} has been fully redeemed", type="coupon-exhausted")
     if row.once_per_customer and principal is None:
-        raise Problem(422, "Cannot price this order", f"coupon {code} needs a signed-in customer",
-                      type="coupon-requires-account")  # fmt: skip
+        raise Problem(
+            422, "Cannot price this order", f"coupon {code} needs a signed-in customer", type="coupon-requires-account"
+        )
     redeemed = (
         await conn.execute(
             pg_insert(coupon_redemptions)
@@ -297,5 +326,6 @@ async def redeem_coupon(conn: AsyncConnection, code: str, order_id: uuid.UUID, p
         )
     ).first()
     if redeemed is None:
-        raise Problem(422, "Cannot price this order", f"coupon {code} can be used once per customer",
-                      type="coupon-already-used")  # fmt: skip
+        raise Problem(
+            422, "Cannot price this order", f"coupon {code} can be used once per customer", type="coupon-already-used"
+        )

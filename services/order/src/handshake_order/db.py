@@ -119,13 +119,21 @@ Index("ix_orders_customer", orders.c.customer_id, orders.c.created_at)
 Index("ix_orders_state_updated", orders.c.state, orders.c.updated_at)
 # staff search (search.py) pages newest first by (created_at, id); a reference is a range of ids (the primary key)
 Index("ix_orders_created", orders.c.created_at, orders.c.id)
-Index("ix_orders_contact_email", orders.c.contact_email, orders.c.created_at,
-      postgresql_where=orders.c.contact_email.isnot(None))
+Index(
+    "ix_orders_contact_email",
+    orders.c.contact_email,
+    orders.c.created_at,
+    postgresql_where=orders.c.contact_email.isnot(None),
+)
 Index("ix_orders_payment_intent", orders.c.payment_intent_id, postgresql_where=orders.c.payment_intent_id.isnot(None))
 # one order's events in the order they were written (GET /v1/admin/orders/{id}/events, the resend)
 Index("ix_outbox_message_key", messaging.outbox.c.message_key, messaging.outbox.c.id)
 # the checkout's held-units check reads only a holder's unpaid orders
-Index("ix_orders_holder_holding", orders.c.holder, postgresql_where=text("state IN ('draft', 'payment_pending', 'payment_failed')"))
+Index(
+    "ix_orders_holder_holding",
+    orders.c.holder,
+    postgresql_where=text("state IN ('draft', 'payment_pending', 'payment_failed')"),
+)
 
 order_transitions = Table(
     "order_transitions",

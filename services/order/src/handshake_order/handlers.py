@@ -50,11 +50,16 @@ class OrderSaga:
             if isinstance(data, o.OrderRefundRequested):
                 await conn.execute(
                     insert(refunds).values(
-                        id=uuid.UUID(data.refund_id), order_id=uuid.UUID(data.order_id), amount=data.amount,
-                        currency=data.currency, reason=data.reason, restock=data.restock,
-                        requested_by=data.requested_by, state="requested",
+                        id=uuid.UUID(data.refund_id),
+                        order_id=uuid.UUID(data.order_id),
+                        amount=data.amount,
+                        currency=data.currency,
+                        reason=data.reason,
+                        restock=data.restock,
+                        requested_by=data.requested_by,
+                        state="requested",
                     )
-                )  # fmt: skip
+                )
 
     async def on_refunded(self, conn: AsyncConnection, event: CloudEvent, p: pay.PaymentRefunded) -> None:
         row = await repo.lock_order(conn, p.order_id)
@@ -63,8 +68,9 @@ class OrderSaga:
         refund = await _locked_refund(conn, p.refund_id)
         if refund is not None and refund.state == "succeeded":
             return
-        decision = saga.on_refunded(repo.view_of(row), p, requested_here=refund is not None,
-                                    restock=bool(refund and refund.restock))  # fmt: skip
+        decision = saga.on_refunded(
+            repo.view_of(row), p, requested_here=refund is not None, restock=bool(refund and refund.restock)
+        )
         if refund is not None:
             await _set_refund_state(conn, refund, "succeeded", provider_refund_id=p.provider_refund_id)
         await repo.apply(conn, self.outbox, decision, actor=ACTOR, cause=event)

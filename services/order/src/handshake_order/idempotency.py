@@ -10,8 +10,8 @@ import json
 import uuid
 from typing import Any
 
-from prometheus_client import Counter
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter
 from pydantic import BaseModel
 from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -20,7 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from handshake_order.db import idempotency_keys
 from handshake_shared.http import Problem
 
-IDEMPOTENT_REPLAYS = Counter("handshake_idempotency_replays_total", "Commands answered from a stored response", ["command"])
+IDEMPOTENT_REPLAYS = Counter(
+    "handshake_idempotency_replays_total", "Commands answered from a stored response", ["command"]
+)
 
 
 class CanonicalJSONResponse(JSONResponse):
@@ -40,11 +42,16 @@ def fingerprint(command: str, body: BaseModel | dict[str, Any]) -> str:
 # like the columns, which SQLAlchemy reserves for the values it binds itself
 _CLAIM = (
     pg_insert(idempotency_keys)
-    .values(scope=bindparam("in_scope"), key=bindparam("the_key"), request_hash=bindparam("hash"), status_code=0,
-            response={})
+    .values(
+        scope=bindparam("in_scope"),
+        key=bindparam("the_key"),
+        request_hash=bindparam("hash"),
+        status_code=0,
+        response={},
+    )
     .on_conflict_do_nothing()
     .returning(idempotency_keys.c.key)
-)  # fmt: skip
+)
 _STORED = select(idempotency_keys).where(
     idempotency_keys.c.scope == bindparam("in_scope"), idempotency_keys.c.key == bindparam("the_key")
 )
@@ -65,9 +72,11 @@ async def claim(
     stored = (await conn.execute(_STORED, {"in_scope": scope, "the_key": key})).one()
     if stored.request_hash != request_hash:
         raise Problem(
-            422, "Idempotency-Key reused", "this Idempotency-Key was already used with a different request",
+            422,
+            "Idempotency-Key reused",
+            "this Idempotency-Key was already used with a different request",
             type="idempotency-key-reused",
-        )  # fmt: skip
+        )
     IDEMPOTENT_REPLAYS.labels(command).inc()
     return stored.status_code, stored.response
 
@@ -80,6 +89,8 @@ async def store(
 
 async def purge_older_than(conn: AsyncConnection, hours: int) -> int:
     result = await conn.execute(
-        delete(idempotency_keys).where(idempotency_keys.c.created_at < func.now() - text(f"interval '{int(hours)} hours'"))
+        delete(idempotency_keys).where(
+            idempotency_keys.c.created_at < func.now() - text(f"interval '{int(hours)} hours'")
+        )
     )
     return result.rowcount or 0

@@ -20,16 +20,45 @@ def abuse_limits(settings: OrderSettings) -> dict[str, Any]:
     lookups (order, payment session) per address."""
     s = settings
     routes = [
-        RouteLimit("checkout", "POST", "/v1/checkout", per_minute(s.checkout_per_minute_per_address, s.checkout_burst_per_address), "address"),
-        RouteLimit("checkout", "POST", "/v1/checkout", per_minute(s.checkout_per_minute_per_customer, s.checkout_burst_per_customer), "subject"),
-        RouteLimit("payment-attempts", "POST", ORDER + "/payment-attempts",
-                   per_minute(s.payment_attempts_per_minute_per_address, s.payment_attempts_burst_per_address), "address"),
-        RouteLimit("payment-attempts", "POST", ORDER + "/payment-attempts",
-                   per_minute(s.payment_attempts_per_minute_per_customer, s.payment_attempts_burst_per_customer), "subject"),
-        RouteLimit("lookup", "GET", ORDER, per_minute(s.lookups_per_minute_per_address, s.lookups_burst_per_address), "address"),
-        RouteLimit("lookup", "GET", ORDER + "/payment-session",
-                   per_minute(s.lookups_per_minute_per_address, s.lookups_burst_per_address), "address"),
-    ]  # fmt: skip
+        RouteLimit(
+            "checkout",
+            "POST",
+            "/v1/checkout",
+            per_minute(s.checkout_per_minute_per_address, s.checkout_burst_per_address),
+            "address",
+        ),
+        RouteLimit(
+            "checkout",
+            "POST",
+            "/v1/checkout",
+            per_minute(s.checkout_per_minute_per_customer, s.checkout_burst_per_customer),
+            "subject",
+        ),
+        RouteLimit(
+            "payment-attempts",
+            "POST",
+            ORDER + "/payment-attempts",
+            per_minute(s.payment_attempts_per_minute_per_address, s.payment_attempts_burst_per_address),
+            "address",
+        ),
+        RouteLimit(
+            "payment-attempts",
+            "POST",
+            ORDER + "/payment-attempts",
+            per_minute(s.payment_attempts_per_minute_per_customer, s.payment_attempts_burst_per_customer),
+            "subject",
+        ),
+        RouteLimit(
+            "lookup", "GET", ORDER, per_minute(s.lookups_per_minute_per_address, s.lookups_burst_per_address), "address"
+        ),
+        RouteLimit(
+            "lookup",
+            "GET",
+            ORDER + "/payment-session",
+            per_minute(s.lookups_per_minute_per_address, s.lookups_burst_per_address),
+            "address",
+        ),
+    ]
     return {
         "routes": routes,
         "trusted_proxy_hops": s.trusted_proxy_hops,

@@ -29,7 +29,11 @@ from handshake_shared.outbox import Outbox
 log = structlog.get_logger("order")
 
 TRANSITIONS = Counter("handshake_order_transitions_total", "Applied order transitions", ["from_state", "to_state"])
-REFUSED = Counter("handshake_order_transitions_refused_total", "Transitions refused by the lifecycle table", ["from_state", "to_state"])
+REFUSED = Counter(
+    "handshake_order_transitions_refused_total",
+    "Transitions refused by the lifecycle table",
+    ["from_state", "to_state"],
+)
 
 
 def _uuid(value: str | uuid.UUID) -> uuid.UUID:
@@ -82,11 +86,20 @@ async def record_creation(
 ) -> None:
     """The order's first transition (into draft): its audit row and order.placed, which announces it."""
     reason = "checkout"
-    await conn.execute(_TRANSITION, {"order_id": _uuid(placed.order_id), "from_state": None,
-                                     "to_state": OrderState.DRAFT, "reason": reason, "actor": actor})  # fmt: skip
+    await conn.execute(
+        _TRANSITION,
+        {
+            "order_id": _uuid(placed.order_id),
+            "from_state": None,
+            "to_state": OrderState.DRAFT,
+            "reason": reason,
+            "actor": actor,
+        },
+    )
     placed = placed.model_copy(update={"transition": o.Transition(from_state=None, to_state="draft", reason=reason)})
-    await outbox.emit(conn, topic=ORDER_EVENTS, type=placed.event_type, order_id=placed.order_id, data=placed,
-                      traceparent=traceparent)  # fmt: skip
+    await outbox.emit(
+        conn, topic=ORDER_EVENTS, type=placed.event_type, order_id=placed.order_id, data=placed, traceparent=traceparent
+    )
 
 
 async def apply(
@@ -94,8 +107,11 @@ async def apply(
 ) -> None:
     order_id = _uuid(decision.view.id)
     event_id = str(cause.id) if cause else None
-    announced = [(e.transition.from_state, e.transition.to_state, e.transition.reason) for e in decision.emits
-                 if e.transition is not None]  # fmt: skip
+    announced = [
+        (e.transition.from_state, e.transition.to_state, e.transition.reason)
+        for e in decision.emits
+        if e.transition is not None
+    ]
     if announced != [(str(current), str(target), reason) for current, target, reason in decision.transitions]:
         # Decision.move makes both together; anything else would put a state change on the topic that
         # the order never made, or make one the topic never hears of
@@ -107,18 +123,32 @@ async def apply(
     if decision.transitions:
         columns["state"] = decision.view.state
     if columns:
-        await conn.execute(changed_statement(tuple(sorted(columns))),
-                           {"order_id": order_id, **{f"new_{name}": value for name, value in columns.items()}})  # fmt: skip
+        await conn.execute(
+            changed_statement(tuple(sorted(columns))),
+            {"order_id": order_id, **{f"new_{name}": value for name, value in columns.items()}},
+        )
     for current, target, reason in decision.transitions:
-        await conn.execute(_TRANSITION, {"order_id": order_id, "from_state": current, "to_state": target,
-                                         "reason": reason, "actor": actor, "event_id": event_id})  # fmt: skip
+        await conn.execute(
+            _TRANSITION,
+            {
+                "order_id": order_id,
+                "from_state": current,
+                "to_state": target,
+                "reason": reason,
+                "actor": actor,
+                "event_id": event_id,
+            },
+        )
         TRANSITIONS.labels(current, target).inc()
         log.info("order transition", order_id=str(order_id), from_state=current, to_state=target, reason=reason)
     for kind, detail in decision.notes:
-        await conn.execute(_NOTE, {"order_id": order_id, "kind": kind, "detail": detail, "actor": actor,
-                                   "event_id": event_id})  # fmt: skip
+        await conn.execute(
+            _NOTE, {"order_id": order_id, "kind": kind, "detail": detail, "actor": actor, "event_id": event_id}
+        )
     for data in decision.emits:
-        await outbox.emit(conn, topic=ORDER_EVENTS, type=data.event_type, order_id=str(order_id), data=data, cause=cause)
+        await outbox.emit(
+            conn, topic=ORDER_EVENTS, type=data.event_type, order_id=str(order_id), data=data, cause=cause
+        )
 
 
 @built_once
@@ -131,7 +161,9 @@ def changed_statement(columns: tuple[str, ...]) -> Any:
     row = (
         update(orders)
         .where(orders.c.id == bindparam("order_id"))
-        .values(updated_at=func.now(), version=orders.c.version + 1, **{name: bindparam(f"new_{name}") for name in columns})
+        .values(
+            updated_at=func.now(), version=orders.c.version + 1, **{name: bindparam(f"new_{name}") for name in columns}
+        )
         .returning(orders.c.id, orders.c.version)
         .cte("changed")
     )
@@ -145,38 +177,78 @@ async def timeline(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str,
         )
     ).all()
     return [
-        {"from": r.from_state, "to": r.to_state, "reason": r.reason, "actor": r.actor, "event_id": r.event_id,
-         "at": r.at.isoformat()}
+        {
+            "from": r.from_state,
+            "to": r.to_state,
+            "reason": r.reason,
+            "actor": r.actor,
+            "event_id": r.event_id,
+            "at": r.at.isoformat(),
+        }
         for r in rows
-    ]  # fmt: skip
+    ]
 
 
 async def notes(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str, Any]]:
     rows = (
         await conn.execute(select(order_notes).where(order_notes.c.order_id == order_id).order_by(order_notes.c.id))
     ).all()
-    return [{"kind": r.kind, "detail": r.detail, "actor": r.actor, "event_id": r.event_id, "at": r.at.isoformat()}
-            for r in rows]  # fmt: skip
+    return [
+        {"kind": r.kind, "detail": r.detail, "actor": r.actor, "event_id": r.event_id, "at": r.at.isoformat()}
+        for r in rows
+    ]
 
 
 async def refunds_of(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str, Any]]:
-    rows = (await conn.execute(select(refunds).where(refunds.c.order_id == order_id).order_by(refunds.c.created_at))).all()
+    rows = (
+        await conn.execute(select(refunds).where(refunds.c.order_id == order_id).order_by(refunds.c.created_at))
+    ).all()
     return [
-        {"refund_id": str(r.id), "amount": r.amount, "currency": r.currency, "reason": r.reason, "restock": r.restock,
-         "requested_by": r.requested_by, "approved_by": r.approved_by, "state": r.state,
-         "provider_refund_id": r.provider_refund_id,
-         "created_at": r.created_at.isoformat(), "updated_at": r.updated_at.isoformat()}
+        {
+            "refund_id": str(r.id),
+            "amount": r.amount,
+            "currency": r.currency,
+            "reason": r.reason,
+            "restock": r.restock,
+            "requested_by": r.requested_by,
+            "approved_by": r.approved_by,
+            "state": r.state,
+            "provider_refund_id": r.provider_refund_id,
+            "created_at": r.created_at.isoformat(),
+            "updated_at": r.updated_at.isoformat(),
+        }
         for r in rows
-    ]  # fmt: skip
+    ]
 
 
-async def record_refund(conn: AsyncConnection, *, refund_id: uuid.UUID, order_id: uuid.UUID, amount: int, currency: str,
-                        reason: str, restock: bool, requested_by: str, requested_role: str,
-                        approved_by: str | None = None) -> None:  # fmt: skip
+async def record_refund(
+    conn: AsyncConnection,
+    *,
+    refund_id: uuid.UUID,
+    order_id: uuid.UUID,
+    amount: int,
+    currency: str,
+    reason: str,
+    restock: bool,
+    requested_by: str,
+    requested_role: str,
+    approved_by: str | None = None,
+) -> None:
     """The refund ledger's row for a staff refund, written with the saga's order.refund_requested."""
-    await conn.execute(insert(refunds).values(
-        id=refund_id, order_id=order_id, amount=amount, currency=currency, reason=reason, restock=restock,
-        requested_by=requested_by, requested_role=requested_role, approved_by=approved_by, state="requested"))  # fmt: skip
+    await conn.execute(
+        insert(refunds).values(
+            id=refund_id,
+            order_id=order_id,
+            amount=amount,
+            currency=currency,
+            reason=reason,
+            restock=restock,
+            requested_by=requested_by,
+            requested_role=requested_role,
+            approved_by=approved_by,
+            state="requested",
+        )
+    )
 
 
 def _staff(actor: str) -> bool:
@@ -189,17 +261,35 @@ async def staff_audit(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[s
     rows: list[dict[str, Any]] = []
     for t in await timeline(conn, order_id):
         if _staff(t["actor"]):
-            rows.append({"at": t["at"], "actor": t["actor"], "action": "transition",
-                         "detail": f"{t['from']} -> {t['to']}: {t['reason']}"})  # fmt: skip
+            rows.append(
+                {
+                    "at": t["at"],
+                    "actor": t["actor"],
+                    "action": "transition",
+                    "detail": f"{t['from']} -> {t['to']}: {t['reason']}",
+                }
+            )
     for n in await notes(conn, order_id):
         if _staff(n["actor"]):
             rows.append({"at": n["at"], "actor": n["actor"], "action": n["kind"], "detail": n["detail"]})
     ra = refund_approvals
     for a in (await conn.execute(select(ra).where(ra.c.order_id == order_id))).all():
-        rows.append({"at": a.requested_at.isoformat(), "actor": f"staff:{a.requested_by}",
-                     "action": "refund-approval-requested", "detail": f"{a.amount} {a.currency}: {a.reason}"})  # fmt: skip
+        rows.append(
+            {
+                "at": a.requested_at.isoformat(),
+                "actor": f"staff:{a.requested_by}",
+                "action": "refund-approval-requested",
+                "detail": f"{a.amount} {a.currency}: {a.reason}",
+            }
+        )
         if a.decided_at is not None:
             decision = "withdrawn" if withdrawn(a.state, a.requested_by, a.decided_by) else a.state
-            rows.append({"at": a.decided_at.isoformat(), "actor": f"staff:{a.decided_by}",
-                         "action": f"refund-approval-{decision}", "detail": a.decision_reason or ""})  # fmt: skip
+            rows.append(
+                {
+                    "at": a.decided_at.isoformat(),
+                    "actor": f"staff:{a.decided_by}",
+                    "action": f"refund-approval-{decision}",
+                    "detail": a.decision_reason or "",
+                }
+            )
     return sorted(rows, key=lambda r: r["at"])

@@ -56,12 +56,19 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 def item(row: Any) -> dict[str, Any]:
     return {
-        "id": str(row.id), "reference": reference_of(row.id), "state": row.state, "total": row.total,
-        "currency": row.currency, "customer_id": row.customer_id, "email": row.contact_email,
-        "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat(),
-        "captured_amount": row.captured_amount, "refunded_amount": row.refunded_amount,
+        "id": str(row.id),
+        "reference": reference_of(row.id),
+        "state": row.state,
+        "total": row.total,
+        "currency": row.currency,
+        "customer_id": row.customer_id,
+        "email": row.contact_email,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+        "captured_amount": row.captured_amount,
+        "refunded_amount": row.refunded_amount,
         "payment_intent_id": row.payment_intent_id,
-    }  # fmt: skip
+    }
 
 
 async def search(conn: AsyncConnection, q: OrderSearch) -> dict[str, Any]:
@@ -86,11 +93,14 @@ async def search(conn: AsyncConnection, q: OrderSearch) -> dict[str, Any]:
         where.append(orders.c.updated_at < func.now() - text(f"interval '{int(q.stuck_older_than_minutes)} minutes'"))
     if q.before is not None:
         created_at, order_id = decode_cursor(q.before)
-        where.append(or_(orders.c.created_at < created_at,
-                         and_(orders.c.created_at == created_at, orders.c.id < order_id)))  # fmt: skip
-    stmt = (select(orders).where(*where).order_by(orders.c.created_at.desc(), orders.c.id.desc())
-            .limit(q.limit + 1))  # fmt: skip
+        where.append(
+            or_(orders.c.created_at < created_at, and_(orders.c.created_at == created_at, orders.c.id < order_id))
+        )
+    stmt = select(orders).where(*where).order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(q.limit + 1)
     rows = (await conn.execute(stmt)).all()
     page = rows[: q.limit]
     more = len(rows) > q.limit
-    return {"orders": [item(r) for r in page], "next": encode_cursor(page[-1].created_at, page[-1].id) if more else None}
+    return {
+        "orders": [item(r) for r in page],
+        "next": encode_cursor(page[-1].created_at, page[-1].id) if more else None,
+    }

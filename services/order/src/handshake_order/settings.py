@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from functools import lru_cache
-
 from typing import ClassVar
 
 from pydantic import Field, SecretStr, model_validator
@@ -69,8 +68,10 @@ class OrderSettings(ServiceSettings):
     @model_validator(mode="after")
     def holds_are_consistent(self) -> OrderSettings:
         if self.max_units_held_per_holder < self.max_units_per_order:
-            raise ValueError("HANDSHAKE_MAX_UNITS_HELD_PER_HOLDER is below HANDSHAKE_MAX_UNITS_PER_ORDER: "
-                             "no order of the largest size could ever be placed")
+            raise ValueError(
+                "HANDSHAKE_MAX_UNITS_HELD_PER_HOLDER is below HANDSHAKE_MAX_UNITS_PER_ORDER: "
+                "no order of the largest size could ever be placed"
+            )
         if self.guest_hold_seconds > self.checkout_hold_seconds:
             raise ValueError("HANDSHAKE_GUEST_HOLD_SECONDS is longer than HANDSHAKE_CHECKOUT_HOLD_SECONDS")
         return self
@@ -78,7 +79,9 @@ class OrderSettings(ServiceSettings):
     def configuration_problems(self) -> list[str]:
         problems = super().configuration_problems()
         if not self.rate_limits_enabled:
-            problems.append("HANDSHAKE_RATE_LIMITS_ENABLED=false turns the abuse limits off (development and tests only)")
+            problems.append(
+                "HANDSHAKE_RATE_LIMITS_ENABLED=false turns the abuse limits off (development and tests only)"
+            )
         return problems
 
 

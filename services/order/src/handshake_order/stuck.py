@@ -56,7 +56,7 @@ class StuckOrderScanner:
             await asyncio.sleep(self.interval)
             try:
                 await self.scan_once()
-            except Exception as exc:  # noqa: BLE001 - the next scan tries again
+            except Exception as exc:
                 log.warning("stuck order scan failed", error=repr(exc))
 
     async def scan_once(self) -> dict[str, Any]:
@@ -83,9 +83,12 @@ class StuckOrderScanner:
 
     async def _already(self, conn: AsyncConnection, order_id: uuid.UUID, kind: str, seconds: int) -> bool:
         recent = select(order_notes.c.id).where(
-            and_(order_notes.c.order_id == order_id, order_notes.c.kind == kind,
-                 order_notes.c.at > func.now() - _seconds(seconds))
-        )  # fmt: skip
+            and_(
+                order_notes.c.order_id == order_id,
+                order_notes.c.kind == kind,
+                order_notes.c.at > func.now() - _seconds(seconds),
+            )
+        )
         return bool((await conn.execute(select(exists(recent)))).scalar())
 
     async def redrive_one(self, conn: AsyncConnection, row: Any, *, actor: str, reason: str) -> dict[str, Any]:
@@ -101,32 +104,54 @@ class StuckOrderScanner:
         await self._flag(conn, row, self.thresholds[state], actor=actor, why=reason, once=False)
         return {"action": "flagged", "detail": _FOLLOW_UP.get(state, "a person decides")}
 
-    async def _redrive(self, conn: AsyncConnection, row: Any, seconds: int, *, actor: str = ACTOR,
-                       why: str | None = None) -> bool:  # fmt: skip
+    async def _redrive(
+        self, conn: AsyncConnection, row: Any, seconds: int, *, actor: str = ACTOR, why: str | None = None
+    ) -> bool:
         # at most one re-drive per threshold (and never more often than once a minute)
         if await self._already(conn, row.id, "redrive", max(seconds, 60)):
             return False
         snapshot = row.snapshot
         await self.outbox.emit(
-            conn, topic=ORDER_EVENTS, type="order.placed", order_id=str(row.id),
-            data=OrderPlaced(order_id=str(row.id), currency=row.currency, total=row.total,
-                             lines=[Line(sku=line["sku"], quantity=line["quantity"]) for line in snapshot["lines"]],
-                             hold_seconds=None if row.payment_session_opened else row.hold_seconds),
-        )  # fmt: skip
-        detail = f"no stock answer after {seconds}s: order.placed sent again" if why is None else \
-            f"re-driven by staff: order.placed sent again: {why}"
+            conn,
+            topic=ORDER_EVENTS,
+            type="order.placed",
+            order_id=str(row.id),
+            data=OrderPlaced(
+                order_id=str(row.id),
+                currency=row.currency,
+                total=row.total,
+                lines=[Line(sku=line["sku"], quantity=line["quantity"]) for line in snapshot["lines"]],
+                hold_seconds=None if row.payment_session_opened else row.hold_seconds,
+            ),
+        )
+        detail = (
+            f"no stock answer after {seconds}s: order.placed sent again"
+            if why is None
+            else f"re-driven by staff: order.placed sent again: {why}"
+        )
         await conn.execute(insert(order_notes).values(order_id=row.id, kind="redrive", detail=detail, actor=actor))
         REDRIVEN.labels(S.DRAFT).inc()
         log.warning("stuck draft re-driven", order_id=str(row.id), actor=actor)
         return True
 
-    async def _flag(self, conn: AsyncConnection, row: Any, seconds: int, *, actor: str = ACTOR,
-                    why: str | None = None, once: bool = True) -> bool:  # fmt: skip
+    async def _flag(
+        self,
+        conn: AsyncConnection,
+        row: Any,
+        seconds: int,
+        *,
+        actor: str = ACTOR,
+        why: str | None = None,
+        once: bool = True,
+    ) -> bool:
         if once and await self._already(conn, row.id, "stuck", 10 * 365 * 24 * 3600):
             return False
         follow_up = _FOLLOW_UP.get(row.state, "a person decides")
-        detail = f"{row.state} for more than {seconds}s; {follow_up}" if why is None else \
-            f"flagged as stuck by staff ({row.state}); {follow_up}: {why}"
+        detail = (
+            f"{row.state} for more than {seconds}s; {follow_up}"
+            if why is None
+            else f"flagged as stuck by staff ({row.state}); {follow_up}: {why}"
+        )
         await conn.execute(insert(order_notes).values(order_id=row.id, kind="stuck", actor=actor, detail=detail))
         FLAGGED.labels(row.state).inc()
         log.warning("stuck order flagged", order_id=str(row.id), state=row.state, actor=actor)

@@ -104,8 +104,12 @@ def build_router(ctx: PaymentContext) -> APIRouter:
             refunds = await refund_repo.refunds_of_order(conn, oid)
         if live:
             # after the connection is given back: no database connection waits on the provider
-            await add_live_views(ctx.gateway, attempts, max_fetches=ctx.settings.admin_live_max_fetches,
-                                 timeout=ctx.settings.admin_live_fetch_timeout_seconds)  # fmt: skip
+            await add_live_views(
+                ctx.gateway,
+                attempts,
+                max_fetches=ctx.settings.admin_live_max_fetches,
+                timeout=ctx.settings.admin_live_fetch_timeout_seconds,
+            )
         return {"order_id": str(oid), "attempts": attempts, "refunds": refunds}
 
     @router.get("/v1/admin/payments")
@@ -129,13 +133,13 @@ def build_router(ctx: PaymentContext) -> APIRouter:
         note = body.reason if body else None
         log.info("reconciliation run requested", requested_by=principal.subject, reason=note)
         try:
-            return await ctx.reconciler.run_once(trigger="manual", requested_by=principal.subject,
-                                                 note=note or None)  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - recorded on the run row already
+            return await ctx.reconciler.run_once(trigger="manual", requested_by=principal.subject, note=note or None)
+        except Exception as exc:
             # the exception's text may quote SQL or the provider's answer: it stays in the log and on the run
             log.warning("manual reconciliation run failed", error=repr(exc)[:300])
-            raise Problem(503, "Reconciliation failed", f"{type(exc).__name__}; see the run record",
-                          type="reconciliation-failed") from None  # fmt: skip
+            raise Problem(
+                503, "Reconciliation failed", f"{type(exc).__name__}; see the run record", type="reconciliation-failed"
+            ) from None
 
     @router.post("/v1/admin/orders/{order_id}/reconciliation", status_code=201)
     async def reconcile_order(
@@ -161,13 +165,19 @@ def build_router(ctx: PaymentContext) -> APIRouter:
         try:
             # a run that broke off is answered with its record (errors counted), as its repeat will be
             return await ctx.reconciler.run_once(
-                trigger="manual-order", requested_by=principal.subject, note=body.reason, order_id=oid,
-                on_start=claim, on_finish=keep_answer, raise_failure=False,
-            )  # fmt: skip
+                trigger="manual-order",
+                requested_by=principal.subject,
+                note=body.reason,
+                order_id=oid,
+                on_start=claim,
+                on_finish=keep_answer,
+                raise_failure=False,
+            )
         except idempotency.KeyTaken:
             async with ctx.db.read() as conn:
-                status, first = await idempotency.stored_answer(conn, scope=scope, key=key, request_hash=request_hash,
-                                                                command="order-reconciliation")  # fmt: skip
+                status, first = await idempotency.stored_answer(
+                    conn, scope=scope, key=key, request_hash=request_hash, command="order-reconciliation"
+                )
             return JSONResponse(first, status_code=status, headers={"Idempotent-Replayed": "true"})
 
     @router.get("/v1/admin/reconciliation-runs")

@@ -17,8 +17,8 @@ from handshake_payment.handlers import PaymentHandlers
 from handshake_payment.reconciliation import Reconciler, run_retention
 from handshake_payment.settings import PaymentSettings, get_settings
 from handshake_payment.stripe_gateway import StripeGateway
-from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
 from handshake_shared.body_limit import BodySizeLimit
+from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
 from handshake_shared.http import InternalListener, install_problem_handlers, ops_router
 from handshake_shared.logging import configure_logging
 from handshake_shared.runtime import Runtime

@@ -76,9 +76,14 @@ class Cancellation:
             attempt = await repo.get(conn, c.attempt_id, lock=True)
             assert attempt is not None
             if await repo.transition(
-                conn, attempt, A.CANCELED, reason=f"{why}: payment intent cancelled", event_id=str(event.id),
-                failure_code=why, failure_message=p.reason,
-            ):  # fmt: skip
+                conn,
+                attempt,
+                A.CANCELED,
+                reason=f"{why}: payment intent cancelled",
+                event_id=str(event.id),
+                failure_code=why,
+                failure_message=p.reason,
+            ):
                 await self.facts.attempt_ended(
                     conn, "payment.canceled", attempt, intent_id=c.intent_id, code=why, message=p.reason, cause=event
                 )
@@ -94,9 +99,14 @@ class Cancellation:
                 if attempt is None or attempt.state != A.CREATING or attempt.provider_intent_id is not None:
                     continue
                 if await repo.transition(
-                    tx, attempt, A.CANCELED, reason=f"{why} before its payment intent existed",
-                    event_id=str(event.id), failure_code=why, failure_message=reason,
-                ):  # fmt: skip
+                    tx,
+                    attempt,
+                    A.CANCELED,
+                    reason=f"{why} before its payment intent existed",
+                    event_id=str(event.id),
+                    failure_code=why,
+                    failure_message=reason,
+                ):
                     CANCELLATIONS.labels("never_created").inc()
                     await self.facts.attempt_ended(
                         tx, "payment.canceled", attempt, intent_id=None, code=why, message=reason, cause=event
@@ -123,6 +133,7 @@ class Cancellation:
             else:
                 # processing: Stripe cannot cancel it; its webhook says how it ends
                 CANCELLATIONS.labels("processing").inc()
-                log.warning("payment still settling when the order closed", attempt_id=str(attempt.id),
-                            status=intent.status)  # fmt: skip
+                log.warning(
+                    "payment still settling when the order closed", attempt_id=str(attempt.id), status=intent.status
+                )
         return closed

@@ -63,9 +63,14 @@ class Captures:
             # the authorization was released (expired at the provider, or a second attempt's): say so
             CAPTURES.labels("not_capturable").inc()
             await self.facts.attempt_ended(
-                conn, "payment.capture_failed", attempt, intent_id=attempt.provider_intent_id, code=AUTHORIZATION_GONE,
-                message=f"the attempt is {attempt.state}; nothing to capture", cause=event,
-            )  # fmt: skip
+                conn,
+                "payment.capture_failed",
+                attempt,
+                intent_id=attempt.provider_intent_id,
+                code=AUTHORIZATION_GONE,
+                message=f"the attempt is {attempt.state}; nothing to capture",
+                cause=event,
+            )
             return
         if attempt.state != A.AUTHORIZED:
             raise PoisonMessage(f"capture requested for attempt {attempt.id} which is {attempt.state}, not authorized")
@@ -79,13 +84,23 @@ class Captures:
         assert attempt is not None
         code = outcome.code or "capture_refused"
         if await repo.transition(
-            conn, attempt, A.CAPTURE_FAILED, reason=f"provider refused the capture: {code}", event_id=str(event.id),
-            failure_code=code, failure_message=outcome.message,
-        ):  # fmt: skip
+            conn,
+            attempt,
+            A.CAPTURE_FAILED,
+            reason=f"provider refused the capture: {code}",
+            event_id=str(event.id),
+            failure_code=code,
+            failure_message=outcome.message,
+        ):
             await self.facts.attempt_ended(
-                conn, "payment.capture_failed", attempt, intent_id=attempt.provider_intent_id, code=code,
-                message=outcome.message, cause=event,
-            )  # fmt: skip
+                conn,
+                "payment.capture_failed",
+                attempt,
+                intent_id=attempt.provider_intent_id,
+                code=code,
+                message=outcome.message,
+                cause=event,
+            )
 
     async def _attempt_of(self, p: o.OrderCaptureRequested) -> Row[Any]:
         try:

@@ -147,8 +147,12 @@ reconciliation_runs = Table(
 Index("ix_reconciliation_runs_started", reconciliation_runs.c.started_at)
 Index("ix_reconciliation_runs_order", reconciliation_runs.c.order_id, postgresql_where=text("order_id IS NOT NULL"))
 # "which runs touched this order": each repaired, flagged or failed item of a run's detail names its order
-Index("ix_reconciliation_runs_detail", reconciliation_runs.c.detail, postgresql_using="gin",
-      postgresql_ops={"detail": "jsonb_path_ops"})  # fmt: skip
+Index(
+    "ix_reconciliation_runs_detail",
+    reconciliation_runs.c.detail,
+    postgresql_using="gin",
+    postgresql_ops={"detail": "jsonb_path_ops"},
+)
 
 idempotency_keys = Table(
     "idempotency_keys",
@@ -184,7 +188,11 @@ parked_provider_events = Table(
     comment="Provider events about a PaymentIntent no attempt knows yet (it arrived before the intent id was "
     "stored): kept and applied once an attempt stores or adopts that intent, in the provider's order.",
 )
-Index("ix_parked_provider_events_intent", parked_provider_events.c.payment_intent_id, parked_provider_events.c.provider_created)
+Index(
+    "ix_parked_provider_events_intent",
+    parked_provider_events.c.payment_intent_id,
+    parked_provider_events.c.provider_created,
+)
 
 provider_disputes = Table(
     "provider_disputes",

@@ -56,21 +56,29 @@ class Disputes:
             outcome = "unmatched" if intent_id else "incomplete"
             DISPUTES.labels(p.provider_type, outcome).inc()
             log.error(
-                "dispute of a payment we cannot match", provider_event_id=p.provider_event_id,
-                dispute_id=dispute_id, payment_intent_id=intent_id, amount=obj.get("amount"),
-                currency=obj.get("currency"), reason=obj.get("reason"),
-            )  # fmt: skip
+                "dispute of a payment we cannot match",
+                provider_event_id=p.provider_event_id,
+                dispute_id=dispute_id,
+                payment_intent_id=intent_id,
+                amount=obj.get("amount"),
+                currency=obj.get("currency"),
+                reason=obj.get("reason"),
+            )
             return outcome
         if dispute_id:
             first = (
                 await conn.execute(
                     pg_insert(provider_disputes)
-                    .values(dispute_id=dispute_id, attempt_id=attempt.id, payment_intent_id=str(intent_id),
-                            provider_event_id=p.provider_event_id)
+                    .values(
+                        dispute_id=dispute_id,
+                        attempt_id=attempt.id,
+                        payment_intent_id=str(intent_id),
+                        provider_event_id=p.provider_event_id,
+                    )
                     .on_conflict_do_nothing(index_elements=[provider_disputes.c.dispute_id])
                     .returning(provider_disputes.c.dispute_id)
                 )
-            ).first()  # fmt: skip
+            ).first()
             if first is None:
                 DISPUTES.labels(p.provider_type, "duplicate").inc()
                 log.info("dispute already announced", dispute_id=dispute_id, provider_event_id=p.provider_event_id)
@@ -78,14 +86,21 @@ class Disputes:
         order_id = str(attempt.order_id)
         currency = obj.get("currency") or attempt.currency
         await self.facts.emit(
-            conn, "payment.disputed", order_id,
+            conn,
+            "payment.disputed",
+            order_id,
             pay.PaymentDisputed(
-                order_id=order_id, attempt_id=str(attempt.id), payment_intent_id=str(intent_id), dispute_id=dispute_id,
+                order_id=order_id,
+                attempt_id=str(attempt.id),
+                payment_intent_id=str(intent_id),
+                dispute_id=dispute_id,
                 amount=int(obj.get("amount") if obj.get("amount") is not None else attempt.amount),
-                currency=str(currency).upper(), reason=obj.get("reason"), status=obj.get("status"),
+                currency=str(currency).upper(),
+                reason=obj.get("reason"),
+                status=obj.get("status"),
             ),
             event,
-        )  # fmt: skip
+        )
         DISPUTES.labels(p.provider_type, "announced").inc()
         log.warning("payment disputed", attempt_id=str(attempt.id), dispute_id=dispute_id, status=obj.get("status"))
         return "applied"

@@ -23,13 +23,23 @@ class Facts:
         await self.outbox.emit(conn, topic=PAYMENT_EVENTS, type=type, order_id=order_id, data=data, cause=cause)
 
     async def attempt_ended(
-        self, conn: AsyncConnection, type: str, attempt: Row[Any], *, intent_id: str | None, code: str | None,
-        message: str | None, cause: CloudEvent,
-    ) -> None:  # fmt: skip
+        self,
+        conn: AsyncConnection,
+        type: str,
+        attempt: Row[Any],
+        *,
+        intent_id: str | None,
+        code: str | None,
+        message: str | None,
+        cause: CloudEvent,
+    ) -> None:
         """payment.failed / payment.canceled / payment.capture_failed for one attempt."""
         order_id = str(attempt.order_id)
         data = pay.PaymentFailed(
-            order_id=order_id, attempt_id=str(attempt.id), payment_intent_id=intent_id, failure_code=code,
+            order_id=order_id,
+            attempt_id=str(attempt.id),
+            payment_intent_id=intent_id,
+            failure_code=code,
             failure_message=message,
-        )  # fmt: skip
+        )
         await self.emit(conn, type, order_id, data, cause)

@@ -34,10 +34,10 @@ from handshake_payment import repository as repo
 from handshake_payment.cancellation import Cancellation
 from handshake_payment.captures import Captures
 from handshake_payment.db import payment_attempts
+from handshake_payment.disputes import Disputes, disputed_intent
 from handshake_payment.domain.attempts import HOLDS_PAYMENT, provider_target
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.intents import intent_facts
-from handshake_payment.disputes import Disputes, disputed_intent
 from handshake_payment.facts import Facts
 from handshake_payment.provider_proof import ProviderProof
 from handshake_payment.provider_refunds import PROVIDER_REFUND_TYPES, ProviderRefunds, refunded_intent
@@ -132,7 +132,7 @@ class PaymentHandlers:
         if prepared is not False:
             await self.announce_intent(conn, event, attempt.id, prepared)
 
-    async def prepare_intent(self, attempt: Row[Any]) -> Refusal | None | Literal[False]:
+    async def prepare_intent(self, attempt: Row[Any]) -> Refusal | Literal[False] | None:
         """Phase 2 and what follows it, outside any transaction of the caller: the intent found or created,
         parked provider events about it applied. False when there is nothing to announce (the order closed
         meanwhile); otherwise the provider's refusal, if any, for announce_intent. Shared by the consumer and
@@ -152,8 +152,12 @@ class PaymentHandlers:
             intent = await self.gateway.close_intent(attempt.provider_intent_id, idempotency_key=cancel_key(attempt.id))
             if intent.status != "canceled":
                 UNCANCELLABLE.inc()
-                log.error("intent of a cancelled attempt could not be cancelled", attempt_id=str(attempt.id),
-                          payment_intent_id=intent.id, status=intent.status)  # fmt: skip
+                log.error(
+                    "intent of a cancelled attempt could not be cancelled",
+                    attempt_id=str(attempt.id),
+                    payment_intent_id=intent.id,
+                    status=intent.status,
+                )
             return False
         return refusal
 
@@ -163,9 +167,13 @@ class PaymentHandlers:
         """Phase 1 -> recovery point 1: the attempt exists, whatever happens next."""
         async with self.db.transaction() as tx:
             await repo.insert_attempt(
-                tx, order_id=order_id, request_id=p.request_id, amount=p.amount, currency=currency,
+                tx,
+                order_id=order_id,
+                request_id=p.request_id,
+                amount=p.amount,
+                currency=currency,
                 event_id=str(event.id),
-            )  # fmt: skip
+            )
             attempt = await repo.by_request(tx, p.request_id)
         assert attempt is not None
         return attempt
@@ -214,14 +222,18 @@ class PaymentHandlers:
             found = await self.gateway.find_intent(str(attempt.id), not_before=not_before)
             if found is not None:
                 RECOVERED_INTENTS.inc()
-                log.warning("payment intent found after a lost answer", attempt_id=str(attempt.id),
-                            payment_intent_id=found.id)  # fmt: skip
+                log.warning(
+                    "payment intent found after a lost answer", attempt_id=str(attempt.id), payment_intent_id=found.id
+                )
                 return found
         try:
             return await self.gateway.create_intent(
-                attempt_id=str(attempt.id), order_id=str(attempt.order_id), amount=attempt.amount,
-                currency=attempt.currency, idempotency_key=idempotency_key(attempt.id),
-            )  # fmt: skip
+                attempt_id=str(attempt.id),
+                order_id=str(attempt.order_id),
+                amount=attempt.amount,
+                currency=attempt.currency,
+                idempotency_key=idempotency_key(attempt.id),
+            )
         except stripe.StripeError as exc:
             if is_permanent(exc):
                 raise
@@ -230,8 +242,12 @@ class PaymentHandlers:
             if found is None:
                 raise
             RECOVERED_INTENTS.inc()
-            log.warning("payment intent found after a lost answer", attempt_id=str(attempt.id),
-                        payment_intent_id=found.id, error=type(exc).__name__)  # fmt: skip
+            log.warning(
+                "payment intent found after a lost answer",
+                attempt_id=str(attempt.id),
+                payment_intent_id=found.id,
+                error=type(exc).__name__,
+            )
             return found
 
     async def _take_lease(self, attempt_id: uuid.UUID) -> bool:
@@ -248,15 +264,17 @@ class PaymentHandlers:
             return current is not None and current.provider_intent_id is None and current.state == A.CREATING
 
         return await leases.acquire(
-            take, still_needed, lease_seconds=self.lease_seconds,
+            take,
+            still_needed,
+            lease_seconds=self.lease_seconds,
             busy=lambda: AttemptBusy(f"attempt {attempt_id} intent creation is leased by another handler"),
-        )  # fmt: skip
+        )
 
     async def _release_lease(self, attempt_id: uuid.UUID) -> None:
         try:
             async with self.db.transaction() as tx:
                 await repo.release_lease(tx, attempt_id)
-        except Exception as exc:  # noqa: BLE001 - the lease then simply expires
+        except Exception as exc:
             log.warning("could not release intent lease", attempt_id=str(attempt_id), error=repr(exc))
 
     async def announce_intent(
@@ -270,11 +288,21 @@ class PaymentHandlers:
         order_id = str(attempt.order_id)
         if refusal is not None:
             if await repo.transition(
-                conn, attempt, A.FAILED, reason=f"provider refused the payment intent: {refusal.code or 'unknown'}",
-                event_id=str(event.id), failure_code=refusal.code, failure_message=refusal.message,
-            ):  # fmt: skip
+                conn,
+                attempt,
+                A.FAILED,
+                reason=f"provider refused the payment intent: {refusal.code or 'unknown'}",
+                event_id=str(event.id),
+                failure_code=refusal.code,
+                failure_message=refusal.message,
+            ):
                 await self.facts.attempt_ended(
-                    conn, "payment.failed", attempt, intent_id=None, code=refusal.code, message=refusal.message,
+                    conn,
+                    "payment.failed",
+                    attempt,
+                    intent_id=None,
+                    code=refusal.code,
+                    message=refusal.message,
                     cause=event,
                 )
             return
@@ -285,12 +313,18 @@ class PaymentHandlers:
         )
         if announced:
             await self.emit(
-                conn, "payment.intent_created", order_id,
-                pay.PaymentIntentCreated(order_id=order_id, attempt_id=str(attempt.id),
-                                         payment_intent_id=attempt.provider_intent_id, amount=attempt.amount,
-                                         currency=attempt.currency),
+                conn,
+                "payment.intent_created",
+                order_id,
+                pay.PaymentIntentCreated(
+                    order_id=order_id,
+                    attempt_id=str(attempt.id),
+                    payment_intent_id=attempt.provider_intent_id,
+                    amount=attempt.amount,
+                    currency=attempt.currency,
+                ),
                 event,
-            )  # fmt: skip
+            )
 
     # -- provider.events.v1 ---------------------------------------------------------------------
 
@@ -306,9 +340,7 @@ class PaymentHandlers:
             outcome = await self.disputes.on_dispute(conn, event, p)
             intent_id = disputed_intent(p.object)
             if outcome == "unmatched" and intent_id:
-                outcome = await self._park(
-                    conn, event, p, intent_id, lambda: self.disputes.on_dispute(conn, event, p)
-                )
+                outcome = await self._park(conn, event, p, intent_id, lambda: self.disputes.on_dispute(conn, event, p))
             PROVIDER_FACTS.labels(p.provider_type, outcome).inc()
             return
         if p.provider_type in PROVIDER_REFUND_TYPES:
@@ -328,11 +360,19 @@ class PaymentHandlers:
 
         async def apply() -> str:
             return await self.apply_intent_fact(
-                conn, event, provider_type=p.provider_type, obj=p.object, status=p.status,
-                intent_id=intent_id, attempt_hint=p.attempt_id, amount_hint=p.amount,
-                currency_hint=p.currency, provider_event_id=p.provider_event_id, reason=f"stripe {p.provider_type}",
+                conn,
+                event,
+                provider_type=p.provider_type,
+                obj=p.object,
+                status=p.status,
+                intent_id=intent_id,
+                attempt_hint=p.attempt_id,
+                amount_hint=p.amount,
+                currency_hint=p.currency,
+                provider_event_id=p.provider_event_id,
+                reason=f"stripe {p.provider_type}",
                 detected_by="webhook",
-            )  # fmt: skip
+            )
 
         outcome = await apply()
         if outcome == "unmatched" and intent_id:
@@ -340,9 +380,13 @@ class PaymentHandlers:
         PROVIDER_FACTS.labels(p.provider_type, outcome).inc()
 
     async def _park(
-        self, conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeEvent, intent_id: str,
+        self,
+        conn: AsyncConnection,
+        event: CloudEvent,
+        p: prov.ProviderStripeEvent,
+        intent_id: str,
         apply: Callable[[], Awaitable[str]],
-    ) -> str:  # fmt: skip
+    ) -> str:
         """Park the event unless the intent was stored meanwhile (then it is applied now). The intent lock
         makes this and apply_parked exclusive: one of them sees the other's commit."""
         await parking.lock_intent(conn, intent_id)
@@ -350,9 +394,11 @@ class PaymentHandlers:
             return await apply()
         await parking.park(conn, event, p, intent_id)
         log.warning(
-            "provider event parked until its payment intent is known", provider_event_id=p.provider_event_id,
-            provider_type=p.provider_type, payment_intent_id=intent_id,
-        )  # fmt: skip
+            "provider event parked until its payment intent is known",
+            provider_event_id=p.provider_event_id,
+            provider_type=p.provider_type,
+            payment_intent_id=intent_id,
+        )
         return "parked"
 
     async def apply_parked(self, intent_id: str) -> int:
@@ -371,16 +417,30 @@ class PaymentHandlers:
                     parking.PARKED.labels("applied").inc()
                 except PoisonMessage as exc:
                     parking.PARKED.labels("unusable").inc()
-                    log.error("parked provider event cannot be applied", provider_event_id=row.provider_event_id,
-                              error=str(exc))  # fmt: skip
+                    log.error(
+                        "parked provider event cannot be applied",
+                        provider_event_id=row.provider_event_id,
+                        error=str(exc),
+                    )
                 await parking.mark_applied(tx, row.id)
                 applied += 1
 
     async def apply_intent_fact(
-        self, conn: AsyncConnection, event: CloudEvent, *, provider_type: str, obj: dict[str, Any],
-        status: str | None, intent_id: str | None, attempt_hint: str | None, amount_hint: int | None,
-        currency_hint: str | None, provider_event_id: str | None, reason: str, detected_by: str,
-    ) -> str:  # fmt: skip
+        self,
+        conn: AsyncConnection,
+        event: CloudEvent,
+        *,
+        provider_type: str,
+        obj: dict[str, Any],
+        status: str | None,
+        intent_id: str | None,
+        attempt_hint: str | None,
+        amount_hint: int | None,
+        currency_hint: str | None,
+        provider_event_id: str | None,
+        reason: str,
+        detected_by: str,
+    ) -> str:
         """What a PaymentIntent at the provider says, applied to its attempt in conn's transaction: the one
         path for a webhook and for reconciliation (which passes the intent it retrieved). Returns ignored,
         unmatched, applied, refused (the table did not allow it: nothing new), duplicate or mismatch."""
@@ -393,9 +453,11 @@ class PaymentHandlers:
         attempt = await self._attempt_for_intent(intent_id, attempt_hint or facts.attempt_id)
         if attempt is None:
             log.warning(
-                "provider event for an unknown payment intent", provider_event_id=provider_event_id,
-                provider_type=provider_type, payment_intent_id=intent_id,
-            )  # fmt: skip
+                "provider event for an unknown payment intent",
+                provider_event_id=provider_event_id,
+                provider_type=provider_type,
+                payment_intent_id=intent_id,
+            )
             return "unmatched"
         if target in HOLDS_PAYMENT:
             amount = facts.amount if target == A.SUCCEEDED else facts.amount_capturable
@@ -404,9 +466,15 @@ class PaymentHandlers:
             if amount is None or currency is None:
                 raise PoisonMessage(f"{provider_event_id}: a {target} without amount or currency")
             mismatch = _mismatch(attempt, target, amount, currency, manual=obj.get("capture_method") == "manual")
-            fact = Settled(target=target, amount=amount, currency=currency, intent_id=intent_id, reason=reason,
-                           provider_event_id=provider_event_id,
-                           mismatch_detected_by=detected_by if mismatch else None)  # fmt: skip
+            fact = Settled(
+                target=target,
+                amount=amount,
+                currency=currency,
+                intent_id=intent_id,
+                reason=reason,
+                provider_event_id=provider_event_id,
+                mismatch_detected_by=detected_by if mismatch else None,
+            )
             remedy = await self.settlement.prepare(attempt.id, fact, event)
             outcome = await self.settlement.apply(conn, event, attempt.id, fact, remedy)
             if outcome == "mismatch":
@@ -419,14 +487,24 @@ class PaymentHandlers:
         if target in (A.FAILED, A.CANCELED):
             columns = {"failure_code": facts.failure_code, "failure_message": facts.failure_message}
         applied = await repo.transition(
-            conn, attempt, target, reason=reason, event_id=str(event.id), provider_event_id=provider_event_id,
+            conn,
+            attempt,
+            target,
+            reason=reason,
+            event_id=str(event.id),
+            provider_event_id=provider_event_id,
             **columns,
-        )  # fmt: skip
+        )
         if applied and target in (A.FAILED, A.CANCELED):
             await self.facts.attempt_ended(
-                conn, "payment.failed" if target == A.FAILED else "payment.canceled", attempt, intent_id=intent_id,
-                code=facts.failure_code, message=facts.failure_message, cause=event,
-            )  # fmt: skip
+                conn,
+                "payment.failed" if target == A.FAILED else "payment.canceled",
+                attempt,
+                intent_id=intent_id,
+                code=facts.failure_code,
+                message=facts.failure_message,
+                cause=event,
+            )
         return "applied" if applied else "refused"
 
     async def _attempt_for_intent(self, intent_id: str, attempt_id: str | None) -> Row[Any] | None:
@@ -447,9 +525,11 @@ class PaymentHandlers:
                 return None
             if attempt.provider_intent_id is not None:
                 log.error(
-                    "event for a second intent of one attempt", attempt_id=attempt_id, payment_intent_id=intent_id,
+                    "event for a second intent of one attempt",
+                    attempt_id=attempt_id,
+                    payment_intent_id=intent_id,
                     stored_intent_id=attempt.provider_intent_id,
-                )  # fmt: skip
+                )
                 return None
             await tx.execute(
                 update(payment_attempts).where(payment_attempts.c.id == attempt.id).values(provider_intent_id=intent_id)

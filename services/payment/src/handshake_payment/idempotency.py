@@ -24,8 +24,9 @@ from handshake_payment.settings import PaymentSettings
 from handshake_shared.http import Problem
 from handshake_shared.retention import RetentionJob, purge
 
-REPLAYS = Counter("handshake_payment_idempotent_replays_total", "Staff actions answered from a stored response",
-                  ["command"])  # fmt: skip
+REPLAYS = Counter(
+    "handshake_payment_idempotent_replays_total", "Staff actions answered from a stored response", ["command"]
+)
 
 
 class KeyTaken(Exception):
@@ -69,17 +70,30 @@ async def stored_answer(
         )
     ).one()
     if row.request_hash != request_hash:
-        raise Problem(422, "Idempotency-Key reused", "this Idempotency-Key was already used with a different request",
-                      type="idempotency-key-reused")  # fmt: skip
+        raise Problem(
+            422,
+            "Idempotency-Key reused",
+            "this Idempotency-Key was already used with a different request",
+            type="idempotency-key-reused",
+        )
     if row.response is None:
-        raise Problem(409, "Request in progress", "the first request with this Idempotency-Key has not finished yet",
-                      type="idempotency-key-in-progress", run_id=str(row.run_id) if row.run_id else None,
-                      retry_after_seconds=2)  # fmt: skip
+        raise Problem(
+            409,
+            "Request in progress",
+            "the first request with this Idempotency-Key has not finished yet",
+            type="idempotency-key-in-progress",
+            run_id=str(row.run_id) if row.run_id else None,
+            retry_after_seconds=2,
+        )
     REPLAYS.labels(command).inc()
     return row.status_code, row.response
 
 
 def retention(settings: PaymentSettings) -> RetentionJob | None:
     """A key answers its run: it goes when runs of its age go (a browser retry comes within minutes)."""
-    return purge("idempotency_keys", idempotency_keys, age_column=idempotency_keys.c.created_at,
-                 keep=timedelta(days=settings.reconciliation_retention_days))  # fmt: skip
+    return purge(
+        "idempotency_keys",
+        idempotency_keys,
+        age_column=idempotency_keys.c.created_at,
+        keep=timedelta(days=settings.reconciliation_retention_days),
+    )

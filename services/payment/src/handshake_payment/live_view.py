@@ -35,7 +35,7 @@ async def _fetch(gateway: StripeGateway, intent_id: str, timeout: float) -> dict
         log.warning("live intent retrieval failed", payment_intent_id=intent_id, error=type(exc).__name__)
         status = f" (HTTP {exc.http_status})" if exc.http_status else ""
         return {"error": f"provider error: {type(exc).__name__}{status}"}
-    except Exception as exc:  # noqa: BLE001 - a staff read shows the failure, never a 500
+    except Exception as exc:
         log.warning("live intent retrieval failed", payment_intent_id=intent_id, error=repr(exc)[:300])
         return {"error": f"provider call failed: {type(exc).__name__}"}
     currency = intent.get("currency")
@@ -72,6 +72,11 @@ async def add_live_views(
         payment_error = view.pop("_payment_error")
         attempt["provider_live"] = view
         attempt["provider_live_agrees"] = provider_live_agrees(
-            attempt["state"], attempt["amount"], attempt["currency"], live_status=view["status"],
-            live_amount=view["amount"], live_currency=view["currency"], payment_error=payment_error,
-        )  # fmt: skip
+            attempt["state"],
+            attempt["amount"],
+            attempt["currency"],
+            live_status=view["status"],
+            live_amount=view["amount"],
+            live_currency=view["currency"],
+            payment_error=payment_error,
+        )

@@ -45,13 +45,16 @@ async def park(conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeE
         await conn.execute(
             pg_insert(parked)
             .values(
-                provider_event_id=p.provider_event_id, payment_intent_id=intent_id, type=p.provider_type,
-                provider_created=p.created, payload=json.loads(event.to_bytes()),
+                provider_event_id=p.provider_event_id,
+                payment_intent_id=intent_id,
+                type=p.provider_type,
+                provider_created=p.created,
+                payload=json.loads(event.to_bytes()),
             )
             .on_conflict_do_nothing(index_elements=[parked.c.provider_event_id])
             .returning(parked.c.id)
         )
-    ).first()  # fmt: skip
+    ).first()
     if row is not None:
         PARKED.labels("parked").inc()
     return row is not None

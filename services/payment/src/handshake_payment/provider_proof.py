@@ -80,9 +80,12 @@ class ProviderProof:
         if verified.model_dump(exclude={"signed_delivery"}) != p.model_dump(exclude={"signed_delivery"}):
             # harmless (only the proven event is applied) but someone or something rewrote the message
             log.warning(
-                "forwarded fields differ from the proven provider event", provider_event_id=verified.provider_event_id,
-                forwarded_provider_event_id=p.provider_event_id, provider_type=verified.provider_type, proof=proof,
-            )  # fmt: skip
+                "forwarded fields differ from the proven provider event",
+                provider_event_id=verified.provider_event_id,
+                forwarded_provider_event_id=p.provider_event_id,
+                provider_type=verified.provider_type,
+                proof=proof,
+            )
         VERIFIED.labels(proof).inc()
         return verified
 
@@ -125,8 +128,10 @@ class ProviderProof:
         REFUSED.labels(reason).inc()
         # the forwarded fields are only claims: logged to find who wrote them, never applied
         log.error(
-            "provider event refused: no proof the provider sent it", reason=reason,
-            claimed_provider_event_id=p.provider_event_id[:100], claimed_type=p.provider_type[:100],
+            "provider event refused: no proof the provider sent it",
+            reason=reason,
+            claimed_provider_event_id=p.provider_event_id[:100],
+            claimed_type=p.provider_type[:100],
             claimed_order_id=(p.order_id or "")[:100],
-        )  # fmt: skip
+        )
         return ProviderEventRefused(reason, detail)

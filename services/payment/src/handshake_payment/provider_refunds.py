@@ -37,7 +37,13 @@ from handshake_shared.events import provider as prov
 
 log = structlog.get_logger("payment")
 
-PROVIDER_REFUND_TYPES = ("charge.refunded", "refund.created", "refund.updated", "refund.failed", "charge.refund.updated")
+PROVIDER_REFUND_TYPES = (
+    "charge.refunded",
+    "refund.created",
+    "refund.updated",
+    "refund.failed",
+    "charge.refund.updated",
+)
 REVERSED_STATUSES = ("failed", "canceled")
 REFUNDED_AT_PROVIDER = "refunded at the provider"
 
@@ -105,8 +111,12 @@ class ProviderRefunds:
         intent_id = refunded_intent(p.provider_type, obj)
         refunds = provider_refunds(p.provider_type, obj)
         if not intent_id or refunds is None:
-            log.error("provider refund event without intent or refunds", provider_event_id=p.provider_event_id,
-                      provider_type=p.provider_type, object_id=obj.get("id"))  # fmt: skip
+            log.error(
+                "provider refund event without intent or refunds",
+                provider_event_id=p.provider_event_id,
+                provider_type=p.provider_type,
+                object_id=obj.get("id"),
+            )
             return "incomplete"
         reversed_ = await self._reversals(conn, event, intent_id, refunds)
         candidates = [r for r in refunds if self._candidate(r)]
@@ -144,23 +154,39 @@ class ProviderRefunds:
             assert row is not None
             why = str(refund.get("failure_reason") or refund.get("status"))
             if not await refund_repo.transition(
-                conn, row, RefundState.REVERSED, reason=f"the provider reports the refund {refund.get('status')}: {why}",
-                event_id=str(event.id), failure_code=why,
-            ):  # fmt: skip
+                conn,
+                row,
+                RefundState.REVERSED,
+                reason=f"the provider reports the refund {refund.get('status')}: {why}",
+                event_id=str(event.id),
+                failure_code=why,
+            ):
                 continue
             order_id = str(row.order_id)
             await self.facts.emit(
-                conn, "payment.refund_reversed", order_id,
+                conn,
+                "payment.refund_reversed",
+                order_id,
                 pay.PaymentRefundReversed(
-                    order_id=order_id, refund_id=str(row.id), attempt_id=str(row.attempt_id),
-                    payment_intent_id=intent_id, provider_refund_id=provider_refund_id, amount=row.amount,
-                    currency=row.currency, reason=why,
+                    order_id=order_id,
+                    refund_id=str(row.id),
+                    attempt_id=str(row.attempt_id),
+                    payment_intent_id=intent_id,
+                    provider_refund_id=provider_refund_id,
+                    amount=row.amount,
+                    currency=row.currency,
+                    reason=why,
                 ),
                 event,
-            )  # fmt: skip
+            )
             REVERSALS.inc()
-            log.error("refund failed after the provider had accepted it: the customer did not get the money",
-                      refund_id=str(row.id), provider_refund_id=provider_refund_id, amount=row.amount, reason=why)  # fmt: skip
+            log.error(
+                "refund failed after the provider had accepted it: the customer did not get the money",
+                refund_id=str(row.id),
+                provider_refund_id=provider_refund_id,
+                amount=row.amount,
+                reason=why,
+            )
             done += 1
         return done
 
@@ -180,54 +206,89 @@ class ProviderRefunds:
         return True
 
     async def _record(
-        self, conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeEvent, attempt: Any, intent_id: str,
+        self,
+        conn: AsyncConnection,
+        event: CloudEvent,
+        p: prov.ProviderStripeEvent,
+        attempt: Any,
+        intent_id: str,
         refund: dict[str, Any],
-    ) -> int:  # fmt: skip
+    ) -> int:
         provider_refund_id = str(refund["id"])
         if await refund_repo.by_provider_refund(conn, provider_refund_id) is not None:
             PROVIDER_REFUNDS.labels("known").inc()
             return 0
         if attempt.duplicate_of is not None:
             PROVIDER_REFUNDS.labels("not_order_payment").inc()
-            log.error("provider refund of a duplicate attempt not recorded", attempt_id=str(attempt.id),
-                      provider_refund_id=provider_refund_id, amount=refund.get("amount"))  # fmt: skip
+            log.error(
+                "provider refund of a duplicate attempt not recorded",
+                attempt_id=str(attempt.id),
+                provider_refund_id=provider_refund_id,
+                amount=refund.get("amount"),
+            )
             return 0
         amount = int(refund.get("amount") or 0)
         currency = str(refund.get("currency") or attempt.currency).upper()
         if currency != attempt.currency.upper():
             PROVIDER_REFUNDS.labels("currency_mismatch").inc()
-            log.error("provider refund in another currency not recorded", attempt_id=str(attempt.id),
-                      provider_refund_id=provider_refund_id, currency=currency)  # fmt: skip
+            log.error(
+                "provider refund in another currency not recorded",
+                attempt_id=str(attempt.id),
+                provider_refund_id=provider_refund_id,
+                currency=currency,
+            )
             return 0
         captured = attempt.amount_captured if attempt.amount_captured is not None else attempt.amount
         committed = await refund_repo.committed_amount(conn, attempt.id)
         if amount <= 0 or committed + amount > captured:
             PROVIDER_REFUNDS.labels("exceeds_capture").inc()
             log.error(
-                "provider refund would exceed the capture, not recorded", attempt_id=str(attempt.id),
-                provider_refund_id=provider_refund_id, amount=amount, committed=committed, captured=captured,
+                "provider refund would exceed the capture, not recorded",
+                attempt_id=str(attempt.id),
+                provider_refund_id=provider_refund_id,
+                amount=amount,
+                committed=committed,
+                captured=captured,
                 provider_event_id=p.provider_event_id,
-            )  # fmt: skip
+            )
             return 0
         refund_id = provider_refund_row_id(provider_refund_id)
         if not await refund_repo.insert_provider_refund(
-            conn, refund_id=refund_id, order_id=attempt.order_id, attempt_id=attempt.id, amount=amount,
-            currency=attempt.currency, reason=REFUNDED_AT_PROVIDER, provider_refund_id=provider_refund_id,
+            conn,
+            refund_id=refund_id,
+            order_id=attempt.order_id,
+            attempt_id=attempt.id,
+            amount=amount,
+            currency=attempt.currency,
+            reason=REFUNDED_AT_PROVIDER,
+            provider_refund_id=provider_refund_id,
             event_id=str(event.id),
-        ):  # fmt: skip
+        ):
             PROVIDER_REFUNDS.labels("known").inc()
             return 0
         order_id = str(attempt.order_id)
         await self.facts.emit(
-            conn, "payment.refunded", order_id,
+            conn,
+            "payment.refunded",
+            order_id,
             pay.PaymentRefunded(
-                order_id=order_id, refund_id=str(refund_id), attempt_id=str(attempt.id), payment_intent_id=intent_id,
-                provider_refund_id=provider_refund_id, amount=amount, currency=attempt.currency,
-                reason=REFUNDED_AT_PROVIDER, automatic=False,
+                order_id=order_id,
+                refund_id=str(refund_id),
+                attempt_id=str(attempt.id),
+                payment_intent_id=intent_id,
+                provider_refund_id=provider_refund_id,
+                amount=amount,
+                currency=attempt.currency,
+                reason=REFUNDED_AT_PROVIDER,
+                automatic=False,
             ),
             event,
-        )  # fmt: skip
+        )
         PROVIDER_REFUNDS.labels("recorded").inc()
-        log.warning("refund made at the provider recorded", attempt_id=str(attempt.id),
-                    provider_refund_id=provider_refund_id, amount=amount)  # fmt: skip
+        log.warning(
+            "refund made at the provider recorded",
+            attempt_id=str(attempt.id),
+            provider_refund_id=provider_refund_id,
+            amount=amount,
+        )
         return 1

@@ -98,9 +98,7 @@ class _Tally:
     repaired: int = 0
     flagged: int = 0
     errors: int = 0
-    detail: dict[str, Any] = field(
-        default_factory=lambda: {"repairs": [], "flagged": [], "errors": []}
-    )
+    detail: dict[str, Any] = field(default_factory=lambda: {"repairs": [], "flagged": [], "errors": []})
 
 
 # called in the transaction that records a run's start (with its id) and in the one that records its end (with
@@ -128,9 +126,13 @@ def run_record(row: Any) -> dict[str, Any]:
 
 def run_retention(settings: PaymentSettings) -> RetentionJob | None:
     """Deletes finished runs older than the retention; a run still in progress is kept."""
-    return purge("reconciliation_runs", reconciliation_runs, age_column=reconciliation_runs.c.started_at,
-                 keep=timedelta(days=settings.reconciliation_retention_days),
-                 where=[reconciliation_runs.c.finished_at.is_not(None)])  # fmt: skip
+    return purge(
+        "reconciliation_runs",
+        reconciliation_runs,
+        age_column=reconciliation_runs.c.started_at,
+        keep=timedelta(days=settings.reconciliation_retention_days),
+        where=[reconciliation_runs.c.finished_at.is_not(None)],
+    )
 
 
 class Reconciler:
@@ -158,7 +160,7 @@ class Reconciler:
                 await self._scheduled_run()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the next run tries again
+            except Exception as exc:
                 log.error("reconciliation run failed", error=repr(exc))
 
     async def _scheduled_run(self) -> None:
@@ -184,10 +186,17 @@ class Reconciler:
                 raise
 
     async def run_once(
-        self, trigger: str = "manual", *, requested_by: str | None = None, note: str | None = None,
-        stop: asyncio.Event | None = None, order_id: uuid.UUID | None = None,
-        on_start: RunHook | None = None, on_finish: RunHook | None = None, raise_failure: bool = True,
-    ) -> dict[str, Any]:  # fmt: skip
+        self,
+        trigger: str = "manual",
+        *,
+        requested_by: str | None = None,
+        note: str | None = None,
+        stop: asyncio.Event | None = None,
+        order_id: uuid.UUID | None = None,
+        on_start: RunHook | None = None,
+        on_finish: RunHook | None = None,
+        raise_failure: bool = True,
+    ) -> dict[str, Any]:
         """One run over everything due, or, with order_id, over that order's attempts and refunds whatever their
         age (staff asked about this order now; the leases still keep it off a provider call in progress). With
         stop set it ends after the item at hand and says so in its detail; cancelled outright, it still records
@@ -201,10 +210,14 @@ class Reconciler:
             async with self.db.transaction() as tx:
                 await tx.execute(
                     insert(reconciliation_runs).values(
-                        id=run_id, kind=KIND, trigger=trigger, requested_by=requested_by, order_id=order_id,
+                        id=run_id,
+                        kind=KIND,
+                        trigger=trigger,
+                        requested_by=requested_by,
+                        order_id=order_id,
                         detail={"note": note} if note else {},
                     )
-                )  # fmt: skip
+                )
                 if on_start is not None:
                     await on_start(tx, run_id)
             tally = _Tally()
@@ -218,7 +231,7 @@ class Reconciler:
                     await sweep(run_id, tally, stop, order_id)
             except asyncio.CancelledError as exc:  # broken off: what it counted so far is still recorded
                 failure = exc
-            except Exception as exc:  # noqa: BLE001 - recorded on the run, then raised
+            except Exception as exc:
                 failure = exc
                 tally.errors += 1
                 tally.detail["errors"].append({"error": repr(exc)[:500]})
@@ -231,22 +244,39 @@ class Reconciler:
                     update(reconciliation_runs)
                     .where(reconciliation_runs.c.id == run_id)
                     .values(
-                        finished_at=func.now(), checked=tally.checked, repaired=tally.repaired,
-                        flagged=tally.flagged, errors=tally.errors, detail=tally.detail,
+                        finished_at=func.now(),
+                        checked=tally.checked,
+                        repaired=tally.repaired,
+                        flagged=tally.flagged,
+                        errors=tally.errors,
+                        detail=tally.detail,
                     )
-                )  # fmt: skip
+                )
                 row = (await tx.execute(select(reconciliation_runs).where(reconciliation_runs.c.id == run_id))).one()
                 if on_finish is not None:
                     await on_finish(tx, run_record(row))
             outcome = (
-                "failed" if failure else "errors" if tally.errors else "flagged" if tally.flagged
-                else "repaired" if tally.repaired else "clean"
-            )  # fmt: skip
+                "failed"
+                if failure
+                else "errors"
+                if tally.errors
+                else "flagged"
+                if tally.flagged
+                else "repaired"
+                if tally.repaired
+                else "clean"
+            )
             RUNS.labels(outcome).inc()
             log.info(
-                "reconciliation run", run_id=str(run_id), trigger=trigger, outcome=outcome, checked=tally.checked,
-                repaired=tally.repaired, flagged=tally.flagged, errors=tally.errors,
-            )  # fmt: skip
+                "reconciliation run",
+                run_id=str(run_id),
+                trigger=trigger,
+                outcome=outcome,
+                checked=tally.checked,
+                repaired=tally.repaired,
+                flagged=tally.flagged,
+                errors=tally.errors,
+            )
             if failure is not None and (raise_failure or isinstance(failure, asyncio.CancelledError)):
                 raise failure
             return run_record(row)
@@ -255,9 +285,13 @@ class Reconciler:
         """The run, as the causing event of what it applies: its id is the audit rows' event_id and the
         causationid of the facts it emits, so each repair points at its reconciliation_runs row."""
         return build_event(
-            service=SERVICE, type="payment.reconciliation_run", order_id=str(order_id), sequence=1,
-            data={"run_id": str(run_id), **data}, event_id=run_id,
-        )  # fmt: skip
+            service=SERVICE,
+            type="payment.reconciliation_run",
+            order_id=str(order_id),
+            sequence=1,
+            data={"run_id": str(run_id), **data},
+            event_id=run_id,
+        )
 
     # -- attempts whose payment request never finished ------------------------------------------
 
@@ -297,7 +331,7 @@ class Reconciler:
             tally.checked += 1
             try:
                 await self._finish_attempt(run_id, attempt, tally)
-            except Exception as exc:  # noqa: BLE001 - one attempt's trouble does not stop the run
+            except Exception as exc:
                 tally.errors += 1
                 tally.detail["errors"].append(
                     {"attempt_id": str(attempt.id), "order_id": str(attempt.order_id), "error": repr(exc)[:500]}
@@ -315,11 +349,16 @@ class Reconciler:
             return
         tally.repaired += 1
         REPAIRS.labels(f"payment_{current.state}").inc()
-        tally.detail["repairs"].append({
-            "attempt_id": str(attempt.id), "order_id": str(attempt.order_id),
-            "payment_intent_id": current.provider_intent_id, "from": attempt.state, "to": current.state,
-            "outcome": "finished",
-        })  # fmt: skip
+        tally.detail["repairs"].append(
+            {
+                "attempt_id": str(attempt.id),
+                "order_id": str(attempt.order_id),
+                "payment_intent_id": current.provider_intent_id,
+                "from": attempt.state,
+                "to": current.state,
+                "outcome": "finished",
+            }
+        )
 
     # -- attempts waiting for the provider ------------------------------------------------------
 
@@ -336,7 +375,8 @@ class Reconciler:
                             and_(
                                 payment_attempts.c.state == A.FAILED,
                                 # asked about one order, its failed attempts are looked at whatever their age
-                                payment_attempts.c.updated_at > func.now() - FAILED_WATCH if order_id is None
+                                payment_attempts.c.updated_at > func.now() - FAILED_WATCH
+                                if order_id is None
                                 else true(),
                             ),
                         ),
@@ -353,7 +393,7 @@ class Reconciler:
             tally.checked += 1
             try:
                 await self._check_attempt(run_id, attempt, tally)
-            except Exception as exc:  # noqa: BLE001 - one attempt's trouble does not stop the run
+            except Exception as exc:
                 tally.errors += 1
                 tally.detail["errors"].append(
                     {"attempt_id": str(attempt.id), "order_id": str(attempt.order_id), "error": repr(exc)[:500]}
@@ -371,16 +411,28 @@ class Reconciler:
         cause = self._cause(run_id, attempt.order_id, {"attempt_id": str(attempt.id), "provider_status": status})
         async with self.db.transaction() as conn:
             outcome = await self.handlers.apply_intent_fact(
-                conn, cause, provider_type=provider_type, obj=intent, status=status, intent_id=intent["id"],
-                attempt_hint=str(attempt.id), amount_hint=None, currency_hint=None, provider_event_id=None,
+                conn,
+                cause,
+                provider_type=provider_type,
+                obj=intent,
+                status=status,
+                intent_id=intent["id"],
+                attempt_hint=str(attempt.id),
+                amount_hint=None,
+                currency_hint=None,
+                provider_event_id=None,
                 reason=f"reconciliation: the provider reports the payment intent {status}",
                 detected_by="reconciliation",
-            )  # fmt: skip
+            )
             current = await self._attempt(conn, attempt.id)
         item = {
-            "attempt_id": str(attempt.id), "order_id": str(attempt.order_id), "payment_intent_id": intent["id"],
-            "from": attempt.state, "to": current.state, "provider_status": status,
-        }  # fmt: skip
+            "attempt_id": str(attempt.id),
+            "order_id": str(attempt.order_id),
+            "payment_intent_id": intent["id"],
+            "from": attempt.state,
+            "to": current.state,
+            "provider_status": status,
+        }
         if outcome == "mismatch":
             tally.flagged += 1
             MISMATCHES.inc()
@@ -427,7 +479,7 @@ class Reconciler:
             tally.checked += 1
             try:
                 await self._settle_refund(run_id, refund, tally)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 tally.errors += 1
                 tally.detail["errors"].append(
                     {"refund_id": str(refund.id), "order_id": str(refund.order_id), "error": repr(exc)[:500]}
@@ -445,21 +497,30 @@ class Reconciler:
         if current.state != refund.state:
             tally.repaired += 1
             REPAIRS.labels(f"refund_{current.state}").inc()
-            tally.detail["repairs"].append({
-                "refund_id": str(refund.id), "order_id": str(refund.order_id), "from": refund.state,
-                "to": current.state, "provider_refund_id": current.provider_refund_id,
-            })  # fmt: skip
+            tally.detail["repairs"].append(
+                {
+                    "refund_id": str(refund.id),
+                    "order_id": str(refund.order_id),
+                    "from": refund.state,
+                    "to": current.state,
+                    "provider_refund_id": current.provider_refund_id,
+                }
+            )
 
 
-async def list_runs(conn: AsyncConnection, limit: int = 50, *, order_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+async def list_runs(
+    conn: AsyncConnection, limit: int = 50, *, order_id: uuid.UUID | None = None
+) -> list[dict[str, Any]]:
     """Newest first; with order_id, the runs asked for that order and the runs that repaired, flagged or failed
     on one of its attempts or refunds."""
     query = select(reconciliation_runs)
     if order_id is not None:
         named = [{"order_id": str(order_id)}]
-        query = query.where(or_(
-            reconciliation_runs.c.order_id == order_id,
-            *(reconciliation_runs.c.detail.contains({part: named}) for part in ("repairs", "flagged", "errors")),
-        ))  # fmt: skip
+        query = query.where(
+            or_(
+                reconciliation_runs.c.order_id == order_id,
+                *(reconciliation_runs.c.detail.contains({part: named}) for part in ("repairs", "flagged", "errors")),
+            )
+        )
     rows = await conn.execute(query.order_by(reconciliation_runs.c.started_at.desc()).limit(limit))
     return [run_record(r) for r in rows]

@@ -39,23 +39,33 @@ async def insert_refund(
         await conn.execute(
             pg_insert(refunds)
             .values(
-                id=refund_id, order_id=order_id, attempt_id=attempt_id, amount=amount, currency=currency,
-                reason=reason, automatic=automatic, requested_by=requested_by, state=state,
-                failure_code=failure_code, failure_message=failure_message,
+                id=refund_id,
+                order_id=order_id,
+                attempt_id=attempt_id,
+                amount=amount,
+                currency=currency,
+                reason=reason,
+                automatic=automatic,
+                requested_by=requested_by,
+                state=state,
+                failure_code=failure_code,
+                failure_message=failure_message,
             )
             .on_conflict_do_nothing(index_elements=[refunds.c.id])
             .returning(refunds.c.id)
         )
-    ).first()  # fmt: skip
+    ).first()
     if created is None:
         return False
     await conn.execute(
         insert(refund_transitions).values(
-            refund_id=refund_id, from_state=None, to_state=state,
+            refund_id=refund_id,
+            from_state=None,
+            to_state=state,
             reason="refund requested" if state == RefundState.REQUESTED else f"refused: {failure_code}",
             event_id=event_id,
         )
-    )  # fmt: skip
+    )
     return True
 
 
@@ -182,20 +192,30 @@ async def insert_provider_refund(
         await conn.execute(
             pg_insert(refunds)
             .values(
-                id=refund_id, order_id=order_id, attempt_id=attempt_id, amount=amount, currency=currency,
-                reason=reason, automatic=False, requested_by="provider", state=RefundState.SUCCEEDED,
+                id=refund_id,
+                order_id=order_id,
+                attempt_id=attempt_id,
+                amount=amount,
+                currency=currency,
+                reason=reason,
+                automatic=False,
+                requested_by="provider",
+                state=RefundState.SUCCEEDED,
                 provider_refund_id=provider_refund_id,
             )
             .on_conflict_do_nothing()
             .returning(refunds.c.id)
         )
-    ).first()  # fmt: skip
+    ).first()
     if created is None:
         return False
     await conn.execute(
         insert(refund_transitions).values(
-            refund_id=refund_id, from_state=None, to_state=RefundState.SUCCEEDED,
-            reason=f"refunded at the provider: {provider_refund_id}", event_id=event_id,
+            refund_id=refund_id,
+            from_state=None,
+            to_state=RefundState.SUCCEEDED,
+            reason=f"refunded at the provider: {provider_refund_id}",
+            event_id=event_id,
         )
-    )  # fmt: skip
+    )
     return True

@@ -101,25 +101,43 @@ class Refunds:
             holder = await repo.payment_holder(tx, order_id)
             captured = await repo.get(tx, holder.id, lock=True) if holder and holder.state == A.SUCCEEDED else None
             refused = refusal_reason(
-                captured=_captured(captured), captured_currency=captured.currency if captured else None,
+                captured=_captured(captured),
+                captured_currency=captured.currency if captured else None,
                 already_refunded=await refund_repo.committed_amount(tx, captured.id) if captured else 0,
-                amount=p.amount, currency=currency,
-            )  # fmt: skip
+                amount=p.amount,
+                currency=currency,
+            )
             await refund_repo.insert_refund(
-                tx, refund_id=refund_id, order_id=order_id, attempt_id=captured.id if captured else None,
-                amount=p.amount, currency=currency, reason=p.reason, automatic=False, requested_by=p.requested_by,
-                state=RefundState.FAILED if refused else RefundState.REQUESTED, event_id=str(event.id),
-                failure_code=refused[0] if refused else None, failure_message=refused[1] if refused else None,
-            )  # fmt: skip
+                tx,
+                refund_id=refund_id,
+                order_id=order_id,
+                attempt_id=captured.id if captured else None,
+                amount=p.amount,
+                currency=currency,
+                reason=p.reason,
+                automatic=False,
+                requested_by=p.requested_by,
+                state=RefundState.FAILED if refused else RefundState.REQUESTED,
+                event_id=str(event.id),
+                failure_code=refused[0] if refused else None,
+                failure_message=refused[1] if refused else None,
+            )
             if refused:
                 REFUNDS.labels("rejected", "requested").inc()
                 log.warning("refund refused", refund_id=str(refund_id), code=refused[0], detail=refused[1])
                 await self.facts.emit(
-                    tx, "payment.refund_failed", str(order_id),
-                    pay.PaymentRefundFailed(order_id=str(order_id), refund_id=str(refund_id), amount=p.amount,
-                                            currency=currency, reason=f"{refused[0]}: {refused[1]}"),
+                    tx,
+                    "payment.refund_failed",
+                    str(order_id),
+                    pay.PaymentRefundFailed(
+                        order_id=str(order_id),
+                        refund_id=str(refund_id),
+                        amount=p.amount,
+                        currency=currency,
+                        reason=f"{refused[0]}: {refused[1]}",
+                    ),
                     event,
-                )  # fmt: skip
+                )
         return refund_id
 
     async def record_automatic(self, tx: AsyncConnection, attempt: Row[Any], event_id: str) -> None:
@@ -129,10 +147,18 @@ class Refunds:
         if not amount:
             return
         await refund_repo.insert_refund(
-            tx, refund_id=automatic_refund_id(attempt.id), order_id=attempt.order_id, attempt_id=attempt.id,
-            amount=amount, currency=attempt.currency, reason=DUPLICATE_CAPTURE, automatic=True,
-            requested_by="payment-service", state=RefundState.REQUESTED, event_id=event_id,
-        )  # fmt: skip
+            tx,
+            refund_id=automatic_refund_id(attempt.id),
+            order_id=attempt.order_id,
+            attempt_id=attempt.id,
+            amount=amount,
+            currency=attempt.currency,
+            reason=DUPLICATE_CAPTURE,
+            automatic=True,
+            requested_by="payment-service",
+            state=RefundState.REQUESTED,
+            event_id=event_id,
+        )
 
     # -- phase 2 --------------------------------------------------------------------------------
 
@@ -182,9 +208,12 @@ class Refunds:
         provider may have refunded anyway, so look for it by metadata before letting the error retry."""
         try:
             made = await self.gateway.create_refund(
-                intent_id=intent_id, amount=refund.amount, order_id=str(refund.order_id), refund_id=str(refund.id),
+                intent_id=intent_id,
+                amount=refund.amount,
+                order_id=str(refund.order_id),
+                refund_id=str(refund.id),
                 idempotency_key=idempotency_key(refund.id),
-            )  # fmt: skip
+            )
             return made, False
         except stripe.StripeError as exc:
             if is_permanent(exc):
@@ -205,22 +234,29 @@ class Refunds:
             return current is not None and current.state == RefundState.REQUESTED and current.provider_refund_id is None
 
         return await leases.acquire(
-            take, still_needed, lease_seconds=self.lease_seconds,
+            take,
+            still_needed,
+            lease_seconds=self.lease_seconds,
             busy=lambda: RefundPending(f"refund {refund_id} is with another handler"),
-        )  # fmt: skip
+        )
 
     async def _release_lease(self, refund_id: uuid.UUID) -> None:
         try:
             async with self.db.transaction() as tx:
                 await refund_repo.release_lease(tx, refund_id)
-        except Exception as exc:  # noqa: BLE001 - the lease then simply expires
+        except Exception as exc:
             log.warning("could not release refund lease", refund_id=str(refund_id), error=repr(exc))
 
     # -- phase 3 --------------------------------------------------------------------------------
 
     async def finish(
-        self, conn: AsyncConnection, refund_id: uuid.UUID, refusal: Refusal | None, cause: CloudEvent,
-        *, via: str | None = None,
+        self,
+        conn: AsyncConnection,
+        refund_id: uuid.UUID,
+        refusal: Refusal | None,
+        cause: CloudEvent,
+        *,
+        via: str | None = None,
     ) -> None:
         """In the consumer's transaction: the refund's outcome and the fact that announces it, once."""
         refund = await refund_repo.get(conn, refund_id)
@@ -234,38 +270,65 @@ class Refunds:
         if refusal is not None:
             code = refusal.code or "refund_refused"
             if await refund_repo.transition(
-                conn, refund, RefundState.FAILED, reason=_via(via, f"provider refused: {code}"), event_id=str(cause.id),
-                failure_code=code, failure_message=refusal.message,
-            ):  # fmt: skip
+                conn,
+                refund,
+                RefundState.FAILED,
+                reason=_via(via, f"provider refused: {code}"),
+                event_id=str(cause.id),
+                failure_code=code,
+                failure_message=refusal.message,
+            ):
                 REFUNDS.labels("failed", _kind(refund)).inc()
                 if refund.automatic:
-                    log.error("automatic refund of a second capture refused: the customer paid twice",
-                              refund_id=str(refund_id), attempt_id=str(refund.attempt_id), code=code)  # fmt: skip
+                    log.error(
+                        "automatic refund of a second capture refused: the customer paid twice",
+                        refund_id=str(refund_id),
+                        attempt_id=str(refund.attempt_id),
+                        code=code,
+                    )
                 await self.facts.emit(
-                    conn, "payment.refund_failed", order_id,
-                    pay.PaymentRefundFailed(order_id=order_id, refund_id=str(refund.id), amount=refund.amount,
-                                            currency=refund.currency, reason=f"{code}: {refusal.message or ''}"),
+                    conn,
+                    "payment.refund_failed",
+                    order_id,
+                    pay.PaymentRefundFailed(
+                        order_id=order_id,
+                        refund_id=str(refund.id),
+                        amount=refund.amount,
+                        currency=refund.currency,
+                        reason=f"{code}: {refusal.message or ''}",
+                    ),
                     cause,
-                )  # fmt: skip
+                )
             return
         if refund.provider_refund_id is None:
             raise RefundPending(f"refund {refund_id} has no provider refund yet")
         attempt = await repo.get(conn, refund.attempt_id)
         assert attempt is not None
         if await refund_repo.transition(
-            conn, refund, RefundState.SUCCEEDED, reason=_via(via, f"provider refund {refund.provider_refund_id}"),
+            conn,
+            refund,
+            RefundState.SUCCEEDED,
+            reason=_via(via, f"provider refund {refund.provider_refund_id}"),
             event_id=str(cause.id),
-        ):  # fmt: skip
+        ):
             REFUNDS.labels("succeeded", _kind(refund)).inc()
             await self.facts.emit(
-                conn, "payment.refunded", order_id,
+                conn,
+                "payment.refunded",
+                order_id,
                 pay.PaymentRefunded(
-                    order_id=order_id, refund_id=str(refund.id), attempt_id=str(attempt.id),
-                    payment_intent_id=attempt.provider_intent_id, provider_refund_id=refund.provider_refund_id,
-                    amount=refund.amount, currency=refund.currency, reason=refund.reason, automatic=refund.automatic,
+                    order_id=order_id,
+                    refund_id=str(refund.id),
+                    attempt_id=str(attempt.id),
+                    payment_intent_id=attempt.provider_intent_id,
+                    provider_refund_id=refund.provider_refund_id,
+                    amount=refund.amount,
+                    currency=refund.currency,
+                    reason=refund.reason,
+                    automatic=refund.automatic,
                 ),
                 cause,
-            )  # fmt: skip
+            )
 
 
 def _captured(attempt: Row[Any] | None) -> int | None:

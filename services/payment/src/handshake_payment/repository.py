@@ -55,21 +55,28 @@ async def insert_attempt(
         await conn.execute(
             pg_insert(payment_attempts)
             .values(
-                id=attempt_id, order_id=order_id, request_id=request_id, amount=amount, currency=currency,
+                id=attempt_id,
+                order_id=order_id,
+                request_id=request_id,
+                amount=amount,
+                currency=currency,
                 state=AttemptState.CREATING,
             )
             .on_conflict_do_nothing(index_elements=[payment_attempts.c.request_id])
             .returning(payment_attempts.c.id)
         )
-    ).first()  # fmt: skip
+    ).first()
     if created is None:
         return False
     await conn.execute(
         insert(attempt_transitions).values(
-            attempt_id=attempt_id, from_state=None, to_state=AttemptState.CREATING, reason="payment requested",
+            attempt_id=attempt_id,
+            from_state=None,
+            to_state=AttemptState.CREATING,
+            reason="payment requested",
             event_id=event_id,
         )
-    )  # fmt: skip
+    )
     ATTEMPTS.labels("created").inc()
     return True
 
@@ -267,29 +274,49 @@ async def transition(
     if not ATTEMPT_LIFECYCLE.can(current, target):
         REFUSED.labels(current, target).inc()
         log.warning(
-            "attempt transition refused", attempt_id=str(attempt.id), current=current, target=target, reason=reason,
+            "attempt transition refused",
+            attempt_id=str(attempt.id),
+            current=current,
+            target=target,
+            reason=reason,
             provider_event_id=provider_event_id,
-        )  # fmt: skip
+        )
         return False
     if any(isinstance(value, ClauseElement) for value in columns.values()):
-        moved = (await conn.execute(
-            update(payment_attempts)
-            .where(payment_attempts.c.id == attempt.id, payment_attempts.c.state == current)
-            .values(state=target, updated_at=func.now(), **columns)
-            .returning(payment_attempts.c.id)
-        )).first()  # fmt: skip
+        moved = (
+            await conn.execute(
+                update(payment_attempts)
+                .where(payment_attempts.c.id == attempt.id, payment_attempts.c.state == current)
+                .values(state=target, updated_at=func.now(), **columns)
+                .returning(payment_attempts.c.id)
+            )
+        ).first()
     else:
-        moved = (await conn.execute(_moved_statement(tuple(sorted(columns))), {
-            "attempt_id": attempt.id, "from_state": current, "to_state": target,
-            **{f"new_{name}": value for name, value in columns.items()},
-        })).first()  # fmt: skip
+        moved = (
+            await conn.execute(
+                _moved_statement(tuple(sorted(columns))),
+                {
+                    "attempt_id": attempt.id,
+                    "from_state": current,
+                    "to_state": target,
+                    **{f"new_{name}": value for name, value in columns.items()},
+                },
+            )
+        ).first()
     if moved is None:
         log.warning("attempt changed under us, transition skipped", attempt_id=str(attempt.id), target=target)
         return False
-    await conn.execute(_ATTEMPT_TRANSITION, {
-        "attempt_id": attempt.id, "from_state": current, "to_state": target, "reason": reason, "event_id": event_id,
-        "provider_event_id": provider_event_id,
-    })  # fmt: skip
+    await conn.execute(
+        _ATTEMPT_TRANSITION,
+        {
+            "attempt_id": attempt.id,
+            "from_state": current,
+            "to_state": target,
+            "reason": reason,
+            "event_id": event_id,
+            "provider_event_id": provider_event_id,
+        },
+    )
     ATTEMPTS.labels(target.value if target != AttemptState.REQUIRES_PAYMENT else "intent_created").inc()
     log.info("attempt transition", attempt_id=str(attempt.id), from_state=current, to_state=target, reason=reason)
     return True

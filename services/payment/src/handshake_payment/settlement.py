@@ -83,9 +83,12 @@ def cancel_key(attempt_id: uuid.UUID) -> str:
 def settled_from_intent(intent: dict[str, Any], reason: str, requested: int | None = None) -> Settled:
     """A succeeded PaymentIntent as we retrieved it from the provider."""
     return Settled(
-        target=A.SUCCEEDED, amount=captured_amount(intent, requested), currency=str(intent["currency"]).upper(),
-        intent_id=intent["id"], reason=reason,
-    )  # fmt: skip
+        target=A.SUCCEEDED,
+        amount=captured_amount(intent, requested),
+        currency=str(intent["currency"]).upper(),
+        intent_id=intent["id"],
+        reason=reason,
+    )
 
 
 class Settlement:
@@ -124,18 +127,31 @@ class Settlement:
             columns["amount_captured"] = fact.amount
         holder_id = attempt.duplicate_of or (holder.id if holder else None)
         moved = await repo.transition(
-            tx, attempt, fact.target, reason=f"{fact.reason}; the order's payment is held by attempt {holder_id}",
-            event_id=str(cause.id), provider_event_id=fact.provider_event_id, **columns,
-        )  # fmt: skip
+            tx,
+            attempt,
+            fact.target,
+            reason=f"{fact.reason}; the order's payment is held by attempt {holder_id}",
+            event_id=str(cause.id),
+            provider_event_id=fact.provider_event_id,
+            **columns,
+        )
         if moved:
             DUPLICATES.labels(fact.target.value).inc()
             log.warning(
-                "second payment for one order", attempt_id=str(attempt.id), holder_attempt_id=str(holder_id),
-                state=fact.target, amount=fact.amount, currency=fact.currency,
-            )  # fmt: skip
+                "second payment for one order",
+                attempt_id=str(attempt.id),
+                holder_attempt_id=str(holder_id),
+                state=fact.target,
+                amount=fact.amount,
+                currency=fact.currency,
+            )
         elif attempt.duplicate_of is None:
-            log.error("provider reports money on an attempt the lifecycle cannot take it on",
-                      attempt_id=str(attempt.id), state=attempt.state, target=fact.target)  # fmt: skip
+            log.error(
+                "provider reports money on an attempt the lifecycle cannot take it on",
+                attempt_id=str(attempt.id),
+                state=attempt.state,
+                target=fact.target,
+            )
             return
         current = await repo.get(tx, attempt.id)
         assert current is not None
@@ -186,38 +202,68 @@ class Settlement:
         reason = fact.reason
         if fact.mismatch_detected_by is not None:
             columns["provider_mismatch"] = {
-                "amount": fact.amount, "currency": fact.currency, "state": fact.target.value,
+                "amount": fact.amount,
+                "currency": fact.currency,
+                "state": fact.target.value,
                 "detected_by": fact.mismatch_detected_by,
-            }  # fmt: skip
-            reason = (f"{fact.reason}; amount mismatch: the provider holds {fact.amount} {fact.currency}, "
-                      f"the attempt asked {attempt.amount} {attempt.currency}")  # fmt: skip
+            }
+            reason = (
+                f"{fact.reason}; amount mismatch: the provider holds {fact.amount} {fact.currency}, "
+                f"the attempt asked {attempt.amount} {attempt.currency}"
+            )
         if not await repo.transition(
-            conn, attempt, fact.target, reason=reason, event_id=str(event.id),
-            provider_event_id=fact.provider_event_id, **columns,
-        ):  # fmt: skip
+            conn,
+            attempt,
+            fact.target,
+            reason=reason,
+            event_id=str(event.id),
+            provider_event_id=fact.provider_event_id,
+            **columns,
+        ):
             return "refused"
         order_id, attempt_key = str(attempt.order_id), str(attempt.id)
         if fact.mismatch_detected_by is not None:
             log.error(
-                "provider amount differs from the attempt", attempt_id=attempt_key, state=fact.target,
-                provider_amount=fact.amount, provider_currency=fact.currency, requested=attempt.amount,
-                requested_currency=attempt.currency, detected_by=fact.mismatch_detected_by,
-            )  # fmt: skip
+                "provider amount differs from the attempt",
+                attempt_id=attempt_key,
+                state=fact.target,
+                provider_amount=fact.amount,
+                provider_currency=fact.currency,
+                requested=attempt.amount,
+                requested_currency=attempt.currency,
+                detected_by=fact.mismatch_detected_by,
+            )
             await self.facts.emit(
-                conn, "payment.mismatch", order_id,
-                pay.PaymentMismatch(order_id=order_id, attempt_id=attempt_key, payment_intent_id=fact.intent_id,
-                                    expected_amount=attempt.amount, expected_currency=attempt.currency,
-                                    provider_amount=fact.amount, provider_currency=fact.currency,
-                                    detected_by=fact.mismatch_detected_by, captured=fact.target == A.SUCCEEDED),
+                conn,
+                "payment.mismatch",
+                order_id,
+                pay.PaymentMismatch(
+                    order_id=order_id,
+                    attempt_id=attempt_key,
+                    payment_intent_id=fact.intent_id,
+                    expected_amount=attempt.amount,
+                    expected_currency=attempt.currency,
+                    provider_amount=fact.amount,
+                    provider_currency=fact.currency,
+                    detected_by=fact.mismatch_detected_by,
+                    captured=fact.target == A.SUCCEEDED,
+                ),
                 event,
-            )  # fmt: skip
+            )
             return "mismatch"
         await self.facts.emit(
-            conn, "payment.succeeded" if fact.target == A.SUCCEEDED else "payment.authorized", order_id,
-            pay.PaymentSucceeded(order_id=order_id, attempt_id=attempt_key, payment_intent_id=fact.intent_id,
-                                 amount=fact.amount, currency=fact.currency),
+            conn,
+            "payment.succeeded" if fact.target == A.SUCCEEDED else "payment.authorized",
+            order_id,
+            pay.PaymentSucceeded(
+                order_id=order_id,
+                attempt_id=attempt_key,
+                payment_intent_id=fact.intent_id,
+                amount=fact.amount,
+                currency=fact.currency,
+            ),
             event,
-        )  # fmt: skip
+        )
         return "applied"
 
     async def _finish_duplicate(
@@ -230,10 +276,20 @@ class Settlement:
             if not remedy.released:
                 raise SettlementRace(f"authorization of duplicate attempt {attempt.id} not released yet")
             if await repo.transition(
-                conn, attempt, A.CANCELED, reason="authorization of a second attempt released",
-                event_id=str(event.id), failure_code=DUPLICATE_AUTHORIZATION, failure_message=held_by,
-            ):  # fmt: skip
+                conn,
+                attempt,
+                A.CANCELED,
+                reason="authorization of a second attempt released",
+                event_id=str(event.id),
+                failure_code=DUPLICATE_AUTHORIZATION,
+                failure_message=held_by,
+            ):
                 await self.facts.attempt_ended(
-                    conn, "payment.canceled", attempt, intent_id=attempt.provider_intent_id,
-                    code=DUPLICATE_AUTHORIZATION, message=held_by, cause=event,
-                )  # fmt: skip
+                    conn,
+                    "payment.canceled",
+                    attempt,
+                    intent_id=attempt.provider_intent_id,
+                    code=DUPLICATE_AUTHORIZATION,
+                    message=held_by,
+                    cause=event,
+                )

@@ -100,8 +100,9 @@ def _after(cursor: str) -> tuple[int, datetime, str]:
         # in UTC, as the driver sends it: a forged offset at the calendar's edge fails here, not in the driver
         return int(created), at.astimezone(UTC), str(event_id)
     except (binascii.Error, ValueError, TypeError, OverflowError):
-        raise Problem(400, "Invalid cursor", "pass the `next` of the previous page unchanged",
-                      type="invalid-cursor") from None  # fmt: skip
+        raise Problem(
+            400, "Invalid cursor", "pass the `next` of the previous page unchanged", type="invalid-cursor"
+        ) from None
 
 
 def forwarding(row: Row[Any]) -> str | None:
@@ -167,8 +168,12 @@ def build_router(ctx: IngestContext) -> APIRouter:
     async def with_replays(conn: Any, rows: list[Row[Any]]) -> list[dict[str, Any]]:
         ids = [r.provider_event_id for r in rows]
         found = (
-            await conn.execute(select(replays).where(replays.c.provider_event_id.in_(ids)).order_by(replays.c.id))
-        ).all() if ids else []  # fmt: skip
+            (
+                await conn.execute(select(replays).where(replays.c.provider_event_id.in_(ids)).order_by(replays.c.id))
+            ).all()
+            if ids
+            else []
+        )
         views = [{**summary(r), "replays": []} for r in rows]
         by_id = {v["provider_event_id"]: v for v in views}
         for replay in found:
@@ -264,12 +269,19 @@ def build_router(ctx: IngestContext) -> APIRouter:
         key = require_idempotency_key(idempotency_key)
         try:
             replay = await ctx.ingest.replay(
-                provider_event_id, actor=principal.subject, reason=reason, traceparent=traceparent,
+                provider_event_id,
+                actor=principal.subject,
+                reason=reason,
+                traceparent=traceparent,
                 idempotency_key=key,
-            )  # fmt: skip
+            )
         except KeyReused:
-            raise Problem(422, "Idempotency-Key reused", "this Idempotency-Key was already used with a different "
-                          "request", type="idempotency-key-reused") from None  # fmt: skip
+            raise Problem(
+                422,
+                "Idempotency-Key reused",
+                "this Idempotency-Key was already used with a different request",
+                type="idempotency-key-reused",
+            ) from None
         if replay is None:
             raise Problem(404, "Provider event not found", type="provider-event-not-found")
         answer = {
@@ -279,6 +291,8 @@ def build_router(ctx: IngestContext) -> APIRouter:
             "actor": replay.actor,
             "reason": replay.reason,
         }
-        return JSONResponse(answer, status_code=202, headers={"Idempotent-Replayed": "true"} if replay.repeated else None)
+        return JSONResponse(
+            answer, status_code=202, headers={"Idempotent-Replayed": "true"} if replay.repeated else None
+        )
 
     return router

@@ -56,7 +56,11 @@ def create_app(settings: WebhookIngestSettings | None = None) -> FastAPI:
     app.state.gap_scanner = scanner
     install_problem_handlers(app)
     app.add_middleware(InternalListener, internal_port=settings.internal_http_port)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes, routes={"/webhooks/stripe": settings.webhook_max_body_bytes})
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.http_max_body_bytes,
+        routes={"/webhooks/stripe": settings.webhook_max_body_bytes},
+    )
     app.include_router(ops_router(runtime.readiness_checks()))
     app.include_router(runtime.outbox_admin_router())
     app.include_router(runtime.dead_letter_admin_router())

@@ -9,6 +9,7 @@ source="gap_scan"; the provider event id deduplicates against webhooks, earlier 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -115,15 +116,19 @@ class GapScanner:
             listed = len(events)
             ids = [e["id"] for e in events if isinstance(e.get("id"), str)]
             async with self.db.read() as conn:
-                known = set(
-                    (
-                        await conn.execute(
-                            select(provider_events.c.provider_event_id).where(
-                                provider_events.c.provider_event_id.in_(ids)
+                known = (
+                    set(
+                        (
+                            await conn.execute(
+                                select(provider_events.c.provider_event_id).where(
+                                    provider_events.c.provider_event_id.in_(ids)
+                                )
                             )
-                        )
-                    ).scalars()
-                ) if ids else set()
+                        ).scalars()
+                    )
+                    if ids
+                    else set()
+                )
             # oldest first, as the webhooks would have come
             for raw in sorted(events, key=lambda e: (e.get("created") or 0, e.get("id") or "")):
                 if raw.get("id") in known:
@@ -166,9 +171,7 @@ class GapScanner:
                 await conn.execute(
                     update(gap_scans)
                     .where(gap_scans.c.id == scan_id)
-                    .values(
-                        finished_at=datetime.now(UTC), listed=listed, ingested=ingested, cursor_after=cursor_after
-                    )
+                    .values(finished_at=datetime.now(UTC), listed=listed, ingested=ingested, cursor_after=cursor_after)
                 )
         except Exception as exc:
             GAP_SCANS.labels(PROVIDER, "failed").inc()
@@ -177,9 +180,7 @@ class GapScanner:
                 await conn.execute(
                     update(gap_scans)
                     .where(gap_scans.c.id == scan_id)
-                    .values(
-                        finished_at=datetime.now(UTC), listed=listed, ingested=ingested, error=repr(exc)[:2000]
-                    )
+                    .values(finished_at=datetime.now(UTC), listed=listed, ingested=ingested, error=repr(exc)[:2000])
                 )
             raise
         GAP_SCANS.labels(PROVIDER, "completed").inc()
@@ -197,10 +198,8 @@ class GapScanner:
                 return
             except TimeoutError:
                 pass
-            try:
+            with contextlib.suppress(Exception):  # logged and recorded in scan_once; the loop must survive
                 await self.scan_once()
-            except Exception:  # noqa: BLE001 - logged and recorded in scan_once; the loop must survive
-                pass
 
     def stop(self) -> None:
         self._stopping.set()

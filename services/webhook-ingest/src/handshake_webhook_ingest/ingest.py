@@ -12,13 +12,13 @@ from typing import Any, Literal
 
 import structlog
 from sqlalchemy import Row, func, literal_column, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_shared.db import Database
+from handshake_shared.envelope import CloudEvent
 from handshake_shared.events import PROVIDER_EVENTS
 from handshake_shared.events.provider import SealedDelivery, seal_delivery
-from handshake_shared.envelope import CloudEvent
 from handshake_shared.outbox import Outbox
 from handshake_webhook_ingest.db import provider_event_replays
 from handshake_webhook_ingest.db import provider_events as pe
@@ -211,7 +211,11 @@ class StripeIngest:
         WEBHOOK_REPLAYS.labels("stripe").inc()
         log.warning("provider event replayed", provider_event_id=provider_event_id, actor=actor, reason=reason)
         return Replay(
-            id=replay_id, provider_event_id=provider_event_id, forwarded_event_id=forwarded.id, actor=actor, reason=reason
+            id=replay_id,
+            provider_event_id=provider_event_id,
+            forwarded_event_id=forwarded.id,
+            actor=actor,
+            reason=reason,
         )
 
 

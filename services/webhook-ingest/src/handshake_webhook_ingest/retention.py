@@ -24,12 +24,39 @@ from handshake_webhook_ingest.settings import WebhookIngestSettings
 
 EVENT_KEYS = frozenset({"id", "object", "type", "created", "api_version", "livemode", "data"})
 # an allowlist: a field Stripe adds tomorrow is dropped, not kept by accident
-OBJECT_KEYS = frozenset({
-    "id", "object", "created", "livemode", "amount", "amount_received", "amount_capturable", "amount_refunded",
-    "currency", "status", "payment_intent", "charge", "latest_charge", "refunds", "data", "has_more", "captured", "paid",
-    "refunded", "reason", "cancellation_reason", "capture_method", "failure_code", "balance_transaction",
-    "last_payment_error", "code", "decline_code", "is_charge_refundable", "metadata",
-})  # fmt: skip
+OBJECT_KEYS = frozenset(
+    {
+        "id",
+        "object",
+        "created",
+        "livemode",
+        "amount",
+        "amount_received",
+        "amount_capturable",
+        "amount_refunded",
+        "currency",
+        "status",
+        "payment_intent",
+        "charge",
+        "latest_charge",
+        "refunds",
+        "data",
+        "has_more",
+        "captured",
+        "paid",
+        "refunded",
+        "reason",
+        "cancellation_reason",
+        "capture_method",
+        "failure_code",
+        "balance_transaction",
+        "last_payment_error",
+        "code",
+        "decline_code",
+        "is_charge_refundable",
+        "metadata",
+    }
+)
 METADATA_KEYS = frozenset({"order_id", "attempt_id", "refund_id"})
 
 
@@ -78,12 +105,19 @@ def scrub_job(settings: WebhookIngestSettings) -> RetentionJob | None:
         values = []
         for row in rows:
             kept = scrubbed_event(row.payload)
-            values.append({"b_id": row.provider_event_id, "b_payload": kept,
-                           "b_raw": json.dumps(kept, separators=(",", ":")).encode()})  # fmt: skip
+            values.append(
+                {
+                    "b_id": row.provider_event_id,
+                    "b_payload": kept,
+                    "b_raw": json.dumps(kept, separators=(",", ":")).encode(),
+                }
+            )
         await conn.execute(
             update(pe)
             .where(pe.c.provider_event_id == bindparam("b_id"))
-            .values(raw_body=bindparam("b_raw"), payload=bindparam("b_payload"), signature_header=None, scrubbed_at=now),
+            .values(
+                raw_body=bindparam("b_raw"), payload=bindparam("b_payload"), signature_header=None, scrubbed_at=now
+            ),
             values,
         )
         return len(rows)
@@ -95,7 +129,12 @@ def retention_jobs(settings: WebhookIngestSettings) -> list[RetentionJob | None]
     return [
         scrub_job(settings),
         # finished scans only: a running one is still being written
-        purge("provider_event_gap_scans", gap_scans, age_column=gap_scans.c.started_at,
-              keep=timedelta(days=settings.gap_scan_retention_days), where=[gap_scans.c.finished_at.is_not(None)],
-              order_by=gap_scans.c.id),
-    ]  # fmt: skip
+        purge(
+            "provider_event_gap_scans",
+            gap_scans,
+            age_column=gap_scans.c.started_at,
+            keep=timedelta(days=settings.gap_scan_retention_days),
+            where=[gap_scans.c.finished_at.is_not(None)],
+            order_by=gap_scans.c.id,
+        ),
+    ]

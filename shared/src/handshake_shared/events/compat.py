@@ -19,9 +19,22 @@ from __future__ import annotations
 from typing import Any
 
 _CONSTRAINTS = (
-    "const", "format", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
-    "minLength", "maxLength", "minItems", "maxItems", "uniqueItems", "minProperties", "maxProperties",
-)  # fmt: skip
+    "const",
+    "format",
+    "pattern",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "minProperties",
+    "maxProperties",
+)
 _JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
 
 
@@ -89,9 +102,14 @@ def _by_type(alternatives: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _compare(
-    r: dict[str, Any], r_root: dict[str, Any], c: dict[str, Any], c_root: dict[str, Any], path: str,
-    problems: list[str], seen: set[tuple[int, int]],
-) -> None:  # fmt: skip
+    r: dict[str, Any],
+    r_root: dict[str, Any],
+    c: dict[str, Any],
+    c_root: dict[str, Any],
+    path: str,
+    problems: list[str],
+    seen: set[tuple[int, int]],
+) -> None:
     if (id(r), id(c)) in seen:
         return
     seen.add((id(r), id(c)))
@@ -119,9 +137,14 @@ def _compare(
 
 
 def _compare_object(
-    r: dict[str, Any], r_root: dict[str, Any], c: dict[str, Any], c_root: dict[str, Any], path: str,
-    problems: list[str], seen: set[tuple[int, int]],
-) -> None:  # fmt: skip
+    r: dict[str, Any],
+    r_root: dict[str, Any],
+    c: dict[str, Any],
+    c_root: dict[str, Any],
+    path: str,
+    problems: list[str],
+    seen: set[tuple[int, int]],
+) -> None:
     r_props, c_props = r.get("properties", {}), c.get("properties", {})
     r_required, c_required = set(r.get("required", ())), set(c.get("required", ()))
     for name in sorted(r_props):

@@ -16,10 +16,23 @@ from pydantic import Field
 from handshake_shared.events.base import Line, Payload
 
 OrderStateName = Literal[
-    "draft", "payment_pending", "payment_authorized", "paid", "fulfillment_pending", "partially_fulfilled",
-    "fulfilled", "payment_failed", "expired", "cancelled", "cancelled_with_refund", "capture_failed",
-    "partially_refunded", "refunded", "needs_review", "closed",
-]  # fmt: skip
+    "draft",
+    "payment_pending",
+    "payment_authorized",
+    "paid",
+    "fulfillment_pending",
+    "partially_fulfilled",
+    "fulfilled",
+    "payment_failed",
+    "expired",
+    "cancelled",
+    "cancelled_with_refund",
+    "capture_failed",
+    "partially_refunded",
+    "refunded",
+    "needs_review",
+    "closed",
+]
 ORDER_STATES: tuple[str, ...] = get_args(OrderStateName)
 
 
@@ -51,7 +64,8 @@ class OrderPlaced(OrderEvent):
     total: int = Field(description="minor units")
     lines: list[Line]
     hold_seconds: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="how long the stock is held for this order until its payment session is opened (a guest's "
         "short hold); absent: the full checkout hold. Inventory never holds longer than its own maximum",
     )
@@ -214,15 +228,33 @@ class OrderPartiallyRefunded(OrderRefunded):
 # the events that announce a move to their state and need nothing but the transition itself
 STATE_CHANGE_EVENTS: dict[str, type[OrderStateChanged]] = {
     cls.event_type: cls
-    for cls in (OrderPaymentFailed, OrderExpired, OrderCancelled, OrderCaptureFailed, OrderCancelledWithRefund,
-                OrderPartiallyFulfilled, OrderFulfilled, OrderNeedsReview, OrderClosed)
-}  # fmt: skip
+    for cls in (
+        OrderPaymentFailed,
+        OrderExpired,
+        OrderCancelled,
+        OrderCaptureFailed,
+        OrderCancelledWithRefund,
+        OrderPartiallyFulfilled,
+        OrderFulfilled,
+        OrderNeedsReview,
+        OrderClosed,
+    )
+}
 
 ORDER_EVENT_MODELS: tuple[type[OrderEvent], ...] = (
-    OrderPlaced, OrderPaymentRequested, OrderPaymentSessionOpened, OrderPaymentPending, OrderPaymentAuthorized, OrderCaptureRequested,
-    OrderPaid, OrderFulfillmentPending, *STATE_CHANGE_EVENTS.values(), OrderRefundRequested, OrderRefunded,
+    OrderPlaced,
+    OrderPaymentRequested,
+    OrderPaymentSessionOpened,
+    OrderPaymentPending,
+    OrderPaymentAuthorized,
+    OrderCaptureRequested,
+    OrderPaid,
+    OrderFulfillmentPending,
+    *STATE_CHANGE_EVENTS.values(),
+    OrderRefundRequested,
+    OrderRefunded,
     OrderPartiallyRefunded,
-)  # fmt: skip
+)
 
 
 def state_change(target: str, *, order_id: str, from_state: str, reason: str) -> OrderStateChanged:

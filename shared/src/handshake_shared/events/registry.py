@@ -12,13 +12,26 @@ from handshake_shared.events.topics import INVENTORY_EVENTS, ORDER_EVENTS, PAYME
 
 _MODELS: tuple[type[Payload], ...] = (
     *o.ORDER_EVENT_MODELS,
-    inv.InventoryReserved, inv.InventoryRejected, inv.InventoryCommitted, inv.InventoryCommitFailed,
-    inv.InventoryRestocked, inv.InventoryReleased, inv.InventoryReservationExpired,
-    pay.PaymentIntentCreated, pay.PaymentAuthorized, pay.PaymentSucceeded, pay.PaymentFailed, pay.PaymentCanceled,
-    pay.PaymentCaptureFailed, pay.PaymentRefunded, pay.PaymentRefundFailed, pay.PaymentRefundReversed,
-    pay.PaymentMismatch, pay.PaymentDisputed,
+    inv.InventoryReserved,
+    inv.InventoryRejected,
+    inv.InventoryCommitted,
+    inv.InventoryCommitFailed,
+    inv.InventoryRestocked,
+    inv.InventoryReleased,
+    inv.InventoryReservationExpired,
+    pay.PaymentIntentCreated,
+    pay.PaymentAuthorized,
+    pay.PaymentSucceeded,
+    pay.PaymentFailed,
+    pay.PaymentCanceled,
+    pay.PaymentCaptureFailed,
+    pay.PaymentRefunded,
+    pay.PaymentRefundFailed,
+    pay.PaymentRefundReversed,
+    pay.PaymentMismatch,
+    pay.PaymentDisputed,
     prov.ProviderStripeEvent,
-)  # fmt: skip
+)
 
 
 def _by_type(models: tuple[type[Payload], ...]) -> dict[str, type[Payload]]:

@@ -65,11 +65,15 @@ def asyncapi() -> dict[str, Any]:
             "payload": {
                 "allOf": [
                     {"$ref": "#/components/schemas/CloudEvent"},
-                    {"properties": {"type": {"const": event_type},
-                                    "data": {"$ref": f"./events/{event_type}.schema.json"}}},
+                    {
+                        "properties": {
+                            "type": {"const": event_type},
+                            "data": {"$ref": f"./events/{event_type}.schema.json"},
+                        }
+                    },
                 ]
             },
-        }  # fmt: skip
+        }
     channels = {
         topic: {
             "address": topic,
@@ -118,8 +122,12 @@ def catalogue() -> str:
     ]
     for topic in SAGA_TOPICS:
         audience = "public: other teams subscribe" if topic in PUBLIC_TOPICS else "internal to Handshake"
-        lines += [f"## `{topic}` ({audience}; produced by {PRODUCERS[topic]})", "",
-                  "| type | data fields | meaning |", "| --- | --- | --- |"]  # fmt: skip
+        lines += [
+            f"## `{topic}` ({audience}; produced by {PRODUCERS[topic]})",
+            "",
+            "| type | data fields | meaning |",
+            "| --- | --- | --- |",
+        ]
         for event_type in sorted(t for t in EVENT_MODELS if TOPIC_OF[t] == topic):
             model = EVENT_MODELS[event_type]
             link = f"[`{event_type}`](events/{event_type}.schema.json)"

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 
 def sparkline_points(values: Sequence[float | None], width: int = 120, height: int = 24, pad: int = 2) -> str:
-    """"x,y x,y ..." scaled into the box, the largest value at the top; gaps (None) are skipped. A flat series
+    """ "x,y x,y ..." scaled into the box, the largest value at the top; gaps (None) are skipped. A flat series
     lies on the bottom line, so "nothing happened" looks like nothing."""
     known = [(i, v) for i, v in enumerate(values) if v is not None]
     if not known:
@@ -21,4 +21,3 @@ def sparkline_points(values: Sequence[float | None], width: int = 120, height: i
         y = height - pad - (v - low) / span * (height - 2 * pad)
         points.append(f"{x:.1f},{y:.1f}")
     return " ".join(points)
-

@@ -32,7 +32,7 @@ _AMOUNT = re.compile(r"^\s*(\d{1,16})(?:[.,](\d+))?\s*$")
 
 
 def parse_amount(text: str, currency: str) -> int:
-    """"12.5" in EUR -> 1250. More decimals than the currency has, a sign, or a non-positive amount is refused."""
+    """ "12.5" in EUR -> 1250. More decimals than the currency has, a sign, or a non-positive amount is refused."""
     code = currency.upper()
     exponent = MINOR_UNITS.get(code)
     if exponent is None:

@@ -32,7 +32,7 @@ def reference_range(reference: str) -> tuple[uuid.UUID, uuid.UUID] | None:
     reference. A UUID compares byte by byte, so the first 8 hex digits fix a contiguous range."""
     if not _REFERENCE.fullmatch(reference):
         return None
-    prefix = reference[len(REFERENCE_PREFIX):].lower()
+    prefix = reference[len(REFERENCE_PREFIX) :].lower()
     return uuid.UUID(prefix + "0" * 24), uuid.UUID(prefix + "f" * 24)
 
 
@@ -58,8 +58,9 @@ def normalize_email(value: str) -> str:
 # states an order may rest in for good: nothing is expected to happen to it any more (a cancelled order could
 # still be paid late, but nobody is waiting for that). Every other state waits for someone, so an order that
 # stays in one too long is worth a look.
-RESTING = frozenset({S.CLOSED, S.CANCELLED, S.EXPIRED, S.FULFILLED, S.REFUNDED, S.PARTIALLY_REFUNDED,
-                     S.CANCELLED_WITH_REFUND})  # fmt: skip
+RESTING = frozenset(
+    {S.CLOSED, S.CANCELLED, S.EXPIRED, S.FULFILLED, S.REFUNDED, S.PARTIALLY_REFUNDED, S.CANCELLED_WITH_REFUND}
+)
 IN_PROGRESS = frozenset(S) - RESTING
 
 
@@ -98,14 +99,20 @@ def close_review(view: OrderView, target: S, reason: str) -> Decision:
     if target == S.CANCELLED and held > 0:
         raise CommandRefused("money-held", "refund the captured money before cancelling")
     if target == S.CANCELLED_WITH_REFUND and (view.captured_amount == 0 or view.refundable_amount > 0):
-        raise CommandRefused("refund-first", "cancelled_with_refund needs everything captured refunded or being refunded")
+        raise CommandRefused(
+            "refund-first", "cancelled_with_refund needs everything captured refunded or being refunded"
+        )
     if target in (S.PAID, S.FULFILLMENT_PENDING):
         if view.captured_amount != view.total or view.refunded_amount or view.refund_pending_amount:
-            raise CommandRefused("money-disagrees",
-                                 f"{view.captured_amount} captured and {view.refunded_amount + view.refund_pending_amount}"
-                                 f" refunded against a total of {view.total}: refund or close instead")  # fmt: skip
+            raise CommandRefused(
+                "money-disagrees",
+                f"{view.captured_amount} captured and {view.refunded_amount + view.refund_pending_amount}"
+                f" refunded against a total of {view.total}: refund or close instead",
+            )
         if target == S.FULFILLMENT_PENDING and not view.stock_committed:
-            raise CommandRefused("stock-not-committed", "the stock is not committed: close to paid, inventory commits it")
+            raise CommandRefused(
+                "stock-not-committed", "the stock is not committed: close to paid, inventory commits it"
+            )
         if target == S.PAID and (view.payment_attempt_id is None or view.payment_intent_id is None):
             raise CommandRefused("payment-unknown", "the order does not know the payment that took the money")
         if target == S.PAID and view.stock_committed:
@@ -120,8 +127,13 @@ def _announcement(view: OrderView, target: S) -> o.OrderEvent | None:
     if target == S.PAID:
         # inventory commits the stock on order.paid; the saga then moves on to fulfillment_pending
         assert view.payment_attempt_id and view.payment_intent_id
-        return o.OrderPaid(order_id=view.id, attempt_id=view.payment_attempt_id, amount=view.captured_amount,
-                           payment_intent_id=view.payment_intent_id, currency=view.currency)  # fmt: skip
+        return o.OrderPaid(
+            order_id=view.id,
+            attempt_id=view.payment_attempt_id,
+            amount=view.captured_amount,
+            payment_intent_id=view.payment_intent_id,
+            currency=view.currency,
+        )
     if target == S.FULFILLMENT_PENDING:
         return o.OrderFulfillmentPending(order_id=view.id)
     return None
@@ -153,7 +165,9 @@ def may_decide(approval: ApprovalView, decider: str, *, approving: bool, finance
     if approval.state != "pending":
         raise ApprovalRefused(409, "approval-already-decided", f"this request was already {approval.state}")
     if approving and decider == approval.requested_by:
-        raise ApprovalRefused(403, "four-eyes", "a refund is approved by someone other than the person who asked for it")
+        raise ApprovalRefused(
+            403, "four-eyes", "a refund is approved by someone other than the person who asked for it"
+        )
 
 
 def withdrawn(state: str, requested_by: str, decided_by: str | None) -> bool:
@@ -180,8 +194,14 @@ class ConfirmedRefund:
     restock: bool
 
 
-def rebuild_announcement(view: OrderView, last: LastTransition, *, lines: list[Line], hold_seconds: int | None,
-                         refund: ConfirmedRefund | None) -> o.OrderEvent:
+def rebuild_announcement(
+    view: OrderView,
+    last: LastTransition,
+    *,
+    lines: list[Line],
+    hold_seconds: int | None,
+    refund: ConfirmedRefund | None,
+) -> o.OrderEvent:
     """The event that announced the order's current state, built again from what the order keeps, for when the
     outbox row itself is gone (retention): the same type, the fields the order has, and the transition as the
     audit trail recorded it. ValueError when the order lacks what the payload needs."""
@@ -189,8 +209,9 @@ def rebuild_announcement(view: OrderView, last: LastTransition, *, lines: list[L
     transition = o.Transition(from_state=last.from_state, to_state=state.value, reason=last.reason)
     data: o.OrderEvent
     if state == S.DRAFT:
-        data = o.OrderPlaced(order_id=view.id, currency=view.currency, total=view.total, lines=lines,
-                             hold_seconds=hold_seconds)  # fmt: skip
+        data = o.OrderPlaced(
+            order_id=view.id, currency=view.currency, total=view.total, lines=lines, hold_seconds=hold_seconds
+        )
     elif f"order.{state.value}" in o.STATE_CHANGE_EVENTS:
         data = o.state_change(state.value, order_id=view.id, from_state=last.from_state or "", reason=last.reason)
     elif state == S.FULFILLMENT_PENDING:
@@ -199,18 +220,30 @@ def rebuild_announcement(view: OrderView, last: LastTransition, *, lines: list[L
         if not view.payment_attempt_id or not view.payment_intent_id:
             raise ValueError(f"a {state} order without its payment attempt")
         if state == S.PAYMENT_PENDING:
-            data = o.OrderPaymentPending(order_id=view.id, attempt_id=view.payment_attempt_id,
-                                         payment_intent_id=view.payment_intent_id)  # fmt: skip
+            data = o.OrderPaymentPending(
+                order_id=view.id, attempt_id=view.payment_attempt_id, payment_intent_id=view.payment_intent_id
+            )
         else:
             kind = o.OrderPaid if state == S.PAID else o.OrderPaymentAuthorized
-            data = kind(order_id=view.id, attempt_id=view.payment_attempt_id, payment_intent_id=view.payment_intent_id,
-                        amount=view.captured_amount or view.total, currency=view.currency)  # fmt: skip
+            data = kind(
+                order_id=view.id,
+                attempt_id=view.payment_attempt_id,
+                payment_intent_id=view.payment_intent_id,
+                amount=view.captured_amount or view.total,
+                currency=view.currency,
+            )
     elif state in (S.REFUNDED, S.PARTIALLY_REFUNDED):
         if refund is None:
             raise ValueError(f"a {state} order without a confirmed refund")
         kind = o.OrderRefunded if state == S.REFUNDED else o.OrderPartiallyRefunded
-        data = kind(order_id=view.id, refund_id=refund.refund_id, amount=refund.amount, currency=refund.currency,
-                    refunded_total=view.refunded_amount, restock=refund.restock)  # fmt: skip
+        data = kind(
+            order_id=view.id,
+            refund_id=refund.refund_id,
+            amount=refund.amount,
+            currency=refund.currency,
+            refunded_total=view.refunded_amount,
+            restock=refund.restock,
+        )
     else:  # pragma: no cover - every state is one of the above
         raise ValueError(f"no announcement known for {state}")
     return data.model_copy(update={"transition": transition})

@@ -115,9 +115,14 @@ def price(
             raise PricingError("mixed-currency", "all lines of an order must share one currency")
         qty = merged[sku]
         snapshot_lines.append(
-            SnapshotLine(sku=sku, name=product.name, unit_price=product.unit_price, quantity=qty,
-                         line_total=product.unit_price * qty)
-        )  # fmt: skip
+            SnapshotLine(
+                sku=sku,
+                name=product.name,
+                unit_price=product.unit_price,
+                quantity=qty,
+                line_total=product.unit_price * qty,
+            )
+        )
     assert currency is not None
     subtotal = sum(line.line_total for line in snapshot_lines)
     # Python integers never overflow; the BIGINT columns, asyncpg and JSON readers downstream do. Every

@@ -75,8 +75,11 @@ class Decision:
             self.refused.append((current, target, reason))
             return False
         self.transitions.append((current, target, reason))
-        self.emits.append(announce.model_copy(
-            update={"transition": o.Transition(from_state=current.value, to_state=target.value, reason=reason)}))  # fmt: skip
+        self.emits.append(
+            announce.model_copy(
+                update={"transition": o.Transition(from_state=current.value, to_state=target.value, reason=reason)}
+            )
+        )
         self.view = replace(self.view, state=target)
         if target == S.CANCELLED and self.view.stock_committed:
             # order.cancelled makes inventory put sold units back on the shelf: from here on the order
@@ -138,7 +141,11 @@ def on_rejected(view: OrderView, p: inv.InventoryRejected) -> Decision:
     skus = ", ".join(f"{line.sku} (wanted {line.requested})" for line in p.lines)
     if view.state == S.DRAFT:
         d.move(S.CANCELLED, f"out of stock: {skus}")
-        d.note("stock", "short: " + ", ".join(f"{line.sku} wanted {line.requested}, {line.available} available" for line in p.lines))
+        d.note(
+            "stock",
+            "short: "
+            + ", ".join(f"{line.sku} wanted {line.requested}, {line.available} available" for line in p.lines),
+        )
     return d
 
 
@@ -160,9 +167,15 @@ def on_committed(view: OrderView, p: inv.InventoryCommitted) -> Decision:
         d.move(S.FULFILLMENT_PENDING, "stock committed", o.OrderFulfillmentPending(order_id=view.id))
     elif view.state == S.PAYMENT_AUTHORIZED:
         assert view.payment_attempt_id and view.payment_intent_id
-        d.emit(o.OrderCaptureRequested(
-            order_id=view.id, attempt_id=view.payment_attempt_id, payment_intent_id=view.payment_intent_id,
-            amount=view.total, currency=view.currency))  # fmt: skip
+        d.emit(
+            o.OrderCaptureRequested(
+                order_id=view.id,
+                attempt_id=view.payment_attempt_id,
+                payment_intent_id=view.payment_intent_id,
+                amount=view.total,
+                currency=view.currency,
+            )
+        )
     return d
 
 
@@ -175,9 +188,17 @@ def on_commit_failed(view: OrderView, p: inv.InventoryCommitFailed) -> Decision:
         if d.move(S.CANCELLED_WITH_REFUND, reason) and amount > 0:
             refund_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"auto-refund:{view.id}"))
             d.set(refund_pending_amount=view.refund_pending_amount + amount)
-            d.emit(o.OrderRefundRequested(
-                order_id=view.id, refund_id=refund_id, amount=amount, currency=view.currency, reason=reason,
-                restock=False, requested_by="order-service"))  # fmt: skip
+            d.emit(
+                o.OrderRefundRequested(
+                    order_id=view.id,
+                    refund_id=refund_id,
+                    amount=amount,
+                    currency=view.currency,
+                    reason=reason,
+                    restock=False,
+                    requested_by="order-service",
+                )
+            )
     elif view.state == S.PAYMENT_AUTHORIZED:
         d.move(S.CANCELLED, reason)
     elif view.state in (S.FULFILLMENT_PENDING, S.PARTIALLY_FULFILLED):
@@ -201,10 +222,12 @@ def _needs_review(d: Decision, reason: str) -> None:
 
 def on_intent_created(view: OrderView, p: pay.PaymentIntentCreated) -> Decision:
     d = Decision(view)
-    if view.state in (S.DRAFT, S.PAYMENT_FAILED):
-        if d.move(S.PAYMENT_PENDING, "payment intent created", o.OrderPaymentPending(
-                order_id=view.id, attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)):  # fmt: skip
-            d.set(payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
+    if view.state in (S.DRAFT, S.PAYMENT_FAILED) and d.move(
+        S.PAYMENT_PENDING,
+        "payment intent created",
+        o.OrderPaymentPending(order_id=view.id, attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id),
+    ):
+        d.set(payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
     return d
 
 
@@ -214,11 +237,18 @@ def on_authorized(view: OrderView, p: pay.PaymentSucceeded) -> Decision:
     if mismatch:
         _needs_review(d, mismatch)
         return d
-    if view.state in (S.PAYMENT_PENDING, S.PAYMENT_FAILED):
-        if d.move(S.PAYMENT_AUTHORIZED, "payment authorized", o.OrderPaymentAuthorized(
-                order_id=view.id, attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id,
-                amount=p.amount, currency=p.currency.upper())):  # fmt: skip
-            d.set(payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
+    if view.state in (S.PAYMENT_PENDING, S.PAYMENT_FAILED) and d.move(
+        S.PAYMENT_AUTHORIZED,
+        "payment authorized",
+        o.OrderPaymentAuthorized(
+            order_id=view.id,
+            attempt_id=p.attempt_id,
+            payment_intent_id=p.payment_intent_id,
+            amount=p.amount,
+            currency=p.currency.upper(),
+        ),
+    ):
+        d.set(payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
     return d
 
 
@@ -239,9 +269,16 @@ def on_succeeded(view: OrderView, p: pay.PaymentSucceeded) -> Decision:
         _needs_review(d, f"payment succeeded while the order was {view.state}")
         d.set(captured_amount=p.amount)
         return d
-    reason = "payment succeeded" if before not in LATE_PAYMENT_STATES else f"payment succeeded after the order was {before}"
-    paid = o.OrderPaid(order_id=view.id, attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id,
-                       amount=p.amount, currency=p.currency.upper())  # fmt: skip
+    reason = (
+        "payment succeeded" if before not in LATE_PAYMENT_STATES else f"payment succeeded after the order was {before}"
+    )
+    paid = o.OrderPaid(
+        order_id=view.id,
+        attempt_id=p.attempt_id,
+        payment_intent_id=p.payment_intent_id,
+        amount=p.amount,
+        currency=p.currency.upper(),
+    )
     if d.move(S.PAID, reason, paid):
         d.set(captured_amount=p.amount, payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
         if d.view.stock_committed:
@@ -282,8 +319,14 @@ def on_refunded(view: OrderView, p: pay.PaymentRefunded, *, requested_here: bool
     d.set(refunded_amount=refunded, refund_pending_amount=max(0, view.refund_pending_amount - p.amount))
     full = refunded >= view.captured_amount or view.state == S.CANCELLED_WITH_REFUND
     kind = o.OrderRefunded if full else o.OrderPartiallyRefunded
-    payload = kind(order_id=view.id, refund_id=p.refund_id, amount=p.amount, currency=p.currency.upper(),
-                   refunded_total=refunded, restock=restock)  # fmt: skip
+    payload = kind(
+        order_id=view.id,
+        refund_id=p.refund_id,
+        amount=p.amount,
+        currency=p.currency.upper(),
+        refunded_total=refunded,
+        restock=restock,
+    )
     if view.state == S.CANCELLED_WITH_REFUND:
         d.emit(payload)
         return d
@@ -313,8 +356,10 @@ def on_refund_reversed(view: OrderView, p: pay.PaymentRefundReversed) -> Decisio
     longer counts as refunded (so it can be refunded again) and a person looks at the order."""
     d = Decision(view)
     d.set(refunded_amount=max(0, view.refunded_amount - p.amount))
-    reason = (f"refund {p.refund_id} of {p.amount} {p.currency.upper()} failed at the provider after it was "
-              f"confirmed ({p.reason}); the customer did not get it")  # fmt: skip
+    reason = (
+        f"refund {p.refund_id} of {p.amount} {p.currency.upper()} failed at the provider after it was "
+        f"confirmed ({p.reason}); the customer did not get it"
+    )
     _needs_review(d, reason)
     if d.view.state != S.NEEDS_REVIEW:
         d.note("refund", reason)
@@ -323,15 +368,20 @@ def on_refund_reversed(view: OrderView, p: pay.PaymentRefundReversed) -> Decisio
 
 def on_mismatch(view: OrderView, p: pay.PaymentMismatch) -> Decision:
     d = Decision(view)
-    reason = (f"provider holds {p.provider_amount} {p.provider_currency.upper()} for attempt {p.attempt_id}, "
-              f"expected {p.expected_amount} {p.expected_currency.upper()} (found by {p.detected_by})")  # fmt: skip
+    reason = (
+        f"provider holds {p.provider_amount} {p.provider_currency.upper()} for attempt {p.attempt_id}, "
+        f"expected {p.expected_amount} {p.expected_currency.upper()} (found by {p.detected_by})"
+    )
     if p.captured and not view.captured_amount and p.provider_currency.upper() == view.currency:
         # money was taken, just not the right amount: it is held for this order (a manual cancel is refused,
         # and finance can refund it from review)
         d.set(captured_amount=p.provider_amount, payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
     elif p.captured and not view.captured_amount:
-        d.note("payment", f"{p.provider_amount} {p.provider_currency.upper()} taken in another currency than the "
-                          f"order's: refund it at the provider")  # fmt: skip
+        d.note(
+            "payment",
+            f"{p.provider_amount} {p.provider_currency.upper()} taken in another currency than the "
+            f"order's: refund it at the provider",
+        )
     _needs_review(d, reason)
     if d.view.state != S.NEEDS_REVIEW:
         d.note("payment", reason)
@@ -368,11 +418,16 @@ def cancel_by_customer(view: OrderView) -> Decision:
 
 def retry_payment(view: OrderView, seed: str, max_attempts: int) -> Decision:
     if view.state != S.PAYMENT_FAILED:
-        raise CommandRefused("payment-attempt-not-allowed", f"a new payment attempt needs a failed payment, not {view.state}")
+        raise CommandRefused(
+            "payment-attempt-not-allowed", f"a new payment attempt needs a failed payment, not {view.state}"
+        )
     # every attempt is a new PaymentIntent: without a cap, one order is a free card-testing machine
     if view.payment_attempts >= max_attempts:
-        raise CommandRefused("payment-attempts-exhausted",
-                             f"this order has had {view.payment_attempts} payment attempts; start a new checkout", status=429)  # fmt: skip
+        raise CommandRefused(
+            "payment-attempts-exhausted",
+            f"this order has had {view.payment_attempts} payment attempts; start a new checkout",
+            status=429,
+        )
     d = Decision(view)
     d.set(payment_attempts=view.payment_attempts + 1)
     d.emit(payment_request(view, seed))
@@ -389,12 +444,22 @@ def request_refund(view: OrderView, *, refund_id: str, amount: int, reason: str,
             f"{amount} exceeds what can still be refunded ({view.refundable_amount} of {view.captured_amount} captured)",
         )
     if restock and amount != view.refundable_amount:
-        raise CommandRefused("restock-needs-full-refund", "restocking is only possible with a refund of everything left")
+        raise CommandRefused(
+            "restock-needs-full-refund", "restocking is only possible with a refund of everything left"
+        )
     d = Decision(view)
     d.set(refund_pending_amount=view.refund_pending_amount + amount)
-    d.emit(o.OrderRefundRequested(
-        order_id=view.id, refund_id=refund_id, amount=amount, currency=view.currency, reason=reason, restock=restock,
-        requested_by=actor))  # fmt: skip
+    d.emit(
+        o.OrderRefundRequested(
+            order_id=view.id,
+            refund_id=refund_id,
+            amount=amount,
+            currency=view.currency,
+            reason=reason,
+            restock=restock,
+            requested_by=actor,
+        )
+    )
     return d
 
 

@@ -42,7 +42,7 @@ ATTEMPT_LIFECYCLE = TransitionTable[AttemptState](
         A.SUCCEEDED: set(),
         A.CANCELED: set(),
     },
-)  # fmt: skip
+)
 
 # the states in which an attempt holds the order's money (taken or held); at most one attempt per order
 # may be in them without being marked a duplicate (a partial unique index says so too)
