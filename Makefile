@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PKGS   := shared devstack services/order services/payment services/inventory services/webhook-ingest services/console
 DEPS   := constraints.txt requirements-dev.txt $(addsuffix /pyproject.toml,$(PKGS))
 
-.PHONY: install run test test-deploy images bench schemas clean
+.PHONY: install run test test-unit lint format typecheck test-deploy images bench bench-ack schemas clean
 
 $(STAMP): $(DEPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,22 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the pure tests (domain rules, state machines, settings, pages): seconds, no PostgreSQL, broker or emulator
+test-unit: install
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# rewrites files: import order, the lint fixes ruff can make safely, and the layout
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: install
+	$(BIN)/mypy
 
 # the four service images with podman or docker; BASE_IMAGE=local builds the base from Debian packages
 images: install

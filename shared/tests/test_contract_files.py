@@ -1,5 +1,9 @@
+import pytest
+
 from handshake_shared.events.registry import EVENT_MODELS, TOPIC_OF
 from handshake_shared.events.schemas import RELEASED_DIR, SCHEMA_DIR, rendered
+
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
 
 
 def test_committed_schemas_match_the_payload_models():

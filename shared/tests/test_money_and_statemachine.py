@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 from handshake_shared.money import CurrencyError, Money, basis_points_of
 from handshake_shared.statemachine import InvalidTransition, TransitionTable
 
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
+
 
 def test_money_refuses_mixing_currencies_and_unknown_codes():
     with pytest.raises(CurrencyError):
@@ -36,7 +38,9 @@ class Light(StrEnum):
 
 
 def test_table_allows_only_declared_transitions():
-    table = TransitionTable[Light]("light", {Light.RED: {Light.GREEN}, Light.GREEN: {Light.YELLOW}, Light.YELLOW: {Light.RED}})
+    table = TransitionTable[Light](
+        "light", {Light.RED: {Light.GREEN}, Light.GREEN: {Light.YELLOW}, Light.YELLOW: {Light.RED}}
+    )
     table.check(Light.RED, Light.GREEN)
     with pytest.raises(InvalidTransition):
         table.check(Light.RED, Light.YELLOW)

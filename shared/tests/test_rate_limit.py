@@ -6,6 +6,8 @@ import pytest
 
 from handshake_shared.rate_limit import KeyedRateLimiter, Limit, client_address
 
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
+
 
 class Clock:
     def __init__(self) -> None:

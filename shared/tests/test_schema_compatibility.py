@@ -15,6 +15,8 @@ from handshake_shared.events import schemas
 from handshake_shared.events.compat import breaking_changes
 from handshake_shared.events.registry import EVENT_MODELS
 
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
+
 Schema = dict[str, Any]
 
 
@@ -37,11 +39,11 @@ def with_(change: Callable[[Schema], None]) -> Schema:
 
 
 def props(s: Schema) -> dict[str, Any]:
-    return s["properties"]  # type: ignore[no-any-return]
+    return s["properties"]
 
 
 def transition(s: Schema) -> Schema:
-    return s["$defs"]["Transition"]  # type: ignore[no-any-return]
+    return s["$defs"]["Transition"]
 
 
 @pytest.mark.parametrize(
@@ -63,20 +65,26 @@ def test_compatible_changes_pass(change: Callable[[Schema], None]) -> None:
     [
         (lambda s: props(s).pop("currency"), "data.currency: removed"),
         (lambda s: props(s).update(amount={"type": "string"}), "data.amount: type integer became string"),
-        (lambda s: props(s).update(amount={"anyOf": [{"type": "integer"}, {"type": "null"}]}),
-         "data.amount: type integer became integer|null"),
-        (lambda s: (props(s).update(note={"type": "string"}), s["required"].append("note")),
-         "data.note: new required field"),
+        (
+            lambda s: props(s).update(amount={"anyOf": [{"type": "integer"}, {"type": "null"}]}),
+            "data.amount: type integer became integer|null",
+        ),
+        (
+            lambda s: (props(s).update(note={"type": "string"}), s["required"].append("note")),
+            "data.note: new required field",
+        ),
         (lambda s: s["required"].append("restock"), "data.restock: newly required"),
         (lambda s: s["required"].remove("reason"), "data.reason: no longer required"),
         (lambda s: props(s)["amount"].update(exclusiveMinimum=100), "data.amount: exclusiveMinimum 0 became 100"),
         (lambda s: props(s)["reason"].update(maxLength=10), "data.reason: maxLength None became 10"),
-        (lambda s: props(transition(s))["to_state"]["enum"].remove("closed"),
-         "data.transition.to_state: enum lost ['closed']"),
+        (
+            lambda s: props(transition(s))["to_state"]["enum"].remove("closed"),
+            "data.transition.to_state: enum lost ['closed']",
+        ),
         (lambda s: props(transition(s)).pop("reason"), "data.transition.reason: removed"),
         (lambda s: s.update(additionalProperties=False), "data: no longer accepts additional properties"),
     ],
-)  # fmt: skip
+)
 def test_breaking_changes_are_found(change: Callable[[Schema], None], found: str) -> None:
     assert found in breaking_changes(refund(), with_(change))
 
@@ -93,12 +101,14 @@ def test_restricting_a_free_string_to_an_enum_is_breaking():
     assert breaking_changes(refund(), changed) == ["data.currency: restricted to ['EUR']"]
 
 
-def test_the_generator_records_compatible_changes_and_refuses_a_breaking_one(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_generator_records_compatible_changes_and_refuses_a_breaking_one(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(schemas, "RELEASED_DIR", tmp_path)
     released = refund()
     (tmp_path / "order.refund_requested.schema.json").write_text(json.dumps(released))
-    current = {"order.refund_requested": with_(lambda s: props(s).pop("currency")),
-               "order.brand_new": {"type": "object"}}  # fmt: skip
+    current = {
+        "order.refund_requested": with_(lambda s: props(s).pop("currency")),
+        "order.brand_new": {"type": "object"},
+    }
     monkeypatch.setattr(schemas, "event_schemas", lambda: current)
 
     assert schemas.write_released() == ["order.refund_requested: data.currency: removed"]
@@ -110,7 +120,7 @@ def test_the_generator_records_compatible_changes_and_refuses_a_breaking_one(tmp
     assert "note" in json.loads((tmp_path / "order.refund_requested.schema.json").read_text())["properties"]
 
 
-def test_a_type_no_longer_produced_is_reported(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_type_no_longer_produced_is_reported(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(schemas, "RELEASED_DIR", tmp_path)
     (tmp_path / "order.gone.schema.json").write_text(json.dumps({"type": "object"}))
     assert schemas.compatibility_problems() == {"order.gone": ["the event type is no longer produced"]}

@@ -20,6 +20,8 @@ from handshake_shared.auth import TokenVerifier, principal_from_header, require_
 from handshake_shared.http import Problem
 from handshake_shared.settings import ServiceSettings
 
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
+
 
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -58,7 +60,14 @@ def test_tokens_signed_by_anyone_else_or_with_a_shared_secret_are_refused() -> N
     trusted, other = DevTokenIssuer(), DevTokenIssuer()
     settings = settings_for(trusted)
     now = int(time.time())
-    claims = {"sub": "ops", "roles": ["admin"], "iss": trusted.issuer, "aud": trusted.audience, "iat": now, "exp": now + 60}
+    claims = {
+        "sub": "ops",
+        "roles": ["admin"],
+        "iss": trusted.issuer,
+        "aud": trusted.audience,
+        "iat": now,
+        "exp": now + 60,
+    }
 
     assert status_of(settings, other.issue("ops", ["admin"])) == 401
     # HS256 with the public key as the "secret" (algorithm confusion) and an unsigned token
@@ -86,18 +95,27 @@ def test_rs256_keys_from_a_jwks_file_and_from_a_jwks_url(tmp_path) -> None:
     jwk = json.loads(jwt.get_algorithm_by_name("RS256").to_jwk(private.public_key()))
     jwks = {"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}
     now = int(time.time())
-    claims = {"sub": "fin-1", "roles": ["finance"], "iss": "https://id.example", "aud": "handshake", "iat": now, "exp": now + 300}
+    claims = {
+        "sub": "fin-1",
+        "roles": ["finance"],
+        "iss": "https://id.example",
+        "aud": "handshake",
+        "iat": now,
+        "exp": now + 300,
+    }
     token = jwt.encode(claims, private, algorithm="RS256", headers={"kid": "k1"})
     unknown_kid = jwt.encode(claims, private, algorithm="RS256", headers={"kid": "k2"})
 
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(jwks))
-    from_file = ServiceSettings(environment="test", jwt_public_key=None, jwt_public_key_file=str(path), jwt_issuer="https://id.example")
+    from_file = ServiceSettings(
+        environment="test", jwt_public_key=None, jwt_public_key_file=str(path), jwt_issuer="https://id.example"
+    )
     assert TokenVerifier(from_file).verify(token).roles == {"finance"}
     assert status_of(from_file, unknown_kid) == 401
 
     class Jwks(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+        def do_GET(self) -> None:
             body = json.dumps(jwks).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -112,7 +130,9 @@ def test_rs256_keys_from_a_jwks_file_and_from_a_jwks_url(tmp_path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json"
-        from_url = ServiceSettings(environment="test", jwt_public_key=None, jwt_jwks_url=url, jwt_issuer="https://id.example")
+        from_url = ServiceSettings(
+            environment="test", jwt_public_key=None, jwt_jwks_url=url, jwt_issuer="https://id.example"
+        )
         assert TokenVerifier(from_url).verify(token).subject == "fin-1"
         assert status_of(from_url, unknown_kid) == 401
     finally:

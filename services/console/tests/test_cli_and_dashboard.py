@@ -14,6 +14,8 @@ from handshake_console.dashboard import Dashboard
 from handshake_console.scrape import PodScrape
 from handshake_devstack.tokens import DEV_ISSUER
 
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
+
 ORDER_ID = "0b0e5f8e-4c1a-4d55-9a53-2b7c1f0a9d11"
 
 
@@ -21,13 +23,28 @@ def order_service(seen: list[httpx.Request]) -> httpx.MockTransport:
     def answer(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         if request.url.host == "order.test" and request.url.path == f"/v1/admin/orders/{ORDER_ID}":
-            return httpx.Response(200, json={"order_id": ORDER_ID, "state": "fulfillment_pending", "total": 5743,
-                                             "currency": "EUR", "captured_amount": 5743, "refunded_amount": 0,
-                                             "timeline": []})  # fmt: skip
+            return httpx.Response(
+                200,
+                json={
+                    "order_id": ORDER_ID,
+                    "state": "fulfillment_pending",
+                    "total": 5743,
+                    "currency": "EUR",
+                    "captured_amount": 5743,
+                    "refunded_amount": 0,
+                    "timeline": [],
+                },
+            )
         if request.url.path.endswith("/refunds"):
-            return httpx.Response(403, json={"type": "https://handshake.dev/problems/refund-limit-exceeded",
-                                             "title": "Refund above your limit", "status": 403,
-                                             "detail": "support may refund up to 5000 per order; ask finance"})  # fmt: skip
+            return httpx.Response(
+                403,
+                json={
+                    "type": "https://handshake.dev/problems/refund-limit-exceeded",
+                    "title": "Refund above your limit",
+                    "status": 403,
+                    "detail": "support may refund up to 5000 per order; ask finance",
+                },
+            )
         return httpx.Response(404, json={"type": "about:blank", "title": "Not Found", "status": 404})
 
     return httpx.MockTransport(answer)
@@ -42,7 +59,9 @@ def environment(monkeypatch: pytest.MonkeyPatch) -> str:
     return token
 
 
-def test_order_prints_the_summary_line_with_the_operators_token(environment: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_order_prints_the_summary_line_with_the_operators_token(
+    environment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     seen: list[httpx.Request] = []
     assert main(["order", ORDER_ID], transport=order_service(seen)) == 0
     out = capsys.readouterr().out
@@ -62,8 +81,9 @@ def test_a_refusal_prints_the_problem_and_exits_1(environment: str, capsys: pyte
     assert post.headers["idempotency-key"].startswith("cli-")
 
 
-def test_an_endpoint_not_offered_exits_3_and_no_token_exits_2(environment: str, monkeypatch: pytest.MonkeyPatch,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_an_endpoint_not_offered_exits_3_and_no_token_exits_2(
+    environment: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["reconcile", ORDER_ID, "--reason", "provider says paid"], transport=order_service([])) == 3
     monkeypatch.delenv("HANDSHAKE_CONSOLE_TOKEN")
     assert main(["order", ORDER_ID], transport=order_service([])) == 2
@@ -76,11 +96,17 @@ async def test_dashboard_keeps_a_bounded_ring_and_shows_increases() -> None:
 
     async def scrape(service: str) -> PodScrape | None:
         if service == "order":
-            return PodScrape(pods=[pod], texts={pod: (
-                "# TYPE handshake_checkouts_created_total counter\n"
-                f"handshake_checkouts_created_total {next(checkouts)}\n"
-                "# TYPE handshake_orders_stuck gauge\n"
-                'handshake_orders_stuck{state="paid"} 2\n')})  # fmt: skip
+            return PodScrape(
+                pods=[pod],
+                texts={
+                    pod: (
+                        "# TYPE handshake_checkouts_created_total counter\n"
+                        f"handshake_checkouts_created_total {next(checkouts)}\n"
+                        "# TYPE handshake_orders_stuck gauge\n"
+                        'handshake_orders_stuck{state="paid"} 2\n'
+                    )
+                },
+            )
         if service == "payment":
             raise OSError("name does not resolve")
         return None
@@ -94,8 +120,10 @@ async def test_dashboard_keeps_a_bounded_ring_and_shows_increases() -> None:
     assert figures["checkouts"]["latest"] == 1 and figures["checkouts"]["total"] == 10
     assert figures["stuck_paid"]["latest"] == 2 and figures["stuck_paid"]["link"] == "/search?state=paid&stuck=15"
     assert figures["payments_succeeded"]["latest"] is None
-    assert board.last_error == {"payment": ["its pods cannot be found (OSError)"],
-                                "inventory": ["no address configured"]}  # fmt: skip
+    assert board.last_error == {
+        "payment": ["its pods cannot be found (OSError)"],
+        "inventory": ["no address configured"],
+    }
     assert board.pods == {"order": (1, 1)}
     # the order service's name stops resolving: no pod count is left from the scrape before
     board.scrape = lambda service: scrape("payment")

@@ -18,6 +18,8 @@ from fastapi.responses import PlainTextResponse
 from handshake_console.scrape import resolve_addresses
 from handshake_console.settings import ConsoleSettings
 
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
+
 ORDER_PODS = ("10.1.0.1", "10.1.0.2")
 WEBHOOK_PODS = ("10.4.0.1", "10.4.0.2")
 OpenConsole = Callable[..., AbstractAsyncContextManager[Any]]
@@ -49,7 +51,7 @@ class Pod:
                 "# TYPE handshake_webhook_ack_seconds histogram\n"
                 f"handshake_webhook_ack_seconds_sum {self.ack_seconds}\n"
                 f"handshake_webhook_ack_seconds_count {self.deliveries}\n"
-            )  # fmt: skip
+            )
 
         return app
 
@@ -71,13 +73,20 @@ def shown(html: str, title: str) -> str:
     return " ".join(re.sub(r"<[^>]+>", " ", found.group(1)).split())
 
 
-def open_console(console_with: OpenConsole, pods: dict[str, Pod], names: dict[str, list[str]],
-                 asked: list[tuple[str, int]], **settings: Any) -> AbstractAsyncContextManager[Any]:  # fmt: skip
+def open_console(
+    console_with: OpenConsole,
+    pods: dict[str, Pod],
+    names: dict[str, list[str]],
+    asked: list[tuple[str, int]],
+    **settings: Any,
+) -> AbstractAsyncContextManager[Any]:
     return console_with(
-        hosts={address: pod.app() for address, pod in pods.items()}, resolve=resolver(names, asked),
+        hosts={address: pod.app() for address, pod in pods.items()},
+        resolve=resolver(names, asked),
         console_order_metrics_url="http://order-pods.test:8080",
-        console_webhook_ingest_metrics_url="http://webhook-ingest-pods.test:8080", **settings,
-    )  # fmt: skip
+        console_webhook_ingest_metrics_url="http://webhook-ingest-pods.test:8080",
+        **settings,
+    )
 
 
 async def test_every_pod_behind_the_name_is_scraped_and_each_figure_combined(console_with: OpenConsole) -> None:
@@ -128,7 +137,9 @@ async def test_an_unreachable_pod_is_named_and_the_others_still_count(console_wi
     assert "webhook-ingest: its pods cannot be found (gaierror)" in page
 
 
-async def test_a_restarted_pod_counts_its_new_total_and_pods_past_the_bound_are_named(console_with: OpenConsole) -> None:
+async def test_a_restarted_pod_counts_its_new_total_and_pods_past_the_bound_are_named(
+    console_with: OpenConsole,
+) -> None:
     order_a, order_b = Pod(checkouts=120), Pod(checkouts=30)
     pods = {ORDER_PODS[0]: order_a, ORDER_PODS[1]: order_b}
     names = {"order-pods.test": [*ORDER_PODS, "10.1.0.9"]}
@@ -149,13 +160,21 @@ async def test_a_restarted_pod_counts_its_new_total_and_pods_past_the_bound_are_
 async def test_in_development_the_metrics_address_is_the_service_address_one_pod() -> None:
     settings = ConsoleSettings(environment="development", console_order_url="http://127.0.0.1:8001")
     assert settings.metrics_urls()["order"] == "http://127.0.0.1:8001"
-    assert ConsoleSettings(environment="development", console_order_url="http://127.0.0.1:8001",
-                           console_order_metrics_url="http://order-pods:8080").metrics_urls()["order"] == \
-        "http://order-pods:8080"  # fmt: skip
+    assert (
+        ConsoleSettings(
+            environment="development",
+            console_order_url="http://127.0.0.1:8001",
+            console_order_metrics_url="http://order-pods:8080",
+        ).metrics_urls()["order"]
+        == "http://order-pods:8080"
+    )
     assert await resolve_addresses("127.0.0.1", 8001) == ["127.0.0.1"]
 
 
 @pytest.mark.parametrize("service", ["order", "payment", "inventory", "webhook_ingest"])
 def test_a_metrics_address_that_is_not_http_is_named_in_production(service: str) -> None:
     settings = ConsoleSettings(environment="test", **{f"console_{service}_metrics_url": "order-pods:8080"})
-    assert f"HANDSHAKE_CONSOLE_{service.upper()}_METRICS_URL must be an http(s):// URL" in settings.configuration_problems()
+    assert (
+        f"HANDSHAKE_CONSOLE_{service.upper()}_METRICS_URL must be an http(s):// URL"
+        in settings.configuration_problems()
+    )

@@ -7,6 +7,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
+
 Harness = Any
 ORDER = "/orders/0b0e5f8e-4c1a-4d55-9a53-2b7c1f0a9d11"
 
@@ -15,7 +19,9 @@ async def test_a_post_without_or_with_a_wrong_csrf_token_is_refused_and_calls_no
     await harness.sign_in("ada")
     fields = await harness.form_fields(ORDER, ORDER + "/actions/review")
     harness.recorded.calls.clear()
-    missing = await harness.browser.post(ORDER + "/actions/review", data={"form_id": fields["form_id"], "note": "check"})
+    missing = await harness.browser.post(
+        ORDER + "/actions/review", data={"form_id": fields["form_id"], "note": "check"}
+    )
     wrong = await harness.browser.post(ORDER + "/actions/review", data={**fields, "csrf": "x" * 43, "note": "check"})
     assert missing.status_code == 403 and wrong.status_code == 403
     assert "security token" in missing.text
@@ -26,8 +32,9 @@ async def test_a_post_from_another_origin_is_refused_even_with_the_token(harness
     await harness.sign_in("ada")
     fields = await harness.form_fields(ORDER, ORDER + "/actions/review")
     harness.recorded.calls.clear()
-    response = await harness.browser.post(ORDER + "/actions/review", data={**fields, "note": "check"},
-                                          headers={"Origin": "https://evil.test"})  # fmt: skip
+    response = await harness.browser.post(
+        ORDER + "/actions/review", data={**fields, "note": "check"}, headers={"Origin": "https://evil.test"}
+    )
     assert response.status_code == 403
     assert harness.recorded.calls == []
 
@@ -59,8 +66,9 @@ async def test_support_sees_finance_actions_disabled_and_a_forced_post_shows_the
 
     fields = await harness.form_fields(ORDER, ORDER + "/actions/review")
     harness.recorded.calls.clear()
-    forced = await harness.browser.post(ORDER + "/actions/close_review",
-                                        data={**fields, "to": "closed", "reason": "looks fine"})  # fmt: skip
+    forced = await harness.browser.post(
+        ORDER + "/actions/close_review", data={**fields, "to": "closed", "reason": "looks fine"}
+    )
     assert forced.status_code == 403
     assert "Refused by the service: 403 Forbidden" in forced.text
     assert "requires one of the roles: finance, admin" in forced.text
@@ -71,20 +79,23 @@ async def test_a_disabled_button_names_the_role_it_needs(harness: Harness) -> No
     await harness.sign_in("fran")
     page = (await harness.page(ORDER)).text
     redrive = page.split('action="' + ORDER + '/actions/redrive"')[1].split("</form>")[0]
-    assert "<button type=\"submit\" disabled" in redrive and "needs support or admin" in redrive
+    assert '<button type="submit" disabled' in redrive and "needs support or admin" in redrive
 
 
 async def test_refund_amounts_are_read_in_the_orders_currency(harness: Harness) -> None:
     await harness.sign_in("fran")
     fields = await harness.form_fields(ORDER, ORDER + "/actions/refund")
     harness.recorded.calls.clear()
-    ok = await harness.browser.post(ORDER + "/actions/refund", data={**fields, "amount": "12.5", "reason": "damaged",
-                                                                      "restock": "on"})  # fmt: skip
+    ok = await harness.browser.post(
+        ORDER + "/actions/refund", data={**fields, "amount": "12.5", "reason": "damaged", "restock": "on"}
+    )
     assert ok.status_code == 200
     [post] = harness.recorded.posts()
     assert json.loads(post["body"]) == {"amount": 1250, "reason": "damaged", "restock": True}
     harness.recorded.calls.clear()
-    bad = await harness.browser.post(ORDER + "/actions/refund", data={**fields, "amount": "12.505", "reason": "damaged"})
+    bad = await harness.browser.post(
+        ORDER + "/actions/refund", data={**fields, "amount": "12.505", "reason": "damaged"}
+    )
     assert bad.status_code == 422 and "2 decimal places" in bad.text
     assert harness.recorded.posts() == []
 

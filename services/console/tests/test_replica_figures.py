@@ -3,6 +3,8 @@ database gauges by their largest reading, the ack mean over every pod's observat
 
 from __future__ import annotations
 
+import pytest
+
 from handshake_console.domain.replicas import (
     counter_increase,
     gauge_across_pods,
@@ -10,6 +12,8 @@ from handshake_console.domain.replicas import (
     pod_increase,
     remembered,
 )
+
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
 
 A, B, C = "10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"
 

@@ -12,6 +12,8 @@ from handshake_console.settings import ConsoleSettings
 from handshake_shared.entrypoint import EX_CONFIG, read_settings
 from handshake_shared.settings import InsecureConfiguration
 
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
+
 GOOD: dict[str, Any] = {
     "environment": "production",
     "console_session_secrets": [SecretStr("k" * 48)],
@@ -54,14 +56,25 @@ def test_nothing_configured_names_every_missing_variable() -> None:
 @pytest.mark.parametrize(
     ("changes", "problem"),
     [
-        ({"console_session_secrets": [SecretStr("short")]}, "HANDSHAKE_CONSOLE_SESSION_SECRETS is shorter than 32 bytes"),
-        ({"console_session_secrets": [SecretStr("k" * 48), SecretStr("dev-jwt-key-change-me-not-for-production")]},
-         "HANDSHAKE_CONSOLE_SESSION_SECRETS is a known development value"),
+        (
+            {"console_session_secrets": [SecretStr("short")]},
+            "HANDSHAKE_CONSOLE_SESSION_SECRETS is shorter than 32 bytes",
+        ),
+        (
+            {"console_session_secrets": [SecretStr("k" * 48), SecretStr("dev-jwt-key-change-me-not-for-production")]},
+            "HANDSHAKE_CONSOLE_SESSION_SECRETS is a known development value",
+        ),
         ({"console_oidc_issuer": "http://login.example.com"}, "HANDSHAKE_CONSOLE_OIDC_ISSUER must be an https:// URL"),
-        ({"console_oidc_client_secret": SecretStr("tiny")}, "HANDSHAKE_CONSOLE_OIDC_CLIENT_SECRET is shorter than 32 bytes"),
+        (
+            {"console_oidc_client_secret": SecretStr("tiny")},
+            "HANDSHAKE_CONSOLE_OIDC_CLIENT_SECRET is shorter than 32 bytes",
+        ),
         ({"console_public_url": "http://console.example.com"}, "HANDSHAKE_CONSOLE_PUBLIC_URL must be an https:// URL"),
         ({"console_payment_url": "payment:8000"}, "HANDSHAKE_CONSOLE_PAYMENT_URL must be an http(s):// URL"),
-        ({"environment": "staging", "console_webhook_ingest_url": None}, "HANDSHAKE_CONSOLE_WEBHOOK_INGEST_URL is missing"),
+        (
+            {"environment": "staging", "console_webhook_ingest_url": None},
+            "HANDSHAKE_CONSOLE_WEBHOOK_INGEST_URL is missing",
+        ),
     ],
 )
 def test_each_weakness_is_refused_by_name(changes: dict[str, Any], problem: str) -> None:
@@ -75,7 +88,9 @@ def test_development_runs_without_secrets_on_a_random_one() -> None:
     assert not one.secure_cookies
 
 
-def test_the_process_exits_78_before_listening(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_process_exits_78_before_listening(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("HANDSHAKE_ENVIRONMENT", "production")
     monkeypatch.setenv("HANDSHAKE_CONSOLE_SESSION_SECRETS", "too-short")
     with pytest.raises(SystemExit) as stopped:

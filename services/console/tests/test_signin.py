@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import jwt
+import pytest
 
-from typing import Any
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
 
 Harness = Any
 CONSOLE = "https://console.test"
@@ -16,7 +18,7 @@ ISSUER = "http://idp.test"
 CLIENT_ID = "handshake-console"
 
 
-def set_cookie_headers(response) -> list[str]:  # type: ignore[no-untyped-def]
+def set_cookie_headers(response) -> list[str]:
     return response.headers.get_list("set-cookie")
 
 
@@ -122,8 +124,15 @@ async def test_discovery_naming_another_issuer_stops_sign_in(harness: Harness) -
     from handshake_console.app import create_app
 
     def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"issuer": "https://attacker.test", "authorization_endpoint": "x",
-                                         "token_endpoint": "y", "jwks_uri": "z"})  # fmt: skip
+        return httpx.Response(
+            200,
+            json={
+                "issuer": "https://attacker.test",
+                "authorization_endpoint": "x",
+                "token_endpoint": "y",
+                "jwks_uri": "z",
+            },
+        )
 
     app = create_app(harness.settings(), transport=httpx.MockTransport(answer))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=CONSOLE) as browser:

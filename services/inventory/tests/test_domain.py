@@ -11,6 +11,8 @@ from handshake_inventory.domain.reservations import ReservationState as R
 from handshake_inventory.domain.stock import Deltas, MovementKind, ShortageReason, merge_lines, shortages, transfer
 from handshake_shared.statemachine import InvalidTransition
 
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
+
 
 @pytest.mark.parametrize("target", [R.COMMITTED, R.RELEASED, R.EXPIRED])
 def test_a_held_reservation_can_be_committed_released_or_expired(target: R) -> None:
@@ -25,7 +27,7 @@ def test_the_table_covers_every_state_and_nothing_returns_to_held() -> None:
 @pytest.mark.parametrize("lapsed", sorted(LAPSED))
 def test_a_lapsed_reservation_can_only_be_committed_and_only_by_reserving_again(lapsed: R) -> None:
     # money is truth: a late payment may still buy the lines, but only from available stock
-    assert LAPSED == {R.RELEASED, R.EXPIRED, R.RESTOCKED}
+    assert {R.RELEASED, R.EXPIRED, R.RESTOCKED} == LAPSED
     assert RESERVATION_LIFECYCLE.allowed(lapsed) == {R.COMMITTED}
     assert MOVEMENTS[(lapsed, R.COMMITTED)] == (MovementKind.RESERVE, MovementKind.COMMIT)
 
@@ -52,8 +54,11 @@ def test_each_transition_moves_the_units_to_where_its_target_state_keeps_them(
     columns[UNITS_IN[current] or "available"] = quantity
     for kind in MOVEMENTS[(current, target)]:
         d = transfer(kind, quantity)
-        columns = {"available": columns["available"] + d.available, "reserved": columns["reserved"] + d.reserved,
-                   "sold": columns["sold"] + d.sold}  # fmt: skip
+        columns = {
+            "available": columns["available"] + d.available,
+            "reserved": columns["reserved"] + d.reserved,
+            "sold": columns["sold"] + d.sold,
+        }
         assert min(columns.values()) >= 0, (current, target, kind)
     expected = {"available": 0, "reserved": 0, "sold": 0}
     expected[UNITS_IN[target] or "available"] = quantity

@@ -12,13 +12,19 @@ from handshake_order.domain.holds import Hold, wait_before_holding
 from handshake_order.domain.states import OrderState as S
 from handshake_shared.events import order as o
 
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
+
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 FULL = 900
 
 
 def placed(seconds_ago: int, units: int, short: int | None = 180, opened: bool = False) -> Hold:
-    return Hold(units=units, placed_at=NOW - timedelta(seconds=seconds_ago), short_hold_seconds=short,
-                payment_session_opened=opened)  # fmt: skip
+    return Hold(
+        units=units,
+        placed_at=NOW - timedelta(seconds=seconds_ago),
+        short_hold_seconds=short,
+        payment_session_opened=opened,
+    )
 
 
 def test_an_order_that_fits_under_the_cap_waits_for_nothing() -> None:
@@ -48,8 +54,9 @@ def test_an_order_larger_than_the_cap_is_a_configuration_error() -> None:
 
 
 def view(state: S = S.PAYMENT_PENDING, short: bool = True, opened: bool = False) -> saga.OrderView:
-    return saga.OrderView(id="o-1", state=state, total=100, currency="EUR", short_hold=short,
-                          payment_session_opened=opened)  # fmt: skip
+    return saga.OrderView(
+        id="o-1", state=state, total=100, currency="EUR", short_hold=short, payment_session_opened=opened
+    )
 
 
 def test_opening_the_payment_session_asks_for_the_full_hold_once() -> None:
@@ -60,7 +67,8 @@ def test_opening_the_payment_session_asks_for_the_full_hold_once() -> None:
     assert not saga.open_payment_session(d.view, 900).changed
 
 
-@pytest.mark.parametrize(("state", "short"), [(S.PAID, True), (S.EXPIRED, True), (S.CANCELLED, True),
-                                              (S.PAYMENT_PENDING, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("state", "short"), [(S.PAID, True), (S.EXPIRED, True), (S.CANCELLED, True), (S.PAYMENT_PENDING, False)]
+)
 def test_an_order_without_a_short_hold_on_stock_asks_nothing(state: S, short: bool) -> None:
     assert not saga.open_payment_session(view(state, short), 900).changed

@@ -4,8 +4,10 @@ Drives the pure saga (domain/saga.py) the handlers use, so every property here h
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -16,6 +18,8 @@ from handshake_order.domain.states import OrderState as S
 from handshake_shared.events import ORDER_EVENTS, TOPIC_OF, payload_model
 from handshake_shared.events import inventory as inv
 from handshake_shared.events import payment as pay
+
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
 
 TOTAL = 5000
 # payment requests one order may make (the first and the retries)
@@ -77,41 +81,63 @@ class OrderLifecycle(RuleBasedStateMachine):
 
     @rule()
     def rejected(self) -> None:
-        p = inv.InventoryRejected(order_id=ORDER, lines=[inv.RejectedLine(sku="A", requested=1, available=0, reason="x")])
+        p = inv.InventoryRejected(
+            order_id=ORDER, lines=[inv.RejectedLine(sku="A", requested=1, available=0, reason="x")]
+        )
         self.apply(saga.on_rejected(self.view, p))
 
     @rule()
     def expired(self) -> None:
-        self.apply(saga.on_reservation_expired(self.view, inv.InventoryReleased(order_id=ORDER, reservation_id="r1", reason="expired")))
+        self.apply(
+            saga.on_reservation_expired(
+                self.view, inv.InventoryReleased(order_id=ORDER, reservation_id="r1", reason="expired")
+            )
+        )
 
     @rule(rereserved=st.booleans())
     def committed(self, rereserved: bool) -> None:
         self.sold = True
-        self.apply(saga.on_committed(self.view, inv.InventoryCommitted(order_id=ORDER, reservation_id="r1", rereserved=rereserved)))
+        self.apply(
+            saga.on_committed(
+                self.view, inv.InventoryCommitted(order_id=ORDER, reservation_id="r1", rereserved=rereserved)
+            )
+        )
 
     @rule()
     def commit_failed(self) -> None:
-        self.apply(saga.on_commit_failed(self.view, inv.InventoryCommitFailed(order_id=ORDER, reason="insufficient_stock")))
+        self.apply(
+            saga.on_commit_failed(self.view, inv.InventoryCommitFailed(order_id=ORDER, reason="insufficient_stock"))
+        )
 
     # -- payment facts ---------------------------------------------------------------------
     @rule(attempt=st.sampled_from(["a1", "a2"]))
     def intent_created(self, attempt: str) -> None:
-        p = pay.PaymentIntentCreated(order_id=ORDER, attempt_id=attempt, payment_intent_id=f"pi_{attempt}", amount=TOTAL, currency="EUR")
+        p = pay.PaymentIntentCreated(
+            order_id=ORDER, attempt_id=attempt, payment_intent_id=f"pi_{attempt}", amount=TOTAL, currency="EUR"
+        )
         self.apply(saga.on_intent_created(self.view, p))
 
     @rule(attempt=st.sampled_from(["a1", "a2"]), amount=st.sampled_from([TOTAL, TOTAL, TOTAL - 1]))
     def authorized(self, attempt: str, amount: int) -> None:
-        p = pay.PaymentSucceeded(order_id=ORDER, attempt_id=attempt, payment_intent_id=f"pi_{attempt}", amount=amount, currency="eur")
+        p = pay.PaymentSucceeded(
+            order_id=ORDER, attempt_id=attempt, payment_intent_id=f"pi_{attempt}", amount=amount, currency="eur"
+        )
         self.apply(saga.on_authorized(self.view, p))
 
     @rule(attempt=st.sampled_from(["a1", "a2"]), amount=st.sampled_from([TOTAL, TOTAL, TOTAL, TOTAL + 100]))
     def succeeded(self, attempt: str, amount: int) -> None:
-        p = pay.PaymentSucceeded(order_id=ORDER, attempt_id=attempt, payment_intent_id=f"pi_{attempt}", amount=amount, currency="eur")
+        p = pay.PaymentSucceeded(
+            order_id=ORDER, attempt_id=attempt, payment_intent_id=f"pi_{attempt}", amount=amount, currency="eur"
+        )
         self.apply(saga.on_succeeded(self.view, p))
 
     @rule(attempt=st.sampled_from(["a1", "a2"]))
     def failed(self, attempt: str) -> None:
-        self.apply(saga.on_failed(self.view, pay.PaymentFailed(order_id=ORDER, attempt_id=attempt, failure_code="card_declined")))
+        self.apply(
+            saga.on_failed(
+                self.view, pay.PaymentFailed(order_id=ORDER, attempt_id=attempt, failure_code="card_declined")
+            )
+        )
 
     @rule(attempt=st.sampled_from(["a1", "a2"]))
     def capture_failed(self, attempt: str) -> None:
@@ -119,9 +145,17 @@ class OrderLifecycle(RuleBasedStateMachine):
 
     @rule(captured=st.booleans())
     def mismatch_found(self, captured: bool) -> None:
-        p = pay.PaymentMismatch(order_id=ORDER, attempt_id="a1", payment_intent_id="pi_a1", expected_amount=TOTAL,
-                                expected_currency="EUR", provider_amount=TOTAL - 7, provider_currency="eur",
-                                detected_by="reconciliation", captured=captured)  # fmt: skip
+        p = pay.PaymentMismatch(
+            order_id=ORDER,
+            attempt_id="a1",
+            payment_intent_id="pi_a1",
+            expected_amount=TOTAL,
+            expected_currency="EUR",
+            provider_amount=TOTAL - 7,
+            provider_currency="eur",
+            detected_by="reconciliation",
+            captured=captured,
+        )
         before = self.view
         self.apply(saga.on_mismatch(self.view, p))
         if captured and not before.captured_amount:
@@ -130,8 +164,15 @@ class OrderLifecycle(RuleBasedStateMachine):
 
     @rule()
     def disputed(self) -> None:
-        p = pay.PaymentDisputed(order_id=ORDER, attempt_id="a1", payment_intent_id="pi_a1", dispute_id="dp_1",
-                                amount=TOTAL, currency="eur", reason="fraudulent")  # fmt: skip
+        p = pay.PaymentDisputed(
+            order_id=ORDER,
+            attempt_id="a1",
+            payment_intent_id="pi_a1",
+            dispute_id="dp_1",
+            amount=TOTAL,
+            currency="eur",
+            reason="fraudulent",
+        )
         self.apply(saga.on_disputed(self.view, p))
         self.flagged = True
 
@@ -142,8 +183,16 @@ class OrderLifecycle(RuleBasedStateMachine):
         amount = self.requested_refunds[refund_id]
         self.answered.add(refund_id)
         if ok:
-            p = pay.PaymentRefunded(order_id=ORDER, refund_id=refund_id, attempt_id="a1", payment_intent_id="pi_a1",
-                                    provider_refund_id=f"re_{refund_id}", amount=amount, currency="eur", reason="r")
+            p = pay.PaymentRefunded(
+                order_id=ORDER,
+                refund_id=refund_id,
+                attempt_id="a1",
+                payment_intent_id="pi_a1",
+                provider_refund_id=f"re_{refund_id}",
+                amount=amount,
+                currency="eur",
+                reason="r",
+            )
             self.apply(saga.on_refunded(self.view, p, requested_here=True, restock=False))
             self.confirmed.add(refund_id)
         else:
@@ -155,9 +204,16 @@ class OrderLifecycle(RuleBasedStateMachine):
     def refund_reversed_by_the_bank(self, data: st.DataObject) -> None:
         refund_id = data.draw(st.sampled_from(sorted(self.confirmed)))
         self.confirmed.discard(refund_id)
-        p = pay.PaymentRefundReversed(order_id=ORDER, refund_id=refund_id, attempt_id="a1", payment_intent_id="pi_a1",
-                                      provider_refund_id=f"re_{refund_id}", amount=self.requested_refunds[refund_id],
-                                      currency="EUR", reason="expired_or_canceled_card")  # fmt: skip
+        p = pay.PaymentRefundReversed(
+            order_id=ORDER,
+            refund_id=refund_id,
+            attempt_id="a1",
+            payment_intent_id="pi_a1",
+            provider_refund_id=f"re_{refund_id}",
+            amount=self.requested_refunds[refund_id],
+            currency="EUR",
+            reason="expired_or_canceled_card",
+        )
         refunded_before = self.view.refunded_amount
         self.apply(saga.on_refund_reversed(self.view, p))
         assert self.view.refunded_amount == refunded_before - p.amount  # owed to the customer again
@@ -165,9 +221,17 @@ class OrderLifecycle(RuleBasedStateMachine):
 
     @rule()
     def automatic_refund_of_a_second_capture(self) -> None:
-        p = pay.PaymentRefunded(order_id=ORDER, refund_id="auto", attempt_id="a2", payment_intent_id="pi_a2",
-                                provider_refund_id="re_auto", amount=TOTAL, currency="eur", reason="duplicate_capture",
-                                automatic=True)  # fmt: skip
+        p = pay.PaymentRefunded(
+            order_id=ORDER,
+            refund_id="auto",
+            attempt_id="a2",
+            payment_intent_id="pi_a2",
+            provider_refund_id="re_auto",
+            amount=TOTAL,
+            currency="eur",
+            reason="duplicate_capture",
+            automatic=True,
+        )
         before = self.view
         self.apply(saga.on_refunded(self.view, p, requested_here=False, restock=False))
         assert self.view == before  # recorded as a note, never counted against this order's capture
@@ -193,10 +257,12 @@ class OrderLifecycle(RuleBasedStateMachine):
 
     @rule(amount=st.integers(min_value=1, max_value=TOTAL + 10))
     def staff_refunds(self, amount: int) -> None:
-        try:
-            self.apply(saga.request_refund(self.view, refund_id=self.fresh(), amount=amount, reason="r", restock=False, actor="s"))
-        except saga.CommandRefused:
-            pass
+        with contextlib.suppress(saga.CommandRefused):
+            self.apply(
+                saga.request_refund(
+                    self.view, refund_id=self.fresh(), amount=amount, reason="r", restock=False, actor="s"
+                )
+            )
 
     # -- invariants ------------------------------------------------------------------------
     @invariant()
@@ -212,8 +278,8 @@ class OrderLifecycle(RuleBasedStateMachine):
     @invariant()
     def refunds_never_exceed_captures(self) -> None:
         v = self.view
-        assert 0 <= v.refunded_amount
-        assert 0 <= v.refund_pending_amount
+        assert v.refunded_amount >= 0
+        assert v.refund_pending_amount >= 0
         assert v.refunded_amount + v.refund_pending_amount <= v.captured_amount
 
     @invariant()
@@ -231,7 +297,6 @@ class OrderLifecycle(RuleBasedStateMachine):
     def a_mismatched_charge_is_never_fulfilled(self) -> None:
         if self.view.captured_amount not in (0, TOTAL):
             assert self.view.state not in FULFILLED_LIKE
-
 
 
 def test_money_after_the_stock_went_back_waits_for_inventory_to_commit_again() -> None:
@@ -273,7 +338,6 @@ def test_inventory_denying_the_stock_of_an_order_in_fulfilment_flags_it() -> Non
     assert m.view.state == S.FULFILLMENT_PENDING
     m.commit_failed()
     assert m.view.state == S.NEEDS_REVIEW
-
 
 
 def test_a_failed_automatic_refund_is_flagged_and_staff_can_give_the_money_back() -> None:

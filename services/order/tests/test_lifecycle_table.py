@@ -1,9 +1,16 @@
-from handshake_order.domain.states import ORDER_LIFECYCLE, OrderState as S
+from itertools import pairwise
+
+import pytest
+
+from handshake_order.domain.states import ORDER_LIFECYCLE
+from handshake_order.domain.states import OrderState as S
+
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
 
 
 def test_happy_path_is_allowed_in_order():
     path = [S.DRAFT, S.PAYMENT_PENDING, S.PAID, S.FULFILLMENT_PENDING, S.FULFILLED, S.CLOSED]
-    for current, target in zip(path, path[1:]):
+    for current, target in pairwise(path):
         assert ORDER_LIFECYCLE.can(current, target), (current, target)
 
 

@@ -28,6 +28,8 @@ from handshake_order.domain.saga import CommandRefused, OrderView
 from handshake_order.domain.states import OrderState as S
 from handshake_shared.events import order as o
 
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
+
 OID = "3f2a9c1e-0000-4000-8000-000000000001"
 
 
@@ -41,7 +43,7 @@ def test_an_order_lies_inside_the_id_range_of_its_own_reference(order_id: uuid.U
 
 
 def test_the_range_of_a_reference_holds_no_order_of_another_reference() -> None:
-    low, high = reference_range("HS-3F2A9C1E")  # type: ignore[misc]
+    low, high = reference_range("HS-3F2A9C1E")
     assert reference_of(low) == reference_of(high) == "HS-3F2A9C1E"
     assert reference_of(uuid.UUID(int=high.int + 1)) == "HS-3F2A9C1F"
     assert reference_of(uuid.UUID(int=low.int - 1)) == "HS-3F2A9C1D"
@@ -51,8 +53,17 @@ def test_the_range_of_a_reference_holds_no_order_of_another_reference() -> None:
 
 def test_an_email_is_stored_as_staff_will_search_for_it() -> None:
     assert normalize_email("  Ann.Lee+shop@Example.COM ") == "ann.lee+shop@example.com"
-    for bad in ("ann", "ann@", "@example.com", "ann@example", "ann lee@example.com", "a@b@example.com",
-                "ann@example..com", "x" * 65 + "@example.com", "a@" + "b" * 250 + ".com"):  # fmt: skip
+    for bad in (
+        "ann",
+        "ann@",
+        "@example.com",
+        "ann@example",
+        "ann lee@example.com",
+        "a@b@example.com",
+        "ann@example..com",
+        "x" * 65 + "@example.com",
+        "a@" + "b" * 250 + ".com",
+    ):
         with pytest.raises(ValueError):
             normalize_email(bad)
 
@@ -62,11 +73,11 @@ def test_only_orders_that_wait_for_someone_count_as_stuck() -> None:
     assert not {S.CLOSED, S.CANCELLED, S.EXPIRED, S.FULFILLED, S.REFUNDED} & IN_PROGRESS
 
 
-def view(state: S, **kw) -> OrderView:  # type: ignore[no-untyped-def]
+def view(state: S, **kw) -> OrderView:
     return OrderView(id=OID, state=state, total=1000, currency="EUR", **kw)
 
 
-def paid_view(state: S = S.NEEDS_REVIEW, **kw) -> OrderView:  # type: ignore[no-untyped-def]
+def paid_view(state: S = S.NEEDS_REVIEW, **kw) -> OrderView:
     return view(state, captured_amount=1000, payment_attempt_id="a1", payment_intent_id="pi_1", **kw)
 
 
@@ -82,19 +93,25 @@ def test_marking_for_review_moves_once_and_keeps_the_note_private() -> None:
     assert refused.value.code == "review-not-allowed"
 
 
-@pytest.mark.parametrize(("order", "target", "code"), [
-    (view(S.PAID), S.CLOSED, "not-under-review"),
-    (paid_view(), S.CANCELLED, "money-held"),
-    (paid_view(refund_pending_amount=1000), S.CLOSED, "refund-pending"),
-    (paid_view(), S.CANCELLED_WITH_REFUND, "refund-first"),
-    (paid_view(), S.REFUNDED, "transition-not-manual"),
-    (paid_view(), S.DRAFT, "transition-not-allowed"),
-    (paid_view(refunded_amount=100), S.PAID, "money-disagrees"),
-    (view(S.NEEDS_REVIEW, captured_amount=900, payment_attempt_id="a1", payment_intent_id="pi_1"), S.PAID,
-     "money-disagrees"),
-    (paid_view(), S.FULFILLMENT_PENDING, "stock-not-committed"),
-    (paid_view(stock_committed=True), S.PAID, "stock-committed"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("order", "target", "code"),
+    [
+        (view(S.PAID), S.CLOSED, "not-under-review"),
+        (paid_view(), S.CANCELLED, "money-held"),
+        (paid_view(refund_pending_amount=1000), S.CLOSED, "refund-pending"),
+        (paid_view(), S.CANCELLED_WITH_REFUND, "refund-first"),
+        (paid_view(), S.REFUNDED, "transition-not-manual"),
+        (paid_view(), S.DRAFT, "transition-not-allowed"),
+        (paid_view(refunded_amount=100), S.PAID, "money-disagrees"),
+        (
+            view(S.NEEDS_REVIEW, captured_amount=900, payment_attempt_id="a1", payment_intent_id="pi_1"),
+            S.PAID,
+            "money-disagrees",
+        ),
+        (paid_view(), S.FULFILLMENT_PENDING, "stock-not-committed"),
+        (paid_view(stock_committed=True), S.PAID, "stock-committed"),
+    ],
+)
 def test_a_review_is_not_closed_where_the_money_says_otherwise(order: OrderView, target: S, code: str) -> None:
     with pytest.raises(CommandRefused) as refused:
         close_review(order, target, "checked with the bank")
@@ -107,7 +124,9 @@ def test_closing_a_review_announces_the_target_and_records_who_decided_why() -> 
     paid = d.emits[0]
     assert isinstance(paid, o.OrderPaid) and (paid.amount, paid.attempt_id) == (1000, "a1")  # inventory commits on it
     assert d.notes == [("review", "closed to paid: amount confirmed with the bank")]
-    assert close_review(paid_view(stock_committed=True), S.FULFILLMENT_PENDING, "ok").view.state == S.FULFILLMENT_PENDING
+    assert (
+        close_review(paid_view(stock_committed=True), S.FULFILLMENT_PENDING, "ok").view.state == S.FULFILLMENT_PENDING
+    )
     assert close_review(paid_view(refunded_amount=1000), S.CLOSED, "all given back").view.state == S.CLOSED
     assert close_review(paid_view(refunded_amount=1000), S.CANCELLED, "all given back").view.state == S.CANCELLED
     assert close_review(view(S.NEEDS_REVIEW), S.CANCELLED, "nothing taken").view.state == S.CANCELLED
@@ -145,15 +164,26 @@ def test_a_lost_announcement_is_rebuilt_with_the_type_and_fields_subscribers_kno
     assert paid.transition == o.Transition(from_state="payment_pending", to_state="paid", reason="payment succeeded")
     refunded = rebuild_announcement(
         paid_view(S.PARTIALLY_REFUNDED, refunded_amount=300),
-        LastTransition(from_state="fulfillment_pending", to_state="partially_refunded", reason="refund r1 of 300 confirmed"),
-        lines=[], hold_seconds=None, refund=ConfirmedRefund("r1", 300, "EUR", False))  # fmt: skip
-    assert refunded.event_type == "order.partially_refunded" and refunded.refunded_total == 300  # type: ignore[attr-defined]
-    closed = rebuild_announcement(view(S.CLOSED), LastTransition("fulfilled", "closed", "done"), lines=[],
-                                  hold_seconds=None, refund=None)  # fmt: skip
+        LastTransition(
+            from_state="fulfillment_pending", to_state="partially_refunded", reason="refund r1 of 300 confirmed"
+        ),
+        lines=[],
+        hold_seconds=None,
+        refund=ConfirmedRefund("r1", 300, "EUR", False),
+    )
+    assert refunded.event_type == "order.partially_refunded" and refunded.refunded_total == 300
+    closed = rebuild_announcement(
+        view(S.CLOSED), LastTransition("fulfilled", "closed", "done"), lines=[], hold_seconds=None, refund=None
+    )
     assert isinstance(closed, o.OrderClosed) and (closed.from_state, closed.reason) == ("fulfilled", "done")
     with pytest.raises(ValueError):
-        rebuild_announcement(view(S.REFUNDED, captured_amount=1000, refunded_amount=1000),
-                             LastTransition("paid", "refunded", "x"), lines=[], hold_seconds=None, refund=None)  # fmt: skip
+        rebuild_announcement(
+            view(S.REFUNDED, captured_amount=1000, refunded_amount=1000),
+            LastTransition("paid", "refunded", "x"),
+            lines=[],
+            hold_seconds=None,
+            refund=None,
+        )
 
 
 def test_a_search_cursor_round_trips_and_one_nobody_handed_out_is_refused_not_a_server_error() -> None:
@@ -164,8 +194,14 @@ def test_a_search_cursor_round_trips_and_one_nobody_handed_out_is_refused_not_a_
 
     at, order_id = datetime(2026, 12, 1, 10, 0, 0, 123456, tzinfo=UTC), uuid.UUID(OID)
     assert decode_cursor(encode_cursor(at, order_id)) == (at, order_id)
-    forged = [b'["0001-01-01T00:00:00+05:00","' + OID.encode() + b'"]', b"[1,2]", b'{"a":1,"b":2}', b"\xff",
-              b'["2026-12-01T10:00:00","' + OID.encode() + b'"]', b'["2026-12-01T10:00:00+00:00","nope"]']  # fmt: skip
+    forged = [
+        b'["0001-01-01T00:00:00+05:00","' + OID.encode() + b'"]',
+        b"[1,2]",
+        b'{"a":1,"b":2}',
+        b"\xff",
+        b'["2026-12-01T10:00:00","' + OID.encode() + b'"]',
+        b'["2026-12-01T10:00:00+00:00","nope"]',
+    ]
     for raw in [base64.urlsafe_b64encode(f).decode() for f in forged] + ["garbage", "", "!!"]:
         with pytest.raises(BadCursor):
             decode_cursor(raw)

@@ -6,6 +6,8 @@ from hypothesis import strategies as st
 
 from handshake_order.domain.pricing import Coupon, PricingError, Product, RequestedLine, price
 
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
+
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 CATALOGUE = {
     "MUG": Product("MUG", "Mug", 1250, "EUR"),
@@ -15,11 +17,17 @@ CATALOGUE = {
 }
 
 
-def quote(lines, coupon=None, tax=1900, shipping=(495, "EUR")):  # type: ignore[no-untyped-def]
+def quote(lines, coupon=None, tax=1900, shipping=(495, "EUR")):
     return price(
-        [RequestedLine(*line) for line in lines], CATALOGUE, region="DE", tax_rate_bp=tax,
-        shipping_method="standard", shipping_amount=shipping, coupon=coupon, now=NOW,
-    )  # fmt: skip
+        [RequestedLine(*line) for line in lines],
+        CATALOGUE,
+        region="DE",
+        tax_rate_bp=tax,
+        shipping_method="standard",
+        shipping_amount=shipping,
+        coupon=coupon,
+        now=NOW,
+    )
 
 
 def test_total_is_discounted_subtotal_plus_tax_plus_shipping():
@@ -52,7 +60,7 @@ def test_fixed_coupon_never_takes_goods_below_zero():
         (Coupon("USD", "fixed", amount_off=100, currency="USD"), "coupon-currency"),
     ],
 )
-def test_unusable_coupons_fail_the_quote(coupon, code):  # type: ignore[no-untyped-def]
+def test_unusable_coupons_fail_the_quote(coupon, code):
     with pytest.raises(PricingError) as err:
         quote([("MUG", 1)], coupon)
     assert err.value.code == code
@@ -70,7 +78,7 @@ def test_unusable_coupons_fail_the_quote(coupon, code):  # type: ignore[no-untyp
         ([("MUG", 1)], "mixed-currency", {"shipping": (500, "USD")}),
     ],
 )
-def test_orders_that_cannot_be_priced_are_refused(lines, code, kw):  # type: ignore[no-untyped-def]
+def test_orders_that_cannot_be_priced_are_refused(lines, code, kw):
     with pytest.raises(PricingError) as err:
         quote(lines, **kw)
     assert err.value.code == code
@@ -81,7 +89,7 @@ def test_orders_that_cannot_be_priced_are_refused(lines, code, kw):  # type: ign
     st.integers(0, 10_000),
     st.integers(1, 10_000),
 )
-def test_snapshot_arithmetic_always_adds_up(lines, tax_bp, coupon_bp):  # type: ignore[no-untyped-def]
+def test_snapshot_arithmetic_always_adds_up(lines, tax_bp, coupon_bp):
     snap = quote(lines, Coupon("C", "percent", percent_bp=coupon_bp), tax=tax_bp)
     assert snap.subtotal == sum(line.unit_price * line.quantity for line in snap.lines)
     assert 0 <= snap.discount <= snap.subtotal

@@ -11,6 +11,8 @@ from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.intents import captured_amount, intent_facts
 from handshake_shared.statemachine import InvalidTransition
 
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
+
 
 @pytest.mark.parametrize(
     ("current", "target"),
@@ -120,9 +122,14 @@ def test_captured_amount_is_what_the_provider_took() -> None:
 
 def test_intent_facts_take_what_was_received_in_upper_case_currency() -> None:
     facts = intent_facts(
-        {"id": "pi_1", "amount": 5000, "amount_received": 4000, "currency": "eur",
-         "metadata": {"order_id": "o-1", "attempt_id": "a-1"}}
-    )  # fmt: skip
+        {
+            "id": "pi_1",
+            "amount": 5000,
+            "amount_received": 4000,
+            "currency": "eur",
+            "metadata": {"order_id": "o-1", "attempt_id": "a-1"},
+        }
+    )
     assert (facts.amount, facts.currency, facts.order_id, facts.attempt_id) == (4000, "EUR", "o-1", "a-1")
     # localstripe sends no amount_received
     assert intent_facts({"amount": 5000, "currency": "eur"}).amount == 5000
@@ -130,9 +137,12 @@ def test_intent_facts_take_what_was_received_in_upper_case_currency() -> None:
 
 def test_intent_facts_prefer_the_precise_decline_reason() -> None:
     declined = intent_facts(
-        {"amount": 100, "currency": "usd",
-         "last_payment_error": {"code": "card_declined", "decline_code": "insufficient_funds", "message": "No."}}
-    )  # fmt: skip
+        {
+            "amount": 100,
+            "currency": "usd",
+            "last_payment_error": {"code": "card_declined", "decline_code": "insufficient_funds", "message": "No."},
+        }
+    )
     assert (declined.failure_code, declined.failure_message) == ("insufficient_funds", "No.")
     canceled = intent_facts({"amount": 100, "currency": "usd", "cancellation_reason": "abandoned"})
     assert canceled.failure_code == "abandoned"

@@ -6,11 +6,28 @@ import pytest
 
 from handshake_payment.domain.live import provider_live_agrees
 
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
 
-def agrees(state: str, live_status: str, *, amount: int = 1200, currency: str = "EUR", live_amount: int = 1200,
-           live_currency: str = "eur", payment_error: bool = False) -> bool:  # fmt: skip
-    return provider_live_agrees(state, amount, currency, live_status=live_status, live_amount=live_amount,
-                                live_currency=live_currency, payment_error=payment_error)  # fmt: skip
+
+def agrees(
+    state: str,
+    live_status: str,
+    *,
+    amount: int = 1200,
+    currency: str = "EUR",
+    live_amount: int = 1200,
+    live_currency: str = "eur",
+    payment_error: bool = False,
+) -> bool:
+    return provider_live_agrees(
+        state,
+        amount,
+        currency,
+        live_status=live_status,
+        live_amount=live_amount,
+        live_currency=live_currency,
+        payment_error=payment_error,
+    )
 
 
 def test_stripe_succeeded_while_we_still_wait_for_payment_disagrees() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,6 +17,8 @@ from handshake_payment.domain.refunds import (
     refusal_reason,
 )
 from handshake_payment.domain.refunds import RefundState as R
+
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
 
 
 def test_a_refund_ends_once_and_only_the_bank_can_undo_a_success() -> None:
@@ -32,8 +35,9 @@ def test_a_refund_ends_once_and_only_the_bank_can_undo_a_success() -> None:
 def test_refunds_the_guard_lets_through_never_sum_above_the_capture(captured: int, requests: list[int]) -> None:
     refunded = 0
     for amount in requests:
-        refused = refusal_reason(captured=captured, captured_currency="EUR", already_refunded=refunded,
-                                 amount=amount, currency="EUR")  # fmt: skip
+        refused = refusal_reason(
+            captured=captured, captured_currency="EUR", already_refunded=refunded, amount=amount, currency="EUR"
+        )
         if refused is None:
             refunded += amount
         else:

@@ -11,6 +11,8 @@ from handshake_webhook_ingest.settings import WebhookIngestSettings
 from handshake_webhook_ingest.stripe_events import StripeEvent
 from handshake_webhook_ingest.verification import Rejected, verify
 
+pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
+
 SECRET = "whsec_current"
 OLD_SECRET = "whsec_previous"
 
@@ -84,8 +86,12 @@ def test_forwarded_fields_are_normalised_and_carry_no_client_secret(stripe_like)
     event = StripeEvent.from_verified(raw)
     forwarded = event.forwarded()
     assert (forwarded.order_id, forwarded.attempt_id, forwarded.amount, forwarded.currency, forwarded.status) == (
-        "o-7", "a-3", 1234, "EUR", "succeeded",
-    )  # fmt: skip
+        "o-7",
+        "a-3",
+        1234,
+        "EUR",
+        "succeeded",
+    )
     assert forwarded.object_type == "payment_intent" and forwarded.object_id == raw["data"]["object"]["id"]
     assert "client_secret" not in json.dumps(forwarded.model_dump()) + json.dumps(event.payload)
     assert event.message_key == "o-7"
