@@ -54,6 +54,12 @@ BENCH_REFERENCE ?= ../shared/bench/baseline_monolith.py
 bench: install
 	$(BIN)/python -m tools.bench --reference $(BENCH_REFERENCE) $(BENCH_ARGS)
 
+# webhook acknowledgement latency: signed events against a webhook-ingest it starts on its own embedded stack
+BENCH_ACK_ARGS ?= --self-host -n 2000 -c 16
+
+bench-ack: install
+	$(BIN)/python -m tools.bench_webhook_ack $(BENCH_ACK_ARGS)
+
 schemas: install
 	$(BIN)/python -m handshake_shared.events.schemas --write
 

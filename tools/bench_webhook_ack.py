@@ -1,8 +1,8 @@
 """Webhook acknowledgement latency: send N signed Stripe-format events (fresh ids) at concurrency C and
 print the percentiles of the time until the HTTP answer (what the provider waits for).
 
-    python services/webhook-ingest/bench_ack.py --url http://127.0.0.1:8004/webhooks/stripe --secret whsec_...
-    python services/webhook-ingest/bench_ack.py --self-host -n 2000 -c 16
+    python -m tools.bench_webhook_ack --url http://127.0.0.1:8004/webhooks/stripe --secret whsec_...
+    python -m tools.bench_webhook_ack --self-host -n 2000 -c 16
 
 --self-host starts an embedded PostgreSQL (fresh database) and broker in a temporary directory, runs the
 service as its own process (`python -m handshake_webhook_ingest serve`, uvicorn) on a free port, benchmarks
