@@ -206,15 +206,16 @@ def main() -> int:
         "levels": levels,
         "consumer_groups": consumed,
     }
-    if scaled is not None:
-        results["replicas"] = compare_replicas(args.replicas, (idle, measured, consumed), scaled)
+    replicas = compare_replicas(args.replicas, (idle, measured, consumed), scaled) if scaled is not None else None
+    if replicas is not None:
+        results["replicas"] = replicas
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     for level in levels:
         print_level(level)
     print(f"\nHandshake idle, CPU ms per second: {idle['cpu_ms_per_second_by_process']}")
     print_summary(levels)
-    if scaled is not None:
-        print_replicas(results["replicas"])
+    if replicas is not None:
+        print_replicas(replicas)
     print(f"\nwritten to {args.out}")
     failed = [level["failed"] for level in measured + (scaled[1] if scaled is not None else [])]
     return 0 if not any(failed) else 1

@@ -45,17 +45,18 @@ def _pcts(p: dict[str, float]) -> str:
 def print_level(level: dict[str, Any]) -> None:
     hs, ref = level["handshake"], level.get("reference")
     r = ratio(hs, ref)
+    # the reference figures when its run succeeded; a failed run shows its error instead
+    ok: dict[str, Any] | None = ref if ref is not None and "error" not in ref else None
     print(
         f"\n=== concurrency {hs['concurrency']}, {hs['checkouts']} checkouts "
         f"({hs['completed']} completed, {hs['failed']} failed) ==="
     )
-    ref_ok = ref is not None and "error" not in ref
     print(f"{'':36}{'Handshake':>12}{'reference':>12}")
     print(
         f"{'CPU ms per checkout':36}{hs['cpu_ms_per_checkout']:>12.1f}"
-        f"{ref['system_cpu_ms_per_order'] if ref_ok else '-':>12}"
+        f"{ok['system_cpu_ms_per_order'] if ok else '-':>12}"
     )
-    print(f"{'orders/s':36}{hs['throughput_orders_per_second']:>12.2f}{ref['orders_per_s'] if ref_ok else '-':>12}")
+    print(f"{'orders/s':36}{hs['throughput_orders_per_second']:>12.2f}{ok['orders_per_s'] if ok else '-':>12}")
     print(f"{'  of which the idle background':36}{hs['cpu_ms_per_checkout_idle_background']:>12.1f}")
     if cores := hs.get("cores_busy"):
         print(
@@ -63,15 +64,15 @@ def print_level(level: dict[str, Any]) -> None:
             f"{cores.get('driver_and_emulator', '-')}, the whole machine {cores['machine']} of {cores['of']}"
         )
     print(f"ratio Handshake / reference (CPU per checkout): {r if r is not None else 'unavailable'}")
-    if ref is not None and not ref_ok:
+    if ref is not None and ok is None:
         print(f"reference: {ref['error']}")
     print("Handshake latency (ms):")
     for key, label in LATENCIES:
         print(f"  {label:30}{_pcts(hs.get(key, {}))}")
-    if ref_ok:
+    if ok:
         print("reference latency (ms):")
         for key in ("checkout_ms", "e2e_ms"):
-            print(f"  {key:30}" + "  ".join(f"{k} {v:>7.1f}" for k, v in ref.get(key, {}).items()))
+            print(f"  {key:30}" + "  ".join(f"{k} {v:>7.1f}" for k, v in ok.get(key, {}).items()))
     print(
         "Handshake CPU ms per checkout by process: "
         + ", ".join(f"{n} {v}" for n, v in hs["cpu_ms_per_checkout_by_process"].items())

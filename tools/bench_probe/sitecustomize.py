@@ -35,13 +35,13 @@ def _install() -> None:
     original_do_execute = connection._do_execute
     original_execute = connection.execute
 
-    async def _get_statement(
+    async def _get_statement(  # type: ignore[no-untyped-def]
         self,
         query,
         timeout,
         *,
         use_cache=True,
-        ignore_custom_codec=False,  # type: ignore[no-untyped-def]
+        ignore_custom_codec=False,
         record_class=None,
         **kw,
     ):
@@ -115,7 +115,7 @@ def _install() -> None:
             http.inc()
         await original_call(self, scope, receive, send)
 
-    fastapi.FastAPI.__call__ = __call__
+    fastapi.FastAPI.__call__ = __call__  # type: ignore[method-assign]
 
 
 def _chain() -> None:

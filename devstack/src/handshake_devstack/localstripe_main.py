@@ -3,8 +3,8 @@ after every POST, which grows with every request and would be shared by concurre
 
 from localstripe import resources, server
 
-type(resources.store).dump_to_disk = lambda self: None  # type: ignore[method-assign]
-type(resources.store).try_load_from_disk = lambda self: None  # type: ignore[method-assign]
+type(resources.store).dump_to_disk = lambda self: None
+type(resources.store).try_load_from_disk = lambda self: None
 
 if __name__ == "__main__":
     server.start()

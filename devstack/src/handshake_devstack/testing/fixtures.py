@@ -39,15 +39,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
     if infra == "containers":
         from handshake_devstack.testing.containers import container_stack
 
-        with container_stack(root) as s:
-            yield s
+        # the containers' stack offers the same attributes the tests use, not the same class
+        with container_stack(root) as containers:
+            yield containers  # type: ignore[misc]
         return
-    s = EmbeddedStack(root, StackPorts.free())
-    s.start()
+    embedded = EmbeddedStack(root, StackPorts.free())
+    embedded.start()
     try:
-        yield s
+        yield embedded
     finally:
-        s.stop()
+        embedded.stop()
 
 
 @pytest.fixture

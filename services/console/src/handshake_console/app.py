@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -119,7 +119,7 @@ class Console:
         )
         return Session.from_json(value) if value else None
 
-    def set_cookie(self, response: Response, name: str, value: str, *, max_age: int, same_site: str) -> None:
+    def set_cookie(self, response: Response, name: str, value: str, *, max_age: int, same_site: Literal["lax", "strict"]) -> None:
         response.set_cookie(
             name,
             value,
@@ -128,7 +128,7 @@ class Console:
             httponly=True,
             secure=self.settings.secure_cookies,
             samesite=same_site,
-        )  # type: ignore[arg-type]
+        )
 
     def render(
         self, request: Request, name: str, *, status: int = 200, session: Session | None = None, **context: Any

@@ -5,6 +5,7 @@ at the last half hour needs (Prometheus keeps the history)."""
 
 from __future__ import annotations
 
+import functools
 import asyncio
 import contextlib
 import time
@@ -170,7 +171,7 @@ def figures() -> list[Figure]:
                 f"stuck_{state}",
                 f"Stuck orders: {state.replace('_', ' ')}",
                 "order",
-                lambda s, state=state: total(s, "handshake_orders_stuck", state=state),
+                functools.partial(total, name="handshake_orders_stuck", state=state),
                 kind=GAUGE,
                 link=f"/search?state={state}&stuck=15",
             )

@@ -152,9 +152,9 @@ class OidcClient:
             "client_id": self.settings.console_oidc_client_id or "",
             "code_verifier": str(login.get("verifier", "")),
         }
-        auth = None
+        auth = httpx.Auth()  # the base class sends no credentials: a public client proves itself by PKCE alone
         if self.settings.console_oidc_client_secret is not None:
-            auth = (form["client_id"], self.settings.console_oidc_client_secret.get_secret_value())
+            auth = httpx.BasicAuth(form["client_id"], self.settings.console_oidc_client_secret.get_secret_value())
         try:
             response = await self.http.post(found.token_endpoint, data=form, auth=auth, timeout=10.0)
             answer = response.json()
