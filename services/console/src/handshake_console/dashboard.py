@@ -5,9 +5,9 @@ at the last half hour needs (Prometheus keeps the history)."""
 
 from __future__ import annotations
 
-import functools
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
