@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from handshake_shared.db import Database
+from handshake_shared.locks import AdvisoryLock
 
 
 @pytest.fixture
@@ -105,12 +106,12 @@ async def test_work_one_replica_at_a_time_is_held_by_one_process_and_free_again_
     exactly one gets it; once it ends the next interval's asker gets it, whichever replica that is."""
     first, second = Database(url, pool_size=2), Database(url, pool_size=2)
     try:
-        async with first.held_by_one_replica(0x5245434F) as mine:
-            async with second.held_by_one_replica(0x5245434F) as theirs:
+        async with first.held_by_one_replica(AdvisoryLock.RECONCILIATION) as mine:
+            async with second.held_by_one_replica(AdvisoryLock.RECONCILIATION) as theirs:
                 assert (mine, theirs) == (True, False)
-            async with second.held_by_one_replica(0x47415053) as other_work:
+            async with second.held_by_one_replica(AdvisoryLock.GAP_SCAN) as other_work:
                 assert other_work  # another key is other work
-        async with second.held_by_one_replica(0x5245434F) as theirs_now:
+        async with second.held_by_one_replica(AdvisoryLock.RECONCILIATION) as theirs_now:
             assert theirs_now
     finally:
         await first.dispose()

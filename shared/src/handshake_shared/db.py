@@ -30,6 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from handshake_shared.locks import SINGLETONS
+
 # Explicit constraint names so Alembic migrations are reproducible across databases.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -344,15 +346,18 @@ class Database:
     async def held_by_one_replica(self, key: int) -> AsyncIterator[bool]:
         """A session advisory lock taken without waiting: yields True while this process holds it, False when
         another process (another replica) does. For background work that one replica at a time should do,
-        where the tables already make a second one safe and this keeps it from being done twice."""
+        where the tables already make a second one safe and this keeps it from being done twice. `key` is one
+        of the registry's singletons (handshake_shared.locks); any other number is refused."""
+        if key not in SINGLETONS:
+            raise ValueError(f"advisory lock {key:#x} is not a singleton of handshake_shared.locks")
         async with self.engine.connect() as conn:
-            locked = bool((await conn.execute(_TRY_LOCK, {"k": key})).scalar())
+            locked = bool((await conn.execute(_TRY_LOCK, {"k": int(key)})).scalar())
             await conn.commit()
             try:
                 yield locked
             finally:
                 if locked:
-                    await conn.execute(_UNLOCK, {"k": key})
+                    await conn.execute(_UNLOCK, {"k": int(key)})
                     await conn.commit()
 
     async def ping(self) -> None:

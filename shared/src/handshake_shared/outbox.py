@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from handshake_shared import metrics
 from handshake_shared.db import Database, MessagingTables, built_once, describe_error
 from handshake_shared.envelope import CloudEvent, build_event
+from handshake_shared.locks import AdvisoryLock
 
 log = structlog.get_logger("outbox")
 
@@ -38,8 +39,7 @@ OUTBOX_REFUSED = Counter(
 )
 
 BUCKETS = 16
-# advisory-lock namespace for relay buckets ("OUTB" as an int), distinct from any other lock we take
-_LOCK_NAMESPACE = 0x4F555442
+_BUCKET_LOCK = int(AdvisoryLock.OUTBOX_BUCKET)
 
 # send(topic, key, value, headers) -> a future that resolves when the broker acknowledged (acks=all)
 SendFn = Callable[[str, bytes, bytes, dict[str, str]], Awaitable["asyncio.Future[Any]"]]
@@ -321,7 +321,7 @@ class OutboxRelay:
             # one statement for the whole selection (_PENDING_ROWS says what it leaves out and why)
             rows: Sequence[Any] = (
                 await conn.execute(
-                    _PENDING_ROWS, {"ns": _LOCK_NAMESPACE, "inflight": list(self._inflight), "limit": self.batch_size}
+                    _PENDING_ROWS, {"ns": _BUCKET_LOCK, "inflight": list(self._inflight), "limit": self.batch_size}
                 )
             ).all()
             # one order's events in commit order: a key's next row is sent only once the broker has

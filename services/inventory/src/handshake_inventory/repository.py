@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,11 +24,9 @@ from handshake_inventory.db import (
 from handshake_inventory.domain.reservations import RESERVATION_LIFECYCLE, ReservationState
 from handshake_inventory.domain.stock import Deltas, MovementKind, transfer
 from handshake_shared.db import built_once
+from handshake_shared.locks import AdvisoryLock, lock_for_transaction
 
 log = structlog.get_logger("inventory")
-
-# advisory-lock namespace for per-order reservation work ("INVR" as an int), distinct from the outbox relay's
-_ORDER_LOCK_NAMESPACE = 0x494E5652
 
 
 class StockInvariantViolated(Exception):
@@ -46,7 +44,6 @@ class AvailableChanged(Exception):
 
 # statements every reservation runs, built once (handshake_shared.db.built_once says why)
 _MOVEMENT = insert(stock_movements)
-_LOCK_ORDER = text("SELECT pg_advisory_xact_lock(:ns, hashtext(:order_id))")
 _RESERVATION = select(reservations).where(reservations.c.order_id == bindparam("order_id"))
 _LOCKED_RESERVATION = _RESERVATION.with_for_update()
 _RESERVATION_MOVE = (
@@ -202,7 +199,7 @@ def _columns(deltas: Deltas) -> list[tuple[str, int]]:
 async def lock_order(conn: AsyncConnection, order_id: str) -> None:
     """Serialise reservation attempts for one order until the transaction ends, so a second order.placed
     for the same order (another event id) waits, then finds the reservation instead of racing it."""
-    await conn.execute(_LOCK_ORDER, {"ns": _ORDER_LOCK_NAMESPACE, "order_id": order_id})
+    await lock_for_transaction(conn, AdvisoryLock.INVENTORY_ORDER, order_id)
 
 
 async def find_reservation(conn: AsyncConnection, order_id: str, *, lock: bool = False) -> Row[Any] | None:

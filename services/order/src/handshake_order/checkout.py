@@ -38,6 +38,7 @@ from handshake_shared.db import Database
 from handshake_shared.events.base import Line
 from handshake_shared.events.order import OrderPlaced
 from handshake_shared.http import Problem
+from handshake_shared.locks import AdvisoryLock, lock_for_transaction
 from handshake_shared.outbox import Outbox
 
 CHECKOUTS = Counter("handshake_checkouts_created_total", "Orders created by checkout")
@@ -168,14 +169,10 @@ def holder_of(settings: OrderSettings, principal: Principal | None, address: str
     return "guest-address:" + hmac.new(key, address.encode(), hashlib.sha256).hexdigest()
 
 
-# advisory-lock namespace of the held-units check ("HOLD" as an int): one holder's checkouts take turns
-HOLDER_LOCK_NAMESPACE = 0x484F4C44
-
-
 async def refuse_past_held_units_cap(conn: AsyncConnection, settings: OrderSettings, holder: str, units: int) -> None:
     """429 with Retry-After when this holder's unpaid orders already hold too much stock for `units` more.
     Nothing is held by the refused checkout: the transaction rolls back."""
-    await conn.execute(select(func.pg_advisory_xact_lock(HOLDER_LOCK_NAMESPACE, func.hashtext(holder))))
+    await lock_for_transaction(conn, AdvisoryLock.ORDER_HOLDER, holder)  # one holder's checkouts take turns
     rows = (
         await conn.execute(
             select(orders.c.units, orders.c.created_at, orders.c.hold_seconds, orders.c.payment_session_opened).where(

@@ -20,6 +20,7 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from handshake_shared.db import Database
+from handshake_shared.locks import AdvisoryLock
 from handshake_webhook_ingest.db import gap_scans, provider_event_cursor, provider_events
 from handshake_webhook_ingest.ingest import StripeIngest
 from handshake_webhook_ingest.metrics import GAP_EVENTS, GAP_SCANS
@@ -31,8 +32,6 @@ log = structlog.get_logger("gap_scan")
 
 PROVIDER = "stripe"
 PAGE_SIZE = 100
-# session advisory lock ("GAPS"): one replica scans at a time; the others skip that round
-_LOCK_KEY = 0x47415053
 
 
 class GapScanner:
@@ -94,7 +93,8 @@ class GapScanner:
         None when no API key is configured or another replica is scanning right now."""
         if self.client is None:
             return None
-        async with self.db.held_by_one_replica(_LOCK_KEY) as mine:
+        # one replica scans at a time; the others skip that round
+        async with self.db.held_by_one_replica(AdvisoryLock.GAP_SCAN) as mine:
             if not mine:
                 GAP_SCANS.labels(PROVIDER, "skipped").inc()
                 return None
