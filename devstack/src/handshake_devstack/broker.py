@@ -156,7 +156,3 @@ class EmbeddedBroker:
         if self.terminator is not None:
             self.terminator.stop()
         self.process.stop()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()

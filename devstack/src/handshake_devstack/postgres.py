@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -126,7 +125,3 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         self.process.stop(timeout=30)
-
-    def destroy(self) -> None:
-        self.stop()
-        shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -38,8 +38,6 @@ LONG_POLL_SECONDS = 20.0
 class CheckoutTimings:
     checkout_seconds: float = 0.0
     client_secret_seconds: float = 0.0
-    confirm_seconds: float = 0.0
-    paid_after_confirm_seconds: float = 0.0
     end_to_end_seconds: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -233,12 +231,7 @@ class Storefront:
         t.checkout_seconds = time.monotonic() - start
         session = self.payment_session(placed["order_id"], placed["lookup_token"])
         t.client_secret_seconds = time.monotonic() - start
-        confirm_start = time.monotonic()
         self.pay(session["payment_intent_id"])
-        t.confirm_seconds = time.monotonic() - confirm_start
-        paid_start = time.monotonic()
-        self.wait_for_state(placed["order_id"], placed["lookup_token"], {"paid", "fulfillment_pending"}, timeline=False)
-        t.paid_after_confirm_seconds = time.monotonic() - paid_start
         order = self.wait_for_state(placed["order_id"], placed["lookup_token"], {"fulfillment_pending"})
         t.end_to_end_seconds = time.monotonic() - start
         return {"placed": placed, "session": session, "order": order}

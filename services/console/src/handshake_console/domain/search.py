@@ -9,7 +9,6 @@ from typing import Literal
 
 Kind = Literal["order_id", "reference", "payment_intent", "provider_event", "email", "customer_id", "empty"]
 
-_REFERENCE = re.compile(r"^HS-[0-9A-F]{8}$")
 _PRINTABLE = re.compile(r"^[\x21-\x7e@.+\-_]+$")
 
 
@@ -38,7 +37,3 @@ def classify(text: str | None) -> SearchQuery:
     if "@" in value:
         return SearchQuery("email", value.lower())
     return SearchQuery("customer_id", value)
-
-
-def is_reference(value: str) -> bool:
-    return bool(_REFERENCE.match(value))
