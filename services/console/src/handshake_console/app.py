@@ -119,7 +119,9 @@ class Console:
         )
         return Session.from_json(value) if value else None
 
-    def set_cookie(self, response: Response, name: str, value: str, *, max_age: int, same_site: Literal["lax", "strict"]) -> None:
+    def set_cookie(
+        self, response: Response, name: str, value: str, *, max_age: int, same_site: Literal["lax", "strict"]
+    ) -> None:
         response.set_cookie(
             name,
             value,
