@@ -120,9 +120,16 @@ async def test_readiness_holds_without_the_broker_and_liveness_fails_when_a_loop
     app = create_app(settings)
     runtime = app.state.runtime
     async with serve_in_process(app) as client:
+        # every background loop of the process is watched, each by its name
         assert (await client.get("/healthz")).json() == {
             "status": "ok",
-            "checks": {"outbox_relay": "ok", "consumers": "ok"},
+            "checks": {
+                "outbox_relay": "ok",
+                "retention": "ok",
+                "expiry_sweeper": "ok",
+                "gauge_refresher": "ok",
+                "consumers": "ok",
+            },
         }
 
         async def broker_gone(timeout: float | None = None) -> bool:
@@ -131,7 +138,14 @@ async def test_readiness_holds_without_the_broker_and_liveness_fails_when_a_loop
         real_ping, runtime.broker.ping = runtime.broker.ping, broker_gone
         ready = await client.get("/readyz")
         # the outbox absorbs a broker outage: checkout and webhooks go on, the outbox's age is the alert
-        assert ready.status_code == 200 and ready.json()["advisory"] == {"broker": "failed: ConnectionError"}
+        assert ready.status_code == 200 and ready.json()["advisory"]["broker"] == "failed: ConnectionError"
+        assert set(ready.json()["advisory"]) == {
+            "broker",
+            "outbox_relay",
+            "retention",
+            "expiry_sweeper",
+            "gauge_refresher",
+        }
         runtime.broker.ping = real_ping
 
         [consumer_loop] = [t for s in runtime._subscribers for t in s.tasks]
@@ -141,10 +155,18 @@ async def test_readiness_holds_without_the_broker_and_liveness_fails_when_a_loop
         assert live.status_code == 503 and live.json()["checks"]["consumers"].startswith("failed")
         assert live.json()["checks"]["outbox_relay"] == "ok"
 
-        runtime._relay_task.cancel()
-        await eventually(lambda: _done(runtime._relay_task))
+        relay = runtime.loops["outbox_relay"].task
+        relay.cancel()
+        await eventually(lambda: _done(relay))
         live = await client.get("/healthz")
         assert live.status_code == 503 and live.json()["checks"]["outbox_relay"].startswith("failed")
+
+        # any other loop that has ended is a failed liveness too, the others still answering for themselves
+        sweeper = runtime.loops["expiry_sweeper"].task
+        sweeper.cancel()
+        await eventually(lambda: _done(sweeper))
+        live = (await client.get("/healthz")).json()["checks"]
+        assert live["expiry_sweeper"].startswith("failed") and live["gauge_refresher"] == "ok"
 
 
 async def _done(task: Any) -> bool:

@@ -121,7 +121,7 @@ async def test_order_placed_from_the_broker_reserves_once_and_publishes_inventor
         ready = (await client.get("/readyz")).json()
         assert ready["status"] == "ok" and ready["checks"]["outbox_relay"] == "ok"
         # a relay that is no longer running would silently stop every event: the pod must say so
-        app.state.runtime._relay_task.cancel()
+        app.state.runtime.loops["outbox_relay"].task.cancel()
         await asyncio.sleep(0)
         not_ready = await client.get("/readyz")
         assert not_ready.status_code == 503 and not_ready.json()["checks"]["outbox_relay"].startswith("failed")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from handshake_shared import metrics
 from handshake_shared.db import Database, MessagingTables, built_once, describe_error
 from handshake_shared.envelope import CloudEvent, build_event
 from handshake_shared.locks import AdvisoryLock
+from handshake_shared.loops import BackgroundLoop
 
 log = structlog.get_logger("outbox")
 
@@ -184,7 +184,7 @@ def broker_unavailable(exc: BaseException) -> bool:
 @dataclass(frozen=True)
 class _KeyOutcome:
     sent: list[int]
-    failed: Any | None = None  # the row the broker did not acknowledge; nothing after it was sent
+    failed: Any = None  # the row the broker did not acknowledge; nothing after it was sent
     error: BaseException | None = None
 
 
@@ -232,7 +232,6 @@ class OutboxRelay:
         self.retry_max_backoff = retry_max_backoff_seconds
         self.slow_send = slow_send_seconds
         self.broker_reachable = broker_reachable
-        self._stopping = asyncio.Event()
         # key -> (its send task from an earlier round, the signal to send nothing after the current row)
         self._inflight: dict[str, tuple[asyncio.Task[_KeyOutcome], asyncio.Event]] = {}
         self._lag_read_at = float("-inf")
@@ -241,48 +240,45 @@ class OutboxRelay:
         self.gauges = tuple(gauges)
         self.gauge_interval = gauge_interval_seconds
         self._gauges_read_at = float("-inf")
+        # a broker or database outage backs off (0.2 s doubling up to max_backoff) instead of ending the relay;
+        # a commit in this process wakes it before its idle poll; a stop lets the round in flight finish
+        self.loop = BackgroundLoop(
+            "outbox_relay",
+            self._round,
+            interval_seconds=idle_poll_seconds,
+            initial_backoff_seconds=0.2,
+            max_backoff_seconds=max_backoff_seconds,
+            wake=db.outbox_written,
+            stop_grace_seconds=publish_timeout_seconds,
+            on_exit=self._forget_inflight,
+        )
 
     def stop(self) -> None:
-        self._stopping.set()
-        self.db.outbox_written.set()
+        self.loop.stop()
 
     async def run(self) -> None:
-        failures = 0
+        await self.loop.run()
+
+    async def _round(self) -> bool:
+        """One round; True when it published something (more may be waiting)."""
         try:
-            while not self._stopping.is_set():
-                # everything that touches the database or the broker is inside the try: an outage at any
-                # point backs off instead of ending the relay for good
-                try:
-                    published = await self.publish_once()
-                    if failures:
-                        log.info("outbox relay recovered", failed_rounds=failures)
-                    failures = 0
-                except Exception as exc:  # broker or database down: back off and try again
-                    failures += 1
-                    delay = min(self.max_backoff, 0.1 * 2**failures)
-                    metrics.OUTBOX_PUBLISH_ERRORS.labels(self.service).inc()
-                    log.warning("outbox relay failed", error=describe_error(exc), retry_in=delay)
-                    await self._refresh_lag()
-                    await self._sleep(delay)
-                    continue
-                # after every round, whatever it did: a lag that only moved when the outbox was empty would
-                # read 0 for as long as one row keeps failing
-                await self._refresh_lag()
-                if published == 0:
-                    self.db.outbox_written.clear()
-                    await self._wait_for_work()
-        finally:
-            for task, _ in self._inflight.values():
-                task.cancel()  # unmarked rows go again after a restart (consumers dedupe)
-            self._inflight.clear()
+            published = await self.publish_once()
+        except Exception:
+            metrics.OUTBOX_PUBLISH_ERRORS.labels(self.service).inc()
+            await self._refresh_lag()
+            raise
+        # after every round, whatever it did: a lag that only moved when the outbox was empty would read 0 for
+        # as long as one row keeps failing
+        await self._refresh_lag()
+        if published == 0:
+            self.db.outbox_written.clear()
+            return False
+        return True
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-
-    async def _wait_for_work(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.db.outbox_written.wait(), timeout=self.idle_poll)
+    def _forget_inflight(self) -> None:
+        for task, _ in self._inflight.values():
+            task.cancel()  # unmarked rows go again after a restart (consumers dedupe)
+        self._inflight.clear()
 
     async def _refresh_lag(self) -> None:
         """At most once per idle poll interval, the other gauges at most once per gauge interval."""
@@ -372,7 +368,7 @@ class OutboxRelay:
             outage, refused = outage + refused, []
         for o in outage:
             await conn.execute(
-                update(ob).where(ob.c.id == o.failed.id).values(last_error=describe_error(o.error)[:500])  # type: ignore[union-attr,arg-type]
+                update(ob).where(ob.c.id == o.failed.id).values(last_error=describe_error(o.error)[:500])  # type: ignore[arg-type]
             )
         for o in refused:
             await self._charge(conn, o)

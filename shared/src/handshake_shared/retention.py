@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, Table, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_shared.db import Database, MessagingTables, describe_error
+from handshake_shared.loops import BackgroundLoop
 from handshake_shared.settings import ServiceSettings
 
 log = structlog.get_logger("retention")
@@ -51,10 +52,10 @@ def purge(
     name: str,
     table: Table,
     *,
-    age_column: ColumnElement,  # type: ignore[type-arg]
+    age_column: ColumnElement,
     keep: timedelta,
     where: Sequence[ColumnElement[bool]] = (),
-    order_by: ColumnElement | None = None,  # type: ignore[type-arg]
+    order_by: ColumnElement | None = None,
 ) -> RetentionJob | None:
     """Delete rows of `table` whose `age_column` is older than `keep` and that match `where`, oldest first by
     `order_by` (an indexed column; the age column by default). None when `keep` is zero: the job is off."""
@@ -119,7 +120,11 @@ class Retention:
     jobs: list[RetentionJob] = field(default_factory=list)
     # a pause between two batches of one job, so a long backlog does not take the database's whole attention
     pause_seconds: float = 0.05
-    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    loop: BackgroundLoop = field(init=False)
+
+    def __post_init__(self) -> None:
+        # the first round one interval after start: a replica restarting in a loop does no extra work
+        self.loop = BackgroundLoop("retention", self._round, interval_seconds=self.interval_seconds, run_at_start=False)
 
     def add(self, *jobs: RetentionJob | None) -> None:
         """Add jobs; None (a job whose setting is 0) is ignored."""
@@ -132,7 +137,7 @@ class Retention:
     async def run_job(self, job: RetentionJob, now: datetime | None = None) -> int:
         """Run one job in batches until a batch comes back short; the rows touched."""
         total = 0
-        while not self._stopping.is_set():
+        while not self.loop.stopping.is_set():
             async with self.db.transaction() as conn:
                 done = await job.batch(conn, self.batch_size, now or datetime.now(UTC))
             total += done
@@ -155,15 +160,14 @@ class Retention:
             log.info("retention round", **done)
         return done
 
+    async def _round(self) -> None:
+        done = await self.run_once()
+        failed = [job.name for job in self.jobs if job.name not in done]
+        if failed and not self.loop.stopping.is_set():  # each logged and counted already; the loop shows it
+            raise RuntimeError(f"retention jobs failed: {failed}")
+
     async def run(self) -> None:
-        # the first round one interval after start: a replica restarting in a loop does no extra work
-        while True:
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval_seconds)
-                return
-            except TimeoutError:
-                pass
-            await self.run_once()
+        await self.loop.run()
 
     def stop(self) -> None:
-        self._stopping.set()
+        self.loop.stop()

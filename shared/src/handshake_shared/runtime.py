@@ -18,6 +18,7 @@ from handshake_shared.db import Database, MessagingTables
 from handshake_shared.dead_letter_admin import OpenDeadLetters, dead_letter_admin_router
 from handshake_shared.http import HealthChecks
 from handshake_shared.kafka import make_broker, relay_sender
+from handshake_shared.loops import BackgroundLoops
 from handshake_shared.outbox import Outbox, OutboxRelay
 from handshake_shared.outbox_admin import outbox_admin_router
 from handshake_shared.retention import Retention, messaging_jobs
@@ -63,13 +64,15 @@ class Runtime:
         self.consumers: list[EventConsumer] = []
         # the broker's consumer loops (one task list per subscriber), watched by liveness
         self._subscribers: list[Any] = []
-        self._relay_task: asyncio.Task[None] | None = None
+        # every background loop of the process, the relay's first; a service adds its own (runtime.loops.add)
+        # before start, and they start, report to the probes and stop together
+        self.loops = BackgroundLoops()
+        self.loops.add(self.relay.loop)
         # the messaging tables' jobs; a service adds its own tables' (runtime.retention.add) before start
         self.retention = Retention(
             self.db, interval_seconds=settings.retention_interval_seconds, batch_size=settings.retention_batch_size
         )
         self.retention.add(*messaging_jobs(tables, settings))
-        self._retention_task: asyncio.Task[None] | None = None
 
     def consume(
         self, topic: str, *, group: str, handlers: dict[str, Handler], on_dead_letter: DeadLetterHook | None = None
@@ -117,21 +120,17 @@ class Runtime:
 
     async def start(self) -> None:
         await self.broker.start()
-        self._relay_task = asyncio.create_task(self.relay.run(), name=f"{self.service}-outbox-relay")
-        if self.retention.enabled:
-            self._retention_task = asyncio.create_task(self.retention.run(), name=f"{self.service}-retention")
+        self._add_retention()
+        self.loops.start()
+
+    def _add_retention(self) -> None:
+        # once its jobs are known: a service adds them after the runtime is built
+        if self.retention.enabled and self.retention.loop.name not in self.loops:
+            self.loops.add(self.retention.loop)
 
     async def stop(self) -> None:
-        self.relay.stop()
-        self.retention.stop()
-        if self._retention_task is not None:
-            await self._retention_task  # a batch in flight finishes its short transaction first
-        task = self._relay_task
-        if task is not None:
-            if not task.done():
-                await task
-            elif not task.cancelled() and task.exception() is not None:  # already reported by the probes
-                log.error("outbox relay had ended", error=repr(task.exception()))
+        # each loop's iteration in flight finishes its short transaction first, within the loop's grace
+        await self.loops.stop()
         await self.broker.stop()
         await self.db.dispose()
 
@@ -142,6 +141,12 @@ class Runtime:
             yield self
         finally:
             await self.stop()
+
+    @asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        """The lifespan of a service whose runtime (its consumers and background loops) is all it runs."""
+        async with self.running():
+            yield
 
     def outbox_admin_router(self) -> APIRouter:
         """The admin routes over this service's outbox (parked rows, audited release)."""
@@ -157,7 +162,8 @@ class Runtime:
         while it is away, checkout and webhooks still commit to the database and the outbox keeps their events
         (the outbox's age is the alert), so taking every pod out of rotation would only turn an absorbed outage
         into a full one. Live: the relay and every consumer loop are still running; one that has ended never
-        comes back by itself, so the pod must be restarted."""
+        comes back by itself, so the pod must be restarted; the same for every background loop. A background
+        loop that is backing off after a failed iteration is advisory: an outage is not repaired by a restart."""
 
         async def broker() -> None:
             if not await self.broker.ping(timeout=1.0):
@@ -167,22 +173,18 @@ class Runtime:
             return task.done() or task.cancelling() > 0  # cancelled: it may still be unwinding
 
         async def outbox_relay() -> None:
-            task = self._relay_task
-            if task is None or ending(task):  # it only ends on shutdown; anything else is a bug to see at once
+            # it only ends on shutdown; anything else is a bug to see at once
+            if not self.relay.loop.running:
                 raise RuntimeError("outbox relay is not running")
-
-        async def relay_alive() -> None:
-            task = self._relay_task
-            if task is not None and ending(task):  # not started yet is not dead
-                raise RuntimeError("outbox relay has ended")
 
         async def consumers_alive() -> None:
             ended = [t.get_name() for s in self._subscribers for t in getattr(s, "tasks", []) if ending(t)]
             if ended:
                 raise RuntimeError(f"consumer loops have ended: {ended}")
 
+        self._add_retention()
         return HealthChecks(
             {"database": self.db.ping, "outbox_relay": outbox_relay},
-            liveness={"outbox_relay": relay_alive, "consumers": consumers_alive},
-            advisory={"broker": broker},
+            liveness={**self.loops.liveness(), "consumers": consumers_alive},
+            advisory={"broker": broker, **self.loops.advisory()},
         )

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 
 from handshake_inventory import SERVICE
 from handshake_inventory.api import InventoryContext, build_router
 from handshake_inventory.db import messaging
 from handshake_inventory.handlers import InventorySaga
-from handshake_inventory.metrics import run_gauge_refresher
+from handshake_inventory.metrics import gauge_refresher
 from handshake_inventory.settings import InventorySettings, get_settings
 from handshake_inventory.sweeper import ReservationSweeper
 from handshake_shared.body_limit import BodySizeLimit
@@ -35,27 +30,11 @@ def create_app(settings: InventorySettings | None = None) -> FastAPI:
         batch_size=settings.expiry_sweep_batch_size,
         interval_seconds=settings.expiry_sweep_interval_seconds,
     )
+    runtime.loops.add(sweeper.loop)
+    runtime.loops.add(gauge_refresher(runtime.db, settings.gauge_refresh_seconds))
     ctx = InventoryContext(db=runtime.db, settings=settings)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime.running():
-            tasks = [
-                asyncio.create_task(
-                    run_gauge_refresher(runtime.db, settings.gauge_refresh_seconds), name="inventory-gauges"
-                ),
-                asyncio.create_task(sweeper.run(), name="inventory-expiry-sweeper"),
-            ]
-            try:
-                yield
-            finally:
-                for task in tasks:
-                    task.cancel()
-                for task in tasks:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-
-    app = FastAPI(title="Handshake inventory service", version="1", lifespan=lifespan)
+    app = FastAPI(title="Handshake inventory service", version="1", lifespan=runtime.lifespan)
     app.state.runtime = runtime
     app.state.saga = saga
     app.state.sweeper = sweeper

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
-import structlog
 from prometheus_client import Counter, Gauge
 from sqlalchemy import text
 
 from handshake_shared.db import Database
-
-log = structlog.get_logger("inventory")
+from handshake_shared.loops import BackgroundLoop
 
 RESERVATIONS = Counter(
     "handshake_inventory_reservations_total",
@@ -60,10 +56,10 @@ async def refresh_gauges(db: Database) -> None:
     OUT_OF_STOCK_SKUS.set(out_of_stock)
 
 
-async def run_gauge_refresher(db: Database, interval_seconds: float) -> None:
-    while True:
-        try:
-            await refresh_gauges(db)
-        except Exception as exc:  # the database may be down; the gauges keep their last value
-            log.warning("gauge refresh failed", error=repr(exc))
-        await asyncio.sleep(interval_seconds)
+def gauge_refresher(db: Database, interval_seconds: float) -> BackgroundLoop:
+    """The gauges read again every interval; while the database is down they keep their last value."""
+
+    async def refresh() -> None:
+        await refresh_gauges(db)
+
+    return BackgroundLoop("gauge_refresher", refresh, interval_seconds=interval_seconds)

@@ -5,7 +5,6 @@ its ledger rows, history row and outbox row."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 
@@ -15,6 +14,7 @@ from handshake_inventory import metrics
 from handshake_inventory import repository as repo
 from handshake_inventory.handlers import InventorySaga
 from handshake_shared.db import Database
+from handshake_shared.loops import BackgroundLoop
 
 log = structlog.get_logger("inventory")
 
@@ -25,6 +25,7 @@ class ReservationSweeper:
         self.saga = saga
         self.batch_size = batch_size
         self.interval = interval_seconds
+        self.loop = BackgroundLoop("expiry_sweeper", self._round, interval_seconds=interval_seconds)
 
     async def sweep_once(self) -> int:
         """Expire up to batch_size overdue reservations, oldest first; returns how many were expired.
@@ -55,13 +56,11 @@ class ReservationSweeper:
             log.info("reservations expired", count=expired)
         return expired
 
-    async def run(self) -> None:
-        while True:
-            try:
-                expired = await self.sweep_once()
-            except Exception as exc:  # database down: try again next interval
-                metrics.EXPIRY_SWEEP_FAILURES.inc()
-                log.warning("expiry sweep failed", error=repr(exc))
-                expired = 0
-            # a full batch means a backlog: sweep again at once instead of waiting a whole interval
-            await asyncio.sleep(0 if expired >= self.batch_size else self.interval)
+    async def _round(self) -> bool:
+        try:
+            expired = await self.sweep_once()
+        except Exception:  # database down: the loop logs it and backs off
+            metrics.EXPIRY_SWEEP_FAILURES.inc()
+            raise
+        # a full batch means a backlog: sweep again at once instead of waiting a whole interval
+        return expired >= self.batch_size

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -65,26 +64,17 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
     )
     ctx.changes = changes
 
-    async def purge_idempotency_keys() -> None:
-        while True:
-            await asyncio.sleep(settings.idempotency_purge_interval_seconds)
-            try:
-                async with runtime.db.transaction() as conn:
-                    await idem.purge_older_than(conn, settings.idempotency_retention_hours)
-            except Exception as exc:
-                log.warning("idempotency purge failed", error=repr(exc))
+    runtime.loops.add(scanner.loop)
+    runtime.loops.add(idem.purge_loop(runtime.db, settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.running(), httpx.AsyncClient() as http:
             ctx.http = http
-            background = [asyncio.create_task(purge_idempotency_keys()), asyncio.create_task(scanner.run())]
             changes.start()
             try:
                 yield
             finally:
-                for task in background:
-                    task.cancel()
                 # before the runtime disposes of the database: woken waiters read the order once more
                 await changes.stop()
 

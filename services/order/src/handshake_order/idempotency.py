@@ -18,7 +18,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_order.db import idempotency_keys
+from handshake_order.settings import OrderSettings
+from handshake_shared.db import Database
 from handshake_shared.http import Problem
+from handshake_shared.loops import BackgroundLoop
 
 IDEMPOTENT_REPLAYS = Counter(
     "handshake_idempotency_replays_total", "Commands answered from a stored response", ["command"]
@@ -94,3 +97,15 @@ async def purge_older_than(conn: AsyncConnection, hours: int) -> int:
         )
     )
     return result.rowcount or 0
+
+
+def purge_loop(db: Database, settings: OrderSettings) -> BackgroundLoop:
+    """Keys older than the retention go, once per interval (the first one interval after start)."""
+
+    async def purge() -> None:
+        async with db.transaction() as conn:
+            await purge_older_than(conn, settings.idempotency_retention_hours)
+
+    return BackgroundLoop(
+        "idempotency_purge", purge, interval_seconds=settings.idempotency_purge_interval_seconds, run_at_start=False
+    )

@@ -6,7 +6,6 @@ dead-lettered) is flagged too, since money is held for it. A gauge per state cou
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -22,6 +21,7 @@ from handshake_shared.db import Database
 from handshake_shared.events import ORDER_EVENTS
 from handshake_shared.events.base import Line
 from handshake_shared.events.order import OrderPlaced
+from handshake_shared.loops import BackgroundLoop
 from handshake_shared.outbox import Outbox
 
 log = structlog.get_logger("order.stuck")
@@ -51,13 +51,11 @@ class StuckOrderScanner:
         for state in self.thresholds:  # exported from the start, not only after the first scan
             STUCK.labels(state).set(0)
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.scan_once()
-            except Exception as exc:
-                log.warning("stuck order scan failed", error=repr(exc))
+        # the first scan one interval after start; a failed one is logged and counted by the loop
+        self.loop = BackgroundLoop("stuck_order_scan", self._round, interval_seconds=self.interval, run_at_start=False)
+
+    async def _round(self) -> None:
+        await self.scan_once()
 
     async def scan_once(self) -> dict[str, Any]:
         found: dict[str, list[str]] = {}

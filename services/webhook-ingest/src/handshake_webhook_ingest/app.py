@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,23 +32,17 @@ def create_app(settings: WebhookIngestSettings | None = None) -> FastAPI:
     ctx = IngestContext(db=runtime.db, settings=settings, messaging=messaging, ingest=ingest)
     scanner = GapScanner(runtime.db, ingest, settings)
     runtime.retention.add(*retention_jobs(settings))
+    if scanner.enabled:
+        runtime.loops.add(scanner.loop)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not scanner.enabled and settings.gap_scan_interval_seconds > 0:
+            structlog.get_logger("app").warning(
+                "webhook gap scan is off: HANDSHAKE_STRIPE_API_KEY is not set, missed webhooks go unnoticed"
+            )
         async with runtime.running():
-            task = None
-            if scanner.enabled:
-                task = asyncio.create_task(scanner.run(), name="webhook-gap-scan")
-            elif settings.gap_scan_interval_seconds > 0:
-                structlog.get_logger("app").warning(
-                    "webhook gap scan is off: HANDSHAKE_STRIPE_API_KEY is not set, missed webhooks go unnoticed"
-                )
-            try:
-                yield
-            finally:
-                scanner.stop()
-                if task is not None:
-                    await task
+            yield
 
     app = FastAPI(title="Handshake webhook-ingest service", version="1", lifespan=lifespan)
     app.state.runtime = runtime

@@ -9,7 +9,6 @@ source="gap_scan"; the provider event id deduplicates against webhooks, earlier 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from handshake_shared.db import Database
 from handshake_shared.locks import AdvisoryLock
+from handshake_shared.loops import BackgroundLoop
 from handshake_webhook_ingest.db import gap_scans, provider_event_cursor, provider_events
 from handshake_webhook_ingest.ingest import StripeIngest
 from handshake_webhook_ingest.metrics import GAP_EVENTS, GAP_SCANS
@@ -39,7 +39,16 @@ class GapScanner:
         self.db = db
         self.ingest = ingest
         self.settings = settings
-        self._stopping = asyncio.Event()
+        # The first scan comes one interval after start: webhooks are the primary path, and a replica restarting
+        # in a loop should not list the provider's events on every start. A scan lists pages from the provider,
+        # so a stop gives it longer than a database batch to finish and record itself.
+        self.loop = BackgroundLoop(
+            "gap_scan",
+            self._round,
+            interval_seconds=settings.gap_scan_interval_seconds,
+            run_at_start=False,
+            stop_grace_seconds=20.0,
+        )
         self.client: stripe.StripeClient | None = None
         if settings.stripe_api_key is not None:
             base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
@@ -187,19 +196,5 @@ class GapScanner:
         log.info("gap scan finished", listed=listed, ingested=ingested, listed_from=listed_from)
         return {"scan_id": scan_id, "listed": listed, "ingested": ingested}
 
-    async def run(self) -> None:
-        """Scan every interval until stopped; a failed scan is logged, recorded and retried next round."""
-        interval = self.settings.gap_scan_interval_seconds
-        # the first scan comes one interval after start: webhooks are the primary path, and a replica
-        # restarting in a loop should not list the provider's events on every start
-        while True:
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=interval)
-                return
-            except TimeoutError:
-                pass
-            with contextlib.suppress(Exception):  # logged and recorded in scan_once; the loop must survive
-                await self.scan_once()
-
-    def stop(self) -> None:
-        self._stopping.set()
+    async def _round(self) -> None:
+        await self.scan_once()  # a failed scan is recorded in gap_scans and counted; the loop backs off
