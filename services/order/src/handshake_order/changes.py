@@ -20,18 +20,15 @@ from typing import Any
 
 import asyncpg
 import structlog
-from prometheus_client import Counter, Gauge
 from sqlalchemy.engine import make_url
 
+from handshake_order.metrics import RECONNECTS, WAITERS
 from handshake_shared.db import async_url
 
 log = structlog.get_logger("order")
 
 # payload: "<order id>:<new version>"
 CHANNEL = "handshake_order_changed"
-
-WAITERS = Gauge("handshake_order_change_waiters", "Requests waiting for a change of an order")
-RECONNECTS = Counter("handshake_order_change_listener_connects_total", "Connections the order change listener opened")
 
 
 def listener_dsn(database_url: str) -> str:

@@ -11,7 +11,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -32,6 +31,7 @@ from handshake_order.domain.pricing import (
     price,
 )
 from handshake_order.domain.states import OrderState
+from handshake_order.metrics import CHECKOUTS
 from handshake_order.settings import OrderSettings
 from handshake_shared.auth import Principal
 from handshake_shared.db import Database
@@ -40,8 +40,6 @@ from handshake_shared.events.order import OrderPlaced
 from handshake_shared.http import Problem
 from handshake_shared.locks import AdvisoryLock, lock_for_transaction
 from handshake_shared.outbox import Outbox
-
-CHECKOUTS = Counter("handshake_checkouts_created_total", "Orders created by checkout")
 
 # Text a request may carry: no control characters. PostgreSQL cannot store NUL in text at all, and the
 # others end up in audit rows, logs and events. Lengths below are those of the columns the text goes to.

@@ -11,21 +11,17 @@ import uuid
 from typing import Any
 
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter
 from pydantic import BaseModel
 from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_order.db import idempotency_keys
+from handshake_order.metrics import IDEMPOTENT_REPLAYS
 from handshake_order.settings import OrderSettings
 from handshake_shared.db import Database
 from handshake_shared.http import Problem
 from handshake_shared.loops import BackgroundLoop
-
-IDEMPOTENT_REPLAYS = Counter(
-    "handshake_idempotency_replays_total", "Commands answered from a stored response", ["command"]
-)
 
 
 class CanonicalJSONResponse(JSONResponse):

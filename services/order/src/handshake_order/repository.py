@@ -10,7 +10,6 @@ import uuid
 from typing import Any
 
 import structlog
-from prometheus_client import Counter
 from sqlalchemy import Text, bindparam, cast, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,6 +19,7 @@ from handshake_order.db import order_notes, order_transitions, orders, refund_ap
 from handshake_order.domain.operations import withdrawn
 from handshake_order.domain.saga import Decision, OrderView
 from handshake_order.domain.states import OrderState
+from handshake_order.metrics import REFUSED, TRANSITIONS
 from handshake_shared.db import built_once
 from handshake_shared.envelope import CloudEvent
 from handshake_shared.events import ORDER_EVENTS
@@ -27,13 +27,6 @@ from handshake_shared.events import order as o
 from handshake_shared.outbox import Outbox
 
 log = structlog.get_logger("order")
-
-TRANSITIONS = Counter("handshake_order_transitions_total", "Applied order transitions", ["from_state", "to_state"])
-REFUSED = Counter(
-    "handshake_order_transitions_refused_total",
-    "Transitions refused by the lifecycle table",
-    ["from_state", "to_state"],
-)
 
 
 def _uuid(value: str | uuid.UUID) -> uuid.UUID:

@@ -10,12 +10,12 @@ import uuid
 from typing import Any
 
 import structlog
-from prometheus_client import Counter, Gauge
 from sqlalchemy import and_, exists, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_order.db import order_notes, orders
 from handshake_order.domain.states import OrderState as S
+from handshake_order.metrics import FLAGGED, REDRIVEN, STUCK
 from handshake_order.settings import OrderSettings
 from handshake_shared.db import Database
 from handshake_shared.events import ORDER_EVENTS
@@ -26,9 +26,6 @@ from handshake_shared.outbox import Outbox
 
 log = structlog.get_logger("order.stuck")
 
-STUCK = Gauge("handshake_orders_stuck", "Orders older than their state's threshold, by state", ["state"])
-REDRIVEN = Counter("handshake_orders_redriven_total", "Stuck orders re-driven, by state", ["state"])
-FLAGGED = Counter("handshake_orders_flagged_stuck_total", "Stuck orders flagged for a person, by state", ["state"])
 
 ACTOR = "stuck-order-scanner"
 _FOLLOW_UP = {
