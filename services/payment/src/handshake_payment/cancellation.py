@@ -20,10 +20,12 @@ import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handshake_payment import repository as repo
-from handshake_payment.domain.attempts import AttemptState as A
+from handshake_payment import ledger_store
+from handshake_payment.domain import ledger as L
+from handshake_payment.domain.ledger import Settled
 from handshake_payment.facts import Facts
-from handshake_payment.settlement import Remedy, Settled, Settlement, cancel_key, settled_from_intent
+from handshake_payment.ids import as_uuid
+from handshake_payment.settlement import Remedy, Settlement, settled_from_intent
 from handshake_payment.stripe_gateway import StripeGateway
 from handshake_shared.consumer import PoisonMessage
 from handshake_shared.db import Database
@@ -39,9 +41,6 @@ CANCELLATIONS = Counter(
     "processing: still settling, left to its webhook)",
     ["outcome"],
 )
-
-# an attempt in these states has nothing left open at the provider
-_CLOSED = (A.SUCCEEDED, A.CANCELED, A.CAPTURE_FAILED)
 
 
 @dataclass(frozen=True)
@@ -61,66 +60,40 @@ class Cancellation:
 
     async def on_order_closed(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderStateChanged) -> None:
         try:
-            order_id = uuid.UUID(p.order_id)
+            order_id = as_uuid(p.order_id)
         except ValueError:
             raise PoisonMessage(f"unusable order id {p.order_id!r}") from None
         why = "order_expired" if event.type == "order.expired" else "order_cancelled"
         await self._cancel_unborn(order_id, why, p.reason, event)
-        closed = await self._close_at_provider(order_id, why, event)
-        await repo.lock_order(conn, order_id)
+        closed = await self._close_at_provider(order_id, why, p.reason, event)
         for c in closed:
             if c.paid is not None:
                 assert c.remedy is not None
                 await self.settlement.apply(conn, event, c.attempt_id, c.paid, c.remedy)
                 continue
-            attempt = await repo.get(conn, c.attempt_id, lock=True)
-            assert attempt is not None
-            if await repo.transition(
-                conn,
-                attempt,
-                A.CANCELED,
-                reason=f"{why}: payment intent cancelled",
-                event_id=str(event.id),
-                failure_code=why,
-                failure_message=p.reason,
-            ):
-                await self.facts.attempt_ended(
-                    conn, "payment.canceled", attempt, intent_id=c.intent_id, code=why, message=p.reason, cause=event
-                )
+            ledger = await ledger_store.load(conn, order_id)
+            decision = L.intent_cancelled(ledger, c.attempt_id, why, p.reason)
+            await ledger_store.apply(conn, ledger, decision, event, self.facts)
 
     async def _cancel_unborn(self, order_id: uuid.UUID, why: str, reason: str, event: CloudEvent) -> None:
         """Step 1: its own transaction, so the cancel is visible to creators before any provider call."""
         async with self.db.transaction() as tx:
-            await repo.lock_order(tx, order_id)
-            for attempt in await repo.order_attempts(tx, order_id):
-                if attempt.state != A.CREATING or attempt.provider_intent_id is not None:
-                    continue
-                attempt = await repo.get(tx, attempt.id, lock=True)
-                if attempt is None or attempt.state != A.CREATING or attempt.provider_intent_id is not None:
-                    continue
-                if await repo.transition(
-                    tx,
-                    attempt,
-                    A.CANCELED,
-                    reason=f"{why} before its payment intent existed",
-                    event_id=str(event.id),
-                    failure_code=why,
-                    failure_message=reason,
-                ):
-                    CANCELLATIONS.labels("never_created").inc()
-                    await self.facts.attempt_ended(
-                        tx, "payment.canceled", attempt, intent_id=None, code=why, message=reason, cause=event
-                    )
+            ledger = await ledger_store.load(tx, order_id)
+            decision = L.close_order(ledger, why, reason)
+            decision.calls.clear()  # step 2's, made once this transaction has committed
+            await ledger_store.apply(tx, ledger, decision, event, self.facts)
+        for _ in decision.moves:
+            CANCELLATIONS.labels("never_created").inc()
 
-    async def _close_at_provider(self, order_id: uuid.UUID, why: str, event: CloudEvent) -> list[_Closed]:
+    async def _close_at_provider(self, order_id: uuid.UUID, why: str, reason: str, event: CloudEvent) -> list[_Closed]:
         """Step 2: provider calls, no transaction of ours open."""
         async with self.db.read() as c:
-            attempts = await repo.order_attempts(c, order_id)
+            ledger = await ledger_store.load(c, order_id, lock=False)
         closed: list[_Closed] = []
-        for attempt in attempts:
-            if attempt.provider_intent_id is None or attempt.state in _CLOSED:
-                continue
-            intent = await self.gateway.close_intent(attempt.provider_intent_id, idempotency_key=cancel_key(attempt.id))
+        for call in L.close_order(ledger, why, reason).calls:
+            attempt = ledger.attempt(call.subject)
+            assert attempt.intent_id is not None
+            intent = await self.gateway.close_intent(attempt.intent_id, idempotency_key=call.idempotency_key)
             if intent.status == "canceled":
                 CANCELLATIONS.labels("canceled").inc()
                 closed.append(_Closed(attempt.id, intent.id))

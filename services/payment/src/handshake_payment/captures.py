@@ -8,7 +8,6 @@ webhook is a refused duplicate transition. No transaction of ours is open during
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import stripe
@@ -17,10 +16,13 @@ from prometheus_client import Counter
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from handshake_payment import ledger_store
 from handshake_payment import repository as repo
-from handshake_payment.domain.attempts import AttemptState as A
+from handshake_payment.domain import ledger as L
+from handshake_payment.domain.ledger import Settled
 from handshake_payment.facts import Facts
-from handshake_payment.settlement import Settled, Settlement, cancel_key, settled_from_intent
+from handshake_payment.ids import as_uuid
+from handshake_payment.settlement import Settlement, settled_from_intent
 from handshake_payment.stripe_gateway import Refusal, StripeGateway, is_permanent, refusal_of
 from handshake_shared.consumer import PoisonMessage
 from handshake_shared.db import Database
@@ -37,15 +39,10 @@ CAPTURES = Counter(
     "authorization was gone before the request)",
     ["outcome"],
 )
-AUTHORIZATION_GONE = "authorization_canceled"
 
 
 class CaptureNotSettled(Exception):
     """The provider is still settling the intent; the consumer retries."""
-
-
-def capture_key(attempt_id: uuid.UUID) -> str:
-    return f"handshake-attempt-{attempt_id}-capture"
 
 
 class Captures:
@@ -57,54 +54,30 @@ class Captures:
 
     async def on_capture_requested(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderCaptureRequested) -> None:
         attempt = await self._attempt_of(p)
-        if attempt.state in (A.SUCCEEDED, A.CAPTURE_FAILED):
-            return  # answered before: payment.succeeded or payment.capture_failed is already out
-        if attempt.state == A.CANCELED or attempt.duplicate_of is not None:
+        async with self.db.read() as c:
+            ledger = await ledger_store.load(c, attempt.order_id, lock=False)
+        decision = L.capture(ledger, attempt.id, p.amount)
+        if decision.outcome == "poison":
+            raise PoisonMessage(decision.detail)
+        if decision.outcome == "not_capturable":
             # the authorization was released (expired at the provider, or a second attempt's): say so
             CAPTURES.labels("not_capturable").inc()
-            await self.facts.attempt_ended(
-                conn,
-                "payment.capture_failed",
-                attempt,
-                intent_id=attempt.provider_intent_id,
-                code=AUTHORIZATION_GONE,
-                message=f"the attempt is {attempt.state}; nothing to capture",
-                cause=event,
-            )
+            await ledger_store.apply(conn, ledger, decision, event, self.facts)
             return
-        if attempt.state != A.AUTHORIZED:
-            raise PoisonMessage(f"capture requested for attempt {attempt.id} which is {attempt.state}, not authorized")
-        outcome = await self._capture(attempt, p.amount)
+        if not decision.calls:
+            return  # answered before: payment.succeeded or payment.capture_failed is already out
+        outcome = await self._capture(ledger.attempt(attempt.id), decision.calls[0])
         if isinstance(outcome, Settled):
             remedy = await self.settlement.prepare(attempt.id, outcome, event)
             await self.settlement.apply(conn, event, attempt.id, outcome, remedy)
             return
-        await repo.lock_order(conn, attempt.order_id)
-        attempt = await repo.get(conn, attempt.id, lock=True)
-        assert attempt is not None
-        code = outcome.code or "capture_refused"
-        if await repo.transition(
-            conn,
-            attempt,
-            A.CAPTURE_FAILED,
-            reason=f"provider refused the capture: {code}",
-            event_id=str(event.id),
-            failure_code=code,
-            failure_message=outcome.message,
-        ):
-            await self.facts.attempt_ended(
-                conn,
-                "payment.capture_failed",
-                attempt,
-                intent_id=attempt.provider_intent_id,
-                code=code,
-                message=outcome.message,
-                cause=event,
-            )
+        ledger = await ledger_store.load(conn, attempt.order_id)
+        refused = L.capture_refused(ledger, attempt.id, outcome.code, outcome.message)
+        await ledger_store.apply(conn, ledger, refused, event, self.facts)
 
     async def _attempt_of(self, p: o.OrderCaptureRequested) -> Row[Any]:
         try:
-            order_id, attempt_id = uuid.UUID(p.order_id), uuid.UUID(p.attempt_id)
+            order_id, attempt_id = as_uuid(p.order_id), as_uuid(p.attempt_id)
             currency = check_currency(p.currency)
         except (ValueError, CurrencyError) as exc:
             raise PoisonMessage(f"unusable capture request: {exc}") from None
@@ -118,10 +91,12 @@ class Captures:
             )
         return attempt
 
-    async def _capture(self, attempt: Row[Any], amount: int) -> Settled | Refusal:
+    async def _capture(self, attempt: L.Attempt, call: L.ProviderCall) -> Settled | Refusal:
         """The provider calls, no transaction open: captured (or found captured), else refused with the
         authorization released."""
-        intent_id = attempt.provider_intent_id
+        intent_id = attempt.intent_id
+        assert intent_id is not None and call.amount is not None
+        amount = call.amount
         intent = await self.gateway.retrieve_intent(intent_id)
         if intent.status == "succeeded":
             CAPTURES.labels("already_captured").inc()
@@ -129,7 +104,7 @@ class Captures:
         if intent.status == "requires_capture":
             try:
                 captured = await self.gateway.capture_intent(
-                    intent_id, amount=amount, idempotency_key=capture_key(attempt.id)
+                    intent_id, amount=amount, idempotency_key=call.idempotency_key
                 )
             except stripe.StripeError as exc:
                 if not is_permanent(exc):
@@ -142,7 +117,8 @@ class Captures:
         else:
             refusal = Refusal(code=f"intent_{intent.status}", message=f"the payment intent is {intent.status}")
         # release what is still held, unless the money was taken after all
-        current = await self.gateway.close_intent(intent_id, idempotency_key=cancel_key(attempt.id))
+        release = L.release_authorization(attempt).calls[0]
+        current = await self.gateway.close_intent(intent_id, idempotency_key=release.idempotency_key)
         if current.status == "succeeded":
             CAPTURES.labels("already_captured").inc()
             return settled_from_intent(current.to_dict(), "found captured at the provider", amount)

@@ -9,15 +9,14 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from handshake_payment import ledger_store
 from handshake_payment import repository as repo
-from handshake_payment.db import provider_disputes
+from handshake_payment.domain import ledger as L
 from handshake_payment.facts import Facts
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent
-from handshake_shared.events import payment as pay
 from handshake_shared.events import provider as prov
 
 log = structlog.get_logger("payment")
@@ -65,42 +64,23 @@ class Disputes:
                 reason=obj.get("reason"),
             )
             return outcome
-        if dispute_id:
-            first = (
-                await conn.execute(
-                    pg_insert(provider_disputes)
-                    .values(
-                        dispute_id=dispute_id,
-                        attempt_id=attempt.id,
-                        payment_intent_id=str(intent_id),
-                        provider_event_id=p.provider_event_id,
-                    )
-                    .on_conflict_do_nothing(index_elements=[provider_disputes.c.dispute_id])
-                    .returning(provider_disputes.c.dispute_id)
-                )
-            ).first()
-            if first is None:
-                DISPUTES.labels(p.provider_type, "duplicate").inc()
-                log.info("dispute already announced", dispute_id=dispute_id, provider_event_id=p.provider_event_id)
-                return "refused"
-        order_id = str(attempt.order_id)
-        currency = obj.get("currency") or attempt.currency
-        await self.facts.emit(
-            conn,
-            "payment.disputed",
-            order_id,
-            pay.PaymentDisputed(
-                order_id=order_id,
-                attempt_id=str(attempt.id),
-                payment_intent_id=str(intent_id),
-                dispute_id=dispute_id,
-                amount=int(obj.get("amount") if obj.get("amount") is not None else attempt.amount),
-                currency=str(currency).upper(),
-                reason=obj.get("reason"),
-                status=obj.get("status"),
-            ),
-            event,
+        ledger = await ledger_store.load(conn, attempt.order_id, disputes=True)
+        amount = obj.get("amount")
+        decision = L.dispute(
+            ledger,
+            attempt.id,
+            dispute_id=dispute_id,
+            intent_id=str(intent_id),
+            amount=int(amount) if amount is not None else None,
+            currency=obj.get("currency"),
+            reason=obj.get("reason"),
+            status=obj.get("status"),
         )
+        if decision.outcome == "refused":
+            DISPUTES.labels(p.provider_type, "duplicate").inc()
+            log.info("dispute already announced", dispute_id=dispute_id, provider_event_id=p.provider_event_id)
+            return "refused"
+        await ledger_store.apply(conn, ledger, decision, event, self.facts, provider_event_id=p.provider_event_id)
         DISPUTES.labels(p.provider_type, "announced").inc()
         log.warning("payment disputed", attempt_id=str(attempt.id), dispute_id=dispute_id, status=obj.get("status"))
         return "applied"

@@ -29,27 +29,29 @@ from sqlalchemy import update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handshake_payment import leases, parking
+from handshake_payment import leases, ledger_store, parking
 from handshake_payment import repository as repo
 from handshake_payment.cancellation import Cancellation
 from handshake_payment.captures import Captures
 from handshake_payment.db import payment_attempts
 from handshake_payment.disputes import Disputes, disputed_intent
+from handshake_payment.domain import ledger as L
 from handshake_payment.domain.attempts import HOLDS_PAYMENT, provider_target
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.intents import intent_facts
+from handshake_payment.domain.ledger import Settled
 from handshake_payment.facts import Facts
+from handshake_payment.ids import as_uuid
 from handshake_payment.provider_proof import ProviderProof
 from handshake_payment.provider_refunds import PROVIDER_REFUND_TYPES, ProviderRefunds, refunded_intent
 from handshake_payment.refunds import Refunds
 from handshake_payment.settings import PaymentSettings
-from handshake_payment.settlement import Settled, Settlement, cancel_key
+from handshake_payment.settlement import Settlement
 from handshake_payment.stripe_gateway import Refusal, StripeGateway, is_permanent
 from handshake_shared.consumer import Handler, PoisonMessage
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent
 from handshake_shared.events import order as o
-from handshake_shared.events import payment as pay
 from handshake_shared.events import provider as prov
 from handshake_shared.money import CurrencyError, check_currency
 from handshake_shared.outbox import Outbox
@@ -90,10 +92,6 @@ class AttemptBusy(Exception):
     """Another handler holds the attempt's intent-creation lease; the consumer retries later."""
 
 
-def idempotency_key(attempt_id: uuid.UUID) -> str:
-    return f"handshake-attempt-{attempt_id}-create-intent"
-
-
 class PaymentHandlers:
     def __init__(self, db: Database, outbox: Outbox, gateway: StripeGateway, settings: PaymentSettings) -> None:
         self.db = db
@@ -115,7 +113,7 @@ class PaymentHandlers:
 
     async def on_payment_requested(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderPaymentRequested) -> None:
         try:
-            order_id = uuid.UUID(p.order_id)
+            order_id = as_uuid(p.order_id)
             currency = check_currency(p.currency)
         except (ValueError, CurrencyError) as exc:
             raise PoisonMessage(f"unusable payment request: {exc}") from None
@@ -145,11 +143,13 @@ class PaymentHandlers:
             # provider events that came before we knew the intent
             await self.apply_parked(attempt.provider_intent_id)
             async with self.db.read() as c:
-                attempt = await repo.get(c, attempt.id)
-            assert attempt is not None
+                current = await repo.get(c, attempt.id)
+            assert current is not None
+            attempt = current
         if attempt.state == A.CANCELED and attempt.provider_intent_id is not None:
             # the order closed while the intent was being created: it must not stay payable
-            intent = await self.gateway.close_intent(attempt.provider_intent_id, idempotency_key=cancel_key(attempt.id))
+            key = L.cancel_key(attempt.id)
+            intent = await self.gateway.close_intent(attempt.provider_intent_id, idempotency_key=key)
             if intent.status != "canceled":
                 UNCANCELLABLE.inc()
                 log.error(
@@ -169,12 +169,12 @@ class PaymentHandlers:
             await repo.insert_attempt(
                 tx,
                 order_id=order_id,
-                request_id=p.request_id,
+                request_id=str(p.request_id),
                 amount=p.amount,
                 currency=currency,
                 event_id=str(event.id),
             )
-            attempt = await repo.by_request(tx, p.request_id)
+            attempt = await repo.by_request(tx, str(p.request_id))
         assert attempt is not None
         return attempt
 
@@ -226,13 +226,14 @@ class PaymentHandlers:
                     "payment intent found after a lost answer", attempt_id=str(attempt.id), payment_intent_id=found.id
                 )
                 return found
+        (call,) = L.create_intent(ledger_store.attempt_view(current)).calls
         try:
             return await self.gateway.create_intent(
                 attempt_id=str(attempt.id),
                 order_id=str(attempt.order_id),
                 amount=attempt.amount,
                 currency=attempt.currency,
-                idempotency_key=idempotency_key(attempt.id),
+                idempotency_key=call.idempotency_key,
             )
         except stripe.StripeError as exc:
             if is_permanent(exc):
@@ -281,50 +282,12 @@ class PaymentHandlers:
         self, conn: AsyncConnection, event: CloudEvent, attempt_id: uuid.UUID, refusal: Refusal | None
     ) -> None:
         """Phase 3, in the consumer's transaction: an attempt already past `creating` was announced before."""
-        attempt = await repo.get(conn, attempt_id, lock=True)
-        assert attempt is not None
-        if attempt.state != A.CREATING:
-            return
-        order_id = str(attempt.order_id)
-        if refusal is not None:
-            if await repo.transition(
-                conn,
-                attempt,
-                A.FAILED,
-                reason=f"provider refused the payment intent: {refusal.code or 'unknown'}",
-                event_id=str(event.id),
-                failure_code=refusal.code,
-                failure_message=refusal.message,
-            ):
-                await self.facts.attempt_ended(
-                    conn,
-                    "payment.failed",
-                    attempt,
-                    intent_id=None,
-                    code=refusal.code,
-                    message=refusal.message,
-                    cause=event,
-                )
-            return
-        if attempt.provider_intent_id is None:
+        ledger = await ledger_store.load_for_attempt(conn, attempt_id)
+        attempt = ledger.attempt(attempt_id)
+        decision = L.announce_intent(attempt, (refusal.code, refusal.message) if refusal is not None else None)
+        if decision.outcome == "pending":
             raise AttemptBusy(f"attempt {attempt.id} has no payment intent yet")
-        announced = await repo.transition(
-            conn, attempt, A.REQUIRES_PAYMENT, reason="payment intent created", event_id=str(event.id)
-        )
-        if announced:
-            await self.emit(
-                conn,
-                "payment.intent_created",
-                order_id,
-                pay.PaymentIntentCreated(
-                    order_id=order_id,
-                    attempt_id=str(attempt.id),
-                    payment_intent_id=attempt.provider_intent_id,
-                    amount=attempt.amount,
-                    currency=attempt.currency,
-                ),
-                event,
-            )
+        await ledger_store.apply(conn, ledger, decision, event, self.facts)
 
     # -- provider.events.v1 ---------------------------------------------------------------------
 
@@ -465,7 +428,13 @@ class PaymentHandlers:
             currency = facts.currency or (currency_hint.upper() if currency_hint else None)
             if amount is None or currency is None:
                 raise PoisonMessage(f"{provider_event_id}: a {target} without amount or currency")
-            mismatch = _mismatch(attempt, target, amount, currency, manual=obj.get("capture_method") == "manual")
+            mismatch = L.is_mismatch(
+                ledger_store.attempt_view(attempt),
+                target,
+                amount,
+                currency,
+                manual=obj.get("capture_method") == "manual",
+            )
             fact = Settled(
                 target=target,
                 amount=amount,
@@ -480,32 +449,19 @@ class PaymentHandlers:
             if outcome == "mismatch":
                 MISMATCHES.labels(detected_by).inc()
             return outcome
-        await repo.lock_order(conn, attempt.order_id)
-        attempt = await repo.get(conn, attempt.id, lock=True)
-        assert attempt is not None
-        columns: dict[str, Any] = {}
-        if target in (A.FAILED, A.CANCELED):
-            columns = {"failure_code": facts.failure_code, "failure_message": facts.failure_message}
-        applied = await repo.transition(
-            conn,
-            attempt,
+        ledger = await ledger_store.load(conn, attempt.order_id)
+        decision = L.end_attempt(
+            ledger,
+            attempt.id,
             target,
-            reason=reason,
-            event_id=str(event.id),
+            reason,
+            intent_id=intent_id,
+            code=facts.failure_code,
+            message=facts.failure_message,
             provider_event_id=provider_event_id,
-            **columns,
         )
-        if applied and target in (A.FAILED, A.CANCELED):
-            await self.facts.attempt_ended(
-                conn,
-                "payment.failed" if target == A.FAILED else "payment.canceled",
-                attempt,
-                intent_id=intent_id,
-                code=facts.failure_code,
-                message=facts.failure_message,
-                cause=event,
-            )
-        return "applied" if applied else "refused"
+        await ledger_store.apply(conn, ledger, decision, event, self.facts)
+        return decision.outcome
 
     async def _attempt_for_intent(self, intent_id: str, attempt_id: str | None) -> Row[Any] | None:
         """Read without a lock: every lock of this handler is taken later, under the order lock."""
@@ -550,13 +506,3 @@ class PaymentHandlers:
 
     def provider_handlers(self) -> dict[str, Handler]:
         return {"provider.stripe.event": self.on_provider_event}
-
-
-def _mismatch(attempt: Row[Any], target: A, amount: int, currency: str, *, manual: bool) -> bool:
-    """The provider holds other money than the attempt asked for. A manual capture may take less than
-    was authorized (the order asks for a partial capture), never more."""
-    if currency.upper() != attempt.currency.upper():
-        return True
-    if target == A.SUCCEEDED and manual:
-        return amount > attempt.amount
-    return amount != attempt.amount

@@ -25,14 +25,14 @@ import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from handshake_payment import ledger_store
 from handshake_payment import refund_repository as refund_repo
 from handshake_payment import repository as repo
-from handshake_payment.domain.attempts import AttemptState as A
+from handshake_payment.domain import ledger as L
 from handshake_payment.domain.refunds import RefundState
 from handshake_payment.facts import Facts
 from handshake_shared.consumer import PoisonMessage
 from handshake_shared.envelope import CloudEvent
-from handshake_shared.events import payment as pay
 from handshake_shared.events import provider as prov
 
 log = structlog.get_logger("payment")
@@ -45,7 +45,6 @@ PROVIDER_REFUND_TYPES = (
     "charge.refund.updated",
 )
 REVERSED_STATUSES = ("failed", "canceled")
-REFUNDED_AT_PROVIDER = "refunded at the provider"
 
 PROVIDER_REFUNDS = Counter(
     "handshake_payment_provider_refunds_total",
@@ -125,16 +124,15 @@ class ProviderRefunds:
             return "applied" if reversed_ else "unmatched"
         if not candidates:
             return "applied" if reversed_ else "refused"
-        await repo.lock_order(conn, attempt.order_id)
-        attempt = await repo.get(conn, attempt.id, lock=True)
-        assert attempt is not None
-        if attempt.state != A.SUCCEEDED:
+        ledger = await ledger_store.load(conn, attempt.order_id)
+        if ledger.attempt(attempt.id).state != L.A.SUCCEEDED:
             raise RefundBeforeCapture(
                 f"{p.provider_event_id}: provider refund of attempt {attempt.id} in state {attempt.state}"
             )
         recorded = 0
         for refund in candidates:
-            recorded += await self._record(conn, event, p, attempt, intent_id, refund)
+            ledger, made = await self._record(conn, event, p, ledger, attempt.id, refund)
+            recorded += made
         return "applied" if recorded else "refused"
 
     async def _reversals(
@@ -149,36 +147,14 @@ class ProviderRefunds:
             row = await refund_repo.by_provider_refund(conn, provider_refund_id)
             if row is None or row.state != RefundState.SUCCEEDED:
                 continue  # never counted (still requested: the refund path sees the failure), or done before
-            await repo.lock_order(conn, row.order_id)
-            row = await refund_repo.get(conn, row.id, lock=True)
-            assert row is not None
+            ledger = await ledger_store.load(conn, row.order_id)
             why = str(refund.get("failure_reason") or refund.get("status"))
-            if not await refund_repo.transition(
-                conn,
-                row,
-                RefundState.REVERSED,
-                reason=f"the provider reports the refund {refund.get('status')}: {why}",
-                event_id=str(event.id),
-                failure_code=why,
-            ):
-                continue
-            order_id = str(row.order_id)
-            await self.facts.emit(
-                conn,
-                "payment.refund_reversed",
-                order_id,
-                pay.PaymentRefundReversed(
-                    order_id=order_id,
-                    refund_id=str(row.id),
-                    attempt_id=str(row.attempt_id),
-                    payment_intent_id=intent_id,
-                    provider_refund_id=provider_refund_id,
-                    amount=row.amount,
-                    currency=row.currency,
-                    reason=why,
-                ),
-                event,
+            decision = L.refund_reversed(
+                ledger, provider_refund_id, status=str(refund.get("status")), why=why, intent_id=intent_id
             )
+            if decision.outcome != "applied":
+                continue
+            await ledger_store.apply(conn, ledger, decision, event, self.facts)
             REVERSALS.inc()
             log.error(
                 "refund failed after the provider had accepted it: the customer did not get the money",
@@ -210,85 +186,42 @@ class ProviderRefunds:
         conn: AsyncConnection,
         event: CloudEvent,
         p: prov.ProviderStripeEvent,
-        attempt: Any,
-        intent_id: str,
+        ledger: L.Ledger,
+        attempt_id: uuid.UUID,
         refund: dict[str, Any],
-    ) -> int:
+    ) -> tuple[L.Ledger, int]:
         provider_refund_id = str(refund["id"])
-        if await refund_repo.by_provider_refund(conn, provider_refund_id) is not None:
-            PROVIDER_REFUNDS.labels("known").inc()
-            return 0
-        if attempt.duplicate_of is not None:
-            PROVIDER_REFUNDS.labels("not_order_payment").inc()
-            log.error(
-                "provider refund of a duplicate attempt not recorded",
-                attempt_id=str(attempt.id),
-                provider_refund_id=provider_refund_id,
-                amount=refund.get("amount"),
-            )
-            return 0
         amount = int(refund.get("amount") or 0)
-        currency = str(refund.get("currency") or attempt.currency).upper()
-        if currency != attempt.currency.upper():
-            PROVIDER_REFUNDS.labels("currency_mismatch").inc()
-            log.error(
-                "provider refund in another currency not recorded",
-                attempt_id=str(attempt.id),
-                provider_refund_id=provider_refund_id,
-                currency=currency,
-            )
-            return 0
-        captured = attempt.amount_captured if attempt.amount_captured is not None else attempt.amount
-        committed = await refund_repo.committed_amount(conn, attempt.id)
-        if amount <= 0 or committed + amount > captured:
-            PROVIDER_REFUNDS.labels("exceeds_capture").inc()
-            log.error(
-                "provider refund would exceed the capture, not recorded",
-                attempt_id=str(attempt.id),
-                provider_refund_id=provider_refund_id,
-                amount=amount,
-                committed=committed,
-                captured=captured,
-                provider_event_id=p.provider_event_id,
-            )
-            return 0
-        refund_id = provider_refund_row_id(provider_refund_id)
-        if not await refund_repo.insert_provider_refund(
-            conn,
-            refund_id=refund_id,
-            order_id=attempt.order_id,
-            attempt_id=attempt.id,
-            amount=amount,
-            currency=attempt.currency,
-            reason=REFUNDED_AT_PROVIDER,
+        attempt = ledger.attempt(attempt_id)
+        decision = L.refund_at_provider(
+            ledger,
+            attempt_id,
+            provider_refund_row_id(provider_refund_id),
             provider_refund_id=provider_refund_id,
-            event_id=str(event.id),
-        ):
-            PROVIDER_REFUNDS.labels("known").inc()
-            return 0
-        order_id = str(attempt.order_id)
-        await self.facts.emit(
-            conn,
-            "payment.refunded",
-            order_id,
-            pay.PaymentRefunded(
-                order_id=order_id,
-                refund_id=str(refund_id),
-                attempt_id=str(attempt.id),
-                payment_intent_id=intent_id,
-                provider_refund_id=provider_refund_id,
-                amount=amount,
-                currency=attempt.currency,
-                reason=REFUNDED_AT_PROVIDER,
-                automatic=False,
-            ),
-            event,
+            amount=amount,
+            currency=str(refund.get("currency") or attempt.currency).upper(),
         )
+        if decision.outcome != "applied":
+            PROVIDER_REFUNDS.labels(decision.outcome).inc()
+            if decision.outcome != "known":
+                log.error(
+                    "provider refund not recorded",
+                    outcome=decision.outcome,
+                    attempt_id=str(attempt_id),
+                    provider_refund_id=provider_refund_id,
+                    amount=amount,
+                    committed=ledger.committed(attempt_id),
+                    captured=attempt.captured,
+                    detail=decision.detail,
+                    provider_event_id=p.provider_event_id,
+                )
+            return ledger, 0
+        await ledger_store.apply(conn, ledger, decision, event, self.facts)
         PROVIDER_REFUNDS.labels("recorded").inc()
         log.warning(
             "refund made at the provider recorded",
-            attempt_id=str(attempt.id),
+            attempt_id=str(attempt_id),
             provider_refund_id=provider_refund_id,
             amount=amount,
         )
-        return 1
+        return L.evolve(ledger, decision), 1

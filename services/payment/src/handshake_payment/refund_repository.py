@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment.db import refund_transitions, refunds
 from handshake_payment.domain.refunds import REFUND_LIFECYCLE, RefundState
+from handshake_payment.repository import Stated
 
 log = structlog.get_logger("payment")
 
@@ -122,7 +123,13 @@ async def store_provider_refund(conn: AsyncConnection, refund_id: uuid.UUID, pro
 
 
 async def transition(
-    conn: AsyncConnection, refund: Row[Any], target: RefundState, *, reason: str, event_id: str | None, **columns: Any
+    conn: AsyncConnection,
+    refund: Row[Any] | Stated,
+    target: RefundState,
+    *,
+    reason: str,
+    event_id: str | None,
+    **columns: Any,
 ) -> bool:
     current = RefundState(refund.state)
     if not REFUND_LIFECYCLE.can(current, target):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -34,6 +35,14 @@ REFUSED = Counter(
 
 # advisory-lock namespace for per-order payment decisions ("PAYO" as an int), distinct from the outbox relay's
 _ORDER_LOCK_NAMESPACE = 0x5041594F
+
+
+@dataclass(frozen=True)
+class Stated:
+    """What the guarded transition writers read of a row: its id and the state its reader saw."""
+
+    id: uuid.UUID
+    state: str
 
 
 async def lock_order(conn: AsyncConnection, order_id: uuid.UUID) -> None:
@@ -260,7 +269,7 @@ def _moved_statement(columns: tuple[str, ...]) -> Any:
 
 async def transition(
     conn: AsyncConnection,
-    attempt: Row[Any],
+    attempt: Row[Any] | Stated,
     target: AttemptState,
     *,
     reason: str,

@@ -23,20 +23,19 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from handshake_payment import ledger_store
 from handshake_payment import repository as repo
-from handshake_payment.domain.attempts import ATTEMPT_LIFECYCLE, AttemptState
+from handshake_payment.domain import ledger as L
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.intents import captured_amount
-from handshake_payment.domain.refunds import automatic_refund_id
+from handshake_payment.domain.ledger import Settled
 from handshake_payment.facts import Facts
-from handshake_payment.refunds import Refunds
+from handshake_payment.refunds import RefundPending, Refunds
 from handshake_payment.stripe_gateway import Refusal, StripeGateway
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent
-from handshake_shared.events import payment as pay
 
 log = structlog.get_logger("payment")
 
@@ -46,22 +45,8 @@ DUPLICATES = Counter(
     "is given back automatically",
     ["state"],
 )
-DUPLICATE_AUTHORIZATION = "duplicate_authorization"
 
-
-@dataclass(frozen=True)
-class Settled:
-    """A provider fact that an attempt's money is held (authorized) or taken (succeeded)."""
-
-    target: AttemptState
-    amount: int
-    currency: str
-    intent_id: str
-    reason: str
-    provider_event_id: str | None = None
-    # set (webhook, reconciliation) when the provider holds another amount or currency than the attempt
-    # asked for: the money is recorded as held, payment.mismatch is announced, never payment.succeeded
-    mismatch_detected_by: str | None = None
+__all__ = ["Remedy", "Settled", "Settlement", "SettlementRace", "settled_from_intent"]
 
 
 @dataclass(frozen=True)
@@ -74,10 +59,6 @@ class Remedy:
 
 class SettlementRace(Exception):
     """The order's payment changed hands between step 1 and step 3; the consumer retries."""
-
-
-def cancel_key(attempt_id: uuid.UUID) -> str:
-    return f"handshake-attempt-{attempt_id}-cancel"
 
 
 def settled_from_intent(intent: dict[str, Any], reason: str, requested: int | None = None) -> Settled:
@@ -106,126 +87,76 @@ class Settlement:
             holder = await repo.payment_holder(c, attempt.order_id, other_than=attempt.id)
         if attempt.duplicate_of is None and holder is None:
             return Remedy()
-        async with self.db.transaction() as tx:
-            await repo.lock_order(tx, attempt.order_id)
-            attempt = await repo.get(tx, attempt_id, lock=True)
-            assert attempt is not None
-            holder = await repo.payment_holder(tx, attempt.order_id, other_than=attempt.id)
-            if attempt.duplicate_of is None and holder is None:
-                return Remedy()
-            await self._record_duplicate(tx, attempt, holder, fact, cause)
+        if not await self._record_duplicate(attempt_id, fact, cause):
+            return Remedy()
         return await self._give_back(attempt_id, cause)
 
-    async def _record_duplicate(
-        self, tx: AsyncConnection, attempt: Row[Any], holder: Row[Any] | None, fact: Settled, cause: CloudEvent
-    ) -> None:
-        columns: dict[str, Any] = {}
-        if attempt.duplicate_of is None:
-            assert holder is not None
-            columns["duplicate_of"] = holder.id
-        if fact.target == A.SUCCEEDED:
-            columns["amount_captured"] = fact.amount
-        holder_id = attempt.duplicate_of or (holder.id if holder else None)
-        moved = await repo.transition(
-            tx,
-            attempt,
-            fact.target,
-            reason=f"{fact.reason}; the order's payment is held by attempt {holder_id}",
-            event_id=str(cause.id),
-            provider_event_id=fact.provider_event_id,
-            **columns,
-        )
-        if moved:
+    async def _record_duplicate(self, attempt_id: uuid.UUID, fact: Settled, cause: CloudEvent) -> bool:
+        """Step 1 in its own transaction under the order lock: True when the attempt is a duplicate."""
+        async with self.db.transaction() as tx:
+            ledger = await ledger_store.load_for_attempt(tx, attempt_id)
+            decision = L.mark_duplicate(ledger, attempt_id, fact)
+            await ledger_store.apply(tx, ledger, decision, cause, self.facts)
+        attempt = ledger.attempt(attempt_id)
+        if decision.moves:
             DUPLICATES.labels(fact.target.value).inc()
             log.warning(
                 "second payment for one order",
-                attempt_id=str(attempt.id),
-                holder_attempt_id=str(holder_id),
+                attempt_id=str(attempt_id),
+                holder_attempt_id=str(dict(decision.moves[0].columns).get("duplicate_of", attempt.duplicate_of)),
                 state=fact.target,
                 amount=fact.amount,
                 currency=fact.currency,
             )
-        elif attempt.duplicate_of is None:
+        elif decision.outcome == "refused":
             log.error(
                 "provider reports money on an attempt the lifecycle cannot take it on",
-                attempt_id=str(attempt.id),
+                attempt_id=str(attempt_id),
                 state=attempt.state,
                 target=fact.target,
             )
-            return
-        current = await repo.get(tx, attempt.id)
-        assert current is not None
-        if current.state == A.SUCCEEDED:
-            await self.refunds.record_automatic(tx, current, str(cause.id))
+        return decision.outcome == "duplicate"
 
     async def _give_back(self, attempt_id: uuid.UUID, cause: CloudEvent) -> Remedy:
+        """Step 2, no transaction of ours open: the provider call the ledger names for the duplicate."""
         async with self.db.read() as c:
-            attempt = await repo.get(c, attempt_id)
-        assert attempt is not None
-        if attempt.duplicate_of is None:
-            return Remedy()
-        if attempt.state == A.SUCCEEDED:
-            return Remedy(refusal=await self.refunds.execute(automatic_refund_id(attempt.id)))
-        if attempt.state != A.AUTHORIZED:
-            return Remedy()
-        intent = await self.gateway.close_intent(attempt.provider_intent_id, idempotency_key=cancel_key(attempt.id))
-        if intent.status == "canceled":
-            return Remedy(released=True)
-        if intent.status == "succeeded":
-            # captured elsewhere (dashboard) before our cancel landed: a captured duplicate, refunded as one
-            fact = settled_from_intent(intent.to_dict(), "captured before its authorization was released")
-            async with self.db.transaction() as tx:
-                await repo.lock_order(tx, attempt.order_id)
-                attempt = await repo.get(tx, attempt_id, lock=True)
-                assert attempt is not None
-                await self._record_duplicate(tx, attempt, None, fact, cause)
-            return await self._give_back(attempt_id, cause)
-        raise SettlementRace(f"authorization of duplicate attempt {attempt_id} is {intent.status}")
+            ledger = await ledger_store.load_for_attempt(c, attempt_id, lock=False)
+        attempt = ledger.attempt(attempt_id)
+        for call in L.give_back(ledger, attempt).calls:
+            if call.kind == "create_refund":
+                return Remedy(refusal=await self.refunds.execute(call.subject))
+            assert call.kind == "cancel_intent" and attempt.intent_id is not None
+            intent = await self.gateway.close_intent(attempt.intent_id, idempotency_key=call.idempotency_key)
+            if intent.status == "canceled":
+                return Remedy(released=True)
+            if intent.status == "succeeded":
+                # captured elsewhere (dashboard) before our cancel landed: a captured duplicate, refunded as one
+                fact = settled_from_intent(intent.to_dict(), "captured before its authorization was released")
+                await self._record_duplicate(attempt_id, fact, cause)
+                return await self._give_back(attempt_id, cause)
+            raise SettlementRace(f"authorization of duplicate attempt {attempt_id} is {intent.status}")
+        return Remedy()
 
     async def apply(
         self, conn: AsyncConnection, event: CloudEvent, attempt_id: uuid.UUID, fact: Settled, remedy: Remedy
     ) -> str:
-        """Step 3, in the consumer's transaction. Returns applied, refused (the table did not allow it:
-        a duplicate delivery) or duplicate."""
-        attempt = await repo.get(conn, attempt_id)
-        assert attempt is not None
-        await repo.lock_order(conn, attempt.order_id)
-        attempt = await repo.get(conn, attempt_id, lock=True)
-        assert attempt is not None
-        if attempt.duplicate_of is not None:
-            await self._finish_duplicate(conn, event, attempt, remedy)
-            return "duplicate"
-        holder = await repo.payment_holder(conn, attempt.order_id, other_than=attempt.id)
-        if holder is not None and ATTEMPT_LIFECYCLE.can(AttemptState(attempt.state), fact.target):
-            raise SettlementRace(f"attempt {holder.id} took the payment of order {attempt.order_id} first")
-        columns: dict[str, Any] = {"amount_captured": fact.amount} if fact.target == A.SUCCEEDED else {}
-        reason = fact.reason
-        if fact.mismatch_detected_by is not None:
-            columns["provider_mismatch"] = {
-                "amount": fact.amount,
-                "currency": fact.currency,
-                "state": fact.target.value,
-                "detected_by": fact.mismatch_detected_by,
-            }
-            reason = (
-                f"{fact.reason}; amount mismatch: the provider holds {fact.amount} {fact.currency}, "
-                f"the attempt asked {attempt.amount} {attempt.currency}"
-            )
-        if not await repo.transition(
-            conn,
-            attempt,
-            fact.target,
-            reason=reason,
-            event_id=str(event.id),
-            provider_event_id=fact.provider_event_id,
-            **columns,
-        ):
-            return "refused"
-        order_id, attempt_key = str(attempt.order_id), str(attempt.id)
-        if fact.mismatch_detected_by is not None:
+        """Step 3, in the consumer's transaction. Returns applied, mismatch, refused (the table did not allow
+        it: a duplicate delivery) or duplicate."""
+        ledger = await ledger_store.load_for_attempt(conn, attempt_id)
+        refusal = (remedy.refusal.code, remedy.refusal.message) if remedy.refusal else None
+        decision = L.settle(ledger, attempt_id, fact, released=remedy.released, refund_refusal=refusal)
+        if decision.outcome == "race":
+            raise SettlementRace(decision.detail)
+        attempt = ledger.attempt(attempt_id)
+        if decision.outcome == "pending":
+            raise RefundPending(decision.detail)
+        await ledger_store.apply(conn, ledger, decision, event, self.facts)
+        if attempt.duplicate_of is not None and attempt.state == A.SUCCEEDED:
+            self.refunds.count_finished(ledger, decision)
+        if decision.outcome == "mismatch":
             log.error(
                 "provider amount differs from the attempt",
-                attempt_id=attempt_key,
+                attempt_id=str(attempt_id),
                 state=fact.target,
                 provider_amount=fact.amount,
                 provider_currency=fact.currency,
@@ -233,63 +164,4 @@ class Settlement:
                 requested_currency=attempt.currency,
                 detected_by=fact.mismatch_detected_by,
             )
-            await self.facts.emit(
-                conn,
-                "payment.mismatch",
-                order_id,
-                pay.PaymentMismatch(
-                    order_id=order_id,
-                    attempt_id=attempt_key,
-                    payment_intent_id=fact.intent_id,
-                    expected_amount=attempt.amount,
-                    expected_currency=attempt.currency,
-                    provider_amount=fact.amount,
-                    provider_currency=fact.currency,
-                    detected_by=fact.mismatch_detected_by,
-                    captured=fact.target == A.SUCCEEDED,
-                ),
-                event,
-            )
-            return "mismatch"
-        await self.facts.emit(
-            conn,
-            "payment.succeeded" if fact.target == A.SUCCEEDED else "payment.authorized",
-            order_id,
-            pay.PaymentSucceeded(
-                order_id=order_id,
-                attempt_id=attempt_key,
-                payment_intent_id=fact.intent_id,
-                amount=fact.amount,
-                currency=fact.currency,
-            ),
-            event,
-        )
-        return "applied"
-
-    async def _finish_duplicate(
-        self, conn: AsyncConnection, event: CloudEvent, attempt: Row[Any], remedy: Remedy
-    ) -> None:
-        if attempt.state == A.SUCCEEDED:
-            await self.refunds.finish(conn, automatic_refund_id(attempt.id), remedy.refusal, event)
-        elif attempt.state == A.AUTHORIZED:
-            held_by = f"the order's payment is held by attempt {attempt.duplicate_of}"
-            if not remedy.released:
-                raise SettlementRace(f"authorization of duplicate attempt {attempt.id} not released yet")
-            if await repo.transition(
-                conn,
-                attempt,
-                A.CANCELED,
-                reason="authorization of a second attempt released",
-                event_id=str(event.id),
-                failure_code=DUPLICATE_AUTHORIZATION,
-                failure_message=held_by,
-            ):
-                await self.facts.attempt_ended(
-                    conn,
-                    "payment.canceled",
-                    attempt,
-                    intent_id=attempt.provider_intent_id,
-                    code=DUPLICATE_AUTHORIZATION,
-                    message=held_by,
-                    cause=event,
-                )
+        return decision.outcome
