@@ -22,6 +22,7 @@ from handshake_inventory.db import messaging
 from handshake_inventory.settings import InventorySettings
 from handshake_shared.consumer import RawMessage
 from handshake_shared.envelope import build_event, parse_event
+from handshake_shared.events.order import OrderPlaced
 
 GROUP = "inventory.order-events"
 REASON = {"reason": "label printer back, INC-77"}
@@ -83,7 +84,7 @@ async def test_a_dead_letter_is_listed_then_redriven_once_through_its_consumer_a
     app = create_app(settings)
     runtime = app.state.runtime
     consumer = consumer_of(runtime)
-    real = consumer.handlers["order.placed"]
+    real = consumer.handlers[OrderPlaced]
     calls = 0
 
     async def broken(conn, event, payload):
@@ -97,12 +98,12 @@ async def test_a_dead_letter_is_listed_then_redriven_once_through_its_consumer_a
 
     order_id = str(uuid.uuid4())
     async with admin_api(app) as client:
-        consumer.handlers["order.placed"] = broken
+        consumer.handlers[OrderPlaced] = broken
         msg = placed(order_id)
         assert await consumer.handle(msg) == "dead_lettered"
         # the broker delivering it again does nothing: the dead letter holds it for a person
         assert await consumer.handle(msg) == "duplicate"
-        consumer.handlers["order.placed"] = fixed
+        consumer.handlers[OrderPlaced] = fixed
 
         path = "/v1/admin/dead-letters"
         assert (await client.get(path)).status_code == 401
@@ -168,7 +169,7 @@ async def test_a_failing_redrive_changes_nothing_and_can_be_tried_again(settings
     app = create_app(settings)
     runtime = app.state.runtime
     consumer = consumer_of(runtime)
-    real = consumer.handlers["order.placed"]
+    real = consumer.handlers[OrderPlaced]
 
     async def broken(conn, event, payload):
         await real(conn, event, payload)  # its writes must not survive the failure
@@ -176,7 +177,7 @@ async def test_a_failing_redrive_changes_nothing_and_can_be_tried_again(settings
 
     order_id = str(uuid.uuid4())
     async with admin_api(app) as client:
-        consumer.handlers["order.placed"] = broken
+        consumer.handlers[OrderPlaced] = broken
         assert await consumer.handle(placed(order_id)) == "dead_lettered"
         [item] = (await client.get("/v1/admin/dead-letters", headers=bearer(settings, "admin"))).json()["items"]
         redrive = f"/v1/admin/dead-letters/{item['id']}/redrive"
@@ -188,7 +189,7 @@ async def test_a_failing_redrive_changes_nothing_and_can_be_tried_again(settings
                 await conn.execute(select(func.count()).select_from(messaging.dead_letter_redrives))
             ).scalar_one() == 0
 
-        consumer.handlers["order.placed"] = real
+        consumer.handlers[OrderPlaced] = real
         retried = await client.post(redrive, json=REASON, headers=bearer(settings, "admin"))
         assert retried.status_code == 200 and retried.json()["outcome"] == "applied"
         assert await rejections(runtime.db, order_id) == 1

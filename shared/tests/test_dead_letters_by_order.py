@@ -16,6 +16,7 @@ from handshake_inventory.app import create_app
 from handshake_inventory.settings import InventorySettings
 from handshake_shared.consumer import RawMessage
 from handshake_shared.envelope import build_event
+from handshake_shared.events.order import OrderPlaced
 
 GROUP = "inventory.order-events"
 PATH = "/v1/admin/dead-letters"
@@ -50,7 +51,7 @@ async def test_an_orders_dead_letters_are_found_by_its_key_or_by_the_message_nam
     async def broken(conn, event, payload):
         raise RuntimeError("stock table locked")
 
-    consumer.handlers["order.placed"] = broken
+    consumer.handlers[OrderPlaced] = broken
     ours, other = str(uuid.uuid4()), str(uuid.uuid4())
     messages = {
         "keyed": placed(ours, key=ours, offset=1),

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Row
 from handshake_inventory import SERVICE
 from handshake_inventory import repository as repo
 from handshake_inventory.db import messaging, reservations, stock_items, stock_movements
-from handshake_inventory.handlers import InventorySaga
+from handshake_inventory.handlers import InventoryEventHandlers
 from handshake_inventory.settings import InventorySettings
 from handshake_inventory.sweeper import ReservationSweeper
 from handshake_shared.consumer import EventConsumer, RawMessage, RetryPolicy
@@ -58,7 +58,13 @@ def paid(order_id: str) -> CloudEvent:
     return order_event(
         "order.paid",
         order_id,
-        {"order_id": order_id, "attempt_id": "att-1", "payment_intent_id": "pi_1", "amount": 1000, "currency": "EUR"},
+        {
+            "order_id": order_id,
+            "attempt_id": "00000000-0000-4000-8000-0000000000a1",
+            "payment_intent_id": "pi_1",
+            "amount": 1000,
+            "currency": "EUR",
+        },
         sequence=3,
     )
 
@@ -67,7 +73,13 @@ def authorized(order_id: str) -> CloudEvent:
     return order_event(
         "order.payment_authorized",
         order_id,
-        {"order_id": order_id, "attempt_id": "att-1", "payment_intent_id": "pi_1", "amount": 1000, "currency": "EUR"},
+        {
+            "order_id": order_id,
+            "attempt_id": "00000000-0000-4000-8000-0000000000a1",
+            "payment_intent_id": "pi_1",
+            "amount": 1000,
+            "currency": "EUR",
+        },
         sequence=3,
     )
 
@@ -92,7 +104,7 @@ def state_changed(type: str, order_id: str, to_state: str, reason: str = "test")
 @dataclass
 class Inventory:
     db: Database
-    saga: InventorySaga
+    saga: InventoryEventHandlers
     consumer: EventConsumer
 
     # event builders, for tests that deliver an event themselves (races, the broker)
@@ -204,7 +216,7 @@ class Inventory:
 async def inventory(settings: InventorySettings) -> AsyncIterator[Inventory]:
     db = Database(settings.database_url.get_secret_value(), pool_size=settings.db_pool_size)
     outbox = Outbox(messaging, SERVICE)
-    saga = InventorySaga(outbox, settings)
+    saga = InventoryEventHandlers(outbox, settings)
     consumer = EventConsumer(
         name="inventory.order-events",
         db=db,

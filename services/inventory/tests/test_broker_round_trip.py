@@ -73,7 +73,7 @@ async def test_order_placed_from_the_broker_reserves_once_and_publishes_inventor
         sequence=2,
         data={
             "order_id": order_id,
-            "refund_id": "rf-1",
+            "refund_id": "00000000-0000-4000-8000-0000000000b1",
             "amount": 100,
             "currency": "EUR",
             "refunded_total": 100,
@@ -169,7 +169,13 @@ async def test_an_unpaid_reservation_expires_by_itself_and_a_late_payment_from_t
     admin = {"Authorization": f"Bearer {issue_token(settings, 'ops', ['admin'])}"}
     sku = f"TEE-{uuid.uuid4().hex[:8]}"
     order_id = str(uuid.uuid4())
-    data = {"order_id": order_id, "attempt_id": "att-1", "payment_intent_id": "pi_1", "amount": 2500, "currency": "EUR"}
+    data = {
+        "order_id": order_id,
+        "attempt_id": "00000000-0000-4000-8000-0000000000a1",
+        "payment_intent_id": "pi_1",
+        "amount": 2500,
+        "currency": "EUR",
+    }
     placed = build_event(
         service="order",
         type="order.placed",

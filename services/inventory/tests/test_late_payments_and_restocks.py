@@ -8,6 +8,11 @@ import uuid
 import pytest
 
 
+def refund_id(name: str) -> str:
+    """Order makes refund ids as UUIDs; a name for each reads better in a test."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
 def oid() -> str:
     return str(uuid.uuid4())
 
@@ -156,23 +161,23 @@ async def test_a_refund_with_restock_returns_the_sold_units_once(inventory) -> N
     await inventory.pay(order)
     assert (await inventory.stock("MUG"), await inventory.stock("TEE")) == ((3, 0, 2), (1, 1, 1))
 
-    await inventory.refund(order, "re_keep", restock=False)  # money back, goods kept: stock untouched
+    await inventory.refund(order, refund_id("re_keep"), restock=False)  # money back, goods kept: stock untouched
     assert (await inventory.stock("MUG"), await inventory.stock("TEE")) == ((3, 0, 2), (1, 1, 1))
     assert len(await inventory.emitted(order)) == 2
 
-    refund = await inventory.refund(order, "re_back", restock=True, partial=True)
+    refund = await inventory.refund(order, refund_id("re_back"), restock=True, partial=True)
     assert (await inventory.stock("MUG"), await inventory.stock("TEE")) == ((5, 0, 0), (2, 1, 0))
     restocked = (await inventory.emitted(order))[-1]
     assert restocked.type == "inventory.restocked" and restocked.causationid == str(refund.id)
     assert restocked.data == {
         "order_id": order,
-        "reason": "refund re_back",
+        "reason": f"refund {refund_id('re_back')}",
         "lines": [{"sku": "MUG", "quantity": 2}, {"sku": "TEE", "quantity": 1}],
     }
 
-    await inventory.refund(order, "re_again", restock=True)  # the units went back once already
-    await inventory.refund(unpaid, "re_unpaid", restock=True)  # nothing was sold: nothing to restock
-    await inventory.refund(oid(), "re_unknown", restock=True)
+    await inventory.refund(order, refund_id("re_again"), restock=True)  # the units went back once already
+    await inventory.refund(unpaid, refund_id("re_unpaid"), restock=True)  # nothing was sold: nothing to restock
+    await inventory.refund(oid(), refund_id("re_unknown"), restock=True)
     assert (await inventory.stock("MUG"), await inventory.stock("TEE")) == ((5, 0, 0), (2, 1, 0))
     assert len(await inventory.emitted(order)) == 3 and len(await inventory.emitted(unpaid)) == 1
     assert (await inventory.reservation(order)).state == "restocked"

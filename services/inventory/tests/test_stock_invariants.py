@@ -129,7 +129,7 @@ def machine_for(inventory: Any, loop: asyncio.AbstractEventLoop) -> type[RuleBas
 
         @rule(order=orders, restock=st.booleans(), partial=st.booleans())
         def refund(self, order: str, restock: bool, partial: bool) -> None:
-            run(inventory.refund(order, f"re_{uuid.uuid4().hex[:6]}", restock=restock, partial=partial))
+            run(inventory.refund(order, str(uuid.uuid4()), restock=restock, partial=partial))
             m = self.model
             if restock and m.state[order] == "committed":
                 m.move(order, m.sold, m.available)

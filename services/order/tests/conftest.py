@@ -106,14 +106,19 @@ class OrderHarness:
         await self.deliver(
             "inventory.reserved",
             order_id,
-            {"order_id": order_id, "reservation_id": "r1", "expires_at": "2030-01-01T00:00:00Z", "lines": []},
+            {
+                "order_id": order_id,
+                "reservation_id": "00000000-0000-4000-8000-0000000000c1",
+                "expires_at": "2030-01-01T00:00:00Z",
+                "lines": [],
+            },
         )
         await self.deliver(
             "payment.intent_created",
             order_id,
             {
                 "order_id": order_id,
-                "attempt_id": "a1",
+                "attempt_id": "00000000-0000-4000-8000-0000000000a1",
                 "payment_intent_id": "pi_1",
                 "amount": MUG_TOTAL,
                 "currency": "EUR",
@@ -124,13 +129,17 @@ class OrderHarness:
             order_id,
             {
                 "order_id": order_id,
-                "attempt_id": "a1",
+                "attempt_id": "00000000-0000-4000-8000-0000000000a1",
                 "payment_intent_id": "pi_1",
                 "amount": MUG_TOTAL,
                 "currency": "eur",
             },
         )
-        await self.deliver("inventory.committed", order_id, {"order_id": order_id, "reservation_id": "r1"})
+        await self.deliver(
+            "inventory.committed",
+            order_id,
+            {"order_id": order_id, "reservation_id": "00000000-0000-4000-8000-0000000000c1"},
+        )
         assert (await self.order(order_id))["state"] == "fulfillment_pending"
         return order_id
 

@@ -165,7 +165,7 @@ async def test_refunds_never_exceed_the_capture_even_when_requested_at_once(shop
             {
                 "order_id": order_id,
                 "refund_id": refund_row["refund_id"],
-                "attempt_id": "a1",
+                "attempt_id": "00000000-0000-4000-8000-0000000000a1",
                 "payment_intent_id": "pi_1",
                 "provider_refund_id": f"re_{refund_row['refund_id'][:8]}",
                 "amount": refund_row["amount"],
@@ -198,7 +198,7 @@ async def test_a_refund_that_failed_after_it_was_confirmed_is_owed_again_and_fla
     fact = {
         "order_id": order_id,
         "refund_id": refund_id,
-        "attempt_id": "a1",
+        "attempt_id": "00000000-0000-4000-8000-0000000000a1",
         "payment_intent_id": "pi_1",
         "provider_refund_id": "re_1",
         "amount": MUG_TOTAL,
@@ -236,12 +236,23 @@ async def test_money_taken_in_the_wrong_amount_is_held_for_review_and_can_be_giv
     await shop.deliver(
         "inventory.reserved",
         order_id,
-        {"order_id": order_id, "reservation_id": "r1", "expires_at": "2030-01-01T00:00:00Z", "lines": []},
+        {
+            "order_id": order_id,
+            "reservation_id": "00000000-0000-4000-8000-0000000000c1",
+            "expires_at": "2030-01-01T00:00:00Z",
+            "lines": [],
+        },
     )
     await shop.deliver(
         "payment.intent_created",
         order_id,
-        {"order_id": order_id, "attempt_id": "a1", "payment_intent_id": "pi_1", "amount": MUG_TOTAL, "currency": "EUR"},
+        {
+            "order_id": order_id,
+            "attempt_id": "00000000-0000-4000-8000-0000000000a1",
+            "payment_intent_id": "pi_1",
+            "amount": MUG_TOTAL,
+            "currency": "EUR",
+        },
     )
     taken = MUG_TOTAL + 100
     await shop.deliver(
@@ -249,7 +260,7 @@ async def test_money_taken_in_the_wrong_amount_is_held_for_review_and_can_be_giv
         order_id,
         {
             "order_id": order_id,
-            "attempt_id": "a1",
+            "attempt_id": "00000000-0000-4000-8000-0000000000a1",
             "payment_intent_id": "pi_1",
             "expected_amount": MUG_TOTAL,
             "expected_currency": "EUR",

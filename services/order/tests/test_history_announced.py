@@ -16,6 +16,10 @@ from handshake_shared.events import payment as pay
 pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
 
 ORDER = "00000000-0000-4000-8000-000000000002"
+# ids as payment and inventory make them: UUIDs
+A1 = "00000000-0000-4000-8000-0000000000a1"
+R1 = "00000000-0000-4000-8000-0000000000b1"
+R2 = "00000000-0000-4000-8000-0000000000b2"
 
 
 def view(state: S, **kw) -> saga.OrderView:
@@ -46,15 +50,15 @@ def test_a_manual_transition_is_announced(current: S, target: S) -> None:
 
 def test_a_declined_payment_is_announced():
     d = saga.on_failed(
-        view(S.PAYMENT_PENDING, payment_attempt_id="a1"),
-        pay.PaymentFailed(order_id=ORDER, attempt_id="a1", failure_code="card_declined"),
+        view(S.PAYMENT_PENDING, payment_attempt_id=A1),
+        pay.PaymentFailed(order_id=ORDER, attempt_id=A1, failure_code="card_declined"),
     )
     assert announced(d) == [("order.payment_failed", "payment_pending", "payment_failed")]
     assert d.emits[0].transition.reason == "payment failed: card_declined"
 
 
 def test_a_failed_capture_announces_both_steps_in_order():
-    d = saga.on_capture_failed(view(S.PAYMENT_AUTHORIZED), pay.PaymentFailed(order_id=ORDER, attempt_id="a1"))
+    d = saga.on_capture_failed(view(S.PAYMENT_AUTHORIZED), pay.PaymentFailed(order_id=ORDER, attempt_id=A1))
     assert announced(d) == [
         ("order.capture_failed", "payment_authorized", "capture_failed"),
         ("order.cancelled", "capture_failed", "cancelled"),
@@ -72,7 +76,7 @@ def test_stock_lost_after_payment_announces_the_state_then_asks_for_the_refund()
 def test_payment_then_committed_stock_announces_paid_then_fulfillment_pending():
     d = saga.on_succeeded(
         view(S.PAYMENT_PENDING, stock_committed=True),
-        pay.PaymentSucceeded(order_id=ORDER, attempt_id="a1", payment_intent_id="pi", amount=1000, currency="eur"),
+        pay.PaymentSucceeded(order_id=ORDER, attempt_id=A1, payment_intent_id="pi", amount=1000, currency="eur"),
     )
     assert announced(d) == [
         ("order.paid", "payment_pending", "paid"),
@@ -86,8 +90,8 @@ def test_a_refund_confirmed_under_review_is_announced_without_a_transition():
         view(S.NEEDS_REVIEW, captured_amount=1000),
         pay.PaymentRefunded(
             order_id=ORDER,
-            refund_id="r1",
-            attempt_id="a1",
+            refund_id=R1,
+            attempt_id=A1,
             payment_intent_id="pi",
             provider_refund_id="re",
             amount=400,
@@ -106,8 +110,8 @@ def test_a_partial_refund_after_a_partial_refund_is_a_transition_announced_again
         view(S.PARTIALLY_REFUNDED, captured_amount=1000, refunded_amount=300),
         pay.PaymentRefunded(
             order_id=ORDER,
-            refund_id="r2",
-            attempt_id="a1",
+            refund_id=R2,
+            attempt_id=A1,
             payment_intent_id="pi",
             provider_refund_id="re",
             amount=300,
@@ -126,7 +130,7 @@ def test_a_move_cannot_be_announced_by_another_type_nor_happen_unannounced():
         d.move(
             S.FULFILLMENT_PENDING,
             "stock committed",
-            o.OrderPaid(order_id=ORDER, attempt_id="a", payment_intent_id="pi", amount=1, currency="EUR"),
+            o.OrderPaid(order_id=ORDER, attempt_id=A1, payment_intent_id="pi", amount=1, currency="EUR"),
         )
     with pytest.raises(TypeError):  # order.fulfillment_pending has a payload of its own, which the caller builds
         d.move(S.FULFILLMENT_PENDING, "stock committed")

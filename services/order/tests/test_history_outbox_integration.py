@@ -64,15 +64,28 @@ async def test_a_declined_payment_is_announced(shop):
     await shop.deliver(
         "inventory.reserved",
         order_id,
-        {"order_id": order_id, "reservation_id": "r1", "expires_at": "2030-01-01T00:00:00Z", "lines": []},
+        {
+            "order_id": order_id,
+            "reservation_id": "00000000-0000-4000-8000-0000000000c1",
+            "expires_at": "2030-01-01T00:00:00Z",
+            "lines": [],
+        },
     )
     await shop.deliver(
         "payment.intent_created",
         order_id,
-        {"order_id": order_id, "attempt_id": "a1", "payment_intent_id": "pi_1", "amount": 3470, "currency": "EUR"},
+        {
+            "order_id": order_id,
+            "attempt_id": "00000000-0000-4000-8000-0000000000a1",
+            "payment_intent_id": "pi_1",
+            "amount": 3470,
+            "currency": "EUR",
+        },
     )
     await shop.deliver(
-        "payment.failed", order_id, {"order_id": order_id, "attempt_id": "a1", "failure_code": "card_declined"}
+        "payment.failed",
+        order_id,
+        {"order_id": order_id, "attempt_id": "00000000-0000-4000-8000-0000000000a1", "failure_code": "card_declined"},
     )
     assert (await shop.order(order_id))["state"] == "payment_failed"
     (failed,) = [e for e in await outbox_events(shop, order_id) if e.type == "order.payment_failed"]

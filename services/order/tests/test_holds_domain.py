@@ -16,6 +16,7 @@ pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 FULL = 900
+ORDER = "00000000-0000-4000-8000-000000000003"
 
 
 def placed(seconds_ago: int, units: int, short: int | None = 180, opened: bool = False) -> Hold:
@@ -55,14 +56,14 @@ def test_an_order_larger_than_the_cap_is_a_configuration_error() -> None:
 
 def view(state: S = S.PAYMENT_PENDING, short: bool = True, opened: bool = False) -> saga.OrderView:
     return saga.OrderView(
-        id="o-1", state=state, total=100, currency="EUR", short_hold=short, payment_session_opened=opened
+        id=ORDER, state=state, total=100, currency="EUR", short_hold=short, payment_session_opened=opened
     )
 
 
 def test_opening_the_payment_session_asks_for_the_full_hold_once() -> None:
     d = saga.open_payment_session(view(), 900)
     assert d.updates == {"payment_session_opened": True}
-    assert d.emits == [o.OrderPaymentSessionOpened(order_id="o-1", hold_seconds=900)]
+    assert d.emits == [o.OrderPaymentSessionOpened(order_id=ORDER, hold_seconds=900)]
     assert d.transitions == []
     assert not saga.open_payment_session(d.view, 900).changed
 

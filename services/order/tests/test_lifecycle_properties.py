@@ -5,6 +5,7 @@ Drives the pure saga (domain/saga.py) the handlers use, so every property here h
 from __future__ import annotations
 
 import contextlib
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -25,6 +26,11 @@ TOTAL = 5000
 # payment requests one order may make (the first and the retries)
 MAX_ATTEMPTS = 3
 ORDER = "00000000-0000-4000-8000-000000000001"
+# ids as payment and inventory make them: UUIDs
+A1 = "00000000-0000-4000-8000-0000000000a1"
+A2 = "00000000-0000-4000-8000-0000000000a2"
+R1 = "00000000-0000-4000-8000-0000000000b1"
+RESERVATION = "00000000-0000-4000-8000-0000000000c1"
 FULFILLED_LIKE = {S.FULFILLMENT_PENDING, S.PARTIALLY_FULFILLED, S.FULFILLED}
 
 
@@ -76,7 +82,7 @@ class OrderLifecycle(RuleBasedStateMachine):
     # -- inventory facts -------------------------------------------------------------------
     @rule()
     def reserved(self) -> None:
-        p = inv.InventoryReserved(order_id=ORDER, reservation_id="r1", expires_at=datetime.now(UTC), lines=[])
+        p = inv.InventoryReserved(order_id=ORDER, reservation_id=RESERVATION, expires_at=datetime.now(UTC), lines=[])
         self.apply(saga.on_reserved(self.view, p, self.fresh()))
 
     @rule()
@@ -90,7 +96,7 @@ class OrderLifecycle(RuleBasedStateMachine):
     def expired(self) -> None:
         self.apply(
             saga.on_reservation_expired(
-                self.view, inv.InventoryReleased(order_id=ORDER, reservation_id="r1", reason="expired")
+                self.view, inv.InventoryReleased(order_id=ORDER, reservation_id=RESERVATION, reason="expired")
             )
         )
 
@@ -99,7 +105,7 @@ class OrderLifecycle(RuleBasedStateMachine):
         self.sold = True
         self.apply(
             saga.on_committed(
-                self.view, inv.InventoryCommitted(order_id=ORDER, reservation_id="r1", rereserved=rereserved)
+                self.view, inv.InventoryCommitted(order_id=ORDER, reservation_id=RESERVATION, rereserved=rereserved)
             )
         )
 
@@ -110,28 +116,28 @@ class OrderLifecycle(RuleBasedStateMachine):
         )
 
     # -- payment facts ---------------------------------------------------------------------
-    @rule(attempt=st.sampled_from(["a1", "a2"]))
+    @rule(attempt=st.sampled_from([A1, A2]))
     def intent_created(self, attempt: str) -> None:
         p = pay.PaymentIntentCreated(
             order_id=ORDER, attempt_id=attempt, payment_intent_id=f"pi_{attempt}", amount=TOTAL, currency="EUR"
         )
         self.apply(saga.on_intent_created(self.view, p))
 
-    @rule(attempt=st.sampled_from(["a1", "a2"]), amount=st.sampled_from([TOTAL, TOTAL, TOTAL - 1]))
+    @rule(attempt=st.sampled_from([A1, A2]), amount=st.sampled_from([TOTAL, TOTAL, TOTAL - 1]))
     def authorized(self, attempt: str, amount: int) -> None:
         p = pay.PaymentSucceeded(
             order_id=ORDER, attempt_id=attempt, payment_intent_id=f"pi_{attempt}", amount=amount, currency="eur"
         )
         self.apply(saga.on_authorized(self.view, p))
 
-    @rule(attempt=st.sampled_from(["a1", "a2"]), amount=st.sampled_from([TOTAL, TOTAL, TOTAL, TOTAL + 100]))
+    @rule(attempt=st.sampled_from([A1, A2]), amount=st.sampled_from([TOTAL, TOTAL, TOTAL, TOTAL + 100]))
     def succeeded(self, attempt: str, amount: int) -> None:
         p = pay.PaymentSucceeded(
             order_id=ORDER, attempt_id=attempt, payment_intent_id=f"pi_{attempt}", amount=amount, currency="eur"
         )
         self.apply(saga.on_succeeded(self.view, p))
 
-    @rule(attempt=st.sampled_from(["a1", "a2"]))
+    @rule(attempt=st.sampled_from([A1, A2]))
     def failed(self, attempt: str) -> None:
         self.apply(
             saga.on_failed(
@@ -139,7 +145,7 @@ class OrderLifecycle(RuleBasedStateMachine):
             )
         )
 
-    @rule(attempt=st.sampled_from(["a1", "a2"]))
+    @rule(attempt=st.sampled_from([A1, A2]))
     def capture_failed(self, attempt: str) -> None:
         self.apply(saga.on_capture_failed(self.view, pay.PaymentFailed(order_id=ORDER, attempt_id=attempt)))
 
@@ -147,8 +153,8 @@ class OrderLifecycle(RuleBasedStateMachine):
     def mismatch_found(self, captured: bool) -> None:
         p = pay.PaymentMismatch(
             order_id=ORDER,
-            attempt_id="a1",
-            payment_intent_id="pi_a1",
+            attempt_id=A1,
+            payment_intent_id="pi_1",
             expected_amount=TOTAL,
             expected_currency="EUR",
             provider_amount=TOTAL - 7,
@@ -166,8 +172,8 @@ class OrderLifecycle(RuleBasedStateMachine):
     def disputed(self) -> None:
         p = pay.PaymentDisputed(
             order_id=ORDER,
-            attempt_id="a1",
-            payment_intent_id="pi_a1",
+            attempt_id=A1,
+            payment_intent_id="pi_1",
             dispute_id="dp_1",
             amount=TOTAL,
             currency="eur",
@@ -186,8 +192,8 @@ class OrderLifecycle(RuleBasedStateMachine):
             p = pay.PaymentRefunded(
                 order_id=ORDER,
                 refund_id=refund_id,
-                attempt_id="a1",
-                payment_intent_id="pi_a1",
+                attempt_id=A1,
+                payment_intent_id="pi_1",
                 provider_refund_id=f"re_{refund_id}",
                 amount=amount,
                 currency="eur",
@@ -207,8 +213,8 @@ class OrderLifecycle(RuleBasedStateMachine):
         p = pay.PaymentRefundReversed(
             order_id=ORDER,
             refund_id=refund_id,
-            attempt_id="a1",
-            payment_intent_id="pi_a1",
+            attempt_id=A1,
+            payment_intent_id="pi_1",
             provider_refund_id=f"re_{refund_id}",
             amount=self.requested_refunds[refund_id],
             currency="EUR",
@@ -223,8 +229,8 @@ class OrderLifecycle(RuleBasedStateMachine):
     def automatic_refund_of_a_second_capture(self) -> None:
         p = pay.PaymentRefunded(
             order_id=ORDER,
-            refund_id="auto",
-            attempt_id="a2",
+            refund_id=R1,
+            attempt_id=A2,
             payment_intent_id="pi_a2",
             provider_refund_id="re_auto",
             amount=TOTAL,
@@ -260,7 +266,12 @@ class OrderLifecycle(RuleBasedStateMachine):
         with contextlib.suppress(saga.CommandRefused):
             self.apply(
                 saga.request_refund(
-                    self.view, refund_id=self.fresh(), amount=amount, reason="r", restock=False, actor="s"
+                    self.view,
+                    refund_id=uuid.uuid5(uuid.NAMESPACE_URL, self.fresh()),
+                    amount=amount,
+                    reason="r",
+                    restock=False,
+                    actor="s",
                 )
             )
 
@@ -304,12 +315,12 @@ def test_money_after_the_stock_went_back_waits_for_inventory_to_commit_again() -
     payment arriving late must not be fulfilled on the strength of the old commit."""
     m = OrderLifecycle()
     m.reserved()
-    m.intent_created("a1")
-    m.authorized("a1", TOTAL)
+    m.intent_created(A1)
+    m.authorized(A1, TOTAL)
     m.committed(rereserved=False)
-    m.capture_failed("a1")
+    m.capture_failed(A1)
     assert (m.view.state, m.sold) == (S.CANCELLED, False)
-    m.succeeded("a2", TOTAL)
+    m.succeeded(A2, TOTAL)
     m.never_fulfilled_without_money_and_stock()
     assert (m.view.state, m.view.stock_committed) == (S.PAID, False)
     m.committed(rereserved=True)  # inventory reserved the units again for the late money
@@ -319,11 +330,11 @@ def test_money_after_the_stock_went_back_waits_for_inventory_to_commit_again() -
 def test_money_after_the_stock_went_back_is_refunded_when_the_units_are_gone() -> None:
     m = OrderLifecycle()
     m.reserved()
-    m.intent_created("a1")
-    m.authorized("a1", TOTAL)
+    m.intent_created(A1)
+    m.authorized(A1, TOTAL)
     m.committed(rereserved=False)
-    m.capture_failed("a1")
-    m.succeeded("a2", TOTAL)
+    m.capture_failed(A1)
+    m.succeeded(A2, TOTAL)
     m.commit_failed()
     assert m.view.state == S.CANCELLED_WITH_REFUND
     assert list(m.requested_refunds.values()) == [TOTAL]
@@ -332,8 +343,8 @@ def test_money_after_the_stock_went_back_is_refunded_when_the_units_are_gone() -
 def test_inventory_denying_the_stock_of_an_order_in_fulfilment_flags_it() -> None:
     m = OrderLifecycle()
     m.reserved()
-    m.intent_created("a1")
-    m.succeeded("a1", TOTAL)
+    m.intent_created(A1)
+    m.succeeded(A1, TOTAL)
     m.committed(rereserved=False)
     assert m.view.state == S.FULFILLMENT_PENDING
     m.commit_failed()
@@ -343,8 +354,8 @@ def test_inventory_denying_the_stock_of_an_order_in_fulfilment_flags_it() -> Non
 def test_a_failed_automatic_refund_is_flagged_and_staff_can_give_the_money_back() -> None:
     m = OrderLifecycle()
     m.reserved()
-    m.intent_created("a1")
-    m.succeeded("a1", TOTAL)
+    m.intent_created(A1)
+    m.succeeded(A1, TOTAL)
     m.commit_failed()  # the units were gone: the order asks for its money to go back
     assert m.view.state == S.CANCELLED_WITH_REFUND
     m.refund_answered(_Draw(next(iter(m.requested_refunds))), ok=False)

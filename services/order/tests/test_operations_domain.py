@@ -31,6 +31,9 @@ from handshake_shared.events import order as o
 pytestmark = pytest.mark.unit  # pure: no stack, runs in `make test-unit`
 
 OID = "3f2a9c1e-0000-4000-8000-000000000001"
+# ids as payment and inventory make them: UUIDs
+A1 = "00000000-0000-4000-8000-0000000000a1"
+R1 = "00000000-0000-4000-8000-0000000000b1"
 
 
 @given(st.uuids())
@@ -78,7 +81,7 @@ def view(state: S, **kw) -> OrderView:
 
 
 def paid_view(state: S = S.NEEDS_REVIEW, **kw) -> OrderView:
-    return view(state, captured_amount=1000, payment_attempt_id="a1", payment_intent_id="pi_1", **kw)
+    return view(state, captured_amount=1000, payment_attempt_id=A1, payment_intent_id="pi_1", **kw)
 
 
 def test_marking_for_review_moves_once_and_keeps_the_note_private() -> None:
@@ -104,7 +107,7 @@ def test_marking_for_review_moves_once_and_keeps_the_note_private() -> None:
         (paid_view(), S.DRAFT, "transition-not-allowed"),
         (paid_view(refunded_amount=100), S.PAID, "money-disagrees"),
         (
-            view(S.NEEDS_REVIEW, captured_amount=900, payment_attempt_id="a1", payment_intent_id="pi_1"),
+            view(S.NEEDS_REVIEW, captured_amount=900, payment_attempt_id=A1, payment_intent_id="pi_1"),
             S.PAID,
             "money-disagrees",
         ),
@@ -122,7 +125,10 @@ def test_closing_a_review_announces_the_target_and_records_who_decided_why() -> 
     d = close_review(paid_view(), S.PAID, "amount confirmed with the bank")
     assert d.transitions == [(S.NEEDS_REVIEW, S.PAID, "review closed by staff")]
     paid = d.emits[0]
-    assert isinstance(paid, o.OrderPaid) and (paid.amount, paid.attempt_id) == (1000, "a1")  # inventory commits on it
+    assert isinstance(paid, o.OrderPaid) and (paid.amount, str(paid.attempt_id)) == (
+        1000,
+        A1,
+    )  # inventory commits on it
     assert d.notes == [("review", "closed to paid: amount confirmed with the bank")]
     assert (
         close_review(paid_view(stock_committed=True), S.FULFILLMENT_PENDING, "ok").view.state == S.FULFILLMENT_PENDING
@@ -165,11 +171,11 @@ def test_a_lost_announcement_is_rebuilt_with_the_type_and_fields_subscribers_kno
     refunded = rebuild_announcement(
         paid_view(S.PARTIALLY_REFUNDED, refunded_amount=300),
         LastTransition(
-            from_state="fulfillment_pending", to_state="partially_refunded", reason="refund r1 of 300 confirmed"
+            from_state="fulfillment_pending", to_state="partially_refunded", reason=f"refund {R1} of 300 confirmed"
         ),
         lines=[],
         hold_seconds=None,
-        refund=ConfirmedRefund("r1", 300, "EUR", False),
+        refund=ConfirmedRefund(R1, 300, "EUR", False),
     )
     assert refunded.event_type == "order.partially_refunded" and refunded.refunded_total == 300
     closed = rebuild_announcement(

@@ -30,7 +30,7 @@ async def read(shop: Any, order_id: str, headers: dict[str, str], **params: Any)
 def intent_created(order_id: str) -> dict[str, Any]:
     return {
         "order_id": order_id,
-        "attempt_id": "a1",
+        "attempt_id": "00000000-0000-4000-8000-0000000000a1",
         "payment_intent_id": "pi_1",
         "amount": MUG_TOTAL,
         "currency": "EUR",

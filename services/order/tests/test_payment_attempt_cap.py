@@ -53,17 +53,22 @@ async def test_an_order_gets_a_bounded_number_of_payment_attempts(shop) -> None:
     await shop.deliver(
         "inventory.reserved",
         order_id,
-        {"order_id": order_id, "reservation_id": "r1", "expires_at": "2030-01-01T00:00:00Z", "lines": []},
+        {
+            "order_id": order_id,
+            "reservation_id": "00000000-0000-4000-8000-0000000000c1",
+            "expires_at": "2030-01-01T00:00:00Z",
+            "lines": [],
+        },
     )
     assert await payment_requests(shop, order_id) == 1
-    await decline(shop, order_id, "a1")
+    await decline(shop, order_id, "00000000-0000-4000-8000-0000000000a1")
 
     retry = await shop.client.post(
         f"/v1/orders/{order_id}/payment-attempts", headers={"Idempotency-Key": "r1", **token}
     )
     assert retry.status_code == 202, retry.text
     assert await payment_requests(shop, order_id) == 2
-    await decline(shop, order_id, "a2")
+    await decline(shop, order_id, "00000000-0000-4000-8000-0000000000a2")
 
     refused = await shop.client.post(
         f"/v1/orders/{order_id}/payment-attempts", headers={"Idempotency-Key": "r2", **token}

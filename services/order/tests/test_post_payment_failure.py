@@ -51,18 +51,35 @@ async def pending_order(shop) -> str:
     await shop.deliver(
         "inventory.reserved",
         order_id,
-        {"order_id": order_id, "reservation_id": "r1", "expires_at": "2030-01-01T00:00:00Z", "lines": []},
+        {
+            "order_id": order_id,
+            "reservation_id": "00000000-0000-4000-8000-0000000000c1",
+            "expires_at": "2030-01-01T00:00:00Z",
+            "lines": [],
+        },
     )
     await shop.deliver(
         "payment.intent_created",
         order_id,
-        {"order_id": order_id, "attempt_id": "a1", "payment_intent_id": "pi_1", "amount": TOTAL, "currency": "EUR"},
+        {
+            "order_id": order_id,
+            "attempt_id": "00000000-0000-4000-8000-0000000000a1",
+            "payment_intent_id": "pi_1",
+            "amount": TOTAL,
+            "currency": "EUR",
+        },
     )
     return order_id
 
 
 def succeeded(order_id: str) -> dict:
-    return {"order_id": order_id, "attempt_id": "a1", "payment_intent_id": "pi_1", "amount": TOTAL, "currency": "eur"}
+    return {
+        "order_id": order_id,
+        "attempt_id": "00000000-0000-4000-8000-0000000000a1",
+        "payment_intent_id": "pi_1",
+        "amount": TOTAL,
+        "currency": "eur",
+    }
 
 
 async def test_payment_applied_exactly_once_after_the_database_comes_back(shop, stack, settings):
@@ -173,7 +190,7 @@ async def test_a_stock_fact_that_cannot_be_written_is_dead_lettered_and_the_paid
             )
         )
 
-    committed = {"order_id": order_id, "reservation_id": "r1"}
+    committed = {"order_id": order_id, "reservation_id": "00000000-0000-4000-8000-0000000000c1"}
     assert await shop.deliver("inventory.committed", order_id, committed) == "dead_lettered"
 
     view = await shop.order(order_id)

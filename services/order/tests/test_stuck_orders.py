@@ -38,29 +38,57 @@ async def test_a_silent_draft_is_re_driven_once_and_a_waiting_payment_is_flagged
     await shop.deliver(
         "inventory.reserved",
         pending,
-        {"order_id": pending, "reservation_id": "r1", "expires_at": "2030-01-01T00:00:00Z", "lines": []},
+        {
+            "order_id": pending,
+            "reservation_id": "00000000-0000-4000-8000-0000000000c1",
+            "expires_at": "2030-01-01T00:00:00Z",
+            "lines": [],
+        },
     )
     await shop.deliver(
         "payment.intent_created",
         pending,
-        {"order_id": pending, "attempt_id": "a1", "payment_intent_id": "pi_1", "amount": TOTAL, "currency": "EUR"},
+        {
+            "order_id": pending,
+            "attempt_id": "00000000-0000-4000-8000-0000000000a1",
+            "payment_intent_id": "pi_1",
+            "amount": TOTAL,
+            "currency": "EUR",
+        },
     )
 
     paid = (await shop.checkout(key="m")).json()["order_id"]  # paid, then inventory never answered
     await shop.deliver(
         "inventory.reserved",
         paid,
-        {"order_id": paid, "reservation_id": "r2", "expires_at": "2030-01-01T00:00:00Z", "lines": []},
+        {
+            "order_id": paid,
+            "reservation_id": "00000000-0000-4000-8000-0000000000c2",
+            "expires_at": "2030-01-01T00:00:00Z",
+            "lines": [],
+        },
     )
     await shop.deliver(
         "payment.intent_created",
         paid,
-        {"order_id": paid, "attempt_id": "a2", "payment_intent_id": "pi_2", "amount": TOTAL, "currency": "EUR"},
+        {
+            "order_id": paid,
+            "attempt_id": "00000000-0000-4000-8000-0000000000a2",
+            "payment_intent_id": "pi_2",
+            "amount": TOTAL,
+            "currency": "EUR",
+        },
     )
     await shop.deliver(
         "payment.succeeded",
         paid,
-        {"order_id": paid, "attempt_id": "a2", "payment_intent_id": "pi_2", "amount": TOTAL, "currency": "eur"},
+        {
+            "order_id": paid,
+            "attempt_id": "00000000-0000-4000-8000-0000000000a2",
+            "payment_intent_id": "pi_2",
+            "amount": TOTAL,
+            "currency": "eur",
+        },
     )
 
     r = await shop.client.post("/v1/admin/stuck-orders/scan", headers=shop.token("ops", "support"))

@@ -28,7 +28,6 @@ from handshake_shared.auth import Principal, require_roles
 from handshake_shared.consumer import EventConsumer, claim, is_infrastructure_error
 from handshake_shared.db import MessagingTables, describe_error
 from handshake_shared.envelope import EnvelopeError, parse_event
-from handshake_shared.events import payload_model
 from handshake_shared.http import Problem
 from handshake_shared.logging import event_context
 
@@ -260,17 +259,18 @@ def dead_letter_admin_router(runtime: Runtime) -> APIRouter:
                 f"the stored message is not an event: {exc}",
                 type="dead-letter-not-redrivable",
             ) from None
-        handler = consumer.handlers.get(event.type)
-        if handler is None:
+        found = consumer.handler_for(event.type)
+        if found is None:
             raise Problem(
                 409,
                 "Dead letter not redrivable",
                 f"{consumer.name} has no handler for {event.type}",
                 type="dead-letter-not-redrivable",
             )
+        model, handler = found
         try:
-            payload = payload_model(event.type).model_validate(event.data)
-        except (ValidationError, KeyError) as exc:
+            payload = model.model_validate(event.data)
+        except ValidationError as exc:
             raise Problem(
                 409, "Dead letter not redrivable", f"invalid payload: {exc}"[:1000], type="dead-letter-not-redrivable"
             ) from None

@@ -13,7 +13,7 @@ from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 
 from handshake_shared import metrics
-from handshake_shared.consumer import DeadLetterHook, EventConsumer, Handler, RawMessage, RetryPolicy
+from handshake_shared.consumer import DeadLetterHook, EventConsumer, Handlers, RawMessage, RetryPolicy
 from handshake_shared.db import Database, MessagingTables
 from handshake_shared.dead_letter_admin import OpenDeadLetters, dead_letter_admin_router
 from handshake_shared.http import HealthChecks
@@ -75,7 +75,7 @@ class Runtime:
         self.retention.add(*messaging_jobs(tables, settings))
 
     def consume(
-        self, topic: str, *, group: str, handlers: dict[str, Handler], on_dead_letter: DeadLetterHook | None = None
+        self, topic: str, *, group: str, handlers: Handlers, on_dead_letter: DeadLetterHook | None = None
     ) -> EventConsumer:
         consumer = EventConsumer(
             name=group,

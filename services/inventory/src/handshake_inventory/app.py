@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from handshake_inventory import SERVICE
 from handshake_inventory.api import InventoryContext, build_router
 from handshake_inventory.db import messaging
-from handshake_inventory.handlers import InventorySaga
+from handshake_inventory.handlers import InventoryEventHandlers
 from handshake_inventory.metrics import gauge_refresher
 from handshake_inventory.settings import InventorySettings, get_settings
 from handshake_inventory.sweeper import ReservationSweeper
@@ -22,7 +22,7 @@ def create_app(settings: InventorySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(SERVICE, settings.log_level)
     runtime = Runtime(service=SERVICE, settings=settings, tables=messaging)
-    saga = InventorySaga(runtime.outbox, settings)
+    saga = InventoryEventHandlers(runtime.outbox, settings)
     runtime.consume(ORDER_EVENTS, group="inventory.order-events", handlers=saga.order_handlers())
     sweeper = ReservationSweeper(
         runtime.db,

@@ -1,4 +1,4 @@
-"""The inventory side of the saga: order facts reserve, commit, release and restock stock. Each handler
+"""Inventory's handlers of order events: order facts reserve, commit, release and restock stock. Each handler
 runs in the consumer's transaction, so the inbox row, stock changes, ledger rows, reservation (and its
 history row) and outbox rows commit together or not at all. The expiry sweeper calls `expire` in its
 own transaction with the same guarantees.
@@ -24,10 +24,9 @@ from handshake_inventory.domain.stock import MovementKind, Shortage, merge_lines
 from handshake_inventory.settings import InventorySettings
 from handshake_shared.consumer import Handler, PoisonMessage
 from handshake_shared.envelope import CloudEvent
-from handshake_shared.events import INVENTORY_EVENTS
 from handshake_shared.events import inventory as inv
 from handshake_shared.events import order as o
-from handshake_shared.events.base import Line
+from handshake_shared.events.base import Line, Payload
 from handshake_shared.outbox import Outbox
 
 log = structlog.get_logger("inventory")
@@ -40,13 +39,16 @@ def _event_id(cause: CloudEvent | None) -> str | None:
     return str(cause.id) if cause else None
 
 
-class InventorySaga:
+class InventoryEventHandlers:
+    """What the consumer of order.events.v1 dispatches to, and the stock operations behind it (the expiry
+    sweeper calls `expire`)."""
+
     def __init__(self, outbox: Outbox, settings: InventorySettings) -> None:
         self.outbox = outbox
         self.ttl_seconds = settings.reservation_ttl_seconds
 
-    async def emit(self, conn: AsyncConnection, type: str, order_id: str, data: Any, cause: CloudEvent | None) -> None:
-        await self.outbox.emit(conn, topic=INVENTORY_EVENTS, type=type, order_id=order_id, data=data, cause=cause)
+    async def emit(self, conn: AsyncConnection, payload: inv.InventoryEvent, cause: CloudEvent | None) -> None:
+        await self.outbox.emit(conn, payload, order_id=payload.order_id, cause=cause)
 
     async def _step(
         self,
@@ -101,11 +103,9 @@ class InventorySaga:
                 held = await repo.lines_of(conn, existing.id)
                 await self.emit(
                     conn,
-                    "inventory.reserved",
-                    order_id,
                     inv.InventoryReserved(
                         order_id=order_id,
-                        reservation_id=str(existing.id),
+                        reservation_id=existing.id,
                         expires_at=existing.expires_at,
                         lines=[Line(sku=sku, quantity=q) for sku, q in held.items()],
                     ),
@@ -117,9 +117,7 @@ class InventorySaga:
         short = shortages(requested, await repo.lock_stock(conn, requested))
         if short:
             rejected = [_rejected_line(s) for s in short]
-            await self.emit(
-                conn, "inventory.rejected", order_id, inv.InventoryRejected(order_id=order_id, lines=rejected), cause
-            )
+            await self.emit(conn, inv.InventoryRejected(order_id=order_id, lines=rejected), cause)
             metrics.RESERVATIONS.labels("rejected").inc()
             for s in short:
                 metrics.REJECTED_LINES.labels(s.reason).inc()
@@ -148,11 +146,9 @@ class InventorySaga:
         )
         await self.emit(
             conn,
-            "inventory.reserved",
-            order_id,
             inv.InventoryReserved(
                 order_id=order_id,
-                reservation_id=str(reservation.id),
+                reservation_id=reservation.id,
                 expires_at=reservation.expires_at,
                 lines=[Line(sku=sku, quantity=q) for sku, q in requested.items()],
             ),
@@ -203,11 +199,7 @@ class InventorySaga:
         reason = f"{trigger}: re-reserved, the reservation was {state}" if rereserved else trigger
         await self._step(conn, reservation, lines, R.COMMITTED, reason=reason, cause=cause)
         await self.emit(
-            conn,
-            "inventory.committed",
-            order_id,
-            inv.InventoryCommitted(order_id=order_id, reservation_id=str(reservation.id), rereserved=rereserved),
-            cause,
+            conn, inv.InventoryCommitted(order_id=order_id, reservation_id=reservation.id, rereserved=rereserved), cause
         )
         outcome = "rereserved" if rereserved else "committed"
         metrics.RESERVATIONS.labels(outcome).inc()
@@ -243,9 +235,9 @@ class InventorySaga:
         )
         await self.emit(
             conn,
-            "inventory.reservation_expired",
-            reservation.order_id,
-            inv.InventoryReleased(order_id=reservation.order_id, reservation_id=str(reservation.id), reason="expired"),
+            inv.InventoryReservationExpired(
+                order_id=reservation.order_id, reservation_id=reservation.id, reason="expired"
+            ),
             None,
         )
         metrics.RESERVATIONS.labels("expired").inc()
@@ -261,11 +253,7 @@ class InventorySaga:
         lines = await repo.lines_of(conn, reservation.id)
         await self._step(conn, reservation, lines, R.RELEASED, reason=reason, cause=cause)
         await self.emit(
-            conn,
-            "inventory.released",
-            order_id,
-            inv.InventoryReleased(order_id=order_id, reservation_id=str(reservation.id), reason=reason),
-            cause,
+            conn, inv.InventoryReleased(order_id=order_id, reservation_id=reservation.id, reason=reason), cause
         )
         metrics.RESERVATIONS.labels("released").inc()
         return "released"
@@ -277,8 +265,6 @@ class InventorySaga:
         await self._step(conn, reservation, lines, R.RESTOCKED, reason=reason, cause=cause)
         await self.emit(
             conn,
-            "inventory.restocked",
-            reservation.order_id,
             inv.InventoryRestocked(
                 order_id=reservation.order_id,
                 reason=reason,
@@ -293,56 +279,57 @@ class InventorySaga:
         self, conn: AsyncConnection, order_id: str, reason: str, lines: list[inv.RejectedLine], cause: CloudEvent | None
     ) -> None:
         payload = inv.InventoryCommitFailed(order_id=order_id, reason=reason, lines=lines)
-        await self.emit(conn, "inventory.commit_failed", order_id, payload, cause)
+        await self.emit(conn, payload, cause)
         metrics.RESERVATIONS.labels("commit_failed").inc()
         log.warning("paid order's stock could not be committed", order_id=order_id, reason=reason)
 
     # -- order.events.v1 ------------------------------------------------------------------------
+    # Reservations and the stock ledger keep the order id as text: each handler passes str(p.order_id).
 
     async def on_placed(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderPlaced) -> None:
         if not p.lines:
             raise PoisonMessage("order.placed without lines")
         await self.reserve(
-            conn, p.order_id, [(line.sku, line.quantity) for line in p.lines], event, hold=p.hold_seconds
+            conn, str(p.order_id), [(line.sku, line.quantity) for line in p.lines], event, hold=p.hold_seconds
         )
 
     async def on_payment_session_opened(
         self, conn: AsyncConnection, event: CloudEvent, p: o.OrderPaymentSessionOpened
     ) -> None:
-        await self.lengthen_hold(conn, p.order_id, p.hold_seconds)
+        await self.lengthen_hold(conn, str(p.order_id), p.hold_seconds)
 
     async def on_paid(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderPaid) -> None:
-        await self.commit(conn, p.order_id, event, trigger="order paid")
+        await self.commit(conn, str(p.order_id), event, trigger="order paid")
 
     async def on_payment_authorized(
         self, conn: AsyncConnection, event: CloudEvent, p: o.OrderPaymentAuthorized
     ) -> None:
         # manual capture: the stock is sold before the money is captured; the later order.paid is a no-op
-        await self.commit(conn, p.order_id, event, trigger="payment authorized")
+        await self.commit(conn, str(p.order_id), event, trigger="payment authorized")
 
     async def on_cancelled(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderStateChanged) -> None:
-        await self.cancel(conn, p.order_id, p.reason, event)
+        await self.cancel(conn, str(p.order_id), p.reason, event)
 
     async def on_expired(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderStateChanged) -> None:
-        await self.release(conn, p.order_id, "order_expired", event)
+        await self.release(conn, str(p.order_id), "order_expired", event)
 
     async def on_refunded(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderRefunded) -> None:
         if not p.restock:
-            log.info("refund without restock", order_id=p.order_id, refund_id=p.refund_id)
+            log.info("refund without restock", order_id=str(p.order_id), refund_id=str(p.refund_id))
             return
         # the refund names no lines, so a restock returns every unit the order bought (see README)
-        await self.restock(conn, p.order_id, f"refund {p.refund_id}", event)
+        await self.restock(conn, str(p.order_id), f"refund {p.refund_id}", event)
 
-    def order_handlers(self) -> dict[str, Handler]:
+    def order_handlers(self) -> dict[type[Payload], Handler]:
         return {
-            "order.placed": self.on_placed,
-            "order.payment_session_opened": self.on_payment_session_opened,
-            "order.paid": self.on_paid,
-            "order.payment_authorized": self.on_payment_authorized,
-            "order.cancelled": self.on_cancelled,
-            "order.expired": self.on_expired,
-            "order.refunded": self.on_refunded,
-            "order.partially_refunded": self.on_refunded,
+            o.OrderPlaced: self.on_placed,
+            o.OrderPaymentSessionOpened: self.on_payment_session_opened,
+            o.OrderPaid: self.on_paid,
+            o.OrderPaymentAuthorized: self.on_payment_authorized,
+            o.OrderCancelled: self.on_cancelled,
+            o.OrderExpired: self.on_expired,
+            o.OrderRefunded: self.on_refunded,
+            o.OrderPartiallyRefunded: self.on_refunded,
         }
 
 

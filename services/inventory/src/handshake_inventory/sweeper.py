@@ -12,7 +12,7 @@ import structlog
 
 from handshake_inventory import metrics
 from handshake_inventory import repository as repo
-from handshake_inventory.handlers import InventorySaga
+from handshake_inventory.handlers import InventoryEventHandlers
 from handshake_shared.db import Database
 from handshake_shared.loops import BackgroundLoop
 
@@ -20,7 +20,7 @@ log = structlog.get_logger("inventory")
 
 
 class ReservationSweeper:
-    def __init__(self, db: Database, saga: InventorySaga, *, batch_size: int, interval_seconds: float) -> None:
+    def __init__(self, db: Database, saga: InventoryEventHandlers, *, batch_size: int, interval_seconds: float) -> None:
         self.db = db
         self.saga = saga
         self.batch_size = batch_size

@@ -15,7 +15,7 @@ from handshake_order.api import OrderContext, build_router
 from handshake_order.changes import OrderChanges
 from handshake_order.checkout import Checkout
 from handshake_order.db import messaging
-from handshake_order.handlers import OrderSaga
+from handshake_order.handlers import OrderEventHandlers
 from handshake_order.limits import abuse_limits
 from handshake_order.settings import OrderSettings, get_settings
 from handshake_order.stuck import StuckOrderScanner
@@ -34,18 +34,18 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(SERVICE, settings.log_level)
     runtime = Runtime(service=SERVICE, settings=settings, tables=messaging)
-    saga = OrderSaga(runtime.outbox)
+    events = OrderEventHandlers(runtime.outbox)
     runtime.consume(
         INVENTORY_EVENTS,
         group="order.inventory-events",
-        handlers=saga.inventory_handlers(),
-        on_dead_letter=saga.flag_dead_letter,
+        handlers=events.inventory_handlers(),
+        on_dead_letter=events.flag_dead_letter,
     )
     runtime.consume(
         PAYMENT_EVENTS,
         group="order.payment-events",
-        handlers=saga.payment_handlers(),
-        on_dead_letter=saga.flag_dead_letter,
+        handlers=events.payment_handlers(),
+        on_dead_letter=events.flag_dead_letter,
     )
     ctx = OrderContext(
         db=runtime.db, settings=settings, checkout=Checkout(runtime.db, runtime.outbox, settings), outbox=runtime.outbox

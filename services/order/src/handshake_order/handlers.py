@@ -1,5 +1,6 @@
-"""The order side of the saga: each consumed fact locks the order, asks the pure saga what follows
-(domain/saga.py) and applies it in the consumer's transaction (inbox + state + audit + outbox)."""
+"""The order service's handlers of inventory and payment events: each consumed fact locks the order, asks the
+pure saga what follows (domain/saga.py) and applies it in the consumer's transaction (inbox + state + audit +
+outbox). The saga's rules are in domain/saga.py; nothing here decides."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from handshake_order.domain.states import ORDER_LIFECYCLE
 from handshake_order.domain.states import OrderState as S
 from handshake_shared.consumer import Handler
 from handshake_shared.envelope import CloudEvent
+from handshake_shared.events import inventory as inv
 from handshake_shared.events import order as o
 from handshake_shared.events import payment as pay
+from handshake_shared.events.base import Payload
 from handshake_shared.outbox import Outbox
 
 log = structlog.get_logger("order")
@@ -28,7 +31,9 @@ log = structlog.get_logger("order")
 ACTOR = "order-service"
 
 
-class OrderSaga:
+class OrderEventHandlers:
+    """The handlers the order's consumers of inventory.events.v1 and payment.events.v1 dispatch to."""
+
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
 
@@ -36,7 +41,7 @@ class OrderSaga:
         async def handle(conn: AsyncConnection, event: CloudEvent, payload: Any) -> None:
             row = await repo.lock_order(conn, payload.order_id)
             if row is None:
-                log.warning("event for an unknown order ignored", order_id=payload.order_id)
+                log.warning("event for an unknown order ignored", order_id=str(payload.order_id))
                 return
             decision = react(repo.view_of(row), payload, event)
             await self.after(conn, decision, payload, event)
@@ -50,8 +55,8 @@ class OrderSaga:
             if isinstance(data, o.OrderRefundRequested):
                 await conn.execute(
                     insert(refunds).values(
-                        id=uuid.UUID(data.refund_id),
-                        order_id=uuid.UUID(data.order_id),
+                        id=data.refund_id,
+                        order_id=data.order_id,
                         amount=data.amount,
                         currency=data.currency,
                         reason=data.reason,
@@ -98,7 +103,8 @@ class OrderSaga:
 
     async def flag_dead_letter(self, conn: AsyncConnection, event: CloudEvent, error: str) -> None:
         """A payment fact we could not apply is money we cannot account for: a human must look."""
-        row = await repo.lock_order(conn, event.subject) if _uuid_or_none(event.subject) else None
+        # the subject, not the payload: the payload may be what could not be read
+        row = await repo.lock_order(conn, event.subject) if repo.parse_order_id(event.subject) else None
         if row is None:
             return
         view = repo.view_of(row)
@@ -109,44 +115,38 @@ class OrderSaga:
         decision.note("dead-letter", f"{reason}: {error[:300]}")
         await repo.apply(conn, self.outbox, decision, actor=ACTOR, cause=event)
 
-    def inventory_handlers(self) -> dict[str, Handler]:
+    def inventory_handlers(self) -> dict[type[Payload], Handler]:
         return {
-            "inventory.reserved": self.reacting(lambda v, p, e: saga.on_reserved(v, p, str(e.id))),
-            "inventory.rejected": self.reacting(lambda v, p, e: saga.on_rejected(v, p)),
-            "inventory.reservation_expired": self.reacting(lambda v, p, e: saga.on_reservation_expired(v, p)),
-            "inventory.committed": self.reacting(lambda v, p, e: saga.on_committed(v, p)),
-            "inventory.commit_failed": self.reacting(lambda v, p, e: saga.on_commit_failed(v, p)),
+            inv.InventoryReserved: self.reacting(lambda v, p, e: saga.on_reserved(v, p, str(e.id))),
+            inv.InventoryRejected: self.reacting(lambda v, p, e: saga.on_rejected(v, p)),
+            inv.InventoryReservationExpired: self.reacting(lambda v, p, e: saga.on_reservation_expired(v, p)),
+            inv.InventoryCommitted: self.reacting(lambda v, p, e: saga.on_committed(v, p)),
+            inv.InventoryCommitFailed: self.reacting(lambda v, p, e: saga.on_commit_failed(v, p)),
         }
 
-    def payment_handlers(self) -> dict[str, Handler]:
+    def payment_handlers(self) -> dict[type[Payload], Handler]:
         return {
-            "payment.intent_created": self.reacting(lambda v, p, e: saga.on_intent_created(v, p)),
-            "payment.authorized": self.reacting(lambda v, p, e: saga.on_authorized(v, p)),
-            "payment.succeeded": self.reacting(lambda v, p, e: saga.on_succeeded(v, p)),
-            "payment.failed": self.reacting(lambda v, p, e: saga.on_failed(v, p)),
-            "payment.canceled": self.reacting(lambda v, p, e: saga.on_canceled(v, p)),
-            "payment.capture_failed": self.reacting(lambda v, p, e: saga.on_capture_failed(v, p)),
-            "payment.mismatch": self.reacting(lambda v, p, e: saga.on_mismatch(v, p)),
-            "payment.disputed": self.reacting(lambda v, p, e: saga.on_disputed(v, p)),
-            "payment.refunded": self.on_refunded,
-            "payment.refund_failed": self.on_refund_failed,
-            "payment.refund_reversed": self.on_refund_reversed,
+            pay.PaymentIntentCreated: self.reacting(lambda v, p, e: saga.on_intent_created(v, p)),
+            pay.PaymentAuthorized: self.reacting(lambda v, p, e: saga.on_authorized(v, p)),
+            pay.PaymentSucceeded: self.reacting(lambda v, p, e: saga.on_succeeded(v, p)),
+            pay.PaymentFailed: self.reacting(lambda v, p, e: saga.on_failed(v, p)),
+            pay.PaymentCanceled: self.reacting(lambda v, p, e: saga.on_canceled(v, p)),
+            pay.PaymentCaptureFailed: self.reacting(lambda v, p, e: saga.on_capture_failed(v, p)),
+            pay.PaymentMismatch: self.reacting(lambda v, p, e: saga.on_mismatch(v, p)),
+            pay.PaymentDisputed: self.reacting(lambda v, p, e: saga.on_disputed(v, p)),
+            pay.PaymentRefunded: self.on_refunded,
+            pay.PaymentRefundFailed: self.on_refund_failed,
+            pay.PaymentRefundReversed: self.on_refund_reversed,
         }
 
 
-async def _locked_refund(conn: AsyncConnection, refund_id: str) -> Any:
-    """The order's own refund row (asked for through the admin API), locked; None for any other id."""
-    key = _uuid_or_none(refund_id)
-    if key is None:
-        return None
-    return (await conn.execute(select(refunds).where(refunds.c.id == key).with_for_update())).first()
+async def _locked_refund(conn: AsyncConnection, refund_id: uuid.UUID) -> Any:
+    """The order's own refund row (asked for through the admin API), locked; None for any other id (payment's
+    own refunds: an automatic one, or one made at the provider)."""
+    return (await conn.execute(select(refunds).where(refunds.c.id == refund_id).with_for_update())).first()
 
 
 async def _set_refund_state(conn: AsyncConnection, refund: Any, state: str, **columns: Any) -> None:
     await conn.execute(
         update(refunds).where(refunds.c.id == refund.id).values(state=state, updated_at=func.now(), **columns)
     )
-
-
-def _uuid_or_none(value: str) -> uuid.UUID | None:
-    return repo.parse_order_id(value)

@@ -22,7 +22,6 @@ from handshake_order.domain.states import OrderState
 from handshake_order.metrics import REFUSED, TRANSITIONS
 from handshake_shared.db import built_once
 from handshake_shared.envelope import CloudEvent
-from handshake_shared.events import ORDER_EVENTS
 from handshake_shared.events import order as o
 from handshake_shared.outbox import Outbox
 
@@ -90,9 +89,7 @@ async def record_creation(
         },
     )
     placed = placed.model_copy(update={"transition": o.Transition(from_state=None, to_state="draft", reason=reason)})
-    await outbox.emit(
-        conn, topic=ORDER_EVENTS, type=placed.event_type, order_id=placed.order_id, data=placed, traceparent=traceparent
-    )
+    await outbox.emit(conn, placed, order_id=placed.order_id, traceparent=traceparent)
 
 
 async def apply(
@@ -139,9 +136,7 @@ async def apply(
             _NOTE, {"order_id": order_id, "kind": kind, "detail": detail, "actor": actor, "event_id": event_id}
         )
     for data in decision.emits:
-        await outbox.emit(
-            conn, topic=ORDER_EVENTS, type=data.event_type, order_id=str(order_id), data=data, cause=cause
-        )
+        await outbox.emit(conn, data, order_id=order_id, cause=cause)
 
 
 @built_once

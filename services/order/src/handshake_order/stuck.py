@@ -18,7 +18,6 @@ from handshake_order.domain.states import OrderState as S
 from handshake_order.metrics import FLAGGED, REDRIVEN, STUCK
 from handshake_order.settings import OrderSettings
 from handshake_shared.db import Database
-from handshake_shared.events import ORDER_EVENTS
 from handshake_shared.events.base import Line
 from handshake_shared.events.order import OrderPlaced
 from handshake_shared.loops import BackgroundLoop
@@ -108,16 +107,14 @@ class StuckOrderScanner:
         snapshot = row.snapshot
         await self.outbox.emit(
             conn,
-            topic=ORDER_EVENTS,
-            type="order.placed",
-            order_id=str(row.id),
-            data=OrderPlaced(
-                order_id=str(row.id),
+            OrderPlaced(
+                order_id=row.id,
                 currency=row.currency,
                 total=row.total,
                 lines=[Line(sku=line["sku"], quantity=line["quantity"]) for line in snapshot["lines"]],
                 hold_seconds=None if row.payment_session_opened else row.hold_seconds,
             ),
+            order_id=row.id,
         )
         detail = (
             f"no stock answer after {seconds}s: order.placed sent again"

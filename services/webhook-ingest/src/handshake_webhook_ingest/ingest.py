@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent
-from handshake_shared.events import PROVIDER_EVENTS
 from handshake_shared.events.provider import SealedDelivery, seal_delivery
 from handshake_shared.outbox import Outbox
 from handshake_webhook_ingest.db import provider_event_replays
@@ -27,8 +26,6 @@ from handshake_webhook_ingest.stripe_events import StripeEvent
 from handshake_webhook_ingest.verification import signing_secret
 
 log = structlog.get_logger("ingest")
-
-EVENT_TYPE = "provider.stripe.event"
 
 Source = Literal["webhook", "gap_scan"]
 
@@ -78,10 +75,8 @@ class StripeIngest:
         with the signed delivery it came in as its proof."""
         return await self.outbox.emit(
             conn,
-            topic=PROVIDER_EVENTS,
-            type=EVENT_TYPE,
+            event.forwarded(self.proof(raw_body, signature_header)),
             order_id=event.message_key,
-            data=event.forwarded(self.proof(raw_body, signature_header)),
             traceparent=traceparent,
         )
 

@@ -6,15 +6,22 @@ from datetime import datetime
 
 from pydantic import Field
 
-from handshake_shared.events.base import Line, Payload
+from handshake_shared.events.base import Id, Line, Payload
+from handshake_shared.events.topics import INVENTORY_EVENTS
 
 
-class InventoryReserved(Payload):
+class InventoryEvent(Payload):
+    """Base of every inventory.* payload."""
+
+    event_topic = INVENTORY_EVENTS
+    order_id: Id
+
+
+class InventoryReserved(InventoryEvent):
     """Every line of the order is held until `expires_at`."""
 
     event_type = "inventory.reserved"
-    order_id: str
-    reservation_id: str
+    reservation_id: Id
     expires_at: datetime
     lines: list[Line]
 
@@ -26,47 +33,42 @@ class RejectedLine(Payload):
     reason: str
 
 
-class InventoryRejected(Payload):
+class InventoryRejected(InventoryEvent):
     """Not every line could be reserved; nothing is held."""
 
     event_type = "inventory.rejected"
-    order_id: str
     lines: list[RejectedLine]
 
 
-class InventoryCommitted(Payload):
+class InventoryCommitted(InventoryEvent):
     """The reserved units are sold."""
 
     event_type = "inventory.committed"
-    order_id: str
-    reservation_id: str
+    reservation_id: Id
     rereserved: bool = Field(default=False, description="stock was reserved again after the hold had lapsed")
 
 
-class InventoryCommitFailed(Payload):
+class InventoryCommitFailed(InventoryEvent):
     """A paid (or authorized) order whose stock can no longer be held: the money must go back."""
 
     event_type = "inventory.commit_failed"
-    order_id: str
     reason: str
     lines: list[RejectedLine] = []
 
 
-class InventoryRestocked(Payload):
+class InventoryRestocked(InventoryEvent):
     """Sold units are back on the shelf (a refund with restock, a cancel after the commit)."""
 
     event_type = "inventory.restocked"
-    order_id: str
     reason: str
     lines: list[Line]
 
 
-class InventoryReleased(Payload):
+class InventoryReleased(InventoryEvent):
     """The reservation is released; the units are available again."""
 
     event_type = "inventory.released"
-    order_id: str
-    reservation_id: str
+    reservation_id: Id
     reason: str
 
 

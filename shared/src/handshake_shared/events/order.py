@@ -13,7 +13,8 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
-from handshake_shared.events.base import Line, Payload
+from handshake_shared.events.base import Id, Line, Payload
+from handshake_shared.events.topics import ORDER_EVENTS
 
 OrderStateName = Literal[
     "draft",
@@ -47,7 +48,8 @@ class Transition(Payload):
 class OrderEvent(Payload):
     """Base of every order.* payload."""
 
-    order_id: str
+    event_topic = ORDER_EVENTS
+    order_id: Id
     transition: Transition | None = Field(
         default=None,
         description="present when this event announces a change of the order's state (exactly one event per "
@@ -84,7 +86,7 @@ class OrderPaymentRequested(OrderEvent):
     """The order asks payment for an attempt over its total; no state change."""
 
     event_type = "order.payment_requested"
-    request_id: str = Field(description="one per payment attempt the order asks for")
+    request_id: Id = Field(description="one per payment attempt the order asks for")
     amount: int
     currency: str
 
@@ -93,7 +95,7 @@ class OrderPaymentPending(OrderEvent):
     """A PaymentIntent exists for the attempt; the customer can pay."""
 
     event_type = "order.payment_pending"
-    attempt_id: str
+    attempt_id: Id
     payment_intent_id: str
 
 
@@ -101,7 +103,7 @@ class OrderPaid(OrderEvent):
     """The money is taken."""
 
     event_type = "order.paid"
-    attempt_id: str
+    attempt_id: Id
     payment_intent_id: str
     amount: int
     currency: str
@@ -179,7 +181,7 @@ class OrderPaymentAuthorized(OrderEvent):
     """Manual capture: funds are held; inventory commits the reservation before we capture."""
 
     event_type = "order.payment_authorized"
-    attempt_id: str
+    attempt_id: Id
     payment_intent_id: str
     amount: int
     currency: str
@@ -189,7 +191,7 @@ class OrderCaptureRequested(OrderEvent):
     """Manual capture: the stock is committed, so payment takes the authorized money; no state change."""
 
     event_type = "order.capture_requested"
-    attempt_id: str
+    attempt_id: Id
     payment_intent_id: str
     amount: int
     currency: str
@@ -199,7 +201,7 @@ class OrderRefundRequested(OrderEvent):
     """Staff, or the order itself, asked payment to refund an amount; no state change until it is confirmed."""
 
     event_type = "order.refund_requested"
-    refund_id: str = Field(description="our id; the provider idempotency key derives from it")
+    refund_id: Id = Field(description="our id; the provider idempotency key derives from it")
     amount: int = Field(gt=0)
     currency: str
     reason: str
@@ -212,7 +214,7 @@ class OrderRefunded(OrderEvent):
     under review: the refund is counted and the state stays)."""
 
     event_type = "order.refunded"
-    refund_id: str
+    refund_id: Id
     amount: int
     currency: str
     refunded_total: int = Field(description="all confirmed refunds of the order so far")

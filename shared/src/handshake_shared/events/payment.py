@@ -4,37 +4,42 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from handshake_shared.events.base import Payload
+from handshake_shared.events.base import Id, Payload
+from handshake_shared.events.topics import PAYMENT_EVENTS
 
 
-class PaymentIntentCreated(Payload):
+class PaymentEvent(Payload):
+    """Base of every payment.* payload."""
+
+    event_topic = PAYMENT_EVENTS
+    order_id: Id
+
+
+class PaymentIntentCreated(PaymentEvent):
     """The attempt's PaymentIntent exists at the provider."""
 
     event_type = "payment.intent_created"
-    order_id: str
-    attempt_id: str
+    attempt_id: Id
     payment_intent_id: str
     amount: int
     currency: str
 
 
-class PaymentSucceeded(Payload):
+class PaymentSucceeded(PaymentEvent):
     """The provider took the attempt's money."""
 
     event_type = "payment.succeeded"
-    order_id: str
-    attempt_id: str
+    attempt_id: Id
     payment_intent_id: str
     amount: int
     currency: str
 
 
-class PaymentFailed(Payload):
+class PaymentFailed(PaymentEvent):
     """The attempt was declined (also the base of payment.canceled and payment.capture_failed)."""
 
     event_type = "payment.failed"
-    order_id: str
-    attempt_id: str
+    attempt_id: Id
     payment_intent_id: str | None = None
     failure_code: str | None = None
     failure_message: str | None = None
@@ -58,13 +63,12 @@ class PaymentCaptureFailed(PaymentFailed):
     event_type = "payment.capture_failed"
 
 
-class PaymentRefunded(Payload):
+class PaymentRefunded(PaymentEvent):
     """The provider confirmed a refund."""
 
     event_type = "payment.refunded"
-    order_id: str
-    refund_id: str = Field(description="the order's refund id, or payment's own for an automatic refund")
-    attempt_id: str
+    refund_id: Id = Field(description="the order's refund id, or payment's own for an automatic refund")
+    attempt_id: Id
     payment_intent_id: str
     provider_refund_id: str
     amount: int
@@ -73,14 +77,13 @@ class PaymentRefunded(Payload):
     automatic: bool = Field(default=False, description="payment refunded on its own (a second capture)")
 
 
-class PaymentRefundReversed(Payload):
+class PaymentRefundReversed(PaymentEvent):
     """A refund the provider had accepted failed afterwards (closed card, bank refusal): the money went back
     to the merchant's balance and the customer did not get it. It no longer counts as refunded."""
 
     event_type = "payment.refund_reversed"
-    order_id: str
-    refund_id: str = Field(description="the refund row: the order's refund id, or payment's own")
-    attempt_id: str
+    refund_id: Id = Field(description="the refund row: the order's refund id, or payment's own")
+    attempt_id: Id
     payment_intent_id: str
     provider_refund_id: str
     amount: int
@@ -88,23 +91,21 @@ class PaymentRefundReversed(Payload):
     reason: str = Field(description="the provider's failure_reason, or its status")
 
 
-class PaymentRefundFailed(Payload):
+class PaymentRefundFailed(PaymentEvent):
     """The provider refused a refund; the money is still held."""
 
     event_type = "payment.refund_failed"
-    order_id: str
-    refund_id: str
+    refund_id: Id
     amount: int
     currency: str
     reason: str
 
 
-class PaymentMismatch(Payload):
+class PaymentMismatch(PaymentEvent):
     """The provider holds a different amount or currency than the attempt asked for: never fulfil."""
 
     event_type = "payment.mismatch"
-    order_id: str
-    attempt_id: str
+    attempt_id: Id
     payment_intent_id: str
     expected_amount: int
     expected_currency: str
@@ -114,12 +115,11 @@ class PaymentMismatch(Payload):
     captured: bool = Field(default=False, description="the provider took this money (not only authorized it)")
 
 
-class PaymentDisputed(Payload):
+class PaymentDisputed(PaymentEvent):
     """The customer disputed the payment with their bank."""
 
     event_type = "payment.disputed"
-    order_id: str
-    attempt_id: str
+    attempt_id: Id
     payment_intent_id: str
     dispute_id: str
     amount: int

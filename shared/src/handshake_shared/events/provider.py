@@ -14,18 +14,19 @@ import hashlib
 import hmac
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import Field
 
 from handshake_shared.events.base import Payload
+from handshake_shared.events.topics import PROVIDER_EVENTS
 
 # never forwarded in the clear or served: whoever holds it can confirm the payment from a browser
 SECRET_KEYS = frozenset({"client_secret"})
 
-SEAL_ALGORITHM = "A256GCM+HMAC-SHA256(whsec)"
+SEAL_ALGORITHM: Final = "A256GCM+HMAC-SHA256(whsec)"
 # key separation: the sealing key is derived from the signing secret, never the secret itself
 _KEY_LABEL = b"handshake provider.events.v1 sealed webhook delivery v1"
 _AAD = b"provider.stripe.event"
@@ -102,6 +103,8 @@ class ProviderStripeEvent(Payload):
     """A Stripe event as webhook-ingest received it, with the sealed signed delivery as proof."""
 
     event_type = "provider.stripe.event"
+    event_topic = PROVIDER_EVENTS
+    # order_id and attempt_id are copied from the provider object's metadata as they are, unchecked: text
     provider_event_id: str
     provider_type: str
     created: int

@@ -29,6 +29,7 @@ EXPIRABLE = {S.DRAFT, S.PAYMENT_PENDING, S.PAYMENT_FAILED}
 
 @dataclass(frozen=True)
 class OrderView:
+    # ids as the order's row holds them, text; payloads carry them as UUIDs (`attempt` converts)
     id: str
     state: S
     total: int
@@ -107,7 +108,7 @@ class Decision:
 
 def payment_request(view: OrderView, seed: str) -> o.OrderPaymentRequested:
     # derived from what caused it, so a replay asks for the same attempt, never a second one
-    request_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"payment-request:{view.id}:{seed}"))
+    request_id = uuid.uuid5(uuid.NAMESPACE_URL, f"payment-request:{view.id}:{seed}")
     return o.OrderPaymentRequested(order_id=view.id, request_id=request_id, amount=view.total, currency=view.currency)
 
 
@@ -186,7 +187,7 @@ def on_commit_failed(view: OrderView, p: inv.InventoryCommitFailed) -> Decision:
         # money is truth, stock is not there: give the money back
         amount = view.refundable_amount
         if d.move(S.CANCELLED_WITH_REFUND, reason) and amount > 0:
-            refund_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"auto-refund:{view.id}"))
+            refund_id = uuid.uuid5(uuid.NAMESPACE_URL, f"auto-refund:{view.id}")
             d.set(refund_pending_amount=view.refund_pending_amount + amount)
             d.emit(
                 o.OrderRefundRequested(
@@ -216,6 +217,11 @@ def _mismatch(view: OrderView, amount: int, currency: str) -> str | None:
     return None
 
 
+def attempt(p: pay.PaymentIntentCreated | pay.PaymentSucceeded | pay.PaymentFailed | pay.PaymentMismatch) -> str:
+    """The payment attempt a fact names, as the order's row and view hold it."""
+    return str(p.attempt_id)
+
+
 def _needs_review(d: Decision, reason: str) -> None:
     d.move(S.NEEDS_REVIEW, reason)
 
@@ -227,7 +233,7 @@ def on_intent_created(view: OrderView, p: pay.PaymentIntentCreated) -> Decision:
         "payment intent created",
         o.OrderPaymentPending(order_id=view.id, attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id),
     ):
-        d.set(payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
+        d.set(payment_attempt_id=attempt(p), payment_intent_id=p.payment_intent_id)
     return d
 
 
@@ -248,7 +254,7 @@ def on_authorized(view: OrderView, p: pay.PaymentSucceeded) -> Decision:
             currency=p.currency.upper(),
         ),
     ):
-        d.set(payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
+        d.set(payment_attempt_id=attempt(p), payment_intent_id=p.payment_intent_id)
     return d
 
 
@@ -260,7 +266,7 @@ def on_succeeded(view: OrderView, p: pay.PaymentSucceeded) -> Decision:
     mismatch = _mismatch(view, p.amount, p.currency)
     if mismatch:
         # money was taken but does not match: record it, never fulfil
-        d.set(captured_amount=p.amount, payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
+        d.set(captured_amount=p.amount, payment_attempt_id=attempt(p), payment_intent_id=p.payment_intent_id)
         _needs_review(d, mismatch)
         return d
     before = view.state
@@ -280,7 +286,7 @@ def on_succeeded(view: OrderView, p: pay.PaymentSucceeded) -> Decision:
         currency=p.currency.upper(),
     )
     if d.move(S.PAID, reason, paid):
-        d.set(captured_amount=p.amount, payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
+        d.set(captured_amount=p.amount, payment_attempt_id=attempt(p), payment_intent_id=p.payment_intent_id)
         if d.view.stock_committed:
             d.move(S.FULFILLMENT_PENDING, "stock committed", o.OrderFulfillmentPending(order_id=view.id))
     return d
@@ -288,7 +294,7 @@ def on_succeeded(view: OrderView, p: pay.PaymentSucceeded) -> Decision:
 
 def on_failed(view: OrderView, p: pay.PaymentFailed) -> Decision:
     d = Decision(view)
-    if view.state == S.PAYMENT_PENDING and view.payment_attempt_id in (None, p.attempt_id):
+    if view.state == S.PAYMENT_PENDING and view.payment_attempt_id in (None, attempt(p)):
         d.move(S.PAYMENT_FAILED, f"payment failed: {p.failure_code or 'unknown'}")
     else:
         d.note("payment", f"failure of attempt {p.attempt_id} ignored while {view.state}")
@@ -375,7 +381,7 @@ def on_mismatch(view: OrderView, p: pay.PaymentMismatch) -> Decision:
     if p.captured and not view.captured_amount and p.provider_currency.upper() == view.currency:
         # money was taken, just not the right amount: it is held for this order (a manual cancel is refused,
         # and finance can refund it from review)
-        d.set(captured_amount=p.provider_amount, payment_attempt_id=p.attempt_id, payment_intent_id=p.payment_intent_id)
+        d.set(captured_amount=p.provider_amount, payment_attempt_id=attempt(p), payment_intent_id=p.payment_intent_id)
     elif p.captured and not view.captured_amount:
         d.note(
             "payment",
@@ -435,7 +441,8 @@ def retry_payment(view: OrderView, seed: str, max_attempts: int) -> Decision:
     return d
 
 
-def request_refund(view: OrderView, *, refund_id: str, amount: int, reason: str, restock: bool, actor: str) -> Decision:
+def check_refund(view: OrderView, *, amount: int, restock: bool) -> None:
+    """CommandRefused when the order cannot be refunded `amount` now, as request_refund would refuse it."""
     if view.state not in REFUNDABLE:
         raise CommandRefused("order-not-refundable", f"an order that is {view.state} cannot be refunded")
     if amount <= 0 or amount > view.refundable_amount:
@@ -447,6 +454,12 @@ def request_refund(view: OrderView, *, refund_id: str, amount: int, reason: str,
         raise CommandRefused(
             "restock-needs-full-refund", "restocking is only possible with a refund of everything left"
         )
+
+
+def request_refund(
+    view: OrderView, *, refund_id: uuid.UUID | str, amount: int, reason: str, restock: bool, actor: str
+) -> Decision:
+    check_refund(view, amount=amount, restock=restock)
     d = Decision(view)
     d.set(refund_pending_amount=view.refund_pending_amount + amount)
     d.emit(
