@@ -1,27 +1,28 @@
-"""HTTP routes of the order service (thin: parse, call one thing, answer)."""
+"""HTTP routes of the order service: each parses its request, calls one thing and answers.
+
+Who may do what is access.py; how a command runs (Idempotency-Key, order lock, saga decision, apply) is
+commands.py; what an order looks like to whom is views.py; the catalogue is catalogue.py, staff search
+search.py, refund approvals approvals.py."""
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import func, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from handshake_order import announcements, approvals
+from handshake_order import access, announcements, approvals, catalogue, payment_sessions, views
 from handshake_order import idempotency as idem
 from handshake_order import repository as repo
+from handshake_order.access import MANUAL_TARGETS as MANUAL_TARGETS
+from handshake_order.access import refuse_query_token, staff_actor
+from handshake_order.bodies import CatalogueIn, EmptyBody, NoteIn, ReasonIn, RefundIn, TransitionIn
 from handshake_order.changes import OrderChanges
-from handshake_order.checkout import PRINTABLE, Checkout, CheckoutRequest, pricing_problem, quote, token_hash
-from handshake_order.db import catalogue_changes, coupons, products, refunds, shipping_rates, tax_rates
+from handshake_order.checkout import PRINTABLE, Checkout, CheckoutRequest, pricing_problem, quote
+from handshake_order.commands import OrderCommands, locked_order, order_id_or_404, refused_problem
 from handshake_order.domain import operations as ops
 from handshake_order.domain import saga
 from handshake_order.domain.pricing import PricingError
@@ -31,28 +32,11 @@ from handshake_order.settings import OrderSettings
 from handshake_shared.auth import principal_from_header, require_roles
 from handshake_shared.db import Database
 from handshake_shared.http import Problem, require_idempotency_key
-from handshake_shared.money import MAX_AMOUNT, Currency
 from handshake_shared.outbox import Outbox
 from handshake_shared.rate_limit import client_address
 
 Authorization = Annotated[str | None, Header()]
 OrderToken = Annotated[str | None, Header()]
-
-
-def refuse_query_token(request: Request) -> None:
-    """A lookup token in a URL ends up in access logs, proxies and browser history: header only."""
-    if "token" in request.query_params:
-        raise Problem(
-            400,
-            "Lookup token in the URL",
-            "send the order's lookup token in the X-Order-Token header, never in the query string",
-            type="token-in-query",
-        )
-
-
-def staff_actor(subject: str) -> str:
-    # audit rows name the person; the prefix keeps a staff subject from reading as a customer id
-    return f"staff:{subject}"
 
 
 @dataclass
@@ -66,132 +50,27 @@ class OrderContext:
     changes: OrderChanges | None = None
 
 
-# an INTEGER column
-MAX_INT = 2**31 - 1
 # a long-poll waits this long unless asked for less; the most it may ask for stays below common proxy idle timeouts
 DEFAULT_WAIT_SECONDS = 20.0
 MAX_WAIT_SECONDS = 30.0
 
 
-class ProductIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    sku: str = Field(min_length=1, max_length=64, pattern=PRINTABLE)
-    name: str = Field(min_length=1, max_length=200, pattern=PRINTABLE)
-    unit_price: int = Field(ge=0, le=MAX_AMOUNT)
-    currency: Currency
-    active: bool = True
-
-
-class CouponFields(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    code: str = Field(min_length=1, max_length=64, pattern=PRINTABLE)
-    max_redemptions: int | None = Field(default=None, ge=1, le=MAX_INT)
-    expires_at: AwareDatetime | None = None
-    active: bool = True
-    once_per_customer: bool = False
-
-
-# Each kind carries exactly the fields it is priced with; the other kind's fields are stored empty, so an
-# upsert that changes a coupon's kind leaves nothing of the old one behind.
-class PercentCouponIn(CouponFields):
-    kind: Literal["percent"]
-    percent_bp: int = Field(gt=0, le=10_000)
-    amount_off: None = None
-    currency: None = None
-
-
-class FixedCouponIn(CouponFields):
-    kind: Literal["fixed"]
-    amount_off: int = Field(gt=0, le=MAX_AMOUNT)
-    currency: Currency
-    percent_bp: None = None
-
-
-CouponIn = Annotated[PercentCouponIn | FixedCouponIn, Field(discriminator="kind")]
-
-
-class TaxRateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    region: str = Field(min_length=2, max_length=16, pattern=PRINTABLE)
-    rate_bp: int = Field(ge=0, le=10_000)
-
-
-class ShippingRateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    code: str = Field(min_length=1, max_length=32, pattern=PRINTABLE)
-    amount: int = Field(ge=0, le=MAX_AMOUNT)
-    currency: Currency
-
-
-class EmptyBody(BaseModel):
-    pass
-
-
-class RefundIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    amount: int = Field(gt=0, le=MAX_AMOUNT, description="minor units")
-    reason: str = Field(min_length=3, max_length=500, pattern=PRINTABLE)
-    restock: bool = False
-    request_approval: bool = Field(
-        default=False,
-        description="support above its limit: ask finance to approve "
-        "instead of being refused (202 with the pending approval)",
-    )
-
-    def idempotency_view(self) -> dict[str, Any]:
-        # without the flag it hashes as before the flag existed: a retry across the release keeps its answer
-        return self.model_dump(mode="json", exclude=None if self.request_approval else {"request_approval"})
-
-
-class NoteIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    note: str = Field(min_length=3, max_length=2000, pattern=PRINTABLE)
-
-
-class ReasonIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=3, max_length=500, pattern=PRINTABLE)
-
-
-class _NeedsApproval(Exception):
-    """Support asked above its limit with request_approval: the refund transaction rolls back and an approval
-    request is recorded instead."""
-
-
-# states a person may set by hand; money-moving states are reached only through the saga
-MANUAL_TARGETS = {
-    OrderState.NEEDS_REVIEW,
-    OrderState.CANCELLED,
-    OrderState.FULFILLED,
-    OrderState.PARTIALLY_FULFILLED,
-    OrderState.CLOSED,
-}
-
-
-class TransitionIn(ReasonIn):
-    """A manual transition, or the state a closed review leaves the order in."""
-
-    to: OrderState
-
-
-class CatalogueIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=3, max_length=500, pattern=PRINTABLE)
-    # one upsert is one transaction; larger catalogues go in several
-    products: list[ProductIn] = Field(default=[], max_length=1000)
-    coupons: list[CouponIn] = Field(default=[], max_length=1000)
-    tax_rates: list[TaxRateIn] = Field(default=[], max_length=1000)
-    shipping_rates: list[ShippingRateIn] = Field(default=[], max_length=1000)
-
-
 def build_router(ctx: OrderContext) -> APIRouter:
     router = APIRouter()
+    commands = OrderCommands(ctx.db, ctx.outbox)
+    command, keyed = commands.run, commands.keyed
+
+    async def readable_order(
+        order_id: str, authorization: str | None, token: str | None, *, with_timeline: bool = True
+    ) -> Any:
+        return await views.readable_order(
+            ctx.db, ctx.settings, order_id, authorization, token, with_timeline=with_timeline
+        )
 
     @router.get("/v1/products")
     async def list_products() -> dict[str, Any]:
         async with ctx.db.read() as conn:
-            rows = (await conn.execute(select(products).where(products.c.active).order_by(products.c.sku))).all()
-        return {"products": [dict(r._mapping) for r in rows]}
+            return {"products": await catalogue.active_products(conn)}
 
     @router.post("/v1/quotes")
     async def create_quote(req: CheckoutRequest) -> dict[str, Any]:
@@ -227,77 +106,6 @@ def build_router(ctx: OrderContext) -> APIRouter:
             headers["Idempotent-Replayed"] = "true"
         return idem.CanonicalJSONResponse(body, status_code=status, headers=headers)
 
-    async def readable_order(
-        order_id: str, authorization: str | None, token: str | None, *, with_timeline: bool = True
-    ) -> Any:
-        """Owner or lookup-token holder only; anyone else gets the same 404 as for a missing order. Staff
-        read through /v1/admin/orders: a staff role is not ownership, so nothing done here is done by staff
-        in a customer's name."""
-        try:
-            oid = uuid.UUID(order_id)
-        except ValueError:
-            raise Problem(404, "Order not found", type="order-not-found") from None
-        principal = principal_from_header(ctx.settings, authorization)
-        async with ctx.db.read() as conn:
-            order = await repo.get_order(conn, oid)
-            allowed = order is not None and (
-                (principal is not None and order.customer_id == principal.subject)
-                or (
-                    token is not None
-                    and order.lookup_token_hash is not None
-                    and hmac.compare_digest(order.lookup_token_hash, token_hash(token))
-                )
-            )
-            if not allowed:
-                raise Problem(404, "Order not found", type="order-not-found")
-            events = await repo.timeline(conn, oid) if with_timeline else None
-        return order, events
-
-    def order_body(order: Any, events: list[dict[str, Any]] | None) -> dict[str, Any]:
-        body = {
-            "order_id": str(order.id),
-            "reference": ops.reference_of(order.id),
-            "state": order.state,
-            "version": order.version,
-            "total": order.total,
-            "currency": order.currency,
-            "snapshot": order.snapshot,
-            "payment_intent_id": order.payment_intent_id,
-            "created_at": order.created_at.isoformat(),
-            "updated_at": order.updated_at.isoformat(),
-        }
-        if events is not None:
-            body["timeline"] = events
-        return body
-
-    async def changed_order(
-        order_id: str, authorization: str | None, token: str | None, *, known: int, timeout: float
-    ) -> Any:
-        """The order once its version differs from `known`, or as it is when the timeout passes. The waiter is
-        registered before the version is read, so a commit landing between that read and the wait still wakes
-        it; each wake re-reads the row, the notification being only a hint."""
-        assert ctx.changes is not None
-        oid = repo.parse_order_id(order_id)
-        if oid is None:
-            raise Problem(404, "Order not found", type="order-not-found")
-        with ctx.changes.watch(oid) as changed:
-            order, _ = await readable_order(order_id, authorization, token, with_timeline=False)
-            if changed is None:  # as many requests waiting as the process takes: answer now, the client asks again
-                return order
-            deadline = asyncio.get_running_loop().time() + timeout
-            while order.version == known and not ctx.changes.stopping:
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    break
-                try:
-                    await asyncio.wait_for(changed.wait(), remaining)
-                except TimeoutError:
-                    break
-                changed.clear()
-                async with ctx.db.read() as conn:
-                    order = await repo.get_order(conn, oid)
-        return order
-
     @router.get("/v1/orders/{order_id}")
     async def get_order(
         order_id: str,
@@ -323,14 +131,22 @@ def build_router(ctx: OrderContext) -> APIRouter:
         if wait_for_change is None:
             order, events = await readable_order(order_id, authorization, x_order_token, with_timeline=timeline)
         else:
-            order = await changed_order(order_id, authorization, x_order_token, known=wait_for_change, timeout=timeout)
+            assert ctx.changes is not None
+            order = await views.changed_order(
+                ctx.db,
+                ctx.settings,
+                ctx.changes,
+                order_id,
+                authorization,
+                x_order_token,
+                known=wait_for_change,
+                timeout=timeout,
+            )
             events = None
             if timeline:
-                async with ctx.db.read() as conn:
-                    order = await repo.get_order(conn, order.id)
-                    events = await repo.timeline(conn, order.id)
+                order, events = await views.with_timeline(ctx.db, order.id)
         response.headers["ETag"] = f'"{order.version}"'
-        return order_body(order, events)
+        return views.order_body(order, events)
 
     @router.get("/v1/orders/{order_id}/payment-session")
     async def payment_session(
@@ -343,131 +159,9 @@ def build_router(ctx: OrderContext) -> APIRouter:
         refuse_query_token(request)
         order, _ = await readable_order(order_id, authorization, x_order_token, with_timeline=False)
         response.headers["Cache-Control"] = "no-store"
-        if order.payment_intent_id is None:
-            # Payment creates the intent before the order hears of it, so the order's own row answers "not yet"
-            # without asking payment. The version lets a storefront wait for the order to change
-            # (GET /v1/orders/{id}?wait_for_change=<version>) instead of asking again on a timer.
-            raise Problem(
-                409,
-                "Payment not ready",
-                f"the order is {order.state}; the payment session is not created yet",
-                type="payment-not-ready",
-                retry_after_seconds=1,
-                version=order.version,
-            )
-        assert ctx.http is not None
-        try:
-            upstream = await ctx.http.get(
-                f"{ctx.settings.payment_internal_url}/internal/v1/orders/{order.id}/payment-session",
-                headers={"Authorization": "Bearer " + ctx.settings.payment_internal_token.get_secret_value()},
-                timeout=5.0,
-            )
-        except httpx.HTTPError:
-            raise Problem(503, "Payment service unavailable", "try again shortly", type="payment-unavailable") from None
-        if upstream.status_code == 404:
-            raise Problem(
-                409,
-                "Payment not ready",
-                f"the order is {order.state}; the payment session is not created yet",
-                type="payment-not-ready",
-                retry_after_seconds=1,
-            )
-        if upstream.status_code != 200:
-            raise Problem(503, "Payment service unavailable", "try again shortly", type="payment-unavailable")
-        if order.hold_seconds is not None and not order.payment_session_opened:
-            await open_payment_session(order)
-        # the client secret is passed through, never logged or stored here
-        return upstream.json()
-
-    async def open_payment_session(order: Any) -> None:
-        """The guest now holds the client secret: ask inventory for the full hold (once, under the order lock)."""
-        async with ctx.db.transaction() as conn:
-            row = await repo.lock_order(conn, order.id)
-            decision = saga.open_payment_session(repo.view_of(row), ctx.settings.checkout_hold_seconds)
-            await repo.apply(conn, ctx.outbox, decision, actor=order.customer_id or "guest")
-
-    async def command(
-        order_id: uuid.UUID,
-        decide: Any,
-        *,
-        actor: str,
-        scope: str | None = None,
-        key: str | None = None,
-        request: BaseModel | dict[str, Any] | None = None,
-        command_name: str = "",
-        status: int = 200,
-        respond: Any = None,
-    ) -> JSONResponse:
-        """Lock the order, let the saga decide, apply; with a key, answer a retry from the stored response."""
-        async with ctx.db.transaction() as conn:
-            if key is not None:
-                assert scope is not None and request is not None
-                stored = await idem.claim(
-                    conn,
-                    scope=scope,
-                    key=key,
-                    request_hash=idem.fingerprint(command_name, request),
-                    command=command_name,
-                )
-                if stored is not None:
-                    return idem.CanonicalJSONResponse(
-                        stored[1], status_code=stored[0], headers={"Idempotent-Replayed": "true"}
-                    )
-            row = await repo.lock_order(conn, order_id)
-            if row is None:
-                raise Problem(404, "Order not found", type="order-not-found")
-            try:
-                decision = decide(repo.view_of(row))
-            except saga.CommandRefused as refused:
-                title = "Too many payment attempts" if refused.status == 429 else "Not possible in this state"
-                raise Problem(refused.status, title, refused.detail, type=refused.code, state=row.state) from None
-            body = {"order_id": str(order_id), "state": decision.view.state.value}
-            if respond is not None:
-                body.update(await respond(conn, decision))
-            await repo.apply(conn, ctx.outbox, decision, actor=actor)
-            if key is not None:
-                assert scope is not None
-                await idem.store(conn, scope=scope, key=key, status=status, body=body, order_id=order_id)
-        return idem.CanonicalJSONResponse(body, status_code=status)
-
-    async def keyed(
-        *, scope: str, key: str, request: BaseModel | dict[str, Any], command_name: str, status: int, work: Any
-    ) -> JSONResponse:
-        """A staff action that is not one saga decision, done once per Idempotency-Key: the claim, the work and
-        the stored answer in one transaction (see idempotency.py)."""
-        async with ctx.db.transaction() as conn:
-            stored = await idem.claim(
-                conn, scope=scope, key=key, request_hash=idem.fingerprint(command_name, request), command=command_name
-            )
-            if stored is not None:
-                return idem.CanonicalJSONResponse(
-                    stored[1], status_code=stored[0], headers={"Idempotent-Replayed": "true"}
-                )
-            body = await work(conn)
-            await idem.store(
-                conn,
-                scope=scope,
-                key=key,
-                status=status,
-                body=body,
-                order_id=uuid.UUID(body["order_id"]) if body.get("order_id") else None,
-            )
-        return idem.CanonicalJSONResponse(body, status_code=status)
-
-    async def locked_order(conn: Any, oid: uuid.UUID) -> Any:
-        row = await repo.lock_order(conn, oid)
-        if row is None:
-            raise Problem(404, "Order not found", type="order-not-found")
-        return row
-
-    def order_id_or_404(order_id: str) -> uuid.UUID:
-        oid = repo.parse_order_id(order_id)
-        if oid is None:
-            raise Problem(404, "Order not found", type="order-not-found")
-        return oid
-
-    def refused_problem(refused: saga.CommandRefused, state: str) -> Problem:
-        return Problem(refused.status, "Not possible in this state", refused.detail, type=refused.code, state=state)
+        session = await payment_sessions.fetch(ctx.http, ctx.settings, order)
+        await payment_sessions.open_hold(ctx.db, ctx.outbox, ctx.settings, order)
+        return session
 
     @router.post("/v1/orders/{order_id}/cancel")
     async def cancel_order(
@@ -506,25 +200,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
     @router.get("/v1/admin/orders/{order_id}")
     async def admin_get_order(order_id: str, authorization: Authorization = None) -> dict[str, Any]:
         require_roles(ctx.settings, authorization, "support", "finance", "admin")
-        oid = repo.parse_order_id(order_id)
-        async with ctx.db.read() as conn:
-            row = await repo.get_order(conn, oid) if oid is not None else None
-            if oid is None or row is None:
-                raise Problem(404, "Order not found", type="order-not-found")
-            body = order_body(row, await repo.timeline(conn, oid))
-            body["notes"] = await repo.notes(conn, oid)
-            body["refunds"] = await repo.refunds_of(conn, oid)
-            body["refund_approvals"] = await approvals.of_order(conn, oid)
-            body["audit"] = await repo.staff_audit(conn, oid)
-        body.update(
-            customer_id=row.customer_id,
-            email=row.contact_email,
-            captured_amount=row.captured_amount,
-            refunded_amount=row.refunded_amount,
-            refund_pending_amount=row.refund_pending_amount,
-            stock_committed=row.stock_committed,
-        )
-        return body
+        return await views.staff_view(ctx.db, order_id)
 
     @router.post("/v1/admin/orders/{order_id}/refunds", status_code=202)
     async def request_refund(
@@ -535,15 +211,9 @@ def build_router(ctx: OrderContext) -> APIRouter:
     ) -> JSONResponse:
         principal = require_roles(ctx.settings, authorization, "support", "finance")
         key = require_idempotency_key(idempotency_key)
-        role = "finance" if principal.has_role("finance") else "support"
+        role = access.refund_role(principal)
         limit = ctx.settings.support_refund_limit
-        if role == "support" and body.amount > limit and not body.request_approval:
-            raise Problem(
-                403,
-                "Refund above your limit",
-                f"support may refund up to {limit} per order; ask finance",
-                type="refund-limit-exceeded",
-            )
+        access.refuse_above_support_limit(role, body.amount, limit, request_approval=body.request_approval)
         oid = order_id_or_404(order_id)
         if role == "support" and body.amount > limit:
             return await ask_for_approval(oid, body, principal.subject, key)
@@ -551,28 +221,8 @@ def build_router(ctx: OrderContext) -> APIRouter:
 
         async def record(conn: Any, decision: saga.Decision) -> dict[str, Any]:
             if role == "support":
-                # the limit is per order, not per request: the order row is locked, so concurrent requests
-                # count each other; refunds that failed or were reversed gave nothing and do not count
-                granted = (
-                    await conn.execute(
-                        select(func.coalesce(func.sum(refunds.c.amount), 0)).where(
-                            refunds.c.order_id == oid,
-                            refunds.c.requested_role == "support",
-                            refunds.c.state.in_(("requested", "succeeded")),
-                        )
-                    )
-                ).scalar_one()
-                if granted + body.amount > limit:
-                    if body.request_approval:
-                        raise _NeedsApproval
-                    raise Problem(
-                        403,
-                        "Refund above your limit",
-                        f"support may refund up to {limit} per order and {granted} is already refunded or "
-                        "pending; ask finance",
-                        type="refund-limit-exceeded",
-                        support_refunded=int(granted),
-                    )
+                granted = await repo.support_refunded(conn, oid)
+                access.check_support_total(granted, body.amount, limit, request_approval=body.request_approval)
             await repo.record_refund(
                 conn,
                 refund_id=refund_id,
@@ -605,7 +255,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
                 status=202,
                 respond=record,
             )
-        except _NeedsApproval:
+        except access.NeedsApproval:
             return await ask_for_approval(oid, body, principal.subject, key)
 
     async def ask_for_approval(oid: uuid.UUID, body: RefundIn, subject: str, key: str) -> JSONResponse:
@@ -615,7 +265,14 @@ def build_router(ctx: OrderContext) -> APIRouter:
         async def work(conn: Any) -> dict[str, Any]:
             row = await locked_order(conn, oid)
             try:  # refused now means refused at approval too: say so at once
-                saga.check_refund(repo.view_of(row), amount=body.amount, restock=body.restock)
+                saga.request_refund(
+                    repo.view_of(row),
+                    refund_id="check",
+                    amount=body.amount,
+                    reason=body.reason,
+                    restock=body.restock,
+                    actor=subject,
+                )
             except saga.CommandRefused as refused:
                 raise refused_problem(refused, row.state) from None
             approval_id = await approvals.create(
@@ -659,8 +316,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
     async def decide_approval(
         approval_id: str, body: ReasonIn, authorization: str | None, idempotency_key: str | None, *, approving: bool
     ) -> JSONResponse:
-        # a requester withdraws their own request with whatever staff role they have; the rule is ops.may_decide
-        roles = ("finance",) if approving else ("support", "finance", "admin")
+        roles = access.APPROVING_ROLES if approving else access.WITHDRAWING_ROLES
         principal = require_roles(ctx.settings, authorization, *roles)
         key = require_idempotency_key(idempotency_key)
         aid = repo.parse_order_id(approval_id)
@@ -923,26 +579,10 @@ def build_router(ctx: OrderContext) -> APIRouter:
         # optional here (older callers send none, and a repeated transition is refused by the table anyway); with
         # one, a double click is answered with the first answer instead of a 409
         key = require_idempotency_key(idempotency_key) if idempotency_key is not None else None
-        oid = repo.parse_order_id(order_id)
-        if oid is None:
-            raise Problem(404, "Order not found", type="order-not-found")
-
-        def decide(view: saga.OrderView) -> saga.Decision:
-            if body.to not in MANUAL_TARGETS:
-                raise saga.CommandRefused("transition-not-manual", f"{body.to} is reached only through the saga")
-            if view.state == OrderState.NEEDS_REVIEW:
-                # otherwise support could end a review here, which only finance may do (review/close)
-                raise saga.CommandRefused(
-                    "review-open", "an order under review leaves it only when finance closes the review"
-                )
-            if body.to == OrderState.CANCELLED and view.captured_amount > view.refunded_amount:
-                raise saga.CommandRefused("money-held", "refund the captured money before cancelling")
-            # announced on order.events.v1 like every transition (Decision.move)
-            return saga.manual_transition(view, body.to, f"{body.reason} (manual)")
-
+        oid = order_id_or_404(order_id)
         return await command(
             oid,
-            decide,
+            lambda view: access.manual_transition(view, body.to, body.reason),
             actor=staff_actor(principal.subject),
             scope=f"staff:{principal.subject}",
             key=key,
@@ -954,44 +594,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
     async def upsert_catalogue(body: CatalogueIn, authorization: Authorization = None) -> dict[str, int]:
         principal = require_roles(ctx.settings, authorization, "admin")
         async with ctx.db.transaction() as conn:
-            for table, items, key, kind in (
-                (products, body.products, "sku", "product"),
-                (coupons, body.coupons, "code", "coupon"),
-                (tax_rates, body.tax_rates, "region", "tax_rate"),
-                (shipping_rates, body.shipping_rates, "code", "shipping_rate"),
-            ):
-                for item in items:
-                    values = item.model_dump()
-                    if values.get("currency"):
-                        values["currency"] = values["currency"].upper()
-                    before = (
-                        await conn.execute(select(table).where(table.c[key] == values[key]).with_for_update())
-                    ).first()
-                    stmt = pg_insert(table).values(**values)
-                    after = (
-                        await conn.execute(
-                            stmt.on_conflict_do_update(
-                                index_elements=[key], set_={k: stmt.excluded[k] for k in values if k != key}
-                            ).returning(*table.c)
-                        )
-                    ).one()
-                    # in the same transaction: a price nobody can account for is never written
-                    await conn.execute(
-                        insert(catalogue_changes).values(
-                            kind=kind,
-                            key=values[key],
-                            actor=staff_actor(principal.subject),
-                            reason=body.reason,
-                            before=jsonable_encoder(dict(before._mapping)) if before is not None else None,
-                            after=jsonable_encoder(dict(after._mapping)),
-                        )
-                    )
-        return {
-            "products": len(body.products),
-            "coupons": len(body.coupons),
-            "tax_rates": len(body.tax_rates),
-            "shipping_rates": len(body.shipping_rates),
-        }
+            return await catalogue.upsert(conn, body, actor=staff_actor(principal.subject))
 
     @router.get("/v1/admin/catalogue/changes")
     async def catalogue_history(
@@ -1003,29 +606,8 @@ def build_router(ctx: OrderContext) -> APIRouter:
     ) -> dict[str, Any]:
         """Newest first; page with before_id = the last id seen."""
         require_roles(ctx.settings, authorization, "admin", "finance", "support")
-        stmt = select(catalogue_changes).order_by(catalogue_changes.c.id.desc()).limit(limit)
-        if kind is not None:
-            stmt = stmt.where(catalogue_changes.c.kind == kind)
-        if key is not None:
-            stmt = stmt.where(catalogue_changes.c.key == key)
-        if before_id is not None:
-            stmt = stmt.where(catalogue_changes.c.id < before_id)
         async with ctx.db.read() as conn:
-            rows = (await conn.execute(stmt)).all()
-        return {
-            "changes": [
-                {
-                    "id": r.id,
-                    "kind": r.kind,
-                    "key": r.key,
-                    "actor": r.actor,
-                    "reason": r.reason,
-                    "before": r.before,
-                    "after": r.after,
-                    "at": r.at.isoformat(),
-                }
-                for r in rows
-            ]
-        }
+            changes = await catalogue.history(conn, kind=kind, key=key, before_id=before_id, limit=limit)
+        return {"changes": changes}
 
     return router

@@ -239,6 +239,22 @@ async def record_refund(
     )
 
 
+async def support_refunded(conn: AsyncConnection, order_id: uuid.UUID) -> int:
+    """What support has refunded or has pending on the order under its own limit; refunds that failed or were
+    reversed gave nothing and do not count. Under the order's row lock, concurrent requests count each other."""
+    return int(
+        (
+            await conn.execute(
+                select(func.coalesce(func.sum(refunds.c.amount), 0)).where(
+                    refunds.c.order_id == order_id,
+                    refunds.c.requested_role == "support",
+                    refunds.c.state.in_(("requested", "succeeded")),
+                )
+            )
+        ).scalar_one()
+    )
+
+
 def _staff(actor: str) -> bool:
     return actor.startswith("staff:")
 
