@@ -83,8 +83,9 @@ class PaymentService:
         return self.app.state.runtime.db
 
     @property
-    def handlers(self):
-        return self.app.state.handlers
+    def graph(self):
+        """The feature objects create_app wired (app.PaymentGraph)."""
+        return self.app.state.graph
 
     def consumer(self, group: str) -> EventConsumer:
         return next(c for c in self.app.state.runtime.consumers if c.name == group)

@@ -25,7 +25,7 @@ async def test_a_cancelled_order_leaves_no_intent_that_can_take_money(service, b
     assert await service.deliver(PROVIDER_EVENTS, events.stripe("payment_intent.payment_failed", declined)) == "applied"
     # a third request whose process died after its attempt row, before Stripe was called
     unborn_request = events.requested(order_id, str(uuid.uuid4()), amount=2000)
-    unborn = await service.handlers.record_attempt(
+    unborn = await service.graph.intents.record_attempt(
         unborn_request, OrderPaymentRequested.model_validate(unborn_request.data), uuid.UUID(order_id), "EUR"
     )
 
@@ -66,12 +66,12 @@ async def test_a_creator_that_read_the_attempt_before_the_cancel_creates_no_inte
     """A second handler of the payment request (a rebalance) still holds the attempt as `creating`."""
     order_id = str(uuid.uuid4())
     request = events.requested(order_id, str(uuid.uuid4()), amount=1200)
-    stale = await service.handlers.record_attempt(
+    stale = await service.graph.intents.record_attempt(
         request, OrderPaymentRequested.model_validate(request.data), uuid.UUID(order_id), "EUR"
     )
     assert await service.deliver(ORDER_EVENTS, events.closed(order_id)) == "applied"
 
-    after, refusal = await service.handlers.create_intent(stale)
+    after, refusal = await service.graph.intents.create_intent(stale)
 
     assert refusal is None
     assert (after.state, after.provider_intent_id) == (A.CANCELED, None)
@@ -127,10 +127,10 @@ async def test_an_intent_cancelled_before_it_was_announced_is_never_handed_out(s
     """The process stored the intent (recovery point 2) but never announced it; then the order closed."""
     order_id = str(uuid.uuid4())
     request = events.requested(order_id, str(uuid.uuid4()), amount=1800)
-    recorded = await service.handlers.record_attempt(
+    recorded = await service.graph.intents.record_attempt(
         request, OrderPaymentRequested.model_validate(request.data), uuid.UUID(order_id), "EUR"
     )
-    stored, _ = await service.handlers.create_intent(recorded)
+    stored, _ = await service.graph.intents.create_intent(recorded)
 
     assert await service.deliver(ORDER_EVENTS, events.closed(order_id)) == "applied"
     assert await service.deliver(ORDER_EVENTS, request) == "applied"  # the request redelivered announces nothing

@@ -122,7 +122,7 @@ async def test_a_success_before_the_intent_is_stored_is_parked_then_applied_once
 
     # applying again, the request redelivered, the event redelivered or sent again: nothing changes
     before = await unborn.types()
-    assert await service.handlers.apply_parked(paid.id) == 0
+    assert await service.graph.intake.apply_parked(paid.id) == 0
     await service.forget(events.requested(unborn.order_id, unborn.request_id, amount=4100))
     assert (
         await service.deliver(ORDER_EVENTS, events.requested(unborn.order_id, unborn.request_id, amount=4100))
@@ -160,7 +160,7 @@ async def test_a_dispute_before_the_intent_is_known_is_announced_once_it_is(serv
         )
         == "applied"
     )
-    assert await service.handlers.apply_parked(paid.id) == 0
+    assert await service.graph.intake.apply_parked(paid.id) == 0
     types = await unborn.types()
     assert (types.count("payment.disputed"), types.count("payment.succeeded")) == (1, 1)
     assert (await unborn.attempt()).state == A.SUCCEEDED
@@ -261,7 +261,7 @@ async def test_any_order_and_duplication_of_a_paid_intents_events_ends_the_same(
         seen.add(kind)
     if not known_first:
         assert await unborn.request(events) == "applied"
-    assert await service.handlers.apply_parked(paid.id) == 0
+    assert await service.graph.intake.apply_parked(paid.id) == 0
 
     attempt = await unborn.attempt()
     assert (attempt.state, attempt.provider_intent_id) == (A.SUCCEEDED, paid.id)

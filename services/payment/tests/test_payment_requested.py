@@ -76,7 +76,7 @@ async def test_recovery_point_1_a_crash_after_the_attempt_resumes_with_the_same_
     order_id, request_id = str(uuid.uuid4()), str(uuid.uuid4())
     event = events.requested(order_id, request_id, amount=2500)
     # phase 1 committed, then the process died before calling Stripe
-    before = await service.handlers.record_attempt(event, event_payload(event), uuid.UUID(order_id), "EUR")
+    before = await service.graph.intents.record_attempt(event, event_payload(event), uuid.UUID(order_id), "EUR")
     assert (before.state, before.provider_intent_id) == (A.CREATING, None)
 
     assert await service.deliver(ORDER_EVENTS, event) == "applied"
@@ -92,8 +92,8 @@ async def test_recovery_point_2_a_crash_after_the_intent_only_announces_it(servi
     order_id, request_id = str(uuid.uuid4()), str(uuid.uuid4())
     event = events.requested(order_id, request_id, amount=2600)
     # phases 1 and 2 committed (the intent id is stored), then the process died before announcing it
-    recorded = await service.handlers.record_attempt(event, event_payload(event), uuid.UUID(order_id), "EUR")
-    stored, refusal = await service.handlers.create_intent(recorded)
+    recorded = await service.graph.intents.record_attempt(event, event_payload(event), uuid.UUID(order_id), "EUR")
+    stored, refusal = await service.graph.intents.create_intent(recorded)
     assert refusal is None and stored.state == A.CREATING and stored.provider_intent_id
 
     assert await service.deliver(ORDER_EVENTS, event) == "applied"

@@ -13,7 +13,7 @@ from sqlalchemy import insert, select
 
 from handshake_payment.db import parked_provider_events, payment_attempts
 from handshake_payment.domain.attempts import AttemptState as A
-from handshake_payment.provider_refunds import provider_refund_row_id
+from handshake_payment.provider_events.refunds import provider_refund_row_id
 from handshake_shared.envelope import CloudEvent
 from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
 

@@ -16,7 +16,7 @@ from handshake_devstack.tokens import issue_token
 from handshake_payment.app import create_app
 from handshake_payment.db import attempt_transitions, reconciliation_runs
 from handshake_payment.domain.attempts import AttemptState as A
-from handshake_payment.reconciliation import Reconciler
+from handshake_payment.reconciliation.reconciler import Reconciler
 from handshake_shared.envelope import CloudEvent, parse_event
 from handshake_shared.events import PAYMENT_EVENTS, PROVIDER_EVENTS
 from handshake_shared.events.order import OrderRefundRequested
@@ -201,7 +201,7 @@ async def test_a_refund_left_requested_is_made_once_or_found_by_reconciliation(
     service, browser, events, checkout
 ) -> None:
     order_id, _attempt, paid = await checkout.paid(service, 9000)
-    refunds = service.handlers.refunds
+    refunds = service.graph.refunds
     # one refund recorded, then the process died before calling the provider
     never_sent = events.refund(order_id, 4000)
     never_sent_id = await refunds.request(never_sent, OrderRefundRequested.model_validate(never_sent.data))
@@ -339,7 +339,14 @@ async def test_a_service_stopping_mid_run_leaves_every_repair_the_run_made_on_it
         assert (await browser.pay(attempt.provider_intent_id, CARD_OK)).status == "succeeded"
     held = HeldAtProvider(service.app.state.gateway)
     scheduled = service.settings.model_copy(update={"reconciliation_interval_seconds": 0.05})
-    reconciler = Reconciler(service.db, service.handlers, held, scheduled)
+    reconciler = Reconciler(
+        service.db,
+        intents=service.graph.intents,
+        intake=service.graph.intake,
+        refunds=service.graph.refunds,
+        gateway=held,
+        settings=scheduled,
+    )
 
     task = asyncio.create_task(reconciler.run_forever())
     await asyncio.wait_for(held.holding.wait(), 30)
@@ -375,8 +382,8 @@ async def test_attempts_whose_payment_request_stopped_half_way_are_finished_with
     """Both payment requests were dead-lettered after the attempt row was written: one before the provider
     was called, one after the provider made the intent but before its id was stored. The orders would wait
     for a payment session forever; a run finishes both, and never makes a second intent."""
-    from handshake_payment import repository as repo
     from handshake_payment.db import payment_attempts
+    from handshake_payment.store import attempts as repo
 
     never_called, called = str(uuid.uuid4()), str(uuid.uuid4())
     async with service.db.transaction() as tx:
@@ -396,7 +403,7 @@ async def test_attempts_whose_payment_request_stopped_half_way_are_finished_with
         second = (
             await conn.execute(select(payment_attempts).where(payment_attempts.c.order_id == uuid.UUID(called)))
         ).one()
-    made = await service.handlers.gateway.create_intent(
+    made = await service.app.state.gateway.create_intent(
         attempt_id=str(second.id), order_id=called, amount=2500, currency="EUR", idempotency_key=f"lost-{second.id}"
     )
     async with service.db.transaction() as tx:  # the handler that made it held the lease, then died

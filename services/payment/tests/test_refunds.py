@@ -124,8 +124,8 @@ async def test_concurrent_refund_requests_never_refund_more_than_the_capture(
 async def test_a_crash_after_the_provider_refunded_refunds_exactly_once(service, browser, events, checkout) -> None:
     order_id, _, paid = await checkout.paid(service, 6000)
     request = events.refund(order_id, 6000)
-    refund_id = await service.handlers.refunds.request(request, OrderRefundRequested.model_validate(request.data))
-    assert await service.handlers.refunds.execute(refund_id) is None
+    refund_id = await service.graph.refunds.request(request, OrderRefundRequested.model_validate(request.data))
+    assert await service.graph.refunds.execute(refund_id) is None
     [made] = await browser.refunds_of(paid.id)
     # Stripe refunded, but its answer never reached our database (the process died before the commit)
     async with service.db.transaction() as conn:

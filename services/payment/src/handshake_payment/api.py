@@ -16,11 +16,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from handshake_payment import idempotency
-from handshake_payment import refund_repository as refund_repo
-from handshake_payment import repository as repo
 from handshake_payment.live_view import add_live_views
-from handshake_payment.reconciliation import Reconciler, list_runs
+from handshake_payment.reconciliation.reconciler import Reconciler, list_runs
 from handshake_payment.settings import PaymentSettings
+from handshake_payment.store import attempts as repo
+from handshake_payment.store import refunds as refund_repo
 from handshake_payment.stripe_gateway import StripeGateway
 from handshake_shared.admin_api import Reason, staff_with
 from handshake_shared.auth import Principal, check_service_credential, require_roles

@@ -14,19 +14,15 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from prometheus_client import Counter
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from handshake_payment import metrics
 from handshake_payment.db import idempotency_keys
 from handshake_payment.settings import PaymentSettings
 from handshake_shared.http import Problem
 from handshake_shared.retention import RetentionJob, purge
-
-REPLAYS = Counter(
-    "handshake_payment_idempotent_replays_total", "Staff actions answered from a stored response", ["command"]
-)
 
 
 class KeyTaken(Exception):
@@ -85,7 +81,7 @@ async def stored_answer(
             run_id=str(row.run_id) if row.run_id else None,
             retry_after_seconds=2,
         )
-    REPLAYS.labels(command).inc()
+    metrics.IDEMPOTENT_REPLAYS.labels(command).inc()
     return row.status_code, row.response
 
 

@@ -12,20 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import stripe
-from prometheus_client import Counter, Histogram
 
+from handshake_payment import metrics
 from handshake_payment.domain.attempts import OPEN_INTENT_STATUSES
 from handshake_payment.settings import PaymentSettings
-
-PROVIDER_SECONDS = Histogram(
-    "handshake_payment_provider_request_seconds",
-    "Latency of Stripe API calls, including the SDK's own retries",
-    ["operation"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-PROVIDER_ERRORS = Counter(
-    "handshake_payment_provider_errors_total", "Stripe API calls that raised, by error class", ["operation", "error"]
-)
 
 
 def is_permanent(exc: stripe.StripeError) -> bool:
@@ -66,10 +56,10 @@ class StripeGateway:
         try:
             yield
         except Exception as exc:
-            PROVIDER_ERRORS.labels(operation, type(exc).__name__).inc()
+            metrics.PROVIDER_ERRORS.labels(operation, type(exc).__name__).inc()
             raise
         finally:
-            PROVIDER_SECONDS.labels(operation).observe(time.perf_counter() - started)
+            metrics.PROVIDER_SECONDS.labels(operation).observe(time.perf_counter() - started)
 
     async def create_intent(
         self, *, attempt_id: str, order_id: str, amount: int, currency: str, idempotency_key: str

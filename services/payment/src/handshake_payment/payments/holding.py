@@ -22,31 +22,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handshake_payment import ledger_store
-from handshake_payment import repository as repo
+from handshake_payment import metrics
 from handshake_payment.domain import ledger as L
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.intents import captured_amount
 from handshake_payment.domain.ledger import Settled
-from handshake_payment.facts import Facts
-from handshake_payment.refunds import RefundPending, Refunds
+from handshake_payment.publisher import EventPublisher
+from handshake_payment.refunds.requests import RefundPending, Refunds
+from handshake_payment.store import attempts as repo
+from handshake_payment.store import ledger as ledger_store
 from handshake_payment.stripe_gateway import Refusal, StripeGateway
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent
 
 log = structlog.get_logger("payment")
 
-DUPLICATES = Counter(
-    "handshake_payment_duplicate_payments_total",
-    "Attempts paid or authorized while another attempt of the order already held its payment; their money "
-    "is given back automatically",
-    ["state"],
-)
 
-__all__ = ["Remedy", "Settled", "Settlement", "SettlementRace", "settled_from_intent"]
+__all__ = ["Holding", "Remedy", "Settled", "SettlementRace", "settled_from_intent"]
 
 
 @dataclass(frozen=True)
@@ -72,8 +66,8 @@ def settled_from_intent(intent: dict[str, Any], reason: str, requested: int | No
     )
 
 
-class Settlement:
-    def __init__(self, db: Database, facts: Facts, gateway: StripeGateway, refunds: Refunds) -> None:
+class Holding:
+    def __init__(self, db: Database, facts: EventPublisher, gateway: StripeGateway, refunds: Refunds) -> None:
         self.db = db
         self.facts = facts
         self.gateway = gateway
@@ -99,7 +93,7 @@ class Settlement:
             await ledger_store.apply(tx, ledger, decision, cause, self.facts)
         attempt = ledger.attempt(attempt_id)
         if decision.moves:
-            DUPLICATES.labels(fact.target.value).inc()
+            metrics.DUPLICATES.labels(fact.target.value).inc()
             log.warning(
                 "second payment for one order",
                 attempt_id=str(attempt_id),

@@ -8,26 +8,18 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handshake_payment import ledger_store
-from handshake_payment import repository as repo
+from handshake_payment import metrics
 from handshake_payment.domain import ledger as L
-from handshake_payment.facts import Facts
+from handshake_payment.publisher import EventPublisher
+from handshake_payment.store import attempts as repo
+from handshake_payment.store import ledger as ledger_store
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent
 from handshake_shared.events import provider as prov
 
 log = structlog.get_logger("payment")
-
-DISPUTES = Counter(
-    "handshake_payment_disputes_total",
-    "Provider dispute events by Stripe type and outcome (announced; duplicate: that dispute was announced "
-    "before; unmatched: no attempt of ours holds the disputed intent yet, parked; incomplete: the dispute "
-    "names no intent)",
-    ["type", "outcome"],
-)
 
 
 def disputed_intent(obj: dict[str, Any]) -> str | None:
@@ -42,7 +34,7 @@ def disputed_intent(obj: dict[str, Any]) -> str | None:
 
 
 class Disputes:
-    def __init__(self, db: Database, facts: Facts) -> None:
+    def __init__(self, db: Database, facts: EventPublisher) -> None:
         self.db = db
         self.facts = facts
 
@@ -53,7 +45,7 @@ class Disputes:
         attempt = await repo.by_intent(conn, intent_id) if intent_id else None
         if attempt is None:
             outcome = "unmatched" if intent_id else "incomplete"
-            DISPUTES.labels(p.provider_type, outcome).inc()
+            metrics.DISPUTES.labels(p.provider_type, outcome).inc()
             log.error(
                 "dispute of a payment we cannot match",
                 provider_event_id=p.provider_event_id,
@@ -77,10 +69,10 @@ class Disputes:
             status=obj.get("status"),
         )
         if decision.outcome == "refused":
-            DISPUTES.labels(p.provider_type, "duplicate").inc()
+            metrics.DISPUTES.labels(p.provider_type, "duplicate").inc()
             log.info("dispute already announced", dispute_id=dispute_id, provider_event_id=p.provider_event_id)
             return "refused"
         await ledger_store.apply(conn, ledger, decision, event, self.facts, provider_event_id=p.provider_event_id)
-        DISPUTES.labels(p.provider_type, "announced").inc()
+        metrics.DISPUTES.labels(p.provider_type, "announced").inc()
         log.warning("payment disputed", attempt_id=str(attempt.id), dispute_id=dispute_id, status=obj.get("status"))
         return "applied"

@@ -14,13 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handshake_payment import refund_repository as refund_repo
-from handshake_payment import repository as repo
+from handshake_payment import metrics
 from handshake_payment.db import payment_attempts, provider_disputes, refunds
 from handshake_payment.domain.attempts import AttemptState
 from handshake_payment.domain.ledger import Attempt, Decision, Ledger, Refund
 from handshake_payment.domain.refunds import RefundState
-from handshake_payment.facts import Facts
+from handshake_payment.publisher import EventPublisher
+from handshake_payment.store import attempts as repo
+from handshake_payment.store import refunds as refund_repo
 from handshake_shared.envelope import CloudEvent
 
 log = structlog.get_logger("payment")
@@ -101,7 +102,7 @@ async def apply(
     ledger: Ledger,
     decision: Decision,
     cause: CloudEvent,
-    publisher: Facts,
+    publisher: EventPublisher,
     *,
     provider_event_id: str | None = None,
 ) -> None:
@@ -109,7 +110,7 @@ async def apply(
     lands; one that does not raises LedgerConflict before anything is announced."""
     event_id = str(cause.id)
     for refused in decision.refused:
-        repo.REFUSED.labels(refused.source, refused.target).inc()
+        metrics.TRANSITIONS_REFUSED.labels(refused.source, refused.target).inc()
         log.warning(
             "attempt transition refused",
             attempt_id=str(refused.attempt_id),

@@ -11,22 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from prometheus_client import Counter
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from handshake_payment import metrics
 from handshake_payment.db import parked_provider_events as parked
 from handshake_shared.envelope import CloudEvent, parse_event
 from handshake_shared.events import provider as prov
-
-PARKED = Counter(
-    "handshake_payment_parked_provider_events_total",
-    "Provider events about a PaymentIntent no attempt knew yet, by outcome (parked; applied: replayed once "
-    "the intent was stored; unusable: could not be applied when replayed)",
-    ["outcome"],
-)
 
 # advisory-lock namespace for parking per PaymentIntent ("PRKD" as an int)
 _INTENT_LOCK_NAMESPACE = 0x50524B44
@@ -56,7 +49,7 @@ async def park(conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeE
         )
     ).first()
     if row is not None:
-        PARKED.labels("parked").inc()
+        metrics.PARKED.labels("parked").inc()
     return row is not None
 
 

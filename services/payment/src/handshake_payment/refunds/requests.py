@@ -22,16 +22,16 @@ from typing import Any
 
 import stripe
 import structlog
-from prometheus_client import Counter
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handshake_payment import leases, ledger_store
-from handshake_payment import refund_repository as refund_repo
+from handshake_payment import leases, metrics
 from handshake_payment.domain import ledger as L
 from handshake_payment.domain.refunds import RefundState
-from handshake_payment.facts import Facts
 from handshake_payment.ids import as_uuid
+from handshake_payment.publisher import EventPublisher
+from handshake_payment.store import ledger as ledger_store
+from handshake_payment.store import refunds as refund_repo
 from handshake_payment.stripe_gateway import Refusal, StripeGateway, is_permanent, refusal_of
 from handshake_shared.consumer import PoisonMessage
 from handshake_shared.db import Database
@@ -40,18 +40,6 @@ from handshake_shared.events import order as o
 from handshake_shared.money import CurrencyError, check_currency
 
 log = structlog.get_logger("payment")
-
-REFUNDS = Counter(
-    "handshake_payment_refunds_total",
-    "Refunds by outcome (succeeded; failed: refused by the provider; rejected: refused by our guard before any "
-    "provider call; recovered: found already made at the provider after a lost answer) and kind (requested, "
-    "automatic)",
-    ["outcome", "kind"],
-)
-LOST_REFUND_LEASES = Counter(
-    "handshake_payment_refund_lease_lost_total",
-    "Provider refunds made after another handler had already stored one for the same refund",
-)
 
 
 class RefundPending(Exception):
@@ -63,7 +51,7 @@ def _kind(refund: Row[Any] | L.Refund) -> str:
 
 
 class Refunds:
-    def __init__(self, db: Database, facts: Facts, gateway: StripeGateway, lease_seconds: float) -> None:
+    def __init__(self, db: Database, facts: EventPublisher, gateway: StripeGateway, lease_seconds: float) -> None:
         self.db = db
         self.facts = facts
         self.gateway = gateway
@@ -92,7 +80,7 @@ class Refunds:
                 raise PoisonMessage(decision.detail)
             await ledger_store.apply(tx, ledger, decision, event, self.facts)
         if decision.outcome == "refused":
-            REFUNDS.labels("rejected", "requested").inc()
+            metrics.REFUNDS.labels("rejected", "requested").inc()
             log.warning("refund refused", refund_id=str(refund_id), detail=decision.detail)
         return refund_id
 
@@ -134,10 +122,10 @@ class Refunds:
         async with self.db.transaction() as tx:
             stored = await refund_repo.store_provider_refund(tx, refund_id, made.id)
         if not stored:
-            LOST_REFUND_LEASES.inc()
+            metrics.LOST_REFUND_LEASES.inc()
             log.error("second provider refund for one refund", refund_id=str(refund_id), orphan_refund=made.id)
         elif recovered:
-            REFUNDS.labels("recovered", _kind(refund)).inc()
+            metrics.REFUNDS.labels("recovered", _kind(refund)).inc()
             log.warning(
                 "provider refund found after a lost answer", refund_id=str(refund_id), provider_refund_id=made.id
             )
@@ -212,9 +200,9 @@ class Refunds:
             refund = ledger.refund(move.refund_id)
             assert refund is not None
             if move.target == RefundState.SUCCEEDED:
-                REFUNDS.labels("succeeded", _kind(refund)).inc()
+                metrics.REFUNDS.labels("succeeded", _kind(refund)).inc()
                 continue
-            REFUNDS.labels("failed", _kind(refund)).inc()
+            metrics.REFUNDS.labels("failed", _kind(refund)).inc()
             if refund.automatic:
                 log.error(
                     "automatic refund of a second capture refused: the customer paid twice",

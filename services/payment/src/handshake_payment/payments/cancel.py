@@ -17,15 +17,15 @@ import uuid
 from dataclasses import dataclass
 
 import structlog
-from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handshake_payment import ledger_store
+from handshake_payment import metrics
 from handshake_payment.domain import ledger as L
 from handshake_payment.domain.ledger import Settled
-from handshake_payment.facts import Facts
 from handshake_payment.ids import as_uuid
-from handshake_payment.settlement import Remedy, Settlement, settled_from_intent
+from handshake_payment.payments.holding import Holding, Remedy, settled_from_intent
+from handshake_payment.publisher import EventPublisher
+from handshake_payment.store import ledger as ledger_store
 from handshake_payment.stripe_gateway import StripeGateway
 from handshake_shared.consumer import PoisonMessage
 from handshake_shared.db import Database
@@ -33,14 +33,6 @@ from handshake_shared.envelope import CloudEvent
 from handshake_shared.events import order as o
 
 log = structlog.get_logger("payment")
-
-CANCELLATIONS = Counter(
-    "handshake_payment_order_close_attempts_total",
-    "Attempts of cancelled or expired orders, by outcome (canceled: intent cancelled at the provider; "
-    "never_created: cancelled before an intent existed; paid: the provider had taken the money; "
-    "processing: still settling, left to its webhook)",
-    ["outcome"],
-)
 
 
 @dataclass(frozen=True)
@@ -51,8 +43,8 @@ class _Closed:
     remedy: Remedy | None = None
 
 
-class Cancellation:
-    def __init__(self, db: Database, facts: Facts, gateway: StripeGateway, settlement: Settlement) -> None:
+class Cancel:
+    def __init__(self, db: Database, facts: EventPublisher, gateway: StripeGateway, settlement: Holding) -> None:
         self.db = db
         self.facts = facts
         self.gateway = gateway
@@ -83,7 +75,7 @@ class Cancellation:
             decision.calls.clear()  # step 2's, made once this transaction has committed
             await ledger_store.apply(tx, ledger, decision, event, self.facts)
         for _ in decision.moves:
-            CANCELLATIONS.labels("never_created").inc()
+            metrics.ORDER_CLOSE_ATTEMPTS.labels("never_created").inc()
 
     async def _close_at_provider(self, order_id: uuid.UUID, why: str, reason: str, event: CloudEvent) -> list[_Closed]:
         """Step 2: provider calls, no transaction of ours open."""
@@ -95,17 +87,17 @@ class Cancellation:
             assert attempt.intent_id is not None
             intent = await self.gateway.close_intent(attempt.intent_id, idempotency_key=call.idempotency_key)
             if intent.status == "canceled":
-                CANCELLATIONS.labels("canceled").inc()
+                metrics.ORDER_CLOSE_ATTEMPTS.labels("canceled").inc()
                 closed.append(_Closed(attempt.id, intent.id))
             elif intent.status == "succeeded":
-                CANCELLATIONS.labels("paid").inc()
+                metrics.ORDER_CLOSE_ATTEMPTS.labels("paid").inc()
                 log.warning("payment landed before the order closed", attempt_id=str(attempt.id), why=why)
                 paid = settled_from_intent(intent.to_dict(), f"paid at the provider before the {why.replace('_', ' ')}")
                 remedy = await self.settlement.prepare(attempt.id, paid, event)
                 closed.append(_Closed(attempt.id, intent.id, paid, remedy))
             else:
                 # processing: Stripe cannot cancel it; its webhook says how it ends
-                CANCELLATIONS.labels("processing").inc()
+                metrics.ORDER_CLOSE_ATTEMPTS.labels("processing").inc()
                 log.warning(
                     "payment still settling when the order closed", attempt_id=str(attempt.id), status=intent.status
                 )

@@ -8,7 +8,7 @@ A run (scheduled every reconciliation_interval_seconds, or asked for by finance/
     provider refuses it);
   * attempts left waiting (requires_payment, processing, authorized; failed ones for a day, as Stripe lets
     the customer retry a declined intent) longer than reconciliation_pending_after_seconds: the PaymentIntent is retrieved and what it says is applied through
-    the very path a webhook takes (PaymentHandlers.apply_intent_fact): a success we never heard of (the
+    the very path a webhook takes (ProviderEventIntake.apply_intent_fact): a success we never heard of (the
     browser paid, the webhook never came) becomes succeeded + payment.succeeded, a cancel or decline
     likewise, an amount or currency other than asked becomes payment.mismatch (never payment.succeeded);
   * refunds left `requested` that long: looked up at the provider by metadata.refund_id and, when none
@@ -30,18 +30,19 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from prometheus_client import Counter
 from sqlalchemy import and_, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handshake_payment import SERVICE
-from handshake_payment import refund_repository as refund_repo
+from handshake_payment import SERVICE, metrics
 from handshake_payment.db import payment_attempts, reconciliation_runs, refunds
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.attempts import provider_target
 from handshake_payment.domain.refunds import RefundState
-from handshake_payment.handlers import PaymentHandlers
+from handshake_payment.payments.intents import IntentCreation
+from handshake_payment.provider_events.intake import ProviderEventIntake
+from handshake_payment.refunds.requests import Refunds
 from handshake_payment.settings import PaymentSettings
+from handshake_payment.store import refunds as refund_repo
 from handshake_payment.stripe_gateway import StripeGateway
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent, build_event
@@ -49,24 +50,6 @@ from handshake_shared.retention import RetentionJob, purge
 
 log = structlog.get_logger("payment")
 
-RUNS = Counter(
-    "handshake_reconciliation_runs_total",
-    "Reconciliation runs by outcome (clean: nothing to do; repaired; flagged: a mismatch for review; "
-    "errors: some items could not be checked; failed: the run itself broke off; skipped: another replica's "
-    "scheduled run was going)",
-    ["outcome"],
-)
-REPAIRS = Counter(
-    "handshake_reconciliation_repairs_total",
-    "Rows reconciliation brought in line with the provider, by kind (payment_succeeded, payment_authorized, "
-    "payment_processing, payment_failed, payment_canceled, refund_succeeded, refund_failed; "
-    "payment_requires_payment: an unfinished attempt's intent announced)",
-    ["kind"],
-)
-MISMATCHES = Counter(
-    "handshake_reconciliation_mismatches_total",
-    "Attempts reconciliation found the provider holding another amount or currency for",
-)
 
 KIND = "provider"
 # advisory-lock key of the scheduled run ("RECO" as an int), distinct from any other lock we take
@@ -137,10 +120,19 @@ def run_retention(settings: PaymentSettings) -> RetentionJob | None:
 
 class Reconciler:
     def __init__(
-        self, db: Database, handlers: PaymentHandlers, gateway: StripeGateway, settings: PaymentSettings
+        self,
+        db: Database,
+        *,
+        intents: IntentCreation,
+        intake: ProviderEventIntake,
+        refunds: Refunds,
+        gateway: StripeGateway,
+        settings: PaymentSettings,
     ) -> None:
         self.db = db
-        self.handlers = handlers
+        self.intents = intents
+        self.intake = intake
+        self.refunds = refunds
         self.gateway = gateway
         self.interval = settings.reconciliation_interval_seconds
         self.pending_after = settings.reconciliation_pending_after_seconds
@@ -168,7 +160,7 @@ class Reconciler:
         # the tables, but twice the provider calls and a second run record)
         async with self.db.held_by_one_replica(SCHEDULED_RUN_LOCK) as mine:
             if not mine:
-                RUNS.labels("skipped").inc()
+                metrics.RECONCILIATION_RUNS.labels("skipped").inc()
                 return
             stop = asyncio.Event()
             run = asyncio.create_task(self.run_once(trigger="scheduled", stop=stop), name="payment-reconciliation-run")
@@ -266,7 +258,7 @@ class Reconciler:
                 if tally.repaired
                 else "clean"
             )
-            RUNS.labels(outcome).inc()
+            metrics.RECONCILIATION_RUNS.labels(outcome).inc()
             log.info(
                 "reconciliation run",
                 run_id=str(run_id),
@@ -339,16 +331,16 @@ class Reconciler:
                 log.warning("reconciliation could not finish an attempt", attempt_id=str(attempt.id), error=repr(exc))
 
     async def _finish_attempt(self, run_id: uuid.UUID, attempt: Any, tally: _Tally) -> None:
-        prepared = await self.handlers.prepare_intent(attempt)
+        prepared = await self.intents.prepare_intent(attempt)
         cause = self._cause(run_id, attempt.order_id, {"attempt_id": str(attempt.id), "provider_status": None})
         async with self.db.transaction() as conn:
             if prepared is not False:
-                await self.handlers.announce_intent(conn, cause, attempt.id, prepared)
+                await self.intents.announce_intent(conn, cause, attempt.id, prepared)
             current = await self._attempt(conn, attempt.id)
         if current.state == attempt.state:
             return
         tally.repaired += 1
-        REPAIRS.labels(f"payment_{current.state}").inc()
+        metrics.RECONCILIATION_REPAIRS.labels(f"payment_{current.state}").inc()
         tally.detail["repairs"].append(
             {
                 "attempt_id": str(attempt.id),
@@ -410,7 +402,7 @@ class Reconciler:
             return  # what we already know
         cause = self._cause(run_id, attempt.order_id, {"attempt_id": str(attempt.id), "provider_status": status})
         async with self.db.transaction() as conn:
-            outcome = await self.handlers.apply_intent_fact(
+            outcome = await self.intake.apply_intent_fact(
                 conn,
                 cause,
                 provider_type=provider_type,
@@ -435,11 +427,11 @@ class Reconciler:
         }
         if outcome == "mismatch":
             tally.flagged += 1
-            MISMATCHES.inc()
+            metrics.RECONCILIATION_MISMATCHES.inc()
             tally.detail["flagged"].append({**item, **(current.provider_mismatch or {})})
         elif current.state != attempt.state:
             tally.repaired += 1
-            REPAIRS.labels(f"payment_{current.state}").inc()
+            metrics.RECONCILIATION_REPAIRS.labels(f"payment_{current.state}").inc()
             tally.detail["repairs"].append({**item, "outcome": outcome})
 
     @staticmethod
@@ -487,7 +479,7 @@ class Reconciler:
                 log.warning("reconciliation could not settle a refund", refund_id=str(refund.id), error=repr(exc))
 
     async def _settle_refund(self, run_id: uuid.UUID, refund: Any, tally: _Tally) -> None:
-        refunds_ = self.handlers.refunds
+        refunds_ = self.refunds
         refusal = await refunds_.execute(refund.id)  # finds it by metadata.refund_id, else creates it
         cause = self._cause(run_id, refund.order_id, {"refund_id": str(refund.id)})
         async with self.db.transaction() as conn:
@@ -496,7 +488,7 @@ class Reconciler:
         assert current is not None
         if current.state != refund.state:
             tally.repaired += 1
-            REPAIRS.labels(f"refund_{current.state}").inc()
+            metrics.RECONCILIATION_REPAIRS.labels(f"refund_{current.state}").inc()
             tally.detail["repairs"].append(
                 {
                     "refund_id": str(refund.id),

@@ -8,30 +8,19 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from prometheus_client import Counter
 from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ClauseElement
 
+from handshake_payment import metrics
 from handshake_payment.db import attempt_transitions, payment_attempts
 from handshake_payment.domain.attempts import ATTEMPT_LIFECYCLE, HOLDS_PAYMENT, AttemptState
 from handshake_shared.db import built_once
 
 log = structlog.get_logger("payment")
 
-ATTEMPTS = Counter(
-    "handshake_payment_attempts_total",
-    "Payment attempts by outcome (created, intent_created, processing, authorized, succeeded, capture_failed, "
-    "failed, canceled)",
-    ["outcome"],
-)
-REFUSED = Counter(
-    "handshake_payment_transitions_refused_total",
-    "Transitions refused by the attempt lifecycle table",
-    ["from_state", "to_state"],
-)
 
 # advisory-lock namespace for per-order payment decisions ("PAYO" as an int), distinct from the outbox relay's
 _ORDER_LOCK_NAMESPACE = 0x5041594F
@@ -86,7 +75,7 @@ async def insert_attempt(
             event_id=event_id,
         )
     )
-    ATTEMPTS.labels("created").inc()
+    metrics.ATTEMPTS.labels("created").inc()
     return True
 
 
@@ -281,7 +270,7 @@ async def transition(
     The caller holds the attempt's row lock (or the update's state guard makes a lost race a no-op)."""
     current = AttemptState(attempt.state)
     if not ATTEMPT_LIFECYCLE.can(current, target):
-        REFUSED.labels(current, target).inc()
+        metrics.TRANSITIONS_REFUSED.labels(current, target).inc()
         log.warning(
             "attempt transition refused",
             attempt_id=str(attempt.id),
@@ -326,6 +315,6 @@ async def transition(
             "provider_event_id": provider_event_id,
         },
     )
-    ATTEMPTS.labels(target.value if target != AttemptState.REQUIRES_PAYMENT else "intent_created").inc()
+    metrics.ATTEMPTS.labels(target.value if target != AttemptState.REQUIRES_PAYMENT else "intent_created").inc()
     log.info("attempt transition", attempt_id=str(attempt.id), from_state=current, to_state=target, reason=reason)
     return True

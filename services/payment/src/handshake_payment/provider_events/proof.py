@@ -24,28 +24,14 @@ from typing import Any
 
 import stripe
 import structlog
-from prometheus_client import Counter
 
+from handshake_payment import metrics
 from handshake_payment.stripe_gateway import StripeGateway
 from handshake_shared.consumer import PoisonMessage
 from handshake_shared.events.provider import ProviderStripeEvent, open_delivery
 
 log = structlog.get_logger("provider_proof")
 
-REFUSED = Counter(
-    "handshake_provider_events_refused_total",
-    "provider.stripe.event messages refused and dead-lettered without effect because nothing shows the provider "
-    "sent them, by reason (unsealed: no endpoint secret opens the sealed delivery; signature_mismatch: the "
-    "delivery's Stripe-Signature does not verify; not_an_event: the signed body is not a Stripe event; "
-    "unknown_at_provider / malformed_id: an unsigned event the provider does not have)",
-    ["reason"],
-)
-VERIFIED = Counter(
-    "handshake_provider_events_verified_total",
-    "provider.stripe.event messages accepted, by proof (signature: the signed delivery; provider: the event "
-    "retrieved from the provider by id)",
-    ["proof"],
-)
 
 # Stripe event ids are evt_ and letters, digits or underscores; anything else is not asked for in a URL
 _EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,250}")
@@ -86,7 +72,7 @@ class ProviderProof:
                 provider_type=verified.provider_type,
                 proof=proof,
             )
-        VERIFIED.labels(proof).inc()
+        metrics.PROVIDER_EVENTS_VERIFIED.labels(proof).inc()
         return verified
 
     def _from_signature(self, p: ProviderStripeEvent) -> dict[str, Any]:
@@ -125,7 +111,7 @@ class ProviderProof:
         return event
 
     def _refused(self, p: ProviderStripeEvent, reason: str, detail: str) -> ProviderEventRefused:
-        REFUSED.labels(reason).inc()
+        metrics.PROVIDER_EVENTS_REFUSED.labels(reason).inc()
         # the forwarded fields are only claims: logged to find who wrote them, never applied
         log.error(
             "provider event refused: no proof the provider sent it",

@@ -22,15 +22,15 @@ import uuid
 from typing import Any
 
 import structlog
-from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handshake_payment import ledger_store
-from handshake_payment import refund_repository as refund_repo
-from handshake_payment import repository as repo
+from handshake_payment import metrics
 from handshake_payment.domain import ledger as L
 from handshake_payment.domain.refunds import RefundState
-from handshake_payment.facts import Facts
+from handshake_payment.publisher import EventPublisher
+from handshake_payment.store import attempts as repo
+from handshake_payment.store import ledger as ledger_store
+from handshake_payment.store import refunds as refund_repo
 from handshake_shared.consumer import PoisonMessage
 from handshake_shared.envelope import CloudEvent
 from handshake_shared.events import provider as prov
@@ -46,18 +46,6 @@ PROVIDER_REFUND_TYPES = (
 )
 REVERSED_STATUSES = ("failed", "canceled")
 
-PROVIDER_REFUNDS = Counter(
-    "handshake_payment_provider_refunds_total",
-    "Refunds seen in provider events, by outcome (recorded: made outside Handshake, recorded and announced; "
-    "ours: carries our refund_id, finished by the refund path; known: already recorded; pending: not "
-    "succeeded yet; failed: failed or canceled, never recorded here; exceeds_capture: would take the recorded refunds above the capture, not recorded; "
-    "currency_mismatch; not_order_payment: on an attempt that does not hold the order's payment)",
-    ["outcome"],
-)
-REVERSALS = Counter(
-    "handshake_payment_refund_reversals_total",
-    "Refunds the provider accepted and failed afterwards: recorded as reversed and announced to the order",
-)
 
 _NAMESPACE = uuid.UUID("5b0f3c2e-7d41-5e8a-b6c9-2a1e4f7d9c03")
 
@@ -100,7 +88,7 @@ def provider_refunds(provider_type: str, obj: dict[str, Any]) -> list[dict[str, 
 
 
 class ProviderRefunds:
-    def __init__(self, facts: Facts) -> None:
+    def __init__(self, facts: EventPublisher) -> None:
         self.facts = facts
 
     async def on_refund_event(self, conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeEvent) -> str:
@@ -155,7 +143,7 @@ class ProviderRefunds:
             if decision.outcome != "applied":
                 continue
             await ledger_store.apply(conn, ledger, decision, event, self.facts)
-            REVERSALS.inc()
+            metrics.REFUND_REVERSALS.inc()
             log.error(
                 "refund failed after the provider had accepted it: the customer did not get the money",
                 refund_id=str(row.id),
@@ -171,13 +159,13 @@ class ProviderRefunds:
         if not refund.get("id"):
             return False
         if (refund.get("metadata") or {}).get("refund_id"):
-            PROVIDER_REFUNDS.labels("ours").inc()
+            metrics.PROVIDER_REFUNDS.labels("ours").inc()
             return False
         if refund.get("status") in REVERSED_STATUSES:
-            PROVIDER_REFUNDS.labels("failed").inc()  # a reversal, if it had been recorded (_reversals)
+            metrics.PROVIDER_REFUNDS.labels("failed").inc()  # a reversal, if it had been recorded (_reversals)
             return False
         if refund.get("status") != "succeeded":
-            PROVIDER_REFUNDS.labels("pending").inc()
+            metrics.PROVIDER_REFUNDS.labels("pending").inc()
             return False
         return True
 
@@ -202,7 +190,7 @@ class ProviderRefunds:
             currency=str(refund.get("currency") or attempt.currency).upper(),
         )
         if decision.outcome != "applied":
-            PROVIDER_REFUNDS.labels(decision.outcome).inc()
+            metrics.PROVIDER_REFUNDS.labels(decision.outcome).inc()
             if decision.outcome != "known":
                 log.error(
                     "provider refund not recorded",
@@ -217,7 +205,7 @@ class ProviderRefunds:
                 )
             return ledger, 0
         await ledger_store.apply(conn, ledger, decision, event, self.facts)
-        PROVIDER_REFUNDS.labels("recorded").inc()
+        metrics.PROVIDER_REFUNDS.labels("recorded").inc()
         log.warning(
             "refund made at the provider recorded",
             attempt_id=str(attempt_id),

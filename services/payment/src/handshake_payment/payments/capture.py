@@ -12,17 +12,17 @@ from typing import Any
 
 import stripe
 import structlog
-from prometheus_client import Counter
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handshake_payment import ledger_store
-from handshake_payment import repository as repo
+from handshake_payment import metrics
 from handshake_payment.domain import ledger as L
 from handshake_payment.domain.ledger import Settled
-from handshake_payment.facts import Facts
 from handshake_payment.ids import as_uuid
-from handshake_payment.settlement import Settlement, settled_from_intent
+from handshake_payment.payments.holding import Holding, settled_from_intent
+from handshake_payment.publisher import EventPublisher
+from handshake_payment.store import attempts as repo
+from handshake_payment.store import ledger as ledger_store
 from handshake_payment.stripe_gateway import Refusal, StripeGateway, is_permanent, refusal_of
 from handshake_shared.consumer import PoisonMessage
 from handshake_shared.db import Database
@@ -32,21 +32,13 @@ from handshake_shared.money import CurrencyError, check_currency
 
 log = structlog.get_logger("payment")
 
-CAPTURES = Counter(
-    "handshake_payment_captures_total",
-    "Capture requests by outcome (captured; already_captured: found captured at the provider; refused: the "
-    "provider refused or nothing was capturable, authorization released; not_capturable: the attempt's "
-    "authorization was gone before the request)",
-    ["outcome"],
-)
-
 
 class CaptureNotSettled(Exception):
     """The provider is still settling the intent; the consumer retries."""
 
 
-class Captures:
-    def __init__(self, db: Database, facts: Facts, gateway: StripeGateway, settlement: Settlement) -> None:
+class Capture:
+    def __init__(self, db: Database, facts: EventPublisher, gateway: StripeGateway, settlement: Holding) -> None:
         self.db = db
         self.facts = facts
         self.gateway = gateway
@@ -61,7 +53,7 @@ class Captures:
             raise PoisonMessage(decision.detail)
         if decision.outcome == "not_capturable":
             # the authorization was released (expired at the provider, or a second attempt's): say so
-            CAPTURES.labels("not_capturable").inc()
+            metrics.CAPTURES.labels("not_capturable").inc()
             await ledger_store.apply(conn, ledger, decision, event, self.facts)
             return
         if not decision.calls:
@@ -99,7 +91,7 @@ class Captures:
         amount = call.amount
         intent = await self.gateway.retrieve_intent(intent_id)
         if intent.status == "succeeded":
-            CAPTURES.labels("already_captured").inc()
+            metrics.CAPTURES.labels("already_captured").inc()
             return settled_from_intent(intent.to_dict(), "found captured at the provider", amount)
         if intent.status == "requires_capture":
             try:
@@ -111,7 +103,7 @@ class Captures:
                     raise
                 refusal = refusal_of(exc)
             else:
-                CAPTURES.labels("captured").inc()
+                metrics.CAPTURES.labels("captured").inc()
                 log.info("payment captured", attempt_id=str(attempt.id), payment_intent_id=intent_id, amount=amount)
                 return settled_from_intent(captured.to_dict(), "captured on the order's request", amount)
         else:
@@ -120,10 +112,10 @@ class Captures:
         release = L.release_authorization(attempt).calls[0]
         current = await self.gateway.close_intent(intent_id, idempotency_key=release.idempotency_key)
         if current.status == "succeeded":
-            CAPTURES.labels("already_captured").inc()
+            metrics.CAPTURES.labels("already_captured").inc()
             return settled_from_intent(current.to_dict(), "found captured at the provider", amount)
         if current.status != "canceled":
             raise CaptureNotSettled(f"payment intent {intent_id} is {current.status}")
-        CAPTURES.labels("refused").inc()
+        metrics.CAPTURES.labels("refused").inc()
         log.warning("capture refused, authorization released", attempt_id=str(attempt.id), code=refusal.code)
         return refusal

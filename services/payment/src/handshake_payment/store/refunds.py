@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment.db import refund_transitions, refunds
 from handshake_payment.domain.refunds import REFUND_LIFECYCLE, RefundState
-from handshake_payment.repository import Stated
+from handshake_payment.store.attempts import Stated
 
 log = structlog.get_logger("payment")
 
