@@ -28,6 +28,16 @@ EXPIRY_SWEEP_LAST_SUCCESS = Gauge(
     "handshake_inventory_expiry_sweep_last_success_timestamp_seconds",
     "When a sweep last finished without errors: alert when it falls behind the sweep interval",
 )
+RESERVATION_TRANSITIONS = Counter(
+    "handshake_inventory_reservation_transitions_total",
+    "Applied reservation transitions",
+    ["from_state", "to_state"],
+)
+RESERVATION_TRANSITIONS_REFUSED = Counter(
+    "handshake_inventory_reservation_transitions_refused_total",
+    "Reservation transitions refused by the lifecycle table",
+    ["from_state", "to_state"],
+)
 HOLDS_EXTENDED = Counter(
     "handshake_inventory_holds_extended_total",
     "Short guest holds lengthened to the full checkout hold because the customer opened the payment session",

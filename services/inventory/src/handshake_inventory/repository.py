@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from handshake_inventory import metrics
 from handshake_inventory.db import (
     reservation_lines,
     reservation_transitions,
@@ -25,6 +26,7 @@ from handshake_inventory.domain.reservations import RESERVATION_LIFECYCLE, Reser
 from handshake_inventory.domain.stock import Deltas, MovementKind, transfer
 from handshake_shared.db import built_once
 from handshake_shared.locks import AdvisoryLock, lock_for_transaction
+from handshake_shared.transitions import AuditedLifecycle, TransitionLost
 
 log = structlog.get_logger("inventory")
 
@@ -46,12 +48,15 @@ class AvailableChanged(Exception):
 _MOVEMENT = insert(stock_movements)
 _RESERVATION = select(reservations).where(reservations.c.order_id == bindparam("order_id"))
 _LOCKED_RESERVATION = _RESERVATION.with_for_update()
-_RESERVATION_MOVE = (
-    update(reservations)
-    .where(reservations.c.id == bindparam("reservation_id"), reservations.c.state == bindparam("from_state"))
-    .values(state=bindparam("to_state"), updated_at=func.now())
+# the reservation lifecycle's one writer: the table checked, the state compared-and-set, the history row, counted
+RESERVATION_STEPS = AuditedLifecycle(
+    RESERVATION_LIFECYCLE,
+    rows=reservations,
+    audit=reservation_transitions,
+    subject="reservation_id",
+    applied=metrics.RESERVATION_TRANSITIONS,
+    refused=metrics.RESERVATION_TRANSITIONS_REFUSED,
 )
-_RESERVATION_TRANSITION = insert(reservation_transitions)
 
 
 # -- stock ----------------------------------------------------------------------------------------
@@ -262,7 +267,9 @@ async def create_reservation(
     await conn.execute(
         insert(reservation_lines), [{"reservation_id": row.id, "sku": sku, "quantity": q} for sku, q in lines.items()]
     )
-    await _record_transition(conn, row.id, None, ReservationState.HELD, reason=reason, actor=actor, event_id=event_id)
+    await RESERVATION_STEPS.record(
+        conn, row.id, None, ReservationState.HELD, reason=reason, audit={"actor": actor, "event_id": event_id}
+    )
     return row
 
 
@@ -296,14 +303,19 @@ async def transition(
     touching stock); checking again here means no code path can skip the table. Every applied step
     is a history row."""
     current = ReservationState(reservation.state)
-    RESERVATION_LIFECYCLE.check(current, target)
-    result = await conn.execute(
-        _RESERVATION_MOVE, {"reservation_id": reservation.id, "from_state": current, "to_state": target}
-    )
-    if result.rowcount != 1:
-        raise StockInvariantViolated(f"reservation {reservation.id} left {current} under our lock")
-    await _record_transition(conn, reservation.id, current, target, reason=reason, actor=actor, event_id=event_id)
-    log.info("reservation transition", order_id=reservation.order_id, from_state=current, to_state=target)
+    try:
+        await RESERVATION_STEPS.move(
+            conn,
+            reservation.id,
+            current,
+            target,
+            reason=reason,
+            strict=True,
+            audit={"actor": actor, "event_id": event_id},
+            log_fields={"order_id": reservation.order_id},
+        )
+    except TransitionLost:
+        raise StockInvariantViolated(f"reservation {reservation.id} left {current} under our lock") from None
 
 
 async def history_of(conn: AsyncConnection, reservation_id: uuid.UUID) -> list[Row[Any]]:
@@ -315,26 +327,3 @@ async def history_of(conn: AsyncConnection, reservation_id: uuid.UUID) -> list[R
 async def movements_of_order(conn: AsyncConnection, order_id: str) -> list[Row[Any]]:
     query = select(stock_movements).where(stock_movements.c.order_id == order_id).order_by(stock_movements.c.id)
     return list((await conn.execute(query)).all())
-
-
-async def _record_transition(
-    conn: AsyncConnection,
-    reservation_id: uuid.UUID,
-    current: ReservationState | None,
-    target: ReservationState,
-    *,
-    reason: str,
-    actor: str,
-    event_id: str | None,
-) -> None:
-    await conn.execute(
-        _RESERVATION_TRANSITION,
-        {
-            "reservation_id": reservation_id,
-            "from_state": current,
-            "to_state": target,
-            "reason": reason,
-            "actor": actor,
-            "event_id": event_id,
-        },
-    )

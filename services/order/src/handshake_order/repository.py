@@ -18,12 +18,13 @@ from handshake_order.changes import CHANNEL
 from handshake_order.db import order_notes, order_transitions, orders, refund_approvals, refunds
 from handshake_order.domain.operations import withdrawn
 from handshake_order.domain.saga import Decision, OrderView
-from handshake_order.domain.states import OrderState
+from handshake_order.domain.states import ORDER_LIFECYCLE, OrderState
 from handshake_order.metrics import REFUSED, TRANSITIONS
 from handshake_shared.db import built_once
 from handshake_shared.envelope import CloudEvent
 from handshake_shared.events import order as o
 from handshake_shared.outbox import Outbox
+from handshake_shared.transitions import AuditedLifecycle
 
 log = structlog.get_logger("order")
 
@@ -42,8 +43,12 @@ def parse_order_id(value: str) -> uuid.UUID | None:
 # the statements every checkout runs several times, built once (handshake_shared.db.built_once says why)
 _ORDER = select(orders).where(orders.c.id == bindparam("order_id"))
 _LOCKED_ORDER = _ORDER.with_for_update()
-_TRANSITION = insert(order_transitions)
 _NOTE = insert(order_notes)
+# The lifecycle's audit trail and counts. The state itself is written by apply's one update of the row (with
+# its version and the change notification), under the order's row lock, after the saga checked the table.
+ORDER_STEPS = AuditedLifecycle(
+    ORDER_LIFECYCLE, rows=orders, audit=order_transitions, subject="order_id", applied=TRANSITIONS, refused=REFUSED
+)
 
 
 async def lock_order(conn: AsyncConnection, order_id: str | uuid.UUID) -> Row[Any] | None:
@@ -78,15 +83,8 @@ async def record_creation(
 ) -> None:
     """The order's first transition (into draft): its audit row and order.placed, which announces it."""
     reason = "checkout"
-    await conn.execute(
-        _TRANSITION,
-        {
-            "order_id": _uuid(placed.order_id),
-            "from_state": None,
-            "to_state": OrderState.DRAFT,
-            "reason": reason,
-            "actor": actor,
-        },
+    await ORDER_STEPS.record(
+        conn, _uuid(placed.order_id), None, OrderState.DRAFT, reason=reason, audit={"actor": actor}
     )
     placed = placed.model_copy(update={"transition": o.Transition(from_state=None, to_state="draft", reason=reason)})
     await outbox.emit(conn, placed, order_id=placed.order_id, traceparent=traceparent)
@@ -107,8 +105,7 @@ async def apply(
         # the order never made, or make one the topic never hears of
         raise RuntimeError(f"order {order_id}: transitions {decision.transitions} announced as {announced}")
     for current, target, reason in decision.refused:
-        REFUSED.labels(current, target).inc()
-        log.warning("order transition refused", order_id=str(order_id), current=current, target=target, reason=reason)
+        ORDER_STEPS.refused(current, target, reason=reason, order_id=str(order_id))
     columns = dict(decision.updates)
     if decision.transitions:
         columns["state"] = decision.view.state
@@ -118,19 +115,15 @@ async def apply(
             {"order_id": order_id, **{f"new_{name}": value for name, value in columns.items()}},
         )
     for current, target, reason in decision.transitions:
-        await conn.execute(
-            _TRANSITION,
-            {
-                "order_id": order_id,
-                "from_state": current,
-                "to_state": target,
-                "reason": reason,
-                "actor": actor,
-                "event_id": event_id,
-            },
+        await ORDER_STEPS.record(
+            conn,
+            order_id,
+            current,
+            target,
+            reason=reason,
+            audit={"actor": actor, "event_id": event_id},
+            log_fields={"order_id": str(order_id)},
         )
-        TRANSITIONS.labels(current, target).inc()
-        log.info("order transition", order_id=str(order_id), from_state=current, to_state=target, reason=reason)
     for kind, detail in decision.notes:
         await conn.execute(
             _NOTE, {"order_id": order_id, "kind": kind, "detail": detail, "actor": actor, "event_id": event_id}
