@@ -104,7 +104,7 @@ def state_changed(type: str, order_id: str, to_state: str, reason: str = "test")
 @dataclass
 class Inventory:
     db: Database
-    saga: InventoryEventHandlers
+    handlers: InventoryEventHandlers
     consumer: EventConsumer
 
     # event builders, for tests that deliver an event themselves (races, the broker)
@@ -153,7 +153,7 @@ class Inventory:
             )
 
     def sweeper(self, batch_size: int = 100) -> ReservationSweeper:
-        return ReservationSweeper(self.db, self.saga, batch_size=batch_size, interval_seconds=0.05)
+        return ReservationSweeper(self.db, self.handlers, batch_size=batch_size, interval_seconds=0.05)
 
     async def sweep(self) -> int:
         return await self.sweeper().sweep_once()
@@ -216,14 +216,14 @@ class Inventory:
 async def inventory(settings: InventorySettings) -> AsyncIterator[Inventory]:
     db = Database(settings.database_url.get_secret_value(), pool_size=settings.db_pool_size)
     outbox = Outbox(messaging, SERVICE)
-    saga = InventoryEventHandlers(outbox, settings)
+    handlers = InventoryEventHandlers(outbox, settings)
     consumer = EventConsumer(
         name="inventory.order-events",
         db=db,
         tables=messaging,
         outbox=outbox,
-        handlers=saga.order_handlers(),
+        handlers=handlers.order_handlers(),
         policy=RetryPolicy(max_attempts=1),
     )
-    yield Inventory(db, saga, consumer)
+    yield Inventory(db, handlers, consumer)
     await db.dispose()

@@ -87,7 +87,7 @@ async def test_a_reservation_is_shown_with_its_lines(admin_api) -> None:
     await client.put("/v1/admin/stock/TEE", json={"available": 3, "reason": "initial count"})
     await client.put("/v1/admin/stock/MUG", json={"available": 3, "reason": "initial count"})
     async with app.state.runtime.db.transaction() as conn:
-        outcome = await app.state.saga.reserve(conn, order_id, [("TEE", 1), ("MUG", 2), ("TEE", 1)], cause=None)
+        outcome = await app.state.handlers.reserve(conn, order_id, [("TEE", 1), ("MUG", 2), ("TEE", 1)], cause=None)
     assert outcome == "reserved"
 
     r = await client.get(f"/v1/admin/reservations/{order_id}")
@@ -102,18 +102,18 @@ async def test_a_reservation_is_shown_with_its_lines(admin_api) -> None:
 
 async def test_support_sees_a_reservations_state_history_and_the_units_behind_each_step(admin_api, settings) -> None:
     client, app = admin_api
-    saga, sweeper, db = app.state.saga, app.state.sweeper, app.state.runtime.db
+    handlers, sweeper, db = app.state.handlers, app.state.sweeper, app.state.runtime.db
     order_id = str(uuid.uuid4())
     await client.put("/v1/admin/stock/MUG", json={"available": 3, "reason": "initial count"})
     async with db.transaction() as conn:
-        await saga.reserve(conn, order_id, [("MUG", 2)], cause=None)
+        await handlers.reserve(conn, order_id, [("MUG", 2)], cause=None)
     async with db.transaction() as conn:
         await conn.execute(text("UPDATE reservations SET expires_at = now() - interval '1 second'"))
     assert await sweeper.sweep_once() == 1
     async with db.transaction() as conn:
-        assert await saga.commit(conn, order_id, cause=None, trigger="order paid") == "rereserved"
+        assert await handlers.commit(conn, order_id, cause=None, trigger="order paid") == "rereserved"
     async with db.transaction() as conn:
-        assert await saga.cancel(conn, order_id, "capture failed", cause=None) == "restocked"
+        assert await handlers.cancel(conn, order_id, "capture failed", cause=None) == "restocked"
 
     support = {"Authorization": f"Bearer {issue_token(settings, 'sam', ['support'])}"}
     r = await client.get(f"/v1/admin/reservations/{order_id}", headers=support)

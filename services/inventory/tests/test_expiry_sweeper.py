@@ -97,7 +97,7 @@ async def test_a_sweep_skips_a_reservation_a_payment_is_committing(inventory) ->
 
     # the payment holds the reservation's row lock (its transaction is still open) while the sweep runs
     async with inventory.db.transaction() as conn:
-        assert await inventory.saga.commit(conn, order, cause=None) == "committed"
+        assert await inventory.handlers.commit(conn, order, cause=None) == "committed"
         assert await asyncio.wait_for(inventory.sweep(), timeout=5) == 0  # skipped, not waited for
 
     assert await inventory.sweep() == 0  # committed now: nothing to expire
@@ -116,7 +116,7 @@ async def test_a_payment_blocked_behind_the_sweeper_finds_the_reservation_expire
 
     async with inventory.db.transaction() as conn:
         reservation = await repo.lock_overdue_held(conn)
-        await inventory.saga.expire(conn, reservation)
+        await inventory.handlers.expire(conn, reservation)
         payment = asyncio.create_task(inventory.deliver(inventory.events.paid(order)))
         await asyncio.sleep(0.3)
         assert not payment.done()  # waiting on the reservation row, not deciding on a stale `held`

@@ -47,7 +47,7 @@ async def test_thirty_buyers_for_ten_units_get_exactly_ten(inventory) -> None:
 
     async def buy(order_id: str) -> str:
         async with inventory.db.transaction() as conn:
-            return await inventory.saga.reserve(conn, order_id, [("LAST", 1)], cause=None)
+            return await inventory.handlers.reserve(conn, order_id, [("LAST", 1)], cause=None)
 
     outcomes = await asyncio.gather(*(buy(o) for o in orders))
 
@@ -70,7 +70,7 @@ async def test_orders_listing_the_same_skus_in_opposite_order_never_deadlock(inv
     async def buy(i: int) -> str:
         lines = [("A", 1), ("B", 1)] if i % 2 else [("B", 1), ("A", 1)]
         async with inventory.db.transaction() as conn:
-            return await inventory.saga.reserve(conn, oid(), lines, cause=None)
+            return await inventory.handlers.reserve(conn, oid(), lines, cause=None)
 
     # a deadlock would surface here as an error from PostgreSQL's deadlock detector
     outcomes = await asyncio.gather(*(buy(i) for i in range(24)))
@@ -112,7 +112,7 @@ async def test_commit_sells_release_returns_and_nothing_moves_twice(inventory) -
     async with inventory.db.engine.connect() as conn:
         reservation = await repo.find_reservation(conn, paid_order)
     assert reservation.state == "held"
-    assert reservation.expires_at - reservation.created_at == timedelta(seconds=inventory.saga.ttl_seconds)
+    assert reservation.expires_at - reservation.created_at == timedelta(seconds=inventory.handlers.ttl_seconds)
 
     await inventory.pay(paid_order)
     assert await inventory.stock("MUG") == (3, 0, 2)

@@ -22,11 +22,11 @@ def create_app(settings: InventorySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(SERVICE, settings.log_level)
     runtime = Runtime(service=SERVICE, settings=settings, tables=messaging)
-    saga = InventoryEventHandlers(runtime.outbox, settings)
-    runtime.consume(ORDER_EVENTS, group="inventory.order-events", handlers=saga.order_handlers())
+    handlers = InventoryEventHandlers(runtime.outbox, settings)
+    runtime.consume(ORDER_EVENTS, group="inventory.order-events", handlers=handlers.order_handlers())
     sweeper = ReservationSweeper(
         runtime.db,
-        saga,
+        handlers,
         batch_size=settings.expiry_sweep_batch_size,
         interval_seconds=settings.expiry_sweep_interval_seconds,
     )
@@ -36,7 +36,7 @@ def create_app(settings: InventorySettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Handshake inventory service", version="1", lifespan=runtime.lifespan)
     app.state.runtime = runtime
-    app.state.saga = saga
+    app.state.handlers = handlers
     app.state.sweeper = sweeper
     install_problem_handlers(app)
     app.add_middleware(InternalListener, internal_port=settings.internal_http_port)

@@ -20,9 +20,11 @@ log = structlog.get_logger("inventory")
 
 
 class ReservationSweeper:
-    def __init__(self, db: Database, saga: InventoryEventHandlers, *, batch_size: int, interval_seconds: float) -> None:
+    def __init__(
+        self, db: Database, handlers: InventoryEventHandlers, *, batch_size: int, interval_seconds: float
+    ) -> None:
         self.db = db
-        self.saga = saga
+        self.handlers = handlers
         self.batch_size = batch_size
         self.interval = interval_seconds
         self.loop = BackgroundLoop("expiry_sweeper", self._round, interval_seconds=interval_seconds)
@@ -41,7 +43,7 @@ class ReservationSweeper:
                     if reservation is None:
                         break
                     reservation_id = reservation.id
-                    await self.saga.expire(conn, reservation)
+                    await self.handlers.expire(conn, reservation)
             except Exception as exc:
                 if reservation_id is None:
                     raise  # could not even look: the database is down, the whole sweep fails
