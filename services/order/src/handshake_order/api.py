@@ -324,58 +324,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
             raise Problem(404, "Approval not found", type="approval-not-found")
 
         async def work(conn: Any) -> dict[str, Any]:
-            # the approval row is locked first and then the order: two people deciding at once decide once
-            row = await approvals.lock(conn, aid)
-            if row is None:
-                raise Problem(404, "Approval not found", type="approval-not-found")
-            try:
-                ops.may_decide(
-                    approvals.view_of(row),
-                    principal.subject,
-                    approving=approving,
-                    finance=principal.has_role("finance"),
-                )
-            except ops.ApprovalRefused as refused:
-                raise Problem(
-                    refused.status, "Not possible", refused.detail, type=refused.code, state=row.state
-                ) from None
-            if not approving:
-                return approvals.body(
-                    await approvals.decide(
-                        conn, aid, state="rejected", decided_by=principal.subject, reason=body.reason
-                    )
-                )
-            order = await locked_order(conn, row.order_id)
-            refund_id = uuid.uuid4()
-            try:  # exactly the finance refund: the saga's decision, the ledger row, the order.refund_requested
-                decision = saga.request_refund(
-                    repo.view_of(order),
-                    refund_id=str(refund_id),
-                    amount=row.amount,
-                    reason=row.reason,
-                    restock=row.restock,
-                    actor=row.requested_by,
-                )
-            except saga.CommandRefused as refused:
-                raise refused_problem(refused, order.state) from None
-            # granted under finance's authority, so it does not use up the support limit of the order
-            await repo.record_refund(
-                conn,
-                refund_id=refund_id,
-                order_id=row.order_id,
-                amount=row.amount,
-                currency=order.currency,
-                reason=row.reason,
-                restock=row.restock,
-                requested_by=row.requested_by,
-                requested_role="finance",
-                approved_by=principal.subject,
-            )
-            await repo.apply(conn, ctx.outbox, decision, actor=staff_actor(principal.subject))
-            decided = await approvals.decide(
-                conn, aid, state="approved", decided_by=principal.subject, reason=body.reason, refund_id=refund_id
-            )
-            return {**approvals.body(decided), "refund_state": "requested"}
+            return await approvals.settle(conn, ctx.outbox, aid, principal, approving=approving, reason=body.reason)
 
         return await keyed(
             scope=f"staff:{principal.subject}",
