@@ -23,6 +23,7 @@ SHIPPED = {
 }
 
 
+@pytest.mark.unit  # pure: runs in `make test-unit`
 def test_no_two_locks_share_a_number_or_a_tag() -> None:
     values = [lock.value for lock in AdvisoryLock]
     tags = [lock.tag for lock in AdvisoryLock]
@@ -30,6 +31,7 @@ def test_no_two_locks_share_a_number_or_a_tag() -> None:
     assert len(set(tags)) == len(tags)
 
 
+@pytest.mark.unit  # pure: runs in `make test-unit`
 def test_every_lock_is_the_ascii_of_its_four_letter_tag_and_keeps_its_shipped_number() -> None:
     for lock in AdvisoryLock:
         assert len(lock.tag) == 4 and lock.tag.isascii() and lock.tag.isupper(), lock
