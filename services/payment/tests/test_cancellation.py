@@ -10,6 +10,7 @@ import pytest
 import stripe
 
 from handshake_payment.domain.attempts import AttemptState as A
+from handshake_payment.store import attempts as repo
 from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
 from handshake_shared.events.order import OrderPaymentRequested
 
@@ -147,3 +148,36 @@ async def test_an_intent_cancelled_before_it_was_announced_is_never_handed_out(s
             await client.get(f"/internal/v1/orders/{order_id}/payment-session", headers=internal)
         ).status_code == 404
     assert [e.type for e in await service.emitted(order_id)] == ["payment.canceled"]
+
+
+async def test_an_intent_made_for_an_attempt_the_order_cancelled_meanwhile_is_cancelled_by_reconciliation(
+    service, browser, events
+) -> None:
+    """A creator took the lease before the cancel, Stripe made the intent, its id was stored, and the process
+    died before cancelling it: the row's recovery point says a phase is left, and reconciliation runs it."""
+    order_id = str(uuid.uuid4())
+    request = events.requested(order_id, str(uuid.uuid4()), amount=1300)
+    recorded = await service.graph.intents.record_attempt(
+        request, OrderPaymentRequested.model_validate(request.data), uuid.UUID(order_id), "EUR"
+    )
+    assert await service.deliver(ORDER_EVENTS, events.closed(order_id)) == "applied"
+    made = await service.app.state.gateway.create_intent(
+        attempt_id=str(recorded.id),
+        order_id=order_id,
+        amount=1300,
+        currency="EUR",
+        idempotency_key=f"handshake-attempt-{recorded.id}-create-intent",
+    )
+    async with service.db.transaction() as tx:
+        assert await repo.store_intent(tx, recorded.id, made.id)
+    [row] = await service.attempts(order_id)
+    assert (row.state, row.provider_intent_id, row.recovery_point) == (A.CANCELED, made.id, "intent_stored")
+
+    run = await service.app.state.reconciler.run_once()
+
+    assert (run["checked"], run["errors"]) == (1, 0)
+    assert (await browser.retrieve(made.id)).status == "canceled"
+    [row] = await service.attempts(order_id)
+    assert (row.state, row.recovery_point) == (A.CANCELED, "finished")
+    assert [e.type for e in await service.emitted(order_id)] == ["payment.canceled"]
+    assert (await service.app.state.reconciler.run_once())["checked"] == 0

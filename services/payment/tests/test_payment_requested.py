@@ -119,3 +119,20 @@ async def test_a_request_stripe_refuses_fails_the_attempt_and_says_so(service, b
 
 def event_payload(event: CloudEvent) -> OrderPaymentRequested:
     return OrderPaymentRequested.model_validate(event.data)
+
+
+async def test_each_phase_of_a_payment_request_leaves_its_recovery_point_on_the_row(service, browser, events) -> None:
+    """Where a request stopped is written on the attempt, not read off its state and intent id: a redelivery
+    and reconciliation resume from it."""
+    order_id, request_id = str(uuid.uuid4()), str(uuid.uuid4())
+    event = events.requested(order_id, request_id, amount=2700)
+
+    recorded = await service.graph.intents.record_attempt(event, event_payload(event), uuid.UUID(order_id), "EUR")
+    assert (recorded.state, recorded.recovery_point) == (A.CREATING, "recorded")
+    stored, _ = await service.graph.intents.create_intent(recorded)
+    assert (stored.state, stored.recovery_point) == (A.CREATING, "intent_stored")
+    assert await service.deliver(ORDER_EVENTS, event) == "applied"
+
+    [attempt] = await service.attempts(order_id)
+    assert (attempt.state, attempt.recovery_point) == (A.REQUIRES_PAYMENT, "finished")
+    assert [e.type for e in await service.emitted(order_id)] == ["payment.intent_created"]

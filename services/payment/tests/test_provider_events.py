@@ -194,7 +194,10 @@ async def test_an_intent_created_before_a_crash_is_adopted_from_its_metadata(ser
     attempt = await requested_and_created(service, events, order_id)
     async with service.db.transaction() as conn:
         await conn.execute(
-            text("UPDATE payment_attempts SET provider_intent_id = NULL, state = 'creating' WHERE id = :id"),
+            text(
+                "UPDATE payment_attempts SET provider_intent_id = NULL, state = 'creating', "
+                "recovery_point = 'recorded' WHERE id = :id"
+            ),
             {"id": attempt.id},
         )
     paid = await browser.pay(attempt.provider_intent_id, CARD_OK)

@@ -210,7 +210,10 @@ async def test_a_refund_left_requested_is_made_once_or_found_by_reconciliation(
     lost_id = await refunds.request(lost, OrderRefundRequested.model_validate(lost.data))
     assert await refunds.execute(lost_id) is None
     async with service.db.transaction() as conn:
-        await conn.execute(text("UPDATE refunds SET provider_refund_id = NULL WHERE id = :id"), {"id": lost_id})
+        await conn.execute(
+            text("UPDATE refunds SET provider_refund_id = NULL, recovery_point = 'recorded' WHERE id = :id"),
+            {"id": lost_id},
+        )
     assert sorted(r.amount for r in await browser.refunds_of(paid.id)) == [3000]
 
     run = await service.app.state.reconciler.run_once()

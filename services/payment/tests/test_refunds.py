@@ -129,7 +129,10 @@ async def test_a_crash_after_the_provider_refunded_refunds_exactly_once(service,
     [made] = await browser.refunds_of(paid.id)
     # Stripe refunded, but its answer never reached our database (the process died before the commit)
     async with service.db.transaction() as conn:
-        await conn.execute(text("UPDATE refunds SET provider_refund_id = NULL WHERE id = :id"), {"id": refund_id})
+        await conn.execute(
+            text("UPDATE refunds SET provider_refund_id = NULL, recovery_point = 'recorded' WHERE id = :id"),
+            {"id": refund_id},
+        )
 
     assert await service.deliver(ORDER_EVENTS, request) == "applied"
 
@@ -186,3 +189,22 @@ class _Obj:
 
     def to_dict(self, for_json: bool = False) -> dict[str, Any]:
         return dict(self.data)
+
+
+async def test_each_phase_of_a_refund_leaves_its_recovery_point_on_the_row(service, browser, events, checkout) -> None:
+    order_id, _, paid = await checkout.paid(service, 5200)
+    request = events.refund(order_id, 5200)
+    refunds = service.graph.refunds
+
+    refund_id = await refunds.request(request, OrderRefundRequested.model_validate(request.data))
+    assert [(r.state, r.recovery_point) for r in await service.refunds(order_id)] == [("requested", "recorded")]
+    assert await refunds.execute(refund_id) is None
+    [made] = await browser.refunds_of(paid.id)
+    [row] = await service.refunds(order_id)
+    assert (row.state, row.provider_refund_id, row.recovery_point) == ("requested", made.id, "provider_refunded")
+    # the request delivered now finds the provider refund stored: it only records and announces it
+    assert await service.deliver(ORDER_EVENTS, request) == "applied"
+
+    assert [r.id for r in await browser.refunds_of(paid.id)] == [made.id]
+    assert [(r.state, r.recovery_point) for r in await service.refunds(order_id)] == [("succeeded", "finished")]
+    assert [e.type for e in await service.emitted(order_id)].count("payment.refunded") == 1

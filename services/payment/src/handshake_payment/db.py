@@ -49,13 +49,23 @@ payment_attempts = Table(
     # set when this attempt was paid or authorized after another attempt of the order already held the
     # payment: its money is given back automatically and it never counts as the order's payment
     Column("duplicate_of", UUID(as_uuid=True), ForeignKey("payment_attempts.id"), nullable=True),
+    # where intent creation stands (phases.py): recorded -> intent_stored -> finished (announced, failed,
+    # or cancelled with nothing left open at the provider); reconciliation finishes what is not finished.
+    # A row written without it starts at the beginning: every phase checks the row again before acting
+    Column("recovery_point", String(16), nullable=False, server_default="recorded"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("amount >= 0", name="amount_non_negative"),
+    CheckConstraint("recovery_point IN ('recorded', 'intent_stored', 'finished')", name="recovery_point_known"),
     comment="One row per payment request of an order: its state and the Stripe PaymentIntent created for it "
     "(at most one). Client secrets are never stored.",
 )
 Index("ix_payment_attempts_order", payment_attempts.c.order_id, payment_attempts.c.created_at)
+Index(
+    "ix_payment_attempts_unfinished",
+    payment_attempts.c.updated_at,
+    postgresql_where=text("recovery_point <> 'finished'"),
+)
 # at most one attempt per order holds its money (authorized or captured); any other is a marked duplicate
 Index(
     "uq_payment_attempts_one_payment_per_order",
@@ -99,15 +109,20 @@ refunds = Table(
     Column("locked_at", DateTime(timezone=True), nullable=True),
     Column("failure_code", Text, nullable=True),
     Column("failure_message", Text, nullable=True),
+    # where the refund's phases stand (phases.py): recorded -> provider_refunded -> finished (its outcome
+    # recorded and announced); reconciliation finishes what is not finished
+    Column("recovery_point", String(24), nullable=False, server_default="recorded"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("state IN ('requested', 'succeeded', 'failed', 'reversed')", name="state_known"),
+    CheckConstraint("recovery_point IN ('recorded', 'provider_refunded', 'finished')", name="recovery_point_known"),
     comment="One row per refund of a captured attempt (asked by the order, or automatic for a second capture) "
     "and the Stripe refund that carried it out. Requested and succeeded rows never sum above the capture.",
 )
 Index("ix_refunds_attempt", refunds.c.attempt_id)
 Index("ix_refunds_order", refunds.c.order_id, refunds.c.created_at)
+Index("ix_refunds_unfinished", refunds.c.updated_at, postgresql_where=text("recovery_point <> 'finished'"))
 
 refund_transitions = Table(
     "refund_transitions",

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from handshake_payment.domain.attempts import ATTEMPT_LIFECYCLE, HOLDS_PAYMENT, AttemptState
+from handshake_payment.domain.recovery import AttemptPoint, RefundPoint
 from handshake_payment.domain.refunds import (
     CURRENCY_MISMATCH,
     DUPLICATE_CAPTURE,
@@ -158,6 +159,7 @@ class RefundMove:
     reason: str
     failure_code: str | None = None
     failure_message: str | None = None
+    recovery_point: RefundPoint | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,9 @@ class Decision:
         **columns: Any,
     ) -> bool:
         """A transition of the lifecycle table, announced by `announce` when it is made."""
+        if attempt.state == A.CREATING:
+            # leaving `creating` ends intent creation: announced, refused, or cancelled before it was paid
+            columns.setdefault("recovery_point", AttemptPoint.FINISHED)
         step = Move(attempt.id, attempt.state, target, reason, provider_event_id, tuple(sorted(columns.items())))
         if not ATTEMPT_LIFECYCLE.can(attempt.state, target):
             self.refused.append(step)
@@ -223,7 +228,9 @@ class Decision:
     def move_refund(self, refund: Refund, target: RefundState, reason: str, announce: Payload, **failure: Any) -> bool:
         if not REFUND_LIFECYCLE.can(refund.state, target):
             return False
-        self.refund_moves.append(RefundMove(refund.id, refund.state, target, reason, **failure))
+        # a requested refund's outcome ends its phases
+        point = RefundPoint.FINISHED if refund.state == R.REQUESTED else None
+        self.refund_moves.append(RefundMove(refund.id, refund.state, target, reason, recovery_point=point, **failure))
         self.emits.append(announce)
         return True
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import stripe
@@ -26,7 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from handshake_payment import leases, metrics
 from handshake_payment.domain import ledger as L
 from handshake_payment.domain.attempts import AttemptState as A
+from handshake_payment.domain.recovery import AttemptPoint
 from handshake_payment.ids import as_uuid
+from handshake_payment.phases import Phase, Phases
 from handshake_payment.publisher import EventPublisher
 from handshake_payment.store import attempts as repo
 from handshake_payment.store import ledger as ledger_store
@@ -44,6 +47,13 @@ class AttemptBusy(Exception):
     """Another handler holds the attempt's intent-creation lease; the consumer retries later."""
 
 
+@dataclass(frozen=True)
+class _Creation:
+    attempt: Row[Any]
+    refusal: Refusal | None = None  # the provider refused to make the intent
+    closed: bool = False  # the order closed meanwhile: nothing to announce
+
+
 class IntentCreation:
     def __init__(
         self,
@@ -58,6 +68,11 @@ class IntentCreation:
         self.gateway = gateway
         self.lease_seconds = lease_seconds
         self.after_intent_stored = after_intent_stored
+        self.phases = Phases[_Creation](
+            list(AttemptPoint),
+            Phase(AttemptPoint.INTENT_STORED, self._intent_stored),
+            Phase(AttemptPoint.FINISHED, self._finished),
+        )
 
     async def on_payment_requested(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderPaymentRequested) -> None:
         try:
@@ -79,35 +94,50 @@ class IntentCreation:
             await self.announce_intent(conn, event, attempt.id, prepared)
 
     async def prepare_intent(self, attempt: Row[Any]) -> Refusal | Literal[False] | None:
-        """Phase 2 and what follows it, outside any transaction of the caller: the intent found or created,
-        parked provider events about it applied. False when there is nothing to announce (the order closed
-        meanwhile); otherwise the provider's refusal, if any, for announce_intent. Shared by the consumer and
+        """Phase 2 and what follows it, outside any transaction of the caller, from the attempt's recovery
+        point on: the intent found or created, parked provider events about it applied, or, when the order
+        closed meanwhile, the intent cancelled at the provider. False when there is nothing to announce;
+        otherwise the provider's refusal, if any, for announce_intent. Shared by the consumer and
         reconciliation, which finishes attempts whose payment request never got this far."""
-        refusal: Refusal | None = None
-        if attempt.state == A.CREATING and attempt.provider_intent_id is None:
-            attempt, refusal = await self.create_intent(attempt)
-        if attempt.provider_intent_id is not None and attempt.state != A.CANCELED:
-            # right after recovery point 2 (and again on a redelivery, should applying have failed):
+        done = await self.phases.prepare(_Creation(attempt), lambda c: c.attempt.recovery_point)
+        return False if done.closed else done.refusal
+
+    async def _intent_stored(self, c: _Creation) -> _Creation:
+        """recorded -> intent_stored."""
+        if c.attempt.state != A.CREATING or c.attempt.provider_intent_id is not None:
+            return c
+        attempt, refusal = await self.create_intent(c.attempt)
+        return _Creation(attempt, refusal)
+
+    async def _finished(self, c: _Creation) -> _Creation:
+        """intent_stored -> finished for an attempt the order cancelled meanwhile (its intent must not stay
+        payable); for any other, parked events first (announce_intent finishes it)."""
+        attempt = c.attempt
+        if attempt.provider_intent_id is None:
+            return c  # refused by the provider: announce_intent records it
+        if attempt.state != A.CANCELED:
+            # right after the intent is stored (and again on a redelivery, should applying have failed):
             # provider events that came before we knew the intent
             await self.after_intent_stored(attempt.provider_intent_id)
-            async with self.db.read() as c:
-                current = await repo.get(c, attempt.id)
+            async with self.db.read() as conn:
+                current = await repo.get(conn, attempt.id)
             assert current is not None
             attempt = current
-        if attempt.state == A.CANCELED and attempt.provider_intent_id is not None:
-            # the order closed while the intent was being created: it must not stay payable
-            key = L.cancel_key(attempt.id)
-            intent = await self.gateway.close_intent(attempt.provider_intent_id, idempotency_key=key)
-            if intent.status != "canceled":
-                metrics.UNCANCELLABLE.inc()
-                log.error(
-                    "intent of a cancelled attempt could not be cancelled",
-                    attempt_id=str(attempt.id),
-                    payment_intent_id=intent.id,
-                    status=intent.status,
-                )
-            return False
-        return refusal
+        if attempt.state != A.CANCELED or attempt.provider_intent_id is None:
+            return _Creation(attempt, c.refusal)
+        key = L.cancel_key(attempt.id)
+        intent = await self.gateway.close_intent(attempt.provider_intent_id, idempotency_key=key)
+        if intent.status != "canceled":
+            metrics.UNCANCELLABLE.inc()
+            log.error(
+                "intent of a cancelled attempt could not be cancelled",
+                attempt_id=str(attempt.id),
+                payment_intent_id=intent.id,
+                status=intent.status,
+            )
+        async with self.db.transaction() as tx:
+            await repo.finish_recovery(tx, attempt.id)
+        return _Creation(attempt, c.refusal, closed=True)
 
     async def record_attempt(
         self, event: CloudEvent, p: o.OrderPaymentRequested, order_id: uuid.UUID, currency: str
@@ -129,7 +159,8 @@ class IntentCreation:
     async def create_intent(self, attempt: Row[Any]) -> tuple[Row[Any], Refusal | None]:
         """Phase 2 -> recovery point 2. The lease is taken and the intent id stored in short transactions of
         their own; none is open on the attempt while Stripe is called."""
-        if not await self._take_lease(attempt.id):
+        lease = self._lease(attempt.id)
+        if not await lease.acquire():
             async with self.db.read() as c:
                 current = await repo.get(c, attempt.id)
             assert current is not None
@@ -137,13 +168,13 @@ class IntentCreation:
         try:
             intent = await self._find_or_create_intent(attempt)
         except stripe.StripeError as exc:
-            await self._release_lease(attempt.id)
+            await lease.release()
             if not is_permanent(exc):
                 raise
             log.warning("provider refused the payment intent", attempt_id=str(attempt.id), code=exc.code)
             return attempt, Refusal(code=exc.code, message=exc.user_message or str(exc))
         except BaseException:
-            await self._release_lease(attempt.id)
+            await lease.release()
             raise
         async with self.db.transaction() as tx:
             stored = await repo.store_intent(tx, attempt.id, intent.id)
@@ -199,32 +230,23 @@ class IntentCreation:
             )
             return found
 
-    async def _take_lease(self, attempt_id: uuid.UUID) -> bool:
-        """True once this handler may call the provider; False when another handler stored the intent or the
-        attempt was cancelled. Waits at most one lease period for a holder that may have crashed mid-call."""
+    def _lease(self, attempt_id: uuid.UUID) -> leases.Lease:
+        """Taken while the attempt is `creating` without an intent; not needed once another handler stored
+        one or the attempt was cancelled."""
 
-        async def take() -> bool:
-            async with self.db.transaction() as tx:
-                return await repo.lease_intent_creation(tx, attempt_id, self.lease_seconds)
-
-        async def still_needed() -> bool:
-            async with self.db.read() as c:
-                current = await repo.get(c, attempt_id)
+        async def still_needed(c: AsyncConnection) -> bool:
+            current = await repo.get(c, attempt_id)
             return current is not None and current.provider_intent_id is None and current.state == A.CREATING
 
-        return await leases.acquire(
-            take,
-            still_needed,
-            lease_seconds=self.lease_seconds,
+        return leases.Lease(
+            self.db,
+            self.lease_seconds,
+            take=lambda tx: repo.lease_intent_creation(tx, attempt_id, self.lease_seconds),
+            release=lambda tx: repo.release_lease(tx, attempt_id),
+            still_needed=still_needed,
             busy=lambda: AttemptBusy(f"attempt {attempt_id} intent creation is leased by another handler"),
+            what=f"intent creation of attempt {attempt_id}",
         )
-
-    async def _release_lease(self, attempt_id: uuid.UUID) -> None:
-        try:
-            async with self.db.transaction() as tx:
-                await repo.release_lease(tx, attempt_id)
-        except Exception as exc:
-            log.warning("could not release intent lease", attempt_id=str(attempt_id), error=repr(exc))
 
     async def announce_intent(
         self, conn: AsyncConnection, event: CloudEvent, attempt_id: uuid.UUID, refusal: Refusal | None

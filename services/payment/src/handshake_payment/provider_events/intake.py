@@ -11,12 +11,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from sqlalchemy import update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment import metrics
-from handshake_payment.db import payment_attempts
 from handshake_payment.domain import ledger as L
 from handshake_payment.domain.attempts import HOLDS_PAYMENT, provider_target
 from handshake_payment.domain.attempts import AttemptState as A
@@ -251,9 +249,7 @@ class ProviderEventIntake:
                     stored_intent_id=attempt.provider_intent_id,
                 )
                 return None
-            await tx.execute(
-                update(payment_attempts).where(payment_attempts.c.id == attempt.id).values(provider_intent_id=intent_id)
-            )
+            await repo.adopt_intent(tx, attempt.id, intent_id)
             adopted = await repo.get(tx, attempt.id)
         # the intent is known from now on: what was parked about it comes first
         await self.apply_parked(intent_id)

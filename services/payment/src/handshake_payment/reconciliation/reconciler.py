@@ -2,17 +2,19 @@
 
 A run (scheduled every reconciliation_interval_seconds, or asked for by finance/admin) looks at:
 
-  * attempts still `creating` longer than reconciliation_pending_after_seconds (their payment request was
-    dead-lettered half-way): finished by the consumer's own steps, the intent looked for by
-    metadata.attempt_id before any is created, then payment.intent_created (or payment.failed when the
-    provider refuses it);
+  * attempts whose recovery point is not `finished` longer than reconciliation_pending_after_seconds (their
+    payment request was dead-lettered half-way): finished by the consumer's own phases (phases.py), the
+    intent looked for by metadata.attempt_id before any is created, then payment.intent_created (or
+    payment.failed when the provider refuses it), or, for an attempt the order cancelled meanwhile, its
+    intent cancelled at the provider;
   * attempts left waiting (requires_payment, processing, authorized; failed ones for a day, as Stripe lets
     the customer retry a declined intent) longer than reconciliation_pending_after_seconds: the PaymentIntent is retrieved and what it says is applied through
     the very path a webhook takes (ProviderEventIntake.apply_intent_fact): a success we never heard of (the
     browser paid, the webhook never came) becomes succeeded + payment.succeeded, a cancel or decline
     likewise, an amount or currency other than asked becomes payment.mismatch (never payment.succeeded);
-  * refunds left `requested` that long: looked up at the provider by metadata.refund_id and, when none
-    exists, created through the usual refund path (same lease and guards), then succeeded + payment.refunded.
+  * refunds whose recovery point is not `finished` that long: looked up at the provider by
+    metadata.refund_id and, when none exists, created through the usual refund phases (same lease and
+    guards), then succeeded + payment.refunded.
 
 Each repair is its own transaction, with the run id as the causing event id in the audit rows (reason
 `reconciliation: ...`); whatever a second run finds was already applied is refused by the lifecycle tables,
@@ -30,14 +32,14 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, func, insert, or_, select, true, update
+from sqlalchemy import Table, and_, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment import SERVICE, metrics
 from handshake_payment.db import payment_attempts, reconciliation_runs, refunds
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.attempts import provider_target
-from handshake_payment.domain.refunds import RefundState
+from handshake_payment.domain.recovery import FINISHED
 from handshake_payment.payments.intents import IntentCreation
 from handshake_payment.provider_events.intake import ProviderEventIntake
 from handshake_payment.refunds.requests import Refunds
@@ -287,6 +289,17 @@ class Reconciler:
 
     # -- attempts whose payment request never finished ------------------------------------------
 
+    def _unfinished(self, table: Table, order_id: uuid.UUID | None) -> list[Any]:
+        """The rows whose recovery point is not finished (phases.py), waiting long enough: attempts whose
+        payment request stopped half-way, refunds the provider call or its outcome never reached. One a
+        handler is calling the provider for right now is that handler's business."""
+        return [
+            table.c.recovery_point != FINISHED,
+            self._due(table.c.updated_at, order_id),
+            *self._of_order(table, order_id),
+            or_(table.c.locked_at.is_(None), table.c.locked_at < func.now() - timedelta(seconds=self.lease_seconds)),
+        ]
+
     def _due(self, column: Any, order_id: uuid.UUID | None) -> Any:
         """Waiting long enough to be looked at: everything of the one order asked about, else after pending_after."""
         if order_id is not None:
@@ -304,16 +317,7 @@ class Reconciler:
             unfinished = (
                 await c.execute(
                     select(payment_attempts)
-                    .where(
-                        payment_attempts.c.state == A.CREATING,
-                        self._due(payment_attempts.c.updated_at, order_id),
-                        *self._of_order(payment_attempts, order_id),
-                        # one a handler is calling the provider for right now is that handler's business
-                        or_(
-                            payment_attempts.c.locked_at.is_(None),
-                            payment_attempts.c.locked_at < func.now() - timedelta(seconds=self.lease_seconds),
-                        ),
-                    )
+                    .where(*self._unfinished(payment_attempts, order_id))
                     .order_by(payment_attempts.c.updated_at)
                 )
             ).all()
@@ -450,19 +454,7 @@ class Reconciler:
         async with self.db.read() as c:
             waiting = (
                 await c.execute(
-                    select(refunds)
-                    .where(
-                        refunds.c.state == RefundState.REQUESTED,
-                        refunds.c.attempt_id.is_not(None),
-                        self._due(refunds.c.updated_at, order_id),
-                        *self._of_order(refunds, order_id),
-                        # one a handler is calling the provider for right now is that handler's business
-                        or_(
-                            refunds.c.locked_at.is_(None),
-                            refunds.c.locked_at < func.now() - timedelta(seconds=self.lease_seconds),
-                        ),
-                    )
-                    .order_by(refunds.c.updated_at)
+                    select(refunds).where(*self._unfinished(refunds, order_id)).order_by(refunds.c.updated_at)
                 )
             ).all()
         for refund in waiting:

@@ -18,6 +18,7 @@ Timeouts and 5xx raise: the consumer retries, and phase 2 then finds what the lo
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import stripe
@@ -27,8 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment import leases, metrics
 from handshake_payment.domain import ledger as L
+from handshake_payment.domain.recovery import RefundPoint
 from handshake_payment.domain.refunds import RefundState
 from handshake_payment.ids import as_uuid
+from handshake_payment.phases import Phase, Phases
 from handshake_payment.publisher import EventPublisher
 from handshake_payment.store import ledger as ledger_store
 from handshake_payment.store import refunds as refund_repo
@@ -50,12 +53,22 @@ def _kind(refund: Row[Any] | L.Refund) -> str:
     return "automatic" if refund.automatic else "requested"
 
 
+@dataclass(frozen=True)
+class _Refunding:
+    row: Row[Any]
+    refusal: Refusal | None = None  # the provider refused the refund
+
+
 class Refunds:
     def __init__(self, db: Database, facts: EventPublisher, gateway: StripeGateway, lease_seconds: float) -> None:
         self.db = db
         self.facts = facts
         self.gateway = gateway
         self.lease_seconds = lease_seconds
+        # the row itself is the first phase (request(), or the duplicate mark for an automatic refund)
+        self.phases = Phases[_Refunding](
+            list(RefundPoint), Phase(RefundPoint.PROVIDER_REFUNDED, self._provider_refunded)
+        )
 
     async def on_refund_requested(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderRefundRequested) -> None:
         refund_id = await self.request(event, p)
@@ -87,8 +100,20 @@ class Refunds:
     # -- phase 2 --------------------------------------------------------------------------------
 
     async def execute(self, refund_id: uuid.UUID) -> Refusal | None:
-        """Recovery point 2: the provider refund exists and its id is stored. Returns the provider's refusal,
-        which phase 3 records; None when there is nothing (more) to do here."""
+        """Prepare, from the refund's recovery point on. Returns the provider's refusal, which finish()
+        records; None when there is nothing (more) to do here."""
+        async with self.db.read() as c:
+            row = await refund_repo.get(c, refund_id)
+        if row is None:
+            return None
+        done = await self.phases.prepare(_Refunding(row), lambda r: r.row.recovery_point)
+        return done.refusal
+
+    async def _provider_refunded(self, r: _Refunding) -> _Refunding:
+        return _Refunding(r.row, await self._refund_at_provider(r.row.id))
+
+    async def _refund_at_provider(self, refund_id: uuid.UUID) -> Refusal | None:
+        """recorded -> provider_refunded: the provider refund exists and its id is stored."""
         async with self.db.read() as c:
             ledger = await ledger_store.load_for_refund(c, refund_id, lock=False)
         calls = L.execute_refund(ledger, refund_id).calls if ledger is not None else []
@@ -99,7 +124,8 @@ class Refunds:
         assert refund is not None and refund.attempt_id is not None
         attempt = ledger.attempt(refund.attempt_id)
         assert attempt.intent_id is not None
-        if not await self._take_lease(refund_id):
+        lease = self._lease(refund_id)
+        if not await lease.acquire():
             return None
         try:
             made = await self.gateway.find_refund(attempt.intent_id, str(refund_id))
@@ -107,17 +133,17 @@ class Refunds:
             if made is None:
                 made, recovered = await self._create(refund, attempt.intent_id, calls[0].idempotency_key)
         except stripe.StripeError as exc:
-            await self._release_lease(refund_id)
+            await lease.release()
             if not is_permanent(exc):
                 raise
             log.warning("provider refused the refund", refund_id=str(refund_id), code=exc.code)
             return refusal_of(exc)
         except BaseException:
-            await self._release_lease(refund_id)
+            await lease.release()
             raise
         if made.status in ("failed", "canceled"):
             # not stored: a redelivery finds the same failed refund by its metadata and refuses again
-            await self._release_lease(refund_id)
+            await lease.release()
             return Refusal(code=f"refund_{made.status}", message=f"provider refund {made.id} {made.status}")
         async with self.db.transaction() as tx:
             stored = await refund_repo.store_provider_refund(tx, refund_id, made.id)
@@ -151,29 +177,20 @@ class Refunds:
                 raise
             return found, True
 
-    async def _take_lease(self, refund_id: uuid.UUID) -> bool:
-        async def take() -> bool:
-            async with self.db.transaction() as tx:
-                return await refund_repo.lease_provider_call(tx, refund_id, self.lease_seconds)
-
-        async def still_needed() -> bool:
-            async with self.db.read() as c:
-                current = await refund_repo.get(c, refund_id)
+    def _lease(self, refund_id: uuid.UUID) -> leases.Lease:
+        async def still_needed(c: AsyncConnection) -> bool:
+            current = await refund_repo.get(c, refund_id)
             return current is not None and current.state == RefundState.REQUESTED and current.provider_refund_id is None
 
-        return await leases.acquire(
-            take,
-            still_needed,
-            lease_seconds=self.lease_seconds,
+        return leases.Lease(
+            self.db,
+            self.lease_seconds,
+            take=lambda tx: refund_repo.lease_provider_call(tx, refund_id, self.lease_seconds),
+            release=lambda tx: refund_repo.release_lease(tx, refund_id),
+            still_needed=still_needed,
             busy=lambda: RefundPending(f"refund {refund_id} is with another handler"),
+            what=f"refund {refund_id}",
         )
-
-    async def _release_lease(self, refund_id: uuid.UUID) -> None:
-        try:
-            async with self.db.transaction() as tx:
-                await refund_repo.release_lease(tx, refund_id)
-        except Exception as exc:
-            log.warning("could not release refund lease", refund_id=str(refund_id), error=repr(exc))
 
     # -- phase 3 --------------------------------------------------------------------------------
 

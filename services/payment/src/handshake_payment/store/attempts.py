@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -17,6 +16,8 @@ from sqlalchemy.sql.elements import ClauseElement
 from handshake_payment import metrics
 from handshake_payment.db import attempt_transitions, payment_attempts
 from handshake_payment.domain.attempts import ATTEMPT_LIFECYCLE, HOLDS_PAYMENT, AttemptState
+from handshake_payment.domain.recovery import AttemptPoint
+from handshake_payment.store import leases
 from handshake_shared.db import built_once
 
 log = structlog.get_logger("payment")
@@ -59,6 +60,7 @@ async def insert_attempt(
                 amount=amount,
                 currency=currency,
                 state=AttemptState.CREATING,
+                recovery_point=AttemptPoint.RECORDED,
             )
             .on_conflict_do_nothing(index_elements=[payment_attempts.c.request_id])
             .returning(payment_attempts.c.id)
@@ -120,28 +122,20 @@ async def payment_holder(
 async def lease_intent_creation(conn: AsyncConnection, attempt_id: uuid.UUID, lease_seconds: float) -> bool:
     """Take the attempt's intent-creation lease: False while another handler holds an unexpired one, once
     the intent is stored, or once the attempt left `creating` (an order cancelled before its intent existed
-    never gets one). The lease outlives a crashed holder only by lease_seconds."""
-    taken = (
-        await conn.execute(
-            update(payment_attempts)
-            .where(
-                payment_attempts.c.id == attempt_id,
-                payment_attempts.c.provider_intent_id.is_(None),
-                payment_attempts.c.state == AttemptState.CREATING,
-                or_(
-                    payment_attempts.c.locked_at.is_(None),
-                    payment_attempts.c.locked_at < func.now() - timedelta(seconds=lease_seconds),
-                ),
-            )
-            .values(locked_at=func.now(), intent_create_calls=payment_attempts.c.intent_create_calls + 1)
-            .returning(payment_attempts.c.id)
-        )
-    ).first()
-    return taken is not None
+    never gets one). Each take counts a provider call (intent_create_calls)."""
+    return await leases.take(
+        conn,
+        payment_attempts,
+        attempt_id,
+        lease_seconds,
+        payment_attempts.c.provider_intent_id.is_(None),
+        payment_attempts.c.state == AttemptState.CREATING,
+        intent_create_calls=payment_attempts.c.intent_create_calls + 1,
+    )
 
 
 async def release_lease(conn: AsyncConnection, attempt_id: uuid.UUID) -> None:
-    await conn.execute(update(payment_attempts).where(payment_attempts.c.id == attempt_id).values(locked_at=None))
+    await leases.release(conn, payment_attempts, attempt_id)
 
 
 async def store_intent(conn: AsyncConnection, attempt_id: uuid.UUID, intent_id: str) -> bool:
@@ -150,11 +144,36 @@ async def store_intent(conn: AsyncConnection, attempt_id: uuid.UUID, intent_id: 
         await conn.execute(
             update(payment_attempts)
             .where(payment_attempts.c.id == attempt_id, payment_attempts.c.provider_intent_id.is_(None))
-            .values(provider_intent_id=intent_id, locked_at=None, updated_at=func.now())
+            .values(
+                provider_intent_id=intent_id,
+                recovery_point=AttemptPoint.INTENT_STORED,
+                locked_at=None,
+                updated_at=func.now(),
+            )
             .returning(payment_attempts.c.id)
         )
     ).first()
     return stored is not None
+
+
+async def adopt_intent(conn: AsyncConnection, attempt_id: uuid.UUID, intent_id: str) -> None:
+    """The intent named by its metadata becomes the attempt's (the creator died before storing it): the same
+    recovery point as storing it."""
+    await conn.execute(
+        update(payment_attempts)
+        .where(payment_attempts.c.id == attempt_id, payment_attempts.c.provider_intent_id.is_(None))
+        .values(provider_intent_id=intent_id, recovery_point=AttemptPoint.INTENT_STORED, updated_at=func.now())
+    )
+
+
+async def finish_recovery(conn: AsyncConnection, attempt_id: uuid.UUID) -> None:
+    """Nothing of the attempt is left open at the provider (an intent made for an attempt the order had
+    cancelled is cancelled there too)."""
+    await conn.execute(
+        update(payment_attempts)
+        .where(payment_attempts.c.id == attempt_id, payment_attempts.c.recovery_point != AttemptPoint.FINISHED)
+        .values(recovery_point=AttemptPoint.FINISHED, updated_at=func.now())
+    )
 
 
 async def session_attempt(conn: AsyncConnection, order_id: uuid.UUID) -> Row[Any] | None:

@@ -163,9 +163,17 @@ async def apply(
             raise LedgerConflict(f"refund {refund.id} exists outside the order's locked view")
     by_id = {r.id: r for r in ledger.refunds}
     for rm in decision.refund_moves:
-        failure = {k: v for k, v in (("failure_code", rm.failure_code), ("failure_message", rm.failure_message)) if v}
+        columns = {
+            k: v
+            for k, v in (
+                ("failure_code", rm.failure_code),
+                ("failure_message", rm.failure_message),
+                ("recovery_point", rm.recovery_point),
+            )
+            if v
+        }
         if not await refund_repo.transition(
-            conn, repo.Stated(rm.refund_id, rm.source), rm.target, reason=rm.reason, event_id=event_id, **failure
+            conn, repo.Stated(rm.refund_id, rm.source), rm.target, reason=rm.reason, event_id=event_id, **columns
         ):
             raise LedgerConflict(f"refund {rm.refund_id} left {rm.source} under a locked view")
         assert rm.refund_id in by_id

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment.db import refund_transitions, refunds
+from handshake_payment.domain.recovery import RefundPoint
 from handshake_payment.domain.refunds import REFUND_LIFECYCLE, RefundState
+from handshake_payment.store import leases
 from handshake_payment.store.attempts import Stated
 
 log = structlog.get_logger("payment")
@@ -51,6 +52,7 @@ async def insert_refund(
                 state=state,
                 failure_code=failure_code,
                 failure_message=failure_message,
+                recovery_point=RefundPoint.RECORDED if state == RefundState.REQUESTED else RefundPoint.FINISHED,
             )
             .on_conflict_do_nothing(index_elements=[refunds.c.id])
             .returning(refunds.c.id)
@@ -89,24 +91,18 @@ async def committed_amount(conn: AsyncConnection, attempt_id: uuid.UUID) -> int:
 async def lease_provider_call(conn: AsyncConnection, refund_id: uuid.UUID, lease_seconds: float) -> bool:
     """Take the refund's provider-call lease: False while another handler holds an unexpired one, or once
     the refund is no longer waiting for the provider."""
-    taken = (
-        await conn.execute(
-            update(refunds)
-            .where(
-                refunds.c.id == refund_id,
-                refunds.c.state == RefundState.REQUESTED,
-                refunds.c.provider_refund_id.is_(None),
-                or_(refunds.c.locked_at.is_(None), refunds.c.locked_at < func.now() - timedelta(seconds=lease_seconds)),
-            )
-            .values(locked_at=func.now())
-            .returning(refunds.c.id)
-        )
-    ).first()
-    return taken is not None
+    return await leases.take(
+        conn,
+        refunds,
+        refund_id,
+        lease_seconds,
+        refunds.c.state == RefundState.REQUESTED,
+        refunds.c.provider_refund_id.is_(None),
+    )
 
 
 async def release_lease(conn: AsyncConnection, refund_id: uuid.UUID) -> None:
-    await conn.execute(update(refunds).where(refunds.c.id == refund_id).values(locked_at=None))
+    await leases.release(conn, refunds, refund_id)
 
 
 async def store_provider_refund(conn: AsyncConnection, refund_id: uuid.UUID, provider_refund_id: str) -> bool:
@@ -115,7 +111,12 @@ async def store_provider_refund(conn: AsyncConnection, refund_id: uuid.UUID, pro
         await conn.execute(
             update(refunds)
             .where(refunds.c.id == refund_id, refunds.c.provider_refund_id.is_(None))
-            .values(provider_refund_id=provider_refund_id, locked_at=None, updated_at=func.now())
+            .values(
+                provider_refund_id=provider_refund_id,
+                recovery_point=RefundPoint.PROVIDER_REFUNDED,
+                locked_at=None,
+                updated_at=func.now(),
+            )
             .returning(refunds.c.id)
         )
     ).first()
@@ -209,6 +210,7 @@ async def insert_provider_refund(
                 requested_by="provider",
                 state=RefundState.SUCCEEDED,
                 provider_refund_id=provider_refund_id,
+                recovery_point=RefundPoint.FINISHED,
             )
             .on_conflict_do_nothing()
             .returning(refunds.c.id)
