@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -309,30 +309,57 @@ class Reconciler:
     async def _sweep_unfinished_attempts(
         self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event, order_id: uuid.UUID | None = None
     ) -> None:
-        """Attempts still `creating`: their payment request stopped between the attempt row and
-        payment.intent_created and is not coming back (it was dead-lettered), so the order waits for a
-        payment session that never comes. The consumer's own steps finish them: the intent is looked for
-        by metadata.attempt_id before one is created, then announced."""
+        """Attempts whose payment request stopped half-way (it was dead-lettered, or the order closed while
+        its intent was being made): the consumer's own phases finish them."""
+        await self._sweep_unfinished(
+            payment_attempts, "attempt_id", self._finish_attempt, run_id, tally, stop, order_id
+        )
+
+    async def _sweep_refunds(
+        self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event, order_id: uuid.UUID | None = None
+    ) -> None:
+        """Refunds whose provider call or outcome never came: the refund's own phases finish them."""
+        await self._sweep_unfinished(refunds, "refund_id", self._settle_refund, run_id, tally, stop, order_id)
+
+    async def _sweep_unfinished(
+        self,
+        table: Table,
+        key: str,
+        finish: Callable[[uuid.UUID, Any, _Tally], Awaitable[None]],
+        run_id: uuid.UUID,
+        tally: _Tally,
+        stop: asyncio.Event,
+        order_id: uuid.UUID | None,
+    ) -> None:
+        """The one sweep over rows whose recovery point is not finished."""
         async with self.db.read() as c:
-            unfinished = (
-                await c.execute(
-                    select(payment_attempts)
-                    .where(*self._unfinished(payment_attempts, order_id))
-                    .order_by(payment_attempts.c.updated_at)
-                )
+            rows = (
+                await c.execute(select(table).where(*self._unfinished(table, order_id)).order_by(table.c.updated_at))
             ).all()
-        for attempt in unfinished:
+        await self._each(rows, key, finish, run_id, tally, stop)
+
+    @staticmethod
+    async def _each(
+        rows: Sequence[Any],
+        key: str,
+        handle: Callable[[uuid.UUID, Any, _Tally], Awaitable[None]],
+        run_id: uuid.UUID,
+        tally: _Tally,
+        stop: asyncio.Event,
+    ) -> None:
+        """Every row looked at, each on its own: one that cannot be is counted and the run goes on."""
+        for row in rows:
             if stop.is_set():
                 return
             tally.checked += 1
             try:
-                await self._finish_attempt(run_id, attempt, tally)
+                await handle(run_id, row, tally)
             except Exception as exc:
                 tally.errors += 1
                 tally.detail["errors"].append(
-                    {"attempt_id": str(attempt.id), "order_id": str(attempt.order_id), "error": repr(exc)[:500]}
+                    {key: str(row.id), "order_id": str(row.order_id), "error": repr(exc)[:500]}
                 )
-                log.warning("reconciliation could not finish an attempt", attempt_id=str(attempt.id), error=repr(exc))
+                log.warning("reconciliation could not bring a row in line", **{key: str(row.id)}, error=repr(exc))
 
     async def _finish_attempt(self, run_id: uuid.UUID, attempt: Any, tally: _Tally) -> None:
         prepared = await self.intents.prepare_intent(attempt)
@@ -383,18 +410,7 @@ class Reconciler:
                     .order_by(payment_attempts.c.updated_at)
                 )
             ).all()
-        for attempt in waiting:
-            if stop.is_set():
-                return
-            tally.checked += 1
-            try:
-                await self._check_attempt(run_id, attempt, tally)
-            except Exception as exc:
-                tally.errors += 1
-                tally.detail["errors"].append(
-                    {"attempt_id": str(attempt.id), "order_id": str(attempt.order_id), "error": repr(exc)[:500]}
-                )
-                log.warning("reconciliation could not check an attempt", attempt_id=str(attempt.id), error=repr(exc))
+        await self._each(waiting, "attempt_id", self._check_attempt, run_id, tally, stop)
 
     async def _check_attempt(self, run_id: uuid.UUID, attempt: Any, tally: _Tally) -> None:
         intent = (await self.gateway.retrieve_intent(attempt.provider_intent_id)).to_dict()
@@ -447,28 +463,6 @@ class Reconciler:
     @staticmethod
     def _of_order(table: Any, order_id: uuid.UUID | None) -> list[Any]:
         return [] if order_id is None else [table.c.order_id == order_id]
-
-    async def _sweep_refunds(
-        self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event, order_id: uuid.UUID | None = None
-    ) -> None:
-        async with self.db.read() as c:
-            waiting = (
-                await c.execute(
-                    select(refunds).where(*self._unfinished(refunds, order_id)).order_by(refunds.c.updated_at)
-                )
-            ).all()
-        for refund in waiting:
-            if stop.is_set():
-                return
-            tally.checked += 1
-            try:
-                await self._settle_refund(run_id, refund, tally)
-            except Exception as exc:
-                tally.errors += 1
-                tally.detail["errors"].append(
-                    {"refund_id": str(refund.id), "order_id": str(refund.order_id), "error": repr(exc)[:500]}
-                )
-                log.warning("reconciliation could not settle a refund", refund_id=str(refund.id), error=repr(exc))
 
     async def _settle_refund(self, run_id: uuid.UUID, refund: Any, tally: _Tally) -> None:
         refunds_ = self.refunds
