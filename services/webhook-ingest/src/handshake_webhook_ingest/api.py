@@ -224,7 +224,7 @@ def build_router(ctx: IngestContext) -> APIRouter:
             query = query.where(tuple_(pe.c.created, pe.c.first_received_at, pe.c.provider_event_id) > _after(after))
         query = query.order_by(pe.c.created, pe.c.first_received_at, pe.c.provider_event_id).limit(limit + 1)
         async with ctx.db.read() as conn:
-            rows = (await conn.execute(query)).all()
+            rows: list[Any] = list((await conn.execute(query)).all())
             events = await with_replays(conn, rows[:limit])
         return {"provider_events": events, "next": _cursor(rows[limit - 1]) if len(rows) > limit else None}
 
