@@ -109,7 +109,7 @@ class PaymentLedger(RuleBasedStateMachine):
         return None
 
     def settle(self, attempt_id: uuid.UUID, fact: L.Settled, provider_ok: bool) -> None:
-        """settlement.py: mark a duplicate and give its money back, then the consumer's step."""
+        """payments/holding.py: mark a duplicate and give its money back, then the consumer's step."""
         marked = L.mark_duplicate(self.ledger, attempt_id, fact)
         self.commit(marked)
         released, refusal = False, None

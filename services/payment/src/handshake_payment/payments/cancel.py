@@ -2,10 +2,10 @@
 
   1. in its own transaction under the order lock: attempts still `creating` without an intent are
      cancelled, so no handler creates one later (the creation lease requires `creating`) and a handler
-     already calling Stripe cancels what it gets (handlers.create_intent);
+     already calling Stripe cancels what it gets (intents.py);
   2. with no transaction of ours open: every attempt whose intent may still be open is looked at the
      provider and cancelled there if Stripe still allows it. An intent that was paid meanwhile is not
-     cancelled: it is a success like any other (settlement.py; a late payment is the order's business);
+     cancelled: it is a success like any other (holding.py; a late payment is the order's business);
   3. in the consumer's transaction under the order lock: the cancellations and successes, with their facts.
 
 Redelivery finds the attempts cancelled and does nothing; a crash after 2 finds the intents cancelled at the
@@ -44,11 +44,11 @@ class _Closed:
 
 
 class Cancel:
-    def __init__(self, db: Database, facts: EventPublisher, gateway: StripeGateway, settlement: Holding) -> None:
+    def __init__(self, db: Database, publisher: EventPublisher, gateway: StripeGateway, holding: Holding) -> None:
         self.db = db
-        self.facts = facts
+        self.publisher = publisher
         self.gateway = gateway
-        self.settlement = settlement
+        self.holding = holding
 
     async def on_order_closed(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderStateChanged) -> None:
         try:
@@ -61,11 +61,11 @@ class Cancel:
         for c in closed:
             if c.paid is not None:
                 assert c.remedy is not None
-                await self.settlement.apply(conn, event, c.attempt_id, c.paid, c.remedy)
+                await self.holding.apply(conn, event, c.attempt_id, c.paid, c.remedy)
                 continue
             ledger = await ledger_store.load(conn, order_id)
             decision = L.intent_cancelled(ledger, c.attempt_id, why, p.reason)
-            await ledger_store.apply(conn, ledger, decision, event, self.facts)
+            await ledger_store.apply(conn, ledger, decision, event, self.publisher)
 
     async def _cancel_unborn(self, order_id: uuid.UUID, why: str, reason: str, event: CloudEvent) -> None:
         """Step 1: its own transaction, so the cancel is visible to creators before any provider call."""
@@ -73,7 +73,7 @@ class Cancel:
             ledger = await ledger_store.load(tx, order_id)
             decision = L.close_order(ledger, why, reason)
             decision.calls.clear()  # step 2's, made once this transaction has committed
-            await ledger_store.apply(tx, ledger, decision, event, self.facts)
+            await ledger_store.apply(tx, ledger, decision, event, self.publisher)
         for _ in decision.moves:
             metrics.ORDER_CLOSE_ATTEMPTS.labels("never_created").inc()
 
@@ -93,7 +93,7 @@ class Cancel:
                 metrics.ORDER_CLOSE_ATTEMPTS.labels("paid").inc()
                 log.warning("payment landed before the order closed", attempt_id=str(attempt.id), why=why)
                 paid = settled_from_intent(intent.to_dict(), f"paid at the provider before the {why.replace('_', ' ')}")
-                remedy = await self.settlement.prepare(attempt.id, paid, event)
+                remedy = await self.holding.prepare(attempt.id, paid, event)
                 closed.append(_Closed(attempt.id, intent.id, paid, remedy))
             else:
                 # processing: Stripe cannot cancel it; its webhook says how it ends

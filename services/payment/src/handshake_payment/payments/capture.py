@@ -3,7 +3,7 @@
 The provider is asked first what is true (retrieve): an intent already captured is only recorded, so a
 redelivered request never captures twice. The capture itself carries an idempotency key from the attempt.
 A capture the provider refuses releases the authorization and ends the attempt capture_failed; a capture
-that went through is a success like any other (settlement.py), so a later payment_intent.succeeded
+that went through is a success like any other (holding.py), so a later payment_intent.succeeded
 webhook is a refused duplicate transition. No transaction of ours is open during the provider calls."""
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ class CaptureNotSettled(Exception):
 
 
 class Capture:
-    def __init__(self, db: Database, facts: EventPublisher, gateway: StripeGateway, settlement: Holding) -> None:
+    def __init__(self, db: Database, publisher: EventPublisher, gateway: StripeGateway, holding: Holding) -> None:
         self.db = db
-        self.facts = facts
+        self.publisher = publisher
         self.gateway = gateway
-        self.settlement = settlement
+        self.holding = holding
 
     async def on_capture_requested(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderCaptureRequested) -> None:
         attempt = await self._attempt_of(p)
@@ -54,18 +54,18 @@ class Capture:
         if decision.outcome == "not_capturable":
             # the authorization was released (expired at the provider, or a second attempt's): say so
             metrics.CAPTURES.labels("not_capturable").inc()
-            await ledger_store.apply(conn, ledger, decision, event, self.facts)
+            await ledger_store.apply(conn, ledger, decision, event, self.publisher)
             return
         if not decision.calls:
             return  # answered before: payment.succeeded or payment.capture_failed is already out
         outcome = await self._capture(ledger.attempt(attempt.id), decision.calls[0])
         if isinstance(outcome, Settled):
-            remedy = await self.settlement.prepare(attempt.id, outcome, event)
-            await self.settlement.apply(conn, event, attempt.id, outcome, remedy)
+            remedy = await self.holding.prepare(attempt.id, outcome, event)
+            await self.holding.apply(conn, event, attempt.id, outcome, remedy)
             return
         ledger = await ledger_store.load(conn, attempt.order_id)
         refused = L.capture_refused(ledger, attempt.id, outcome.code, outcome.message)
-        await ledger_store.apply(conn, ledger, refused, event, self.facts)
+        await ledger_store.apply(conn, ledger, refused, event, self.publisher)
 
     async def _attempt_of(self, p: o.OrderCaptureRequested) -> Row[Any]:
         try:

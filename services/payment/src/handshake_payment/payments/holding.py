@@ -67,9 +67,9 @@ def settled_from_intent(intent: dict[str, Any], reason: str, requested: int | No
 
 
 class Holding:
-    def __init__(self, db: Database, facts: EventPublisher, gateway: StripeGateway, refunds: Refunds) -> None:
+    def __init__(self, db: Database, publisher: EventPublisher, gateway: StripeGateway, refunds: Refunds) -> None:
         self.db = db
-        self.facts = facts
+        self.publisher = publisher
         self.gateway = gateway
         self.refunds = refunds
 
@@ -90,7 +90,7 @@ class Holding:
         async with self.db.transaction() as tx:
             ledger = await ledger_store.load_for_attempt(tx, attempt_id)
             decision = L.mark_duplicate(ledger, attempt_id, fact)
-            await ledger_store.apply(tx, ledger, decision, cause, self.facts)
+            await ledger_store.apply(tx, ledger, decision, cause, self.publisher)
         attempt = ledger.attempt(attempt_id)
         if decision.moves:
             metrics.DUPLICATES.labels(fact.target.value).inc()
@@ -144,7 +144,7 @@ class Holding:
         attempt = ledger.attempt(attempt_id)
         if decision.outcome == "pending":
             raise RefundPending(decision.detail)
-        await ledger_store.apply(conn, ledger, decision, event, self.facts)
+        await ledger_store.apply(conn, ledger, decision, event, self.publisher)
         if attempt.duplicate_of is not None and attempt.state == A.SUCCEEDED:
             self.refunds.count_finished(ledger, decision)
         if decision.outcome == "mismatch":

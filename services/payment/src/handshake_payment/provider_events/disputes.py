@@ -34,9 +34,9 @@ def disputed_intent(obj: dict[str, Any]) -> str | None:
 
 
 class Disputes:
-    def __init__(self, db: Database, facts: EventPublisher) -> None:
+    def __init__(self, db: Database, publisher: EventPublisher) -> None:
         self.db = db
-        self.facts = facts
+        self.publisher = publisher
 
     async def on_dispute(self, conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeEvent) -> str:
         obj: dict[str, Any] = p.object
@@ -72,7 +72,7 @@ class Disputes:
             metrics.DISPUTES.labels(p.provider_type, "duplicate").inc()
             log.info("dispute already announced", dispute_id=dispute_id, provider_event_id=p.provider_event_id)
             return "refused"
-        await ledger_store.apply(conn, ledger, decision, event, self.facts, provider_event_id=p.provider_event_id)
+        await ledger_store.apply(conn, ledger, decision, event, self.publisher, provider_event_id=p.provider_event_id)
         metrics.DISPUTES.labels(p.provider_type, "announced").inc()
         log.warning("payment disputed", attempt_id=str(attempt.id), dispute_id=dispute_id, status=obj.get("status"))
         return "applied"

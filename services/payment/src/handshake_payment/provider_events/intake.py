@@ -58,7 +58,7 @@ class ProviderEventIntake:
     ) -> None:
         """The one path of a provider event, live or parked earlier; an event about an intent no attempt
         knows yet is parked (in conn's transaction, as it was forwarded, proof included) and applied once the
-        intent is stored. Only the event the proof shows the provider sent is applied (provider_proof.py);
+        intent is stored. Only the event the proof shows the provider sent is applied (proof.py);
         without proof the message is refused and dead-lettered, and nothing changes."""
         p = await self.proof.verified(forwarded)
         if p.provider_type == "charge.dispute.created":
@@ -69,7 +69,7 @@ class ProviderEventIntake:
             metrics.PROVIDER_FACTS.labels(p.provider_type, outcome).inc()
             return
         if p.provider_type in PROVIDER_REFUND_TYPES:
-            # refunds made at the provider outside Handshake (provider_refunds.py)
+            # refunds made at the provider outside Handshake (provider_events/refunds.py)
             outcome = await self.provider_refunds.on_refund_event(conn, event, p)
             refunded = refunded_intent(p.provider_type, p.object)
             if outcome == "unmatched" and refunded:

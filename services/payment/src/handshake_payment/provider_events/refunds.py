@@ -1,11 +1,11 @@
 """Refunds made at the provider outside Handshake (the Stripe dashboard, Stripe support): charge.refunded
 (a Charge with its refunds), refund.created and refund.updated (a Refund).
 
-Each succeeded provider refund that is not ours (no metadata.refund_id: ours are finished by refunds.py)
+Each succeeded provider refund that is not ours (no metadata.refund_id: ours are finished by refunds/requests.py)
 and whose id no refund row holds is recorded on the captured attempt of its PaymentIntent, as a succeeded
 refund (requested_by "provider", not automatic, provider_refund_id set), and announced as payment.refunded
 in the consumer's transaction, under the order lock and the attempt's row lock (the same guard as
-refunds.py). Once per provider refund id: the row id is derived from it and the unique index on
+refunds/requests.py). Once per provider refund id: the row id is derived from it and the unique index on
 provider_refund_id holds against a redelivery, a replay past the inbox, or charge.refunded and
 refund.created both naming it. Recorded refunds never sum above the capture: one that would is logged and
 counted (exceeds_capture), never recorded. An event about an intent no attempt knows is parked by the
@@ -88,8 +88,8 @@ def provider_refunds(provider_type: str, obj: dict[str, Any]) -> list[dict[str, 
 
 
 class ProviderRefunds:
-    def __init__(self, facts: EventPublisher) -> None:
-        self.facts = facts
+    def __init__(self, publisher: EventPublisher) -> None:
+        self.publisher = publisher
 
     async def on_refund_event(self, conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeEvent) -> str:
         """applied (at least one refund recorded), refused (nothing new), unmatched (intent unknown: the
@@ -142,7 +142,7 @@ class ProviderRefunds:
             )
             if decision.outcome != "applied":
                 continue
-            await ledger_store.apply(conn, ledger, decision, event, self.facts)
+            await ledger_store.apply(conn, ledger, decision, event, self.publisher)
             metrics.REFUND_REVERSALS.inc()
             log.error(
                 "refund failed after the provider had accepted it: the customer did not get the money",
@@ -204,7 +204,7 @@ class ProviderRefunds:
                     provider_event_id=p.provider_event_id,
                 )
             return ledger, 0
-        await ledger_store.apply(conn, ledger, decision, event, self.facts)
+        await ledger_store.apply(conn, ledger, decision, event, self.publisher)
         metrics.PROVIDER_REFUNDS.labels("recorded").inc()
         log.warning(
             "refund made at the provider recorded",

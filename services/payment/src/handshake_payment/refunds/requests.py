@@ -60,9 +60,9 @@ class _Refunding:
 
 
 class Refunds:
-    def __init__(self, db: Database, facts: EventPublisher, gateway: StripeGateway, lease_seconds: float) -> None:
+    def __init__(self, db: Database, publisher: EventPublisher, gateway: StripeGateway, lease_seconds: float) -> None:
         self.db = db
-        self.facts = facts
+        self.publisher = publisher
         self.gateway = gateway
         self.lease_seconds = lease_seconds
         # the row itself is the first phase (request(), or the duplicate mark for an automatic refund)
@@ -91,7 +91,7 @@ class Refunds:
             )
             if decision.outcome == "poison":
                 raise PoisonMessage(decision.detail)
-            await ledger_store.apply(tx, ledger, decision, event, self.facts)
+            await ledger_store.apply(tx, ledger, decision, event, self.publisher)
         if decision.outcome == "refused":
             metrics.REFUNDS.labels("rejected", "requested").inc()
             log.warning("refund refused", refund_id=str(refund_id), detail=decision.detail)
@@ -209,7 +209,7 @@ class Refunds:
         decision = L.finish_refund(ledger, refund_id, (refusal.code, refusal.message) if refusal else None, via=via)
         if decision.outcome == "pending":
             raise RefundPending(decision.detail)
-        await ledger_store.apply(conn, ledger, decision, cause, self.facts)
+        await ledger_store.apply(conn, ledger, decision, cause, self.publisher)
         self.count_finished(ledger, decision)
 
     def count_finished(self, ledger: L.Ledger, decision: L.Decision) -> None:
