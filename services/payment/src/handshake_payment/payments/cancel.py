@@ -14,7 +14,7 @@ provider and records them."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,8 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from handshake_payment import metrics
 from handshake_payment.domain import ledger as L
 from handshake_payment.domain.ledger import Settled
+from handshake_payment.domain.recovery import FINISHED
 from handshake_payment.ids import as_uuid
 from handshake_payment.payments.holding import Holding, Remedy, settled_from_intent
+from handshake_payment.phases import Phase, Phases
 from handshake_payment.publisher import EventPublisher
 from handshake_payment.store import ledger as ledger_store
 from handshake_payment.stripe_gateway import StripeGateway
@@ -43,12 +45,29 @@ class _Closed:
     remedy: Remedy | None = None
 
 
+@dataclass(frozen=True)
+class _Closing:
+    order_id: uuid.UUID
+    why: str
+    reason: str
+    event: CloudEvent
+    point: str = "requested"
+    closed: tuple[_Closed, ...] = ()
+
+
 class Cancel:
     def __init__(self, db: Database, publisher: EventPublisher, gateway: StripeGateway, holding: Holding) -> None:
         self.db = db
         self.publisher = publisher
         self.gateway = gateway
         self.holding = holding
+        # steps 1 and 2; their points are what the rows and the provider already say, so a redelivery runs
+        # the table again from the top (every step is idempotent under its key)
+        self.closing = Phases[_Closing](
+            ("requested", "unborn_cancelled", "closed_at_provider", FINISHED),
+            Phase("unborn_cancelled", self._unborn_cancelled),
+            Phase("closed_at_provider", self._closed_at_provider),
+        )
 
     async def on_order_closed(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderStateChanged) -> None:
         try:
@@ -56,9 +75,8 @@ class Cancel:
         except ValueError:
             raise PoisonMessage(f"unusable order id {p.order_id!r}") from None
         why = "order_expired" if event.type == "order.expired" else "order_cancelled"
-        await self._cancel_unborn(order_id, why, p.reason, event)
-        closed = await self._close_at_provider(order_id, why, p.reason, event)
-        for c in closed:
+        done = await self.closing.prepare(_Closing(order_id, why, p.reason, event), lambda c: c.point)
+        for c in done.closed:  # apply, in the consumer's transaction
             if c.paid is not None:
                 assert c.remedy is not None
                 await self.holding.apply(conn, event, c.attempt_id, c.paid, c.remedy)
@@ -66,6 +84,14 @@ class Cancel:
             ledger = await ledger_store.load(conn, order_id)
             decision = L.intent_cancelled(ledger, c.attempt_id, why, p.reason)
             await ledger_store.apply(conn, ledger, decision, event, self.publisher)
+
+    async def _unborn_cancelled(self, c: _Closing) -> _Closing:
+        await self._cancel_unborn(c.order_id, c.why, c.reason, c.event)
+        return replace(c, point="unborn_cancelled")
+
+    async def _closed_at_provider(self, c: _Closing) -> _Closing:
+        closed = await self._close_at_provider(c.order_id, c.why, c.reason, c.event)
+        return replace(c, point="closed_at_provider", closed=tuple(closed))
 
     async def _cancel_unborn(self, order_id: uuid.UUID, why: str, reason: str, event: CloudEvent) -> None:
         """Step 1: its own transaction, so the cancel is visible to creators before any provider call."""

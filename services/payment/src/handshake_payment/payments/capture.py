@@ -8,6 +8,7 @@ webhook is a refused duplicate transition. No transaction of ours is open during
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 import stripe
@@ -18,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from handshake_payment import metrics
 from handshake_payment.domain import ledger as L
 from handshake_payment.domain.ledger import Settled
+from handshake_payment.domain.recovery import FINISHED
 from handshake_payment.ids import as_uuid
-from handshake_payment.payments.holding import Holding, settled_from_intent
+from handshake_payment.payments.holding import Holding, Remedy, settled_from_intent
+from handshake_payment.phases import Phase, Phases
 from handshake_payment.publisher import EventPublisher
 from handshake_payment.store import attempts as repo
 from handshake_payment.store import ledger as ledger_store
@@ -37,12 +40,29 @@ class CaptureNotSettled(Exception):
     """The provider is still settling the intent; the consumer retries."""
 
 
+@dataclass(frozen=True)
+class _Capturing:
+    attempt: L.Attempt
+    call: L.ProviderCall
+    event: CloudEvent
+    point: str = "authorized"
+    outcome: Settled | Refusal | None = None  # captured (or found captured), or refused and released
+    remedy: Remedy | None = None
+
+
 class Capture:
     def __init__(self, db: Database, publisher: EventPublisher, gateway: StripeGateway, holding: Holding) -> None:
         self.db = db
         self.publisher = publisher
         self.gateway = gateway
         self.holding = holding
+        # the points are what the provider says of the intent (retrieved first) and the rows: a redelivery
+        # runs the table again from the top, and the capture carries its key
+        self.capturing = Phases[_Capturing](
+            ("authorized", "settled_at_provider", "given_back", FINISHED),
+            Phase("settled_at_provider", self._settled_at_provider),
+            Phase("given_back", self._given_back),
+        )
 
     async def on_capture_requested(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderCaptureRequested) -> None:
         attempt = await self._attempt_of(p)
@@ -58,14 +78,27 @@ class Capture:
             return
         if not decision.calls:
             return  # answered before: payment.succeeded or payment.capture_failed is already out
-        outcome = await self._capture(ledger.attempt(attempt.id), decision.calls[0])
-        if isinstance(outcome, Settled):
-            remedy = await self.holding.prepare(attempt.id, outcome, event)
-            await self.holding.apply(conn, event, attempt.id, outcome, remedy)
+        start = _Capturing(ledger.attempt(attempt.id), decision.calls[0], event)
+        done = await self.capturing.prepare(start, lambda c: c.point)
+        # apply, in the consumer's transaction
+        if isinstance(done.outcome, Settled):
+            assert done.remedy is not None
+            await self.holding.apply(conn, event, attempt.id, done.outcome, done.remedy)
             return
+        assert done.outcome is not None
         ledger = await ledger_store.load(conn, attempt.order_id)
-        refused = L.capture_refused(ledger, attempt.id, outcome.code, outcome.message)
+        refused = L.capture_refused(ledger, attempt.id, done.outcome.code, done.outcome.message)
         await ledger_store.apply(conn, ledger, refused, event, self.publisher)
+
+    async def _settled_at_provider(self, c: _Capturing) -> _Capturing:
+        return replace(c, point="settled_at_provider", outcome=await self._capture(c.attempt, c.call))
+
+    async def _given_back(self, c: _Capturing) -> _Capturing:
+        """A capture is a success like any other: a duplicate's money goes back (holding.py)."""
+        if not isinstance(c.outcome, Settled):
+            return replace(c, point="given_back")
+        remedy = await self.holding.prepare(c.attempt.id, c.outcome, c.event)
+        return replace(c, point="given_back", remedy=remedy)
 
     async def _attempt_of(self, p: o.OrderCaptureRequested) -> Row[Any]:
         try:

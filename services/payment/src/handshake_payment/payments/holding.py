@@ -18,7 +18,7 @@ and the consumer's retry makes X a duplicate. A partial unique index backs the r
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -29,6 +29,8 @@ from handshake_payment.domain import ledger as L
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.intents import captured_amount
 from handshake_payment.domain.ledger import Settled
+from handshake_payment.domain.recovery import FINISHED
+from handshake_payment.phases import Phase, Phases
 from handshake_payment.publisher import EventPublisher
 from handshake_payment.refunds.requests import RefundPending, Refunds
 from handshake_payment.store import attempts as repo
@@ -66,24 +68,49 @@ def settled_from_intent(intent: dict[str, Any], reason: str, requested: int | No
     )
 
 
+@dataclass(frozen=True)
+class _GivingBack:
+    attempt_id: uuid.UUID
+    fact: Settled
+    cause: CloudEvent
+    point: str = "settled"
+    remedy: Remedy = Remedy()
+
+
 class Holding:
     def __init__(self, db: Database, publisher: EventPublisher, gateway: StripeGateway, refunds: Refunds) -> None:
         self.db = db
         self.publisher = publisher
         self.gateway = gateway
         self.refunds = refunds
+        # the duplicate's give-back: its points are not a column, they are what the rows and the provider
+        # already say (duplicate_of, the automatic refund's own recovery point, the intent's status)
+        self.giving_back = Phases[_GivingBack](
+            ("settled", "marked_duplicate", "given_back", FINISHED),
+            Phase("marked_duplicate", self._marked),
+            Phase("given_back", self._given_back),
+        )
 
     async def prepare(self, attempt_id: uuid.UUID, fact: Settled, cause: CloudEvent) -> Remedy:
-        """Steps 1 and 2, each in transactions of their own; nothing when X is the order's only payment."""
+        """Steps 1 and 2 (the giving_back table), each in transactions of their own; nothing when X is the order's only
+        payment. What they did is on the rows (duplicate_of, the automatic refund and its own recovery point)
+        and at the provider under the call's key, so a redelivery runs the table again from the top."""
+        done = await self.giving_back.prepare(_GivingBack(attempt_id, fact, cause), lambda g: g.point)
+        return done.remedy
+
+    async def _marked(self, g: _GivingBack) -> _GivingBack:
         async with self.db.read() as c:
-            attempt = await repo.get(c, attempt_id)
+            attempt = await repo.get(c, g.attempt_id)
             assert attempt is not None
             holder = await repo.payment_holder(c, attempt.order_id, other_than=attempt.id)
         if attempt.duplicate_of is None and holder is None:
-            return Remedy()
-        if not await self._record_duplicate(attempt_id, fact, cause):
-            return Remedy()
-        return await self._give_back(attempt_id, cause)
+            return replace(g, point="given_back")  # the order's only payment: nothing to give back
+        if not await self._record_duplicate(g.attempt_id, g.fact, g.cause):
+            return replace(g, point="given_back")
+        return replace(g, point="marked_duplicate")
+
+    async def _given_back(self, g: _GivingBack) -> _GivingBack:
+        return replace(g, point="given_back", remedy=await self._give_back(g.attempt_id, g.cause))
 
     async def _record_duplicate(self, attempt_id: uuid.UUID, fact: Settled, cause: CloudEvent) -> bool:
         """Step 1 in its own transaction under the order lock: True when the attempt is a duplicate."""
