@@ -73,6 +73,7 @@ def build_router(ctx: PaymentContext) -> APIRouter:
             raise Problem(
                 404, "No payment session", "the order has no payment intent yet", type="payment-session-not-found"
             )
+        assert attempt.provider_intent_id is not None  # session_attempt picks only attempts with an intent
         try:
             intent = await ctx.gateway.retrieve_intent(attempt.provider_intent_id)
         except stripe.StripeError as exc:

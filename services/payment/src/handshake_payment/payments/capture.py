@@ -9,11 +9,9 @@ webhook is a refused duplicate transition. No transaction of ours is open during
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
 import stripe
 import structlog
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment import metrics
@@ -100,7 +98,7 @@ class Capture:
         remedy = await self.holding.prepare(c.attempt.id, c.outcome, c.event)
         return replace(c, point="given_back", remedy=remedy)
 
-    async def _attempt_of(self, p: o.OrderCaptureRequested) -> Row[Any]:
+    async def _attempt_of(self, p: o.OrderCaptureRequested) -> repo.AttemptRow:
         try:
             order_id, attempt_id = as_uuid(p.order_id), as_uuid(p.attempt_id)
             currency = check_currency(p.currency)

@@ -17,11 +17,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import stripe
 import structlog
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment import leases, metrics
@@ -49,7 +48,7 @@ class AttemptBusy(Exception):
 
 @dataclass(frozen=True)
 class _Creation:
-    attempt: Row[Any]
+    attempt: repo.AttemptRow
     refusal: Refusal | None = None  # the provider refused to make the intent
     closed: bool = False  # the order closed meanwhile: nothing to announce
 
@@ -93,7 +92,7 @@ class IntentCreation:
         if prepared is not False:
             await self.announce_intent(conn, event, attempt.id, prepared)
 
-    async def prepare_intent(self, attempt: Row[Any]) -> Refusal | Literal[False] | None:
+    async def prepare_intent(self, attempt: repo.AttemptRow) -> Refusal | Literal[False] | None:
         """Phase 2 and what follows it, outside any transaction of the caller, from the attempt's recovery
         point on: the intent found or created, parked provider events about it applied, or, when the order
         closed meanwhile, the intent cancelled at the provider. False when there is nothing to announce;
@@ -141,7 +140,7 @@ class IntentCreation:
 
     async def record_attempt(
         self, event: CloudEvent, p: o.OrderPaymentRequested, order_id: uuid.UUID, currency: str
-    ) -> Row[Any]:
+    ) -> repo.AttemptRow:
         """Phase 1 -> recovery point 1: the attempt exists, whatever happens next."""
         async with self.db.transaction() as tx:
             await repo.insert_attempt(
@@ -156,7 +155,7 @@ class IntentCreation:
         assert attempt is not None
         return attempt
 
-    async def create_intent(self, attempt: Row[Any]) -> tuple[Row[Any], Refusal | None]:
+    async def create_intent(self, attempt: repo.AttemptRow) -> tuple[repo.AttemptRow, Refusal | None]:
         """Phase 2 -> recovery point 2. The lease is taken and the intent id stored in short transactions of
         their own; none is open on the attempt while Stripe is called."""
         lease = self._lease(attempt.id)
@@ -189,7 +188,7 @@ class IntentCreation:
             log.info("payment intent created", attempt_id=str(attempt.id), payment_intent_id=intent.id)
         return current, None
 
-    async def _find_or_create_intent(self, attempt: Row[Any]) -> stripe.PaymentIntent:
+    async def _find_or_create_intent(self, attempt: repo.AttemptRow) -> stripe.PaymentIntent:
         """Called under the creation lease. Never a second PaymentIntent for one attempt: from the second
         call on (a timeout, a dropped answer, a crash may have left one at the provider) the intent is looked
         for by metadata.attempt_id first, and a create whose answer was lost is followed by that look too."""

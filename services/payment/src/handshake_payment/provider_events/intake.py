@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment import metrics
@@ -225,7 +224,7 @@ class ProviderEventIntake:
         await ledger_store.apply(conn, ledger, decision, event, self.publisher)
         return decision.outcome
 
-    async def _attempt_for_intent(self, intent_id: str, attempt_id: str | None) -> Row[Any] | None:
+    async def _attempt_for_intent(self, intent_id: str, attempt_id: str | None) -> repo.AttemptRow | None:
         """Read without a lock: every lock of this handler is taken later, under the order lock."""
         async with self.db.read() as c:
             attempt = await repo.by_intent(c, intent_id)

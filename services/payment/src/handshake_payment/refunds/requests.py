@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import stripe
 import structlog
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment import leases, metrics
@@ -49,13 +47,13 @@ class RefundPending(Exception):
     """Another handler holds the refund's provider call; the consumer retries later."""
 
 
-def _kind(refund: Row[Any] | L.Refund) -> str:
+def _kind(refund: refund_repo.RefundRow | L.Refund) -> str:
     return "automatic" if refund.automatic else "requested"
 
 
 @dataclass(frozen=True)
 class _Refunding:
-    row: Row[Any]
+    row: refund_repo.RefundRow
     refusal: Refusal | None = None  # the provider refused the refund
 
 

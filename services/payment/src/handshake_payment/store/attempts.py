@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol, cast
 
 import structlog
 from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ClauseElement
 
@@ -25,6 +25,28 @@ log = structlog.get_logger("payment")
 
 # advisory-lock namespace for per-order payment decisions ("PAYO" as an int), distinct from the outbox relay's
 _ORDER_LOCK_NAMESPACE = 0x5041594F
+
+
+class AttemptRow(Protocol):
+    """A payment_attempts row as the store returns it (db.py says what each column is for)."""
+
+    id: uuid.UUID
+    order_id: uuid.UUID
+    request_id: str
+    amount: int
+    currency: str
+    state: str
+    provider_intent_id: str | None
+    locked_at: datetime | None
+    failure_code: str | None
+    failure_message: str | None
+    amount_captured: int | None
+    intent_create_calls: int
+    provider_mismatch: dict[str, Any] | None
+    duplicate_of: uuid.UUID | None
+    recovery_point: str
+    created_at: datetime
+    updated_at: datetime
 
 
 @dataclass(frozen=True)
@@ -81,8 +103,9 @@ async def insert_attempt(
     return True
 
 
-async def by_request(conn: AsyncConnection, request_id: str) -> Row[Any] | None:
-    return (await conn.execute(select(payment_attempts).where(payment_attempts.c.request_id == request_id))).first()
+async def by_request(conn: AsyncConnection, request_id: str) -> AttemptRow | None:
+    query = select(payment_attempts).where(payment_attempts.c.request_id == request_id)
+    return cast("AttemptRow | None", (await conn.execute(query)).first())
 
 
 # statements every payment runs, built once (handshake_shared.db.built_once says why)
@@ -91,23 +114,25 @@ _LOCKED_ATTEMPT = _ATTEMPT.with_for_update()
 _ATTEMPT_TRANSITION = insert(attempt_transitions)
 
 
-async def get(conn: AsyncConnection, attempt_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
-    return (await conn.execute(_LOCKED_ATTEMPT if lock else _ATTEMPT, {"attempt_id": attempt_id})).first()
+async def get(conn: AsyncConnection, attempt_id: uuid.UUID, *, lock: bool = False) -> AttemptRow | None:
+    row = (await conn.execute(_LOCKED_ATTEMPT if lock else _ATTEMPT, {"attempt_id": attempt_id})).first()
+    return cast("AttemptRow | None", row)
 
 
-async def by_intent(conn: AsyncConnection, intent_id: str) -> Row[Any] | None:
+async def by_intent(conn: AsyncConnection, intent_id: str) -> AttemptRow | None:
     query = select(payment_attempts).where(payment_attempts.c.provider_intent_id == intent_id)
-    return (await conn.execute(query)).first()
+    return cast("AttemptRow | None", (await conn.execute(query)).first())
 
 
-async def order_attempts(conn: AsyncConnection, order_id: uuid.UUID) -> list[Row[Any]]:
+async def order_attempts(conn: AsyncConnection, order_id: uuid.UUID) -> list[AttemptRow]:
     query = select(payment_attempts).where(payment_attempts.c.order_id == order_id)
-    return list((await conn.execute(query.order_by(payment_attempts.c.created_at, payment_attempts.c.id))).all())
+    rows = (await conn.execute(query.order_by(payment_attempts.c.created_at, payment_attempts.c.id))).all()
+    return cast("list[AttemptRow]", list(rows))
 
 
 async def payment_holder(
     conn: AsyncConnection, order_id: uuid.UUID, *, other_than: uuid.UUID | None = None
-) -> Row[Any] | None:
+) -> AttemptRow | None:
     """The attempt that holds the order's money (authorized or captured, not a duplicate), if any."""
     query = select(payment_attempts).where(
         payment_attempts.c.order_id == order_id,
@@ -116,7 +141,7 @@ async def payment_holder(
     )
     if other_than is not None:
         query = query.where(payment_attempts.c.id != other_than)
-    return (await conn.execute(query)).first()
+    return cast("AttemptRow | None", (await conn.execute(query)).first())
 
 
 async def lease_intent_creation(conn: AsyncConnection, attempt_id: uuid.UUID, lease_seconds: float) -> bool:
@@ -176,7 +201,7 @@ async def finish_recovery(conn: AsyncConnection, attempt_id: uuid.UUID) -> None:
     )
 
 
-async def session_attempt(conn: AsyncConnection, order_id: uuid.UUID) -> Row[Any] | None:
+async def session_attempt(conn: AsyncConnection, order_id: uuid.UUID) -> AttemptRow | None:
     """The order's latest attempt whose intent was announced: a secret is never handed out for an attempt
     still in `creating`, so a provider fact can never overtake payment.intent_created, nor for one the order
     cancelled before its intent was announced (the intent a creator stored just after the cancel is being
@@ -189,7 +214,7 @@ async def session_attempt(conn: AsyncConnection, order_id: uuid.UUID) -> Row[Any
         )
         .exists()
     )
-    return (
+    row = (
         await conn.execute(
             select(payment_attempts)
             .where(
@@ -204,9 +229,10 @@ async def session_attempt(conn: AsyncConnection, order_id: uuid.UUID) -> Row[Any
             .limit(1)
         )
     ).first()
+    return cast("AttemptRow | None", row)
 
 
-def attempt_summary(a: Row[Any]) -> dict[str, Any]:
+def attempt_summary(a: AttemptRow) -> dict[str, Any]:
     return {
         "order_id": str(a.order_id),
         "attempt_id": str(a.id),
@@ -277,7 +303,7 @@ def _moved_statement(columns: tuple[str, ...]) -> Any:
 
 async def transition(
     conn: AsyncConnection,
-    attempt: Row[Any] | Stated,
+    attempt: AttemptRow | Stated,
     target: AttemptState,
     *,
     reason: str,

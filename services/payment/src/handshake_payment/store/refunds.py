@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol, cast
 
 import structlog
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment.db import refund_transitions, refunds
@@ -72,9 +72,30 @@ async def insert_refund(
     return True
 
 
-async def get(conn: AsyncConnection, refund_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+class RefundRow(Protocol):
+    """A refunds row as the store returns it (db.py says what each column is for)."""
+
+    id: uuid.UUID
+    order_id: uuid.UUID
+    attempt_id: uuid.UUID | None
+    amount: int
+    currency: str
+    reason: str
+    automatic: bool
+    requested_by: str | None
+    state: str
+    provider_refund_id: str | None
+    locked_at: datetime | None
+    failure_code: str | None
+    failure_message: str | None
+    recovery_point: str
+    created_at: datetime
+    updated_at: datetime
+
+
+async def get(conn: AsyncConnection, refund_id: uuid.UUID, *, lock: bool = False) -> RefundRow | None:
     query = select(refunds).where(refunds.c.id == refund_id)
-    return (await conn.execute(query.with_for_update() if lock else query)).first()
+    return cast("RefundRow | None", (await conn.execute(query.with_for_update() if lock else query)).first())
 
 
 async def committed_amount(conn: AsyncConnection, attempt_id: uuid.UUID) -> int:
@@ -125,7 +146,7 @@ async def store_provider_refund(conn: AsyncConnection, refund_id: uuid.UUID, pro
 
 async def transition(
     conn: AsyncConnection,
-    refund: Row[Any] | Stated,
+    refund: RefundRow | Stated,
     target: RefundState,
     *,
     reason: str,
@@ -177,9 +198,9 @@ async def refunds_of_order(conn: AsyncConnection, order_id: uuid.UUID) -> list[d
     ]
 
 
-async def by_provider_refund(conn: AsyncConnection, provider_refund_id: str) -> Row[Any] | None:
+async def by_provider_refund(conn: AsyncConnection, provider_refund_id: str) -> RefundRow | None:
     query = select(refunds).where(refunds.c.provider_refund_id == provider_refund_id)
-    return (await conn.execute(query)).first()
+    return cast("RefundRow | None", (await conn.execute(query)).first())
 
 
 async def insert_provider_refund(
