@@ -265,14 +265,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
         async def work(conn: Any) -> dict[str, Any]:
             row = await locked_order(conn, oid)
             try:  # refused now means refused at approval too: say so at once
-                saga.request_refund(
-                    repo.view_of(row),
-                    refund_id="check",
-                    amount=body.amount,
-                    reason=body.reason,
-                    restock=body.restock,
-                    actor=subject,
-                )
+                saga.check_refund(repo.view_of(row), amount=body.amount, restock=body.restock)
             except saga.CommandRefused as refused:
                 raise refused_problem(refused, row.state) from None
             approval_id = await approvals.create(
