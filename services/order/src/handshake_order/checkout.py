@@ -272,7 +272,7 @@ class Checkout:
                 actor=principal.subject if principal else "guest",
                 traceparent=traceparent or new_traceparent(),
             )
-            body: dict[str, Any] = {
+            body = {
                 "order_id": str(order_id),
                 "reference": reference_of(order_id),
                 "state": OrderState.DRAFT.value,
@@ -315,7 +315,11 @@ async def redeem_coupon(conn: AsyncConnection, code: str, order_id: uuid.UUID, p
     redeemed = (
         await conn.execute(
             pg_insert(coupon_redemptions)
-            .values(code=code, order_id=order_id, customer_id=principal.subject if row.once_per_customer else None)
+            .values(
+                code=code,
+                order_id=order_id,
+                customer_id=principal.subject if row.once_per_customer and principal else None,
+            )
             .on_conflict_do_nothing()
             .returning(coupon_redemptions.c.order_id)
         )

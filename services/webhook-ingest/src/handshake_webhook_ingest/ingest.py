@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy import Row, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningInsert
 
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent
@@ -109,14 +110,14 @@ class StripeIngest:
         )
         # Concurrent deliveries of one event serialise on the primary key: exactly one sees a fresh
         # insert (xmax = 0), so exactly one writes the outbox row.
-        upsert = insert.on_conflict_do_update(
-            index_elements=[pe.c.provider_event_id],
-            set_=(
-                {"delivery_count": pe.c.delivery_count + 1, "last_received_at": func.now()}
-                if source == "webhook"
-                # not a delivery: a no-op update, so the row is locked and RETURNING still answers
-                else {"delivery_count": pe.c.delivery_count}
-            ),
+        counted: dict[str, Any] = (
+            {"delivery_count": pe.c.delivery_count + 1, "last_received_at": func.now()}
+            if source == "webhook"
+            # not a delivery: a no-op update, so the row is locked and RETURNING still answers
+            else {"delivery_count": pe.c.delivery_count}
+        )
+        upsert: ReturningInsert[bool] = insert.on_conflict_do_update(
+            index_elements=[pe.c.provider_event_id], set_=counted
         ).returning(literal_column("(xmax = 0)").label("inserted"))
         async with self.db.transaction() as conn:
             inserted = bool((await conn.execute(upsert)).scalar_one())
@@ -218,11 +219,15 @@ class KeyReused(Exception):
     """The actor's idempotency key already answered a replay of another event, or with another reason."""
 
 
+# an earlier replay under one idempotency key: id, provider_event_id, forwarded_event_id, actor, reason
+ReplayRow = Row[Any, Any, Any, Any, Any]
+
+
 class _KeyTakenMeanwhile(Exception):
     """A concurrent request with the same key committed first: this one's forward is rolled back."""
 
 
-async def _keyed_replay(conn: AsyncConnection, actor: str, key: str) -> Row[Any] | None:
+async def _keyed_replay(conn: AsyncConnection, actor: str, key: str) -> ReplayRow | None:
     r = provider_event_replays.c
     return (
         await conn.execute(
@@ -233,7 +238,7 @@ async def _keyed_replay(conn: AsyncConnection, actor: str, key: str) -> Row[Any]
     ).one_or_none()
 
 
-def _repeat(earlier: Row[Any], provider_event_id: str, reason: str) -> Replay:
+def _repeat(earlier: ReplayRow, provider_event_id: str, reason: str) -> Replay:
     if (earlier.provider_event_id, earlier.reason) != (provider_event_id, reason):
         raise KeyReused
     log.info("replay answered again", provider_event_id=provider_event_id, replay_id=earlier.id)

@@ -235,8 +235,8 @@ def rebuild_announcement(
     elif state in (S.REFUNDED, S.PARTIALLY_REFUNDED):
         if refund is None:
             raise ValueError(f"a {state} order without a confirmed refund")
-        kind = o.OrderRefunded if state == S.REFUNDED else o.OrderPartiallyRefunded
-        data = kind(
+        refund_kind = o.OrderRefunded if state == S.REFUNDED else o.OrderPartiallyRefunded
+        data = refund_kind(
             order_id=view.id,
             refund_id=refund.refund_id,
             amount=refund.amount,
