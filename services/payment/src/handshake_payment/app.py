@@ -31,6 +31,9 @@ from handshake_shared.body_limit import BodySizeLimit
 from handshake_shared.consumer import Handler
 from handshake_shared.db import Database
 from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
+from handshake_shared.events import order as o
+from handshake_shared.events import provider as prov
+from handshake_shared.events.base import Payload
 from handshake_shared.http import InternalListener, install_problem_handlers, ops_router
 from handshake_shared.logging import configure_logging
 from handshake_shared.outbox import Outbox
@@ -72,17 +75,17 @@ class PaymentGraph:
             reconciler=reconciler,
         )
 
-    def order_handlers(self) -> dict[str, Handler]:
+    def order_handlers(self) -> dict[type[Payload], Handler]:
         return {
-            "order.payment_requested": self.intents.on_payment_requested,
-            "order.cancelled": self.cancel.on_order_closed,
-            "order.expired": self.cancel.on_order_closed,
-            "order.capture_requested": self.capture.on_capture_requested,
-            "order.refund_requested": self.refunds.on_refund_requested,
+            o.OrderPaymentRequested: self.intents.on_payment_requested,
+            o.OrderCancelled: self.cancel.on_order_closed,
+            o.OrderExpired: self.cancel.on_order_closed,
+            o.OrderCaptureRequested: self.capture.on_capture_requested,
+            o.OrderRefundRequested: self.refunds.on_refund_requested,
         }
 
-    def provider_handlers(self) -> dict[str, Handler]:
-        return {"provider.stripe.event": self.intake.on_provider_event}
+    def provider_handlers(self) -> dict[type[Payload], Handler]:
+        return {prov.ProviderStripeEvent: self.intake.on_provider_event}
 
 
 def create_app(settings: PaymentSettings | None = None) -> FastAPI:

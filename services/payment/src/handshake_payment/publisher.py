@@ -3,11 +3,12 @@ outbox in the caller's transaction (the one that changed the state the fact repo
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+import uuid
+
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_shared.envelope import CloudEvent
-from handshake_shared.events import PAYMENT_EVENTS
+from handshake_shared.events.base import Payload
 from handshake_shared.outbox import Outbox
 
 
@@ -15,5 +16,6 @@ class EventPublisher:
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
 
-    async def emit(self, conn: AsyncConnection, type: str, order_id: str, data: BaseModel, cause: CloudEvent) -> None:
-        await self.outbox.emit(conn, topic=PAYMENT_EVENTS, type=type, order_id=order_id, data=data, cause=cause)
+    async def emit(self, conn: AsyncConnection, data: Payload, order_id: uuid.UUID, cause: CloudEvent) -> None:
+        # the payload's class names the type and the topic, so they cannot disagree with its fields
+        await self.outbox.emit(conn, data, order_id=order_id, cause=cause)

@@ -23,13 +23,11 @@ from handshake_payment import metrics
 from handshake_payment.domain import ledger as L
 from handshake_payment.domain.ledger import Settled
 from handshake_payment.domain.recovery import FINISHED
-from handshake_payment.ids import as_uuid
 from handshake_payment.payments.holding import Holding, Remedy, settled_from_intent
 from handshake_payment.phases import Phase, Phases
 from handshake_payment.publisher import EventPublisher
 from handshake_payment.store import ledger as ledger_store
 from handshake_payment.stripe_gateway import StripeGateway
-from handshake_shared.consumer import PoisonMessage
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent
 from handshake_shared.events import order as o
@@ -70,11 +68,8 @@ class Cancel:
         )
 
     async def on_order_closed(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderStateChanged) -> None:
-        try:
-            order_id = as_uuid(p.order_id)
-        except ValueError:
-            raise PoisonMessage(f"unusable order id {p.order_id!r}") from None
-        why = "order_expired" if event.type == "order.expired" else "order_cancelled"
+        order_id = p.order_id
+        why = "order_expired" if isinstance(p, o.OrderExpired) else "order_cancelled"
         done = await self.closing.prepare(_Closing(order_id, why, p.reason, event), lambda c: c.point)
         for c in done.closed:  # apply, in the consumer's transaction
             if c.paid is not None:

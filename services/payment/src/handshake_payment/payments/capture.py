@@ -18,7 +18,6 @@ from handshake_payment import metrics
 from handshake_payment.domain import ledger as L
 from handshake_payment.domain.ledger import Settled
 from handshake_payment.domain.recovery import FINISHED
-from handshake_payment.ids import as_uuid
 from handshake_payment.payments.holding import Holding, Remedy, settled_from_intent
 from handshake_payment.phases import Phase, Phases
 from handshake_payment.publisher import EventPublisher
@@ -100,13 +99,12 @@ class Capture:
 
     async def _attempt_of(self, p: o.OrderCaptureRequested) -> repo.AttemptRow:
         try:
-            order_id, attempt_id = as_uuid(p.order_id), as_uuid(p.attempt_id)
             currency = check_currency(p.currency)
-        except (ValueError, CurrencyError) as exc:
+        except CurrencyError as exc:
             raise PoisonMessage(f"unusable capture request: {exc}") from None
         async with self.db.read() as c:
-            attempt = await repo.get(c, attempt_id)
-        if attempt is None or attempt.order_id != order_id or attempt.provider_intent_id != p.payment_intent_id:
+            attempt = await repo.get(c, p.attempt_id)
+        if attempt is None or attempt.order_id != p.order_id or attempt.provider_intent_id != p.payment_intent_id:
             raise PoisonMessage(f"capture request names attempt {p.attempt_id} / {p.payment_intent_id} we do not hold")
         if currency != attempt.currency or p.amount <= 0:
             raise PoisonMessage(

@@ -27,7 +27,6 @@ from handshake_payment import leases, metrics
 from handshake_payment.domain import ledger as L
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.recovery import AttemptPoint
-from handshake_payment.ids import as_uuid
 from handshake_payment.phases import Phase, Phases
 from handshake_payment.publisher import EventPublisher
 from handshake_payment.store import attempts as repo
@@ -74,10 +73,10 @@ class IntentCreation:
         )
 
     async def on_payment_requested(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderPaymentRequested) -> None:
+        order_id = p.order_id
         try:
-            order_id = as_uuid(p.order_id)
             currency = check_currency(p.currency)
-        except (ValueError, CurrencyError) as exc:
+        except CurrencyError as exc:
             raise PoisonMessage(f"unusable payment request: {exc}") from None
         if p.amount < 0:
             raise PoisonMessage(f"negative amount {p.amount}")

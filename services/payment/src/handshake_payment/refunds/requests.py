@@ -28,7 +28,6 @@ from handshake_payment import leases, metrics
 from handshake_payment.domain import ledger as L
 from handshake_payment.domain.recovery import RefundPoint
 from handshake_payment.domain.refunds import RefundState
-from handshake_payment.ids import as_uuid
 from handshake_payment.phases import Phase, Phases
 from handshake_payment.publisher import EventPublisher
 from handshake_payment.store import ledger as ledger_store
@@ -77,10 +76,10 @@ class Refunds:
 
     async def request(self, event: CloudEvent, p: o.OrderRefundRequested) -> uuid.UUID:
         """Recovery point 1: the refund row exists (requested, or failed and announced)."""
+        refund_id, order_id = p.refund_id, p.order_id
         try:
-            refund_id, order_id = as_uuid(p.refund_id), as_uuid(p.order_id)
             currency = check_currency(p.currency)
-        except (ValueError, CurrencyError) as exc:
+        except CurrencyError as exc:
             raise PoisonMessage(f"unusable refund request: {exc}") from None
         async with self.db.transaction() as tx:
             ledger = await ledger_store.load(tx, order_id)

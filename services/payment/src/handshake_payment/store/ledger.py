@@ -195,7 +195,7 @@ async def apply(
         if first is None:
             raise LedgerConflict(f"dispute {dispute_id} recorded outside the order's locked view")
     for data in decision.emits:
-        await publisher.emit(conn, data.event_type, str(ledger.order_id), data, cause)
+        await publisher.emit(conn, data, ledger.order_id, cause)
 
 
 def _present(value: uuid.UUID | None) -> uuid.UUID:
