@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,16 +20,11 @@ from handshake_payment import metrics
 from handshake_payment.db import parked_provider_events as parked
 from handshake_shared.envelope import CloudEvent, parse_event
 from handshake_shared.events import provider as prov
-
-# advisory-lock namespace for parking per PaymentIntent ("PRKD" as an int)
-_INTENT_LOCK_NAMESPACE = 0x50524B44
+from handshake_shared.locks import AdvisoryLock, lock_for_transaction
 
 
 async def lock_intent(conn: AsyncConnection, intent_id: str) -> None:
-    await conn.execute(
-        text("SELECT pg_advisory_xact_lock(:ns, hashtext(:intent_id))"),
-        {"ns": _INTENT_LOCK_NAMESPACE, "intent_id": intent_id},
-    )
+    await lock_for_transaction(conn, AdvisoryLock.PAYMENT_PARKING, intent_id)
 
 
 async def park(conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeEvent, intent_id: str) -> bool:

@@ -48,14 +48,13 @@ from handshake_payment.store import refunds as refund_repo
 from handshake_payment.stripe_gateway import StripeGateway
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent, build_event
+from handshake_shared.locks import AdvisoryLock
 from handshake_shared.retention import RetentionJob, purge
 
 log = structlog.get_logger("payment")
 
 
 KIND = "provider"
-# advisory-lock key of the scheduled run ("RECO" as an int), distinct from any other lock we take
-SCHEDULED_RUN_LOCK = 0x5245434F
 PENDING_STATES = (A.REQUIRES_PAYMENT, A.PROCESSING, A.AUTHORIZED)
 # Stripe hands a declined intent back to requires_payment_method: the customer may still pay it with
 # another card, so a failed attempt is looked at too while its checkout can still be going on
@@ -160,7 +159,7 @@ class Reconciler:
     async def _scheduled_run(self) -> None:
         # one replica's run per interval: another replica's would ask Stripe the same questions again (safe by
         # the tables, but twice the provider calls and a second run record)
-        async with self.db.held_by_one_replica(SCHEDULED_RUN_LOCK) as mine:
+        async with self.db.held_by_one_replica(AdvisoryLock.RECONCILIATION) as mine:
             if not mine:
                 metrics.RECONCILIATION_RUNS.labels("skipped").inc()
                 return

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol, cast
 
 import structlog
-from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ClauseElement
@@ -19,12 +19,9 @@ from handshake_payment.domain.attempts import ATTEMPT_LIFECYCLE, HOLDS_PAYMENT, 
 from handshake_payment.domain.recovery import AttemptPoint
 from handshake_payment.store import leases
 from handshake_shared.db import built_once
+from handshake_shared.locks import AdvisoryLock, lock_for_transaction
 
 log = structlog.get_logger("payment")
-
-
-# advisory-lock namespace for per-order payment decisions ("PAYO" as an int), distinct from the outbox relay's
-_ORDER_LOCK_NAMESPACE = 0x5041594F
 
 
 class AttemptRow(Protocol):
@@ -61,10 +58,7 @@ async def lock_order(conn: AsyncConnection, order_id: uuid.UUID) -> None:
     """Serialise decisions that span an order's attempts (which attempt holds the payment, how much is left
     to refund) until the transaction ends. Taken before any attempt row lock, so it cannot deadlock with
     another order-level decision."""
-    await conn.execute(
-        text("SELECT pg_advisory_xact_lock(:ns, hashtext(:order_id))"),
-        {"ns": _ORDER_LOCK_NAMESPACE, "order_id": str(order_id)},
-    )
+    await lock_for_transaction(conn, AdvisoryLock.PAYMENT_ORDER, str(order_id))
 
 
 async def insert_attempt(
