@@ -55,19 +55,25 @@ _NEXT_SEQUENCE = text(
     "ON CONFLICT (aggregate_id) DO UPDATE SET last_sequence = outbox_sequences.last_sequence + 1 "
     "RETURNING last_sequence"
 )
-# The buckets with pending rows, those of them this replica can lock (another replica holds the rest and
-# publishes them), and their oldest pending rows, leaving out every key that waits (parked, backing off after a
+# The buckets with pending rows that this replica can lock (another replica holds the rest and publishes them).
+# Their rows are read by the next statement, never by this one: under READ COMMITTED a statement reads the
+# snapshot taken when it started, and a lock granted later in the same statement may be one another replica
+# released in between, at the commit that marked its rows published. Such a statement would see those rows
+# still pending and publish them a second time. A replica's commit is visible before its locks are released,
+# so a statement that starts once the locks are held sees every mark made under them.
+_LOCK_PENDING_BUCKETS = text(
+    "SELECT b.bucket FROM (SELECT DISTINCT bucket FROM outbox WHERE published_at IS NULL) AS b "
+    "WHERE pg_try_advisory_xact_lock(:ns, b.bucket)"
+)
+# The oldest pending rows of the locked buckets, leaving out every key that waits (parked, backing off after a
 # refusal, or still in flight from an earlier round): a held key is skipped whole, so nothing of it overtakes
 # the row it waits for.
 _PENDING_ROWS = text(
-    "WITH locked AS MATERIALIZED ("
-    "  SELECT b.bucket FROM (SELECT DISTINCT bucket FROM outbox WHERE published_at IS NULL) AS b"
-    "  WHERE pg_try_advisory_xact_lock(:ns, b.bucket)), "
-    "held AS MATERIALIZED ("
+    "WITH held AS MATERIALIZED ("
     "  SELECT DISTINCT message_key FROM outbox WHERE published_at IS NULL"
     "  AND (parked_at IS NOT NULL OR next_attempt_at > now())) "
     "SELECT id, topic, message_key, payload, headers, attempts FROM outbox "
-    "WHERE published_at IS NULL AND bucket IN (SELECT bucket FROM locked) "
+    "WHERE published_at IS NULL AND bucket = ANY(CAST(:buckets AS smallint[])) "
     "AND message_key NOT IN (SELECT message_key FROM held) "
     "AND NOT (message_key = ANY(CAST(:inflight AS text[]))) "
     "ORDER BY id LIMIT :limit"
@@ -358,12 +364,20 @@ class OutboxRelay:
         async with self.db.engine.begin() as conn:
             # answers that came after their round first, so their keys' state is current before selecting
             published, outage = await self._record(conn, self._harvest())
-            # one statement for the whole selection (_PENDING_ROWS says what it leaves out and why)
-            rows: Sequence[Any] = (
-                await conn.execute(
-                    _PENDING_ROWS, {"ns": _BUCKET_LOCK, "inflight": list(self._inflight), "limit": self.batch_size}
-                )
-            ).all()
+            # the locks first, then the rows, in a statement of its own (_LOCK_PENDING_BUCKETS says why)
+            buckets = (await conn.execute(_LOCK_PENDING_BUCKETS, {"ns": _BUCKET_LOCK})).scalars().all()
+            rows: Sequence[Any] = []
+            if buckets:
+                rows = (
+                    await conn.execute(
+                        _PENDING_ROWS,
+                        {
+                            "buckets": list(buckets),
+                            "inflight": list(self._inflight),
+                            "limit": self.batch_size,
+                        },
+                    )
+                ).all()
             # one order's events in commit order: a key's next row is sent only once the broker has
             # acknowledged the previous one, and nothing more of that key goes after a failure (else a later
             # event could reach the topic first and the earlier one follow on the next round). Keys run
