@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import pytest
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
@@ -20,6 +19,7 @@ from handshake_payment.reconciliation.reconciler import Reconciler
 from handshake_shared.envelope import CloudEvent, parse_event
 from handshake_shared.events import PAYMENT_EVENTS, PROVIDER_EVENTS
 from handshake_shared.events.order import OrderRefundRequested
+from handshake_shared.loops import LoopState
 
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000341"
@@ -333,7 +333,7 @@ class HeldAtProvider:
 async def test_a_service_stopping_mid_run_leaves_every_repair_the_run_made_on_its_record(
     service, browser, checkout
 ) -> None:
-    """Stopping the service cancels the scheduled task while a run may have committed a repair and not yet
+    """Stopping the service stops the scheduled loop while a run may have committed a repair and not yet
     its own record: cancelled there, the payment was repaired by a run whose row says it repaired nothing.
     The run finishes the item at hand, records what it did, and leaves the rest to the next run."""
     orders = [str(uuid.uuid4()) for _ in range(3)]
@@ -351,15 +351,15 @@ async def test_a_service_stopping_mid_run_leaves_every_repair_the_run_made_on_it
         settings=scheduled,
     )
 
-    task = asyncio.create_task(reconciler.run_forever())
+    reconciler.loop.start()
     await asyncio.wait_for(held.holding.wait(), 30)
     states = {o: (await service.attempts(o))[0].state for o in orders}
     # the first repair is committed, the run's row not yet written: the service is told to stop now
     assert sorted(states.values()) == [A.REQUIRES_PAYMENT, A.REQUIRES_PAYMENT, A.SUCCEEDED]
-    task.cancel()
+    reconciler.loop.stop()
     held.release.set()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await reconciler.loop.stopped()
+    assert reconciler.loop.state == LoopState.STOPPED and reconciler.loop.failures == 0
 
     async with service.db.engine.connect() as conn:
         [run] = (await conn.execute(select(reconciliation_runs))).all()

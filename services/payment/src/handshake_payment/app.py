@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -104,20 +102,14 @@ def create_app(settings: PaymentSettings | None = None) -> FastAPI:
     runtime.retention.add(idempotency.retention(settings))
     ctx = PaymentContext(db=runtime.db, settings=settings, gateway=gateway, reconciler=reconciler)
 
+    if settings.reconciliation_interval_seconds > 0:
+        runtime.loops.add(reconciler.loop)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             async with runtime.running():
-                task = None
-                if settings.reconciliation_interval_seconds > 0:
-                    task = asyncio.create_task(reconciler.run_forever(), name="payment-reconciliation")
-                try:
-                    yield
-                finally:
-                    if task is not None:
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
+                yield
         finally:
             await gateway.aclose()
 

@@ -49,6 +49,7 @@ from handshake_payment.stripe_gateway import StripeGateway
 from handshake_shared.db import Database
 from handshake_shared.envelope import CloudEvent, build_event
 from handshake_shared.locks import AdvisoryLock
+from handshake_shared.loops import BackgroundLoop
 from handshake_shared.retention import RetentionJob, purge
 
 log = structlog.get_logger("payment")
@@ -139,44 +140,30 @@ class Reconciler:
         self.pending_after = settings.reconciliation_pending_after_seconds
         self.lease_seconds = settings.provider_call_lease_seconds
         self._lock = asyncio.Lock()  # one run at a time per process; across replicas see _scheduled_run
-
-    async def run_forever(self) -> None:
-        """The app's background task: one scheduled run per interval; a failing run is logged and counted.
-
-        Stopping the service cancels this task. The run in progress is not cancelled with it: a cancel landing
-        between a repair's commit and the run's own record (or on the commit itself) would leave repairs made
-        with nothing saying so, and the run's row claiming zero. It is asked to stop after the item at hand
-        instead and records what it did; only a second cancel breaks it off."""
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self._scheduled_run()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.error("reconciliation run failed", error=repr(exc))
+        # The first run comes one interval after start: a replica restarting in a loop should not ask the
+        # provider about everything waiting on every start. A run calls the provider item by item, so a stop
+        # gives it longer than a database batch to finish the item at hand and record itself.
+        self.loop = BackgroundLoop(
+            "reconciliation",
+            self._scheduled_run,
+            interval_seconds=self.interval,
+            run_at_start=False,
+            stop_grace_seconds=20.0,
+        )
 
     async def _scheduled_run(self) -> None:
+        """The loop's iteration. Stopping the service sets the loop's `stopping`, and the run in progress ends
+        after the item at hand and records what it did: a cancel landing between a repair's commit and the
+        run's own record (or on the commit itself) would leave repairs made with nothing saying so, and the
+        run's row claiming zero. Only a run still going after the loop's grace is cancelled, and even then it
+        records what it had counted."""
         # one replica's run per interval: another replica's would ask Stripe the same questions again (safe by
         # the tables, but twice the provider calls and a second run record)
         async with self.db.held_by_one_replica(AdvisoryLock.RECONCILIATION) as mine:
             if not mine:
                 metrics.RECONCILIATION_RUNS.labels("skipped").inc()
                 return
-            stop = asyncio.Event()
-            run = asyncio.create_task(self.run_once(trigger="scheduled", stop=stop), name="payment-reconciliation-run")
-            try:
-                await asyncio.shield(run)
-            except asyncio.CancelledError:
-                stop.set()
-                try:
-                    await asyncio.wait({run})
-                finally:
-                    if not run.done():
-                        run.cancel()
-                    elif not run.cancelled() and run.exception() is not None:
-                        log.error("reconciliation run failed", error=repr(run.exception()))
-                raise
+            await self.run_once(trigger="scheduled", stop=self.loop.stopping)
 
     async def run_once(
         self,
