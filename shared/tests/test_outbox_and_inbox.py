@@ -100,6 +100,44 @@ async def test_two_relay_replicas_publish_everything_once_and_never_reorder_an_o
         assert unpublished.scalar() == 0
 
 
+async def test_an_order_whose_send_outlasts_its_round_is_left_alone_by_the_other_replica(db, stack):
+    """Replica A's send of an order's first event is still unanswered when A's round ends, and the round's
+    commit releases its bucket lock. Replica B's next round can lock that bucket, but must leave the order to A
+    until A has collected the answer: else B sends the event a second time, and B's later events of the order
+    race A's late one to the topic."""
+    topic = f"test.outbox.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(stack.broker.bootstrap_servers, [topic], 1)
+    outbox = Outbox(tables, "order")
+    order_id = str(uuid.uuid4())
+    async with db.transaction() as conn:
+        for i in range(2):
+            await outbox.emit(conn, topic=topic, type="order.test", order_id=order_id, data={"i": i})
+
+    producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap_servers, acks="all")
+    await producer.start()
+    real_send = producer_send(producer)
+    answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def unanswered_send(topic_: str, key: bytes, value: bytes, headers: dict[str, str]):
+        await answer  # the broker has not answered yet
+        return await real_send(topic_, key, value, headers)
+
+    replica_a = OutboxRelay(db, tables, unanswered_send, service="shared-test", slow_send_seconds=0.1)
+    replica_b = OutboxRelay(db, tables, real_send, service="shared-test")
+    try:
+        assert await replica_a.publish_once() == 0  # its round is over, the order's first send still out
+        assert await replica_b.publish_once() == 0  # nothing of that order is B's to send
+        answer.set_result(None)
+        await asyncio.gather(*(task for task, _ in replica_a._inflight.values()))
+        assert await replica_a.publish_once() == 2  # the late answer marked, then the order's next event
+        assert await replica_b.publish_once() == 0
+        records = await read_all(stack.broker.bootstrap_servers, topic, expected=2)
+    finally:
+        await producer.stop()
+
+    assert [parse_event(record.value).data["i"] for record in records] == [0, 1]  # once each, in order
+
+
 async def test_a_failed_send_holds_back_the_rest_of_that_order_so_nothing_overtakes_it(db, stack):
     """The broker refuses an order's first event once (enqueue error, then a failed delivery). Its later
     events must not reach the topic before it: a consumer would apply, say, order.paid before

@@ -78,6 +78,19 @@ _PENDING_ROWS = text(
     "AND NOT (message_key = ANY(CAST(:inflight AS text[]))) "
     "ORDER BY id LIMIT :limit"
 )
+# A key still in flight when its round ends loses the round's bucket lock with the commit, yet its rows are
+# unmarked: another replica could lock the bucket and send them again, its later rows then racing the late
+# answer. So its rows wait like a refused row's (next_attempt_at, which every replica's selection honours) until
+# this replica collects the answer, renewed every round meanwhile. If this replica dies, the wait runs out and
+# another one takes the key over: the rows go again (at least once; consumers dedupe by event id).
+_LEASE_INFLIGHT = text(
+    "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => :seconds) "
+    "WHERE id = ANY(CAST(:ids AS bigint[])) AND published_at IS NULL AND parked_at IS NULL"
+)
+_END_LEASE = text(
+    "UPDATE outbox SET next_attempt_at = NULL "
+    "WHERE id = ANY(CAST(:ids AS bigint[])) AND published_at IS NULL AND parked_at IS NULL"
+)
 _LAG = text(
     "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0), "
     "count(*) FILTER (WHERE parked_at IS NOT NULL) FROM outbox WHERE published_at IS NULL"
@@ -249,7 +262,7 @@ class OutboxRelay:
     until an admin releases it. A broker outage charges no row: the round fails and the relay backs off.
     A key whose send is still unanswered after `slow_send_seconds` (a topic the client is still looking for)
     no longer holds up the round: its answer is collected in a later round, and nothing more of that key is
-    sent meanwhile.
+    sent meanwhile, by this replica or another.
     """
 
     def __init__(
@@ -284,6 +297,10 @@ class OutboxRelay:
         self.broker_reachable = broker_reachable
         # key -> (its send task from an earlier round, the signal to send nothing after the current row)
         self._inflight: dict[str, tuple[asyncio.Task[_KeyOutcome], asyncio.Event]] = {}
+        # key -> its rows held from other replicas while its send is in flight (_LEASE_INFLIGHT says why), for
+        # longer than a round and the longest pause between two rounds, so that renewing every round keeps them
+        self._leased: dict[str, list[int]] = {}
+        self.lease_seconds = publish_timeout_seconds + max(max_backoff_seconds, idle_poll_seconds)
         self._lag_read_at = float("-inf")
         # other gauges read with the lag, less often: their tables have no index that keeps the count cheap,
         # and a scrape every 15 s or more would not see the difference
@@ -329,6 +346,7 @@ class OutboxRelay:
         for task, _ in self._inflight.values():
             task.cancel()  # unmarked rows go again after a restart (consumers dedupe)
         self._inflight.clear()
+        self._leased.clear()
 
     async def _refresh_lag(self) -> None:
         """At most once per idle poll interval, the other gauges at most once per gauge interval."""
@@ -397,22 +415,36 @@ class OutboxRelay:
             more, late_outage = await self._record(conn, self._harvest())
             published += more
             outage = outage or late_outage
+            for key in self._inflight.keys() & by_key.keys():
+                self._leased[key] = [row.id for row in by_key[key]]
+            if self._leased:
+                leased = [row_id for ids in self._leased.values() for row_id in ids]
+                await conn.execute(_LEASE_INFLIGHT, {"ids": leased, "seconds": self.lease_seconds})
         if outage is not None:
             raise RuntimeError(f"outbox rows not acknowledged: {outage!r}")
         return published
 
-    def _harvest(self) -> list[_KeyOutcome]:
+    def _harvest(self) -> tuple[list[_KeyOutcome], list[int]]:
+        """The answers of the keys whose sends have ended, and the rows leased for them."""
         outcomes: list[_KeyOutcome] = []
+        leased: list[int] = []
         for key in [k for k, (task, _) in self._inflight.items() if task.done()]:
             task, _ = self._inflight.pop(key)
+            leased += self._leased.pop(key, [])
             if not task.cancelled():
                 outcomes.append(task.result())
-        return outcomes
+        return outcomes, leased
 
-    async def _record(self, conn: AsyncConnection, outcomes: list[_KeyOutcome]) -> tuple[int, BaseException | None]:
-        """Marks what the broker acknowledged and charges each refusal to its row. Returns how many rows were
-        published and the first failure that was the broker's, not a row's."""
+    async def _record(
+        self, conn: AsyncConnection, harvested: tuple[list[_KeyOutcome], list[int]]
+    ) -> tuple[int, BaseException | None]:
+        """Ends the leases of the harvested keys, marks what the broker acknowledged and charges each refusal
+        to its row. Returns how many rows were published and the first failure that was the broker's, not a
+        row's."""
         ob = self.t.outbox
+        outcomes, leased = harvested
+        if leased:
+            await conn.execute(_END_LEASE, {"ids": leased})
         published = [row_id for outcome in outcomes for row_id in outcome.sent]
         if published:
             await conn.execute(_mark_published_statement(ob), {"ids": published})
