@@ -7,21 +7,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-import structlog
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import ClauseElement
 
 from handshake_payment import metrics
 from handshake_payment.db import attempt_transitions, payment_attempts
 from handshake_payment.domain.attempts import ATTEMPT_LIFECYCLE, HOLDS_PAYMENT, AttemptState
 from handshake_payment.domain.recovery import AttemptPoint
 from handshake_payment.store import leases
-from handshake_shared.db import built_once
 from handshake_shared.locks import AdvisoryLock, lock_for_transaction
-
-log = structlog.get_logger("payment")
+from handshake_shared.transitions import AuditedLifecycle
 
 
 class AttemptRow(Protocol):
@@ -84,14 +80,8 @@ async def insert_attempt(
     ).first()
     if created is None:
         return False
-    await conn.execute(
-        insert(attempt_transitions).values(
-            attempt_id=attempt_id,
-            from_state=None,
-            to_state=AttemptState.CREATING,
-            reason="payment requested",
-            event_id=event_id,
-        )
+    await ATTEMPT_STEPS.record(
+        conn, attempt_id, None, AttemptState.CREATING, reason="payment requested", audit={"event_id": event_id}
     )
     metrics.ATTEMPTS.labels("created").inc()
     return True
@@ -105,7 +95,15 @@ async def by_request(conn: AsyncConnection, request_id: str) -> AttemptRow | Non
 # statements every payment runs, built once (handshake_shared.db.built_once says why)
 _ATTEMPT = select(payment_attempts).where(payment_attempts.c.id == bindparam("attempt_id"))
 _LOCKED_ATTEMPT = _ATTEMPT.with_for_update()
-_ATTEMPT_TRANSITION = insert(attempt_transitions)
+# the attempt lifecycle's one writer: the table checked, the state compared-and-set, the audit row; refusals
+# counted here, the outcomes by transition() (labelled by where the attempt went, not by the step)
+ATTEMPT_STEPS = AuditedLifecycle(
+    ATTEMPT_LIFECYCLE,
+    rows=payment_attempts,
+    audit=attempt_transitions,
+    subject="attempt_id",
+    refused=metrics.TRANSITIONS_REFUSED,
+)
 
 
 async def get(conn: AsyncConnection, attempt_id: uuid.UUID, *, lock: bool = False) -> AttemptRow | None:
@@ -283,18 +281,6 @@ async def attempts_of_order(conn: AsyncConnection, order_id: uuid.UUID) -> list[
     ]
 
 
-@built_once
-def _moved_statement(columns: tuple[str, ...]) -> Any:
-    """An attempt's move from `from_state` to `to_state` with plain new values for `columns` (parameters
-    `new_<column>`: SQLAlchemy reserves the columns' own names for the values it binds itself)."""
-    return (
-        update(payment_attempts)
-        .where(payment_attempts.c.id == bindparam("attempt_id"), payment_attempts.c.state == bindparam("from_state"))
-        .values(state=bindparam("to_state"), updated_at=func.now(), **{n: bindparam(f"new_{n}") for n in columns})
-        .returning(payment_attempts.c.id)
-    )
-
-
 async def transition(
     conn: AsyncConnection,
     attempt: AttemptRow | Stated,
@@ -306,54 +292,18 @@ async def transition(
     **columns: Any,
 ) -> bool:
     """Apply target if the table allows it from the attempt's current state; refuse and log otherwise.
-    The caller holds the attempt's row lock (or the update's state guard makes a lost race a no-op)."""
-    current = AttemptState(attempt.state)
-    if not ATTEMPT_LIFECYCLE.can(current, target):
-        metrics.TRANSITIONS_REFUSED.labels(current, target).inc()
-        log.warning(
-            "attempt transition refused",
-            attempt_id=str(attempt.id),
-            current=current,
-            target=target,
-            reason=reason,
-            provider_event_id=provider_event_id,
-        )
-        return False
-    if any(isinstance(value, ClauseElement) for value in columns.values()):
-        moved = (
-            await conn.execute(
-                update(payment_attempts)
-                .where(payment_attempts.c.id == attempt.id, payment_attempts.c.state == current)
-                .values(state=target, updated_at=func.now(), **columns)
-                .returning(payment_attempts.c.id)
-            )
-        ).first()
-    else:
-        moved = (
-            await conn.execute(
-                _moved_statement(tuple(sorted(columns))),
-                {
-                    "attempt_id": attempt.id,
-                    "from_state": current,
-                    "to_state": target,
-                    **{f"new_{name}": value for name, value in columns.items()},
-                },
-            )
-        ).first()
-    if moved is None:
-        log.warning("attempt changed under us, transition skipped", attempt_id=str(attempt.id), target=target)
-        return False
-    await conn.execute(
-        _ATTEMPT_TRANSITION,
-        {
-            "attempt_id": attempt.id,
-            "from_state": current,
-            "to_state": target,
-            "reason": reason,
-            "event_id": event_id,
-            "provider_event_id": provider_event_id,
-        },
+    The caller holds the attempt's row lock (or the update's state guard makes a lost race a no-op).
+    `columns` are set with the state: plain values or SQL expressions."""
+    moved = await ATTEMPT_STEPS.move(
+        conn,
+        attempt.id,
+        AttemptState(attempt.state),
+        target,
+        reason=reason,
+        columns=columns,
+        audit={"event_id": event_id, "provider_event_id": provider_event_id},
+        log_fields={"attempt_id": str(attempt.id), "provider_event_id": provider_event_id},
     )
-    metrics.ATTEMPTS.labels(target.value if target != AttemptState.REQUIRES_PAYMENT else "intent_created").inc()
-    log.info("attempt transition", attempt_id=str(attempt.id), from_state=current, to_state=target, reason=reason)
-    return True
+    if moved:
+        metrics.ATTEMPTS.labels(target.value if target != AttemptState.REQUIRES_PAYMENT else "intent_created").inc()
+    return moved

@@ -9,12 +9,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import structlog
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handshake_payment import metrics
 from handshake_payment.db import payment_attempts, provider_disputes, refunds
 from handshake_payment.domain.attempts import AttemptState
 from handshake_payment.domain.ledger import Attempt, Decision, Ledger, Refund
@@ -23,8 +21,6 @@ from handshake_payment.publisher import EventPublisher
 from handshake_payment.store import attempts as repo
 from handshake_payment.store import refunds as refund_repo
 from handshake_shared.envelope import CloudEvent
-
-log = structlog.get_logger("payment")
 
 
 class LedgerConflict(Exception):
@@ -110,13 +106,12 @@ async def apply(
     lands; one that does not raises LedgerConflict before anything is announced."""
     event_id = str(cause.id)
     for refused in decision.refused:
-        metrics.TRANSITIONS_REFUSED.labels(refused.source, refused.target).inc()
-        log.warning(
-            "attempt transition refused",
-            attempt_id=str(refused.attempt_id),
-            current=refused.source,
-            target=refused.target,
+        # the pure ledger checked the table already: counted and logged as the writer counts its refusals
+        repo.ATTEMPT_STEPS.refused(
+            refused.source,
+            refused.target,
             reason=refused.reason,
+            attempt_id=str(refused.attempt_id),
             provider_event_id=refused.provider_event_id,
         )
     for move in decision.moves:

@@ -6,8 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-import structlog
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -16,8 +15,10 @@ from handshake_payment.domain.recovery import RefundPoint
 from handshake_payment.domain.refunds import REFUND_LIFECYCLE, RefundState
 from handshake_payment.store import leases
 from handshake_payment.store.attempts import Stated
+from handshake_shared.transitions import AuditedLifecycle
 
-log = structlog.get_logger("payment")
+# the refund lifecycle's one writer: the table checked, the state compared-and-set, the audit row
+REFUND_STEPS = AuditedLifecycle(REFUND_LIFECYCLE, rows=refunds, audit=refund_transitions, subject="refund_id")
 
 
 async def insert_refund(
@@ -60,15 +61,8 @@ async def insert_refund(
     ).first()
     if created is None:
         return False
-    await conn.execute(
-        insert(refund_transitions).values(
-            refund_id=refund_id,
-            from_state=None,
-            to_state=state,
-            reason="refund requested" if state == RefundState.REQUESTED else f"refused: {failure_code}",
-            event_id=event_id,
-        )
-    )
+    reason = "refund requested" if state == RefundState.REQUESTED else f"refused: {failure_code}"
+    await REFUND_STEPS.record(conn, refund_id, None, state, reason=reason, audit={"event_id": event_id})
     return True
 
 
@@ -153,27 +147,18 @@ async def transition(
     event_id: str | None,
     **columns: Any,
 ) -> bool:
-    current = RefundState(refund.state)
-    if not REFUND_LIFECYCLE.can(current, target):
-        log.warning("refund transition refused", refund_id=str(refund.id), current=current, target=target)
-        return False
-    moved = (
-        await conn.execute(
-            update(refunds)
-            .where(refunds.c.id == refund.id, refunds.c.state == current)
-            .values(state=target, locked_at=None, updated_at=func.now(), **columns)
-            .returning(refunds.c.id)
-        )
-    ).first()
-    if moved is None:
-        return False
-    await conn.execute(
-        insert(refund_transitions).values(
-            refund_id=refund.id, from_state=current, to_state=target, reason=reason, event_id=event_id
-        )
+    """Apply target if the table allows it from the refund's current state; the provider-call lease ends
+    with the move."""
+    return await REFUND_STEPS.move(
+        conn,
+        refund.id,
+        RefundState(refund.state),
+        target,
+        reason=reason,
+        columns={"locked_at": None, **columns},
+        audit={"event_id": event_id},
+        log_fields={"refund_id": str(refund.id)},
     )
-    log.info("refund transition", refund_id=str(refund.id), from_state=current, to_state=target, reason=reason)
-    return True
 
 
 async def refunds_of_order(conn: AsyncConnection, order_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -239,13 +224,12 @@ async def insert_provider_refund(
     ).first()
     if created is None:
         return False
-    await conn.execute(
-        insert(refund_transitions).values(
-            refund_id=refund_id,
-            from_state=None,
-            to_state=RefundState.SUCCEEDED,
-            reason=f"refunded at the provider: {provider_refund_id}",
-            event_id=event_id,
-        )
+    await REFUND_STEPS.record(
+        conn,
+        refund_id,
+        None,
+        RefundState.SUCCEEDED,
+        reason=f"refunded at the provider: {provider_refund_id}",
+        audit={"event_id": event_id},
     )
     return True
