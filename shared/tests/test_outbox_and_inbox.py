@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
+from handshake_devstack.testing.fixtures import eventually
 from handshake_shared.consumer import EventConsumer, RawMessage, RetryPolicy
 from handshake_shared.db import Database, add_messaging_tables, make_metadata
 from handshake_shared.envelope import parse_event
@@ -136,6 +137,54 @@ async def test_an_order_whose_send_outlasts_its_round_is_left_alone_by_the_other
         await producer.stop()
 
     assert [parse_event(record.value).data["i"] for record in records] == [0, 1]  # once each, in order
+
+
+async def test_an_order_held_by_a_replica_that_stops_with_its_send_out_goes_to_another_replica(db, stack):
+    """Replica A stops while an order's send is still unanswered, so nobody will record the answer: the hold A
+    put on the order runs out, and replica B publishes the order's events, all of them, in order."""
+    topic = f"test.outbox.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(stack.broker.bootstrap_servers, [topic], 1)
+    outbox = Outbox(tables, "order")
+    order_id = str(uuid.uuid4())
+    async with db.transaction() as conn:
+        for i in range(2):
+            await outbox.emit(conn, topic=topic, type="order.test", order_id=order_id, data={"i": i})
+
+    producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap_servers, acks="all")
+    await producer.start()
+    real_send = producer_send(producer)
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def unanswered_send(topic_: str, key: bytes, value: bytes, headers: dict[str, str]):
+        await never
+        return await real_send(topic_, key, value, headers)
+
+    # short rounds and pauses, so the hold (longer than both) runs out soon after A stops
+    replica_a = OutboxRelay(
+        db,
+        tables,
+        unanswered_send,
+        service="shared-test",
+        slow_send_seconds=0.1,
+        publish_timeout_seconds=0.5,
+        max_backoff_seconds=0.2,
+        idle_poll_seconds=0.05,
+    )
+    replica_b = OutboxRelay(db, tables, real_send, service="shared-test")
+    try:
+        replica_a.loop.start()
+        await eventually(lambda: _value(replica_a._inflight))
+        await replica_a.loop.stopped()
+        assert await eventually(replica_b.publish_once) == 2
+        records = await read_all(stack.broker.bootstrap_servers, topic, expected=2)
+    finally:
+        await producer.stop()
+
+    assert [parse_event(record.value).data["i"] for record in records] == [0, 1]
+
+
+async def _value(value):
+    return value
 
 
 async def test_a_failed_send_holds_back_the_rest_of_that_order_so_nothing_overtakes_it(db, stack):
