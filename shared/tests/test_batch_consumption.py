@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings
 from handshake_shared.db import add_messaging_tables, make_metadata
 from handshake_shared.envelope import build_event
+from handshake_shared.events.order import OrderPlaced
 from handshake_shared.kafka import ensure_topics
 from handshake_shared.runtime import Runtime
 from handshake_shared.settings import ServiceSettings
@@ -49,12 +50,12 @@ async def test_a_batch_is_applied_in_order_and_committed_once_after_its_transact
         applied: dict[str, list[int]] = {order_id: [] for order_id in orders}
 
         async def record(conn, event, payload) -> None:
-            applied[payload.order_id].append(payload.total)
+            applied[str(payload.order_id)].append(payload.total)
 
         runtime = Runtime(service="test", settings=settings, tables=tables)
         async with runtime.db.engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
-        consumer = runtime.consume(topic, group="batch", handlers={"order.placed": record})
+        consumer = runtime.consume(topic, group="batch", handlers={OrderPlaced: record})
         commits = {"consumer": consumer.name}
         commits_before = sample("handshake_consumer_offset_commits_total", commits)
         await runtime.start()
@@ -76,7 +77,7 @@ async def test_a_batch_is_applied_in_order_and_committed_once_after_its_transact
         duplicates = {"consumer": consumer.name, "type": "order.placed", "outcome": "duplicate"}
         duplicates_before = sample("handshake_events_consumed_total", duplicates)
         again = Runtime(service="test", settings=settings, tables=tables)
-        again.consume(topic, group="batch", handlers={"order.placed": record})
+        again.consume(topic, group="batch", handlers={OrderPlaced: record})
         await again.start()
         try:
             await eventually(lambda: _done({marker: applied[marker]}, per_order=1), timeout=30)

@@ -23,6 +23,7 @@ from handshake_shared.consumer import (
 )
 from handshake_shared.db import Database, add_messaging_tables, make_metadata
 from handshake_shared.envelope import build_event
+from handshake_shared.events.order import OrderPlaced
 from handshake_shared.outbox import Outbox
 from handshake_shared.runtime import Runtime
 from handshake_shared.settings import ServiceSettings
@@ -53,7 +54,7 @@ def consumer_for(db: Database, handler, *, max_deferrals: int = 400) -> EventCon
         db=db,
         tables=tables,
         outbox=Outbox(tables, "inventory"),
-        handlers={"order.placed": handler},
+        handlers={OrderPlaced: handler},
         policy=RetryPolicy(max_attempts=2, initial_backoff=0.01, max_backoff=0.01, max_deferrals=max_deferrals),
     )
 

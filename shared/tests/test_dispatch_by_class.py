@@ -83,19 +83,6 @@ async def test_emitting_a_payload_puts_its_own_type_and_topic_on_the_envelope(db
     assert on_the_wire.data == json.loads(released.model_dump_json())
 
 
-async def test_the_deprecated_string_form_writes_the_same_event(db) -> None:
-    order_id = uuid.uuid4()
-    released = inv.InventoryReleased(order_id=order_id, reservation_id=uuid.uuid4(), reason="order_cancelled")
-    outbox = Outbox(tables, "inventory")
-    async with db.transaction() as conn:
-        new = await outbox.emit(conn, released, order_id=order_id)
-        old = await outbox.emit(
-            conn, topic=INVENTORY_EVENTS, type="inventory.released", order_id=str(order_id), data=released
-        )
-    assert (new.type, new.data, new.subject) == (old.type, old.data, old.subject)
-    assert [r.topic for r in await rows(db, tables.outbox)] == [INVENTORY_EVENTS, INVENTORY_EVENTS]
-
-
 async def test_an_abstract_payload_cannot_be_emitted(db) -> None:
     async with db.transaction() as conn:
         with pytest.raises(TypeError, match="no event type"):
@@ -130,20 +117,6 @@ async def test_a_handler_map_keyed_by_class_dispatches_each_type_to_its_own_hand
     assert await consumer.handle(payment_message("payment.canceled", canceled)) == "ignored"
     assert len(seen) == 1
     assert len(await rows(db, tables.inbox)) == 1
-
-
-async def test_a_handler_from_a_map_keyed_by_type_string_still_gets_its_ids_as_text(db) -> None:
-    seen: list[Any] = []
-
-    async def handle(conn, event, payload) -> None:
-        seen.append(payload)
-
-    consumer = consumer_for(db, {"payment.succeeded": handle})
-    data = attempt_data()
-    assert await consumer.handle(payment_message("payment.succeeded", data)) == "applied"
-    [payload] = seen
-    assert type(payload) is pay.PaymentSucceeded
-    assert (payload.order_id, payload.attempt_id) == (data["order_id"], data["attempt_id"])
 
 
 async def test_an_id_that_is_not_a_uuid_is_dead_lettered_before_any_handler_runs(db) -> None:

@@ -11,6 +11,7 @@ from aiokafka.errors import TopicAuthorizationFailedError
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
+from handshake_devstack.testing.events import payload_on
 from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings, serve_in_process
 from handshake_devstack.tokens import issue_token
 from handshake_inventory.app import create_app
@@ -64,9 +65,9 @@ async def test_a_parked_row_is_listed_then_released_by_an_admin_with_a_reason_an
 
     async with serve_in_process(app) as client:
         async with runtime.db.transaction() as conn:
-            await runtime.outbox.emit(conn, topic=denied, type="inventory.test", order_id=held, data={"i": 0})
-            await runtime.outbox.emit(conn, topic=allowed, type="inventory.test", order_id=held, data={"i": 1})
-            await runtime.outbox.emit(conn, topic=allowed, type="inventory.test", order_id=other, data={"i": 0})
+            await runtime.outbox.emit(conn, payload_on(denied, "inventory.test")(i=0), order_id=held)
+            await runtime.outbox.emit(conn, payload_on(allowed, "inventory.test")(i=1), order_id=held)
+            await runtime.outbox.emit(conn, payload_on(allowed, "inventory.test")(i=0), order_id=other)
 
         async def parked() -> Any:
             first = (await rows(runtime.db, held))[0]

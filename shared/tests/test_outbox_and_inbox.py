@@ -13,10 +13,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
+from handshake_devstack.testing.events import payload_on
 from handshake_devstack.testing.fixtures import eventually
 from handshake_shared.consumer import EventConsumer, RawMessage, RetryPolicy
 from handshake_shared.db import Database, add_messaging_tables, make_metadata
 from handshake_shared.envelope import parse_event
+from handshake_shared.events.order import OrderPlaced
 from handshake_shared.kafka import ensure_topics
 from handshake_shared.outbox import Outbox, OutboxRelay
 
@@ -70,7 +72,7 @@ async def test_two_relay_replicas_publish_everything_once_and_never_reorder_an_o
     async def write(order_id: str, n: int) -> None:
         for i in range(n):
             async with db.transaction() as conn:
-                await outbox.emit(conn, topic=topic, type="order.test", order_id=order_id, data={"i": i})
+                await outbox.emit(conn, payload_on(topic, "order.test")(i=i), order_id=order_id)
 
     producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap_servers, acks="all")
     await producer.start()
@@ -112,7 +114,7 @@ async def test_an_order_whose_send_outlasts_its_round_is_left_alone_by_the_other
     order_id = str(uuid.uuid4())
     async with db.transaction() as conn:
         for i in range(2):
-            await outbox.emit(conn, topic=topic, type="order.test", order_id=order_id, data={"i": i})
+            await outbox.emit(conn, payload_on(topic, "order.test")(i=i), order_id=order_id)
 
     producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap_servers, acks="all")
     await producer.start()
@@ -148,7 +150,7 @@ async def test_an_order_held_by_a_replica_that_stops_with_its_send_out_goes_to_a
     order_id = str(uuid.uuid4())
     async with db.transaction() as conn:
         for i in range(2):
-            await outbox.emit(conn, topic=topic, type="order.test", order_id=order_id, data={"i": i})
+            await outbox.emit(conn, payload_on(topic, "order.test")(i=i), order_id=order_id)
 
     producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap_servers, acks="all")
     await producer.start()
@@ -197,8 +199,8 @@ async def test_a_failed_send_holds_back_the_rest_of_that_order_so_nothing_overta
     held, other = str(uuid.uuid4()), str(uuid.uuid4())
     async with db.transaction() as conn:
         for i in range(3):
-            await outbox.emit(conn, topic=topic, type="order.test", order_id=held, data={"i": i})
-        await outbox.emit(conn, topic=topic, type="order.test", order_id=other, data={"i": 0})
+            await outbox.emit(conn, payload_on(topic, "order.test")(i=i), order_id=held)
+        await outbox.emit(conn, payload_on(topic, "order.test")(i=0), order_id=other)
 
     producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap_servers, acks="all")
     await producer.start()
@@ -280,7 +282,7 @@ async def test_a_database_outage_while_the_relay_is_idle_does_not_end_it(db, sta
         await admin(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
         order_id = str(uuid.uuid4())
         async with db.transaction() as conn:
-            await Outbox(tables, "order").emit(conn, topic=topic, type="order.test", order_id=order_id, data={"i": 1})
+            await Outbox(tables, "order").emit(conn, payload_on(topic, "order.test")(i=1), order_id=order_id)
         records = await read_all(stack.broker.bootstrap_servers, topic, expected=1)
         assert [parse_event(r.value).subject for r in records] == [order_id]
     finally:
@@ -296,7 +298,7 @@ def consumer_for(db: Database, handler, name: str = "test-consumer") -> EventCon
         db=db,
         tables=tables,
         outbox=Outbox(tables, "inventory"),
-        handlers={"order.placed": handler},
+        handlers={OrderPlaced: handler},
         policy=RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02),
     )
 
@@ -362,7 +364,7 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_with_its_effects_
         nonlocal attempts
         attempts += 1
         await Outbox(tables, "inventory").emit(
-            conn, topic="inventory.events.v1", type="x.y", order_id=payload.order_id, data={}
+            conn, payload_on("inventory.events.v1", "x.y")(), order_id=payload.order_id
         )
         raise RuntimeError("database constraint says no")
 

@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaConnectionError, UnknownTopicOrPartitionError
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
+from handshake_devstack.testing.events import payload_on
 from handshake_devstack.testing.fixtures import eventually
 from handshake_shared.db import Database, add_messaging_tables, make_metadata
 from handshake_shared.envelope import build_event, parse_event
@@ -55,7 +56,7 @@ def producer_send(producer: AIOKafkaProducer):
 
 async def emit(db: Database, topic: str, order_id: str, i: int) -> None:
     async with db.transaction() as conn:
-        await Outbox(tables, "order").emit(conn, topic=topic, type="order.test", order_id=order_id, data={"i": i})
+        await Outbox(tables, "order").emit(conn, payload_on(topic, "order.test")(i=i), order_id=order_id)
 
 
 async def emit_too_large(db: Database, topic: str, order_id: str) -> None:

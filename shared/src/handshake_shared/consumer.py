@@ -32,8 +32,7 @@ log = structlog.get_logger("consumer")
 # handler(conn, event, payload): runs inside the transaction that also records the inbox row
 Handler = Callable[[AsyncConnection, CloudEvent, Any], Awaitable[None]]
 # which handler applies which event: keyed by payload class, so a handler is tied to the one type it reads.
-# Keyed by type string is deprecated (see _text_ids); it stays until the payment service moves off it.
-Handlers = Mapping[type[Payload], Handler] | Mapping[str, Handler]
+Handlers = Mapping[type[Payload], Handler]
 # on_dead_letter(conn, event, error): runs inside the dead-letter transaction (e.g. flag the order)
 DeadLetterHook = Callable[[AsyncConnection, CloudEvent, str], Awaitable[None]]
 
@@ -154,28 +153,12 @@ async def claim(conn: AsyncConnection, tables: MessagingTables, consumer: str, e
     return result.first() is not None
 
 
-def _text_ids(handler: Handler) -> Handler:
-    """Deprecated: a handler from a map keyed by type string was written when a payload's ids were text,
-    and parses them itself; it is given them as text still."""
-
-    async def handle(conn: AsyncConnection, event: CloudEvent, payload: Payload) -> None:
-        as_text = {name: str(value) for name, value in payload if isinstance(value, uuid.UUID)}
-        await handler(conn, event, payload.model_copy(update=as_text))
-
-    return handle
-
-
 def handlers_by_class(handlers: Handlers) -> dict[type[Payload], Handler]:
-    """The map keyed by payload class; a type string (deprecated) becomes its registered class, and a class
-    or type no event is registered with is refused here, when the service starts."""
+    """The map keyed by payload class; a class no event type is registered with is refused here, when the
+    service starts."""
     by_class: dict[type[Payload], Handler] = {}
     for key, handler in handlers.items():
-        if isinstance(key, str):
-            model = EVENT_MODELS.get(key)
-            if model is None:
-                raise ValueError(f"no payload class is registered for event type {key!r}")
-            by_class[model] = _text_ids(handler)
-        elif EVENT_MODELS.get(key.event_type) is key:
+        if EVENT_MODELS.get(key.event_type) is key:
             by_class[key] = handler
         else:
             raise ValueError(f"{key.__name__} is not the registered payload class of an event type")

@@ -7,13 +7,12 @@ import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, overload
+from typing import Any
 from uuid import UUID
 
 import structlog
 from aiokafka.errors import KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError
 from prometheus_client import Counter, Gauge
-from pydantic import BaseModel
 from sqlalchemy import BigInteger, Table, bindparam, func, insert, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -127,7 +126,6 @@ class Outbox:
         result = await conn.execute(_NEXT_SEQUENCE, {"a": order_id})
         return int(result.scalar_one())
 
-    @overload
     async def emit(
         self,
         conn: AsyncConnection,
@@ -137,55 +135,19 @@ class Outbox:
         order_id: str | UUID,
         cause: CloudEvent | None = None,
         traceparent: str | None = None,
-    ) -> CloudEvent: ...
-
-    @overload
-    async def emit(
-        self,
-        conn: AsyncConnection,
-        /,
-        *,
-        topic: str,
-        type: str,
-        order_id: str | UUID,
-        data: BaseModel | dict[str, Any],
-        cause: CloudEvent | None = None,
-        traceparent: str | None = None,
-    ) -> CloudEvent: ...
-
-    async def emit(
-        self,
-        conn: AsyncConnection,
-        payload: Payload | None = None,
-        /,
-        *,
-        order_id: str | UUID,
-        cause: CloudEvent | None = None,
-        traceparent: str | None = None,
-        topic: str | None = None,
-        type: str | None = None,
-        data: BaseModel | dict[str, Any] | None = None,
     ) -> CloudEvent:
-        """Enqueue `payload` as one event of its class's type on its class's topic, keyed by `order_id`.
-
-        Deprecated: `topic=`, `type=` and `data=` instead of a payload, the form from before payload classes
-        carried their topic. It is kept only until the payment service moves to the payload form; nothing new
-        should use it, since it lets the type, the topic and the data disagree."""
-        if payload is not None:
-            if topic is not None or type is not None or data is not None:
-                raise TypeError("a payload carries its own type and topic: pass no topic, type or data with it")
-            if not payload.event_type or not payload.event_topic:
-                raise TypeError(f"{payload.__class__.__name__} is no event type's payload class")
-            topic, type, data = payload.event_topic, payload.event_type, payload
-        elif topic is None or type is None or data is None:
-            raise TypeError("emit takes a payload (or, deprecated, topic, type and data)")
+        """Enqueue `payload` as one event of its class's type on its class's topic, keyed by `order_id`: the
+        class decides both, so an event's type, topic and data cannot disagree."""
+        if not payload.event_type or not payload.event_topic:
+            raise TypeError(f"{payload.__class__.__name__} is no event type's payload class")
+        topic, type = payload.event_topic, payload.event_type
         key = str(order_id)
         sequence = await self.next_sequence(conn, key)
         event = build_event(
             service=self.service,
             type=type,
             order_id=key,
-            data=data,
+            data=payload,
             sequence=sequence,
             causation_id=str(cause.id) if cause else None,
             traceparent=traceparent or (cause.traceparent if cause else None),
