@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -30,30 +30,15 @@ from handshake_console.oidc import LOGIN_MAX_AGE_SECONDS, OidcClient, SignInFail
 from handshake_console.scrape import PodScraper, Resolve, resolve_addresses
 from handshake_console.session import IdempotencyKeys, Sealer, Session, csrf_matches, new_form_id
 from handshake_console.settings import SERVICES, ConsoleSettings
+from handshake_shared.events.order import OrderStateName
 from handshake_shared.http import ops_router
 
 log = structlog.get_logger("console")
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_BYTES = 16 * 1024
-ORDER_STATES = (
-    "draft",
-    "payment_pending",
-    "payment_authorized",
-    "paid",
-    "fulfillment_pending",
-    "partially_fulfilled",
-    "fulfilled",
-    "payment_failed",
-    "expired",
-    "cancelled",
-    "cancelled_with_refund",
-    "capture_failed",
-    "partially_refunded",
-    "refunded",
-    "needs_review",
-    "closed",
-)
+# the order states a search may filter by: the published contract's own list, so a new state shows here too
+ORDER_STATES: tuple[str, ...] = get_args(OrderStateName)
 # where a review may be closed to, and what a person may move an order to by hand (the service decides)
 CLOSE_TARGETS = ("fulfillment_pending", "fulfilled", "cancelled_with_refund", "refunded", "closed")
 MANUAL_TARGETS = ("needs_review", "cancelled", "fulfilled", "partially_fulfilled", "closed")
