@@ -74,13 +74,6 @@ async def lock_stock(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, in
     return {r.sku: r.available for r in rows}
 
 
-async def available_of(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, int]:
-    rows = await conn.execute(
-        select(stock_items.c.sku, stock_items.c.available).where(stock_items.c.sku.in_(set(skus)))
-    )
-    return {r.sku: r.available for r in rows}
-
-
 async def move(
     conn: AsyncConnection,
     sku: str,
