@@ -99,10 +99,8 @@ class OrderHarness:
         assert r.status_code == 200, r.text
         return dict(r.json())
 
-    async def paid_order(self, key: str = "paid") -> str:
-        """An order carried to fulfillment_pending by the facts inventory and payment would send."""
-        r = await self.checkout(key=key)
-        order_id = r.json()["order_id"]
+    async def reserve_and_open_payment(self, order_id: str) -> None:
+        """The facts that carry a fresh order to payment_pending: its stock reserved, its intent created."""
         await self.deliver(
             "inventory.reserved",
             order_id,
@@ -124,6 +122,12 @@ class OrderHarness:
                 "currency": "EUR",
             },
         )
+
+    async def paid_order(self, key: str = "paid") -> str:
+        """An order carried to fulfillment_pending by the facts inventory and payment would send."""
+        r = await self.checkout(key=key)
+        order_id = r.json()["order_id"]
+        await self.reserve_and_open_payment(order_id)
         await self.deliver(
             "payment.succeeded",
             order_id,

@@ -233,27 +233,7 @@ async def test_a_refund_that_failed_after_it_was_confirmed_is_owed_again_and_fla
 
 async def test_money_taken_in_the_wrong_amount_is_held_for_review_and_can_be_given_back(shop):
     order_id = (await shop.checkout(key="mismatch")).json()["order_id"]
-    await shop.deliver(
-        "inventory.reserved",
-        order_id,
-        {
-            "order_id": order_id,
-            "reservation_id": "00000000-0000-4000-8000-0000000000c1",
-            "expires_at": "2030-01-01T00:00:00Z",
-            "lines": [],
-        },
-    )
-    await shop.deliver(
-        "payment.intent_created",
-        order_id,
-        {
-            "order_id": order_id,
-            "attempt_id": "00000000-0000-4000-8000-0000000000a1",
-            "payment_intent_id": "pi_1",
-            "amount": MUG_TOTAL,
-            "currency": "EUR",
-        },
-    )
+    await shop.reserve_and_open_payment(order_id)
     taken = MUG_TOTAL + 100
     await shop.deliver(
         "payment.mismatch",
