@@ -28,7 +28,6 @@ try:
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webelement import WebElement
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import Select, WebDriverWait
 except ImportError as missing:  # pragma: no cover - the deploy tier installs it
     raise ImportError(
@@ -53,6 +52,7 @@ class Staff:
         self.url = console.url
         self.shots = shots
         self.step = 0
+        self.step_mark = 0
 
     # --- pages --------------------------------------------------------------------------------------------
 
@@ -73,11 +73,18 @@ class Staff:
 
     def navigating(self, act: Any) -> None:
         """act() (a click, a submit) and wait until the browser has loaded the page it leads to."""
-        old = self.find("html")
+        # The page in hand is marked on its window; the next document gets a window without the mark.
+        # (Waiting for the old <html> element to go stale raced: while Chrome swaps documents, asking about
+        # the old node can fail with an inspector error instead of the stale-element answer.)
+        self.step_mark += 1
+        mark = f"page-{self.step_mark}"
+        self.driver.execute_script("window.handshakePageMark = arguments[0]", mark)
         act()
-        WebDriverWait(self.driver, PAGE_SECONDS).until(expected_conditions.staleness_of(old))
-        WebDriverWait(self.driver, PAGE_SECONDS).until(
-            lambda d: d.execute_script("return document.readyState") == "complete"
+        WebDriverWait(self.driver, PAGE_SECONDS, ignored_exceptions=(WebDriverException,)).until(
+            lambda d: (
+                d.execute_script("return window.handshakePageMark || null") != mark
+                and d.execute_script("return document.readyState") == "complete"
+            )
         )
 
     def shot(self, what: str) -> Path:
