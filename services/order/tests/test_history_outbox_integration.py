@@ -61,27 +61,7 @@ async def test_staff_fulfilment_and_closing_are_announced_like_every_other_trans
 
 async def test_a_declined_payment_is_announced(shop):
     order_id = (await shop.checkout(key="declined")).json()["order_id"]
-    await shop.deliver(
-        "inventory.reserved",
-        order_id,
-        {
-            "order_id": order_id,
-            "reservation_id": "00000000-0000-4000-8000-0000000000c1",
-            "expires_at": "2030-01-01T00:00:00Z",
-            "lines": [],
-        },
-    )
-    await shop.deliver(
-        "payment.intent_created",
-        order_id,
-        {
-            "order_id": order_id,
-            "attempt_id": "00000000-0000-4000-8000-0000000000a1",
-            "payment_intent_id": "pi_1",
-            "amount": 3470,
-            "currency": "EUR",
-        },
-    )
+    await shop.reserve_and_open_payment(order_id)
     await shop.deliver(
         "payment.failed",
         order_id,

@@ -48,27 +48,7 @@ async def admin(stack, sql: str) -> None:
 
 async def pending_order(shop) -> str:
     order_id = (await shop.checkout(key=str(uuid.uuid4()))).json()["order_id"]
-    await shop.deliver(
-        "inventory.reserved",
-        order_id,
-        {
-            "order_id": order_id,
-            "reservation_id": "00000000-0000-4000-8000-0000000000c1",
-            "expires_at": "2030-01-01T00:00:00Z",
-            "lines": [],
-        },
-    )
-    await shop.deliver(
-        "payment.intent_created",
-        order_id,
-        {
-            "order_id": order_id,
-            "attempt_id": "00000000-0000-4000-8000-0000000000a1",
-            "payment_intent_id": "pi_1",
-            "amount": TOTAL,
-            "currency": "EUR",
-        },
-    )
+    await shop.reserve_and_open_payment(order_id)
     return order_id
 
 

@@ -355,27 +355,7 @@ async def test_a_stuck_order_is_re_driven_on_request_as_the_scanner_would(shop):
     assert await scalar(shop, outbox_of(draft, "order.placed")) == 2
 
     pending = (await shop.checkout(key="p")).json()["order_id"]
-    await shop.deliver(
-        "inventory.reserved",
-        pending,
-        {
-            "order_id": pending,
-            "reservation_id": "00000000-0000-4000-8000-0000000000c1",
-            "expires_at": "2030-01-01T00:00:00Z",
-            "lines": [],
-        },
-    )
-    await shop.deliver(
-        "payment.intent_created",
-        pending,
-        {
-            "order_id": pending,
-            "attempt_id": "00000000-0000-4000-8000-0000000000a1",
-            "payment_intent_id": "pi_1",
-            "amount": 3470,
-            "currency": "EUR",
-        },
-    )
+    await shop.reserve_and_open_payment(pending)
     flagged = await redrive(pending, "k6")
     assert (flagged.json()["action"], flagged.json()["state"]) == ("flagged", "payment_pending")
     assert "reconciliation" in flagged.json()["detail"]

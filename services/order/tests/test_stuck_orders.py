@@ -35,27 +35,7 @@ async def placed_count(shop, order_id: str) -> int:
 async def test_a_silent_draft_is_re_driven_once_and_a_waiting_payment_is_flagged(shop):
     draft = (await shop.checkout(key="d")).json()["order_id"]  # inventory never answers: nobody runs it here
     pending = (await shop.checkout(key="p")).json()["order_id"]
-    await shop.deliver(
-        "inventory.reserved",
-        pending,
-        {
-            "order_id": pending,
-            "reservation_id": "00000000-0000-4000-8000-0000000000c1",
-            "expires_at": "2030-01-01T00:00:00Z",
-            "lines": [],
-        },
-    )
-    await shop.deliver(
-        "payment.intent_created",
-        pending,
-        {
-            "order_id": pending,
-            "attempt_id": "00000000-0000-4000-8000-0000000000a1",
-            "payment_intent_id": "pi_1",
-            "amount": TOTAL,
-            "currency": "EUR",
-        },
-    )
+    await shop.reserve_and_open_payment(pending)
 
     paid = (await shop.checkout(key="m")).json()["order_id"]  # paid, then inventory never answered
     await shop.deliver(
