@@ -1,19 +1,25 @@
 """Consumers take messages in batches from the real broker: each message is applied in its own transaction,
 one order's events in the order they were produced, and the batch's offsets are committed once, after the
-last message's database commit, so a restarted consumer starts after what was applied."""
+last message's database commit, so a restarted consumer starts after what was applied. Within a batch the
+partitions are handled side by side, each in its own order: one order waiting does not hold up the others."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import uuid
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
+from sqlalchemy import func, select
 
 from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings
-from handshake_shared.db import add_messaging_tables, make_metadata
+from handshake_shared.consumer import EventConsumer, InfrastructureUnavailable, RawMessage, RetryPolicy
+from handshake_shared.db import Database, add_messaging_tables, make_metadata
 from handshake_shared.envelope import build_event
 from handshake_shared.events.order import OrderPlaced
 from handshake_shared.kafka import ensure_topics
+from handshake_shared.outbox import Outbox
 from handshake_shared.runtime import Runtime
 from handshake_shared.settings import ServiceSettings
 
@@ -91,3 +97,67 @@ async def test_a_batch_is_applied_in_order_and_committed_once_after_its_transact
 
 async def _done(applied: dict[str, list[int]], per_order: int = EVENTS_PER_ORDER) -> bool:
     return all(len(seen) == per_order for seen in applied.values())
+
+
+async def test_a_batch_handles_its_partitions_side_by_side_each_in_order_and_fails_as_a_whole(stack) -> None:
+    """Order X's first event waits until order Y's event (another partition, later in the same batch) has been
+    handled: handled one by one, X would wait for ever. X's events still apply in the order produced. Order
+    Z's handler finds the database unreachable: the batch raises (no offset is committed) after X and Y are
+    applied, and the redelivered batch applies Z alone while the inbox answers X's and Y's as duplicates."""
+    url = stack.postgres.create_database(f"t_batch_{uuid.uuid4().hex[:10]}")
+    db = Database(url)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    x, y, z = (str(uuid.uuid4()) for _ in range(3))
+    applied: list[tuple[str, int]] = []
+    y_handled = asyncio.Event()
+    z_reachable = False
+
+    async def record(conn, event, payload) -> None:
+        order_id = str(payload.order_id)
+        if (order_id, payload.total) == (x, 1):
+            await y_handled.wait()
+        if order_id == z and not z_reachable:
+            raise OSError(errno.ECONNREFUSED, "connection refused")
+        applied.append((order_id, payload.total))
+        if order_id == y:
+            y_handled.set()
+
+    consumer = EventConsumer(
+        name="side-by-side",
+        db=db,
+        tables=tables,
+        outbox=Outbox(tables, "test"),
+        handlers={OrderPlaced: record},
+        policy=RetryPolicy(max_attempts=1, initial_backoff=0.01, max_backoff=0.01),
+    )
+
+    def message(order_id: str, partition: int, offset: int, sequence: int) -> RawMessage:
+        return RawMessage(
+            topic="t-side-by-side",
+            partition=partition,
+            offset=offset,
+            key=order_id.encode(),
+            value=placed(order_id, sequence),
+        )
+
+    batch = [message(x, 0, 10, 1), message(z, 2, 30, 1), message(x, 0, 11, 2), message(y, 1, 20, 1)]
+    try:
+        # bounded only so that a consumer handling one message at a time fails here instead of hanging
+        async with asyncio.timeout(30):
+            try:
+                await consumer.handle_batch(batch)
+                raise AssertionError("a batch with an unreachable database behind one message must not complete")
+            except InfrastructureUnavailable:
+                pass
+        assert applied == [(y, 1), (x, 1), (x, 2)]
+
+        z_reachable = True
+        async with asyncio.timeout(30):
+            await consumer.handle_batch(batch)
+        assert applied == [(y, 1), (x, 1), (x, 2), (z, 1)]
+        async with db.engine.connect() as conn:
+            inbox = await conn.scalar(select(func.count()).select_from(tables.inbox))
+        assert inbox == 4
+    finally:
+        await db.dispose()

@@ -105,13 +105,14 @@ class Runtime:
         @subscriber
         async def on_batch(message: KafkaMessage) -> None:
             records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
-            # in the order received: within a partition (one order's events) that is the order produced
-            for raw in records:
-                await consumer.handle(
+            await consumer.handle_batch(
+                [
                     RawMessage(
                         topic=raw.topic, partition=raw.partition, offset=raw.offset, key=raw.key, value=raw.value
                     )
-                )
+                    for raw in records
+                ]
+            )
             metrics.OFFSET_COMMITS.labels(consumer.name).inc()
 
         self.consumers.append(consumer)
