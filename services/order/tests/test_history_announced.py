@@ -58,7 +58,7 @@ def test_a_declined_payment_is_announced():
 
 
 def test_a_failed_capture_announces_both_steps_in_order():
-    d = saga.on_capture_failed(view(S.PAYMENT_AUTHORIZED), pay.PaymentFailed(order_id=ORDER, attempt_id=A1))
+    d = saga.on_capture_failed(view(S.PAYMENT_AUTHORIZED), pay.PaymentCaptureFailed(order_id=ORDER, attempt_id=A1))
     assert announced(d) == [
         ("order.capture_failed", "payment_authorized", "capture_failed"),
         ("order.cancelled", "capture_failed", "cancelled"),

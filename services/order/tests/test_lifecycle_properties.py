@@ -96,7 +96,7 @@ class OrderLifecycle(RuleBasedStateMachine):
     def expired(self) -> None:
         self.apply(
             saga.on_reservation_expired(
-                self.view, inv.InventoryReleased(order_id=ORDER, reservation_id=RESERVATION, reason="expired")
+                self.view, inv.InventoryReservationExpired(order_id=ORDER, reservation_id=RESERVATION, reason="expired")
             )
         )
 
@@ -125,7 +125,7 @@ class OrderLifecycle(RuleBasedStateMachine):
 
     @rule(attempt=st.sampled_from([A1, A2]), amount=st.sampled_from([TOTAL, TOTAL, TOTAL - 1]))
     def authorized(self, attempt: str, amount: int) -> None:
-        p = pay.PaymentSucceeded(
+        p = pay.PaymentAuthorized(
             order_id=ORDER, attempt_id=attempt, payment_intent_id=f"pi_{attempt}", amount=amount, currency="eur"
         )
         self.apply(saga.on_authorized(self.view, p))
@@ -147,7 +147,7 @@ class OrderLifecycle(RuleBasedStateMachine):
 
     @rule(attempt=st.sampled_from([A1, A2]))
     def capture_failed(self, attempt: str) -> None:
-        self.apply(saga.on_capture_failed(self.view, pay.PaymentFailed(order_id=ORDER, attempt_id=attempt)))
+        self.apply(saga.on_capture_failed(self.view, pay.PaymentCaptureFailed(order_id=ORDER, attempt_id=attempt)))
 
     @rule(captured=st.booleans())
     def mismatch_found(self, captured: bool) -> None:

@@ -313,7 +313,7 @@ class InventoryEventHandlers:
     async def on_expired(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderStateChanged) -> None:
         await self.release(conn, str(p.order_id), "order_expired", event)
 
-    async def on_refunded(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderRefunded) -> None:
+    async def on_refunded(self, conn: AsyncConnection, event: CloudEvent, p: o.OrderRefundConfirmed) -> None:
         if not p.restock:
             log.info("refund without restock", order_id=str(p.order_id), refund_id=str(p.refund_id))
             return

@@ -64,15 +64,21 @@ class InventoryRestocked(InventoryEvent):
     lines: list[Line]
 
 
-class InventoryReleased(InventoryEvent):
-    """The reservation is released; the units are available again."""
+class InventoryReservationEnded(InventoryEvent):
+    """The fields of inventory.released and inventory.reservation_expired: the reservation no longer holds its
+    units. No event type of its own: an expiry is not a release, and each has its own class."""
 
-    event_type = "inventory.released"
     reservation_id: Id
     reason: str
 
 
-class InventoryReservationExpired(InventoryReleased):
+class InventoryReleased(InventoryReservationEnded):
+    """The reservation is released; the units are available again."""
+
+    event_type = "inventory.released"
+
+
+class InventoryReservationExpired(InventoryReservationEnded):
     """The reservation lapsed before the order was paid; the units are available again."""
 
     event_type = "inventory.reservation_expired"

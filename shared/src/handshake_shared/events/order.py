@@ -209,11 +209,10 @@ class OrderRefundRequested(OrderEvent):
     requested_by: str
 
 
-class OrderRefunded(OrderEvent):
-    """A refund the provider confirmed that leaves nothing of the capture (for an order cancelled with refund or
-    under review: the refund is counted and the state stays)."""
+class OrderRefundConfirmed(OrderEvent):
+    """The fields of order.refunded and order.partially_refunded: a refund the provider confirmed. No event
+    type of its own: which of the two it is says whether anything of the capture is left."""
 
-    event_type = "order.refunded"
     refund_id: Id
     amount: int
     currency: str
@@ -221,7 +220,14 @@ class OrderRefunded(OrderEvent):
     restock: bool = False
 
 
-class OrderPartiallyRefunded(OrderRefunded):
+class OrderRefunded(OrderRefundConfirmed):
+    """A refund the provider confirmed that leaves nothing of the capture (for an order cancelled with refund or
+    under review: the refund is counted and the state stays)."""
+
+    event_type = "order.refunded"
+
+
+class OrderPartiallyRefunded(OrderRefundConfirmed):
     """A refund the provider confirmed that leaves part of the capture (under review: the state stays)."""
 
     event_type = "order.partially_refunded"

@@ -25,32 +25,47 @@ class PaymentIntentCreated(PaymentEvent):
     currency: str
 
 
-class PaymentSucceeded(PaymentEvent):
-    """The provider took the attempt's money."""
+class PaymentMoneyHeld(PaymentEvent):
+    """The fields of payment.succeeded and payment.authorized: the provider holds the attempt's money, taken or
+    only authorized. No event type of its own: each of the two is its own class, so an isinstance check for
+    one never matches the other."""
 
-    event_type = "payment.succeeded"
     attempt_id: Id
     payment_intent_id: str
     amount: int
     currency: str
 
 
-class PaymentFailed(PaymentEvent):
-    """The attempt was declined (also the base of payment.canceled and payment.capture_failed)."""
+class PaymentAttemptEnded(PaymentEvent):
+    """The fields of payment.failed, payment.canceled and payment.capture_failed: the attempt ended without
+    its money. No event type of its own."""
 
-    event_type = "payment.failed"
     attempt_id: Id
     payment_intent_id: str | None = None
     failure_code: str | None = None
     failure_message: str | None = None
 
 
-class PaymentAuthorized(PaymentSucceeded):
+class PaymentSucceeded(PaymentMoneyHeld):
+    """The provider took the attempt's money."""
+
+    event_type = "payment.succeeded"
+
+
+class PaymentFailed(PaymentAttemptEnded):
+    """The attempt was declined (also the base of payment.canceled and payment.capture_failed)."""
+
+    event_type = "payment.failed"
+
+
+class PaymentAuthorized(PaymentMoneyHeld):
     """Manual capture: the provider holds the money; it is taken when the order asks for the capture."""
 
     event_type = "payment.authorized"
 
 
+# payment.canceled and payment.capture_failed still sit under payment.failed because the payment service
+# builds all three through one `type[PaymentFailed]`; they move under PaymentAttemptEnded when it names that
 class PaymentCanceled(PaymentFailed):
     """The attempt's PaymentIntent was cancelled at the provider."""
 

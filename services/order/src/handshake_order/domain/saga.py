@@ -150,7 +150,7 @@ def on_rejected(view: OrderView, p: inv.InventoryRejected) -> Decision:
     return d
 
 
-def on_reservation_expired(view: OrderView, p: inv.InventoryReleased) -> Decision:
+def on_reservation_expired(view: OrderView, p: inv.InventoryReservationExpired) -> Decision:
     d = Decision(view)
     if view.state in EXPIRABLE:
         d.move(S.EXPIRED, "reservation expired before payment")
@@ -217,7 +217,7 @@ def _mismatch(view: OrderView, amount: int, currency: str) -> str | None:
     return None
 
 
-def attempt(p: pay.PaymentIntentCreated | pay.PaymentSucceeded | pay.PaymentFailed | pay.PaymentMismatch) -> str:
+def attempt(p: pay.PaymentIntentCreated | pay.PaymentMoneyHeld | pay.PaymentAttemptEnded | pay.PaymentMismatch) -> str:
     """The payment attempt a fact names, as the order's row and view hold it."""
     return str(p.attempt_id)
 
@@ -237,7 +237,7 @@ def on_intent_created(view: OrderView, p: pay.PaymentIntentCreated) -> Decision:
     return d
 
 
-def on_authorized(view: OrderView, p: pay.PaymentSucceeded) -> Decision:
+def on_authorized(view: OrderView, p: pay.PaymentAuthorized) -> Decision:
     d = Decision(view)
     mismatch = _mismatch(view, p.amount, p.currency)
     if mismatch:
@@ -301,13 +301,13 @@ def on_failed(view: OrderView, p: pay.PaymentFailed) -> Decision:
     return d
 
 
-def on_canceled(view: OrderView, p: pay.PaymentFailed) -> Decision:
+def on_canceled(view: OrderView, p: pay.PaymentCanceled) -> Decision:
     d = Decision(view)
     d.note("payment", f"payment intent of attempt {p.attempt_id} cancelled at the provider")
     return d
 
 
-def on_capture_failed(view: OrderView, p: pay.PaymentFailed) -> Decision:
+def on_capture_failed(view: OrderView, p: pay.PaymentCaptureFailed) -> Decision:
     d = Decision(view)
     if view.state == S.PAYMENT_AUTHORIZED:
         reason = f"capture failed: {p.failure_code or 'unknown'}"
