@@ -9,11 +9,11 @@ row. applied_at makes applying idempotent; rows are applied in the provider's `c
 from __future__ import annotations
 
 import json
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol, cast
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment import metrics
@@ -21,6 +21,19 @@ from handshake_payment.db import parked_provider_events as parked
 from handshake_shared.envelope import CloudEvent, parse_event
 from handshake_shared.events import provider as prov
 from handshake_shared.locks import AdvisoryLock, lock_for_transaction
+
+
+class ParkedRow(Protocol):
+    """A parked_provider_events row as this module returns it (db.py says what each column is for)."""
+
+    id: int
+    provider_event_id: str
+    payment_intent_id: str
+    type: str
+    provider_created: int
+    payload: dict[str, Any]
+    parked_at: datetime
+    applied_at: datetime | None
 
 
 async def lock_intent(conn: AsyncConnection, intent_id: str) -> None:
@@ -48,7 +61,7 @@ async def park(conn: AsyncConnection, event: CloudEvent, p: prov.ProviderStripeE
     return row is not None
 
 
-async def next_pending(conn: AsyncConnection, intent_id: str) -> Row[Any] | None:
+async def next_pending(conn: AsyncConnection, intent_id: str) -> ParkedRow | None:
     query = (
         select(parked)
         .where(parked.c.payment_intent_id == intent_id, parked.c.applied_at.is_(None))
@@ -56,13 +69,13 @@ async def next_pending(conn: AsyncConnection, intent_id: str) -> Row[Any] | None
         .limit(1)
         .with_for_update(skip_locked=True)
     )
-    return (await conn.execute(query)).first()
+    return cast("ParkedRow | None", (await conn.execute(query)).first())
 
 
 async def mark_applied(conn: AsyncConnection, row_id: int) -> None:
     await conn.execute(update(parked).where(parked.c.id == row_id).values(applied_at=func.now()))
 
 
-def event_of(row: Row[Any]) -> tuple[CloudEvent, prov.ProviderStripeEvent]:
+def event_of(row: ParkedRow) -> tuple[CloudEvent, prov.ProviderStripeEvent]:
     event = parse_event(json.dumps(row.payload))
     return event, prov.ProviderStripeEvent.model_validate(event.data)
