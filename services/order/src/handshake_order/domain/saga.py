@@ -188,17 +188,8 @@ def on_commit_failed(view: OrderView, p: inv.InventoryCommitFailed) -> Decision:
         amount = view.refundable_amount
         if d.move(S.CANCELLED_WITH_REFUND, reason) and amount > 0:
             refund_id = uuid.uuid5(uuid.NAMESPACE_URL, f"auto-refund:{view.id}")
-            d.set(refund_pending_amount=view.refund_pending_amount + amount)
-            d.emit(
-                o.OrderRefundRequested(
-                    order_id=view.id,
-                    refund_id=refund_id,
-                    amount=amount,
-                    currency=view.currency,
-                    reason=reason,
-                    restock=False,
-                    requested_by="order-service",
-                )
+            _ask_for_refund(
+                d, refund_id=refund_id, amount=amount, reason=reason, restock=False, requested_by="order-service"
             )
     elif view.state == S.PAYMENT_AUTHORIZED:
         d.move(S.CANCELLED, reason)
@@ -224,6 +215,25 @@ def attempt(p: pay.PaymentIntentCreated | pay.PaymentMoneyHeld | pay.PaymentAtte
 
 def _needs_review(d: Decision, reason: str) -> None:
     d.move(S.NEEDS_REVIEW, reason)
+
+
+def _ask_for_refund(
+    d: Decision, *, refund_id: uuid.UUID | str, amount: int, reason: str, restock: bool, requested_by: str
+) -> None:
+    """Ask payment for a refund: the amount counts as pending, and so is no longer refundable, until payment
+    confirms or refuses it."""
+    d.set(refund_pending_amount=d.view.refund_pending_amount + amount)
+    d.emit(
+        o.OrderRefundRequested(
+            order_id=d.view.id,
+            refund_id=refund_id,
+            amount=amount,
+            currency=d.view.currency,
+            reason=reason,
+            restock=restock,
+            requested_by=requested_by,
+        )
+    )
 
 
 def on_intent_created(view: OrderView, p: pay.PaymentIntentCreated) -> Decision:
@@ -461,18 +471,7 @@ def request_refund(
 ) -> Decision:
     check_refund(view, amount=amount, restock=restock)
     d = Decision(view)
-    d.set(refund_pending_amount=view.refund_pending_amount + amount)
-    d.emit(
-        o.OrderRefundRequested(
-            order_id=view.id,
-            refund_id=refund_id,
-            amount=amount,
-            currency=view.currency,
-            reason=reason,
-            restock=restock,
-            requested_by=actor,
-        )
-    )
+    _ask_for_refund(d, refund_id=refund_id, amount=amount, reason=reason, restock=restock, requested_by=actor)
     return d
 
 
