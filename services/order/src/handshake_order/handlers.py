@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_order import repository as repo
@@ -53,17 +53,16 @@ class OrderEventHandlers:
         """Rows the saga's decision implies beyond the order itself (the refund ledger)."""
         for data in decision.emits:
             if isinstance(data, o.OrderRefundRequested):
-                await conn.execute(
-                    insert(refunds).values(
-                        id=data.refund_id,
-                        order_id=data.order_id,
-                        amount=data.amount,
-                        currency=data.currency,
-                        reason=data.reason,
-                        restock=data.restock,
-                        requested_by=data.requested_by,
-                        state="requested",
-                    )
+                await repo.record_refund(
+                    conn,
+                    refund_id=data.refund_id,
+                    order_id=data.order_id,
+                    amount=data.amount,
+                    currency=data.currency,
+                    reason=data.reason,
+                    restock=data.restock,
+                    requested_by=data.requested_by,
+                    requested_role=None,
                 )
 
     async def on_refunded(self, conn: AsyncConnection, event: CloudEvent, p: pay.PaymentRefunded) -> None:

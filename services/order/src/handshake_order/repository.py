@@ -212,10 +212,11 @@ async def record_refund(
     reason: str,
     restock: bool,
     requested_by: str,
-    requested_role: str,
+    requested_role: str | None,
     approved_by: str | None = None,
 ) -> None:
-    """The refund ledger's row for a staff refund, written with the saga's order.refund_requested."""
+    """The refund ledger's row, written with the saga's order.refund_requested; `requested_role` is the staff
+    role it was granted under, None for a refund the order asked for on its own."""
     await conn.execute(
         insert(refunds).values(
             id=refund_id,
