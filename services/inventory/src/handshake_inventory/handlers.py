@@ -39,6 +39,16 @@ def _event_id(cause: CloudEvent | None) -> str | None:
     return str(cause.id) if cause else None
 
 
+def _reserved(order_id: str, reservation: Row[Any], lines: dict[str, int]) -> inv.InventoryReserved:
+    """The answer to a placement: the reservation, until when it holds, and every line it holds."""
+    return inv.InventoryReserved(
+        order_id=order_id,
+        reservation_id=reservation.id,
+        expires_at=reservation.expires_at,
+        lines=[Line(sku=sku, quantity=q) for sku, q in lines.items()],
+    )
+
+
 class InventoryEventHandlers:
     """What the consumer of order.events.v1 dispatches to, and the stock operations behind it (the expiry
     sweeper calls `expire`)."""
@@ -101,16 +111,7 @@ class InventoryEventHandlers:
             # answer it missed; nothing is reserved twice
             if existing.state == R.HELD:
                 held = await repo.lines_of(conn, existing.id)
-                await self.emit(
-                    conn,
-                    inv.InventoryReserved(
-                        order_id=order_id,
-                        reservation_id=existing.id,
-                        expires_at=existing.expires_at,
-                        lines=[Line(sku=sku, quantity=q) for sku, q in held.items()],
-                    ),
-                    cause,
-                )
+                await self.emit(conn, _reserved(order_id, existing, held), cause)
             log.info("order already has a reservation", order_id=order_id, state=existing.state)
             return "duplicate"
         requested = merge_lines(lines)
@@ -144,16 +145,7 @@ class InventoryEventHandlers:
             actor=ACTOR,
             event_id=_event_id(cause),
         )
-        await self.emit(
-            conn,
-            inv.InventoryReserved(
-                order_id=order_id,
-                reservation_id=reservation.id,
-                expires_at=reservation.expires_at,
-                lines=[Line(sku=sku, quantity=q) for sku, q in requested.items()],
-            ),
-            cause,
-        )
+        await self.emit(conn, _reserved(order_id, reservation, requested), cause)
         metrics.RESERVATIONS.labels("reserved").inc()
         return "reserved"
 
