@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 
 from handshake_shared import metrics
+from handshake_shared.body_limit import BodySizeLimit
 from handshake_shared.consumer import DeadLetterHook, EventConsumer, Handlers, RawMessage, RetryPolicy
 from handshake_shared.db import Database, MessagingTables
 from handshake_shared.dead_letter_admin import OpenDeadLetters, dead_letter_admin_router
-from handshake_shared.http import HealthChecks
+from handshake_shared.http import HealthChecks, InternalListener, install_problem_handlers, ops_router
 from handshake_shared.kafka import make_broker, relay_sender
 from handshake_shared.loops import BackgroundLoops
 from handshake_shared.outbox import Outbox, OutboxRelay
@@ -148,6 +149,27 @@ class Runtime:
         """The lifespan of a service whose runtime (its consumers and background loops) is all it runs."""
         async with self.running():
             yield
+
+    def http_app(
+        self,
+        title: str,
+        *,
+        lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+        body_limits: Mapping[str, int] | None = None,
+    ) -> FastAPI:
+        """The service's HTTP app with what every service serves alike: problem answers, `/internal/...`
+        routes answered only on the internal port, the request body limit (`body_limits`: other limits for some
+        paths), the probes, and the outbox and dead-letter admin. The service adds its state, middleware and
+        routes; build it after the service's loops and retention jobs are added, which the probes read here."""
+        app = FastAPI(title=title, version="1", lifespan=lifespan or self.lifespan)
+        app.state.runtime = self
+        install_problem_handlers(app)
+        app.add_middleware(InternalListener, internal_port=self.settings.internal_http_port)
+        app.add_middleware(BodySizeLimit, max_bytes=self.settings.http_max_body_bytes, routes=body_limits)
+        app.include_router(ops_router(self.readiness_checks()))
+        app.include_router(self.outbox_admin_router())
+        app.include_router(self.dead_letter_admin_router())
+        return app
 
     def outbox_admin_router(self) -> APIRouter:
         """The admin routes over this service's outbox (parked rows, audited release)."""

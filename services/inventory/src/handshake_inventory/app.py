@@ -11,9 +11,7 @@ from handshake_inventory.handlers import InventoryEventHandlers
 from handshake_inventory.metrics import gauge_refresher
 from handshake_inventory.settings import InventorySettings, get_settings
 from handshake_inventory.sweeper import ReservationSweeper
-from handshake_shared.body_limit import BodySizeLimit
 from handshake_shared.events import ORDER_EVENTS
-from handshake_shared.http import InternalListener, install_problem_handlers, ops_router
 from handshake_shared.logging import configure_logging
 from handshake_shared.runtime import Runtime
 
@@ -34,15 +32,8 @@ def create_app(settings: InventorySettings | None = None) -> FastAPI:
     runtime.loops.add(gauge_refresher(runtime.db, settings.gauge_refresh_seconds))
     ctx = InventoryContext(db=runtime.db, settings=settings)
 
-    app = FastAPI(title="Handshake inventory service", version="1", lifespan=runtime.lifespan)
-    app.state.runtime = runtime
+    app = runtime.http_app("Handshake inventory service")
     app.state.handlers = handlers
     app.state.sweeper = sweeper
-    install_problem_handlers(app)
-    app.add_middleware(InternalListener, internal_port=settings.internal_http_port)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes)
-    app.include_router(ops_router(runtime.readiness_checks()))
-    app.include_router(runtime.outbox_admin_router())
-    app.include_router(runtime.dead_letter_admin_router())
     app.include_router(build_router(ctx))
     return app

@@ -19,10 +19,8 @@ from handshake_order.handlers import OrderEventHandlers
 from handshake_order.limits import abuse_limits
 from handshake_order.settings import OrderSettings, get_settings
 from handshake_order.stuck import StuckOrderScanner
-from handshake_shared.body_limit import BodySizeLimit
 from handshake_shared.db import server_settings
 from handshake_shared.events import INVENTORY_EVENTS, PAYMENT_EVENTS
-from handshake_shared.http import InternalListener, install_problem_handlers, ops_router
 from handshake_shared.logging import configure_logging
 from handshake_shared.rate_limit import RateLimits
 from handshake_shared.runtime import Runtime
@@ -78,17 +76,11 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
                 # before the runtime disposes of the database: woken waiters read the order once more
                 await changes.stop()
 
-    app = FastAPI(title="Handshake order service", version="1", lifespan=lifespan)
-    app.state.runtime = runtime
+    app = runtime.http_app("Handshake order service", lifespan=lifespan)
     app.state.scanner = scanner
     app.state.changes = changes
-    install_problem_handlers(app)
-    app.add_middleware(InternalListener, internal_port=settings.internal_http_port)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes)
     if settings.rate_limits_enabled:
+        # outermost: a request over its rate is refused before the body is read
         app.add_middleware(RateLimits, **abuse_limits(settings))
-    app.include_router(ops_router(runtime.readiness_checks()))
-    app.include_router(runtime.outbox_admin_router())
-    app.include_router(runtime.dead_letter_admin_router())
     app.include_router(build_router(ctx))
     return app

@@ -8,8 +8,6 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from handshake_shared.body_limit import BodySizeLimit
-from handshake_shared.http import InternalListener, install_problem_handlers, ops_router
 from handshake_shared.logging import configure_logging
 from handshake_shared.runtime import Runtime
 from handshake_webhook_ingest import SERVICE
@@ -44,18 +42,11 @@ def create_app(settings: WebhookIngestSettings | None = None) -> FastAPI:
         async with runtime.running():
             yield
 
-    app = FastAPI(title="Handshake webhook-ingest service", version="1", lifespan=lifespan)
-    app.state.runtime = runtime
-    app.state.gap_scanner = scanner
-    install_problem_handlers(app)
-    app.add_middleware(InternalListener, internal_port=settings.internal_http_port)
-    app.add_middleware(
-        BodySizeLimit,
-        max_bytes=settings.http_max_body_bytes,
-        routes={"/webhooks/stripe": settings.webhook_max_body_bytes},
+    app = runtime.http_app(
+        "Handshake webhook-ingest service",
+        lifespan=lifespan,
+        body_limits={"/webhooks/stripe": settings.webhook_max_body_bytes},
     )
-    app.include_router(ops_router(runtime.readiness_checks()))
-    app.include_router(runtime.outbox_admin_router())
-    app.include_router(runtime.dead_letter_admin_router())
+    app.state.gap_scanner = scanner
     app.include_router(build_router(ctx))
     return app
