@@ -99,8 +99,8 @@ class OrderHarness:
         assert r.status_code == 200, r.text
         return dict(r.json())
 
-    async def reserve_and_open_payment(self, order_id: str) -> None:
-        """The facts that carry a fresh order to payment_pending: its stock reserved, its intent created."""
+    async def reserve(self, order_id: str) -> None:
+        """The fact that a fresh order's stock is reserved (the order then asks payment for an attempt)."""
         await self.deliver(
             "inventory.reserved",
             order_id,
@@ -111,6 +111,10 @@ class OrderHarness:
                 "lines": [],
             },
         )
+
+    async def reserve_and_open_payment(self, order_id: str) -> None:
+        """The facts that carry a fresh order to payment_pending: its stock reserved, its intent created."""
+        await self.reserve(order_id)
         await self.deliver(
             "payment.intent_created",
             order_id,

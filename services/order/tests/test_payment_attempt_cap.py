@@ -50,16 +50,7 @@ async def decline(shop, order_id: str, attempt: str) -> None:
 async def test_an_order_gets_a_bounded_number_of_payment_attempts(shop) -> None:
     placed = (await shop.checkout(key="cap")).json()
     order_id, token = placed["order_id"], {"X-Order-Token": placed["lookup_token"]}
-    await shop.deliver(
-        "inventory.reserved",
-        order_id,
-        {
-            "order_id": order_id,
-            "reservation_id": "00000000-0000-4000-8000-0000000000c1",
-            "expires_at": "2030-01-01T00:00:00Z",
-            "lines": [],
-        },
-    )
+    await shop.reserve(order_id)
     assert await payment_requests(shop, order_id) == 1
     await decline(shop, order_id, "00000000-0000-4000-8000-0000000000a1")
 
