@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, update
 
-from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings
+from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings, service_app
 from handshake_devstack.tokens import issue_token
 from handshake_inventory.app import create_app
 from handshake_inventory.db import messaging
@@ -227,16 +227,7 @@ async def test_redriving_a_message_that_was_applied_before_applies_nothing(setti
 def test_every_service_mounts_the_dead_letter_routes_and_runs_retention_over_its_tables(
     service: str, own_jobs: set[str]
 ) -> None:
-    import importlib
-
-    app_module = importlib.import_module(f"handshake_{service}.app")
-    settings_module = importlib.import_module(f"handshake_{service}.settings")
-    settings_class = next(
-        v
-        for k, v in vars(settings_module).items()
-        if k.endswith("Settings") and getattr(v, "__module__", "") == settings_module.__name__
-    )
-    app = app_module.create_app(settings_class())
+    app = service_app(service)
     paths = {(method, path) for path, operations in app.openapi()["paths"].items() for method in operations}
     assert {
         ("get", "/v1/admin/dead-letters"),

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from handshake_devstack.testing.events import payload_on
-from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings, serve_in_process
+from handshake_devstack.testing.fixtures import eventually, isolated_kafka_settings, serve_in_process, service_app
 from handshake_devstack.tokens import issue_token
 from handshake_inventory.app import create_app
 from handshake_inventory.db import messaging
@@ -176,15 +176,6 @@ async def _done(task: Any) -> bool:
 
 @pytest.mark.parametrize("service", ["order", "payment", "inventory", "webhook_ingest"])
 def test_every_service_mounts_the_outbox_admin_routes(service: str) -> None:
-    import importlib
-
-    app_module = importlib.import_module(f"handshake_{service}.app")
-    settings_module = importlib.import_module(f"handshake_{service}.settings")
-    settings_class = next(
-        v
-        for k, v in vars(settings_module).items()
-        if k.endswith("Settings") and getattr(v, "__module__", "") == settings_module.__name__
-    )
-    app = app_module.create_app(settings_class())
+    app = service_app(service)
     paths = {(method, path) for path, operations in app.openapi()["paths"].items() for method in operations}
     assert {("get", "/v1/admin/outbox/parked"), ("post", "/v1/admin/outbox/{outbox_id}/release")} <= paths

@@ -6,6 +6,7 @@ PostgreSQL and Apache Kafka (needs Docker) with the Stripe emulator still local.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -71,6 +72,20 @@ async def serve_in_process(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
             yield client
+
+
+def service_app(service: str) -> FastAPI:
+    """The app `create_app` builds for `service` (its package name: "order", "webhook_ingest") from the
+    settings the environment gives; nothing is started, so what it mounts is read without a stack."""
+    app_module = importlib.import_module(f"handshake_{service}.app")
+    settings_module = importlib.import_module(f"handshake_{service}.settings")
+    settings_class = next(
+        v
+        for k, v in vars(settings_module).items()
+        if k.endswith("Settings") and getattr(v, "__module__", "") == settings_module.__name__
+    )
+    app: FastAPI = app_module.create_app(settings_class())
+    return app
 
 
 def isolated_kafka_settings(stack: EmbeddedStack) -> dict[str, object]:
