@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
-from handshake_devstack.testing.events import payload_on
+from handshake_devstack.testing.events import payload_on, producer_send
 from handshake_devstack.testing.fixtures import eventually
 from handshake_shared.consumer import EventConsumer, RawMessage, RetryPolicy
 from handshake_shared.db import Database, add_messaging_tables, make_metadata
@@ -34,13 +34,6 @@ async def db(stack):
         await conn.run_sync(metadata.create_all)
     yield database
     await database.dispose()
-
-
-def producer_send(producer: AIOKafkaProducer):
-    async def send(topic: str, key: bytes, value: bytes, headers: dict[str, str]):
-        return await producer.send(topic, value=value, key=key, headers=[(k, v.encode()) for k, v in headers.items()])
-
-    return send
 
 
 async def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list:

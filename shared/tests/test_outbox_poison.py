@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaConnectionError, UnknownTopicOrPartitionError
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from handshake_devstack.testing.events import payload_on
+from handshake_devstack.testing.events import payload_on, producer_send
 from handshake_devstack.testing.fixtures import eventually
 from handshake_shared.db import Database, add_messaging_tables, make_metadata
 from handshake_shared.envelope import build_event, parse_event
@@ -45,13 +45,6 @@ async def producer(stack):
     await p.start()
     yield p
     await p.stop()
-
-
-def producer_send(producer: AIOKafkaProducer):
-    async def send(topic: str, key: bytes, value: bytes, headers: dict[str, str]):
-        return await producer.send(topic, value=value, key=key, headers=[(k, v.encode()) for k, v in headers.items()])
-
-    return send
 
 
 async def emit(db: Database, topic: str, order_id: str, i: int) -> None:
