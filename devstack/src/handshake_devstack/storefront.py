@@ -145,12 +145,18 @@ class Storefront:
         return order
 
     def payment_session(self, order_id: str, token: str, timeout: float = 30.0) -> dict[str, Any]:
-        """As a storefront would: 409 means the order has no payment intent yet, and carries the order's version,
-        so the next try waits for the order to change (a long-poll) instead of asking again on a timer."""
+        """As a storefront would: the request itself waits while the order is on its way to its payment intent.
+        A 409 (not ready when the wait ended) carries the order's version, so a further try waits for the order
+        to change (a long-poll) instead of asking again on a timer."""
         deadline = time.monotonic() + timeout
         while True:
+            wait = max(0.1, min(deadline - time.monotonic(), LONG_POLL_SECONDS))
             r = self.http.get(
-                self.order_url() + f"/v1/orders/{order_id}/payment-session", headers={"X-Order-Token": token}
+                self.order_url() + f"/v1/orders/{order_id}/payment-session",
+                params={"timeout": round(wait, 3)},
+                headers={"X-Order-Token": token},
+                # the server holds the answer up to `wait`: the read timeout must outlast it
+                timeout=httpx.Timeout(10.0, read=wait + 10.0),
             )
             if r.status_code == 200:
                 return dict(r.json())
@@ -223,8 +229,15 @@ class Storefront:
         return final if final["state"] in states else {**order, "timeline": final["timeline"]}
 
     def full_checkout(
-        self, lines: list[dict[str, Any]], timings: CheckoutTimings | None = None, **kw: Any
+        self,
+        lines: list[dict[str, Any]],
+        timings: CheckoutTimings | None = None,
+        *,
+        timeline: bool = True,
+        **kw: Any,
     ) -> dict[str, Any]:
+        """Checkout, payment session, card confirmed, and the order once it is fulfillment_pending (with its
+        timeline unless timeline=False, as a storefront's thank-you page would ask for it)."""
         t = timings or CheckoutTimings()
         start = time.monotonic()
         placed = self.checkout(lines, **kw)
@@ -232,6 +245,8 @@ class Storefront:
         session = self.payment_session(placed["order_id"], placed["lookup_token"])
         t.client_secret_seconds = time.monotonic() - start
         self.pay(session["payment_intent_id"])
-        order = self.wait_for_state(placed["order_id"], placed["lookup_token"], {"fulfillment_pending"})
+        order = self.wait_for_state(
+            placed["order_id"], placed["lookup_token"], {"fulfillment_pending"}, timeline=timeline
+        )
         t.end_to_end_seconds = time.monotonic() - start
         return {"placed": placed, "session": session, "order": order}

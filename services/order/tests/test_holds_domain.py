@@ -1,5 +1,5 @@
 """The pure rules of held stock: when a holder's next order fits under the cap, and when the guest's short
-hold becomes the full one."""
+hold becomes the full one; and while a customer may wait for the payment session that opens it."""
 
 from __future__ import annotations
 
@@ -73,3 +73,22 @@ def test_opening_the_payment_session_asks_for_the_full_hold_once() -> None:
 )
 def test_an_order_without_a_short_hold_on_stock_asks_nothing(state: S, short: bool) -> None:
     assert not saga.open_payment_session(view(state, short), 900).changed
+
+
+@pytest.mark.parametrize(
+    ("state", "intent", "coming"),
+    [
+        (S.DRAFT, None, True),  # stock being reserved, payment asked or about to be
+        (S.PAYMENT_PENDING, None, True),  # a new attempt's intent being created
+        (S.PAYMENT_PENDING, "pi_1", False),  # it is there: ask payment for it
+        (S.PAYMENT_FAILED, None, False),  # needs the customer to try again
+        (S.CANCELLED, None, False),
+        (S.EXPIRED, None, False),
+        (S.NEEDS_REVIEW, None, False),
+        (S.PAID, "pi_1", False),
+    ],
+)
+def test_a_payment_session_is_worth_waiting_for_only_while_the_order_is_on_its_way_to_it(
+    state: S, intent: str | None, coming: bool
+) -> None:
+    assert saga.payment_session_coming(state, intent) is coming

@@ -1,7 +1,8 @@
 """A storefront waits for its order to change instead of asking on a timer: a long-poll is woken by the
 commit of the change (LISTEN/NOTIFY), answers at once when the client's version is stale, and otherwise
 answers unchanged when its timeout passes. Status reads leave the timeline out when asked, and a payment
-session that cannot exist yet is refused from the order's own row, without asking payment."""
+session that cannot exist yet is refused from the order's own row, without asking payment, or waited for in
+the same request while the order is still on its way to it."""
 
 from __future__ import annotations
 
@@ -179,6 +180,66 @@ async def test_the_payment_session_is_not_ready_until_the_order_has_a_payment_in
     await shop.deliver("payment.intent_created", order_id, intent_created(order_id))
     r = await shop.client.get(f"/v1/orders/{order_id}/payment-session", headers=headers)
     assert r.status_code == 503 and r.json()["type"].endswith("payment-unavailable")
+
+
+async def session(shop: Any, order_id: str, headers: dict[str, str], **params: Any) -> Any:
+    return await shop.client.get(f"/v1/orders/{order_id}/payment-session", headers=headers, params=params)
+
+
+async def test_a_payment_session_request_waits_through_the_reservation_until_the_intent_is_there(shop):
+    """One request instead of a 409 and a long-poll per step: the stock reserved changes the order but brings
+    no session, so the request keeps waiting; the intent's commit sends it on to payment (absent here: 503)."""
+    order_id, headers = await guest_order(shop)
+    changes = await listening(shop)
+    placed = (await read(shop, order_id, headers)).json()["version"]
+    waiting = asyncio.create_task(session(shop, order_id, headers, timeout=30))
+
+    async def registered() -> bool:
+        return changes.waiting == 1
+
+    await eventually(registered)
+    await shop.reserve(order_id)
+    reserved = await shop.order(order_id)
+    assert reserved["version"] > placed and reserved["state"] == "draft"  # payment asked, no intent yet
+    # the reservation's commit wakes the request; it re-reads the order, finds no intent and waits on (a
+    # request that answered on any change would be done by now)
+    await asyncio.sleep(1.0)
+    assert not waiting.done() and changes.waiting == 1
+
+    await shop.deliver("payment.intent_created", order_id, intent_created(order_id))
+    answer = await asyncio.wait_for(waiting, 20)
+    assert answer.status_code == 503 and answer.json()["type"].endswith("payment-unavailable")
+    assert changes.waiting == 0
+
+
+async def test_a_payment_session_request_stops_waiting_when_the_order_can_no_longer_get_one(shop):
+    """Cancelled while the customer waits for the session: the cancel's commit answers "not ready" with the
+    cancelled order's version, instead of holding the request until its timeout."""
+    order_id, headers = await guest_order(shop)
+    changes = await listening(shop)
+    waiting = asyncio.create_task(session(shop, order_id, headers, timeout=30))
+
+    async def registered() -> bool:
+        return changes.waiting == 1
+
+    await eventually(registered)
+    cancelled = await shop.client.post(f"/v1/orders/{order_id}/cancel", headers=headers)
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled", cancelled.text
+
+    # bounded well below the request's own 30 s, so a request still waiting for its timeout fails here
+    answer = await asyncio.wait_for(waiting, 20)
+    assert answer.status_code == 409 and answer.json()["type"].endswith("payment-not-ready")
+    assert "cancelled" in answer.json()["detail"]
+    assert answer.json()["version"] == (await read(shop, order_id, headers)).json()["version"]
+    assert changes.waiting == 0
+
+
+async def test_a_payment_session_wait_out_of_bounds_is_refused(shop):
+    order_id, headers = await guest_order(shop)
+    for timeout in ("0", "-1", "31", "soon"):
+        r = await session(shop, order_id, headers, timeout=timeout)
+        assert r.status_code == 422, (timeout, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
 
 
 def test_waiters_past_the_bound_are_not_registered() -> None:

@@ -155,9 +155,32 @@ def build_router(ctx: OrderContext) -> APIRouter:
         response: Response,
         authorization: Authorization = None,
         x_order_token: OrderToken = None,
+        timeout: Annotated[
+            float | None,
+            Query(
+                gt=0,
+                le=MAX_WAIT_SECONDS,
+                description="seconds to wait while the order is still on its way to its payment session "
+                "(answered when the session is there, the order can no longer get one by itself, or the "
+                "time is up); without it, 409 at once when it is not ready",
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         refuse_query_token(request)
-        order, _ = await readable_order(order_id, authorization, x_order_token, with_timeline=False)
+        if timeout is None:
+            order, _ = await readable_order(order_id, authorization, x_order_token, with_timeline=False)
+        else:
+            assert ctx.changes is not None
+            order = await views.awaited_order(
+                ctx.db,
+                ctx.settings,
+                ctx.changes,
+                order_id,
+                authorization,
+                x_order_token,
+                until=lambda order: not saga.payment_session_coming(order.state, order.payment_intent_id),
+                timeout=timeout,
+            )
         response.headers["Cache-Control"] = "no-store"
         session = await payment_sessions.fetch(ctx.http, ctx.settings, order)
         await payment_sessions.open_hold(ctx.db, ctx.outbox, ctx.settings, order)

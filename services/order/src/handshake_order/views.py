@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from handshake_order import approvals
@@ -71,16 +72,40 @@ async def changed_order(
     known: int,
     timeout: float,
 ) -> Any:
-    """The order once its version differs from `known`, or as it is when the timeout passes. The waiter is
-    registered before the version is read, so a commit landing between that read and the wait still wakes
-    it; each wake re-reads the row, the notification being only a hint."""
+    """The order once its version differs from `known`, or as it is when the timeout passes."""
+    return await awaited_order(
+        db,
+        settings,
+        changes,
+        order_id,
+        authorization,
+        token,
+        until=lambda order: order.version != known,
+        timeout=timeout,
+    )
+
+
+async def awaited_order(
+    db: Database,
+    settings: OrderSettings,
+    changes: OrderChanges,
+    order_id: str,
+    authorization: str | None,
+    token: str | None,
+    *,
+    until: Callable[[Any], bool],
+    timeout: float,
+) -> Any:
+    """The order once `until(order)` holds, or as it is when the timeout passes. The waiter is registered
+    before the order is read, so a commit landing between that read and the wait still wakes it; each wake
+    re-reads the row, the notification being only a hint."""
     oid = order_id_or_404(order_id)
     with changes.watch(oid) as changed:
         order, _ = await readable_order(db, settings, order_id, authorization, token, with_timeline=False)
         if changed is None:  # as many requests waiting as the process takes: answer now, the client asks again
             return order
         deadline = asyncio.get_running_loop().time() + timeout
-        while order.version == known and not changes.stopping:
+        while not until(order) and not changes.stopping:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break

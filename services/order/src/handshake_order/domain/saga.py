@@ -123,6 +123,13 @@ def open_payment_session(view: OrderView, full_hold_seconds: int) -> Decision:
     return d
 
 
+def payment_session_coming(state: str, payment_intent_id: str | None) -> bool:
+    """Whether an order without a payment session will get one without anybody doing anything: it is still
+    on its way to payment (stock being reserved, the intent being created). Only then is it worth a customer's
+    while to wait for it; otherwise "not ready" is the answer until somebody acts."""
+    return payment_intent_id is None and state in (S.DRAFT, S.PAYMENT_PENDING)
+
+
 # -- inventory facts ---------------------------------------------------------------------------
 
 
