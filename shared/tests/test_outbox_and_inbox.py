@@ -20,6 +20,7 @@ from handshake_shared.db import Database, add_messaging_tables, make_metadata
 from handshake_shared.envelope import parse_event
 from handshake_shared.events.order import OrderPlaced
 from handshake_shared.kafka import ensure_topics
+from handshake_shared.loops import LoopState
 from handshake_shared.outbox import Outbox, OutboxRelay
 
 metadata = make_metadata()
@@ -94,6 +95,57 @@ async def test_two_relay_replicas_publish_everything_once_and_never_reorder_an_o
     async with db.engine.connect() as conn:
         unpublished = await conn.execute(select(func.count()).where(tables.outbox.c.published_at.is_(None)))
         assert unpublished.scalar() == 0
+
+
+async def test_a_commit_during_a_round_brings_the_next_one_and_a_round_that_published_looks_no_further(db, stack):
+    """The relay is woken by commits, not by its own sends: an event committed while a round is sending is
+    published by the next round at once (its idle poll is far away), and a round that published what there was
+    is not followed by one that looks again and finds nothing (three statements and a transaction each)."""
+    topic = f"test.outbox.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(stack.broker.bootstrap_servers, [topic], 1)
+    outbox = Outbox(tables, "order")
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+
+    async def write(order_id: str) -> None:
+        async with db.transaction() as conn:
+            await outbox.emit(conn, payload_on(topic, "order.test")(i=1), order_id=order_id)
+
+    producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap_servers, acks="all")
+    await producer.start()
+    real_send = producer_send(producer)
+
+    async def send_committing_the_second(topic: str, key: bytes, value: bytes, headers: dict[str, str]):
+        if key == first.encode():
+            await write(second)  # after the round's selection: only a wake brings it out before the idle poll
+        return await real_send(topic, key, value, headers)
+
+    relay = OutboxRelay(db, tables, send_committing_the_second, service="shared-test", idle_poll_seconds=60)
+    rounds = 0
+    publish_once = relay.publish_once
+
+    async def counted() -> int:
+        nonlocal rounds
+        rounds += 1
+        return await publish_once()
+
+    relay.publish_once = counted  # type: ignore[method-assign]
+    task = asyncio.create_task(relay.run())
+    try:
+        await eventually(lambda: _waiting(relay), timeout=10)
+        rounds = 0
+        await write(first)
+        records = await read_all(stack.broker.bootstrap_servers, topic, expected=2, timeout=20)
+        assert [parse_event(r.value).subject for r in records] == [first, second]
+        await eventually(lambda: _waiting(relay), timeout=10)
+        assert rounds == 2  # one for each commit, none to find the outbox empty
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 20)
+        await producer.stop()
+
+
+async def _waiting(relay: OutboxRelay) -> bool:
+    return relay.loop.state == LoopState.WAITING
 
 
 async def test_an_order_whose_send_outlasts_its_round_is_left_alone_by_the_other_replica(db, stack):

@@ -263,6 +263,7 @@ class OutboxRelay:
         # longer than a round and the longest pause between two rounds, so that renewing every round keeps them
         self._leased: dict[str, list[int]] = {}
         self.lease_seconds = publish_timeout_seconds + max(max_backoff_seconds, idle_poll_seconds)
+        self._took_full_batch = False
         self._lag_read_at = float("-inf")
         # other gauges read with the lag, less often: their tables have no index that keeps the count cheap,
         # and a scrape every 15 s or more would not see the difference
@@ -289,9 +290,13 @@ class OutboxRelay:
         await self.loop.run()
 
     async def _round(self) -> bool:
-        """One round; True when it published something (more may be waiting)."""
+        """One round; True when it took a full batch (more is waiting). Otherwise the next round comes when
+        the wake event is set again, by a commit or a late send's answer since this round began, or at the
+        idle poll: a round that published is not followed by one that looks again and finds nothing."""
+        # cleared before looking, never after: a commit landing while this round runs sets it again
+        self.db.outbox_written.clear()
         try:
-            published = await self.publish_once()
+            await self.publish_once()
         except Exception:
             metrics.OUTBOX_PUBLISH_ERRORS.labels(self.service).inc()
             await self._refresh_lag()
@@ -299,10 +304,7 @@ class OutboxRelay:
         # after every round, whatever it did: a lag that only moved when the outbox was empty would read 0 for
         # as long as one row keeps failing
         await self._refresh_lag()
-        if published == 0:
-            self.db.outbox_written.clear()
-            return False
-        return True
+        return self._took_full_batch
 
     def _forget_inflight(self) -> None:
         for task, _ in self._inflight.values():
@@ -358,6 +360,7 @@ class OutboxRelay:
                         },
                     )
                 ).all()
+            self._took_full_batch = len(rows) >= self.batch_size
             # one order's events in commit order: a key's next row is sent only once the broker has
             # acknowledged the previous one, and nothing more of that key goes after a failure (else a later
             # event could reach the topic first and the earlier one follow on the next round). Keys run
@@ -367,11 +370,13 @@ class OutboxRelay:
                 by_key.setdefault(row.message_key, []).append(row)
             for key, key_rows in by_key.items():
                 abandon = asyncio.Event()
-                task = asyncio.create_task(self._send_in_order(key_rows, abandon))
-                task.add_done_callback(lambda _: self.db.outbox_written.set())  # its answer wakes the relay
-                self._inflight[key] = (task, abandon)
+                self._inflight[key] = (asyncio.create_task(self._send_in_order(key_rows, abandon)), abandon)
             if by_key:
                 await asyncio.wait([self._inflight[key][0] for key in by_key], timeout=self.slow_send)
+            for key in by_key:
+                task = self._inflight[key][0]
+                if not task.done():  # its answer, when it comes, wakes the relay to collect it
+                    task.add_done_callback(lambda _: self.db.outbox_written.set())
             for _, abandon in self._inflight.values():
                 abandon.set()  # this round's locks end with it: a late key finishes its current row, no more
             more, late_outage = await self._record(conn, self._harvest())
