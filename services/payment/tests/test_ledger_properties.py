@@ -20,6 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from handshake_payment.domain import ledger as L
 from handshake_payment.domain.attempts import AttemptState as A
+from handshake_payment.domain.recovery import FINISHED, GiveBackPoint
 from handshake_payment.domain.refunds import RefundState as R
 from handshake_payment.domain.refunds import automatic_refund_id
 
@@ -91,6 +92,8 @@ class PaymentLedger(RuleBasedStateMachine):
         return known[i % len(known)] if known else None
 
     def store_refund(self, refund_id: uuid.UUID, provider_refund_id: str) -> None:
+        """What store/refunds.py writes once the provider refunded: the id, and for a duplicate's automatic
+        refund its give-back's point."""
         refunds = tuple(
             replace(r, provider_refund_id=provider_refund_id)
             if r.id == refund_id and r.provider_refund_id is None
@@ -98,6 +101,16 @@ class PaymentLedger(RuleBasedStateMachine):
             for r in self.ledger.refunds
         )
         self.ledger = replace(self.ledger, refunds=refunds)
+        refund = self.ledger.refund(refund_id)
+        if refund is not None and refund.automatic and refund.attempt_id is not None:
+            self.given_back(refund.attempt_id)
+
+    def given_back(self, attempt_id: uuid.UUID) -> None:
+        """What the store writes once a duplicate's money is back at the provider."""
+        attempt = self.ledger.attempt(attempt_id)
+        if attempt.give_back_point == GiveBackPoint.MARKED_DUPLICATE:
+            attempt = replace(attempt, give_back_point=GiveBackPoint.GIVEN_BACK)
+            self.ledger = L.with_attempts(self.ledger, [attempt])
 
     def refund_at_provider(self, refund_id: uuid.UUID, provider_ok: bool) -> tuple[str | None, str | None] | None:
         """The refund's provider call (phase 2); the refusal when the provider refuses."""
@@ -112,7 +125,7 @@ class PaymentLedger(RuleBasedStateMachine):
         """payments/holding.py: mark a duplicate and give its money back, then the consumer's step."""
         marked = L.mark_duplicate(self.ledger, attempt_id, fact)
         self.commit(marked)
-        released, refusal = False, None
+        refusal = None
         if marked.outcome == "duplicate":
             attempt = self.ledger.attempt(attempt_id)
             for call in L.give_back(self.ledger, attempt).calls:
@@ -120,8 +133,8 @@ class PaymentLedger(RuleBasedStateMachine):
                     refusal = self.refund_at_provider(call.subject, provider_ok)
                 else:
                     self.commit(L.Decision(calls=[call]))
-                    released = True  # the provider released the authorization
-        settled = L.settle(self.ledger, attempt_id, fact, released=released, refund_refusal=refusal)
+                    self.given_back(attempt_id)  # the provider released the authorization
+        settled = L.settle(self.ledger, attempt_id, fact, refund_refusal=refusal)
         # one consumer at a time: nothing can take the payment between the steps, nor leave a refund unmade
         assert settled.outcome not in ("race", "pending"), settled
         self.commit(settled)
@@ -320,6 +333,17 @@ class PaymentLedger(RuleBasedStateMachine):
                 assert refund is not None and refund.automatic and refund.amount == attempt.captured
                 # given back, or its refusal recorded and announced: never left waiting once the fact is applied
                 assert refund.state != R.REQUESTED, refund
+
+    @invariant()
+    def recovery_points_say_what_is_left(self) -> None:
+        """Every fact here is applied to its end, so the only operation a point may leave open is a cancel the
+        provider could not make yet (the intent was processing, or not announced), on an attempt still open;
+        a duplicate always says where giving its money back stands."""
+        for attempt in self.ledger.attempts:
+            assert (attempt.give_back_point is None) == (attempt.duplicate_of is None), attempt
+            assert attempt.give_back_point in (None, FINISHED) and attempt.capture_point in (None, FINISHED), attempt
+            if attempt.cancel_point not in (None, FINISHED):
+                assert attempt.state not in L.CLOSED_STATES, attempt
 
     @invariant()
     def keys_are_one_per_call(self) -> None:

@@ -345,6 +345,9 @@ async def test_a_service_stopping_mid_run_leaves_every_repair_the_run_made_on_it
     reconciler = Reconciler(
         service.db,
         intents=service.graph.intents,
+        capture=service.graph.capture,
+        cancel=service.graph.cancel,
+        holding=service.graph.holding,
         intake=service.graph.intake,
         refunds=service.graph.refunds,
         gateway=held,

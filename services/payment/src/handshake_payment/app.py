@@ -62,12 +62,24 @@ class PaymentGraph:
         # intent creation applies what was parked about its intent once it is stored: a callback, so
         # payments/ does not import provider_events/ (which imports payments.holding)
         intents = IntentCreation(db, publisher, gateway, lease_seconds, after_intent_stored=intake.apply_parked)
-        reconciler = Reconciler(db, intents=intents, intake=intake, refunds=refunds, gateway=gateway, settings=settings)
+        capture = Capture(db, publisher, gateway, holding)
+        cancel = Cancel(db, publisher, gateway, holding)
+        reconciler = Reconciler(
+            db,
+            intents=intents,
+            capture=capture,
+            cancel=cancel,
+            holding=holding,
+            intake=intake,
+            refunds=refunds,
+            gateway=gateway,
+            settings=settings,
+        )
         return cls(
             intents=intents,
             holding=holding,
-            capture=Capture(db, publisher, gateway, holding),
-            cancel=Cancel(db, publisher, gateway, holding),
+            capture=capture,
+            cancel=cancel,
             refunds=refunds,
             intake=intake,
             reconciler=reconciler,

@@ -53,10 +53,32 @@ payment_attempts = Table(
     # or cancelled with nothing left open at the provider); reconciliation finishes what is not finished.
     # A row written without it starts at the beginning: every phase checks the row again before acting
     Column("recovery_point", String(16), nullable=False, server_default="recorded"),
+    # The operations asked of the attempt later, each with its own recovery point (domain/recovery.py), NULL
+    # until asked; each column is written by its operation in the transaction that commits each phase.
+    # A capture the order asked for (requested -> settled_at_provider -> finished) and the amount it asked
+    Column("capture_point", String(24), nullable=True),
+    Column("capture_amount", BigInteger, nullable=True),
+    # closing the attempt's intent once its order closed (requested -> closed_at_provider -> finished), and why
+    # the order closed (order_cancelled / order_expired, with the order's reason): the attempt ends with them
+    Column("cancel_point", String(24), nullable=True),
+    Column("cancel_code", Text, nullable=True),
+    Column("cancel_reason", Text, nullable=True),
+    # giving a duplicate's money back (marked_duplicate -> given_back -> finished): set on exactly the duplicates
+    Column("give_back_point", String(24), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("amount >= 0", name="amount_non_negative"),
     CheckConstraint("recovery_point IN ('recorded', 'intent_stored', 'finished')", name="recovery_point_known"),
+    CheckConstraint("capture_point IN ('requested', 'settled_at_provider', 'finished')", name="capture_point_known"),
+    CheckConstraint(
+        "capture_point IS NULL OR capture_point = 'finished' OR capture_amount > 0", name="open_capture_has_amount"
+    ),
+    CheckConstraint("cancel_point IN ('requested', 'closed_at_provider', 'finished')", name="cancel_point_known"),
+    CheckConstraint(
+        "cancel_point IS NULL OR cancel_point = 'finished' OR cancel_code IS NOT NULL", name="open_cancel_says_why"
+    ),
+    CheckConstraint("give_back_point IN ('marked_duplicate', 'given_back', 'finished')", name="give_back_point_known"),
+    CheckConstraint("(give_back_point IS NULL) = (duplicate_of IS NULL)", name="give_back_exactly_for_duplicates"),
     comment="One row per payment request of an order: its state and the Stripe PaymentIntent created for it "
     "(at most one). Client secrets are never stored.",
 )
@@ -65,6 +87,13 @@ Index(
     "ix_payment_attempts_unfinished",
     payment_attempts.c.updated_at,
     postgresql_where=text("recovery_point <> 'finished'"),
+)
+# the rows reconciliation looks at for a capture, cancel or give-back left half-way (one index: a query on any
+# one of the three columns is answered from it)
+Index(
+    "ix_payment_attempts_operations_unfinished",
+    payment_attempts.c.updated_at,
+    postgresql_where=text("capture_point <> 'finished' OR cancel_point <> 'finished' OR give_back_point <> 'finished'"),
 )
 # at most one attempt per order holds its money (authorized or captured); any other is a marked duplicate
 Index(

@@ -129,7 +129,9 @@ RECONCILIATION_REPAIRS = Counter(
     "handshake_reconciliation_repairs_total",
     "Rows reconciliation brought in line with the provider, by kind (payment_succeeded, payment_authorized, "
     "payment_processing, payment_failed, payment_canceled, refund_succeeded, refund_failed; "
-    "payment_requires_payment: an unfinished attempt's intent announced)",
+    "payment_requires_payment: an unfinished attempt's intent announced; intent_finished, capture_finished, "
+    "cancel_finished, give_back_finished: an operation left half-way finished with no change of the attempt's "
+    "state, e.g. a duplicate's automatic refund made)",
     ["kind"],
 )
 

@@ -17,11 +17,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from handshake_payment.domain.attempts import ATTEMPT_LIFECYCLE, HOLDS_PAYMENT, AttemptState
-from handshake_payment.domain.recovery import AttemptPoint, RefundPoint
+from handshake_payment.domain.recovery import (
+    AttemptPoint,
+    CancelPoint,
+    CapturePoint,
+    GiveBackPoint,
+    RefundPoint,
+    advances,
+    unfinished,
+)
 from handshake_payment.domain.refunds import (
     CURRENCY_MISMATCH,
     DUPLICATE_CAPTURE,
@@ -39,6 +47,7 @@ R = RefundState
 
 DUPLICATE_AUTHORIZATION = "duplicate_authorization"
 AUTHORIZATION_GONE = "authorization_canceled"
+CAPTURE_REFUSED = "capture_refused"  # a refused capture whose provider error carries no code
 REFUNDED_AT_PROVIDER = "refunded at the provider"
 # an attempt in these states has nothing left open at the provider
 CLOSED_STATES = (A.SUCCEEDED, A.CANCELED, A.CAPTURE_FAILED)
@@ -78,6 +87,13 @@ class Attempt:
     intent_id: str | None = None
     amount_captured: int | None = None
     duplicate_of: uuid.UUID | None = None
+    # where capture, cancel and giving back a duplicate stand (domain/recovery.py), and what they were asked
+    capture_point: CapturePoint | None = None
+    capture_amount: int | None = None
+    cancel_point: CancelPoint | None = None
+    cancel_code: str | None = None
+    cancel_reason: str | None = None
+    give_back_point: GiveBackPoint | None = None
 
     @property
     def holds_payment(self) -> bool:
@@ -152,6 +168,16 @@ class Move:
 
 
 @dataclass(frozen=True)
+class Mark:
+    """A recovery point an attempt reaches without a transition, with what the operation was asked."""
+
+    attempt_id: uuid.UUID
+    column: str  # capture_point, cancel_point, give_back_point
+    point: str
+    carried: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class RefundMove:
     refund_id: uuid.UUID
     source: RefundState
@@ -198,6 +224,7 @@ class Decision:
     new_refunds: list[Refund] = field(default_factory=list)
     refund_moves: list[RefundMove] = field(default_factory=list)
     new_disputes: list[tuple[str, uuid.UUID]] = field(default_factory=list)  # (dispute id, attempt id)
+    marks: list[Mark] = field(default_factory=list)
     calls: list[ProviderCall] = field(default_factory=list)
     emits: list[Payload] = field(default_factory=list)
     detail: str = ""
@@ -216,6 +243,15 @@ class Decision:
         if attempt.state == A.CREATING:
             # leaving `creating` ends intent creation: announced, refused, or cancelled before it was paid
             columns.setdefault("recovery_point", AttemptPoint.FINISHED)
+        if attempt.state == A.AUTHORIZED and unfinished(attempt.capture_point):
+            # leaving `authorized` ends a capture: captured, refused, or the authorization gone
+            columns.setdefault("capture_point", CapturePoint.FINISHED)
+        if target in CLOSED_STATES and unfinished(attempt.cancel_point):
+            # an attempt with nothing open at the provider is all the order's close asked for
+            columns.setdefault("cancel_point", CancelPoint.FINISHED)
+        if target == A.CANCELED and unfinished(attempt.give_back_point):
+            # a duplicate's authorization released (by us, or expired at the provider): nothing more to give back
+            columns.setdefault("give_back_point", GiveBackPoint.FINISHED)
         step = Move(attempt.id, attempt.state, target, reason, provider_event_id, tuple(sorted(columns.items())))
         if not ATTEMPT_LIFECYCLE.can(attempt.state, target):
             self.refused.append(step)
@@ -224,6 +260,9 @@ class Decision:
         if announce is not None:
             self.emits.append(announce)
         return True
+
+    def mark(self, attempt: Attempt, column: str, point: str, **carried: Any) -> None:
+        self.marks.append(Mark(attempt.id, column, point, tuple(sorted(carried.items()))))
 
     def move_refund(self, refund: Refund, target: RefundState, reason: str, announce: Payload, **failure: Any) -> bool:
         if not REFUND_LIFECYCLE.can(refund.state, target):
@@ -322,18 +361,28 @@ def mark_duplicate(ledger: Ledger, attempt_id: uuid.UUID, fact: Settled) -> Deci
     """Step 1 of a success or authorization: when another attempt already holds the order's money (or this
     one is known to be a duplicate), this one takes the state the provider reports, is marked a duplicate
     and, when money was taken, gets an automatic refund row; then the money goes back (calls). Nothing when
-    this attempt is the order's only payment: settle() applies it."""
+    this attempt is the order's only payment: settle() applies it. The mark is the give-back's first recovery
+    point, written with it (finished at once when nothing was taken)."""
     d = Decision()
     attempt = ledger.attempt(attempt_id)
     holder = ledger.holder(other_than=attempt.id)
     if attempt.duplicate_of is None and holder is None:
         return d
     holder_id = attempt.duplicate_of or (holder.id if holder else None)
+    marked = replace(
+        attempt,
+        state=fact.target,
+        duplicate_of=holder_id,
+        amount_captured=fact.amount if fact.target == A.SUCCEEDED else attempt.amount_captured,
+    )
     columns: dict[str, Any] = {}
     if attempt.duplicate_of is None:
         columns["duplicate_of"] = holder_id
     if fact.target == A.SUCCEEDED:
         columns["amount_captured"] = fact.amount
+    if attempt.give_back_point is None:
+        owed = give_back(ledger, marked).calls
+        columns["give_back_point"] = GiveBackPoint.MARKED_DUPLICATE if owed else GiveBackPoint.FINISHED
     moved = d.move(
         attempt,
         fact.target,
@@ -343,12 +392,7 @@ def mark_duplicate(ledger: Ledger, attempt_id: uuid.UUID, fact: Settled) -> Deci
     )
     if moved:
         d.outcome = "duplicate"
-        attempt = replace(
-            attempt,
-            state=fact.target,
-            duplicate_of=holder_id,
-            amount_captured=fact.amount if fact.target == A.SUCCEEDED else attempt.amount_captured,
-        )
+        attempt = replace(marked, give_back_point=columns.get("give_back_point", attempt.give_back_point))
     elif attempt.duplicate_of is None:
         d.outcome = "refused"  # money on an attempt whose lifecycle cannot take it: logged by the caller
         return d
@@ -393,7 +437,6 @@ def settle(
     attempt_id: uuid.UUID,
     fact: Settled,
     *,
-    released: bool = False,
     refund_refusal: tuple[str | None, str | None] | None = None,
 ) -> Decision:
     """Step 3, in the consumer's transaction: the usual transition + payment.succeeded / payment.authorized
@@ -401,7 +444,7 @@ def settle(
     money back. `race` when another attempt took the payment since step 1 looked: the consumer retries."""
     attempt = ledger.attempt(attempt_id)
     if attempt.duplicate_of is not None:
-        d = finish_duplicate(ledger, attempt, released=released, refund_refusal=refund_refusal)
+        d = finish_duplicate(ledger, attempt, refund_refusal=refund_refusal)
         d.outcome = d.outcome if d.outcome in ("race", "pending") else "duplicate"
         return d
     d = Decision()
@@ -452,19 +495,18 @@ def settle(
 
 
 def finish_duplicate(
-    ledger: Ledger,
-    attempt: Attempt,
-    *,
-    released: bool,
-    refund_refusal: tuple[str | None, str | None] | None,
+    ledger: Ledger, attempt: Attempt, *, refund_refusal: tuple[str | None, str | None] | None
 ) -> Decision:
-    """A duplicate's money is back: its automatic refund's outcome, or its authorization released."""
-    if attempt.state == A.SUCCEEDED:
-        return finish_refund(ledger, automatic_refund_id(attempt.id), refund_refusal)
+    """A duplicate's money is back: its automatic refund's outcome (which finishes the give-back), or its
+    authorization released (the give-back's point says so: the release wrote it). A give-back with nothing
+    left to record is finished."""
+    refund = ledger.refund(automatic_refund_id(attempt.id))
+    if attempt.state == A.SUCCEEDED and refund is not None and refund.state == R.REQUESTED:
+        return finish_refund(ledger, refund.id, refund_refusal)
     d = Decision()
     if attempt.state == A.AUTHORIZED:
         held_by = f"the order's payment is held by attempt {attempt.duplicate_of}"
-        if not released:
+        if attempt.give_back_point != GiveBackPoint.GIVEN_BACK:
             d.outcome = "race"
             d.detail = f"authorization of duplicate attempt {attempt.id} not released yet"
             return d
@@ -476,6 +518,8 @@ def finish_duplicate(
             failure_code=DUPLICATE_AUTHORIZATION,
             failure_message=held_by,
         )
+    elif unfinished(attempt.give_back_point):
+        d.mark(attempt, "give_back_point", GiveBackPoint.FINISHED)
     return d
 
 
@@ -515,8 +559,10 @@ def end_attempt(
 
 
 def capture(ledger: Ledger, attempt_id: uuid.UUID, amount: int) -> Decision:
-    """order.capture_requested: capture an authorized attempt (a call), answer a request for one whose
-    authorization is gone (payment.capture_failed, no move), or nothing when it was answered before."""
+    """order.capture_requested: capture an authorized attempt (a call; the request and its amount recorded
+    as the capture's first recovery point), answer a request for one whose authorization is gone
+    (payment.capture_failed, no move), or nothing when it was answered before. The capture under way is the
+    one the order asked for first: another amount for it now is poison."""
     d = Decision()
     attempt = ledger.attempt(attempt_id)
     if attempt.state in (A.SUCCEEDED, A.CAPTURE_FAILED):
@@ -530,8 +576,19 @@ def capture(ledger: Ledger, attempt_id: uuid.UUID, amount: int) -> Decision:
         d.outcome = "poison"
         d.detail = f"capture requested for attempt {attempt.id} which is {attempt.state}, not authorized"
         return d
-    d.calls.append(ProviderCall("capture_intent", attempt.id, capture_key(attempt.id), amount))
+    if attempt.capture_point is None:
+        d.mark(attempt, "capture_point", CapturePoint.REQUESTED, capture_amount=amount)
+    elif attempt.capture_amount != amount:
+        d.outcome = "poison"
+        d.detail = f"capture of {amount} for attempt {attempt.id} while its capture of {attempt.capture_amount} is open"
+        return d
+    d.calls.append(capture_call(replace(attempt, capture_amount=amount)))
     return d
+
+
+def capture_call(attempt: Attempt) -> ProviderCall:
+    """The provider call of the capture the order asked for (capture_amount), under its one key."""
+    return ProviderCall("capture_intent", attempt.id, capture_key(attempt.id), attempt.capture_amount)
 
 
 def release_authorization(attempt: Attempt) -> Decision:
@@ -543,7 +600,7 @@ def release_authorization(attempt: Attempt) -> Decision:
 
 def capture_refused(ledger: Ledger, attempt_id: uuid.UUID, code: str | None, message: str | None) -> Decision:
     attempt = ledger.attempt(attempt_id)
-    code = code or "capture_refused"
+    code = code or CAPTURE_REFUSED
     d = Decision()
     moved = d.move(
         attempt,
@@ -560,7 +617,8 @@ def capture_refused(ledger: Ledger, attempt_id: uuid.UUID, code: str | None, mes
 def close_order(ledger: Ledger, why: str, reason: str) -> Decision:
     """order.cancelled / order.expired, step 1: attempts still `creating` without an intent are cancelled
     (so no handler creates one later), and every intent that may still be open is cancelled at the
-    provider (calls)."""
+    provider (calls), each attempt's cancel recorded first (its recovery point, with why the order closed:
+    whoever finishes it announces that)."""
     d = Decision()
     for attempt in ledger.attempts:
         if attempt.state == A.CREATING and attempt.intent_id is None:
@@ -571,8 +629,11 @@ def close_order(ledger: Ledger, why: str, reason: str) -> Decision:
                 announce=_ended(pay.PaymentCanceled, attempt, None, why, reason),
                 failure_code=why,
                 failure_message=reason,
+                cancel_point=CancelPoint.FINISHED,
             )
         elif attempt.intent_id is not None and attempt.state not in CLOSED_STATES:
+            if attempt.cancel_point is None:
+                d.mark(attempt, "cancel_point", CancelPoint.REQUESTED, cancel_code=why, cancel_reason=reason)
             d.calls.append(ProviderCall("cancel_intent", attempt.id, cancel_key(attempt.id)))
     return d
 
@@ -695,6 +756,7 @@ def finish_refund(
             refund, R.FAILED, said(f"provider refused: {code}"), announce, failure_code=code, failure_message=refusal[1]
         )
         d.outcome = "refused" if moved else "nothing"
+        _give_back_ends(ledger, d, refund)
         return d
     if refund.provider_refund_id is None:
         d.outcome = "pending"
@@ -716,7 +778,16 @@ def finish_refund(
     )
     if d.move_refund(refund, R.SUCCEEDED, said(f"provider refund {refund.provider_refund_id}"), succeeded):
         d.outcome = "applied"
+    _give_back_ends(ledger, d, refund)
     return d
+
+
+def _give_back_ends(ledger: Ledger, d: Decision, refund: Refund) -> None:
+    """A duplicate's automatic refund that ends (refunded, or refused and said so) ends its give-back."""
+    if refund.automatic and refund.attempt_id is not None and d.refund_moves:
+        attempt = ledger.attempt(refund.attempt_id)
+        if unfinished(attempt.give_back_point):
+            d.mark(attempt, "give_back_point", GiveBackPoint.FINISHED)
 
 
 def refund_at_provider(
@@ -846,19 +917,22 @@ def dispute(
 # -- the view after a decision (what the store writes, for the property test and in-memory callers) --------
 
 
+# the view's fields a decision writes (a move's columns, a mark): the rest are the row's identity and state
+_WRITTEN_VIEW = {f.name for f in fields(Attempt)} - {"id", "order_id", "state", "amount", "currency", "intent_id"}
+
+
 def evolve(ledger: Ledger, decision: Decision) -> Ledger:
     """The ledger once the decision is written: what attempt_store.apply does to the rows."""
     attempts = {a.id: a for a in ledger.attempts}
     for m in decision.moves:
         current = attempts[m.attempt_id]
         assert current.state == m.source, (current.state, m)
-        cols = dict(m.columns)
-        attempts[m.attempt_id] = replace(
-            current,
-            state=m.target,
-            duplicate_of=cols.get("duplicate_of", current.duplicate_of),
-            amount_captured=cols.get("amount_captured", current.amount_captured),
-        )
+        seen = {k: v for k, v in m.columns if k in _WRITTEN_VIEW}
+        attempts[m.attempt_id] = replace(current, state=m.target, **seen)
+    for mark in decision.marks:
+        current = attempts[mark.attempt_id]
+        if advances(mark.column, getattr(current, mark.column), mark.point):
+            attempts[mark.attempt_id] = replace(current, **{mark.column: mark.point, **dict(mark.carried)})
     refunds = {r.id: r for r in ledger.refunds}
     for r in decision.new_refunds:
         refunds.setdefault(r.id, r)

@@ -5,13 +5,17 @@ A success (or, with manual capture, an authorization) of attempt X is applied in
   1. only when another attempt of the order already holds the payment, or X is already known to be a
      duplicate: in its own transaction under the order lock, X takes the state the provider reports, is
      marked duplicate_of the holder and, when money was taken, gets an automatic refund row (reason
-     duplicate_capture). Recovery point: X is known to be a duplicate;
+     duplicate_capture). Recovery point give_back_point = marked_duplicate, written with the mark;
   2. with no transaction of ours open: the money goes back at the provider (the refund's phase 2) or the
-     authorization is cancelled;
+     authorization is cancelled. Recovery point given_back, written in the transaction that records it (the
+     refund's provider id, or the release's own);
   3. in the consumer's transaction under the order lock: either the usual transition + payment.succeeded
      / payment.authorized, or, for a duplicate, the refund's outcome (payment.refunded, automatic) or the
-     released authorization (payment.canceled). A duplicate never announces its success.
+     released authorization (payment.canceled), with give_back_point finished. A duplicate never announces
+     its success.
 
+Step 2 runs from the row's recovery point (the giving_back table), so a redelivery, a capture or cancel
+that finds the same money, and reconciliation (finish) all resume where the last one stopped.
 Step 3 checks again under the lock: if another attempt took the payment after step 1 looked, it raises
 and the consumer's retry makes X a duplicate. A partial unique index backs the rule in the database."""
 
@@ -29,7 +33,7 @@ from handshake_payment.domain import ledger as L
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.intents import captured_amount
 from handshake_payment.domain.ledger import Settled
-from handshake_payment.domain.recovery import FINISHED
+from handshake_payment.domain.recovery import GiveBackPoint
 from handshake_payment.phases import Phase, Phases
 from handshake_payment.publisher import EventPublisher
 from handshake_payment.refunds.requests import RefundPending, Refunds
@@ -47,10 +51,10 @@ __all__ = ["Holding", "Remedy", "Settled", "SettlementRace", "settled_from_inten
 
 @dataclass(frozen=True)
 class Remedy:
-    """What step 2 did for a duplicate."""
+    """What step 2 did for a duplicate that the row does not say: a released authorization is its recovery
+    point, a refused refund is not written (a redelivery asks the provider again and is refused again)."""
 
     refusal: Refusal | None = None  # the provider refused the automatic refund
-    released: bool = False  # the duplicate's authorization is cancelled at the provider
 
 
 class SettlementRace(Exception):
@@ -71,9 +75,8 @@ def settled_from_intent(intent: dict[str, Any], reason: str, requested: int | No
 @dataclass(frozen=True)
 class _GivingBack:
     attempt_id: uuid.UUID
-    fact: Settled
     cause: CloudEvent
-    point: str = "settled"
+    point: str  # the row's give_back_point
     remedy: Remedy = Remedy()
 
 
@@ -83,34 +86,42 @@ class Holding:
         self.publisher = publisher
         self.gateway = gateway
         self.refunds = refunds
-        # the duplicate's give-back: its points are not a column, they are what the rows and the provider
-        # already say (duplicate_of, the automatic refund's own recovery point, the intent's status)
-        self.giving_back = Phases[_GivingBack](
-            ("settled", "marked_duplicate", "given_back", FINISHED),
-            Phase("marked_duplicate", self._marked),
-            Phase("given_back", self._given_back),
-        )
+        # step 2 from the row's give_back_point on; step 1, the mark, writes the first point
+        self.giving_back = Phases[_GivingBack](list(GiveBackPoint), Phase(GiveBackPoint.GIVEN_BACK, self._given_back))
 
     async def prepare(self, attempt_id: uuid.UUID, fact: Settled, cause: CloudEvent) -> Remedy:
-        """Steps 1 and 2 (the giving_back table), each in transactions of their own; nothing when X is the order's only
-        payment. What they did is on the rows (duplicate_of, the automatic refund and its own recovery point)
-        and at the provider under the call's key, so a redelivery runs the table again from the top."""
-        done = await self.giving_back.prepare(_GivingBack(attempt_id, fact, cause), lambda g: g.point)
-        return done.remedy
-
-    async def _marked(self, g: _GivingBack) -> _GivingBack:
+        """Steps 1 and 2, each in transactions of their own; nothing when X is the order's only payment."""
         async with self.db.read() as c:
-            attempt = await repo.get(c, g.attempt_id)
+            attempt = await repo.get(c, attempt_id)
             assert attempt is not None
             holder = await repo.payment_holder(c, attempt.order_id, other_than=attempt.id)
         if attempt.duplicate_of is None and holder is None:
-            return replace(g, point="given_back")  # the order's only payment: nothing to give back
-        if not await self._record_duplicate(g.attempt_id, g.fact, g.cause):
-            return replace(g, point="given_back")
-        return replace(g, point="marked_duplicate")
+            return Remedy()  # the order's only payment: nothing to give back
+        if not await self._record_duplicate(attempt_id, fact, cause):
+            return Remedy()
+        return await self._give_back_from_its_point(attempt_id, cause)
+
+    async def finish(self, attempt: repo.AttemptRow, cause: CloudEvent) -> None:
+        """A give-back left half-way (reconciliation finds its point not finished): step 2 from the row's
+        point, then step 3 in a transaction of its own."""
+        remedy = await self._give_back_from_its_point(attempt.id, cause)
+        async with self.db.transaction() as tx:
+            ledger = await ledger_store.load_for_attempt(tx, attempt.id)
+            duplicate = ledger.attempt(attempt.id)
+            decision = L.finish_duplicate(ledger, duplicate, refund_refusal=_refusal(remedy))
+            await self._write(tx, cause, ledger, duplicate, decision, None)
+
+    async def _give_back_from_its_point(self, attempt_id: uuid.UUID, cause: CloudEvent) -> Remedy:
+        async with self.db.read() as c:
+            attempt = await repo.get(c, attempt_id)
+        assert attempt is not None and attempt.give_back_point is not None
+        done = await self.giving_back.prepare(_GivingBack(attempt_id, cause, attempt.give_back_point), _point)
+        return done.remedy
 
     async def _given_back(self, g: _GivingBack) -> _GivingBack:
-        return replace(g, point="given_back", remedy=await self._give_back(g.attempt_id, g.cause))
+        """marked_duplicate -> given_back; a refused refund stays where it was, its refusal goes to step 3."""
+        remedy = await self._give_back(g.attempt_id, g.cause)
+        return replace(g, point=GiveBackPoint.GIVEN_BACK if remedy.refusal is None else g.point, remedy=remedy)
 
     async def _record_duplicate(self, attempt_id: uuid.UUID, fact: Settled, cause: CloudEvent) -> bool:
         """Step 1 in its own transaction under the order lock: True when the attempt is a duplicate."""
@@ -139,7 +150,8 @@ class Holding:
         return decision.outcome == "duplicate"
 
     async def _give_back(self, attempt_id: uuid.UUID, cause: CloudEvent) -> Remedy:
-        """Step 2, no transaction of ours open: the provider call the ledger names for the duplicate."""
+        """Step 2, no transaction of ours open: the provider call the ledger names for the duplicate. Its point
+        is written with its result: by the refund's store (store/refunds.py), or here once released."""
         async with self.db.read() as c:
             ledger = await ledger_store.load_for_attempt(c, attempt_id, lock=False)
         attempt = ledger.attempt(attempt_id)
@@ -149,7 +161,9 @@ class Holding:
             assert call.kind == "cancel_intent" and attempt.intent_id is not None
             intent = await self.gateway.close_intent(attempt.intent_id, idempotency_key=call.idempotency_key)
             if intent.status == "canceled":
-                return Remedy(released=True)
+                async with self.db.transaction() as tx:
+                    await repo.advance_point(tx, attempt_id, "give_back_point", GiveBackPoint.GIVEN_BACK)
+                return Remedy()
             if intent.status == "succeeded":
                 # captured elsewhere (dashboard) before our cancel landed: a captured duplicate, refunded as one
                 fact = settled_from_intent(intent.to_dict(), "captured before its authorization was released")
@@ -164,20 +178,29 @@ class Holding:
         """Step 3, in the consumer's transaction. Returns applied, mismatch, refused (the table did not allow
         it: a duplicate delivery) or duplicate."""
         ledger = await ledger_store.load_for_attempt(conn, attempt_id)
-        refusal = (remedy.refusal.code, remedy.refusal.message) if remedy.refusal else None
-        decision = L.settle(ledger, attempt_id, fact, released=remedy.released, refund_refusal=refusal)
+        decision = L.settle(ledger, attempt_id, fact, refund_refusal=_refusal(remedy))
+        return await self._write(conn, event, ledger, ledger.attempt(attempt_id), decision, fact)
+
+    async def _write(
+        self,
+        conn: AsyncConnection,
+        event: CloudEvent,
+        ledger: L.Ledger,
+        attempt: L.Attempt,
+        decision: L.Decision,
+        fact: Settled | None,
+    ) -> str:
         if decision.outcome == "race":
             raise SettlementRace(decision.detail)
-        attempt = ledger.attempt(attempt_id)
         if decision.outcome == "pending":
             raise RefundPending(decision.detail)
         await ledger_store.apply(conn, ledger, decision, event, self.publisher)
         if attempt.duplicate_of is not None and attempt.state == A.SUCCEEDED:
             self.refunds.count_finished(ledger, decision)
-        if decision.outcome == "mismatch":
+        if decision.outcome == "mismatch" and fact is not None:
             log.error(
                 "provider amount differs from the attempt",
-                attempt_id=str(attempt_id),
+                attempt_id=str(attempt.id),
                 state=fact.target,
                 provider_amount=fact.amount,
                 provider_currency=fact.currency,
@@ -186,3 +209,11 @@ class Holding:
                 detected_by=fact.mismatch_detected_by,
             )
         return decision.outcome
+
+
+def _point(g: _GivingBack) -> str:
+    return g.point
+
+
+def _refusal(remedy: Remedy) -> tuple[str | None, str | None] | None:
+    return (remedy.refusal.code, remedy.refusal.message) if remedy.refusal else None

@@ -91,6 +91,14 @@ class IntentCreation:
         if prepared is not False:
             await self.announce_intent(conn, event, attempt.id, prepared)
 
+    async def finish(self, attempt: repo.AttemptRow, cause: CloudEvent) -> None:
+        """An intent creation left half-way (reconciliation finds its point not finished): its phases from
+        the row's point, then phase 3 in a transaction of its own."""
+        prepared = await self.prepare_intent(attempt)
+        if prepared is not False:
+            async with self.db.transaction() as tx:
+                await self.announce_intent(tx, cause, attempt.id, prepared)
+
     async def prepare_intent(self, attempt: repo.AttemptRow) -> Refusal | Literal[False] | None:
         """Phase 2 and what follows it, outside any transaction of the caller, from the attempt's recovery
         point on: the intent found or created, parked provider events about it applied, or, when the order

@@ -2,11 +2,18 @@
 
 A run (scheduled every reconciliation_interval_seconds, or asked for by finance/admin) looks at:
 
-  * attempts whose recovery point is not `finished` longer than reconciliation_pending_after_seconds (their
-    payment request was dead-lettered half-way): finished by the consumer's own phases (phases.py), the
-    intent looked for by metadata.attempt_id before any is created, then payment.intent_created (or
-    payment.failed when the provider refuses it), or, for an attempt the order cancelled meanwhile, its
-    intent cancelled at the provider;
+  * attempts with an operation whose recovery point is not `finished` longer than
+    reconciliation_pending_after_seconds (the request was dead-lettered half-way, the process died, the
+    provider was still settling): finished by the operation's own phases (phases.py) from that point, then
+    its outcome in a transaction of its own, one operation after the other:
+      - intent creation: the intent looked for by metadata.attempt_id before any is created, then
+        payment.intent_created (or payment.failed when the provider refuses it), or, for an attempt the order
+        cancelled meanwhile, its intent cancelled at the provider;
+      - capture: captured under its key with the amount the order asked (or found captured), then
+        payment.succeeded; or its refusal recorded (payment.capture_failed);
+      - cancel: the intent cancelled at the provider (or found paid), then payment.canceled (or the success);
+      - giving back a duplicate: its automatic refund made (or found) or its authorization released, then
+        payment.refunded (automatic) or payment.canceled;
   * attempts left waiting (requires_payment, processing, authorized; failed ones for a day, as Stripe lets
     the customer retry a declined intent) longer than reconciliation_pending_after_seconds: the PaymentIntent is retrieved and what it says is applied through
     the very path a webhook takes (ProviderEventIntake.apply_intent_fact): a success we never heard of (the
@@ -32,7 +39,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Table, and_, func, insert, or_, select, true, update
+from sqlalchemy import Column, Table, and_, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment import SERVICE, metrics
@@ -40,10 +47,14 @@ from handshake_payment.db import payment_attempts, reconciliation_runs, refunds
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.attempts import provider_target
 from handshake_payment.domain.recovery import FINISHED
+from handshake_payment.payments.cancel import Cancel
+from handshake_payment.payments.capture import Capture
+from handshake_payment.payments.holding import Holding
 from handshake_payment.payments.intents import IntentCreation
 from handshake_payment.provider_events.intake import ProviderEventIntake
 from handshake_payment.refunds.requests import Refunds
 from handshake_payment.settings import PaymentSettings
+from handshake_payment.store import attempts as repo
 from handshake_payment.store import refunds as refund_repo
 from handshake_payment.stripe_gateway import StripeGateway
 from handshake_shared.db import Database
@@ -75,6 +86,16 @@ def _event_type_for(intent: dict[str, Any]) -> str | None:
     if status == "requires_payment_method" and intent.get("last_payment_error"):
         return "payment_intent.payment_failed"
     return _STATUS_EVENTS.get(str(status))
+
+
+@dataclass(frozen=True)
+class _Operation:
+    """An operation of an attempt with a recovery point of its own (domain/recovery.py), and the feature's
+    finish: its phases from the row's point, then its outcome in a transaction of its own."""
+
+    kind: str  # names its repairs when the attempt's state does not change
+    point: Column[Any]
+    finish: Callable[[repo.AttemptRow, CloudEvent], Awaitable[None]]
 
 
 @dataclass
@@ -126,13 +147,21 @@ class Reconciler:
         db: Database,
         *,
         intents: IntentCreation,
+        capture: Capture,
+        cancel: Cancel,
+        holding: Holding,
         intake: ProviderEventIntake,
         refunds: Refunds,
         gateway: StripeGateway,
         settings: PaymentSettings,
     ) -> None:
         self.db = db
-        self.intents = intents
+        self.operations = (
+            _Operation("intent", payment_attempts.c.recovery_point, intents.finish),
+            _Operation("capture", payment_attempts.c.capture_point, capture.finish),
+            _Operation("cancel", payment_attempts.c.cancel_point, cancel.finish),
+            _Operation("give_back", payment_attempts.c.give_back_point, holding.finish),
+        )
         self.intake = intake
         self.refunds = refunds
         self.gateway = gateway
@@ -273,14 +302,14 @@ class Reconciler:
             event_id=run_id,
         )
 
-    # -- attempts whose payment request never finished ------------------------------------------
+    # -- attempts and refunds an operation left half-way -----------------------------------------
 
-    def _unfinished(self, table: Table, order_id: uuid.UUID | None) -> list[Any]:
-        """The rows whose recovery point is not finished (phases.py), waiting long enough: attempts whose
-        payment request stopped half-way, refunds the provider call or its outcome never reached. One a
-        handler is calling the provider for right now is that handler's business."""
+    def _unfinished(self, table: Table, point: Column[Any], order_id: uuid.UUID | None) -> list[Any]:
+        """The rows whose recovery point is not finished (phases.py), waiting long enough: attempts with an
+        operation stopped half-way, refunds the provider call or its outcome never reached. One a handler is
+        calling the provider for right now, under its lease, is that handler's business."""
         return [
-            table.c.recovery_point != FINISHED,
+            point != FINISHED,  # NULL (never asked) is not selected either
             self._due(table.c.updated_at, order_id),
             *self._of_order(table, order_id),
             or_(table.c.locked_at.is_(None), table.c.locked_at < func.now() - timedelta(seconds=self.lease_seconds)),
@@ -295,21 +324,28 @@ class Reconciler:
     async def _sweep_unfinished_attempts(
         self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event, order_id: uuid.UUID | None = None
     ) -> None:
-        """Attempts whose payment request stopped half-way (it was dead-lettered, or the order closed while
-        its intent was being made): the consumer's own phases finish them."""
-        await self._sweep_unfinished(
-            payment_attempts, "attempt_id", self._finish_attempt, run_id, tally, stop, order_id
-        )
+        """Attempts with an operation stopped half-way (its request was dead-lettered, the process died, the
+        order closed while the intent was being made): the operation's own phases finish it."""
+        for operation in self.operations:
+            if stop.is_set():
+                return
+            finish = self._finishing(operation)
+            await self._sweep_unfinished(
+                payment_attempts, operation.point, "attempt_id", finish, run_id, tally, stop, order_id
+            )
 
     async def _sweep_refunds(
         self, run_id: uuid.UUID, tally: _Tally, stop: asyncio.Event, order_id: uuid.UUID | None = None
     ) -> None:
         """Refunds whose provider call or outcome never came: the refund's own phases finish them."""
-        await self._sweep_unfinished(refunds, "refund_id", self._settle_refund, run_id, tally, stop, order_id)
+        await self._sweep_unfinished(
+            refunds, refunds.c.recovery_point, "refund_id", self._settle_refund, run_id, tally, stop, order_id
+        )
 
     async def _sweep_unfinished(
         self,
         table: Table,
+        point: Column[Any],
         key: str,
         finish: Callable[[uuid.UUID, Any, _Tally], Awaitable[None]],
         run_id: uuid.UUID,
@@ -320,7 +356,9 @@ class Reconciler:
         """The one sweep over rows whose recovery point is not finished."""
         async with self.db.read() as c:
             rows = (
-                await c.execute(select(table).where(*self._unfinished(table, order_id)).order_by(table.c.updated_at))
+                await c.execute(
+                    select(table).where(*self._unfinished(table, point, order_id)).order_by(table.c.updated_at)
+                )
             ).all()
         await self._each(rows, key, finish, run_id, tally, stop)
 
@@ -347,27 +385,33 @@ class Reconciler:
                 )
                 log.warning("reconciliation could not bring a row in line", **{key: str(row.id)}, error=repr(exc))
 
-    async def _finish_attempt(self, run_id: uuid.UUID, attempt: Any, tally: _Tally) -> None:
-        prepared = await self.intents.prepare_intent(attempt)
-        cause = self._cause(run_id, attempt.order_id, {"attempt_id": str(attempt.id), "provider_status": None})
-        async with self.db.transaction() as conn:
-            if prepared is not False:
-                await self.intents.announce_intent(conn, cause, attempt.id, prepared)
-            current = await self._attempt(conn, attempt.id)
-        if current.state == attempt.state:
-            return
-        tally.repaired += 1
-        metrics.RECONCILIATION_REPAIRS.labels(f"payment_{current.state}").inc()
-        tally.detail["repairs"].append(
-            {
-                "attempt_id": str(attempt.id),
-                "order_id": str(attempt.order_id),
-                "payment_intent_id": current.provider_intent_id,
-                "from": attempt.state,
-                "to": current.state,
-                "outcome": "finished",
-            }
-        )
+    def _finishing(self, operation: _Operation) -> Callable[[uuid.UUID, Any, _Tally], Awaitable[None]]:
+        """Finish one attempt's operation; a repair when the attempt's state changed or the operation ended."""
+
+        async def finish(run_id: uuid.UUID, attempt: Any, tally: _Tally) -> None:
+            cause = self._cause(run_id, attempt.order_id, {"attempt_id": str(attempt.id), "provider_status": None})
+            await operation.finish(attempt, cause)
+            async with self.db.read() as conn:
+                current = await self._attempt(conn, attempt.id)
+            reached = getattr(current, operation.point.name)
+            if current.state == attempt.state and reached != FINISHED:
+                return
+            tally.repaired += 1
+            kind = f"payment_{current.state}" if current.state != attempt.state else f"{operation.kind}_finished"
+            metrics.RECONCILIATION_REPAIRS.labels(kind).inc()
+            tally.detail["repairs"].append(
+                {
+                    "attempt_id": str(attempt.id),
+                    "order_id": str(attempt.order_id),
+                    "payment_intent_id": current.provider_intent_id,
+                    "from": attempt.state,
+                    "to": current.state,
+                    "operation": operation.kind,
+                    "outcome": reached,
+                }
+            )
+
+        return finish
 
     # -- attempts waiting for the provider ------------------------------------------------------
 

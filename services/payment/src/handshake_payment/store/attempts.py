@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from handshake_payment import metrics
 from handshake_payment.db import attempt_transitions, payment_attempts
 from handshake_payment.domain.attempts import ATTEMPT_LIFECYCLE, HOLDS_PAYMENT, AttemptState
-from handshake_payment.domain.recovery import AttemptPoint
+from handshake_payment.domain.recovery import AttemptPoint, before
 from handshake_payment.store import leases
 from handshake_shared.locks import AdvisoryLock, lock_for_transaction
 from handshake_shared.transitions import AuditedLifecycle
@@ -38,6 +38,12 @@ class AttemptRow(Protocol):
     provider_mismatch: dict[str, Any] | None
     duplicate_of: uuid.UUID | None
     recovery_point: str
+    capture_point: str | None
+    capture_amount: int | None
+    cancel_point: str | None
+    cancel_code: str | None
+    cancel_reason: str | None
+    give_back_point: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -191,6 +197,25 @@ async def finish_recovery(conn: AsyncConnection, attempt_id: uuid.UUID) -> None:
         .where(payment_attempts.c.id == attempt_id, payment_attempts.c.recovery_point != AttemptPoint.FINISHED)
         .values(recovery_point=AttemptPoint.FINISHED, updated_at=func.now())
     )
+
+
+async def advance_point(conn: AsyncConnection, attempt_id: uuid.UUID, column: str, point: str, **carried: Any) -> bool:
+    """An operation's recovery point (capture_point, cancel_point, give_back_point) reached, with what it
+    carries, in the caller's transaction: the one that commits the phase's result. Only forward, so a late
+    or concurrent writer of an earlier point changes nothing; False when the row was there already."""
+    target = payment_attempts.c[column]
+    moved = (
+        await conn.execute(
+            update(payment_attempts)
+            .where(
+                payment_attempts.c.id == attempt_id,
+                or_(target.is_(None), target.in_(before(column, point))),
+            )
+            .values({column: point, **carried, "updated_at": func.now()})
+            .returning(payment_attempts.c.id)
+        )
+    ).first()
+    return moved is not None
 
 
 async def session_attempt(conn: AsyncConnection, order_id: uuid.UUID) -> AttemptRow | None:

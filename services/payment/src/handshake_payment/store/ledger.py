@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from handshake_payment.db import payment_attempts, provider_disputes, refunds
 from handshake_payment.domain.attempts import AttemptState
 from handshake_payment.domain.ledger import Attempt, Decision, Ledger, Refund
+from handshake_payment.domain.recovery import CancelPoint, CapturePoint, GiveBackPoint
 from handshake_payment.domain.refunds import RefundState
 from handshake_payment.publisher import EventPublisher
 from handshake_payment.store import attempts as repo
@@ -37,6 +38,12 @@ def attempt_view(row: Any) -> Attempt:
         intent_id=row.provider_intent_id,
         amount_captured=row.amount_captured,
         duplicate_of=row.duplicate_of,
+        capture_point=CapturePoint(row.capture_point) if row.capture_point else None,
+        capture_amount=row.capture_amount,
+        cancel_point=CancelPoint(row.cancel_point) if row.cancel_point else None,
+        cancel_code=row.cancel_code,
+        cancel_reason=row.cancel_reason,
+        give_back_point=GiveBackPoint(row.give_back_point) if row.give_back_point else None,
     )
 
 
@@ -125,6 +132,10 @@ async def apply(
             **dict(move.columns),
         ):
             raise LedgerConflict(f"attempt {move.attempt_id} left {move.source} under a locked view")
+    for mark in decision.marks:
+        # a point written outside the order lock (right after a provider call) may be ahead of the view: a
+        # point only moves forward, so the mark then changes nothing, and that is no conflict
+        await repo.advance_point(conn, mark.attempt_id, mark.column, mark.point, **dict(mark.carried))
     for refund in decision.new_refunds:
         if refund.provider_refund_id is not None:
             created = await refund_repo.insert_provider_refund(

@@ -11,10 +11,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handshake_payment.db import refund_transitions, refunds
-from handshake_payment.domain.recovery import RefundPoint
+from handshake_payment.domain.recovery import GiveBackPoint, RefundPoint
 from handshake_payment.domain.refunds import REFUND_LIFECYCLE, RefundState
 from handshake_payment.store import leases
-from handshake_payment.store.attempts import Stated
+from handshake_payment.store.attempts import Stated, advance_point
 from handshake_shared.transitions import AuditedLifecycle
 
 # the refund lifecycle's one writer: the table checked, the state compared-and-set, the audit row
@@ -121,7 +121,8 @@ async def release_lease(conn: AsyncConnection, refund_id: uuid.UUID) -> None:
 
 
 async def store_provider_refund(conn: AsyncConnection, refund_id: uuid.UUID, provider_refund_id: str) -> bool:
-    """Recovery point 2: the provider refunded; from here on nobody asks it again for this refund."""
+    """Recovery point 2: the provider refunded; from here on nobody asks it again for this refund. A
+    duplicate's automatic refund is its give-back's provider call too: that point is reached with it."""
     stored = (
         await conn.execute(
             update(refunds)
@@ -132,9 +133,11 @@ async def store_provider_refund(conn: AsyncConnection, refund_id: uuid.UUID, pro
                 locked_at=None,
                 updated_at=func.now(),
             )
-            .returning(refunds.c.id)
+            .returning(refunds.c.automatic, refunds.c.attempt_id)
         )
     ).first()
+    if stored is not None and stored.automatic and stored.attempt_id is not None:
+        await advance_point(conn, stored.attempt_id, "give_back_point", GiveBackPoint.GIVEN_BACK)
     return stored is not None
 
 
