@@ -40,6 +40,7 @@ faults_module = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = faults_module
 _spec.loader.exec_module(faults_module)
 FaultProxy = faults_module.FaultProxy
+dies_after_phases = faults_module.dies_after
 
 _signing_spec = importlib.util.spec_from_file_location(
     "payment_test_provider_signing", Path(__file__).with_name("provider_signing.py")
@@ -156,21 +157,39 @@ async def faults(stack) -> AsyncIterator[Any]:
     await proxy.stop()
 
 
+def through_faults(settings: PaymentSettings, faults: Any, **more: Any) -> PaymentSettings:
+    """Stripe through the fault proxy, with a short client timeout and short consumer backoff (a redelivery
+    after an infrastructure failure comes at once)."""
+    update = {"stripe_api_base": faults.base, "stripe_timeout_seconds": 1.0, "consumer_max_backoff_seconds": 0.2}
+    return settings.model_copy(update={**update, **more})
+
+
 @pytest.fixture
 async def faulty_service(settings, faults) -> AsyncIterator[PaymentService]:
-    """The service talking to Stripe through the fault proxy, with a short client timeout and short consumer
-    backoff (a redelivery after an infrastructure failure comes at once)."""
-    faulty = settings.model_copy(
-        update={
-            "stripe_api_base": faults.base,
-            "stripe_timeout_seconds": 1.0,
-            "consumer_max_backoff_seconds": 0.2,
-        }
-    )
+    """The service talking to Stripe through the fault proxy."""
+    faulty = through_faults(settings, faults)
     app = create_app(faulty)
     yield PaymentService(app, faulty)
     await app.state.runtime.db.dispose()
     await app.state.gateway.aclose()
+
+
+@pytest.fixture
+async def manual_faulty_service(settings, faults) -> AsyncIterator[PaymentService]:
+    """The same for manual capture: authorizations, captures and releases go through the proxy, which counts
+    them."""
+    manual = through_faults(settings, faults, capture_method="manual")
+    app = create_app(manual)
+    yield PaymentService(app, manual)
+    await app.state.runtime.db.dispose()
+    await app.state.gateway.aclose()
+
+
+@pytest.fixture
+def dies_after():
+    """dies_after(phases, point): a context in which the process dies once a row of that phase table is at
+    `point` (tests/faults.py)."""
+    return dies_after_phases
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""A fault-injecting HTTP proxy in front of the Stripe emulator, for tests only.
+"""Faults for tests only: a process that dies between two phases (dies_after), and a fault-injecting HTTP
+proxy in front of the Stripe emulator (FaultProxy).
 
 The service's stripe_api_base points here; every request is forwarded to the emulator unless a rule says
 otherwise. A rule matches a method and a path prefix and applies to its next `times` matching requests:
@@ -16,10 +17,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from handshake_payment.domain.recovery import FINISHED
+from handshake_payment.phases import Phase, Phases
+
+
+class ProcessDied(Exception):
+    """The process handling the message died here: nothing after this point ran."""
+
+
+@contextlib.contextmanager
+def dies_after(phases: Phases[Any], point: str) -> Iterator[None]:
+    """While open, the process dies as soon as a row of this phase table is at `point`: the phases after it and
+    the handler's apply that follows the table never run, on every retry of the delivery too, so the message
+    is dead-lettered and the row stays at `point` (what the phases before it committed stays committed). On
+    exit the table is whole again: the next process (a redelivery, reconciliation) is healthy."""
+
+    async def died(subject: Any) -> Any:
+        raise ProcessDied(f"the process died at {point}")
+
+    whole = phases.table
+    phases.table = (*(p for p in whole if phases.reached(point, p.reaches)), Phase(FINISHED, died))
+    try:
+        yield
+    finally:
+        phases.table = whole
 
 
 @dataclass

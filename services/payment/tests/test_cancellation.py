@@ -181,3 +181,62 @@ async def test_an_intent_made_for_an_attempt_the_order_cancelled_meanwhile_is_ca
     assert (row.state, row.recovery_point) == (A.CANCELED, "finished")
     assert [e.type for e in await service.emitted(order_id)] == ["payment.canceled"]
     assert (await service.app.state.reconciler.run_once())["checked"] == 0
+
+
+@pytest.mark.parametrize(
+    ("dies_at", "paid_first"),
+    [("requested", False), ("closed_at_provider", False), ("closed_at_provider", True)],
+)
+async def test_a_cancel_that_died_half_way_is_finished_by_reconciliation_once(
+    faulty_service, faults, browser, events, checkout, dies_after, dies_at, paid_first
+) -> None:
+    """The process handling the order's expiry dies after a phase, and on every retry (it is dead-lettered):
+    after the cancel was recorded, or after the provider cancelled the intent (or showed it paid). Reconciliation
+    finishes it from the point the row names: the intent is cancelled at the provider exactly once and the
+    attempt cancelled with the order's reason, or a payment that landed first is recorded and announced, never
+    cancelled and never refunded."""
+    service = faulty_service
+    order_id = str(uuid.uuid4())
+    attempt = await checkout.attempt(service, order_id, 2200)
+    intent_id = attempt.provider_intent_id
+    if paid_first:
+        assert (await checkout.pay(service, attempt)).status == "succeeded"  # its webhook has not arrived
+    expired = events.closed(order_id, "order.expired", "reservation expired")
+
+    with dies_after(service.graph.cancel.closing, dies_at):
+        assert await service.deliver(ORDER_EVENTS, expired) == "dead_lettered"
+
+    [row] = await service.attempts(order_id)
+    assert (row.state, row.cancel_point, row.cancel_code) == (A.REQUIRES_PAYMENT, dies_at, "order_expired")
+    at_provider = (
+        "succeeded" if paid_first else "canceled" if dies_at == "closed_at_provider" else "requires_payment_method"
+    )
+    assert (await browser.retrieve(intent_id)).status == at_provider
+
+    run = await service.app.state.reconciler.run_once()
+
+    assert (run["repaired"], run["errors"]) == (1, 0)
+    assert faults.count("POST", f"/v1/payment_intents/{intent_id}/cancel") == (0 if paid_first else 1)
+    [row] = await service.attempts(order_id)
+    payment_events = [e for e in await service.emitted(order_id) if e.type.startswith("payment.")]
+    if paid_first:
+        assert (await browser.retrieve(intent_id)).status == "succeeded"
+        assert await browser.refunds_of(intent_id) == []
+        assert (row.state, row.amount_captured, row.cancel_point) == (A.SUCCEEDED, 2200, "finished")
+        assert [e.type for e in payment_events] == ["payment.intent_created", "payment.succeeded"]
+    else:
+        assert (await browser.retrieve(intent_id)).status == "canceled"
+        assert (row.state, row.failure_code, row.failure_message, row.cancel_point) == (
+            A.CANCELED,
+            "order_expired",
+            "reservation expired",
+            "finished",
+        )
+        assert [e.type for e in payment_events] == ["payment.intent_created", "payment.canceled"]
+        assert payment_events[1].data["failure_code"] == "order_expired"
+
+    assert (await service.app.state.reconciler.run_once())["checked"] == 0
+    await service.forget(expired)
+    assert await service.deliver(ORDER_EVENTS, expired) == "applied"  # applied again, it asks nothing more
+    assert faults.count("POST", f"/v1/payment_intents/{intent_id}/cancel") == (0 if paid_first else 1)
+    assert len([e for e in await service.emitted(order_id) if e.type.startswith("payment.")]) == 2

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.refunds import automatic_refund_id
 from handshake_shared.events import PROVIDER_EVENTS
@@ -114,3 +116,101 @@ async def test_a_second_authorization_is_released_not_announced(manual_service, 
         ("payment.authorized", str(first.id)),
         ("payment.canceled", str(second.id)),
     ]
+
+
+def payment_events(emitted) -> list[tuple[str, str]]:
+    """What payment announced, by type and attempt (the outbox also holds a dead-lettered event's copy)."""
+    return [(e.type, e.data["attempt_id"]) for e in emitted if e.type.startswith("payment.")]
+
+
+@pytest.mark.parametrize("dies_at", ["marked_duplicate", "given_back"])
+async def test_a_second_capture_whose_give_back_died_half_way_is_refunded_once_by_reconciliation(
+    faulty_service, faults, browser, events, checkout, dies_after, dies_at
+) -> None:
+    """The process handling the second success dies after the duplicate was marked (its refund row written),
+    or after the provider refunded it, and on every retry. Reconciliation finishes the give-back from the
+    row's point: the customer gets the second payment back exactly once, and it is announced once."""
+    service = faulty_service
+    order_id = str(uuid.uuid4())
+    first = await checkout.attempt(service, order_id, 5000)
+    second = await checkout.attempt(service, order_id, 5000)
+    await checkout.pay(service, first, "payment_intent.succeeded")
+    paid_second = await checkout.pay(service, second)
+    second_paid = events.stripe("payment_intent.succeeded", paid_second)
+
+    with dies_after(service.graph.holding.giving_back, dies_at):
+        assert await service.deliver(PROVIDER_EVENTS, second_paid) == "dead_lettered"
+
+    rows = {r.id: r for r in await service.attempts(order_id)}
+    assert (rows[second.id].state, rows[second.id].duplicate_of, rows[second.id].give_back_point) == (
+        A.SUCCEEDED,
+        first.id,
+        dies_at,
+    )
+    assert len(await browser.refunds_of(paid_second.id)) == (1 if dies_at == "given_back" else 0)
+
+    run = await service.app.state.reconciler.run_once()
+
+    assert (run["repaired"], run["errors"]) == (1, 0)
+    [given_back] = await browser.refunds_of(paid_second.id)
+    assert (given_back.amount, given_back.metadata["refund_id"]) == (5000, str(automatic_refund_id(second.id)))
+    assert faults.count("POST", "/v1/refunds") == 1
+    assert await browser.refunds_of(first.provider_intent_id) == []
+    [refund] = await service.refunds(order_id)
+    assert (refund.state, refund.provider_refund_id, refund.recovery_point) == ("succeeded", given_back.id, "finished")
+    assert {r.id: r.give_back_point for r in await service.attempts(order_id)} == {
+        first.id: None,
+        second.id: "finished",
+    }
+    announced = payment_events(await service.emitted(order_id))
+    assert announced[2:] == [("payment.succeeded", str(first.id)), ("payment.refunded", str(second.id))]
+
+    assert (await service.app.state.reconciler.run_once())["checked"] == 0
+    await service.forget(second_paid)
+    assert await service.deliver(PROVIDER_EVENTS, second_paid) == "applied"  # applied again: nothing more
+    assert len(await browser.refunds_of(paid_second.id)) == 1
+    assert payment_events(await service.emitted(order_id)) == announced
+
+
+@pytest.mark.parametrize("dies_at", ["marked_duplicate", "given_back"])
+async def test_a_second_authorization_whose_release_died_half_way_is_released_once_by_reconciliation(
+    manual_faulty_service, faults, browser, events, checkout, dies_after, dies_at
+) -> None:
+    """The same for a second authorization: released at the provider exactly once, announced cancelled once,
+    never announced as the order's payment."""
+    service = manual_faulty_service
+    order_id = str(uuid.uuid4())
+    first = await checkout.attempt(service, order_id, 4000)
+    second = await checkout.attempt(service, order_id, 4000)
+    await checkout.pay(service, first, "payment_intent.amount_capturable_updated")
+    held_second = await checkout.pay(service, second)
+    second_held = events.stripe("payment_intent.amount_capturable_updated", held_second)
+
+    with dies_after(service.graph.holding.giving_back, dies_at):
+        assert await service.deliver(PROVIDER_EVENTS, second_held) == "dead_lettered"
+
+    [row] = [r for r in await service.attempts(order_id) if r.id == second.id]
+    assert (row.state, row.duplicate_of, row.give_back_point) == (A.AUTHORIZED, first.id, dies_at)
+    released = "canceled" if dies_at == "given_back" else "requires_capture"
+    assert (await browser.retrieve(held_second.id)).status == released
+
+    run = await service.app.state.reconciler.run_once()
+
+    assert (run["repaired"], run["errors"]) == (1, 0)
+    assert (await browser.retrieve(held_second.id)).status == "canceled"
+    assert (await browser.retrieve(first.provider_intent_id)).status == "requires_capture"
+    assert faults.count("POST", f"/v1/payment_intents/{held_second.id}/cancel") == 1
+    rows = {r.id: r for r in await service.attempts(order_id)}
+    assert (rows[second.id].state, rows[second.id].failure_code, rows[second.id].give_back_point) == (
+        A.CANCELED,
+        "duplicate_authorization",
+        "finished",
+    )
+    assert rows[first.id].state == A.AUTHORIZED
+    announced = payment_events(await service.emitted(order_id))
+    assert announced[2:] == [("payment.authorized", str(first.id)), ("payment.canceled", str(second.id))]
+    # the next run looks at the held first authorization only, and finds nothing to do
+    again = await service.app.state.reconciler.run_once()
+    assert (again["checked"], again["repaired"], again["errors"]) == (1, 0, 0)
+    assert faults.count("POST", f"/v1/payment_intents/{held_second.id}/cancel") == 1
+    assert payment_events(await service.emitted(order_id)) == announced
