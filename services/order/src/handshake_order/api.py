@@ -7,6 +7,7 @@ search.py, refund approvals approvals.py."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -65,6 +66,14 @@ def build_router(ctx: OrderContext) -> APIRouter:
     ) -> Any:
         return await views.readable_order(
             ctx.db, ctx.settings, order_id, authorization, token, with_timeline=with_timeline
+        )
+
+    async def awaited_order(
+        order_id: str, authorization: str | None, token: str | None, *, until: Callable[[Any], bool], timeout: float
+    ) -> Any:
+        assert ctx.changes is not None  # the app's listener, running while the app runs
+        return await views.awaited_order(
+            ctx.db, ctx.settings, ctx.changes, order_id, authorization, token, until=until, timeout=timeout
         )
 
     @router.get("/v1/products")
@@ -131,15 +140,11 @@ def build_router(ctx: OrderContext) -> APIRouter:
         if wait_for_change is None:
             order, events = await readable_order(order_id, authorization, x_order_token, with_timeline=timeline)
         else:
-            assert ctx.changes is not None
-            order = await views.changed_order(
-                ctx.db,
-                ctx.settings,
-                ctx.changes,
+            order = await awaited_order(
                 order_id,
                 authorization,
                 x_order_token,
-                known=wait_for_change,
+                until=lambda order: order.version != wait_for_change,
                 timeout=timeout,
             )
             events = None
@@ -170,11 +175,7 @@ def build_router(ctx: OrderContext) -> APIRouter:
         if timeout is None:
             order, _ = await readable_order(order_id, authorization, x_order_token, with_timeline=False)
         else:
-            assert ctx.changes is not None
-            order = await views.awaited_order(
-                ctx.db,
-                ctx.settings,
-                ctx.changes,
+            order = await awaited_order(
                 order_id,
                 authorization,
                 x_order_token,

@@ -61,30 +61,6 @@ async def readable_order(
     return order, events
 
 
-async def changed_order(
-    db: Database,
-    settings: OrderSettings,
-    changes: OrderChanges,
-    order_id: str,
-    authorization: str | None,
-    token: str | None,
-    *,
-    known: int,
-    timeout: float,
-) -> Any:
-    """The order once its version differs from `known`, or as it is when the timeout passes."""
-    return await awaited_order(
-        db,
-        settings,
-        changes,
-        order_id,
-        authorization,
-        token,
-        until=lambda order: order.version != known,
-        timeout=timeout,
-    )
-
-
 async def awaited_order(
     db: Database,
     settings: OrderSettings,
