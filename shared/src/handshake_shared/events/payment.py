@@ -53,7 +53,7 @@ class PaymentSucceeded(PaymentMoneyHeld):
 
 
 class PaymentFailed(PaymentAttemptEnded):
-    """The attempt was declined (also the base of payment.canceled and payment.capture_failed)."""
+    """The attempt was declined, or the provider refused to make its PaymentIntent."""
 
     event_type = "payment.failed"
 
@@ -64,15 +64,13 @@ class PaymentAuthorized(PaymentMoneyHeld):
     event_type = "payment.authorized"
 
 
-# payment.canceled and payment.capture_failed still sit under payment.failed because the payment service
-# builds all three through one `type[PaymentFailed]`; they move under PaymentAttemptEnded when it names that
-class PaymentCanceled(PaymentFailed):
+class PaymentCanceled(PaymentAttemptEnded):
     """The attempt's PaymentIntent was cancelled at the provider."""
 
     event_type = "payment.canceled"
 
 
-class PaymentCaptureFailed(PaymentFailed):
+class PaymentCaptureFailed(PaymentAttemptEnded):
     """The provider refused to capture an authorized attempt."""
 
     event_type = "payment.capture_failed"

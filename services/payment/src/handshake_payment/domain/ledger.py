@@ -274,7 +274,9 @@ class Decision:
         return True
 
 
-def _ended(kind: type[pay.PaymentFailed], a: Attempt, intent_id: str | None, code: str | None, msg: str | None) -> Any:
+def _ended(
+    kind: type[pay.PaymentAttemptEnded], a: Attempt, intent_id: str | None, code: str | None, msg: str | None
+) -> pay.PaymentAttemptEnded:
     return kind(
         order_id=str(a.order_id),
         attempt_id=str(a.id),
