@@ -25,14 +25,12 @@ from handshake_payment.reconciliation.reconciler import Reconciler, run_retentio
 from handshake_payment.refunds.requests import Refunds
 from handshake_payment.settings import PaymentSettings, get_settings
 from handshake_payment.stripe_gateway import StripeGateway
-from handshake_shared.body_limit import BodySizeLimit
 from handshake_shared.consumer import Handler
 from handshake_shared.db import Database
 from handshake_shared.events import ORDER_EVENTS, PROVIDER_EVENTS
 from handshake_shared.events import order as o
 from handshake_shared.events import provider as prov
 from handshake_shared.events.base import Payload
-from handshake_shared.http import InternalListener, install_problem_handlers, ops_router
 from handshake_shared.logging import configure_logging
 from handshake_shared.outbox import Outbox
 from handshake_shared.runtime import Runtime
@@ -125,16 +123,9 @@ def create_app(settings: PaymentSettings | None = None) -> FastAPI:
         finally:
             await gateway.aclose()
 
-    app = FastAPI(title="Handshake payment service", version="1", lifespan=lifespan)
-    app.state.runtime = runtime
+    app = runtime.http_app("Handshake payment service", lifespan=lifespan)
     app.state.graph = graph
     app.state.gateway = gateway
     app.state.reconciler = reconciler
-    install_problem_handlers(app)
-    app.add_middleware(InternalListener, internal_port=settings.internal_http_port)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes)
-    app.include_router(ops_router(runtime.readiness_checks()))
-    app.include_router(runtime.outbox_admin_router())
-    app.include_router(runtime.dead_letter_admin_router())
     app.include_router(build_router(ctx))
     return app
