@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any, NamedTuple
 
 import pytest
+import stripe
 
 from handshake_payment.domain.attempts import AttemptState as A
 from handshake_payment.domain.refunds import automatic_refund_id
+from handshake_shared.envelope import CloudEvent
 from handshake_shared.events import PROVIDER_EVENTS
 
 
@@ -123,6 +126,31 @@ def payment_events(emitted) -> list[tuple[str, str]]:
     return [(e.type, e.data["attempt_id"]) for e in emitted if e.type.startswith("payment.")]
 
 
+class SecondHolder(NamedTuple):
+    order_id: str
+    first: Any
+    second: Any
+    second_intent: stripe.PaymentIntent
+    second_event: CloudEvent
+
+
+async def second_holder_dying(
+    service, checkout, events, dies_after, dies_at: str, *, amount: int, held: str
+) -> SecondHolder:
+    """Two attempts of one order: the first holds its money (`held` is the webhook Stripe sends then), and
+    the second's same webhook is handled by a process that dies once giving the second's money back is at
+    `dies_at`, and on every retry: the event is dead-lettered half way."""
+    order_id = str(uuid.uuid4())
+    first = await checkout.attempt(service, order_id, amount)
+    second = await checkout.attempt(service, order_id, amount)
+    await checkout.pay(service, first, held)
+    second_intent = await checkout.pay(service, second)
+    second_event = events.stripe(held, second_intent)
+    with dies_after(service.graph.holding.giving_back, dies_at):
+        assert await service.deliver(PROVIDER_EVENTS, second_event) == "dead_lettered"
+    return SecondHolder(order_id, first, second, second_intent, second_event)
+
+
 @pytest.mark.parametrize("dies_at", ["marked_duplicate", "given_back"])
 async def test_a_second_capture_whose_give_back_died_half_way_is_refunded_once_by_reconciliation(
     faulty_service, faults, browser, events, checkout, dies_after, dies_at
@@ -131,15 +159,9 @@ async def test_a_second_capture_whose_give_back_died_half_way_is_refunded_once_b
     or after the provider refunded it, and on every retry. Reconciliation finishes the give-back from the
     row's point: the customer gets the second payment back exactly once, and it is announced once."""
     service = faulty_service
-    order_id = str(uuid.uuid4())
-    first = await checkout.attempt(service, order_id, 5000)
-    second = await checkout.attempt(service, order_id, 5000)
-    await checkout.pay(service, first, "payment_intent.succeeded")
-    paid_second = await checkout.pay(service, second)
-    second_paid = events.stripe("payment_intent.succeeded", paid_second)
-
-    with dies_after(service.graph.holding.giving_back, dies_at):
-        assert await service.deliver(PROVIDER_EVENTS, second_paid) == "dead_lettered"
+    order_id, first, second, paid_second, second_paid = await second_holder_dying(
+        service, checkout, events, dies_after, dies_at, amount=5000, held="payment_intent.succeeded"
+    )
 
     rows = {r.id: r for r in await service.attempts(order_id)}
     assert (rows[second.id].state, rows[second.id].duplicate_of, rows[second.id].give_back_point) == (
@@ -179,15 +201,9 @@ async def test_a_second_authorization_whose_release_died_half_way_is_released_on
     """The same for a second authorization: released at the provider exactly once, announced cancelled once,
     never announced as the order's payment."""
     service = manual_faulty_service
-    order_id = str(uuid.uuid4())
-    first = await checkout.attempt(service, order_id, 4000)
-    second = await checkout.attempt(service, order_id, 4000)
-    await checkout.pay(service, first, "payment_intent.amount_capturable_updated")
-    held_second = await checkout.pay(service, second)
-    second_held = events.stripe("payment_intent.amount_capturable_updated", held_second)
-
-    with dies_after(service.graph.holding.giving_back, dies_at):
-        assert await service.deliver(PROVIDER_EVENTS, second_held) == "dead_lettered"
+    order_id, first, second, held_second, _ = await second_holder_dying(
+        service, checkout, events, dies_after, dies_at, amount=4000, held="payment_intent.amount_capturable_updated"
+    )
 
     [row] = [r for r in await service.attempts(order_id) if r.id == second.id]
     assert (row.state, row.duplicate_of, row.give_back_point) == (A.AUTHORIZED, first.id, dies_at)
