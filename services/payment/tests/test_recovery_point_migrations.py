@@ -41,10 +41,7 @@ class Rows:
             "state": state,
             **columns,
         }
-        names = ", ".join(values)
-        await self.conn.execute(
-            text(f"INSERT INTO payment_attempts ({names}) VALUES ({', '.join(':' + n for n in values)})"), values
-        )
+        await self.insert("payment_attempts", values)
         return attempt_id
 
     async def refund(self, attempt_id: uuid.UUID, order_id: uuid.UUID, state: str, **columns: Any) -> uuid.UUID:
@@ -59,11 +56,15 @@ class Rows:
             "state": state,
             **columns,
         }
+        await self.insert("refunds", values)
+        return refund_id
+
+    async def insert(self, table: str, values: dict[str, Any]) -> None:
+        # plain SQL: the table as it was at that revision, not as the models describe it now
         names = ", ".join(values)
         await self.conn.execute(
-            text(f"INSERT INTO refunds ({names}) VALUES ({', '.join(':' + n for n in values)})"), values
+            text(f"INSERT INTO {table} ({names}) VALUES ({', '.join(':' + n for n in values)})"), values
         )
-        return refund_id
 
 
 async def test_rows_in_flight_take_the_recovery_points_their_columns_imply(stack) -> None:
