@@ -130,6 +130,7 @@ async def test_a_batch_handles_its_partitions_side_by_side_each_in_order_and_fai
         outbox=Outbox(tables, "test"),
         handlers={OrderPlaced: record},
         policy=RetryPolicy(max_attempts=1, initial_backoff=0.01, max_backoff=0.01),
+        in_flight=asyncio.Semaphore(4),
     )
 
     def message(order_id: str, partition: int, offset: int, sequence: int) -> RawMessage:
@@ -161,3 +162,41 @@ async def test_a_batch_handles_its_partitions_side_by_side_each_in_order_and_fai
         assert inbox == 4
     finally:
         await db.dispose()
+
+
+async def test_handlers_side_by_side_never_wait_on_each_other_for_connections(stack) -> None:
+    """A handler holds its transaction's connection and may open a short transaction of its own (payment's
+    phases do). Six partitions side by side on a pool of four would each hold one connection and wait for a
+    second that never comes free; the runtime lets half the pool's worth of messages in at once, so all six
+    apply, two at a time."""
+    url = stack.postgres.create_database(f"t_batch_{uuid.uuid4().hex[:10]}")
+    settings = ServiceSettings(database_url=url, db_pool_size=4, **isolated_kafka_settings(stack))
+    runtime = Runtime(service="test", settings=settings, tables=tables)
+    async with runtime.db.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    in_flight, most_in_flight, applied = 0, 0, []
+
+    async def with_a_transaction_of_its_own(conn, event, payload) -> None:
+        nonlocal in_flight, most_in_flight
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
+        await asyncio.sleep(0.2)  # the others start meanwhile
+        async with runtime.db.transaction() as own:
+            await own.execute(select(1))
+        applied.append(str(payload.order_id))
+        in_flight -= 1
+
+    consumer = runtime.consume("t-pool", group="pool", handlers={OrderPlaced: with_a_transaction_of_its_own})
+    orders = [str(uuid.uuid4()) for _ in range(6)]
+    batch = [
+        RawMessage(topic="t-pool", partition=p, offset=1, key=order_id.encode(), value=placed(order_id, 1))
+        for p, order_id in enumerate(orders)
+    ]
+    try:
+        # bounded below the pool's 30 s checkout timeout, which starved handlers would run into
+        async with asyncio.timeout(20):
+            await consumer.handle_batch(batch)
+    finally:
+        await runtime.db.dispose()
+    assert sorted(applied) == sorted(orders)
+    assert most_in_flight == 2

@@ -183,8 +183,14 @@ class EventConsumer:
         handlers: Handlers,
         policy: RetryPolicy | None = None,
         on_dead_letter: DeadLetterHook | None = None,
+        in_flight: asyncio.Semaphore | None = None,
     ) -> None:
+        """`in_flight` bounds the messages being handled at once, shared by a process's consumers (the
+        runtime sizes it to half the connection pool: a handler holds its transaction's connection and may
+        open a short transaction of its own besides, so this many handlers can never wait on each other
+        for connections). Without it, one at a time."""
         self.name = name
+        self.in_flight = in_flight or asyncio.Semaphore(1)
         self.on_dead_letter = on_dead_letter
         self.db = db
         self.t = tables
@@ -213,8 +219,7 @@ class EventConsumer:
         for msg in messages:
             partitions.setdefault((msg.topic, msg.partition), []).append(msg)
         if len(partitions) == 1:
-            for msg in messages:
-                await self.handle(msg)
+            await self._handle_in_order(messages)
             return
         outcomes = await asyncio.gather(
             *(self._handle_in_order(run) for run in partitions.values()), return_exceptions=True
@@ -223,9 +228,10 @@ class EventConsumer:
         if failures:
             raise failures[0]
 
-    async def _handle_in_order(self, messages: list[RawMessage]) -> None:
+    async def _handle_in_order(self, messages: Sequence[RawMessage]) -> None:
         for msg in messages:
-            await self.handle(msg)
+            async with self.in_flight:
+                await self.handle(msg)
 
     async def handle(self, msg: RawMessage) -> str:
         started = time.perf_counter()
