@@ -165,12 +165,12 @@ async def test_a_batch_handles_its_partitions_side_by_side_each_in_order_and_fai
 
 
 async def test_handlers_side_by_side_never_wait_on_each_other_for_connections(stack) -> None:
-    """A handler holds its transaction's connection and may open a short transaction of its own (payment's
-    phases do). Six partitions side by side on a pool of four would each hold one connection and wait for a
-    second that never comes free; the runtime lets half the pool's worth of messages in at once, so all six
-    apply, two at a time."""
+    """A handler holds its transaction's connection and may open short transactions of its own (payment's
+    phases do). Six partitions side by side on a pool of eight would each hold one connection and wait for a
+    second that never comes free; the runtime lets a quarter of the pool's worth of messages in at once, so
+    all six apply, two at a time."""
     url = stack.postgres.create_database(f"t_batch_{uuid.uuid4().hex[:10]}")
-    settings = ServiceSettings(database_url=url, db_pool_size=4, **isolated_kafka_settings(stack))
+    settings = ServiceSettings(database_url=url, db_pool_size=8, **isolated_kafka_settings(stack))
     runtime = Runtime(service="test", settings=settings, tables=tables)
     async with runtime.db.engine.begin() as conn:
         await conn.run_sync(metadata.create_all)

@@ -185,10 +185,12 @@ class EventConsumer:
         on_dead_letter: DeadLetterHook | None = None,
         in_flight: asyncio.Semaphore | None = None,
     ) -> None:
-        """`in_flight` bounds the messages being handled at once, shared by a process's consumers (the
-        runtime sizes it to half the connection pool: a handler holds its transaction's connection and may
-        open a short transaction of its own besides, so this many handlers can never wait on each other
-        for connections). Without it, one at a time."""
+        """`in_flight` bounds the messages holding connections at once, shared by a process's consumers: a
+        handler holds its transaction's connection and may open short transactions of its own besides (at
+        most two more: payment's intent creation applying parked events), so the runtime sizes it to a
+        quarter of the pool and such handlers can never all wait on each other for connections. A slot is
+        held for one attempt's transaction, not across the backoff between attempts. Without it, one at a
+        time."""
         self.name = name
         self.in_flight = in_flight or asyncio.Semaphore(1)
         self.on_dead_letter = on_dead_letter
@@ -230,8 +232,7 @@ class EventConsumer:
 
     async def _handle_in_order(self, messages: Sequence[RawMessage]) -> None:
         for msg in messages:
-            async with self.in_flight:
-                await self.handle(msg)
+            await self.handle(msg)
 
     async def handle(self, msg: RawMessage) -> str:
         started = time.perf_counter()
@@ -265,7 +266,8 @@ class EventConsumer:
             error: BaseException | None = None
             for attempt in range(1, self.policy.max_attempts + 1):
                 try:
-                    async with self.db.transaction() as conn:
+                    # a slot only while it holds connections: never across the sleeps between attempts
+                    async with self.in_flight, self.db.transaction() as conn:
                         if not await claim(conn, self.t, self.name, event):
                             metrics.EVENTS_CONSUMED.labels(self.name, event.type, "duplicate").inc()
                             log.info("duplicate event ignored")
@@ -310,7 +312,7 @@ class EventConsumer:
         """Store the message and queue it for <topic>.dlq in one transaction. If the database itself is
         down this raises, the offset is not committed and the broker redelivers later: never dropped."""
         key = (msg.key or b"").decode(errors="replace") or (event.subject if event else "unknown")
-        async with self.db.transaction() as conn:
+        async with self.in_flight, self.db.transaction() as conn:
             await conn.execute(
                 insert(self.t.dead_letters).values(
                     consumer=self.name,

@@ -63,8 +63,8 @@ class Runtime:
             max_deferrals=settings.consumer_max_deferrals,
         )
         self.consumers: list[EventConsumer] = []
-        # messages handled at once by all of this process's consumers (EventConsumer says why half the pool)
-        self.in_flight = asyncio.Semaphore(max(1, settings.db_pool_size // 2))
+        # messages handled at once by all of this process's consumers (EventConsumer says why a quarter of the pool)
+        self.in_flight = asyncio.Semaphore(max(1, settings.db_pool_size // 4))
         # the broker's consumer loops (one task list per subscriber), watched by liveness
         self._subscribers: list[Any] = []
         # every background loop of the process, the relay's first; a service adds its own (runtime.loops.add)
