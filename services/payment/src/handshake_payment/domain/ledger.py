@@ -94,6 +94,9 @@ class Attempt:
     cancel_code: str | None = None
     cancel_reason: str | None = None
     give_back_point: GiveBackPoint | None = None
+    # why the attempt ended; a refused capture keeps the provider's answer here while it releases the intent
+    failure_code: str | None = None
+    failure_message: str | None = None
 
     @property
     def holds_payment(self) -> bool:
@@ -213,6 +216,7 @@ Outcome = Literal[
     "currency_mismatch",
     "exceeds_capture",
     "before_capture",
+    "closing",
 ]
 
 
@@ -317,6 +321,11 @@ def announce_intent(attempt: Attempt, refusal: tuple[str | None, str | None] | N
         return d
     if attempt.intent_id is None:
         d.outcome = "pending"
+        return d
+    if unfinished(attempt.cancel_point):
+        # the order closed while the intent was being made: the cancel under way closes the intent and ends the
+        # attempt, and announcing it now would offer a closed order's customer a payable session meanwhile
+        d.outcome = "closing"
         return d
     announce = pay.PaymentIntentCreated(
         order_id=str(attempt.order_id),
@@ -540,6 +549,24 @@ def end_attempt(
     canceled are announced with their reason."""
     d = Decision()
     attempt = ledger.attempt(attempt_id)
+    if target == A.CANCELED and attempt.state == A.AUTHORIZED and unfinished(attempt.capture_point):
+        # The order asked for this authorization's capture and the authorization is gone: the provider refused
+        # the capture and our release cancelled the intent (its answer kept on the row), or it expired
+        # meanwhile. Whichever of the capture and this fact comes first, the order hears that its capture
+        # failed, never a bare cancellation it would only note while it waits for the capture.
+        code = attempt.failure_code or AUTHORIZATION_GONE
+        message = attempt.failure_message or message
+        moved = d.move(
+            attempt,
+            A.CAPTURE_FAILED,
+            f"authorization gone while its capture was under way: {code}",
+            provider_event_id=provider_event_id,
+            announce=_ended(pay.PaymentCaptureFailed, attempt, intent_id, code, message),
+            failure_code=code,
+            failure_message=message,
+        )
+        d.outcome = "applied" if moved else "refused"
+        return d
     if target in (A.FAILED, A.CANCELED):
         kind = pay.PaymentFailed if target == A.FAILED else pay.PaymentCanceled
         moved = d.move(

@@ -44,6 +44,8 @@ def attempt_view(row: Any) -> Attempt:
         cancel_code=row.cancel_code,
         cancel_reason=row.cancel_reason,
         give_back_point=GiveBackPoint(row.give_back_point) if row.give_back_point else None,
+        failure_code=row.failure_code,
+        failure_message=row.failure_message,
     )
 
 
