@@ -105,7 +105,11 @@ async def test_order_placed_from_the_broker_reserves_once_and_publishes_inventor
             assert asyncio.get_running_loop().time() < deadline, f"not handled in time: {published}"
             await asyncio.sleep(0.1)
 
-        assert duplicates_seen() == duplicates_before + 1  # the second copy did arrive, and the inbox stopped it
+        # The second copy did arrive (the marker behind it in the same partition has been handled) and the inbox
+        # stopped it: reserved once, below. The counter is the consumer's, and this group reads the shared
+        # topic from its start, so copies of other suites' orders (resent announcements, an event a test
+        # publishes twice) handled on other partitions meanwhile are counted too: at least one more.
+        assert duplicates_seen() >= duplicates_before + 1
         assert [p.event_type for p in published] == ["inventory.reserved"]
         stock = (await client.get(f"/v1/admin/stock/{sku}", headers=admin)).json()
         assert (stock["available"], stock["reserved"], stock["sold"]) == (3, 2, 0)  # reserved once, not twice
