@@ -220,9 +220,6 @@ class EventConsumer:
         partitions: dict[tuple[str, int | None], list[RawMessage]] = {}
         for msg in messages:
             partitions.setdefault((msg.topic, msg.partition), []).append(msg)
-        if len(partitions) == 1:
-            await self._handle_in_order(messages)
-            return
         outcomes = await asyncio.gather(
             *(self._handle_in_order(run) for run in partitions.values()), return_exceptions=True
         )
